@@ -1,0 +1,560 @@
+//! The connection state machine after the opening handshake (RFC 6455 §5-§7).
+//!
+//! Call order: feed input with [`Connection::receive`] (or append to
+//! [`Connection::receive_buffer`] and call [`Connection::receive_buffered`]), then drain
+//! [`Connection::poll_event`], then write out [`Connection::poll_transmit`]. Commands
+//! (`send_*`, `close`) only queue bytes; nothing happens until the caller writes them.
+
+use crate::close::{CloseCode, CloseFrame};
+use crate::error::{Error, ProtocolError, UsageError};
+use crate::frame::{FrameHeader, OpCode};
+use crate::mask::apply_mask;
+use crate::message::Message;
+use crate::transmit::{Payload, Transmit};
+use crate::utf8::{Utf8Bytes, Utf8Validator};
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+
+/// Which end of the connection this is; decides masking in both directions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Masks every frame it sends, rejects masked frames.
+    Client,
+    /// Sends unmasked frames, rejects unmasked frames.
+    Server,
+}
+
+/// Limits and switches. The defaults accept what Autobahn|Testsuite sends (16 MiB messages).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Largest accepted frame payload; larger fails with 1009 before anything is buffered.
+    pub max_frame_size: u64,
+    /// Largest accepted message (sum of its fragments); larger fails with 1009.
+    pub max_message_size: u64,
+    /// Split outgoing messages into frames of at most this many bytes (`None`: never split).
+    pub fragment_size: Option<usize>,
+    /// Accept unmasked frames from a client. RFC 6455 §5.1 says a server MUST NOT: only for
+    /// testing against broken peers.
+    pub dangerous_accept_unmasked_frames: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_frame_size: 16 << 20,
+            max_message_size: 16 << 20,
+            fragment_size: None,
+            dangerous_accept_unmasked_frames: false,
+        }
+    }
+}
+
+impl Config {
+    /// Sets [`Config::max_frame_size`].
+    pub fn max_frame_size(mut self, n: u64) -> Self {
+        self.max_frame_size = n;
+        self
+    }
+
+    /// Sets [`Config::max_message_size`].
+    pub fn max_message_size(mut self, n: u64) -> Self {
+        self.max_message_size = n;
+        self
+    }
+
+    /// Sets [`Config::fragment_size`].
+    pub fn fragment_size(mut self, n: Option<usize>) -> Self {
+        self.fragment_size = n.filter(|&n| n > 0);
+        self
+    }
+}
+
+/// Where the closing handshake stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum State {
+    /// Messages flow both ways.
+    Open,
+    /// This end sent a close frame and waits for the peer's; incoming messages still arrive.
+    Closing,
+    /// Both close frames are sent (or queued) and received: the transport may be closed.
+    Closed,
+    /// The connection failed; a close frame with the error's code may be queued.
+    Failed(ProtocolError),
+}
+
+/// The frame currently arriving.
+struct RxFrame {
+    header: FrameHeader,
+    len: usize,
+    /// Payload bytes at the front of `rx` that are already unmasked (and validated).
+    done: usize,
+}
+
+/// The data message currently arriving.
+struct RxMessage {
+    text: bool,
+    /// Fragments received so far (empty until a second fragment arrives).
+    buf: BytesMut,
+    /// Bytes received so far, fragments included.
+    len: u64,
+    utf8: Utf8Validator,
+}
+
+/// A WebSocket connection after the handshake, as pure logic.
+pub struct Connection {
+    role: Role,
+    config: Config,
+    state: State,
+    rx: BytesMut,
+    frame: Option<RxFrame>,
+    message: Option<RxMessage>,
+    events: VecDeque<Message>,
+    tx: Transmit,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("buffered_in", &self.rx.len())
+            .field("buffered_out", &self.tx.len())
+            .finish()
+    }
+}
+
+impl Connection {
+    /// A connection whose opening handshake has completed.
+    pub fn new(role: Role, config: Config) -> Self {
+        Self {
+            role,
+            config,
+            state: State::Open,
+            rx: BytesMut::new(),
+            frame: None,
+            message: None,
+            events: VecDeque::new(),
+            tx: Transmit::default(),
+        }
+    }
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Where the closing handshake stands.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Feeds bytes read from the transport, then processes them.
+    ///
+    /// Next: drain [`Connection::poll_event`], then write [`Connection::poll_transmit`]
+    /// (a ping's pong or a close reply may be queued). On `Err`, events decoded before the
+    /// error are still queued, a close frame may be owed, and every later call fails the same
+    /// way: write out what is queued, then close the transport.
+    pub fn receive(&mut self, data: &[u8]) -> Result<(), Error> {
+        if matches!(self.state, State::Open | State::Closing) {
+            self.rx.extend_from_slice(data);
+        }
+        self.receive_buffered()
+    }
+
+    /// The receive buffer, for reading from the transport without a copy: append to it, then
+    /// call [`Connection::receive_buffered`]. [`Connection::receive_hint`] says how much
+    /// room is worth reserving.
+    pub fn receive_buffer(&mut self) -> &mut BytesMut {
+        &mut self.rx
+    }
+
+    /// Bytes still needed to finish the frame in progress (at least a header's worth).
+    pub fn receive_hint(&self) -> usize {
+        match &self.frame {
+            Some(f) => f.len.saturating_sub(self.rx.len()),
+            None => 14,
+        }
+    }
+
+    /// Processes bytes appended to [`Connection::receive_buffer`]; see
+    /// [`Connection::receive`] for what to do next.
+    pub fn receive_buffered(&mut self) -> Result<(), Error> {
+        loop {
+            match &self.state {
+                State::Failed(e) => return Err(e.clone().into()),
+                // RFC 6455 §5.5.1: after the peer's close, nothing it sends is data.
+                State::Closed => {
+                    self.rx.clear();
+                    return Ok(());
+                }
+                State::Open | State::Closing => {}
+            }
+            match self.step() {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+    }
+
+    /// The transport reached end of file. Fails with [`ProtocolError::UnexpectedEof`] unless
+    /// the closing handshake was complete.
+    pub fn receive_eof(&mut self) -> Result<(), Error> {
+        match &self.state {
+            State::Closed => Ok(()),
+            State::Failed(e) => Err(e.clone().into()),
+            State::Open | State::Closing => {
+                // The peer is gone: no close frame can reach it (and 1006 is never sent).
+                self.state = State::Failed(ProtocolError::UnexpectedEof);
+                Err(ProtocolError::UnexpectedEof.into())
+            }
+        }
+    }
+
+    /// The next received message, ping, pong or close.
+    pub fn poll_event(&mut self) -> Option<Message> {
+        self.events.pop_front()
+    }
+
+    /// Bytes to write to the transport, if any: write them (vectored writes welcome) and
+    /// [`Buf::advance`] by what the transport accepted.
+    pub fn poll_transmit(&mut self) -> Option<&mut Transmit> {
+        if self.tx.is_empty() {
+            None
+        } else {
+            Some(&mut self.tx)
+        }
+    }
+
+    /// Bytes queued but not yet written (the browser's `bufferedAmount`).
+    pub fn buffered_amount(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Frees the receive and transmit buffers if they are empty (for idle connections).
+    pub fn shrink_buffers(&mut self) {
+        if self.rx.is_empty() && self.frame.is_none() {
+            self.rx = BytesMut::new();
+        }
+        self.tx.shrink();
+    }
+
+    /// Queues a text message.
+    pub fn send_text(&mut self, text: &str) -> Result<(), Error> {
+        self.send_data(OpCode::Text, Payload::Borrowed(text.as_bytes()))
+    }
+
+    /// Queues a binary message.
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.send_data(OpCode::Binary, Payload::Borrowed(data))
+    }
+
+    /// Queues a message; large unmasked payloads are queued without a copy.
+    ///
+    /// `Ping`/`Pong` queue control frames; `Close` starts the closing handshake.
+    pub fn send(&mut self, message: Message) -> Result<(), Error> {
+        match message {
+            Message::Text(t) => self.send_data(OpCode::Text, Payload::Shared(t.into_bytes())),
+            Message::Binary(b) => self.send_data(OpCode::Binary, Payload::Shared(b)),
+            Message::Ping(b) => self.send_ping(&b),
+            Message::Pong(b) => self.send_pong(&b),
+            Message::Close(Some(f)) => self.close(f.code, f.reason.as_str()),
+            Message::Close(None) => self.close_frame(None),
+        }
+    }
+
+    /// Queues a ping (at most 125 bytes).
+    pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.send_control(OpCode::Ping, payload)
+    }
+
+    /// Queues an unsolicited pong (at most 125 bytes), e.g. as a unidirectional heartbeat.
+    pub fn send_pong(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.send_control(OpCode::Pong, payload)
+    }
+
+    /// Starts the closing handshake with `code` and a reason of at most 123 bytes.
+    ///
+    /// Nothing else can be sent afterwards; messages keep arriving until the peer's close.
+    /// Calling it again while closing does nothing.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        if !code.is_sendable() {
+            return Err(UsageError::InvalidCloseCode(code.as_u16()).into());
+        }
+        if reason.len() > 123 {
+            return Err(UsageError::ControlPayloadTooLong {
+                len: reason.len() + 2,
+            }
+            .into());
+        }
+        self.close_frame(Some((code, reason)))
+    }
+
+    fn close_frame(&mut self, body: Option<(CloseCode, &str)>) -> Result<(), Error> {
+        match &self.state {
+            State::Open => {}
+            State::Closing | State::Closed => return Ok(()),
+            State::Failed(e) => return Err(e.clone().into()),
+        }
+        self.queue_close(body);
+        self.state = State::Closing;
+        Ok(())
+    }
+
+    fn queue_close(&mut self, body: Option<(CloseCode, &str)>) {
+        let mut buf = [0u8; 125];
+        let len = match body {
+            None => 0,
+            Some((code, reason)) => {
+                buf[..2].copy_from_slice(&code.as_u16().to_be_bytes());
+                buf[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
+                2 + reason.len()
+            }
+        };
+        self.push_frame(OpCode::Close, true, Payload::Borrowed(&buf[..len]));
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), Error> {
+        if payload.len() > 125 {
+            return Err(UsageError::ControlPayloadTooLong { len: payload.len() }.into());
+        }
+        self.check_open()?;
+        self.push_frame(opcode, true, Payload::Borrowed(payload));
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        match &self.state {
+            State::Open => Ok(()),
+            // RFC 6455 §5.5.1: after sending a close, an endpoint MUST NOT send data.
+            State::Closing | State::Closed => Err(UsageError::Closed.into()),
+            State::Failed(e) => Err(e.clone().into()),
+        }
+    }
+
+    fn send_data(&mut self, opcode: OpCode, payload: Payload<'_>) -> Result<(), Error> {
+        self.check_open()?;
+        let len = payload.as_slice().len();
+        match self.config.fragment_size {
+            Some(size) if len > size => {
+                let whole = payload.as_slice();
+                let mut first = true;
+                let mut off = 0;
+                while off < len {
+                    let end = (off + size).min(len);
+                    let op = if first { opcode } else { OpCode::Continuation };
+                    let piece = match &payload {
+                        Payload::Shared(b) => Payload::Shared(b.slice(off..end)),
+                        Payload::Borrowed(_) => Payload::Borrowed(&whole[off..end]),
+                    };
+                    self.push_frame(op, end == len, piece);
+                    first = false;
+                    off = end;
+                }
+            }
+            _ => self.push_frame(opcode, true, payload),
+        }
+        Ok(())
+    }
+
+    fn push_frame(&mut self, opcode: OpCode, fin: bool, payload: Payload<'_>) {
+        let mask = match self.role {
+            // RFC 6455 §5.3: a fresh, unpredictable key for every frame.
+            Role::Client => Some(rand::random::<[u8; 4]>()),
+            Role::Server => None,
+        };
+        let header = FrameHeader {
+            fin,
+            rsv1: false,
+            rsv2: false,
+            rsv3: false,
+            opcode,
+            mask,
+            payload_len: payload.as_slice().len() as u64,
+        };
+        self.tx.push_frame(&header, payload);
+    }
+
+    /// Records a failure, owes the peer a close frame if none was sent, drops pending input.
+    fn fail(&mut self, e: ProtocolError) -> Error {
+        if self.state == State::Open {
+            // RFC 6455 §7.1.7: _Fail the WebSocket Connection_ sends a close frame first.
+            self.queue_close(Some((e.close_code(), e.close_reason())));
+        }
+        self.state = State::Failed(e.clone());
+        self.rx.clear();
+        self.frame = None;
+        self.message = None;
+        e.into()
+    }
+
+    /// Decodes as far as the buffer allows. `Ok(true)`: a frame completed, go on.
+    fn step(&mut self) -> Result<bool, ProtocolError> {
+        if self.frame.is_none() {
+            let Some((header, n)) = FrameHeader::decode(&self.rx)? else {
+                return Ok(false);
+            };
+            self.check_header(&header)?;
+            self.rx.advance(n);
+            self.frame = Some(RxFrame {
+                header,
+                len: header.payload_len as usize,
+                done: 0,
+            });
+        }
+        let frame = self.frame.as_mut().expect("frame set above");
+        let avail = self.rx.len().min(frame.len);
+        if avail > frame.done {
+            let fresh = &mut self.rx[frame.done..avail];
+            if let Some(key) = frame.header.mask {
+                apply_mask(fresh, key, frame.done);
+            }
+            // Validate text as it arrives, so invalid UTF-8 fails at once (Autobahn 6.4.*).
+            if !frame.header.opcode.is_control() {
+                if let Some(msg) = self.message.as_mut().filter(|m| m.text) {
+                    msg.utf8
+                        .feed(fresh)
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
+                }
+            }
+            frame.done = avail;
+        }
+        if frame.done < frame.len {
+            return Ok(false);
+        }
+        let frame = self.frame.take().expect("frame set above");
+        let payload = self.rx.split_to(frame.len);
+        self.on_frame(frame.header, payload)?;
+        Ok(true)
+    }
+
+    fn check_header(&mut self, h: &FrameHeader) -> Result<(), ProtocolError> {
+        // RFC 6455 §5.2: RSV bits MUST be 0 unless an extension defines them.
+        if h.rsv1 || h.rsv2 || h.rsv3 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        match (self.role, h.mask.is_some()) {
+            // RFC 6455 §5.1: a server MUST close on an unmasked frame...
+            (Role::Server, false) if !self.config.dangerous_accept_unmasked_frames => {
+                return Err(ProtocolError::UnmaskedFrame)
+            }
+            // ...and a client MUST close on a masked one.
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        if h.opcode.is_control() {
+            // RFC 6455 §5.5: control frames are at most 125 bytes and never fragmented.
+            if h.payload_len > 125 {
+                return Err(ProtocolError::ControlFrameTooLong { len: h.payload_len });
+            }
+            if !h.fin {
+                return Err(ProtocolError::FragmentedControlFrame);
+            }
+            return Ok(());
+        }
+        if h.payload_len > self.config.max_frame_size {
+            return Err(ProtocolError::FrameTooBig {
+                size: h.payload_len,
+                max: self.config.max_frame_size,
+            });
+        }
+        let so_far = self.message.as_ref().map_or(0, |m| m.len);
+        let size = so_far + h.payload_len;
+        if size > self.config.max_message_size {
+            return Err(ProtocolError::MessageTooBig {
+                size,
+                max: self.config.max_message_size,
+            });
+        }
+        match (h.opcode, &mut self.message) {
+            (OpCode::Continuation, Some(m)) => m.len = size,
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (_, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+            (op, None) => {
+                self.message = Some(RxMessage {
+                    text: op == OpCode::Text,
+                    buf: BytesMut::new(),
+                    len: size,
+                    utf8: Utf8Validator::new(),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    fn on_frame(&mut self, h: FrameHeader, payload: BytesMut) -> Result<(), ProtocolError> {
+        match h.opcode {
+            OpCode::Ping => {
+                // RFC 6455 §5.5.2: answer with a pong carrying the same payload (not after
+                // our close: nothing follows a close frame).
+                if self.state == State::Open {
+                    self.push_frame(OpCode::Pong, true, Payload::Borrowed(&payload));
+                }
+                self.events.push_back(Message::Ping(payload.freeze()));
+            }
+            // RFC 6455 §5.5.3: an unsolicited pong needs no answer.
+            OpCode::Pong => self.events.push_back(Message::Pong(payload.freeze())),
+            OpCode::Close => self.on_close(payload.freeze())?,
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                if !h.fin {
+                    let msg = self.message.as_mut().expect("checked in check_header");
+                    msg.buf.extend_from_slice(&payload);
+                    return Ok(());
+                }
+                let mut msg = self.message.take().expect("checked in check_header");
+                let data = if msg.buf.is_empty() {
+                    payload.freeze()
+                } else {
+                    msg.buf.extend_from_slice(&payload);
+                    msg.buf.freeze()
+                };
+                if msg.text {
+                    msg.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                    self.events
+                        .push_back(Message::Text(Utf8Bytes::from_validated(data)));
+                } else {
+                    self.events.push_back(Message::Binary(data));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_close(&mut self, payload: Bytes) -> Result<(), ProtocolError> {
+        let frame = match payload.len() {
+            0 => None,
+            // RFC 6455 §5.5.1: a body starts with a 2-byte code.
+            1 => return Err(ProtocolError::InvalidClosePayload),
+            _ => {
+                let code = CloseCode::new(u16::from_be_bytes([payload[0], payload[1]]));
+                if !code.is_sendable() {
+                    return Err(ProtocolError::InvalidCloseCode(code.as_u16()));
+                }
+                let reason = Utf8Bytes::try_from_bytes(payload.slice(2..))
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+                Some(CloseFrame { code, reason })
+            }
+        };
+        if self.state == State::Open {
+            // RFC 6455 §5.5.1: answer a close with a close, echoing the status code.
+            self.queue_close(frame.as_ref().map(|f| (f.code, "")));
+        }
+        self.state = State::Closed;
+        self.message = None;
+        self.frame = None;
+        self.rx.clear();
+        self.events.push_back(Message::Close(frame));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "connection_tests.rs"]
+mod tests;

@@ -1,0 +1,324 @@
+//! The client side: build the request, check the server's response strictly.
+
+use super::{accept_key, has_token, is_safe_value, is_token};
+use base64::Engine as _;
+use std::fmt::Write as _;
+
+/// Why a response was refused (the client then fails the connection).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResponseError {
+    /// The response head is not valid HTTP/1.x.
+    #[error("malformed http response")]
+    Malformed,
+    /// The response head exceeds the limit.
+    #[error("response head larger than {max} bytes")]
+    TooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// The status is not `101`.
+    #[error("server answered {status} {reason} instead of 101")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The reason phrase.
+        reason: String,
+    },
+    /// No `Upgrade: websocket`.
+    #[error("response lacks Upgrade: websocket")]
+    MissingUpgrade,
+    /// No `Connection: upgrade`.
+    #[error("response lacks Connection: upgrade")]
+    MissingConnectionUpgrade,
+    /// `Sec-WebSocket-Accept` missing or wrong.
+    #[error("response has a missing or wrong Sec-WebSocket-Accept")]
+    BadAccept,
+    /// The server picked a subprotocol that was not offered.
+    #[error("server selected subprotocol {0:?}, which was not offered")]
+    UnofferedSubprotocol(String),
+    /// The server enabled an extension that was not offered.
+    #[error("server enabled extension {0:?}, which was not offered")]
+    UnofferedExtension(String),
+}
+
+/// A request option that cannot go on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// A header name or value with CR, LF or NUL, or a name that is not a token.
+    #[error("invalid header {0:?}")]
+    InvalidHeader(String),
+    /// A subprotocol name that is not a token.
+    #[error("invalid subprotocol {0:?}")]
+    InvalidSubprotocol(String),
+}
+
+/// The client's opening request.
+#[derive(Clone, Debug)]
+pub struct Request {
+    host: String,
+    path: String,
+    key: String,
+    origin: Option<String>,
+    subprotocols: Vec<String>,
+    headers: Vec<(String, String)>,
+}
+
+/// The server's accepted response.
+#[derive(Clone, Debug)]
+pub struct Response {
+    /// The status (always 101 once accepted).
+    pub status: u16,
+    /// Every header, in order.
+    pub headers: Vec<(String, String)>,
+    /// The subprotocol the server selected.
+    pub subprotocol: Option<String>,
+}
+
+impl Response {
+    /// The first value of a header (name case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Longest response head accepted.
+pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+impl Request {
+    /// A request for `path` (with query) on `host` (with `:port` when not the default),
+    /// with a fresh random key.
+    pub fn new(host: impl Into<String>, path: impl Into<String>) -> Self {
+        let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
+        Self {
+            host: host.into(),
+            path: path.into(),
+            key,
+            origin: None,
+            subprotocols: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Sets the `Origin` header.
+    pub fn origin(mut self, origin: impl Into<String>) -> Result<Self, RequestError> {
+        let origin = origin.into();
+        if !is_safe_value(&origin) {
+            return Err(RequestError::InvalidHeader(origin));
+        }
+        self.origin = Some(origin);
+        Ok(self)
+    }
+
+    /// Offers a subprotocol (in order of preference).
+    pub fn subprotocol(mut self, p: impl Into<String>) -> Result<Self, RequestError> {
+        let p = p.into();
+        if !is_token(&p) {
+            return Err(RequestError::InvalidSubprotocol(p));
+        }
+        self.subprotocols.push(p);
+        Ok(self)
+    }
+
+    /// Adds a header.
+    pub fn header(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Self, RequestError> {
+        let (name, value) = (name.into(), value.into());
+        if !is_token(&name) || !is_safe_value(&value) {
+            return Err(RequestError::InvalidHeader(format!("{name}: {value}")));
+        }
+        self.headers.push((name, value));
+        Ok(self)
+    }
+
+    /// The `Sec-WebSocket-Key` sent.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The request head.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut s = String::with_capacity(256);
+        let _ = write!(
+            s,
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n",
+            self.path, self.host, self.key
+        );
+        if let Some(o) = &self.origin {
+            let _ = write!(s, "Origin: {o}\r\n");
+        }
+        if !self.subprotocols.is_empty() {
+            let _ = write!(
+                s,
+                "Sec-WebSocket-Protocol: {}\r\n",
+                self.subprotocols.join(", ")
+            );
+        }
+        for (n, v) in &self.headers {
+            let _ = write!(s, "{n}: {v}\r\n");
+        }
+        s.push_str("\r\n");
+        s.into_bytes()
+    }
+
+    /// Parses and checks the response at the start of `buf` (RFC 6455 §4.2.2 / §4.1).
+    ///
+    /// `Ok(None)`: incomplete. `Ok(Some((resp, n)))`: the head is `buf[..n]`; the bytes after
+    /// it are frames. A non-101 status is an error that carries the status.
+    pub fn parse_response(&self, buf: &[u8]) -> Result<Option<(Response, usize)>, ResponseError> {
+        let mut storage = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut storage);
+        let n = match resp.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
+                return Err(ResponseError::TooLarge {
+                    max: MAX_RESPONSE_HEAD,
+                })
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(ResponseError::Malformed),
+        };
+        let status = resp.code.unwrap_or(0);
+        let headers: Vec<(String, String)> = resp
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect();
+        if status != 101 {
+            return Err(ResponseError::Status {
+                status,
+                reason: resp.reason.unwrap_or("").to_string(),
+            });
+        }
+        let all = |name: &'static str| {
+            headers
+                .iter()
+                .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        if !all("upgrade").any(|v| has_token(v.as_bytes(), "websocket")) {
+            return Err(ResponseError::MissingUpgrade);
+        }
+        if !all("connection").any(|v| has_token(v.as_bytes(), "upgrade")) {
+            return Err(ResponseError::MissingConnectionUpgrade);
+        }
+        let expected = accept_key(self.key.as_bytes());
+        let mut accepts = all("sec-websocket-accept");
+        if accepts.next().map(str::trim) != Some(expected.as_str()) || accepts.next().is_some() {
+            return Err(ResponseError::BadAccept);
+        }
+        // RFC 6455 §4.1: a subprotocol or extension the client did not offer fails.
+        let mut protocols = all("sec-websocket-protocol");
+        let subprotocol = match (protocols.next().map(str::trim), protocols.next()) {
+            (None, _) => None,
+            (Some(p), None) if self.subprotocols.iter().any(|o| o == p) => Some(p.to_string()),
+            (Some(p), _) => return Err(ResponseError::UnofferedSubprotocol(p.to_string())),
+        };
+        if let Some(ext) = all("sec-websocket-extensions")
+            .map(str::trim)
+            .find(|e| !e.is_empty())
+        {
+            return Err(ResponseError::UnofferedExtension(ext.to_string()));
+        }
+        Ok(Some((
+            Response {
+                status,
+                headers,
+                subprotocol,
+            },
+            n,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(req: &Request, extra: &str) -> String {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n{extra}\r\n",
+            accept_key(req.key().as_bytes())
+        )
+    }
+
+    #[test]
+    fn request_has_every_required_header_and_a_fresh_key() {
+        let a = Request::new("h:1", "/p?q").subprotocol("chat").unwrap();
+        let b = Request::new("h:1", "/p?q");
+        assert_ne!(a.key(), b.key());
+        let s = String::from_utf8(a.to_bytes()).unwrap();
+        for h in [
+            "GET /p?q HTTP/1.1\r\n",
+            "Host: h:1\r\n",
+            "Upgrade: websocket\r\n",
+            "Connection: Upgrade\r\n",
+            "Sec-WebSocket-Version: 13\r\n",
+            "Sec-WebSocket-Protocol: chat\r\n",
+        ] {
+            assert!(s.contains(h), "{h}");
+        }
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(a.key())
+            .unwrap();
+        assert_eq!(key.len(), 16);
+        assert!(Request::new("h", "/").header("X", "a\r\nb").is_err());
+        assert!(Request::new("h", "/").subprotocol("a b").is_err());
+    }
+
+    #[test]
+    fn accepts_a_good_response_and_keeps_trailing_bytes() {
+        let req = Request::new("h", "/").subprotocol("chat").unwrap();
+        let mut r = response(&req, "Sec-WebSocket-Protocol: chat\r\n").into_bytes();
+        let head = r.len();
+        r.extend_from_slice(&[0x81, 0x00]);
+        let (resp, n) = req.parse_response(&r).unwrap().unwrap();
+        assert_eq!(n, head);
+        assert_eq!(resp.subprotocol.as_deref(), Some("chat"));
+        assert!(req.parse_response(&r[..head - 1]).unwrap().is_none());
+    }
+
+    #[test]
+    fn rejects_each_broken_response() {
+        let req = Request::new("h", "/");
+        let good = response(&req, "");
+        let cases = [
+            (good.replace("101 Switching Protocols", "200 OK"), "200"),
+            (good.replace("Upgrade: WebSocket\r\n", ""), "Upgrade"),
+            (
+                good.replace("Connection: upgrade\r\n", "Connection: close\r\n"),
+                "Connection",
+            ),
+            (
+                good.replace(&accept_key(req.key().as_bytes()), "AAAA"),
+                "Accept",
+            ),
+            (
+                response(&req, "Sec-WebSocket-Protocol: chat\r\n"),
+                "subprotocol",
+            ),
+            (
+                response(&req, "Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+                "extension",
+            ),
+        ];
+        for (resp, what) in cases {
+            let err = req.parse_response(resp.as_bytes()).unwrap_err();
+            assert!(err.to_string().contains(what), "{what}: {err}");
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! # wsduplex-proto
+//!
+//! RFC 6455 WebSocket as pure logic: bytes in; bytes, events and errors out. No I/O, no
+//! async runtime, no clock. The `wsduplex` crate drives it over tokio; anything else
+//! (another runtime, a simulator, a fuzzer) can drive it the same way.
+//!
+//! ```text
+//!   transport bytes ──receive()──▶ Connection ──poll_event()──▶ Message (text, binary,
+//!                                      │                        ping, pong, close)
+//!   application ──send_*/close()──▶    │
+//!                                      └──poll_transmit()──▶ bytes to write (pongs,
+//!                                                            close replies, your frames)
+//! ```
+//!
+//! What it is not: an HTTP server. The [`handshake`] module parses and builds the one
+//! request and response of the opening handshake; serving other HTTP belongs to the caller.
+//!
+//! ```
+//! use wsduplex_proto::{Config, Connection, Message, Role};
+//! use bytes::Buf;
+//!
+//! let mut client = Connection::new(Role::Client, Config::default());
+//! let mut server = Connection::new(Role::Server, Config::default());
+//! client.send_text("hello").unwrap();
+//!
+//! // Move the client's bytes to the server, as a transport would.
+//! let tx = client.poll_transmit().unwrap();
+//! let bytes = tx.copy_to_bytes(tx.remaining());
+//! server.receive(&bytes).unwrap();
+//! match server.poll_event() {
+//!     Some(Message::Text(t)) => assert_eq!(t.as_str(), "hello"),
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! ```
+#![warn(missing_docs)]
+
+pub mod close;
+mod connection;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+mod message;
+mod transmit;
+pub mod utf8;
+
+pub use close::{CloseCode, CloseFrame};
+pub use connection::{Config, Connection, Role, State};
+pub use error::{Error, ProtocolError, UsageError};
+pub use message::Message;
+pub use transmit::Transmit;
+pub use utf8::Utf8Bytes;

@@ -1,0 +1,206 @@
+//! The outgoing byte queue: small frames are coalesced into one buffer, large unmasked
+//! payloads are queued as shared [`Bytes`] without copying. Implements [`Buf`], so a driver
+//! writes it with vectored writes and advances by what the transport took.
+
+use crate::frame::FrameHeader;
+use crate::mask::apply_mask;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+/// Payloads at least this long are queued by reference instead of copied (when unmasked).
+const ZERO_COPY_MIN: usize = 16 * 1024;
+
+/// Bytes waiting to be written to the transport, in order.
+#[derive(Default)]
+pub struct Transmit {
+    /// Frozen chunks, written before `tail`.
+    chunks: VecDeque<Bytes>,
+    /// The chunk being appended to.
+    tail: BytesMut,
+    /// Total bytes queued.
+    len: usize,
+}
+
+impl std::fmt::Debug for Transmit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Transmit({} bytes)", self.len)
+    }
+}
+
+/// A payload to frame: borrowed (copied into the queue) or shared (maybe queued as is).
+pub(crate) enum Payload<'a> {
+    Borrowed(&'a [u8]),
+    Shared(Bytes),
+}
+
+impl Payload<'_> {
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Borrowed(b) => b,
+            Payload::Shared(b) => b,
+        }
+    }
+}
+
+impl Transmit {
+    /// Queues one frame. `header.payload_len` must equal the payload's length; the payload is
+    /// masked with `header.mask` while it is copied.
+    pub(crate) fn push_frame(&mut self, header: &FrameHeader, payload: Payload<'_>) {
+        let (head, n) = header.encode();
+        let len = payload.as_slice().len();
+        debug_assert_eq!(header.payload_len, len as u64);
+        self.len += n + len;
+        match (header.mask, payload) {
+            (None, Payload::Shared(bytes)) if len >= ZERO_COPY_MIN => {
+                self.tail.extend_from_slice(&head[..n]);
+                let head = self.tail.split().freeze();
+                self.chunks.push_back(head);
+                self.chunks.push_back(bytes);
+            }
+            (mask, payload) => {
+                self.tail.reserve(n + len);
+                self.tail.put_slice(&head[..n]);
+                let start = self.tail.len();
+                self.tail.put_slice(payload.as_slice());
+                if let Some(key) = mask {
+                    apply_mask(&mut self.tail[start..], key, 0);
+                }
+            }
+        }
+    }
+
+    /// Bytes queued.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Releases the queue's memory once it is empty (for idle connections).
+    pub fn shrink(&mut self) {
+        if self.len == 0 {
+            self.tail = BytesMut::new();
+            self.chunks = VecDeque::new();
+        }
+    }
+}
+
+impl Buf for Transmit {
+    fn remaining(&self) -> usize {
+        self.len
+    }
+
+    fn chunk(&self) -> &[u8] {
+        match self.chunks.front() {
+            Some(c) => c,
+            None => &self.tail,
+        }
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        assert!(
+            cnt <= self.len,
+            "advance past the end of the transmit queue"
+        );
+        self.len -= cnt;
+        while cnt > 0 {
+            match self.chunks.front_mut() {
+                Some(c) if c.len() <= cnt => {
+                    cnt -= c.len();
+                    self.chunks.pop_front();
+                }
+                Some(c) => {
+                    c.advance(cnt);
+                    return;
+                }
+                None => {
+                    self.tail.advance(cnt);
+                    return;
+                }
+            }
+        }
+        if self.len == 0 {
+            // Keeps the allocation and lets the next frame start at its beginning.
+            self.tail.clear();
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for c in self
+            .chunks
+            .iter()
+            .map(|c| c.as_ref())
+            .chain(std::iter::once(self.tail.as_ref()))
+        {
+            if n == dst.len() {
+                break;
+            }
+            if !c.is_empty() {
+                dst[n] = IoSlice::new(c);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::OpCode;
+
+    fn header(len: usize) -> FrameHeader {
+        FrameHeader {
+            fin: true,
+            rsv1: false,
+            rsv2: false,
+            rsv3: false,
+            opcode: OpCode::Binary,
+            mask: None,
+            payload_len: len as u64,
+        }
+    }
+
+    fn drain(t: &mut Transmit, step: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while t.has_remaining() {
+            let mut slices = [IoSlice::new(&[]); 4];
+            let n = t.chunks_vectored(&mut slices);
+            let mut take = step;
+            let mut took = 0;
+            for s in &slices[..n] {
+                let k = s.len().min(take);
+                out.extend_from_slice(&s[..k]);
+                take -= k;
+                took += k;
+            }
+            t.advance(took);
+        }
+        out
+    }
+
+    #[test]
+    fn small_and_large_frames_come_out_in_order_in_any_write_size() {
+        let big = Bytes::from(vec![7u8; ZERO_COPY_MIN + 3]);
+        for step in [1, 5, 100, 1 << 20] {
+            let mut t = Transmit::default();
+            t.push_frame(&header(3), Payload::Borrowed(b"abc"));
+            t.push_frame(&header(big.len()), Payload::Shared(big.clone()));
+            t.push_frame(&header(2), Payload::Borrowed(b"xy"));
+            let out = drain(&mut t, step);
+            let mut want = vec![0x82, 3];
+            want.extend_from_slice(b"abc");
+            want.extend_from_slice(&[0x82, 126]);
+            want.extend_from_slice(&(big.len() as u16).to_be_bytes());
+            want.extend_from_slice(&big);
+            want.extend_from_slice(&[0x82, 2, b'x', b'y']);
+            assert_eq!(out, want, "step {step}");
+            assert!(t.is_empty());
+        }
+    }
+}
