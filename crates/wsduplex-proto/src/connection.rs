@@ -185,8 +185,15 @@ impl Connection {
 
     /// Processes bytes appended to [`Connection::receive_buffer`]; see
     /// [`Connection::receive`] for what to do next.
+    ///
+    /// Decoding stops at the first event and resumes in [`Connection::poll_event`]: what the
+    /// application sends in answer to a message is queued before anything the rest of the
+    /// input makes this end send (a pong, or the close frame of an error that follows).
     pub fn receive_buffered(&mut self) -> Result<(), Error> {
         loop {
+            if !self.events.is_empty() {
+                return Ok(());
+            }
             match &self.state {
                 State::Failed(e) => return Err(e.clone().into()),
                 // RFC 6455 §5.5.1: after the peer's close, nothing it sends is data.
@@ -218,8 +225,15 @@ impl Connection {
         }
     }
 
-    /// The next received message, ping, pong or close.
+    /// The next received message, ping, pong or close, decoding buffered input as needed.
+    ///
+    /// `None`: nothing more until more input arrives, or the connection is finished; check
+    /// [`Connection::state`] (an error found while decoding shows there).
     pub fn poll_event(&mut self) -> Option<Message> {
+        if self.events.is_empty() && !self.rx.is_empty() {
+            // The error, if any, is recorded in the state.
+            let _ = self.receive_buffered();
+        }
         self.events.pop_front()
     }
 

@@ -137,12 +137,22 @@ mod framing_5_2 {
     }
 
     #[test]
-    fn messages_before_an_error_are_still_delivered() {
+    fn messages_before_an_error_are_delivered_and_answers_go_out_first() {
         let mut s = server();
         let mut bytes = raw(0x81, K, b"first");
         bytes.extend(raw(0x83, K, b""));
-        assert!(s.receive(&bytes).is_err());
-        assert_eq!(events(&mut s), vec![Message::text("first")]);
+        s.receive(&bytes).unwrap();
+        assert_eq!(s.poll_event(), Some(Message::text("first")));
+        // The application echoes before the bad frame is even decoded (Autobahn 3.2, 4.1.3).
+        s.send_text("first").unwrap();
+        assert_eq!(s.poll_event(), None);
+        assert!(matches!(
+            s.state(),
+            State::Failed(ProtocolError::ReservedOpCode(3))
+        ));
+        let out = take_tx(&mut s);
+        assert_eq!(&out[..7], b"\x81\x05first");
+        assert_eq!(&out[7..9], &[0x88, 0x10]);
     }
 }
 

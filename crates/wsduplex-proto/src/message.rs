@@ -58,3 +58,33 @@ impl fmt::Debug for Message {
         }
     }
 }
+
+impl From<&str> for Message {
+    fn from(s: &str) -> Self {
+        Self::Text(s.into())
+    }
+}
+
+impl From<String> for Message {
+    fn from(s: String) -> Self {
+        Self::Text(s.into())
+    }
+}
+
+impl From<Utf8Bytes> for Message {
+    fn from(s: Utf8Bytes) -> Self {
+        Self::Text(s)
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(b: Vec<u8>) -> Self {
+        Self::Binary(b.into())
+    }
+}
+
+impl From<Bytes> for Message {
+    fn from(b: Bytes) -> Self {
+        Self::Binary(b)
+    }
+}

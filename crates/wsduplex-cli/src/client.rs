@@ -1,0 +1,213 @@
+//! `wsduplex client URL`: stdin lines go out as text messages, received messages come out
+//! on stdout one per line. `/ping [data]` and `/close [code [reason]]` are commands.
+
+use anyhow::{bail, Context as _};
+use std::io::Write as _;
+use std::process::ExitCode;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use wsduplex::{ClientConfig, CloseCode, CloseFrame, Message};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// ws:// URL to connect to.
+    url: String,
+    /// Extra request header, 'Name: value' (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    headers: Vec<String>,
+    /// Subprotocol to offer (repeatable, most preferred first).
+    #[arg(long = "subprotocol", value_name = "PROTOCOL")]
+    subprotocols: Vec<String>,
+    /// Origin header to send.
+    #[arg(long)]
+    origin: Option<String>,
+    /// Print the handshake request and response headers to stderr.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Send every received message back unchanged; stdin is not read.
+    #[arg(long)]
+    echo: bool,
+    /// Print binary messages as raw bytes instead of hex.
+    #[arg(long)]
+    binary_raw: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(client(args))
+}
+
+/// What a stdin line asks for.
+#[derive(Debug, PartialEq)]
+enum Command {
+    Text(String),
+    Ping(String),
+    Close(CloseCode, String),
+}
+
+fn parse_line(line: &str) -> anyhow::Result<Command> {
+    let cmd = |name: &str| line == name || line.starts_with(&format!("{name} "));
+    if cmd("/ping") {
+        return Ok(Command::Ping(
+            line["/ping".len()..].trim_start().to_string(),
+        ));
+    }
+    if cmd("/close") {
+        let rest = line["/close".len()..].trim_start();
+        if rest.is_empty() {
+            return Ok(Command::Close(CloseCode::NORMAL, String::new()));
+        }
+        let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+        let code: u16 = code
+            .parse()
+            .with_context(|| format!("invalid close code {code:?}"))?;
+        return Ok(Command::Close(CloseCode::new(code), reason.to_string()));
+    }
+    // "//text" sends "/text".
+    Ok(Command::Text(
+        line.strip_prefix('/')
+            .filter(|l| l.starts_with('/'))
+            .unwrap_or(line)
+            .to_string(),
+    ))
+}
+
+fn print_head(prefix: &str, head: &str) {
+    for l in head.lines().filter(|l| !l.is_empty()) {
+        eprintln!("{prefix} {l}");
+    }
+}
+
+async fn client(args: Args) -> anyhow::Result<ExitCode> {
+    let mut config = ClientConfig::default();
+    config.origin = args.origin.clone();
+    config.subprotocols = args.subprotocols.clone();
+    for h in &args.headers {
+        let Some((name, value)) = h.split_once(':') else {
+            bail!("invalid header {h:?}: expected 'Name: value'");
+        };
+        config
+            .headers
+            .push((name.trim().to_string(), value.trim().to_string()));
+    }
+    let (mut ws, handshake) = wsduplex::connect_with(&args.url, &config)
+        .await
+        .with_context(|| format!("cannot connect to {}", args.url))?;
+    if args.verbose {
+        print_head(">", &handshake.request);
+        print_head("<", &handshake.response_head);
+    }
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let mut sending = !args.echo;
+    let mut we_closed = false;
+    let mut close: Option<Option<CloseFrame>> = None;
+    loop {
+        tokio::select! {
+            line = stdin.next_line(), if sending => match line? {
+                Some(line) => match parse_line(&line) {
+                    Ok(Command::Text(t)) => ws.send(Message::text(t)).await?,
+                    Ok(Command::Ping(p)) => {
+                        if let Err(e) = ws.send(Message::Ping(p.into_bytes().into())).await {
+                            eprintln!("wsduplex: {e}");
+                        }
+                    }
+                    Ok(Command::Close(code, reason)) => match ws.close(code, &reason).await {
+                        Ok(()) => { sending = false; we_closed = true; }
+                        Err(e) => eprintln!("wsduplex: {e}"),
+                    },
+                    Err(e) => eprintln!("wsduplex: {e:#}"),
+                },
+                None => {
+                    // stdin ended: close normally and wait for the server's reply.
+                    sending = false;
+                    we_closed = true;
+                    ws.close(CloseCode::NORMAL, "").await?;
+                }
+            },
+            item = ws.recv() => match item {
+                Some(Ok(msg)) => {
+                    print_message(&msg, args.binary_raw, args.verbose)?;
+                    match msg {
+                        Message::Close(frame) => close = Some(frame),
+                        msg if args.echo && msg.is_data() => {
+                            // A send can fail once a close is under way; the close decides.
+                            let _ = ws.feed(msg).await;
+                        }
+                        _ => {}
+                    }
+                }
+                Some(Err(e)) => bail!("{e}"),
+                None => break,
+            }
+        }
+    }
+    let frame = close.flatten();
+    let code = frame
+        .as_ref()
+        .map_or(CloseCode::NO_STATUS_RECEIVED, |f| f.code);
+    if args.verbose {
+        eprintln!(
+            "closed: {}",
+            frame.as_ref().map_or("1005".to_string(), |f| f.to_string())
+        );
+    }
+    if we_closed || matches!(code.as_u16(), 1000 | 1001 | 1005) {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let reason = frame.map_or(String::new(), |f| f.to_string());
+        eprintln!("wsduplex: closed by server: {reason}");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn print_message(msg: &Message, binary_raw: bool, verbose: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match msg {
+        Message::Text(t) => writeln!(out, "{t}")?,
+        Message::Binary(b) if binary_raw => out.write_all(b)?,
+        Message::Binary(b) => {
+            let mut hex = String::with_capacity(b.len() * 2 + 1);
+            for byte in b.iter() {
+                hex.push(char::from_digit((byte >> 4) as u32, 16).unwrap_or('0'));
+                hex.push(char::from_digit((byte & 15) as u32, 16).unwrap_or('0'));
+            }
+            hex.push('\n');
+            out.write_all(hex.as_bytes())?;
+        }
+        Message::Pong(p) => eprintln!("pong: {}", String::from_utf8_lossy(p)),
+        Message::Ping(p) if verbose => eprintln!("ping: {}", String::from_utf8_lossy(p)),
+        _ => {}
+    }
+    out.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_parse_into_commands() {
+        assert_eq!(parse_line("hello").unwrap(), Command::Text("hello".into()));
+        assert_eq!(parse_line("/ping").unwrap(), Command::Ping("".into()));
+        assert_eq!(
+            parse_line("/ping a b").unwrap(),
+            Command::Ping("a b".into())
+        );
+        assert_eq!(
+            parse_line("/close").unwrap(),
+            Command::Close(CloseCode::NORMAL, "".into())
+        );
+        assert_eq!(
+            parse_line("/close 4000 bye now").unwrap(),
+            Command::Close(CloseCode::new(4000), "bye now".into())
+        );
+        assert!(parse_line("/close abc").is_err());
+        assert_eq!(parse_line("//ping").unwrap(), Command::Text("/ping".into()));
+        assert_eq!(
+            parse_line("/pingpong").unwrap(),
+            Command::Text("/pingpong".into())
+        );
+    }
+}

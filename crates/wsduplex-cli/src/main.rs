@@ -1,0 +1,49 @@
+//! `wsduplex`: a WebSocket client for testing and debugging, and an echo server.
+//! Argument parsing and glue only; the protocol lives in the libraries.
+
+mod client;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "wsduplex",
+    version,
+    about = "WebSocket client, echo server and tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve an echo endpoint at /echo and a test page at /.
+    Serve(serve::Args),
+    /// Connect to a WebSocket URL: stdin lines are sent, received messages printed.
+    Client(client::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WSDUPLEX_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Client(args) => client::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wsduplex: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

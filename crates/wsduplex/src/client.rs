@@ -1,0 +1,275 @@
+//! The client side: `connect(url)` over TCP, or a handshake over any stream.
+
+use crate::error::{Error, Result};
+use crate::socket::{Config, WebSocket};
+use bytes::BytesMut;
+use proto::handshake::client::{Request, Response};
+use proto::Role;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Client settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// The `Origin` header, if any (browsers always send one).
+    pub origin: Option<String>,
+    /// Subprotocols to offer, most preferred first.
+    pub subprotocols: Vec<String>,
+    /// Extra request headers (e.g. `Authorization`).
+    pub headers: Vec<(String, String)>,
+    /// Time allowed to establish the TCP connection.
+    pub connect_timeout: Duration,
+    /// Time allowed for the opening handshake.
+    pub handshake_timeout: Duration,
+    /// Settings for the socket.
+    pub socket: Config,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            origin: None,
+            subprotocols: Vec::new(),
+            headers: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            socket: Config::default(),
+        }
+    }
+}
+
+/// What the opening handshake exchanged.
+#[derive(Clone, Debug)]
+pub struct Handshake {
+    /// The request head as sent.
+    pub request: String,
+    /// The response head as received.
+    pub response_head: String,
+    /// The checked response.
+    pub response: Response,
+}
+
+/// The transport of a client connection. Only plain TCP for now; TLS will be another
+/// variant, so code written against this type keeps working.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClientStream {
+    /// `ws://`.
+    Plain(TcpStream),
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A parsed `ws://` URL: where to connect and what to ask for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Host name or address, without brackets.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// The `Host` header value.
+    pub host_header: String,
+    /// Path and query.
+    pub path: String,
+    /// `wss://`.
+    pub tls: bool,
+}
+
+impl Target {
+    /// Parses `ws://` and `wss://` URLs.
+    pub fn parse(url: &str) -> Result<Self> {
+        let u = url::Url::parse(url).map_err(|e| Error::Url(format!("{url}: {e}")))?;
+        let tls = match u.scheme() {
+            "ws" => false,
+            "wss" => true,
+            other => {
+                return Err(Error::Url(format!(
+                    "{url}: scheme {other} is not ws or wss"
+                )))
+            }
+        };
+        if u.fragment().is_some() {
+            // RFC 6455 §3: fragment identifiers MUST NOT be used in WebSocket URIs.
+            return Err(Error::Url(format!(
+                "{url}: a websocket url has no #fragment"
+            )));
+        }
+        let host = match u.host() {
+            Some(url::Host::Domain(d)) => d.to_string(),
+            Some(url::Host::Ipv4(a)) => a.to_string(),
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            None => return Err(Error::Url(format!("{url}: no host"))),
+        };
+        let port = u
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
+        let host_str = u.host_str().unwrap_or_default();
+        let host_header = match u.port() {
+            Some(p) => format!("{host_str}:{p}"),
+            None => host_str.to_string(),
+        };
+        let mut path = u.path().to_string();
+        if let Some(q) = u.query() {
+            path.push('?');
+            path.push_str(q);
+        }
+        Ok(Self {
+            host,
+            port,
+            host_header,
+            path,
+            tls,
+        })
+    }
+}
+
+/// Connects to a `ws://` URL with default settings.
+pub async fn connect(url: &str) -> Result<(WebSocket<ClientStream>, Handshake)> {
+    connect_with(url, &ClientConfig::default()).await
+}
+
+/// Connects to a `ws://` URL.
+pub async fn connect_with(
+    url: &str,
+    config: &ClientConfig,
+) -> Result<(WebSocket<ClientStream>, Handshake)> {
+    let target = Target::parse(url)?;
+    if target.tls {
+        return Err(Error::Url(format!(
+            "{url}: wss:// is not supported by this build yet"
+        )));
+    }
+    let tcp = tokio::time::timeout(
+        config.connect_timeout,
+        TcpStream::connect((target.host.as_str(), target.port)),
+    )
+    .await
+    .map_err(|_| Error::ConnectTimeout)??;
+    tcp.set_nodelay(true)?;
+    client_handshake(ClientStream::Plain(tcp), &target, config).await
+}
+
+/// Runs the client handshake over an established stream.
+pub async fn client_handshake<S>(
+    mut io: S,
+    target: &Target,
+    config: &ClientConfig,
+) -> Result<(WebSocket<S>, Handshake)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut req = Request::new(target.host_header.clone(), target.path.clone());
+    if let Some(o) = &config.origin {
+        req = req.origin(o.clone())?;
+    }
+    for p in &config.subprotocols {
+        req = req.subprotocol(p.clone())?;
+    }
+    for (n, v) in &config.headers {
+        req = req.header(n.clone(), v.clone())?;
+    }
+    let request_bytes = req.to_bytes();
+    let fut = async {
+        io.write_all(&request_bytes).await?;
+        let mut buf = BytesMut::with_capacity(1024);
+        loop {
+            if io.read_buf(&mut buf).await? == 0 {
+                return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            if let Some((resp, n)) = req.parse_response(&buf)? {
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                return Ok((resp, head, buf.split_off(n)));
+            }
+        }
+    };
+    let (response, response_head, leftover) = tokio::time::timeout(config.handshake_timeout, fut)
+        .await
+        .map_err(|_| Error::HandshakeTimeout)??;
+    let subprotocol = response.subprotocol.clone();
+    let ws = WebSocket::from_raw(io, Role::Client, config.socket.clone(), &leftover)
+        .with_subprotocol(subprotocol);
+    let handshake = Handshake {
+        request: String::from_utf8_lossy(&request_bytes).into_owned(),
+        response_head,
+        response,
+    };
+    Ok((ws, handshake))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        let t = Target::parse("ws://localhost:8080/echo?x=1").unwrap();
+        assert_eq!(
+            (
+                t.host.as_str(),
+                t.port,
+                t.host_header.as_str(),
+                t.path.as_str()
+            ),
+            ("localhost", 8080, "localhost:8080", "/echo?x=1")
+        );
+        let t = Target::parse("ws://[::1]/").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.host_header.as_str()),
+            ("::1", 80, "[::1]")
+        );
+        assert!(Target::parse("wss://example.com").unwrap().tls);
+        assert!(Target::parse("http://example.com").is_err());
+        assert!(Target::parse("ws://example.com/#frag").is_err());
+        assert!(Target::parse("not a url").is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! The server side: read one HTTP request, then upgrade it to a WebSocket, refuse it with
+//! a status, or answer it as plain HTTP (WebSocket shares its port with HTTP).
+
+use crate::error::{Error, Result};
+use crate::socket::{Config, WebSocket};
+use bytes::BytesMut;
+use proto::handshake::server::{http_response, HandshakeError, Limits, Request};
+use proto::Role;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Server settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Request head limits (`431` beyond them).
+    pub limits: Limits,
+    /// Time allowed for the client to send its whole request head.
+    pub handshake_timeout: Duration,
+    /// Subprotocols this server speaks, most preferred first.
+    pub subprotocols: Vec<String>,
+    /// Settings for accepted sockets.
+    pub socket: Config,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            handshake_timeout: Duration::from_secs(10),
+            subprotocols: Vec::new(),
+            socket: Config::default(),
+        }
+    }
+}
+
+/// A request read from a connection, not yet answered.
+pub struct Incoming<S> {
+    io: S,
+    request: Request,
+    leftover: BytesMut,
+}
+
+impl<S> std::fmt::Debug for Incoming<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("request", &self.request)
+            .finish()
+    }
+}
+
+/// Reads one request head, within the configured size and time limits. A malformed or
+/// oversized head is answered (`400`/`431`) and the connection closed before this returns
+/// the error.
+pub async fn read_request<S>(mut io: S, config: &ServerConfig) -> Result<Incoming<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(1024);
+    let limits = config.limits;
+    let parsed = tokio::time::timeout(config.handshake_timeout, async {
+        loop {
+            if buf.capacity() - buf.len() < 512 {
+                buf.reserve(1024.min(limits.max_head_size + 1));
+            }
+            if io.read_buf(&mut buf).await? == 0 {
+                return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            match Request::parse(&buf, &limits) {
+                Ok(Some(done)) => return Ok(done),
+                Ok(None) => {}
+                Err(e) => return Err(Error::Handshake(e)),
+            }
+        }
+    })
+    .await;
+    match parsed {
+        Ok(Ok((request, n))) => {
+            let leftover = buf.split_off(n);
+            Ok(Incoming {
+                io,
+                request,
+                leftover,
+            })
+        }
+        Ok(Err(Error::Handshake(e))) => {
+            let _ = write_and_close(&mut io, &e.to_response()).await;
+            Err(Error::Handshake(e))
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::HandshakeTimeout),
+    }
+}
+
+async fn write_and_close<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    io.write_all(bytes).await?;
+    io.shutdown().await
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
+    /// The request.
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+
+    /// The request target, e.g. `/echo?x=1`.
+    pub fn path(&self) -> &str {
+        self.request.path()
+    }
+
+    /// Whether the client asks for a WebSocket upgrade.
+    pub fn is_upgrade(&self) -> bool {
+        self.request.is_upgrade()
+    }
+
+    /// Validates the upgrade, selects a subprotocol by server preference and answers `101`.
+    /// A request that breaks RFC 6455 §4.2.1 is answered with `400` or `426`.
+    pub async fn accept(self, config: &ServerConfig) -> Result<WebSocket<S>> {
+        let supported: Vec<&str> = config.subprotocols.iter().map(String::as_str).collect();
+        let subprotocol = self.request.select_subprotocol(&supported);
+        self.accept_with(subprotocol, &[], config.socket.clone())
+            .await
+    }
+
+    /// Answers `101` with the given subprotocol (one the client offered) and extra headers.
+    pub async fn accept_with(
+        mut self,
+        subprotocol: Option<&str>,
+        headers: &[(&str, &str)],
+        config: Config,
+    ) -> Result<WebSocket<S>> {
+        let subprotocol = subprotocol.filter(|p| self.request.subprotocols().any(|o| o == *p));
+        let response = match self.request.accept_response(subprotocol, headers) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = write_and_close(&mut self.io, &e.to_response()).await;
+                return Err(e.into());
+            }
+        };
+        self.io.write_all(&response).await?;
+        let ws = WebSocket::from_raw(self.io, Role::Server, config, &self.leftover);
+        Ok(ws.with_subprotocol(subprotocol.map(str::to_string)))
+    }
+
+    /// Refuses the upgrade with `err`'s status and reason, and closes the connection.
+    pub async fn reject(mut self, err: HandshakeError) -> Result<()> {
+        write_and_close(&mut self.io, &err.to_response()).await?;
+        Ok(())
+    }
+
+    /// Answers with a plain HTTP response and closes the connection.
+    pub async fn respond(
+        mut self,
+        status: u16,
+        headers: &[(&str, &str)],
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<()> {
+        let bytes = if self.request.method() == "HEAD" {
+            let mut r = http_response(status, headers, content_type, body);
+            r.truncate(r.len() - body.len());
+            r
+        } else {
+            http_response(status, headers, content_type, body)
+        };
+        write_and_close(&mut self.io, &bytes).await?;
+        Ok(())
+    }
+}
+
+/// Accepts a WebSocket on `io` with default settings, whatever the path.
+pub async fn accept<S>(io: S) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    accept_with_config(io, &ServerConfig::default()).await
+}
+
+/// Accepts a WebSocket on `io` with `config`, whatever the path.
+pub async fn accept_with_config<S>(io: S, config: &ServerConfig) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    read_request(io, config).await?.accept(config).await
+}

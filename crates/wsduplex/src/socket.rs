@@ -1,0 +1,483 @@
+//! The socket: a proto [`Connection`] pumped over any `AsyncRead + AsyncWrite`.
+//!
+//! Reading delivers messages in order, then the peer's `Close` once the transport is closed
+//! (or an error), then `None`. Writing queues frames in the core and writes them with
+//! vectored writes; the reader also flushes (pongs, close replies, and whatever the
+//! application queued) whenever it would otherwise wait for input, so an echo loop that
+//! only `feed`s gets batched writes for free.
+
+use crate::error::{Error, Result};
+use bytes::Buf;
+use futures_core::Stream;
+use futures_sink::Sink;
+use futures_util::task::{waker_ref, ArcWake, AtomicWaker};
+use proto::{CloseCode, Connection, Message, Role, State};
+use std::future::{poll_fn, Future};
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
+
+/// Settings of a socket (the protocol limits live in [`Config::protocol`]).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Frame and message limits, fragmentation.
+    pub protocol: proto::Config,
+    /// How long to wait for the peer's close frame, and then for the transport to close.
+    pub close_timeout: Duration,
+    /// Above this many queued outgoing bytes, sending waits and reading pauses.
+    pub max_write_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            protocol: proto::Config::default(),
+            close_timeout: Duration::from_secs(5),
+            max_write_buffer: 1 << 20,
+        }
+    }
+}
+
+/// Bytes reserved per read: enough for a frame in progress, within these bounds.
+const MIN_READ: usize = 4 * 1024;
+const MAX_READ: usize = 256 * 1024;
+
+/// Where the transport stands once the protocol is done.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    /// Messages flow.
+    Open,
+    /// The protocol is finished: flushing, then closing the transport.
+    Finishing,
+    /// The final item was yielded; the stream returns `None`.
+    Done,
+}
+
+struct Inner<S> {
+    io: S,
+    conn: Connection,
+    config: Config,
+    phase: Phase,
+    /// The peer's close, held back until the transport is closed.
+    final_close: Option<Message>,
+    /// An environment error to yield last.
+    final_error: Option<Error>,
+    close_timer: Option<Pin<Box<Sleep>>>,
+    write_shutdown: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
+    fn start_close_timer(&mut self) {
+        if self.close_timer.is_none() {
+            self.close_timer = Some(Box::pin(tokio::time::sleep(self.config.close_timeout)));
+        }
+    }
+
+    fn close_timer_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.close_timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+    }
+
+    /// Writes everything queued in the core, then flushes the transport.
+    fn poll_flush_tx(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        while let Some(tx) = self.conn.poll_transmit() {
+            let mut slices = [IoSlice::new(&[]); 32];
+            let n = tx.chunks_vectored(&mut slices);
+            let written = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?;
+            if written == 0 {
+                return Poll::Ready(Err(
+                    std::io::Error::from(std::io::ErrorKind::WriteZero).into()
+                ));
+            }
+            tx.advance(written);
+        }
+        Pin::new(&mut self.io).poll_flush(cx).map_err(Error::from)
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+        loop {
+            if let Some(ev) = self.conn.poll_event() {
+                if let Message::Close(_) = ev {
+                    self.final_close = Some(ev);
+                    continue;
+                }
+                return Poll::Ready(Some(Ok(ev)));
+            }
+            match self.phase {
+                Phase::Done => return Poll::Ready(None),
+                Phase::Finishing => {
+                    ready!(self.poll_finish(cx));
+                    self.phase = Phase::Done;
+                    return Poll::Ready(self.final_item());
+                }
+                Phase::Open => {}
+            }
+            match self.conn.state() {
+                State::Open => {}
+                State::Closing => {
+                    self.start_close_timer();
+                    if self.close_timer_expired(cx) {
+                        self.final_error = Some(Error::CloseTimeout);
+                        self.enter_finishing();
+                        continue;
+                    }
+                }
+                State::Closed | State::Failed(_) => {
+                    self.enter_finishing();
+                    continue;
+                }
+                #[allow(unreachable_patterns)]
+                _ => {}
+            }
+            // Flush what is queued; stop reading while the peer does not take our bytes.
+            match self.poll_flush_tx(cx) {
+                Poll::Ready(Err(e)) => {
+                    self.final_error = Some(e);
+                    self.enter_finishing();
+                    continue;
+                }
+                Poll::Pending if self.conn.buffered_amount() >= self.config.max_write_buffer => {
+                    return Poll::Pending
+                }
+                _ => {}
+            }
+            let want = self.conn.receive_hint().clamp(MIN_READ, MAX_READ);
+            let buf = self.conn.receive_buffer();
+            buf.reserve(want);
+            match ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut self.io),
+                cx,
+                buf
+            )) {
+                Ok(0) => {
+                    // The state now says whether that EOF was clean.
+                    let _ = self.conn.receive_eof();
+                }
+                Ok(_) => {
+                    // An error is recorded in the state; queued events come out first.
+                    let _ = self.conn.receive_buffered();
+                }
+                Err(e) => {
+                    self.final_error = Some(e.into());
+                    self.enter_finishing();
+                }
+            }
+        }
+    }
+
+    fn enter_finishing(&mut self) {
+        self.phase = Phase::Finishing;
+        self.start_close_timer();
+    }
+
+    /// Flushes what is owed (a close reply, an error's close frame), then closes the
+    /// transport: a server closes TCP first (RFC 6455 §7.1.1), a client waits for the
+    /// server to do so. Bounded by the close timer.
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let expired = self.close_timer_expired(cx);
+        if self.final_error.is_none() || matches!(self.final_error, Some(Error::CloseTimeout)) {
+            match self.poll_flush_tx(cx) {
+                Poll::Pending if !expired => return Poll::Pending,
+                _ => {}
+            }
+        }
+        let wait_for_server = self.conn.role() == Role::Client
+            && *self.conn.state() == State::Closed
+            && self.final_error.is_none();
+        if wait_for_server && !expired {
+            // Discard anything until the server closes TCP.
+            loop {
+                let buf = self.conn.receive_buffer();
+                buf.clear();
+                buf.reserve(MIN_READ);
+                match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
+                    Poll::Ready(Ok(_)) => continue,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        }
+        if !self.write_shutdown {
+            match Pin::new(&mut self.io).poll_shutdown(cx) {
+                Poll::Pending if !expired => return Poll::Pending,
+                _ => self.write_shutdown = true,
+            }
+        }
+        self.conn.receive_buffer().clear();
+        self.conn.shrink_buffers();
+        Poll::Ready(())
+    }
+
+    fn final_item(&mut self) -> Option<Result<Message>> {
+        if let Some(e) = self.final_error.take() {
+            return Some(Err(e));
+        }
+        match self.conn.state() {
+            State::Failed(e) => Some(Err(Error::Protocol(e.clone()))),
+            _ => self.final_close.take().map(Ok),
+        }
+    }
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.conn.buffered_amount() >= self.config.max_write_buffer {
+            ready!(self.poll_flush_tx(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(&mut self, msg: Message) -> Result<()> {
+        self.conn.send(msg).map_err(Error::from)
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if *self.conn.state() == State::Open {
+            self.conn.close(CloseCode::NORMAL, "")?;
+        }
+        self.poll_flush_tx(cx)
+    }
+}
+
+/// A WebSocket connection: a [`Stream`] of received [`Message`]s and a [`Sink`] of
+/// messages to send.
+///
+/// The stream yields data messages, pings and pongs (pongs owed are sent automatically),
+/// then, once the closing handshake is complete and the transport closed, the peer's
+/// `Message::Close` (or an `Err` if the connection failed), then `None`. Polling the stream
+/// is cancel-safe: all state lives in the socket, so `next()` can sit in `tokio::select!`.
+pub struct WebSocket<S> {
+    inner: Inner<S>,
+    subprotocol: Option<String>,
+}
+
+impl<S> std::fmt::Debug for WebSocket<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("conn", &self.inner.conn)
+            .field("subprotocol", &self.subprotocol)
+            .finish()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// Wraps a transport whose opening handshake is done. `leftover` holds bytes read past
+    /// the handshake (they are the first frames).
+    pub fn from_raw(io: S, role: Role, config: Config, leftover: &[u8]) -> Self {
+        let mut conn = Connection::new(role, config.protocol.clone());
+        if !leftover.is_empty() {
+            // Errors are recorded in the state and surface on the first read.
+            let _ = conn.receive(leftover);
+        }
+        Self {
+            inner: Inner {
+                io,
+                conn,
+                config,
+                phase: Phase::Open,
+                final_close: None,
+                final_error: None,
+                close_timer: None,
+                write_shutdown: false,
+            },
+            subprotocol: None,
+        }
+    }
+
+    pub(crate) fn with_subprotocol(mut self, p: Option<String>) -> Self {
+        self.subprotocol = p;
+        self
+    }
+
+    /// The subprotocol the handshake selected (the browser's `protocol`).
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.subprotocol.as_deref()
+    }
+
+    /// Outgoing bytes not yet written (the browser's `bufferedAmount`).
+    pub fn buffered_amount(&self) -> usize {
+        self.inner.conn.buffered_amount()
+    }
+
+    /// The protocol state.
+    pub fn state(&self) -> &State {
+        self.inner.conn.state()
+    }
+
+    /// The next message; `None` after the final `Close` or error.
+    pub async fn recv(&mut self) -> Option<Result<Message>> {
+        poll_fn(|cx| self.inner.poll_next(cx)).await
+    }
+
+    /// Sends a message and flushes it to the transport.
+    pub async fn send(&mut self, msg: impl Into<Message>) -> Result<()> {
+        poll_fn(|cx| self.inner.poll_ready(cx)).await?;
+        self.inner.start_send(msg.into())?;
+        poll_fn(|cx| self.inner.poll_flush_tx(cx)).await
+    }
+
+    /// Queues a message without flushing (it goes out with the next flush or read).
+    pub async fn feed(&mut self, msg: impl Into<Message>) -> Result<()> {
+        poll_fn(|cx| self.inner.poll_ready(cx)).await?;
+        self.inner.start_send(msg.into())
+    }
+
+    /// Starts the closing handshake and flushes the close frame. Keep reading: messages
+    /// already in flight arrive, then the peer's `Close`, then `None`.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        self.inner.conn.close(code, reason)?;
+        poll_fn(|cx| self.inner.poll_flush_tx(cx)).await
+    }
+
+    /// Splits into a reading half and a writing half for use from two tasks.
+    pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(self.inner),
+            wakers: Arc::new(WakerPair::default()),
+            subprotocol: self.subprotocol,
+        });
+        (
+            ReadHalf {
+                shared: shared.clone(),
+            },
+            WriteHalf { shared },
+        )
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
+    type Item = Result<Message>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().inner.poll_next(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
+    type Error = Error;
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().inner.poll_ready(cx)
+    }
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<()> {
+        self.get_mut().inner.start_send(item)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().inner.poll_flush_tx(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().inner.poll_close(cx)
+    }
+}
+
+/// Wakes both halves: either half may register interest in the transport on behalf of
+/// the other (the reader flushes pongs, the writer's flush may unblock the reader).
+#[derive(Default)]
+struct WakerPair {
+    read: AtomicWaker,
+    write: AtomicWaker,
+}
+
+impl ArcWake for WakerPair {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.read.wake();
+        arc_self.write.wake();
+    }
+}
+
+struct Shared<S> {
+    inner: Mutex<Inner<S>>,
+    wakers: Arc<WakerPair>,
+    subprotocol: Option<String>,
+}
+
+impl<S> Shared<S> {
+    fn lock(&self) -> MutexGuard<'_, Inner<S>> {
+        // A panic while holding the lock leaves nothing half-done that matters here.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with<T>(
+        &self,
+        cx: &mut Context<'_>,
+        read: bool,
+        f: impl FnOnce(&mut Inner<S>, &mut Context<'_>) -> T,
+    ) -> T {
+        if read {
+            self.wakers.read.register(cx.waker());
+        } else {
+            self.wakers.write.register(cx.waker());
+        }
+        let waker = waker_ref(&self.wakers);
+        let mut cx = Context::from_waker(&waker);
+        f(&mut self.lock(), &mut cx)
+    }
+}
+
+/// The reading half of a split [`WebSocket`].
+pub struct ReadHalf<S> {
+    shared: Arc<Shared<S>>,
+}
+
+/// The writing half of a split [`WebSocket`].
+pub struct WriteHalf<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
+    /// The next message; see [`WebSocket::recv`].
+    pub async fn recv(&mut self) -> Option<Result<Message>> {
+        poll_fn(|cx| self.shared.with(cx, true, |i, cx| i.poll_next(cx))).await
+    }
+
+    /// The selected subprotocol.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.shared.subprotocol.as_deref()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
+    /// Sends a message and flushes it; see [`WebSocket::send`].
+    pub async fn send(&mut self, msg: impl Into<Message>) -> Result<()> {
+        let msg = msg.into();
+        poll_fn(|cx| self.shared.with(cx, false, |i, cx| i.poll_ready(cx))).await?;
+        self.shared.lock().start_send(msg)?;
+        poll_fn(|cx| self.shared.with(cx, false, |i, cx| i.poll_flush_tx(cx))).await
+    }
+
+    /// Starts the closing handshake; the reading half sees the peer's reply.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        self.shared.lock().conn.close(code, reason)?;
+        poll_fn(|cx| self.shared.with(cx, false, |i, cx| i.poll_flush_tx(cx))).await
+    }
+
+    /// Outgoing bytes not yet written.
+    pub fn buffered_amount(&self) -> usize {
+        self.shared.lock().conn.buffered_amount()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for ReadHalf<S> {
+    type Item = Result<Message>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.shared.with(cx, true, |i, cx| i.poll_next(cx))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WriteHalf<S> {
+    type Error = Error;
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.shared.with(cx, false, |i, cx| i.poll_ready(cx))
+    }
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<()> {
+        self.shared.lock().start_send(item)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.shared.with(cx, false, |i, cx| i.poll_flush_tx(cx))
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.shared.with(cx, false, |i, cx| i.poll_close(cx))
+    }
+}
