@@ -1,6 +1,7 @@
 //! `wsduplex`: a WebSocket client for testing and debugging, and an echo server.
 //! Argument parsing and glue only; the protocol lives in the libraries.
 
+mod bench;
 mod client;
 mod serve;
 
@@ -24,6 +25,8 @@ enum Command {
     Serve(serve::Args),
     /// Connect to a WebSocket URL: stdin lines are sent, received messages printed.
     Client(client::Args),
+    /// Load generator: echo throughput and latency, handshake rate, idle connections.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Client(args) => client::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

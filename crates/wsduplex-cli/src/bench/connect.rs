@@ -1,0 +1,262 @@
+//! `bench connect`: the handshake rate. C openers each loop over: TCP connect, opening
+//! handshake, closing handshake (the server closes the TCP connection, as RFC 6455 §7.1.1
+//! asks, so the server side keeps the TIME_WAIT state and client ports do not run out).
+
+use super::conn::{self, Endpoint};
+use super::report::{self, Latency, LoadUsage, Progress, ServerUsage, Tally};
+use super::{control_runtime, measure, parse_duration, rate, Common, Fleet, Link, Phase, Ready};
+use anyhow::bail;
+use serde::Serialize;
+use std::cell::RefCell;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt as _;
+use tokio::task::JoinSet;
+use wsduplex::proto::handshake::client::Request;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    common: Common,
+    /// Openers working at once.
+    #[arg(long, short = 'c', default_value_t = 50)]
+    concurrency: usize,
+    /// Length of the measured window (5s, 500ms, 1m).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Load before the measured window, not recorded.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Stop after this many handshakes instead (no warm-up, no fixed duration).
+    #[arg(long, conflicts_with_all = ["duration", "warmup"])]
+    count: Option<u64>,
+}
+
+struct Plan {
+    endpoint: Endpoint,
+    concurrency: usize,
+    /// Handshakes left to start, with --count.
+    tickets: Option<AtomicU64>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    mode: &'static str,
+    url: String,
+    threads: usize,
+    concurrency: usize,
+    warmup_secs: f64,
+    secs: f64,
+    handshakes: u64,
+    handshakes_per_sec: f64,
+    /// From the start of the TCP connect to the checked `101` response.
+    latency: Option<Latency>,
+    errors: u64,
+    first_error: Option<String>,
+    interrupted: bool,
+    server: Option<ServerUsage>,
+    /// This generator's own CPU.
+    load: Option<LoadUsage>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.concurrency == 0 || args.count == Some(0) {
+        bail!("--concurrency and --count must be at least 1");
+    }
+    let endpoint = Endpoint::resolve(&args.common.url)?;
+    let probe = args.common.probe()?;
+    let threads = args.common.threads(args.concurrency);
+    let plan = Arc::new(Plan {
+        endpoint,
+        concurrency: args.concurrency,
+        tickets: args.count.map(AtomicU64::new),
+    });
+    let (warmup, duration) = match args.count {
+        Some(_) => (Duration::ZERO, None),
+        None => (args.warmup, Some(args.duration)),
+    };
+    let mut progress = Progress::new(args.common.quiet);
+    let mut fleet = Fleet::start(threads, move |i, link| {
+        worker(plan.clone(), i, threads, link)
+    })?;
+    let window = control_runtime()?.block_on(async {
+        fleet.ready().await;
+        let mut seen = 0;
+        let status = |fleet: &Fleet<Tally>, label: &str, elapsed: Duration, dt: Duration| {
+            let total = fleet.total();
+            let line = format!(
+                "connect {label} {:.1} s: {} handshakes/s",
+                elapsed.as_secs_f64(),
+                report::thousands(rate(total - seen, dt) as u64)
+            );
+            seen = total;
+            line
+        };
+        measure(
+            &mut fleet,
+            warmup,
+            duration,
+            probe.as_ref(),
+            &mut progress,
+            status,
+        )
+        .await
+    });
+    let results = fleet.join()?;
+    let window = window?;
+    let mut tally = Tally::new();
+    for t in results {
+        tally.merge(t);
+    }
+    let r = Report {
+        mode: "connect",
+        url: args.common.url.clone(),
+        threads,
+        concurrency: args.concurrency,
+        warmup_secs: warmup.as_secs_f64(),
+        secs: window.elapsed.as_secs_f64(),
+        handshakes: tally.count,
+        handshakes_per_sec: rate(tally.count, window.elapsed),
+        latency: report::latency(&tally.latency),
+        errors: tally.errors,
+        first_error: tally.first_error.clone(),
+        interrupted: window.interrupted,
+        server: ServerUsage::new(
+            probe.as_ref(),
+            window.server_cpu,
+            window.server_rss_kib,
+            tally.count,
+        ),
+        load: LoadUsage::new(window.load_cpu, window.elapsed, threads, tally.count),
+    };
+    report::print(args.common.json, &r, || human(&r));
+    if let Some(load) = &r.load {
+        load.warn_if_saturated();
+    }
+    Ok(verdict(&r))
+}
+
+fn human(r: &Report) -> String {
+    let mut out = format!(
+        "connect {}: {} openers, {} thread{}, {:.2} s measured after {:.1} s warm-up\n",
+        r.url,
+        r.concurrency,
+        r.threads,
+        if r.threads == 1 { "" } else { "s" },
+        r.secs,
+        r.warmup_secs,
+    );
+    out += &format!(
+        "  handshakes {} ({} /s)\n",
+        report::thousands(r.handshakes),
+        report::thousands(r.handshakes_per_sec.round() as u64)
+    );
+    if let Some(l) = &r.latency {
+        out += &format!("  handshake  {}\n", l.human());
+    }
+    if let Some(s) = &r.server {
+        out += &format!("  server     {}\n", s.human("handshake"));
+    }
+    if let Some(l) = &r.load {
+        out += &format!("  load       {}\n", l.human("handshake"));
+    }
+    out += &format!("  errors     {}\n", r.errors);
+    out
+}
+
+fn verdict(r: &Report) -> ExitCode {
+    let mut failed = false;
+    if r.errors > 0 {
+        eprintln!(
+            "wsduplex bench: FAILED: {} openers failed; first: {}",
+            r.errors,
+            r.first_error.as_deref().unwrap_or("?")
+        );
+        failed = true;
+    }
+    if r.handshakes == 0 {
+        eprintln!("wsduplex bench: FAILED: no handshake completed in the measured window");
+        failed = true;
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn worker(plan: Arc<Plan>, index: usize, threads: usize, link: Link) -> Tally {
+    let tally = Rc::new(RefCell::new(Tally::new()));
+    let mut openers = JoinSet::new();
+    for id in (index..plan.concurrency).step_by(threads) {
+        let (plan, tally) = (plan.clone(), tally.clone());
+        let (control, counter) = (link.control.clone(), link.counter.clone());
+        openers.spawn_local(async move {
+            // One request per opener: the key is a nonce against caches, and a server under
+            // test gains nothing from seeing the same one again.
+            let request = plan.endpoint.request();
+            let request_bytes = request.to_bytes();
+            let close = conn::close_frame(conn::mask_key(id as u64));
+            if plan.tickets.is_some() {
+                control.started().await;
+            }
+            loop {
+                if control.phase() == Phase::Done {
+                    break;
+                }
+                if let Some(tickets) = &plan.tickets {
+                    let take = |n: u64| n.checked_sub(1);
+                    if tickets
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, take)
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                match cycle(&plan.endpoint, &request, &request_bytes, &close).await {
+                    Ok(handshake) => {
+                        counter.add(1);
+                        if control.phase() == Phase::Measure {
+                            let mut t = tally.borrow_mut();
+                            t.count += 1;
+                            t.latency.saturating_record(handshake.as_nanos() as u64);
+                        }
+                    }
+                    Err(e) => {
+                        tally.borrow_mut().error(format!("opener {id}: {e:#}"));
+                        break;
+                    }
+                }
+            }
+        });
+    }
+    let _ = link.ready.send(Ready {
+        opened: openers.len() as u64,
+        ..Ready::default()
+    });
+    while let Some(joined) = openers.join_next().await {
+        if let Err(e) = joined {
+            tally.borrow_mut().error(format!("an opener failed: {e}"));
+        }
+    }
+    let _ = link.finished.send(());
+    tally.replace(Tally::new())
+}
+
+/// One connection's life; returns the time from connect to the checked response.
+async fn cycle(
+    endpoint: &Endpoint,
+    request: &Request,
+    request_bytes: &[u8],
+    close: &[u8],
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let (mut stream, leftover) = conn::open(endpoint, None, request, request_bytes).await?;
+    let handshake = start.elapsed();
+    stream.write_all(close).await?;
+    conn::finish_close(&mut stream, leftover).await?;
+    Ok(handshake)
+}

@@ -1,0 +1,305 @@
+//! `bench echo`: N connections, each keeping D messages in flight; throughput and latency.
+//! The connections themselves live in [`super::pipeline`].
+
+use super::conn::{self, Endpoint};
+use super::pipeline::{Pipeline, Shape};
+use super::report::{self, Latency, LoadUsage, Progress, ServerUsage, Tally};
+use super::{control_runtime, measure, parse_duration, rate, Common, Fleet, Link, Ready};
+use anyhow::bail;
+use serde::Serialize;
+use std::cell::RefCell;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    common: Common,
+    /// Connections.
+    #[arg(long, short = 'c', default_value_t = 100)]
+    connections: usize,
+    /// Messages in flight on each connection.
+    #[arg(long, short = 'd', default_value_t = 8)]
+    in_flight: usize,
+    /// Payload size in bytes.
+    #[arg(long, short = 's', default_value_t = 32)]
+    size: usize,
+    /// Send binary messages (the default is text).
+    #[arg(long)]
+    binary: bool,
+    /// Length of the measured window (5s, 500ms, 1m).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Load before the measured window, not recorded.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+}
+
+/// Connections a thread opens at once (more would only overflow the server's backlog).
+const OPENING: usize = 64;
+/// How long connections may take to drain their echoes once the window has ended.
+const GRACE: Duration = Duration::from_secs(5);
+
+struct Plan {
+    endpoint: Endpoint,
+    connections: usize,
+    shape: Shape,
+}
+
+#[derive(Serialize)]
+struct Report {
+    mode: &'static str,
+    url: String,
+    threads: usize,
+    connections: usize,
+    in_flight: usize,
+    size: usize,
+    binary: bool,
+    warmup_secs: f64,
+    secs: f64,
+    messages: u64,
+    messages_per_sec: f64,
+    /// Echoed payload bytes per second, in millions.
+    mb_per_sec: f64,
+    latency: Option<Latency>,
+    mismatches: u64,
+    errors: u64,
+    first_error: Option<String>,
+    interrupted: bool,
+    server: Option<ServerUsage>,
+    /// This generator's own CPU.
+    load: Option<LoadUsage>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.connections == 0 || args.in_flight == 0 {
+        bail!("--connections and --in-flight must be at least 1");
+    }
+    let endpoint = Endpoint::resolve(&args.common.url)?;
+    let probe = args.common.probe()?;
+    let threads = args.common.threads(args.connections);
+    let plan = Arc::new(Plan {
+        endpoint,
+        connections: args.connections,
+        shape: Shape::new(args.size, args.in_flight, args.binary, run_key()),
+    });
+    let mut progress = Progress::new(args.common.quiet);
+    let mut fleet = Fleet::start(threads, move |i, link| {
+        worker(plan.clone(), i, threads, link)
+    })?;
+    let window = control_runtime()?.block_on(async {
+        let ready = fleet.ready().await;
+        if ready.failed > 0 {
+            bail!(
+                "{} of {} connections failed to open: {}",
+                ready.failed,
+                args.connections,
+                ready.first_error.unwrap_or_default()
+            );
+        }
+        let mut seen = 0;
+        let status = |fleet: &Fleet<Tally>, label: &str, elapsed: Duration, dt: Duration| {
+            let total = fleet.total();
+            let line = format!(
+                "echo {label} {:.1} s: {} msg/s",
+                elapsed.as_secs_f64(),
+                report::thousands(rate(total - seen, dt) as u64)
+            );
+            seen = total;
+            line
+        };
+        let duration = Some(args.duration);
+        measure(
+            &mut fleet,
+            args.warmup,
+            duration,
+            probe.as_ref(),
+            &mut progress,
+            status,
+        )
+        .await
+    });
+    let results = fleet.join()?;
+    let window = window?;
+    let mut stats = Tally::new();
+    for s in results {
+        stats.merge(s);
+    }
+    let server = ServerUsage::new(
+        probe.as_ref(),
+        window.server_cpu,
+        window.server_rss_kib,
+        stats.count,
+    );
+    let r = Report {
+        mode: "echo",
+        url: args.common.url.clone(),
+        threads,
+        connections: args.connections,
+        in_flight: args.in_flight,
+        size: args.size,
+        binary: args.binary,
+        warmup_secs: args.warmup.as_secs_f64(),
+        secs: window.elapsed.as_secs_f64(),
+        messages: stats.count,
+        messages_per_sec: rate(stats.count, window.elapsed),
+        mb_per_sec: rate(stats.count * args.size as u64, window.elapsed) / 1e6,
+        latency: report::latency(&stats.latency),
+        mismatches: stats.mismatches,
+        errors: stats.errors,
+        first_error: stats.first_error.clone(),
+        interrupted: window.interrupted,
+        server,
+        load: LoadUsage::new(window.load_cpu, window.elapsed, threads, stats.count),
+    };
+    report::print(args.common.json, &r, || human(&r));
+    if let Some(load) = &r.load {
+        load.warn_if_saturated();
+    }
+    Ok(verdict(&r))
+}
+
+fn human(r: &Report) -> String {
+    let mut out = format!(
+        "echo {}: {} connections × {} in flight, {} B {}, {} thread{}, {:.2} s measured after {:.1} s warm-up\n",
+        r.url,
+        r.connections,
+        r.in_flight,
+        r.size,
+        if r.binary { "binary" } else { "text" },
+        r.threads,
+        if r.threads == 1 { "" } else { "s" },
+        r.secs,
+        r.warmup_secs,
+    );
+    out += &format!(
+        "  messages  {} ({} msg/s, {:.1} MB/s)\n",
+        report::thousands(r.messages),
+        report::thousands(r.messages_per_sec.round() as u64),
+        r.mb_per_sec
+    );
+    if let Some(l) = &r.latency {
+        out += &format!("  latency   {}\n", l.human());
+    }
+    if let Some(s) = &r.server {
+        out += &format!("  server    {}\n", s.human("message"));
+    }
+    if let Some(l) = &r.load {
+        out += &format!("  load      {}\n", l.human("message"));
+    }
+    out += &format!(
+        "  checked   every echo: {} mismatches, {} errors\n",
+        r.mismatches, r.errors
+    );
+    out
+}
+
+fn verdict(r: &Report) -> ExitCode {
+    let mut failed = false;
+    if r.mismatches > 0 {
+        eprintln!(
+            "wsduplex bench: FAILED: {} echoes did not match the message sent",
+            r.mismatches
+        );
+        failed = true;
+    }
+    if r.errors > 0 {
+        eprintln!(
+            "wsduplex bench: FAILED: {} connections failed; first: {}",
+            r.errors,
+            r.first_error.as_deref().unwrap_or("?")
+        );
+        failed = true;
+    }
+    if r.messages == 0 {
+        eprintln!("wsduplex bench: FAILED: no echo arrived in the measured window");
+        failed = true;
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// A mask key for this run.
+fn run_key() -> [u8; 4] {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH);
+    conn::mask_key(now.map_or(0, |d| d.as_nanos() as u64))
+}
+
+async fn worker(plan: Arc<Plan>, index: usize, threads: usize, link: Link) -> Tally {
+    let stats = Rc::new(RefCell::new(Tally::new()));
+    let gate = Rc::new(Semaphore::new(OPENING));
+    let (opened_tx, mut opened) = mpsc::unbounded_channel();
+    let mut tasks = JoinSet::new();
+    for id in (index..plan.connections).step_by(threads) {
+        let (plan, stats, gate, opened_tx) =
+            (plan.clone(), stats.clone(), gate.clone(), opened_tx.clone());
+        let (control, counter) = (link.control.clone(), link.counter.clone());
+        tasks.spawn_local(async move {
+            let permit = gate.acquire().await;
+            let request = plan.endpoint.request();
+            let opened = conn::open(&plan.endpoint, None, &request, &request.to_bytes()).await;
+            drop(permit);
+            let (stream, leftover) = match opened {
+                Ok(o) => {
+                    let _ = opened_tx.send(Ok(()));
+                    o
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(format!("{e:#}")));
+                    return;
+                }
+            };
+            drop(opened_tx);
+            let pipeline = Pipeline::new(&plan.shape, id as u64);
+            if let Err(e) = pipeline
+                .run(stream, leftover, &control, &counter, &stats)
+                .await
+            {
+                stats.borrow_mut().error(format!("connection {id}: {e:#}"));
+            }
+        });
+    }
+    drop(opened_tx);
+    let mut ready = Ready::default();
+    while let Some(result) = opened.recv().await {
+        match result {
+            Ok(()) => ready.opened += 1,
+            Err(e) => {
+                ready.failed += 1;
+                ready.first_error.get_or_insert(e);
+            }
+        }
+    }
+    let _ = link.ready.send(ready);
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                Some(Ok(())) => {}
+                Some(Err(e)) => stats.borrow_mut().error(format!("a connection task failed: {e}")),
+                None => break,
+            },
+            _ = link.control.done() => break,
+        }
+    }
+    let _ = link.finished.send(());
+    link.control.done().await;
+    let _ = tokio::time::timeout(GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+    if !tasks.is_empty() {
+        let mut s = stats.borrow_mut();
+        s.errors += tasks.len() as u64;
+        s.first_error.get_or_insert(format!(
+            "{} connections still waited for echoes {} s after the end",
+            tasks.len(),
+            GRACE.as_secs()
+        ));
+    }
+    tasks.abort_all();
+    stats.replace(Tally::new())
+}

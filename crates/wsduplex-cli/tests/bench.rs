@@ -1,0 +1,294 @@
+//! `wsduplex bench` run as a binary: against `wsduplex serve`, and against broken servers
+//! that must make it fail.
+
+use serde_json::Value;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use wsduplex::proto::frame::{FrameHeader, OpCode};
+use wsduplex::proto::handshake::accept_key;
+use wsduplex::proto::mask::apply_mask;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wsduplex");
+
+/// `wsduplex serve` on a free port, killed on drop.
+struct Serve {
+    child: Child,
+    url: String,
+}
+
+impl Serve {
+    fn start() -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
+        Self {
+            url: format!("ws://{addr}/echo"),
+            child,
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("bench runs")
+}
+
+fn json(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn echo_against_serve_reports_throughput_and_checks_every_echo() {
+    let serve = Serve::start();
+    let pid = serve.child.id().to_string();
+    let out = bench(&[
+        "echo",
+        &serve.url,
+        "--connections",
+        "4",
+        "--in-flight",
+        "4",
+        "--threads",
+        "2",
+        "--warmup",
+        "200ms",
+        "--duration",
+        "1s",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
+    let r = json(&out);
+    assert!(out.status.success(), "{r}");
+    assert_eq!(r["mode"], "echo");
+    assert!(r["messages"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["mismatches"], 0, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    assert!(r["latency"]["p50_us"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["server"]["cpu_ns_per_op"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["server"]["rss_kib"].as_u64().unwrap() > 0, "{r}");
+}
+
+#[test]
+fn echo_with_large_binary_payloads() {
+    let serve = Serve::start();
+    let out = bench(&[
+        "echo",
+        &serve.url,
+        "-c",
+        "2",
+        "-d",
+        "3",
+        "-s",
+        "70000",
+        "--binary",
+        "--warmup",
+        "0",
+        "--duration",
+        "300ms",
+        "--json",
+    ]);
+    let r = json(&out);
+    assert!(out.status.success(), "{r}");
+    assert!(r["messages"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["mb_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+}
+
+#[test]
+fn connect_counts_handshakes() {
+    let serve = Serve::start();
+    let out = bench(&[
+        "connect",
+        &serve.url,
+        "--concurrency",
+        "4",
+        "--count",
+        "40",
+        "--json",
+    ]);
+    let r = json(&out);
+    assert!(out.status.success(), "{r}");
+    assert_eq!(r["handshakes"], 40, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    assert!(r["latency"]["p99_us"].as_f64().is_some(), "{r}");
+}
+
+#[test]
+fn idle_spreads_source_addresses() {
+    let serve = Serve::start();
+    let pid = serve.child.id().to_string();
+    let out = bench(&[
+        "idle",
+        &serve.url,
+        "--connections",
+        "7",
+        "--per-source",
+        "3",
+        "--duration",
+        "200ms",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
+    let r = json(&out);
+    assert!(out.status.success(), "{r}");
+    assert_eq!(r["opened"], 7, "{r}");
+    assert_eq!(r["source_addresses"], 3, "{r}");
+    assert!(r["server"]["bytes_per_connection"].is_number(), "{r}");
+}
+
+#[test]
+fn human_report_and_usage_errors() {
+    let serve = Serve::start();
+    let out = bench(&["connect", &serve.url, "--count", "3", "-c", "1"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("handshakes 3"), "{text}");
+    let refused = bench(&["echo", "ws://127.0.0.1:1/echo", "--duration", "100ms"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("failed to open"));
+}
+
+/// How a fake server mangles the payload of echo number `n` (`previous`: the last payload).
+type Corrupt = fn(n: usize, payload: &mut Vec<u8>, previous: &[u8]);
+
+/// A server that answers the handshake and echoes frames through `corrupt`.
+fn broken_server(corrupt: Corrupt) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/echo", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let _ = serve_badly(tcp, corrupt);
+            });
+        }
+    });
+    url
+}
+
+fn serve_badly(mut tcp: TcpStream, corrupt: Corrupt) -> std::io::Result<()> {
+    let mut reader = BufReader::new(tcp.try_clone()?);
+    let mut key = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("sec-websocket-key") {
+                key = value.trim().to_string();
+            }
+        }
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    write!(
+        tcp,
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n\r\n",
+        accept_key(key.as_bytes())
+    )?;
+    let mut previous = Vec::new();
+    for n in 0.. {
+        let mut head = vec![0u8; 2];
+        reader.read_exact(&mut head)?;
+        let (h, len) = loop {
+            if let Some(parsed) = FrameHeader::decode(&head).unwrap() {
+                break parsed;
+            }
+            let mut more = [0u8; 1];
+            reader.read_exact(&mut more)?;
+            head.push(more[0]);
+        };
+        assert_eq!(len, head.len());
+        let mut payload = vec![0u8; h.payload_len as usize];
+        reader.read_exact(&mut payload)?;
+        apply_mask(&mut payload, h.mask.unwrap(), 0);
+        if h.opcode == OpCode::Close {
+            tcp.write_all(&[0x88, 0])?;
+            return Ok(());
+        }
+        let original = payload.clone();
+        corrupt(n, &mut payload, &previous);
+        previous = original;
+        let echo = FrameHeader {
+            mask: None,
+            payload_len: payload.len() as u64,
+            ..h
+        };
+        let (head, len) = echo.encode();
+        tcp.write_all(&head[..len])?;
+        tcp.write_all(&payload)?;
+    }
+    Ok(())
+}
+
+fn assert_caught(url: &str) {
+    let out = bench(&[
+        "echo",
+        url,
+        "-c",
+        "2",
+        "-d",
+        "4",
+        "--warmup",
+        "0",
+        "--duration",
+        "300ms",
+        "--json",
+    ]);
+    let r = json(&out);
+    assert!(!out.status.success(), "a broken server passed: {r}");
+    assert!(r["mismatches"].as_u64().unwrap() > 0, "{r}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("did not match"), "{stderr}");
+}
+
+#[test]
+fn a_server_that_corrupts_payloads_fails_the_run() {
+    // One flipped bit in every hundredth echo.
+    assert_caught(&broken_server(|n, payload, _| {
+        if n % 100 == 7 {
+            let last = payload.len() - 1;
+            payload[last] ^= 0x01;
+        }
+    }));
+}
+
+#[test]
+fn a_server_that_replays_old_payloads_fails_the_run() {
+    // Every echo after the first carries the previous message's payload.
+    assert_caught(&broken_server(|n, payload, previous| {
+        if n > 0 {
+            payload.copy_from_slice(previous);
+        }
+    }));
+}
