@@ -137,7 +137,7 @@ async fn client(args: Args) -> anyhow::Result<ExitCode> {
                         _ => {}
                     }
                 }
-                Some(Err(e)) => bail!("{e}"),
+                Some(Err(e)) => return Err(e.into()),
                 None => break,
             }
         }

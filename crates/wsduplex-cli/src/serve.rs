@@ -1,9 +1,10 @@
 //! `wsduplex serve`: `/echo` echoes every message with its type, `/` serves a test page.
 
 use anyhow::Context as _;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use wsduplex::server::{read_request, ServerConfig};
@@ -14,50 +15,116 @@ pub struct Args {
     /// Address to listen on (port 0 picks a free port; the ready line shows it).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
+    /// Worker threads, each with its own runtime and listener (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 const PAGE: &str = include_str!("echo.html");
 
+/// Runs the server: one thread per worker, each a single-threaded runtime with its own
+/// `SO_REUSEPORT` listener on the same port, so the kernel spreads connections and no lock
+/// is shared on the hot path. The main thread waits for SIGINT/SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&args.listen)
+        .with_context(|| format!("cannot resolve {}", args.listen))?
+        .next()
+        .with_context(|| format!("{} resolves to no address", args.listen))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(args))
-}
-
-async fn serve(args: Args) -> anyhow::Result<ExitCode> {
-    let listener = TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
+    let _guard = rt.enter();
+    let first = bind(addr).with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(bind(addr).with_context(|| format!("cannot listen on {addr}"))?);
+    }
     println!("listening on http://{addr}");
     let config = ServerConfig::default();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = JoinSet::new();
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
+    let threads: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, listener)| {
+            let (config, stop) = (config.clone(), stop_rx.clone());
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || worker(listener, config, stop))
+        })
+        .collect::<Result<_, _>>()?;
+    rt.block_on(async {
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => {
-                    tasks.spawn(handle(tcp, config.clone(), stop_rx.clone()));
-                }
-                // Out of descriptors and the like: keep serving the others.
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            Some(_) = tasks.join_next() => {}
-            _ = tokio::signal::ctrl_c() => break,
-            _ = sigterm.recv() => break,
+            _ = tokio::signal::ctrl_c() => {}
+            _ = sigterm.recv() => {}
         }
-    }
-    drop(listener);
+        anyhow::Ok(())
+    })?;
     let _ = stop_tx.send(true);
-    // Every connection sends 1001 and waits (bounded by its close timeout) for the reply.
-    let grace = config.socket.close_timeout + Duration::from_secs(1);
-    let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    for t in threads {
+        let _ = t.join();
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A listening socket with `SO_REUSEPORT`, handed over in std form: each worker registers
+/// it with its own runtime.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(1024)?;
+    listener.into_std()
+}
+
+fn worker(listener: std::net::TcpListener, config: ServerConfig, stop: watch::Receiver<bool>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return tracing::error!("worker runtime: {e}"),
+    };
+    rt.block_on(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => return tracing::error!("worker listener: {e}"),
+        };
+        let mut tasks = JoinSet::new();
+        let mut stopping = stop.clone();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => {
+                        tasks.spawn(handle(tcp, config.clone(), stop.clone()));
+                    }
+                    // Out of descriptors and the like: keep serving the others.
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                Some(_) = tasks.join_next() => {}
+                _ = stopping.changed() => break,
+            }
+        }
+        drop(listener);
+        // Every connection sends 1001 and waits (bounded by its close timeout) for the reply.
+        let grace = config.socket.close_timeout + Duration::from_secs(1);
+        let _ =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    });
 }
 
 async fn handle(tcp: TcpStream, config: ServerConfig, mut stop: watch::Receiver<bool>) {

@@ -10,7 +10,7 @@ use std::io;
 #[non_exhaustive]
 pub enum Error {
     /// The transport failed.
-    #[error("i/o error: {0}")]
+    #[error("i/o error")]
     Io(#[from] io::Error),
     /// The peer broke the protocol; the close frame owed to it was sent.
     #[error(transparent)]
@@ -19,7 +19,7 @@ pub enum Error {
     #[error(transparent)]
     Usage(#[from] UsageError),
     /// Server side: the client's opening request was refused with an HTTP status.
-    #[error("handshake refused ({status}): {0}", status = .0.status())]
+    #[error("handshake refused with status {status}", status = .0.status())]
     Handshake(#[from] HandshakeError),
     /// Client side: the server's response to the opening request was not acceptable.
     #[error(transparent)]
