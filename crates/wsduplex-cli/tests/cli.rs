@@ -105,12 +105,16 @@ fn serve_reads_frames_sent_with_the_request() {
 
 /// An open connection gets close 1001 on the signal, and the server exits 0 once the
 /// closing handshake is done.
-fn shutdown_on(signal: &str) {
+fn shutdown_on(signal: &str, signum: u32) {
     let server = Server::start();
     let mut ws = Ws::connect(server.addr, "/echo");
     // A round trip first: the connection is being served when the signal arrives.
     ws.send(TEXT, b"before");
     assert_eq!(ws.read_message(), (TEXT, b"before".to_vec()));
+    // The handler is installed some time after the ready line (the ignored test
+    // `serve_signal_right_after_the_ready_line_exits_0` shows that bug); here the subject is
+    // what the handler does.
+    wait_until_caught(server.pid(), signum);
     server.signal(signal);
     let (code, _) = ws.expect_close();
     assert_eq!(code, Some(1001), "SIG{signal}");
@@ -124,12 +128,12 @@ fn shutdown_on(signal: &str) {
 
 #[test]
 fn serve_sigterm_sends_1001_and_exits_0() {
-    shutdown_on("TERM");
+    shutdown_on("TERM", 15);
 }
 
 #[test]
 fn serve_sigint_sends_1001_and_exits_0() {
-    shutdown_on("INT");
+    shutdown_on("INT", 2);
 }
 
 #[test]
@@ -458,14 +462,78 @@ fn client_protocol_error_from_the_server_is_one_line() {
     let fake = FakeServer::start(|stream| {
         let (mut ws, _) = accept_upgrade(stream);
         ws.send(TEXT, b"caf\xc3\x28");
-        // 1007 for the bad text, or 1000 if the client's stdin EOF came first.
-        ws.expect_close().0
+        ws.try_read_frame()
     });
-    let out = run(&["client", &fake.url("/")], b"");
-    let code = fake.finish();
-    assert!(matches!(code, Some(1000 | 1007)), "{code:?}");
-    let line = out.assert_one_line_error();
-    assert!(line.contains("utf-8"), "{line}");
+    // stdin stays open until the server has the client's close, so that close can only
+    // be the 1007 owed for the bad text.
+    let mut client = Running::spawn(&["client", &fake.url("/")]);
+    let frame = fake.finish();
+    client.close_stdin();
+    let (status, stdout, stderr) = client.wait();
+    assert_eq!(
+        frame.as_ref().map(|f| f.close().0),
+        Some(Some(1007)),
+        "{frame:?} {stderr}"
+    );
+    assert!(!status.success(), "{status}");
+    assert!(stdout.is_empty(), "{stdout:?}");
+    assert_eq!(stderr, "wsduplex: invalid utf-8 in text\n");
+}
+
+#[test]
+#[ignore = "bug: a protocol error found in bytes that came with the 101 is never answered \
+            with its close frame when stdin reaches EOF first (WebSocket::close returns the \
+            error without flushing the owed 1007); rare, so repeated"]
+fn client_always_sends_the_owed_close_frame() {
+    // The window opens when the client is preempted between its first reads: keep the
+    // CPUs busy to make that likely.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let burners: Vec<_> = (0..4 * cpus)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let result = std::panic::catch_unwind(owed_close_runs);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for b in burners {
+        let _ = b.join();
+    }
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn owed_close_runs() {
+    for i in 0..300 {
+        let fake = FakeServer::start(|mut stream| {
+            let (head, _) = read_head(&mut stream);
+            let key = header(&head, "sec-websocket-key").expect("key").to_string();
+            // The 101 and the bad frame in one segment: the frame is decoded in the handshake.
+            let mut resp = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                accept_key(&key)
+            )
+            .into_bytes();
+            resp.extend(frame(true, 0, TEXT, b"caf\xc3\x28", None));
+            std::io::Write::write_all(&mut stream, &resp).expect("send");
+            Ws::new(stream, vec![], false).try_read_frame()
+        });
+        let out = run(&["client", &fake.url("/")], b"");
+        let frame = fake.finish();
+        // 1007 for the bad text, or 1000 if stdin's EOF was handled first.
+        let code = frame.as_ref().map(|f| f.close().0);
+        assert!(
+            matches!(code, Some(Some(1000 | 1007))),
+            "run {i}: {frame:?} {out:?}"
+        );
+    }
 }
 
 #[test]
@@ -504,12 +572,9 @@ fn client_unoffered_subprotocol_is_one_line() {
 
 #[test]
 fn client_connection_refused_is_one_line() {
-    // A port that was free a moment ago.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind")
-        .port();
-    let out = run(&["client", &format!("ws://127.0.0.1:{port}/")], b"");
+    // Port 1 (tcpmux) is privileged and outside the ephemeral range: no test server can
+    // land on it, unlike a port freed a moment ago.
+    let out = run(&["client", "ws://127.0.0.1:1/"], b"");
     let line = out.assert_one_line_error();
     assert!(line.to_lowercase().contains("refused"), "{line}");
 }
