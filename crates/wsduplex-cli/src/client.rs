@@ -35,7 +35,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(client(args))
+    let result = rt.block_on(client(args));
+    // stdin is read on a blocking thread that cannot be interrupted: do not wait for it
+    // (the connection may end while the user has not typed anything).
+    rt.shutdown_background();
+    result
 }
 
 /// What a stdin line asks for.
@@ -101,12 +105,18 @@ async fn client(args: Args) -> anyhow::Result<ExitCode> {
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut sending = !args.echo;
     let mut we_closed = false;
+    let mut stdin_failed = false;
     let mut close: Option<Option<CloseFrame>> = None;
     loop {
         tokio::select! {
-            line = stdin.next_line(), if sending => match line? {
-                Some(line) => match parse_line(&line) {
-                    Ok(Command::Text(t)) => ws.send(Message::text(t)).await?,
+            line = stdin.next_line(), if sending => match line {
+                Ok(Some(line)) => match parse_line(&line) {
+                    // If the connection has failed, the read side reports why.
+                    Ok(Command::Text(t)) => {
+                        if ws.send(Message::text(t)).await.is_err() {
+                            sending = false;
+                        }
+                    }
                     Ok(Command::Ping(p)) => {
                         if let Err(e) = ws.send(Message::Ping(p.into_bytes().into())).await {
                             eprintln!("wsduplex: {e}");
@@ -118,11 +128,16 @@ async fn client(args: Args) -> anyhow::Result<ExitCode> {
                     },
                     Err(e) => eprintln!("wsduplex: {e:#}"),
                 },
-                None => {
-                    // stdin ended: close normally and wait for the server's reply.
+                Ok(None) | Err(_) => {
+                    if let Err(e) = line {
+                        eprintln!("wsduplex: cannot read stdin: {e}");
+                        stdin_failed = true;
+                    }
+                    // stdin ended: close normally and wait for the server's reply. On a
+                    // failed connection this is an error that the read side reports.
                     sending = false;
                     we_closed = true;
-                    ws.close(CloseCode::NORMAL, "").await?;
+                    let _ = ws.close(CloseCode::NORMAL, "").await;
                 }
             },
             item = ws.recv() => match item {
@@ -152,7 +167,9 @@ async fn client(args: Args) -> anyhow::Result<ExitCode> {
             frame.as_ref().map_or("1005".to_string(), |f| f.to_string())
         );
     }
-    if we_closed || matches!(code.as_u16(), 1000 | 1001 | 1005) {
+    if stdin_failed {
+        Ok(ExitCode::FAILURE)
+    } else if we_closed || matches!(code.as_u16(), 1000 | 1001 | 1005) {
         Ok(ExitCode::SUCCESS)
     } else {
         let reason = frame.map_or(String::new(), |f| f.to_string());

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use wsduplex::server::{read_request, ServerConfig};
@@ -44,6 +45,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for _ in 1..workers {
         listeners.push(bind(addr).with_context(|| format!("cannot listen on {addr}"))?);
     }
+    // Signal handlers exist before anyone can learn the port: a signal right after the
+    // ready line is a graceful shutdown, never the default kill.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     println!("listening on http://{addr}");
     let config = ServerConfig::default();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -58,14 +63,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         })
         .collect::<Result<_, _>>()?;
     rt.block_on(async {
-        let mut sigterm =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = sigint.recv() => {}
             _ = sigterm.recv() => {}
         }
-        anyhow::Ok(())
-    })?;
+    });
     let _ = stop_tx.send(true);
     for t in threads {
         let _ = t.join();
@@ -129,12 +131,16 @@ fn worker(listener: std::net::TcpListener, config: ServerConfig, stop: watch::Re
 
 async fn handle(tcp: TcpStream, config: ServerConfig, mut stop: watch::Receiver<bool>) {
     let _ = tcp.set_nodelay(true);
-    let incoming = match read_request(tcp, &config).await {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::debug!("request refused: {e}");
-            return;
-        }
+    // A client still sending its request when the server stops is simply dropped.
+    let incoming = tokio::select! {
+        r = read_request(tcp, &config) => match r {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::debug!("request refused: {e}");
+                return;
+            }
+        },
+        _ = stop.wait_for(|stopped| *stopped) => return,
     };
     let path = incoming.path().split('?').next().unwrap_or_default();
     let method = incoming.request().method();
@@ -191,14 +197,19 @@ async fn echo<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let mut closing = *stop.borrow();
-    if closing {
+    if *stop.borrow() {
         ws.close(CloseCode::GOING_AWAY, "server shutting down")
             .await?;
     }
+    // Created once and polled by reference: no per-message registration with the channel.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
+    let mut closing = false;
     loop {
         tokio::select! {
-            changed = stop.changed(), if !closing => {
+            // Fixed order: no random number per message, and a stop is seen first.
+            biased;
+            changed = &mut stopped, if !closing => {
                 closing = true;
                 if changed.is_ok() {
                     ws.close(CloseCode::GOING_AWAY, "server shutting down").await?;

@@ -137,8 +137,6 @@ fn serve_sigint_sends_1001_and_exits_0() {
 }
 
 #[test]
-#[ignore = "bug: the ready line is printed before the SIGTERM/SIGINT handlers are installed; \
-            a signal sent as soon as it appears kills the server (exit by signal), not exit 0"]
 fn serve_signal_right_after_the_ready_line_exits_0() {
     // A shell reads the server's stdout and signals it the moment the ready line is
     // there (kill is a builtin: no fork between the line and the signal). Racy by
@@ -412,8 +410,6 @@ fn client_echo_sends_every_message_back() {
 }
 
 #[test]
-#[ignore = "bug: once the connection is over, the client does not exit while its stdin stays \
-            open (tokio's blocking stdin read holds up the runtime's shutdown)"]
 fn client_exits_when_the_server_closes_while_stdin_is_open() {
     for (code, reason, ok) in [
         (1000, "", true),
@@ -441,8 +437,6 @@ fn client_exits_when_the_server_closes_while_stdin_is_open() {
 }
 
 #[test]
-#[ignore = "bug: once the connection is over, the client does not exit while its stdin stays \
-            open (tokio's blocking stdin read holds up the runtime's shutdown)"]
 fn client_exits_0_when_the_server_shuts_down() {
     let server = Server::start();
     let mut client = Running::spawn(&["client", &server.url("/echo")]);
@@ -481,9 +475,6 @@ fn client_protocol_error_from_the_server_is_one_line() {
 }
 
 #[test]
-#[ignore = "bug: a protocol error found in bytes that came with the 101 is never answered \
-            with its close frame when stdin reaches EOF first (WebSocket::close returns the \
-            error without flushing the owed 1007); rare, so repeated"]
 fn client_always_sends_the_owed_close_frame() {
     // The window opens when the client is preempted between its first reads: keep the
     // CPUs busy to make that likely.

@@ -68,20 +68,22 @@ struct Inner<S> {
     /// An environment error to yield last.
     final_error: Option<Error>,
     close_timer: Option<Pin<Box<Sleep>>>,
+    /// Client: the server closed TCP (or we stopped waiting for it).
+    server_closed: bool,
     write_shutdown: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
-    fn start_close_timer(&mut self) {
-        if self.close_timer.is_none() {
-            self.close_timer = Some(Box::pin(tokio::time::sleep(self.config.close_timeout)));
-        }
-    }
-
+    /// Arms the close timer on first use and polls it. Called only on paths that are about
+    /// to wait: a close that completes at once never touches the timer wheel (which costs a
+    /// wake-up of the runtime's driver).
     fn close_timer_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let timeout = self.config.close_timeout;
         self.close_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)))
             .as_mut()
-            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+            .poll(cx)
+            .is_ready()
     }
 
     /// Writes everything queued in the core, then flushes the transport.
@@ -119,17 +121,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 Phase::Open => {}
             }
             match self.conn.state() {
-                State::Open => {}
-                State::Closing => {
-                    self.start_close_timer();
-                    if self.close_timer_expired(cx) {
-                        self.final_error = Some(Error::CloseTimeout);
-                        self.enter_finishing();
-                        continue;
-                    }
-                }
+                State::Open | State::Closing => {}
                 State::Closed | State::Failed(_) => {
-                    self.enter_finishing();
+                    self.phase = Phase::Finishing;
                     continue;
                 }
                 #[allow(unreachable_patterns)]
@@ -139,22 +133,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             match self.poll_flush_tx(cx) {
                 Poll::Ready(Err(e)) => {
                     self.final_error = Some(e);
-                    self.enter_finishing();
+                    self.phase = Phase::Finishing;
                     continue;
                 }
                 Poll::Pending if self.conn.buffered_amount() >= self.config.max_write_buffer => {
-                    return Poll::Pending
+                    return self.pending_while_closing(cx);
                 }
                 _ => {}
             }
             let want = self.conn.receive_hint().clamp(MIN_READ, MAX_READ);
             let buf = self.conn.receive_buffer();
             buf.reserve(want);
-            match ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut self.io),
-                cx,
-                buf
-            )) {
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf);
+            let Poll::Ready(read) = read else {
+                return self.pending_while_closing(cx);
+            };
+            match read {
                 Ok(0) => {
                     // The state now says whether that EOF was clean.
                     let _ = self.conn.receive_eof();
@@ -165,32 +159,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 }
                 Err(e) => {
                     self.final_error = Some(e.into());
-                    self.enter_finishing();
+                    self.phase = Phase::Finishing;
                 }
             }
         }
     }
 
-    fn enter_finishing(&mut self) {
-        self.phase = Phase::Finishing;
-        self.start_close_timer();
+    /// About to wait for the peer. Nothing is buffered now, so the buffers are released: an
+    /// idle connection holds no read or write buffer (they come back on the next read). While
+    /// our close is unanswered, the close timer bounds the wait.
+    fn pending_while_closing(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+        self.conn.shrink_buffers();
+        if *self.conn.state() == State::Closing && self.close_timer_expired(cx) {
+            self.final_error = Some(Error::CloseTimeout);
+            self.phase = Phase::Finishing;
+            return self.poll_next(cx);
+        }
+        Poll::Pending
     }
 
     /// Flushes what is owed (a close reply, an error's close frame), then closes the
     /// transport: a server closes TCP first (RFC 6455 §7.1.1), a client waits for the
     /// server to do so. Bounded by the close timer.
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let expired = self.close_timer_expired(cx);
-        if self.final_error.is_none() || matches!(self.final_error, Some(Error::CloseTimeout)) {
-            match self.poll_flush_tx(cx) {
-                Poll::Pending if !expired => return Poll::Pending,
-                _ => {}
-            }
+        // Each step that would wait checks the timer; once it has expired, steps are skipped.
+        if (self.final_error.is_none() || matches!(self.final_error, Some(Error::CloseTimeout)))
+            && self.poll_flush_tx(cx).is_pending()
+            && !self.close_timer_expired(cx)
+        {
+            return Poll::Pending;
         }
         let wait_for_server = self.conn.role() == Role::Client
             && *self.conn.state() == State::Closed
             && self.final_error.is_none();
-        if wait_for_server && !expired {
+        if wait_for_server && !self.server_closed {
             // Discard anything until the server closes TCP.
             loop {
                 let buf = self.conn.receive_buffer();
@@ -199,13 +201,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
                     Poll::Ready(Ok(_)) => continue,
+                    Poll::Pending if self.close_timer_expired(cx) => break,
                     Poll::Pending => return Poll::Pending,
                 }
             }
+            self.server_closed = true;
         }
         if !self.write_shutdown {
             match Pin::new(&mut self.io).poll_shutdown(cx) {
-                Poll::Pending if !expired => return Poll::Pending,
+                Poll::Pending if !self.close_timer_expired(cx) => return Poll::Pending,
                 _ => self.write_shutdown = true,
             }
         }
@@ -282,6 +286,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 final_close: None,
                 final_error: None,
                 close_timer: None,
+                server_closed: false,
                 write_shutdown: false,
             },
             subprotocol: None,
@@ -316,21 +321,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Sends a message and flushes it to the transport.
     pub async fn send(&mut self, msg: impl Into<Message>) -> Result<()> {
         poll_fn(|cx| self.inner.poll_ready(cx)).await?;
-        self.inner.start_send(msg.into())?;
-        poll_fn(|cx| self.inner.poll_flush_tx(cx)).await
+        let queued = self.inner.start_send(msg.into());
+        self.after_command(queued).await
     }
 
     /// Queues a message without flushing (it goes out with the next flush or read).
     pub async fn feed(&mut self, msg: impl Into<Message>) -> Result<()> {
         poll_fn(|cx| self.inner.poll_ready(cx)).await?;
-        self.inner.start_send(msg.into())
+        match self.inner.start_send(msg.into()) {
+            Ok(()) => Ok(()),
+            failed => self.after_command(failed).await,
+        }
     }
 
     /// Starts the closing handshake and flushes the close frame. Keep reading: messages
     /// already in flight arrive, then the peer's `Close`, then `None`.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
-        self.inner.conn.close(code, reason)?;
-        poll_fn(|cx| self.inner.poll_flush_tx(cx)).await
+        let queued = self.inner.conn.close(code, reason).map_err(Error::from);
+        self.after_command(queued).await
+    }
+
+    /// Flushes after a command. On a failed connection the close frame owed to the peer
+    /// still goes out (within the close timeout) before the error is returned.
+    async fn after_command(&mut self, queued: Result<()>) -> Result<()> {
+        match queued {
+            Ok(()) => poll_fn(|cx| self.inner.poll_flush_tx(cx)).await,
+            Err(e @ Error::Protocol(_)) => {
+                let timeout = self.inner.config.close_timeout;
+                let flush = poll_fn(|cx| self.inner.poll_flush_tx(cx));
+                let _ = tokio::time::timeout(timeout, flush).await;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Splits into a reading half and a writing half for use from two tasks.
