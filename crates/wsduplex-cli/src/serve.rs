@@ -3,13 +3,14 @@
 use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use wsduplex::server::{read_request, ServerConfig};
-use wsduplex::CloseCode;
+use wsduplex::{CloseCode, WebSocket};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -50,7 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     println!("listening on http://{addr}");
-    let config = ServerConfig::default();
+    let config = Arc::new(ServerConfig::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let threads: Vec<_> = listeners
         .into_iter()
@@ -90,7 +91,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     listener.into_std()
 }
 
-fn worker(listener: std::net::TcpListener, config: ServerConfig, stop: watch::Receiver<bool>) {
+fn worker(listener: std::net::TcpListener, config: Arc<ServerConfig>, stop: watch::Receiver<bool>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -129,24 +130,40 @@ fn worker(listener: std::net::TcpListener, config: ServerConfig, stop: watch::Re
     });
 }
 
-async fn handle(tcp: TcpStream, config: ServerConfig, mut stop: watch::Receiver<bool>) {
+async fn handle(tcp: TcpStream, config: Arc<ServerConfig>, mut stop: watch::Receiver<bool>) {
+    // The request and handshake stage is boxed: it is short-lived, and keeping it out of
+    // this future keeps what an open connection holds for its lifetime small.
+    let Some(ws) = Box::pin(open(tcp, &config, &mut stop)).await else {
+        return;
+    };
+    if let Err(e) = echo(ws, &mut stop).await {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
+/// Reads the request and routes it: a WebSocket for `/echo`, an HTTP answer otherwise.
+async fn open(
+    tcp: TcpStream,
+    config: &ServerConfig,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<WebSocket<TcpStream>> {
     let _ = tcp.set_nodelay(true);
     // A client still sending its request when the server stops is simply dropped.
     let incoming = tokio::select! {
-        r = read_request(tcp, &config) => match r {
+        r = read_request(tcp, config) => match r {
             Ok(i) => i,
             Err(e) => {
                 tracing::debug!("request refused: {e}");
-                return;
+                return None;
             }
         },
-        _ = stop.wait_for(|stopped| *stopped) => return,
+        _ = stop.wait_for(|stopped| *stopped) => return None,
     };
     let path = incoming.path().split('?').next().unwrap_or_default();
     let method = incoming.request().method();
     let result = match path {
-        "/echo" => match incoming.accept(&config).await {
-            Ok(ws) => echo(ws, &mut stop).await,
+        "/echo" => match incoming.accept(config).await {
+            Ok(ws) => return Some(ws),
             Err(e) => Err(e),
         },
         _ if incoming.is_upgrade() => {
@@ -186,8 +203,9 @@ async fn handle(tcp: TcpStream, config: ServerConfig, mut stop: watch::Receiver<
         }
     };
     if let Err(e) = result {
-        tracing::debug!("connection ended: {e}");
+        tracing::debug!("request ended: {e}");
     }
+    None
 }
 
 async fn echo<S>(
@@ -212,7 +230,8 @@ where
             changed = &mut stopped, if !closing => {
                 closing = true;
                 if changed.is_ok() {
-                    ws.close(CloseCode::GOING_AWAY, "server shutting down").await?;
+                    // Boxed: a rare path whose future would otherwise sit in every connection.
+                    Box::pin(ws.close(CloseCode::GOING_AWAY, "server shutting down")).await?;
                 }
             }
             item = ws.recv() => match item {

@@ -330,7 +330,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         poll_fn(|cx| self.inner.poll_ready(cx)).await?;
         match self.inner.start_send(msg.into()) {
             Ok(()) => Ok(()),
-            failed => self.after_command(failed).await,
+            // Boxed: keeps this hot future small (it lives inside every echo loop).
+            failed => Box::pin(self.after_command(failed)).await,
         }
     }
 
