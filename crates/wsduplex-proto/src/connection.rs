@@ -13,7 +13,6 @@ use crate::message::Message;
 use crate::transmit::{Payload, Transmit};
 use crate::utf8::{Utf8Bytes, Utf8Validator};
 use bytes::{Buf, Bytes, BytesMut};
-use std::collections::VecDeque;
 
 /// Which end of the connection this is; decides masking in both directions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,7 +109,9 @@ pub struct Connection {
     rx: BytesMut,
     frame: Option<RxFrame>,
     message: Option<RxMessage>,
-    events: VecDeque<Message>,
+    /// The decoded event not yet taken. Decoding stops at each event, so there is never
+    /// more than one (and no queue to allocate per connection).
+    event: Option<Message>,
     tx: Transmit,
 }
 
@@ -135,7 +136,7 @@ impl Connection {
             rx: BytesMut::new(),
             frame: None,
             message: None,
-            events: VecDeque::new(),
+            event: None,
             tx: Transmit::default(),
         }
     }
@@ -191,7 +192,7 @@ impl Connection {
     /// input makes this end send (a pong, or the close frame of an error that follows).
     pub fn receive_buffered(&mut self) -> Result<(), Error> {
         loop {
-            if !self.events.is_empty() {
+            if self.event.is_some() {
                 return Ok(());
             }
             match &self.state {
@@ -230,11 +231,11 @@ impl Connection {
     /// `None`: nothing more until more input arrives, or the connection is finished; check
     /// [`Connection::state`] (an error found while decoding shows there).
     pub fn poll_event(&mut self) -> Option<Message> {
-        if self.events.is_empty() && !self.rx.is_empty() {
+        if self.event.is_none() && !self.rx.is_empty() {
             // The error, if any, is recorded in the state.
             let _ = self.receive_buffered();
         }
-        self.events.pop_front()
+        self.event.take()
     }
 
     /// Bytes to write to the transport, if any: write them (vectored writes welcome) and
@@ -511,10 +512,10 @@ impl Connection {
                 if self.state == State::Open {
                     self.push_frame(OpCode::Pong, true, Payload::Borrowed(&payload));
                 }
-                self.events.push_back(Message::Ping(payload.freeze()));
+                self.emit(Message::Ping(payload.freeze()));
             }
             // RFC 6455 §5.5.3: an unsolicited pong needs no answer.
-            OpCode::Pong => self.events.push_back(Message::Pong(payload.freeze())),
+            OpCode::Pong => self.emit(Message::Pong(payload.freeze())),
             OpCode::Close => self.on_close(payload.freeze())?,
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 if !h.fin {
@@ -531,14 +532,18 @@ impl Connection {
                 };
                 if msg.text {
                     msg.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-                    self.events
-                        .push_back(Message::Text(Utf8Bytes::from_validated(data)));
+                    self.emit(Message::Text(Utf8Bytes::from_validated(data)));
                 } else {
-                    self.events.push_back(Message::Binary(data));
+                    self.emit(Message::Binary(data));
                 }
             }
         }
         Ok(())
+    }
+
+    fn emit(&mut self, event: Message) {
+        debug_assert!(self.event.is_none(), "decoding stops at each event");
+        self.event = Some(event);
     }
 
     fn on_close(&mut self, payload: Bytes) -> Result<(), ProtocolError> {
@@ -564,7 +569,7 @@ impl Connection {
         self.message = None;
         self.frame = None;
         self.rx.clear();
-        self.events.push_back(Message::Close(frame));
+        self.emit(Message::Close(frame));
         Ok(())
     }
 }

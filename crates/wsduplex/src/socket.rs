@@ -61,12 +61,14 @@ enum Phase {
 struct Inner<S> {
     io: S,
     conn: Connection,
-    config: Config,
+    // The two settings the driver uses (the protocol's live in the connection).
+    close_timeout: Duration,
+    max_write_buffer: usize,
     phase: Phase,
     /// The peer's close, held back until the transport is closed.
-    final_close: Option<Message>,
+    final_close: Option<Box<Message>>,
     /// An environment error to yield last.
-    final_error: Option<Error>,
+    final_error: Option<Box<Error>>,
     close_timer: Option<Pin<Box<Sleep>>>,
     /// Client: the server closed TCP (or we stopped waiting for it).
     server_closed: bool,
@@ -78,7 +80,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     /// to wait: a close that completes at once never touches the timer wheel (which costs a
     /// wake-up of the runtime's driver).
     fn close_timer_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let timeout = self.config.close_timeout;
+        let timeout = self.close_timeout;
         self.close_timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)))
             .as_mut()
@@ -106,7 +108,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         loop {
             if let Some(ev) = self.conn.poll_event() {
                 if let Message::Close(_) = ev {
-                    self.final_close = Some(ev);
+                    self.final_close = Some(Box::new(ev));
                     continue;
                 }
                 return Poll::Ready(Some(Ok(ev)));
@@ -132,11 +134,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             // Flush what is queued; stop reading while the peer does not take our bytes.
             match self.poll_flush_tx(cx) {
                 Poll::Ready(Err(e)) => {
-                    self.final_error = Some(e);
+                    self.final_error = Some(Box::new(e));
                     self.phase = Phase::Finishing;
                     continue;
                 }
-                Poll::Pending if self.conn.buffered_amount() >= self.config.max_write_buffer => {
+                Poll::Pending if self.conn.buffered_amount() >= self.max_write_buffer => {
                     return self.pending_while_closing(cx);
                 }
                 _ => {}
@@ -158,7 +160,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                     let _ = self.conn.receive_buffered();
                 }
                 Err(e) => {
-                    self.final_error = Some(e.into());
+                    self.final_error = Some(Box::new(e.into()));
                     self.phase = Phase::Finishing;
                 }
             }
@@ -171,7 +173,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     fn pending_while_closing(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
         self.conn.shrink_buffers();
         if *self.conn.state() == State::Closing && self.close_timer_expired(cx) {
-            self.final_error = Some(Error::CloseTimeout);
+            self.final_error = Some(Box::new(Error::CloseTimeout));
             self.phase = Phase::Finishing;
             return self.poll_next(cx);
         }
@@ -183,7 +185,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     /// server to do so. Bounded by the close timer.
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // Each step that would wait checks the timer; once it has expired, steps are skipped.
-        if (self.final_error.is_none() || matches!(self.final_error, Some(Error::CloseTimeout)))
+        if (self.final_error.is_none()
+            || matches!(self.final_error.as_deref(), Some(Error::CloseTimeout)))
             && self.poll_flush_tx(cx).is_pending()
             && !self.close_timer_expired(cx)
         {
@@ -220,16 +223,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
 
     fn final_item(&mut self) -> Option<Result<Message>> {
         if let Some(e) = self.final_error.take() {
-            return Some(Err(e));
+            return Some(Err(*e));
         }
         match self.conn.state() {
             State::Failed(e) => Some(Err(Error::Protocol(e.clone()))),
-            _ => self.final_close.take().map(Ok),
+            _ => self.final_close.take().map(|m| Ok(*m)),
         }
     }
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if self.conn.buffered_amount() >= self.config.max_write_buffer {
+        if self.conn.buffered_amount() >= self.max_write_buffer {
             ready!(self.poll_flush_tx(cx))?;
         }
         Poll::Ready(Ok(()))
@@ -256,7 +259,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
 /// is cancel-safe: all state lives in the socket, so `next()` can sit in `tokio::select!`.
 pub struct WebSocket<S> {
     inner: Inner<S>,
-    subprotocol: Option<String>,
+    subprotocol: Option<Box<str>>,
 }
 
 impl<S> std::fmt::Debug for WebSocket<S> {
@@ -272,7 +275,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a transport whose opening handshake is done. `leftover` holds bytes read past
     /// the handshake (they are the first frames).
     pub fn from_raw(io: S, role: Role, config: Config, leftover: &[u8]) -> Self {
-        let mut conn = Connection::new(role, config.protocol.clone());
+        let mut conn = Connection::new(role, config.protocol);
         if !leftover.is_empty() {
             // Errors are recorded in the state and surface on the first read.
             let _ = conn.receive(leftover);
@@ -281,7 +284,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             inner: Inner {
                 io,
                 conn,
-                config,
+                close_timeout: config.close_timeout,
+                max_write_buffer: config.max_write_buffer,
                 phase: Phase::Open,
                 final_close: None,
                 final_error: None,
@@ -294,7 +298,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     pub(crate) fn with_subprotocol(mut self, p: Option<String>) -> Self {
-        self.subprotocol = p;
+        self.subprotocol = p.map(String::into_boxed_str);
         self
     }
 
@@ -348,7 +352,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         match queued {
             Ok(()) => poll_fn(|cx| self.inner.poll_flush_tx(cx)).await,
             Err(e @ Error::Protocol(_)) => {
-                let timeout = self.inner.config.close_timeout;
+                let timeout = self.inner.close_timeout;
                 let flush = poll_fn(|cx| self.inner.poll_flush_tx(cx));
                 let _ = tokio::time::timeout(timeout, flush).await;
                 Err(e)
@@ -414,7 +418,7 @@ impl ArcWake for WakerPair {
 struct Shared<S> {
     inner: Mutex<Inner<S>>,
     wakers: Arc<WakerPair>,
-    subprotocol: Option<String>,
+    subprotocol: Option<Box<str>>,
 }
 
 impl<S> Shared<S> {
