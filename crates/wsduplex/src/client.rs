@@ -27,6 +27,9 @@ pub struct ClientConfig {
     pub handshake_timeout: Duration,
     /// Settings for the socket.
     pub socket: Config,
+    /// TLS settings for `wss://` URLs (extra CAs, client certificate, ...).
+    #[cfg(feature = "tls")]
+    pub tls: crate::tls::TlsOptions,
 }
 
 impl Default for ClientConfig {
@@ -38,6 +41,8 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             socket: Config::default(),
+            #[cfg(feature = "tls")]
+            tls: crate::tls::TlsOptions::default(),
         }
     }
 }
@@ -53,13 +58,16 @@ pub struct Handshake {
     pub response: Response,
 }
 
-/// The transport of a client connection. Only plain TCP for now; TLS will be another
-/// variant, so code written against this type keeps working.
+/// The transport of a client connection: what the URL's scheme asked for.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ClientStream {
     /// `ws://`.
     Plain(TcpStream),
+    /// `wss://` (boxed: a TLS session is large, and a plain connection should not pay
+    /// for it).
+    #[cfg(feature = "tls")]
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl AsyncRead for ClientStream {
@@ -70,6 +78,8 @@ impl AsyncRead for ClientStream {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -82,6 +92,8 @@ impl AsyncWrite for ClientStream {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
     fn poll_write_vectored(
@@ -91,21 +103,29 @@ impl AsyncWrite for ClientStream {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
     fn is_write_vectored(&self) -> bool {
         match self {
             Self::Plain(s) => s.is_write_vectored(),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => s.is_write_vectored(),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => Pin::new(s).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -173,20 +193,24 @@ impl Target {
     }
 }
 
-/// Connects to a `ws://` URL with default settings.
+/// Connects to a `ws://` or `wss://` URL with default settings.
 pub async fn connect(url: &str) -> Result<(WebSocket<ClientStream>, Handshake)> {
     connect_with(url, &ClientConfig::default()).await
 }
 
-/// Connects to a `ws://` URL.
+/// Connects to a `ws://` or `wss://` URL. For `wss://`, the server's certificate is
+/// checked against the bundled web roots, the system's roots and
+/// [`ClientConfig::tls`], for the URL's host (also sent as SNI), within the handshake
+/// timeout.
 pub async fn connect_with(
     url: &str,
     config: &ClientConfig,
 ) -> Result<(WebSocket<ClientStream>, Handshake)> {
     let target = Target::parse(url)?;
+    #[cfg(not(feature = "tls"))]
     if target.tls {
         return Err(Error::Url(format!(
-            "{url}: wss:// is not supported by this build yet"
+            "{url}: wss:// needs the tls feature of wsduplex"
         )));
     }
     let tcp = tokio::time::timeout(
@@ -196,6 +220,16 @@ pub async fn connect_with(
     .await
     .map_err(|_| Error::ConnectTimeout)??;
     tcp.set_nodelay(true)?;
+    #[cfg(feature = "tls")]
+    if target.tls {
+        let tls = tokio::time::timeout(
+            config.handshake_timeout,
+            crate::tls::connect(tcp, &target.host, &config.tls),
+        )
+        .await
+        .map_err(|_| Error::HandshakeTimeout)??;
+        return client_handshake(ClientStream::Tls(Box::new(tls)), &target, config).await;
+    }
     client_handshake(ClientStream::Plain(tcp), &target, config).await
 }
 

@@ -27,9 +27,26 @@ pub enum Error {
     /// Client side: a request option cannot go on the wire.
     #[error(transparent)]
     Request(#[from] RequestError),
-    /// The URL is not a usable `ws://` URL.
+    /// The URL is not a usable `ws://` or `wss://` URL (or `wss://` without the `tls`
+    /// feature).
     #[error("invalid url: {0}")]
     Url(String),
+    /// The TLS handshake failed: the certificate is not trusted or not for this host, no
+    /// common protocol version or cipher suite, a client certificate was refused, etc.
+    #[cfg(feature = "tls")]
+    #[error("tls handshake failed")]
+    Tls(#[source] rustls::Error),
+    /// The TLS settings cannot be used: an unreadable or invalid PEM file, a key that does
+    /// not match its certificate, a host name that cannot be a TLS server name.
+    #[cfg(feature = "tls")]
+    #[error("invalid tls settings: {what}")]
+    TlsConfig {
+        /// What is wrong, e.g. `no private key in key.pem`.
+        what: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The TCP connection was not established in time.
     #[error("connect timed out")]
     ConnectTimeout,

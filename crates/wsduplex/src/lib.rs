@@ -8,8 +8,11 @@
 //!  TcpStream ─▶ server::read_request ─▶ Incoming ─┬─▶ accept()  ─▶ WebSocket ◀─▶ proto::Connection
 //!                                                  ├─▶ reject()  (400 / 426 / 431)
 //!                                                  └─▶ respond() (plain HTTP: pages, APIs)
-//!  connect(url) ─▶ TCP ─▶ client_handshake ──────────────────────▶ WebSocket
+//!  connect(url) ─▶ TCP ─▶ (TLS for wss://) ─▶ client_handshake ──▶ WebSocket
 //! ```
+//!
+//! `wss://` works like `ws://` (feature `tls`, on by default: rustls with the *ring*
+//! provider); servers put a [`tls::TlsAcceptor`] in front of `read_request`.
 //!
 //! What it is not: a web framework (routing is a `match` on [`Incoming::path`]) or a
 //! wrapper of another WebSocket library.
@@ -83,6 +86,8 @@ pub mod client;
 mod error;
 pub mod server;
 mod socket;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use proto;
 pub use proto::{CloseCode, CloseFrame, Message, Utf8Bytes};
