@@ -3,13 +3,14 @@
 
 use anyhow::{bail, Context as _};
 use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use wsduplex::{ClientConfig, CloseCode, CloseFrame, Message};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// ws:// URL to connect to.
+    /// ws:// or wss:// URL to connect to.
     url: String,
     /// Extra request header, 'Name: value' (repeatable).
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
@@ -29,6 +30,19 @@ pub struct Args {
     /// Print binary messages as raw bytes instead of hex.
     #[arg(long)]
     binary_raw: bool,
+    /// wss://: also trust the CA certificates in this PEM file (repeatable).
+    #[arg(long, value_name = "FILE")]
+    cacert: Vec<PathBuf>,
+    /// wss://: client certificate chain (PEM) for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// wss://: the PEM private key of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// wss://: do not check the server's certificate. Dangerous: anyone on the path can
+    /// read and change the traffic.
+    #[arg(short = 'k', long)]
+    insecure: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -95,6 +109,16 @@ async fn client(args: Args) -> anyhow::Result<ExitCode> {
             .headers
             .push((name.trim().to_string(), value.trim().to_string()));
     }
+    let read = |path: &Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    for path in &args.cacert {
+        config.tls.extra_ca_pem.push(read(path)?);
+    }
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        config.tls.client_cert_pem = Some((read(cert)?, read(key)?));
+    }
+    config.tls.dangerous_accept_invalid_certs = args.insecure;
     let (mut ws, handshake) = wsduplex::connect_with(&args.url, &config)
         .await
         .with_context(|| format!("cannot connect to {}", args.url))?;

@@ -1,7 +1,9 @@
-//! `wsduplex serve`: `/echo` echoes every message with its type, `/` serves a test page.
+//! `wsduplex serve`: `/echo` echoes every message with its type, `/` serves a test page;
+//! over TLS with `--tls-cert`/`--tls-key` or `--tls-self-signed`.
 
 use anyhow::Context as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use wsduplex::server::{read_request, ServerConfig};
+use wsduplex::tls::{TlsAcceptor, TlsStream};
 use wsduplex::{CloseCode, WebSocket};
 
 #[derive(clap::Args)]
@@ -20,6 +23,16 @@ pub struct Args {
     /// Worker threads, each with its own runtime and listener (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// Serve TLS (https:// and wss://) with this PEM certificate chain, leaf first.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve TLS with a certificate generated at start for localhost, 127.0.0.1 and ::1
+    /// (for development: its SHA-256 fingerprint is printed on stderr).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls_self_signed: bool,
 }
 
 const PAGE: &str = include_str!("echo.html");
@@ -36,6 +49,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot resolve {}", args.listen))?
         .next()
         .with_context(|| format!("{} resolves to no address", args.listen))?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(wsduplex::tls::acceptor_from_pem_files(cert, key)?),
+        _ if args.tls_self_signed => {
+            let generated = wsduplex::tls::self_signed()?;
+            eprintln!(
+                "self-signed certificate for localhost, 127.0.0.1, ::1; SHA-256 fingerprint {}",
+                generated.fingerprint
+            );
+            Some(generated.acceptor)
+        }
+        _ => None,
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -50,17 +75,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // ready line is a graceful shutdown, never the default kill.
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
-    println!("listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{addr}");
     let config = Arc::new(ServerConfig::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let threads: Vec<_> = listeners
         .into_iter()
         .enumerate()
         .map(|(i, listener)| {
-            let (config, stop) = (config.clone(), stop_rx.clone());
+            let (config, tls, stop) = (config.clone(), tls.clone(), stop_rx.clone());
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || worker(listener, config, stop))
+                .spawn(move || worker(listener, config, tls, stop))
         })
         .collect::<Result<_, _>>()?;
     rt.block_on(async {
@@ -91,7 +117,12 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     listener.into_std()
 }
 
-fn worker(listener: std::net::TcpListener, config: Arc<ServerConfig>, stop: watch::Receiver<bool>) {
+fn worker(
+    listener: std::net::TcpListener,
+    config: Arc<ServerConfig>,
+    tls: Option<TlsAcceptor>,
+    stop: watch::Receiver<bool>,
+) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -110,7 +141,7 @@ fn worker(listener: std::net::TcpListener, config: Arc<ServerConfig>, stop: watc
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, _)) => {
-                        tasks.spawn(handle(tcp, config.clone(), stop.clone()));
+                        tasks.spawn(handle(tcp, config.clone(), tls.clone(), stop.clone()));
                     }
                     // Out of descriptors and the like: keep serving the others.
                     Err(e) => {
@@ -130,27 +161,76 @@ fn worker(listener: std::net::TcpListener, config: Arc<ServerConfig>, stop: watc
     });
 }
 
-async fn handle(tcp: TcpStream, config: Arc<ServerConfig>, mut stop: watch::Receiver<bool>) {
-    // The request and handshake stage is boxed: it is short-lived, and keeping it out of
-    // this future keeps what an open connection holds for its lifetime small.
-    let Some(ws) = Box::pin(open(tcp, &config, &mut stop)).await else {
-        return;
+async fn handle(
+    tcp: TcpStream,
+    config: Arc<ServerConfig>,
+    tls: Option<TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    // The TLS, request and handshake stage is boxed: it is short-lived, and keeping it out
+    // of this future keeps what an open connection holds for its lifetime small. The TLS
+    // stream is boxed too, so plain connections do not carry its size.
+    let result = match tls {
+        None => {
+            let Some(ws) = Box::pin(open(tcp, &config, &mut stop)).await else {
+                return;
+            };
+            echo(ws, &mut stop).await
+        }
+        Some(acceptor) => {
+            let Some(ws) = Box::pin(open_tls(tcp, acceptor, &config, &mut stop)).await else {
+                return;
+            };
+            echo(ws, &mut stop).await
+        }
     };
-    if let Err(e) = echo(ws, &mut stop).await {
+    if let Err(e) = result {
         tracing::debug!("connection ended: {e}");
     }
 }
 
-/// Reads the request and routes it: a WebSocket for `/echo`, an HTTP answer otherwise.
-async fn open(
+/// The TLS handshake, within the handshake timeout, then [`open`]. A failed handshake
+/// ends this connection only.
+async fn open_tls(
     tcp: TcpStream,
+    acceptor: TlsAcceptor,
     config: &ServerConfig,
     stop: &mut watch::Receiver<bool>,
-) -> Option<WebSocket<TcpStream>> {
-    let _ = tcp.set_nodelay(true);
+) -> Option<WebSocket<Box<TlsStream<TcpStream>>>> {
+    let handshake = tokio::time::timeout(
+        config.handshake_timeout,
+        wsduplex::tls::accept(&acceptor, tcp),
+    );
+    let tls = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!("tls handshake failed: {e}");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!("tls handshake timed out");
+                return None;
+            }
+        },
+        _ = stop.wait_for(|stopped| *stopped) => return None,
+    };
+    open(Box::new(tls), config, stop).await
+}
+
+/// Reads the request and routes it: a WebSocket for `/echo`, an HTTP answer otherwise.
+async fn open<S>(
+    io: S,
+    config: &ServerConfig,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<WebSocket<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     // A client still sending its request when the server stops is simply dropped.
     let incoming = tokio::select! {
-        r = read_request(tcp, config) => match r {
+        r = read_request(io, config) => match r {
             Ok(i) => i,
             Err(e) => {
                 tracing::debug!("request refused: {e}");

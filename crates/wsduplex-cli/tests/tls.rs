@@ -1,0 +1,207 @@
+//! `wsduplex serve` and `wsduplex client` over TLS, as real processes: a self-signed
+//! server, a server with certificate files, and clients that trust it, do not, or are told
+//! not to check.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+
+/// A running `wsduplex serve` with TLS options; killed on drop.
+struct TlsServer {
+    child: Option<Child>,
+    /// `HOST:PORT` from the ready line.
+    addr: String,
+    stderr_lines: mpsc::Receiver<String>,
+}
+
+impl TlsServer {
+    fn start(tls_args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
+            .args(tls_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wsduplex serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let (etx, erx) = mpsc::channel();
+        thread::spawn(move || {
+            // Drained all along, so the server never blocks on a full pipe.
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = etx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(TIMEOUT)
+            .expect("wsduplex serve printed no ready line");
+        let addr = line
+            .trim_end()
+            .strip_prefix("listening on https://")
+            .unwrap_or_else(|| panic!("unexpected ready line {line:?}"))
+            .to_string();
+        Self {
+            child: Some(child),
+            addr,
+            stderr_lines: erx,
+        }
+    }
+
+    /// The next line it printed on stderr.
+    fn stderr_line(&self) -> String {
+        self.stderr_lines
+            .recv_timeout(TIMEOUT)
+            .expect("no stderr line")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("wss://{}{path}", self.addr)
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A scratch directory for this test's files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tls-{name}"));
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Writes a fresh self-signed certificate and key (for localhost, 127.0.0.1, ::1).
+fn cert_files(name: &str) -> (String, String) {
+    let generated = wsduplex::tls::self_signed().expect("generate a certificate");
+    let dir = scratch(name);
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, &generated.cert_pem).expect("write cert");
+    std::fs::write(&key, &generated.key_pem).expect("write key");
+    (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    )
+}
+
+#[test]
+fn self_signed_server_prints_https_and_its_fingerprint() {
+    let server = TlsServer::start(&["--tls-self-signed"]);
+    let note = server.stderr_line();
+    let fingerprint = note
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .split(':')
+        .collect::<Vec<_>>();
+    assert!(note.contains("SHA-256 fingerprint"), "{note:?}");
+    assert_eq!(fingerprint.len(), 32, "{note:?}");
+    assert!(
+        fingerprint
+            .iter()
+            .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit())),
+        "{note:?}"
+    );
+
+    let out = run(
+        &["client", "--insecure", &server.url("/echo")],
+        b"over tls\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout_str(), "over tls\n");
+
+    // Without --insecure the certificate is refused, in one line that says why.
+    let out = run(&["client", &server.url("/echo")], b"x\n");
+    let line = out.assert_one_line_error();
+    assert!(line.contains("tls handshake failed"), "{line}");
+    assert!(line.contains("UnknownIssuer"), "{line}");
+}
+
+#[test]
+fn certificate_files_are_served_and_trusted_with_cacert() {
+    let (cert, key) = cert_files("files");
+    let server = TlsServer::start(&["--tls-cert", &cert, "--tls-key", &key]);
+    let out = run(
+        &["client", "--cacert", &cert, &server.url("/echo")],
+        "héllo\n/close 1000 bye\n".as_bytes(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout_str(), "héllo\n");
+    // The name checked is the URL's: localhost is in the certificate as well.
+    let port = server.addr.rsplit(':').next().unwrap();
+    let out = run(
+        &[
+            "client",
+            "--cacert",
+            &cert,
+            &format!("wss://localhost:{port}/echo"),
+        ],
+        b"by name\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout_str(), "by name\n");
+}
+
+#[test]
+fn tls_server_survives_plain_and_failed_clients() {
+    let server = TlsServer::start(&["--tls-self-signed"]);
+    let addr: std::net::SocketAddr = server.addr.parse().unwrap();
+    // Plain HTTP at a TLS port: the handshake fails, the connection closes, nothing else.
+    let mut tcp = connect(addr);
+    tcp.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut answer = Vec::new();
+    // Closed (possibly with a reset): what matters is that it ends and is no page.
+    let _ = tcp.read_to_end(&mut answer);
+    assert!(!answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    // A ws:// client at a TLS port fails with one line.
+    let out = run(&["client", &format!("ws://{addr}/echo")], b"x\n");
+    out.assert_one_line_error();
+    // A client that refuses the certificate.
+    run(&["client", &server.url("/echo")], b"x\n").assert_one_line_error();
+    // The server still serves.
+    let out = run(&["client", "--insecure", &server.url("/echo")], b"still\n");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout_str(), "still\n");
+}
+
+#[test]
+fn tls_options_are_checked_before_serving() {
+    let out = run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ],
+        b"",
+    );
+    let line = out.assert_one_line_error();
+    assert!(line.contains("cannot read /nonexistent/cert.pem"), "{line}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    // --tls-cert without --tls-key is a usage error.
+    let out = run(&["serve", "--tls-cert", "cert.pem"], b"");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // A client certificate needs its key.
+    let out = run(&["client", "--cert", "c.pem", "wss://127.0.0.1:1/"], b"");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
