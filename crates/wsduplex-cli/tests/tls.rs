@@ -89,7 +89,13 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Writes a fresh self-signed certificate and key (for localhost, 127.0.0.1, ::1).
 fn cert_files(name: &str) -> (String, String) {
-    let generated = wsduplex::tls::self_signed().expect("generate a certificate");
+    write_cert(
+        name,
+        &wsduplex::tls::self_signed().expect("generate a certificate"),
+    )
+}
+
+fn write_cert(name: &str, generated: &wsduplex::tls::SelfSigned) -> (String, String) {
     let dir = scratch(name);
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, &generated.cert_pem).expect("write cert");
@@ -204,4 +210,77 @@ fn tls_options_are_checked_before_serving() {
     // A client certificate needs its key.
     let out = run(&["client", "--cert", "c.pem", "wss://127.0.0.1:1/"], b"");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn client_certificates_for_mutual_tls() {
+    use wsduplex::server::{read_request, ServerConfig};
+    let server_cert = wsduplex::tls::self_signed().unwrap();
+    let client_cert = wsduplex::tls::self_signed().unwrap();
+    let (ca, _) = write_cert("mtls-server", &server_cert);
+    let (cert, key) = write_cert("mtls-client", &client_cert);
+    // The server side is the library: `serve` has no client-CA option.
+    let acceptor = wsduplex::tls::TlsAcceptor::from(
+        wsduplex::tls::server_config(
+            server_cert.cert_pem.as_bytes(),
+            server_cert.key_pem.as_bytes(),
+            Some(client_cert.cert_pem.as_bytes()),
+        )
+        .unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("wss://{}/echo", listener.local_addr().unwrap());
+    rt.spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let config = ServerConfig::default();
+                let tls = wsduplex::tls::accept(&acceptor, tcp).await?;
+                let mut ws = read_request(tls, &config).await?.accept(&config).await?;
+                while let Some(msg) = ws.recv().await {
+                    let msg = msg?;
+                    if msg.is_data() {
+                        ws.send(msg).await?;
+                    }
+                }
+                Ok::<_, wsduplex::Error>(())
+            });
+        }
+    });
+
+    let out = run(
+        &[
+            "client", "--cacert", &ca, "--cert", &cert, "--key", &key, &url,
+        ],
+        b"mutual\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout_str(), "mutual\n");
+    // Without a client certificate the server refuses it (TLS 1.3: the client learns it
+    // after its side of the handshake, from the server's alert).
+    let out = run(&["client", "--cacert", &ca, &url], b"x\n");
+    let line = out.assert_one_line_error();
+    // (Or a reset that overtook the alert: the server closes with the request unread.)
+    assert!(
+        line.contains("tls handshake failed: received fatal alert: CertificateRequired")
+            || line.contains("reset"),
+        "{line}"
+    );
+    // A key file without a key is a clear error.
+    let out = run(
+        &[
+            "client", "--cacert", &ca, "--cert", &cert, "--key", &ca, &url,
+        ],
+        b"x\n",
+    );
+    let line = out.assert_one_line_error();
+    assert!(line.contains("no private key"), "{line}");
+    rt.shutdown_background();
 }

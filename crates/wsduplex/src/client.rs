@@ -228,7 +228,14 @@ pub async fn connect_with(
         )
         .await
         .map_err(|_| Error::HandshakeTimeout)??;
-        return client_handshake(ClientStream::Tls(Box::new(tls)), &target, config).await;
+        // TLS 1.3: a server that refuses the client's certificate says so after the
+        // client's side of the handshake, in an alert the first read returns.
+        return client_handshake(ClientStream::Tls(Box::new(tls)), &target, config)
+            .await
+            .map_err(|e| match e {
+                Error::Io(io) => crate::tls::handshake_error(io),
+                e => e,
+            });
     }
     client_handshake(ClientStream::Plain(tcp), &target, config).await
 }

@@ -172,7 +172,7 @@ where
 }
 
 /// tokio-rustls reports TLS failures as `io::Error`s that wrap a `rustls::Error`.
-fn handshake_error(e: std::io::Error) -> Error {
+pub(crate) fn handshake_error(e: std::io::Error) -> Error {
     match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
