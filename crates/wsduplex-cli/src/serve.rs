@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 use wsduplex::server::{read_request, ServerConfig};
 use wsduplex::tls::{TlsAcceptor, TlsStream};
 use wsduplex::{CloseCode, WebSocket};
@@ -135,13 +135,15 @@ fn worker(
             Ok(l) => l,
             Err(e) => return tracing::error!("worker listener: {e}"),
         };
-        let mut tasks = JoinSet::new();
+        // Tracks handshake tasks and the echo tasks they hand over to, for graceful shutdown.
+        let tasks = TaskTracker::new();
         let mut stopping = stop.clone();
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, _)) => {
-                        tasks.spawn(handle(tcp, config.clone(), tls.clone(), stop.clone()));
+                        let (config, tls, stop) = (config.clone(), tls.clone(), stop.clone());
+                        tasks.spawn(handle(tcp, config, tls, stop, tasks.clone()));
                     }
                     // Out of descriptors and the like: keep serving the others.
                     Err(e) => {
@@ -149,44 +151,40 @@ fn worker(
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 },
-                Some(_) = tasks.join_next() => {}
                 _ = stopping.changed() => break,
             }
         }
         drop(listener);
         // Every connection sends 1001 and waits (bounded by its close timeout) for the reply.
         let grace = config.socket.close_timeout + Duration::from_secs(1);
-        let _ =
-            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        tasks.close();
+        let _ = tokio::time::timeout(grace, tasks.wait()).await;
     });
 }
 
+/// The connection's first task: TLS, the request, the handshake. A WebSocket is handed to
+/// a task of its own, so what an open connection holds for its lifetime is only the echo
+/// loop's state, not this stage's buffers and timers.
 async fn handle(
     tcp: TcpStream,
     config: Arc<ServerConfig>,
     tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
+    tasks: TaskTracker,
 ) {
     let _ = tcp.set_nodelay(true);
-    // The TLS, request and handshake stage is boxed: it is short-lived, and keeping it out
-    // of this future keeps what an open connection holds for its lifetime small. The TLS
-    // stream is boxed too, so plain connections do not carry its size.
-    let result = match tls {
+    match tls {
         None => {
-            let Some(ws) = Box::pin(open(tcp, &config, &mut stop)).await else {
-                return;
-            };
-            echo(ws, &mut stop).await
+            if let Some(ws) = open(tcp, &config, &mut stop).await {
+                tasks.spawn(echo(ws, stop));
+            }
         }
         Some(acceptor) => {
-            let Some(ws) = Box::pin(open_tls(tcp, acceptor, &config, &mut stop)).await else {
-                return;
-            };
-            echo(ws, &mut stop).await
+            // The TLS stream is boxed, so plain connections do not carry its size.
+            if let Some(ws) = open_tls(tcp, acceptor, &config, &mut stop).await {
+                tasks.spawn(echo(ws, stop));
+            }
         }
-    };
-    if let Err(e) = result {
-        tracing::debug!("connection ended: {e}");
     }
 }
 
@@ -288,16 +286,25 @@ where
     None
 }
 
-async fn echo<S>(
-    mut ws: wsduplex::WebSocket<S>,
+async fn echo<S>(mut ws: WebSocket<S>, mut stop: watch::Receiver<bool>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    // By reference: a socket moved into a nested future would be stored twice.
+    if let Err(e) = echo_loop(&mut ws, &mut stop).await {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
+async fn echo_loop<S>(
+    ws: &mut WebSocket<S>,
     stop: &mut watch::Receiver<bool>,
 ) -> wsduplex::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     if *stop.borrow() {
-        ws.close(CloseCode::GOING_AWAY, "server shutting down")
-            .await?;
+        Box::pin(ws.close(CloseCode::GOING_AWAY, "server shutting down")).await?;
     }
     // Created once and polled by reference: no per-message registration with the channel.
     let stopped = stop.changed();
