@@ -53,6 +53,9 @@ pub enum Error {
     /// The opening handshake did not finish in time.
     #[error("opening handshake timed out")]
     HandshakeTimeout,
+    /// The peer sent nothing within the ping timeout after a keepalive ping.
+    #[error("peer did not answer a ping within {0:?}")]
+    KeepaliveTimeout(std::time::Duration),
     /// The peer did not finish the closing handshake in time.
     #[error("closing handshake timed out")]
     CloseTimeout,

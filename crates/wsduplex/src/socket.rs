@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 use tokio::time::Sleep;
 
 /// Settings of a socket (the protocol limits live in [`Config::protocol`]).
@@ -31,6 +32,15 @@ pub struct Config {
     pub close_timeout: Duration,
     /// Above this many queued outgoing bytes, sending waits and reading pauses.
     pub max_write_buffer: usize,
+    /// Send a ping this often (off by default). Runs while the socket is being read.
+    pub ping_interval: Option<Duration>,
+    /// With `ping_interval`: if nothing at all arrives within this time after a ping, the
+    /// peer is considered gone, the transport is closed and reading yields
+    /// [`Error::KeepaliveTimeout`].
+    pub ping_timeout: Duration,
+    /// Close with 1001 "idle timeout" when no text or binary message arrives for this long
+    /// (off by default; pings and pongs do not count as activity).
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -39,6 +49,9 @@ impl Default for Config {
             protocol: proto::Config::default(),
             close_timeout: Duration::from_secs(5),
             max_write_buffer: 1 << 20,
+            ping_interval: None,
+            ping_timeout: Duration::from_secs(20),
+            idle_timeout: None,
         }
     }
 }
@@ -73,9 +86,110 @@ struct Inner<S> {
     /// Client: the server closed TCP (or we stopped waiting for it).
     server_closed: bool,
     write_shutdown: bool,
+    /// Keepalive and idle timers; `None` (and free) unless configured.
+    timers: Option<Box<Timers>>,
+}
+
+/// Keepalive and idle deadlines, served by one sleep reset to the earliest of them.
+struct Timers {
+    sleep: Pin<Box<Sleep>>,
+    ping_interval: Option<Duration>,
+    ping_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    next_ping: Option<Instant>,
+    /// Set while a ping is unanswered: any bytes from the peer clear it.
+    pong_deadline: Option<Instant>,
+    idle_deadline: Option<Instant>,
+}
+
+impl Timers {
+    fn new(config: &Config) -> Option<Box<Self>> {
+        if config.ping_interval.is_none() && config.idle_timeout.is_none() {
+            return None;
+        }
+        let now = Instant::now();
+        let mut t = Self {
+            sleep: Box::pin(tokio::time::sleep_until(now.into())),
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
+            idle_timeout: config.idle_timeout,
+            next_ping: config.ping_interval.map(|i| now + i),
+            pong_deadline: None,
+            idle_deadline: config.idle_timeout.map(|i| now + i),
+        };
+        if let Some(d) = t.earliest() {
+            t.sleep.as_mut().reset(d.into());
+        }
+        Some(Box::new(t))
+    }
+
+    fn earliest(&self) -> Option<Instant> {
+        [self.next_ping, self.pong_deadline, self.idle_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+/// What a timer asks of the socket.
+enum Due {
+    Nothing,
+    Ping,
+    PeerGone(Duration),
+    Idle,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
+    /// Polls the keepalive and idle timers and acts on what is due. `true`: something
+    /// changed (a ping or a close was queued, or the peer is gone).
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(t) = self.timers.as_mut() else {
+            return false;
+        };
+        let Some(deadline) = t.earliest() else {
+            return false;
+        };
+        if t.sleep.deadline() != deadline.into() {
+            t.sleep.as_mut().reset(deadline.into());
+        }
+        if t.sleep.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let now = Instant::now();
+        let due = if t.pong_deadline.is_some_and(|d| d <= now) {
+            Due::PeerGone(t.ping_timeout)
+        } else if t.idle_deadline.is_some_and(|d| d <= now) {
+            t.idle_deadline = None;
+            Due::Idle
+        } else if t.next_ping.is_some_and(|d| d <= now) {
+            t.next_ping = t.ping_interval.map(|i| now + i);
+            if t.pong_deadline.is_none() {
+                t.pong_deadline = Some(now + t.ping_timeout);
+            }
+            Due::Ping
+        } else {
+            Due::Nothing
+        };
+        match due {
+            Due::Nothing => false,
+            Due::Ping => {
+                // Only while open: nothing follows our close frame.
+                let _ = self.conn.send_ping(b"wsduplex keepalive");
+                true
+            }
+            Due::Idle => {
+                let _ = self.conn.close(CloseCode::GOING_AWAY, "idle timeout");
+                true
+            }
+            Due::PeerGone(after) => {
+                self.timers = None;
+                self.final_error = Some(Box::new(Error::KeepaliveTimeout(after)));
+                self.phase = Phase::Finishing;
+                true
+            }
+        }
+    }
+
     /// Arms the close timer on first use and polls it. Called only on paths that are about
     /// to wait: a close that completes at once never touches the timer wheel (which costs a
     /// wake-up of the runtime's driver).
@@ -106,10 +220,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
         loop {
+            // Checked before every event, so a flood of incoming data cannot starve pings.
+            if self.timers.is_some() && self.phase == Phase::Open && self.poll_timers(cx) {
+                continue;
+            }
             if let Some(ev) = self.conn.poll_event() {
                 if let Message::Close(_) = ev {
                     self.final_close = Some(Box::new(ev));
                     continue;
+                }
+                if let Some(t) = self.timers.as_mut() {
+                    if let (Some(idle), true) = (t.idle_timeout, ev.is_data()) {
+                        t.idle_deadline = Some(Instant::now() + idle);
+                    }
                 }
                 return Poll::Ready(Some(Ok(ev)));
             }
@@ -156,6 +279,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                     let _ = self.conn.receive_eof();
                 }
                 Ok(_) => {
+                    // Any bytes from the peer prove it is alive.
+                    if let Some(t) = self.timers.as_mut() {
+                        t.pong_deadline = None;
+                    }
                     // An error is recorded in the state; queued events come out first.
                     let _ = self.conn.receive_buffered();
                 }
@@ -275,6 +402,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a transport whose opening handshake is done. `leftover` holds bytes read past
     /// the handshake (they are the first frames).
     pub fn from_raw(io: S, role: Role, config: Config, leftover: &[u8]) -> Self {
+        let timers = Timers::new(&config);
         let mut conn = Connection::new(role, config.protocol);
         if !leftover.is_empty() {
             // Errors are recorded in the state and surface on the first read.
@@ -292,6 +420,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 close_timer: None,
                 server_closed: false,
                 write_shutdown: false,
+                timers,
             },
             subprotocol: None,
         }
