@@ -109,7 +109,7 @@ impl Timers {
         }
         let now = Instant::now();
         let mut t = Self {
-            sleep: Box::pin(tokio::time::sleep_until(now.into())),
+            sleep: Box::pin(tokio::time::sleep_until(now)),
             ping_interval: config.ping_interval,
             ping_timeout: config.ping_timeout,
             idle_timeout: config.idle_timeout,
@@ -118,7 +118,7 @@ impl Timers {
             idle_deadline: config.idle_timeout.map(|i| now + i),
         };
         if let Some(d) = t.earliest() {
-            t.sleep.as_mut().reset(d.into());
+            t.sleep.as_mut().reset(d);
         }
         Some(Box::new(t))
     }
@@ -149,8 +149,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         let Some(deadline) = t.earliest() else {
             return false;
         };
-        if t.sleep.deadline() != deadline.into() {
-            t.sleep.as_mut().reset(deadline.into());
+        if t.sleep.deadline() != deadline {
+            t.sleep.as_mut().reset(deadline);
         }
         if t.sleep.as_mut().poll(cx).is_pending() {
             return false;
