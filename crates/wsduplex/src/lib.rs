@@ -8,11 +8,15 @@
 //!  TcpStream ─▶ server::read_request ─▶ Incoming ─┬─▶ accept()  ─▶ WebSocket ◀─▶ proto::Connection
 //!                                                  ├─▶ reject()  (400 / 426 / 431)
 //!                                                  └─▶ respond() (plain HTTP: pages, APIs)
-//!  connect(url) ─▶ TCP ─▶ (TLS for wss://) ─▶ client_handshake ──▶ WebSocket
+//!  connect(url) ─▶ TCP (or a proxy tunnel) ─▶ (TLS for wss://) ─▶ client_handshake ──▶ WebSocket
 //! ```
 //!
 //! `wss://` works like `ws://` (feature `tls`, on by default: rustls with the *ring*
 //! provider); servers put a [`tls::TlsAcceptor`] in front of `read_request`.
+//!
+//! Clients go through HTTP `CONNECT` and SOCKS5 proxies, from [`ClientConfig::proxy`] or,
+//! by default, the `https_proxy`/`http_proxy`/`all_proxy`/`no_proxy` environment variables
+//! as curl and Python `websockets` read them: see [`proxy`].
 //!
 //! What it is not: a web framework (routing is a `match` on [`Incoming::path`]) or a
 //! wrapper of another WebSocket library.
@@ -84,6 +88,8 @@
 
 pub mod client;
 mod error;
+pub mod reconnect;
+pub mod proxy;
 pub mod server;
 mod socket;
 #[cfg(feature = "tls")]
@@ -93,6 +99,7 @@ pub use proto;
 pub use proto::{CloseCode, CloseFrame, Message, Utf8Bytes};
 
 pub use client::{connect, connect_with, ClientConfig, ClientStream, Handshake};
+pub use proxy::{ProxyError, ProxySetting};
 pub use error::{Error, Result};
 pub use server::{accept, Incoming, ServerConfig};
 pub use socket::{Config, ReadHalf, WebSocket, WriteHalf};

@@ -1,0 +1,111 @@
+//! The reconnecting client against a real loopback server that drops connections.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wsduplex::reconnect::{Backoff, ReconnectingClient};
+use wsduplex::server::{read_request, ServerConfig};
+use wsduplex::{ClientConfig, CloseCode, Message};
+
+fn fast() -> Backoff {
+    let mut b = Backoff::default();
+    b.initial = Duration::from_millis(5);
+    b.max = Duration::from_millis(50);
+    b
+}
+
+#[tokio::test]
+async fn reconnects_after_drops_and_reruns_the_hook() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Connection 1 is dropped without a close frame, connection 2 is closed with 1012,
+    // connection 3 stays up. Each echoes what it receives first.
+    tokio::spawn(async move {
+        let cfg = ServerConfig::default();
+        for n in 1.. {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = read_request(tcp, &cfg)
+                .await
+                .unwrap()
+                .accept(&cfg)
+                .await
+                .unwrap();
+            let Some(Ok(first)) = ws.recv().await else {
+                continue;
+            };
+            ws.send(first).await.unwrap();
+            match n {
+                1 => drop(ws),
+                2 => {
+                    ws.close(CloseCode::SERVICE_RESTART, "restart")
+                        .await
+                        .unwrap();
+                    while ws.recv().await.is_some() {}
+                }
+                _ => {
+                    tokio::spawn(async move { while ws.recv().await.is_some() {} });
+                }
+            }
+        }
+    });
+    let hooks = Arc::new(AtomicU32::new(0));
+    let counter = hooks.clone();
+    let mut client =
+        ReconnectingClient::new(format!("ws://{addr}/"), ClientConfig::default(), fast())
+            .on_connect(move |ws| {
+                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                Box::pin(async move { ws.send(format!("hello {n}")).await })
+            });
+    let run = async {
+        assert_eq!(
+            client.recv().await.unwrap().unwrap(),
+            Message::text("hello 1")
+        );
+        assert!(
+            client.recv().await.unwrap().is_err(),
+            "the abrupt drop is reported"
+        );
+        assert_eq!(
+            client.recv().await.unwrap().unwrap(),
+            Message::text("hello 2")
+        );
+        match client.recv().await {
+            Some(Ok(Message::Close(Some(f)))) => assert_eq!(f.code, CloseCode::SERVICE_RESTART),
+            other => panic!("expected the server's close, got {other:?}"),
+        }
+        assert_eq!(
+            client.recv().await.unwrap().unwrap(),
+            Message::text("hello 3")
+        );
+    };
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap();
+    assert_eq!(client.connections(), 3);
+    assert_eq!(hooks.load(Ordering::SeqCst), 3);
+    client.close(CloseCode::NORMAL, "").await.unwrap();
+    while client.recv().await.is_some() {}
+}
+
+#[tokio::test]
+async fn gives_up_after_max_attempts() {
+    // A port that was free a moment ago: connecting is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut backoff = fast();
+    backoff.max_attempts = Some(3);
+    let mut client = ReconnectingClient::new(
+        format!("ws://127.0.0.1:{port}/"),
+        ClientConfig::default(),
+        backoff,
+    );
+    let r = tokio::time::timeout(Duration::from_secs(20), client.recv())
+        .await
+        .unwrap();
+    assert!(matches!(r, Some(Err(wsduplex::Error::Io(_)))), "{r:?}");
+    assert!(client.recv().await.is_none());
+    assert_eq!(client.connections(), 0);
+}
