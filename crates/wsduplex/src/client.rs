@@ -1,6 +1,7 @@
 //! The client side: `connect(url)` over TCP, or a handshake over any stream.
 
 use crate::error::{Error, Result};
+use crate::proxy::ProxySetting;
 use crate::socket::{Config, WebSocket};
 use bytes::BytesMut;
 use proto::handshake::client::{Request, Response};
@@ -30,6 +31,9 @@ pub struct ClientConfig {
     /// TLS settings for `wss://` URLs (extra CAs, client certificate, ...).
     #[cfg(feature = "tls")]
     pub tls: crate::tls::TlsOptions,
+    /// Which proxy to go through: by default the environment's (`https_proxy`,
+    /// `http_proxy`, `all_proxy`, `no_proxy`), as curl does; see [`crate::proxy`].
+    pub proxy: ProxySetting,
 }
 
 impl Default for ClientConfig {
@@ -43,6 +47,7 @@ impl Default for ClientConfig {
             socket: Config::default(),
             #[cfg(feature = "tls")]
             tls: crate::tls::TlsOptions::default(),
+            proxy: ProxySetting::default(),
         }
     }
 }
@@ -202,6 +207,9 @@ pub async fn connect(url: &str) -> Result<(WebSocket<ClientStream>, Handshake)> 
 /// checked against the bundled web roots, the system's roots and
 /// [`ClientConfig::tls`], for the URL's host (also sent as SNI), within the handshake
 /// timeout.
+///
+/// The connection goes through the proxy that [`ClientConfig::proxy`] selects for the URL
+/// (by default from the environment); with a proxy, TLS runs inside the tunnel.
 pub async fn connect_with(
     url: &str,
     config: &ClientConfig,
@@ -213,10 +221,14 @@ pub async fn connect_with(
             "{url}: wss:// needs the tls feature of wsduplex"
         )));
     }
-    let tcp = tokio::time::timeout(
-        config.connect_timeout,
-        TcpStream::connect((target.host.as_str(), target.port)),
-    )
+    let proxy = config.proxy.proxy_for(&target)?;
+    let tcp = tokio::time::timeout(config.connect_timeout, async {
+        match &proxy {
+            None => Ok(TcpStream::connect((target.host.as_str(), target.port)).await?),
+            // The tunnel's setup is part of establishing the connection.
+            Some(proxy) => crate::proxy::open_tunnel(proxy, &target).await,
+        }
+    })
     .await
     .map_err(|_| Error::ConnectTimeout)??;
     tcp.set_nodelay(true)?;

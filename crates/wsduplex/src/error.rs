@@ -47,6 +47,10 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// Client side: the proxy could not be used, or refused the tunnel (see
+    /// [`crate::proxy`]).
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::ProxyError),
     /// The TCP connection was not established in time.
     #[error("connect timed out")]
     ConnectTimeout,

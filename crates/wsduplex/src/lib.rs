@@ -88,8 +88,8 @@
 
 pub mod client;
 mod error;
-pub mod reconnect;
 pub mod proxy;
+pub mod reconnect;
 pub mod server;
 mod socket;
 #[cfg(feature = "tls")]
@@ -99,7 +99,7 @@ pub use proto;
 pub use proto::{CloseCode, CloseFrame, Message, Utf8Bytes};
 
 pub use client::{connect, connect_with, ClientConfig, ClientStream, Handshake};
-pub use proxy::{ProxyError, ProxySetting};
 pub use error::{Error, Result};
+pub use proxy::{ProxyError, ProxySetting};
 pub use server::{accept, Incoming, ServerConfig};
 pub use socket::{Config, ReadHalf, WebSocket, WriteHalf};
