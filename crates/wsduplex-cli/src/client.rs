@@ -1,12 +1,15 @@
 //! `wsduplex client URL`: stdin lines go out as text messages, received messages come out
 //! on stdout one per line. `/ping [data]` and `/close [code [reason]]` are commands.
 
+use crate::bench::parse_duration;
 use anyhow::{bail, Context as _};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use wsduplex::{ClientConfig, CloseCode, CloseFrame, Message};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
+use wsduplex::reconnect::Backoff;
+use wsduplex::{ClientConfig, ClientStream, CloseCode, CloseFrame, Message, WebSocket};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -43,6 +46,23 @@ pub struct Args {
     /// read and change the traffic.
     #[arg(short = 'k', long)]
     insecure: bool,
+    /// Send a ping this often (e.g. 30s) and give up on a server silent for --ping-timeout.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    ping_interval: Option<Duration>,
+    /// How long the server may stay silent after a keepalive ping.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "20s")]
+    ping_timeout: Duration,
+    /// Time allowed to open the TCP connection.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    connect_timeout: Duration,
+    /// Time allowed for the TLS and WebSocket handshakes.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    handshake_timeout: Duration,
+    /// When the connection drops (or cannot be opened), connect again with exponential
+    /// backoff and jitter; stdin keeps going to the new connection. Ends when stdin ends
+    /// or after /close.
+    #[arg(long)]
+    reconnect: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -119,26 +139,118 @@ async fn client(args: Args) -> anyhow::Result<ExitCode> {
         config.tls.client_cert_pem = Some((read(cert)?, read(key)?));
     }
     config.tls.dangerous_accept_invalid_certs = args.insecure;
-    let (mut ws, handshake) = wsduplex::connect_with(&args.url, &config)
-        .await
-        .with_context(|| format!("cannot connect to {}", args.url))?;
-    if args.verbose {
-        print_head(">", &handshake.request);
-        print_head("<", &handshake.response_head);
-    }
+    config.connect_timeout = args.connect_timeout;
+    config.handshake_timeout = args.handshake_timeout;
+    config.socket.ping_interval = args.ping_interval;
+    config.socket.ping_timeout = args.ping_timeout;
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut sending = !args.echo;
-    let mut we_closed = false;
-    let mut stdin_failed = false;
-    let mut close: Option<Option<CloseFrame>> = None;
+    let backoff = Backoff::default();
+    let mut failures = 0;
+    loop {
+        let connected = wsduplex::connect_with(&args.url, &config)
+            .await
+            .with_context(|| format!("cannot connect to {}", args.url));
+        let end = match connected {
+            Ok((ws, handshake)) => {
+                if args.verbose {
+                    print_head(">", &handshake.request);
+                    print_head("<", &handshake.response_head);
+                }
+                session(&args, ws, &mut stdin, &mut sending).await?
+            }
+            Err(e) if args.reconnect => SessionEnd::failed(e),
+            Err(e) => return Err(e),
+        };
+        if args.reconnect && !end.we_closed {
+            // Connections that carried messages reset the backoff.
+            failures = if end.received > 0 { 0 } else { failures + 1 };
+            let delay = backoff.delay(failures.max(1) - 1);
+            eprintln!("wsduplex: {}; reconnecting in {delay:.1?}", end.describe());
+            tokio::time::sleep(delay).await;
+            continue;
+        }
+        return end.exit_code(args.verbose);
+    }
+}
+
+/// How one connection ended.
+struct SessionEnd {
+    we_closed: bool,
+    stdin_failed: bool,
+    close: Option<Option<CloseFrame>>,
+    error: Option<anyhow::Error>,
+    received: u64,
+}
+
+impl SessionEnd {
+    fn failed(e: anyhow::Error) -> Self {
+        Self {
+            we_closed: false,
+            stdin_failed: false,
+            close: None,
+            error: Some(e),
+            received: 0,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match (&self.error, &self.close) {
+            (Some(e), _) => format!("{e:#}"),
+            (None, Some(Some(f))) => format!("closed by server: {f}"),
+            _ => "connection closed".to_string(),
+        }
+    }
+
+    /// 0 after a clean close (1000, 1001, no status, or one we started); 1 otherwise.
+    fn exit_code(self, verbose: bool) -> anyhow::Result<ExitCode> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let frame = self.close.flatten();
+        let code = frame
+            .as_ref()
+            .map_or(CloseCode::NO_STATUS_RECEIVED, |f| f.code);
+        if verbose {
+            eprintln!(
+                "closed: {}",
+                frame.as_ref().map_or("1005".to_string(), |f| f.to_string())
+            );
+        }
+        if self.stdin_failed {
+            Ok(ExitCode::FAILURE)
+        } else if self.we_closed || matches!(code.as_u16(), 1000 | 1001 | 1005) {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            let reason = frame.map_or(String::new(), |f| f.to_string());
+            eprintln!("wsduplex: closed by server: {reason}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Runs one connection: stdin lines out, messages in, until the connection ends.
+async fn session(
+    args: &Args,
+    mut ws: WebSocket<ClientStream>,
+    stdin: &mut Lines<BufReader<Stdin>>,
+    sending: &mut bool,
+) -> anyhow::Result<SessionEnd> {
+    let mut end = SessionEnd {
+        we_closed: false,
+        stdin_failed: false,
+        close: None,
+        error: None,
+        received: 0,
+    };
     loop {
         tokio::select! {
-            line = stdin.next_line(), if sending => match line {
+            line = stdin.next_line(), if *sending => match line {
                 Ok(Some(line)) => match parse_line(&line) {
                     // If the connection has failed, the read side reports why.
                     Ok(Command::Text(t)) => {
-                        if ws.send(Message::text(t)).await.is_err() {
-                            sending = false;
+                        if ws.send(Message::text(t)).await.is_err() && !args.reconnect {
+                            *sending = false;
                         }
                     }
                     Ok(Command::Ping(p)) => {
@@ -147,7 +259,7 @@ async fn client(args: Args) -> anyhow::Result<ExitCode> {
                         }
                     }
                     Ok(Command::Close(code, reason)) => match ws.close(code, &reason).await {
-                        Ok(()) => { sending = false; we_closed = true; }
+                        Ok(()) => { *sending = false; end.we_closed = true; }
                         Err(e) => eprintln!("wsduplex: {e}"),
                     },
                     Err(e) => eprintln!("wsduplex: {e:#}"),
@@ -155,12 +267,12 @@ async fn client(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(None) | Err(_) => {
                     if let Err(e) = line {
                         eprintln!("wsduplex: cannot read stdin: {e}");
-                        stdin_failed = true;
+                        end.stdin_failed = true;
                     }
                     // stdin ended: close normally and wait for the server's reply. On a
                     // failed connection this is an error that the read side reports.
-                    sending = false;
-                    we_closed = true;
+                    *sending = false;
+                    end.we_closed = true;
                     let _ = ws.close(CloseCode::NORMAL, "").await;
                 }
             },
@@ -168,37 +280,24 @@ async fn client(args: Args) -> anyhow::Result<ExitCode> {
                 Some(Ok(msg)) => {
                     print_message(&msg, args.binary_raw, args.verbose)?;
                     match msg {
-                        Message::Close(frame) => close = Some(frame),
-                        msg if args.echo && msg.is_data() => {
-                            // A send can fail once a close is under way; the close decides.
-                            let _ = ws.feed(msg).await;
+                        Message::Close(frame) => end.close = Some(frame),
+                        msg if msg.is_data() => {
+                            end.received += 1;
+                            if args.echo {
+                                // A send can fail once a close is under way; the close decides.
+                                let _ = ws.feed(msg).await;
+                            }
                         }
                         _ => {}
                     }
                 }
-                Some(Err(e)) => return Err(e.into()),
-                None => break,
+                Some(Err(e)) => {
+                    end.error = Some(e.into());
+                    return Ok(end);
+                }
+                None => return Ok(end),
             }
         }
-    }
-    let frame = close.flatten();
-    let code = frame
-        .as_ref()
-        .map_or(CloseCode::NO_STATUS_RECEIVED, |f| f.code);
-    if args.verbose {
-        eprintln!(
-            "closed: {}",
-            frame.as_ref().map_or("1005".to_string(), |f| f.to_string())
-        );
-    }
-    if stdin_failed {
-        Ok(ExitCode::FAILURE)
-    } else if we_closed || matches!(code.as_u16(), 1000 | 1001 | 1005) {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        let reason = frame.map_or(String::new(), |f| f.to_string());
-        eprintln!("wsduplex: closed by server: {reason}");
-        Ok(ExitCode::FAILURE)
     }
 }
 

@@ -1,6 +1,7 @@
 //! `wsduplex serve`: `/echo` echoes every message with its type, `/` serves a test page;
 //! over TLS with `--tls-cert`/`--tls-key` or `--tls-self-signed`.
 
+use crate::bench::parse_duration;
 use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +34,19 @@ pub struct Args {
     /// (for development: its SHA-256 fingerprint is printed on stderr).
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     tls_self_signed: bool,
+    /// Ping every client this often (e.g. 30s); a client silent for --ping-timeout after a
+    /// ping is disconnected. Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    ping_interval: Option<Duration>,
+    /// How long a client may stay silent after a keepalive ping.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "20s")]
+    ping_timeout: Duration,
+    /// Close connections with 1001 when no message arrives for this long. Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Time a client has to send its request (and finish TLS).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    handshake_timeout: Duration,
 }
 
 const PAGE: &str = include_str!("echo.html");
@@ -77,7 +91,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("listening on {scheme}://{addr}");
-    let config = Arc::new(ServerConfig::default());
+    let mut config = ServerConfig::default();
+    config.handshake_timeout = args.handshake_timeout;
+    config.socket.ping_interval = args.ping_interval;
+    config.socket.ping_timeout = args.ping_timeout;
+    config.socket.idle_timeout = args.idle_timeout;
+    let config = Arc::new(config);
     let (stop_tx, stop_rx) = watch::channel(false);
     let threads: Vec<_> = listeners
         .into_iter()

@@ -106,8 +106,15 @@ pub struct ServerExit {
 impl Server {
     /// Starts the server and reads its ready line.
     pub fn start() -> Self {
+        Self::start_with(&["--listen", "127.0.0.1:0"])
+    }
+
+    /// Starts `wsduplex serve ARGS` (which must include `--listen`) and reads its ready line.
+    #[allow(dead_code)] // not every test binary uses every helper
+    pub fn start_with(args: &[&str]) -> Self {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("serve")
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
