@@ -353,19 +353,22 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
-    /// The proxy answered `CONNECT` with a status other than 2xx (and other than 407).
+    /// The proxy answered `CONNECT` with a status other than 2xx, 401 or 407.
     #[error("proxy refused the tunnel with status {status}")]
     Refused {
         /// The HTTP status, e.g. 403 or 502.
         status: u16,
     },
-    /// The proxy answered `CONNECT` with 407 Proxy Authentication Required.
-    #[error("{}", if *.sent_credentials {
-        "proxy rejected the credentials (407)"
+    /// The proxy answered `CONNECT` with 407 Proxy Authentication Required (or 401, which
+    /// tinyproxy sends for wrong credentials: a `CONNECT` never reaches the server).
+    #[error("{} ({status})", if *.sent_credentials {
+        "proxy rejected the credentials"
     } else {
-        "proxy requires authentication (407): put user:password@ in the proxy url"
+        "proxy requires authentication: put user:password@ in the proxy url"
     })]
     AuthRequired {
+        /// 407 or 401.
+        status: u16,
         /// Whether credentials were sent (so they are wrong), or none were.
         sent_credentials: bool,
     },
@@ -441,7 +444,8 @@ pub fn connect_request(host: &str, port: u16, credentials: Option<(&str, &str)>)
 
 /// Parses the proxy's answer to `CONNECT`: `Ok(None)` while the head is incomplete,
 /// `Ok(Some(n))` once a 2xx head of `n` bytes is complete (the tunnel is open after it),
-/// an error for any other status.
+/// an error for any other status: [`ProxyError::AuthRequired`] for 407 (and 401),
+/// [`ProxyError::Refused`] for the rest.
 pub fn parse_connect_response(
     buf: &[u8],
     sent_credentials: bool,
@@ -478,7 +482,10 @@ pub fn parse_connect_response(
     let status: u16 = status.parse().unwrap_or(0);
     match status {
         200..=299 => Ok(Some(end + 4)),
-        407 => Err(ProxyError::AuthRequired { sent_credentials }),
+        401 | 407 => Err(ProxyError::AuthRequired {
+            status,
+            sent_credentials,
+        }),
         _ => Err(ProxyError::Refused { status }),
     }
 }
@@ -756,12 +763,14 @@ mod tests {
         assert!(matches!(
             parse_connect_response(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n", false),
             Err(ProxyError::AuthRequired {
+                status: 407,
                 sent_credentials: false
             })
         ));
         assert!(matches!(
             parse_connect_response(b"HTTP/1.1 407 x\r\n\r\n", true),
             Err(ProxyError::AuthRequired {
+                status: 407,
                 sent_credentials: true
             })
         ));
