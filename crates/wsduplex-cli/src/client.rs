@@ -46,6 +46,14 @@ pub struct Args {
     /// read and change the traffic.
     #[arg(short = 'k', long)]
     insecure: bool,
+    /// Connect through this proxy: http://[user:pass@]host:port (CONNECT) or
+    /// socks5h://[user:pass@]host:port. Default: https_proxy (wss://) or http_proxy (ws://),
+    /// then all_proxy, unless no_proxy matches the host.
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
+    /// Connect directly, whatever the proxy environment variables say.
+    #[arg(long, conflicts_with = "proxy")]
+    no_proxy: bool,
     /// Send a ping this often (e.g. 30s) and give up on a server silent for --ping-timeout.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     ping_interval: Option<Duration>,
@@ -139,6 +147,11 @@ async fn client(args: Args) -> anyhow::Result<ExitCode> {
         config.tls.client_cert_pem = Some((read(cert)?, read(key)?));
     }
     config.tls.dangerous_accept_invalid_certs = args.insecure;
+    if let Some(url) = &args.proxy {
+        config.proxy = wsduplex::ProxySetting::Url(url.clone());
+    } else if args.no_proxy {
+        config.proxy = wsduplex::ProxySetting::None;
+    }
     config.connect_timeout = args.connect_timeout;
     config.handshake_timeout = args.handshake_timeout;
     config.socket.ping_interval = args.ping_interval;
