@@ -88,6 +88,7 @@
 
 pub mod client;
 mod error;
+pub mod forwarded;
 pub mod proxy;
 pub mod reconnect;
 pub mod server;
