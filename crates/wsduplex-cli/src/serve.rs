@@ -3,15 +3,16 @@
 
 use crate::bench::parse_duration;
 use anyhow::Context as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
+use wsduplex::forwarded::{client_addr, Cidr};
 use wsduplex::server::{read_request, ServerConfig};
 use wsduplex::tls::{TlsAcceptor, TlsStream};
 use wsduplex::{CloseCode, WebSocket};
@@ -47,7 +48,15 @@ pub struct Args {
     /// Time a client has to send its request (and finish TLS).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     handshake_timeout: Duration,
+    /// Believe Forwarded / X-Forwarded-For from peers in this range (e.g. 127.0.0.1/32
+    /// for an nginx on the same host; repeatable): the client address logged is then the
+    /// one the proxy reports. From any other peer the headers are ignored.
+    #[arg(long, value_name = "CIDR")]
+    trust_proxy: Vec<Cidr>,
 }
+
+/// `--trust-proxy`, set once at start.
+static TRUSTED_PROXIES: OnceLock<Vec<Cidr>> = OnceLock::new();
 
 const PAGE: &str = include_str!("echo.html");
 
@@ -97,6 +106,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.socket.ping_timeout = args.ping_timeout;
     config.socket.idle_timeout = args.idle_timeout;
     let config = Arc::new(config);
+    let _ = TRUSTED_PROXIES.set(args.trust_proxy.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let threads: Vec<_> = listeners
         .into_iter()
@@ -192,15 +202,16 @@ async fn handle(
     tasks: TaskTracker,
 ) {
     let _ = tcp.set_nodelay(true);
+    let peer = tcp.peer_addr().ok().map(|a| a.ip());
     match tls {
         None => {
-            if let Some(ws) = open(tcp, &config, &mut stop).await {
+            if let Some(ws) = open(tcp, peer, &config, &mut stop).await {
                 tasks.spawn(echo(ws, stop));
             }
         }
         Some(acceptor) => {
             // The TLS stream is boxed, so plain connections do not carry its size.
-            if let Some(ws) = open_tls(tcp, acceptor, &config, &mut stop).await {
+            if let Some(ws) = open_tls(tcp, peer, acceptor, &config, &mut stop).await {
                 tasks.spawn(echo(ws, stop));
             }
         }
@@ -211,6 +222,7 @@ async fn handle(
 /// ends this connection only.
 async fn open_tls(
     tcp: TcpStream,
+    peer: Option<IpAddr>,
     acceptor: TlsAcceptor,
     config: &ServerConfig,
     stop: &mut watch::Receiver<bool>,
@@ -233,12 +245,13 @@ async fn open_tls(
         },
         _ = stop.wait_for(|stopped| *stopped) => return None,
     };
-    open(Box::new(tls), config, stop).await
+    open(Box::new(tls), peer, config, stop).await
 }
 
 /// Reads the request and routes it: a WebSocket for `/echo`, an HTTP answer otherwise.
 async fn open<S>(
     io: S,
+    peer: Option<IpAddr>,
     config: &ServerConfig,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<WebSocket<S>>
@@ -258,6 +271,12 @@ where
     };
     let path = incoming.path().split('?').next().unwrap_or_default();
     let method = incoming.request().method();
+    if let Some(peer) = peer {
+        // Behind a trusted reverse proxy, the address it reports; else the peer's.
+        let trusted = TRUSTED_PROXIES.get().map_or(&[][..], Vec::as_slice);
+        let client = client_addr(peer, incoming.request().headers(), trusted);
+        tracing::debug!(%client, %peer, "{method} {path}");
+    }
     let result = match path {
         "/echo" => match incoming.accept(config).await {
             Ok(ws) => return Some(ws),
