@@ -9,6 +9,6 @@ count=$("$bin" client "$AUTOBAHN_URL/getCaseCount" </dev/null)
 echo "running $count cases"
 for i in $(seq 1 "$count"); do
   # A case that makes the client fail the connection exits non-zero: that is the point.
-  "$bin" client --echo "$AUTOBAHN_URL/runCase?case=$i&agent=$AUTOBAHN_AGENT" </dev/null >/dev/null 2>&1 || true
+  "$bin" client --echo --deflate "$AUTOBAHN_URL/runCase?case=$i&agent=$AUTOBAHN_AGENT" </dev/null >/dev/null 2>&1 || true
 done
 "$bin" client "$AUTOBAHN_URL/updateReports?agent=$AUTOBAHN_AGENT" </dev/null >/dev/null

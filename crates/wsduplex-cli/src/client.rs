@@ -71,6 +71,13 @@ pub struct Args {
     /// or after /close.
     #[arg(long)]
     reconnect: bool,
+    /// Offer permessage-deflate (RFC 7692); the default, as in browsers, Node's ws and
+    /// Python's websockets.
+    #[arg(long, overrides_with = "no_deflate")]
+    deflate: bool,
+    /// Do not offer permessage-deflate.
+    #[arg(long, overrides_with = "deflate")]
+    no_deflate: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -156,6 +163,7 @@ async fn client(args: Args) -> anyhow::Result<ExitCode> {
     config.handshake_timeout = args.handshake_timeout;
     config.socket.ping_interval = args.ping_interval;
     config.socket.ping_timeout = args.ping_timeout;
+    config.deflate = (args.deflate || !args.no_deflate).then(wsduplex::DeflateConfig::default);
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut sending = !args.echo;
     let backoff = Backoff::default();

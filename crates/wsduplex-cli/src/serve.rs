@@ -48,6 +48,10 @@ pub struct Args {
     /// Time a client has to send its request (and finish TLS).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     handshake_timeout: Duration,
+    /// Accept permessage-deflate (RFC 7692) from clients that offer it. Off by default, as
+    /// in Node's ws: every compressed connection keeps zlib state and spends CPU.
+    #[arg(long)]
+    deflate: bool,
     /// Believe Forwarded / X-Forwarded-For from peers in this range (e.g. 127.0.0.1/32
     /// for an nginx on the same host; repeatable): the client address logged is then the
     /// one the proxy reports. From any other peer the headers are ignored.
@@ -105,6 +109,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.socket.ping_interval = args.ping_interval;
     config.socket.ping_timeout = args.ping_timeout;
     config.socket.idle_timeout = args.idle_timeout;
+    config.deflate = args.deflate.then(wsduplex::DeflateConfig::default);
     let config = Arc::new(config);
     let _ = TRUSTED_PROXIES.set(args.trust_proxy.clone());
     let (stop_tx, stop_rx) = watch::channel(false);

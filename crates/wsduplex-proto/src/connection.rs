@@ -6,6 +6,7 @@
 //! (`send_*`, `close`) only queue bytes; nothing happens until the caller writes them.
 
 use crate::close::{CloseCode, CloseFrame};
+use crate::deflate::{DeflateConfig, DeflateParams, Deflater, InflateError, Inflater};
 use crate::error::{Error, ProtocolError, UsageError};
 use crate::frame::{FrameHeader, OpCode};
 use crate::mask::apply_mask;
@@ -36,6 +37,13 @@ pub struct Config {
     /// Accept unmasked frames from a client. RFC 6455 §5.1 says a server MUST NOT: only for
     /// testing against broken peers.
     pub dangerous_accept_unmasked_frames: bool,
+    /// permessage-deflate as agreed in the opening handshake (`None`: not negotiated; RSV1
+    /// then fails the connection). [`Config::max_message_size`] applies to the inflated size.
+    pub deflate: Option<DeflateParams>,
+    /// zlib level for outgoing compressed messages, 0 to 9.
+    pub compression_level: u32,
+    /// With deflate agreed, messages shorter than this are sent uncompressed.
+    pub compression_threshold: usize,
 }
 
 impl Default for Config {
@@ -45,6 +53,9 @@ impl Default for Config {
             max_message_size: 16 << 20,
             fragment_size: None,
             dangerous_accept_unmasked_frames: false,
+            deflate: None,
+            compression_level: DeflateConfig::default().level,
+            compression_threshold: DeflateConfig::default().threshold,
         }
     }
 }
@@ -59,6 +70,15 @@ impl Config {
     /// Sets [`Config::max_message_size`].
     pub fn max_message_size(mut self, n: u64) -> Self {
         self.max_message_size = n;
+        self
+    }
+
+    /// Sets [`Config::deflate`] to what the handshake agreed, and the compression level and
+    /// threshold from this end's policy.
+    pub fn deflate(mut self, agreed: Option<DeflateParams>, policy: &DeflateConfig) -> Self {
+        self.deflate = agreed;
+        self.compression_level = policy.level;
+        self.compression_threshold = policy.threshold;
         self
     }
 
@@ -99,6 +119,42 @@ struct RxMessage {
     /// Bytes received so far, fragments included.
     len: u64,
     utf8: Utf8Validator,
+    /// RSV1 was set on the first frame: the payload is inflated into `inflated` as it
+    /// arrives (RFC 7692 §6.2).
+    compressed: bool,
+    inflated: Vec<u8>,
+}
+
+/// The permessage-deflate codecs, present only when the extension was agreed (boxed: a
+/// connection without it pays one pointer).
+struct DeflateState {
+    deflater: Deflater,
+    inflater: Inflater,
+    threshold: usize,
+}
+
+impl DeflateState {
+    fn new(role: Role, params: &DeflateParams, config: &Config) -> Self {
+        let (own_bits, own_reset, peer_bits, peer_reset) = match role {
+            Role::Server => (
+                params.server_max_window_bits,
+                params.server_no_context_takeover,
+                params.client_max_window_bits,
+                params.client_no_context_takeover,
+            ),
+            Role::Client => (
+                params.client_max_window_bits,
+                params.client_no_context_takeover,
+                params.server_max_window_bits,
+                params.server_no_context_takeover,
+            ),
+        };
+        Self {
+            deflater: Deflater::new(config.compression_level, own_bits, own_reset),
+            inflater: Inflater::new(peer_bits, peer_reset),
+            threshold: config.compression_threshold,
+        }
+    }
 }
 
 /// A WebSocket connection after the handshake, as pure logic.
@@ -113,6 +169,7 @@ pub struct Connection {
     /// more than one (and no queue to allocate per connection).
     event: Option<Message>,
     tx: Transmit,
+    deflate: Option<Box<DeflateState>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -129,6 +186,10 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// A connection whose opening handshake has completed.
     pub fn new(role: Role, config: Config) -> Self {
+        let deflate = config
+            .deflate
+            .as_ref()
+            .map(|p| Box::new(DeflateState::new(role, p, &config)));
         Self {
             role,
             config,
@@ -138,6 +199,7 @@ impl Connection {
             message: None,
             event: None,
             tx: Transmit::default(),
+            deflate,
         }
     }
 
@@ -259,6 +321,12 @@ impl Connection {
             self.rx = BytesMut::new();
         }
         self.tx.shrink();
+        if let Some(d) = self.deflate.as_mut() {
+            d.deflater.shrink();
+            if self.message.is_none() {
+                d.inflater.shrink();
+            }
+        }
     }
 
     /// Queues a text message.
@@ -356,6 +424,26 @@ impl Connection {
 
     fn send_data(&mut self, opcode: OpCode, payload: Payload<'_>) -> Result<(), Error> {
         self.check_open()?;
+        let compress = self
+            .deflate
+            .as_ref()
+            .is_some_and(|d| payload.as_slice().len() >= d.threshold);
+        if compress {
+            // Taken out for the duration, so the compressed bytes can be borrowed while frames
+            // are queued (moving the box allocates nothing).
+            let mut d = self.deflate.take().expect("checked above");
+            let compressed = d.deflater.compress(payload.as_slice());
+            // RFC 7692 §6.1: RSV1 on the first frame of a compressed message only.
+            self.queue_message(opcode, true, Payload::Borrowed(compressed));
+            self.deflate = Some(d);
+        } else {
+            self.queue_message(opcode, false, payload);
+        }
+        Ok(())
+    }
+
+    /// Queues a data message, split into frames of [`Config::fragment_size`].
+    fn queue_message(&mut self, opcode: OpCode, rsv1: bool, payload: Payload<'_>) {
         let len = payload.as_slice().len();
         match self.config.fragment_size {
             Some(size) if len > size => {
@@ -369,17 +457,20 @@ impl Connection {
                         Payload::Shared(b) => Payload::Shared(b.slice(off..end)),
                         Payload::Borrowed(_) => Payload::Borrowed(&whole[off..end]),
                     };
-                    self.push_frame(op, end == len, piece);
+                    self.push_frame_rsv1(op, end == len, rsv1 && first, piece);
                     first = false;
                     off = end;
                 }
             }
-            _ => self.push_frame(opcode, true, payload),
+            _ => self.push_frame_rsv1(opcode, true, rsv1, payload),
         }
-        Ok(())
     }
 
     fn push_frame(&mut self, opcode: OpCode, fin: bool, payload: Payload<'_>) {
+        self.push_frame_rsv1(opcode, fin, false, payload)
+    }
+
+    fn push_frame_rsv1(&mut self, opcode: OpCode, fin: bool, rsv1: bool, payload: Payload<'_>) {
         let mask = match self.role {
             // RFC 6455 §5.3: a fresh, unpredictable key for every frame.
             Role::Client => Some(rand::random::<[u8; 4]>()),
@@ -387,7 +478,7 @@ impl Connection {
         };
         let header = FrameHeader {
             fin,
-            rsv1: false,
+            rsv1,
             rsv2: false,
             rsv3: false,
             opcode,
@@ -433,10 +524,15 @@ impl Connection {
             }
             // Validate text as it arrives, so invalid UTF-8 fails at once (Autobahn 6.4.*).
             if !frame.header.opcode.is_control() {
-                if let Some(msg) = self.message.as_mut().filter(|m| m.text) {
-                    msg.utf8
-                        .feed(fresh)
-                        .map_err(|_| ProtocolError::InvalidUtf8)?;
+                if let Some(msg) = self.message.as_mut() {
+                    if msg.compressed {
+                        let d = self.deflate.as_mut().expect("RSV1 checked in check_header");
+                        inflate(&mut d.inflater, msg, fresh, self.config.max_message_size)?;
+                    } else if msg.text {
+                        msg.utf8
+                            .feed(fresh)
+                            .map_err(|_| ProtocolError::InvalidUtf8)?;
+                    }
                 }
             }
             frame.done = avail;
@@ -451,8 +547,13 @@ impl Connection {
     }
 
     fn check_header(&mut self, h: &FrameHeader) -> Result<(), ProtocolError> {
-        // RFC 6455 §5.2: RSV bits MUST be 0 unless an extension defines them.
-        if h.rsv1 || h.rsv2 || h.rsv3 {
+        // RFC 6455 §5.2: RSV bits MUST be 0 unless an extension defines them. RFC 7692 §6:
+        // permessage-deflate defines RSV1, on the first frame of a data message only.
+        if h.rsv2 || h.rsv3 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        if h.rsv1 && (self.deflate.is_none() || !matches!(h.opcode, OpCode::Text | OpCode::Binary))
+        {
             return Err(ProtocolError::ReservedBits);
         }
         match (self.role, h.mask.is_some()) {
@@ -498,6 +599,8 @@ impl Connection {
                     buf: BytesMut::new(),
                     len: size,
                     utf8: Utf8Validator::new(),
+                    compressed: h.rsv1,
+                    inflated: Vec::new(),
                 })
             }
         }
@@ -518,6 +621,30 @@ impl Connection {
             OpCode::Pong => self.emit(Message::Pong(payload.freeze())),
             OpCode::Close => self.on_close(payload.freeze())?,
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                if self.message.as_ref().is_some_and(|m| m.compressed) {
+                    // The payload was inflated as it arrived.
+                    if !h.fin {
+                        return Ok(());
+                    }
+                    let mut msg = self.message.take().expect("checked above");
+                    let d = self.deflate.as_mut().expect("RSV1 checked in check_header");
+                    let max = self.config.max_message_size;
+                    let start = msg.inflated.len();
+                    d.inflater
+                        .finish(&mut msg.inflated, max)
+                        .map_err(|e| inflate_error(e, max))?;
+                    let data = Bytes::from(std::mem::take(&mut msg.inflated));
+                    if msg.text {
+                        msg.utf8
+                            .feed(&data[start..])
+                            .and_then(|()| msg.utf8.finish())
+                            .map_err(|_| ProtocolError::InvalidUtf8)?;
+                        self.emit(Message::Text(Utf8Bytes::from_validated(data)));
+                    } else {
+                        self.emit(Message::Binary(data));
+                    }
+                    return Ok(());
+                }
                 if !h.fin {
                     let msg = self.message.as_mut().expect("checked in check_header");
                     msg.buf.extend_from_slice(&payload);
@@ -571,6 +698,33 @@ impl Connection {
         self.rx.clear();
         self.emit(Message::Close(frame));
         Ok(())
+    }
+}
+
+/// Inflates a piece of a compressed message, checking the inflated size and, for text, the
+/// UTF-8 of what came out (so invalid text fails before the rest is inflated).
+fn inflate(
+    inflater: &mut Inflater,
+    msg: &mut RxMessage,
+    input: &[u8],
+    max: u64,
+) -> Result<(), ProtocolError> {
+    let start = msg.inflated.len();
+    inflater
+        .inflate(input, &mut msg.inflated, max)
+        .map_err(|e| inflate_error(e, max))?;
+    if msg.text {
+        msg.utf8
+            .feed(&msg.inflated[start..])
+            .map_err(|_| ProtocolError::InvalidUtf8)?;
+    }
+    Ok(())
+}
+
+fn inflate_error(e: InflateError, max: u64) -> ProtocolError {
+    match e {
+        InflateError::TooBig { size } => ProtocolError::MessageTooBig { size, max },
+        InflateError::Corrupt => ProtocolError::InvalidCompressedData,
     }
 }
 

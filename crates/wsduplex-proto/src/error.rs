@@ -11,9 +11,13 @@ pub enum ProtocolError {
     /// A reserved opcode (3-7, 0xB-0xF).
     #[error("reserved opcode {0:#x}")]
     ReservedOpCode(u8),
-    /// An RSV bit set without an extension that defines it.
-    #[error("reserved bits set without a negotiated extension")]
+    /// An RSV bit set that no negotiated extension defines there (RSV1 is permessage-deflate's,
+    /// on the first frame of a data message only).
+    #[error("reserved bits set that no negotiated extension defines")]
     ReservedBits,
+    /// A compressed message that is not valid DEFLATE data (RFC 7692 §7.2.2).
+    #[error("invalid compressed data")]
+    InvalidCompressedData,
     /// A client sent an unmasked frame.
     #[error("client frame is not masked")]
     UnmaskedFrame,

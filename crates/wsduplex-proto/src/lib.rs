@@ -1,7 +1,8 @@
 //! # wsduplex-proto
 //!
 //! RFC 6455 WebSocket as pure logic: bytes in; bytes, events and errors out. No I/O, no
-//! async runtime, no clock. The `wsduplex` crate drives it over tokio; anything else
+//! async runtime, no clock. permessage-deflate (RFC 7692) is negotiated by [`deflate`] and
+//! runs inside the [`Connection`] once [`Config::deflate`] holds the agreement. The `wsduplex` crate drives it over tokio; anything else
 //! (another runtime, a simulator, a fuzzer) can drive it the same way.
 //!
 //! ```text
@@ -36,6 +37,7 @@
 
 pub mod close;
 mod connection;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
@@ -46,6 +48,7 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use connection::{Config, Connection, Role, State};
+pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{Error, ProtocolError, UsageError};
 pub use message::Message;
 pub use transmit::Transmit;

@@ -5,7 +5,7 @@ use crate::proxy::ProxySetting;
 use crate::socket::{Config, WebSocket};
 use bytes::BytesMut;
 use proto::handshake::client::{Request, Response};
-use proto::Role;
+use proto::{DeflateConfig, Role};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -34,6 +34,10 @@ pub struct ClientConfig {
     /// Which proxy to go through: by default the environment's (`https_proxy`,
     /// `http_proxy`, `all_proxy`, `no_proxy`), as curl does; see [`crate::proxy`].
     pub proxy: ProxySetting,
+    /// permessage-deflate (RFC 7692) to offer; the server decides. Offered by default, as
+    /// browsers, Node's `ws` and Python's `websockets` do: it costs nothing unless the
+    /// server accepts. `None`: not offered.
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for ClientConfig {
@@ -48,6 +52,7 @@ impl Default for ClientConfig {
             #[cfg(feature = "tls")]
             tls: crate::tls::TlsOptions::default(),
             proxy: ProxySetting::default(),
+            deflate: Some(DeflateConfig::default()),
         }
     }
 }
@@ -271,6 +276,9 @@ where
     for (n, v) in &config.headers {
         req = req.header(n.clone(), v.clone())?;
     }
+    if let Some(d) = &config.deflate {
+        req = req.deflate(d.clone());
+    }
     let request_bytes = req.to_bytes();
     let fut = async {
         io.write_all(&request_bytes).await?;
@@ -289,8 +297,11 @@ where
         .await
         .map_err(|_| Error::HandshakeTimeout)??;
     let subprotocol = response.subprotocol.clone();
-    let ws = WebSocket::from_raw(io, Role::Client, config.socket.clone(), &leftover)
-        .with_subprotocol(subprotocol);
+    let mut socket = config.socket.clone();
+    if let Some(policy) = &config.deflate {
+        socket.protocol = socket.protocol.deflate(response.deflate, policy);
+    }
+    let ws = WebSocket::from_raw(io, Role::Client, socket, &leftover).with_subprotocol(subprotocol);
     let handshake = Handshake {
         request: String::from_utf8_lossy(&request_bytes).into_owned(),
         response_head,

@@ -97,7 +97,7 @@ mod socket;
 pub mod tls;
 
 pub use proto;
-pub use proto::{CloseCode, CloseFrame, Message, Utf8Bytes};
+pub use proto::{CloseCode, CloseFrame, DeflateConfig, Message, Utf8Bytes};
 
 pub use client::{connect, connect_with, ClientConfig, ClientStream, Handshake};
 pub use error::{Error, Result};

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::socket::{Config, WebSocket};
 use bytes::BytesMut;
 use proto::handshake::server::{http_response, HandshakeError, Limits, Request};
-use proto::Role;
+use proto::{DeflateConfig, Role};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -21,6 +21,10 @@ pub struct ServerConfig {
     pub subprotocols: Vec<String>,
     /// Settings for accepted sockets.
     pub socket: Config,
+    /// permessage-deflate (RFC 7692): accepted from clients that offer it when set. Off by
+    /// default, as in Node's `ws`: each compressed connection keeps zlib state (up to about
+    /// 300 KiB with 15-bit windows and context takeover) and spends CPU on every message.
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for ServerConfig {
@@ -30,6 +34,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             subprotocols: Vec::new(),
             socket: Config::default(),
+            deflate: None,
         }
     }
 }
@@ -113,16 +118,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
         self.request.is_upgrade()
     }
 
-    /// Validates the upgrade, selects a subprotocol by server preference and answers `101`.
+    /// Validates the upgrade, selects a subprotocol by server preference, negotiates
+    /// permessage-deflate if [`ServerConfig::deflate`] is set, and answers `101`.
     /// A request that breaks RFC 6455 §4.2.1 is answered with `400` or `426`.
     pub async fn accept(self, config: &ServerConfig) -> Result<WebSocket<S>> {
         let supported: Vec<&str> = config.subprotocols.iter().map(String::as_str).collect();
         let subprotocol = self.request.select_subprotocol(&supported);
-        self.accept_with(subprotocol, &[], config.socket.clone())
-            .await
+        let mut socket = config.socket.clone();
+        if let Some(policy) = &config.deflate {
+            let agreed = self.request.negotiate_deflate(policy);
+            socket.protocol = socket.protocol.deflate(agreed, policy);
+        }
+        self.accept_with(subprotocol, &[], socket).await
     }
 
     /// Answers `101` with the given subprotocol (one the client offered) and extra headers.
+    /// `config.protocol.deflate`, if set, is the permessage-deflate agreement to answer with:
+    /// set it from [`Request::negotiate_deflate`] (what the client offered), never otherwise.
     pub async fn accept_with(
         mut self,
         subprotocol: Option<&str>,
@@ -130,7 +142,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
         config: Config,
     ) -> Result<WebSocket<S>> {
         let subprotocol = subprotocol.filter(|p| self.request.subprotocols().any(|o| o == *p));
-        let response = match self.request.accept_response(subprotocol, headers) {
+        let deflate = config.protocol.deflate.as_ref();
+        let response = match self
+            .request
+            .accept_response_with(subprotocol, deflate, headers)
+        {
             Ok(r) => r,
             Err(e) => {
                 let _ = write_and_close(&mut self.io, &e.to_response()).await;

@@ -1,6 +1,7 @@
 //! The client side: build the request, check the server's response strictly.
 
 use super::{accept_key, has_token, is_safe_value, is_token};
+use crate::deflate::{DeflateConfig, DeflateParams, NegotiationError};
 use base64::Engine as _;
 use std::fmt::Write as _;
 
@@ -40,6 +41,9 @@ pub enum ResponseError {
     /// The server enabled an extension that was not offered.
     #[error("server enabled extension {0:?}, which was not offered")]
     UnofferedExtension(String),
+    /// The server's permessage-deflate answer breaks RFC 7692 or what was offered.
+    #[error("invalid permessage-deflate response: {0}")]
+    InvalidDeflate(NegotiationError),
 }
 
 /// A request option that cannot go on the wire.
@@ -63,6 +67,7 @@ pub struct Request {
     origin: Option<String>,
     subprotocols: Vec<String>,
     headers: Vec<(String, String)>,
+    deflate: Option<DeflateConfig>,
 }
 
 /// The server's accepted response.
@@ -74,6 +79,9 @@ pub struct Response {
     pub headers: Vec<(String, String)>,
     /// The subprotocol the server selected.
     pub subprotocol: Option<String>,
+    /// The permessage-deflate agreement, if the server accepted the offer: pass it into
+    /// [`Config::deflate`](crate::Config::deflate).
+    pub deflate: Option<DeflateParams>,
 }
 
 impl Response {
@@ -101,7 +109,14 @@ impl Request {
             origin: None,
             subprotocols: Vec::new(),
             headers: Vec::new(),
+            deflate: None,
         }
+    }
+
+    /// Offers permessage-deflate (RFC 7692) as `policy` says; the server may accept it.
+    pub fn deflate(mut self, policy: DeflateConfig) -> Self {
+        self.deflate = Some(policy);
+        self
     }
 
     /// Sets the `Origin` header.
@@ -161,6 +176,9 @@ impl Request {
                 "Sec-WebSocket-Protocol: {}\r\n",
                 self.subprotocols.join(", ")
             );
+        }
+        if let Some(d) = &self.deflate {
+            let _ = write!(s, "Sec-WebSocket-Extensions: {}\r\n", d.offer());
         }
         for (n, v) in &self.headers {
             let _ = write!(s, "{n}: {v}\r\n");
@@ -227,17 +245,29 @@ impl Request {
             (Some(p), None) if self.subprotocols.iter().any(|o| o == p) => Some(p.to_string()),
             (Some(p), _) => return Err(ResponseError::UnofferedSubprotocol(p.to_string())),
         };
-        if let Some(ext) = all("sec-websocket-extensions")
-            .map(str::trim)
-            .find(|e| !e.is_empty())
-        {
-            return Err(ResponseError::UnofferedExtension(ext.to_string()));
-        }
+        let deflate = match &self.deflate {
+            None => {
+                if let Some(ext) = all("sec-websocket-extensions")
+                    .map(str::trim)
+                    .find(|e| !e.is_empty())
+                {
+                    return Err(ResponseError::UnofferedExtension(ext.to_string()));
+                }
+                None
+            }
+            Some(policy) => policy
+                .accept_response(all("sec-websocket-extensions").map(str::as_bytes))
+                .map_err(|e| match e {
+                    NegotiationError::Unoffered(name) => ResponseError::UnofferedExtension(name),
+                    e => ResponseError::InvalidDeflate(e),
+                })?,
+        };
         Ok(Some((
             Response {
                 status,
                 headers,
                 subprotocol,
+                deflate,
             },
             n,
         )))
@@ -319,6 +349,35 @@ mod tests {
         for (resp, what) in cases {
             let err = req.parse_response(resp.as_bytes()).unwrap_err();
             assert!(err.to_string().contains(what), "{what}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_deflate_offer_is_sent_and_its_answer_checked() {
+        let req = Request::new("h", "/").deflate(DeflateConfig::default());
+        let s = String::from_utf8(req.to_bytes()).unwrap();
+        assert!(
+            s.contains("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n")
+        );
+        let ok = response(
+            &req,
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=10\r\n",
+        );
+        let (resp, _) = req.parse_response(ok.as_bytes()).unwrap().unwrap();
+        assert_eq!(resp.deflate.unwrap().client_max_window_bits, 10);
+        let declined = response(&req, "");
+        let (resp, _) = req.parse_response(declined.as_bytes()).unwrap().unwrap();
+        assert_eq!(resp.deflate, None);
+        for (extra, what) in [
+            ("Sec-WebSocket-Extensions: permessage-deflate; foo\r\n", "permessage-deflate"),
+            ("Sec-WebSocket-Extensions: x-other\r\n", "not offered"),
+            (
+                "Sec-WebSocket-Extensions: permessage-deflate\r\nSec-WebSocket-Extensions: permessage-deflate\r\n",
+                "more than once",
+            ),
+        ] {
+            let err = req.parse_response(response(&req, extra).as_bytes()).unwrap_err();
+            assert!(err.to_string().contains(what), "{extra}: {err}");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The server side: parse and validate a client's request, build the `101` or the refusal.
 
 use super::{accept_key, has_token, is_safe_value};
+use crate::deflate::{DeflateConfig, DeflateParams};
 use base64::Engine as _;
 use bytes::Bytes;
 use std::fmt::Write as _;
@@ -322,11 +323,30 @@ impl Request {
             .copied()
     }
 
+    /// Negotiates permessage-deflate from the client's `Sec-WebSocket-Extensions` offers
+    /// under this server's `policy`: the first acceptable offer wins (RFC 7692 §5). Pass the
+    /// result to [`Request::accept_response_with`] and into
+    /// [`Config::deflate`](crate::Config::deflate).
+    pub fn negotiate_deflate(&self, policy: &DeflateConfig) -> Option<DeflateParams> {
+        policy.negotiate(self.header_all("sec-websocket-extensions"))
+    }
+
     /// The `101 Switching Protocols` response for a request that passed
     /// [`Request::validate_upgrade`]. `extra` headers with CR or LF are skipped.
     pub fn accept_response(
         &self,
         subprotocol: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Result<Vec<u8>, HandshakeError> {
+        self.accept_response_with(subprotocol, None, extra)
+    }
+
+    /// [`Request::accept_response`] that also answers `Sec-WebSocket-Extensions` with the
+    /// permessage-deflate agreement from [`Request::negotiate_deflate`].
+    pub fn accept_response_with(
+        &self,
+        subprotocol: Option<&str>,
+        deflate: Option<&DeflateParams>,
         extra: &[(&str, &str)],
     ) -> Result<Vec<u8>, HandshakeError> {
         let key = self.validate_upgrade()?;
@@ -336,6 +356,9 @@ impl Request {
         out.push_str("\r\n");
         if let Some(p) = subprotocol {
             let _ = write!(out, "Sec-WebSocket-Protocol: {p}\r\n");
+        }
+        if let Some(d) = deflate {
+            let _ = write!(out, "Sec-WebSocket-Extensions: {}\r\n", d.to_header());
         }
         for (name, value) in extra {
             if is_safe_value(name) && is_safe_value(value) {
@@ -380,6 +403,28 @@ mod tests {
         assert!(resp.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(resp.contains("Sec-WebSocket-Protocol: chat\r\n"));
+        assert!(!resp.contains("Extensions"));
+    }
+
+    #[test]
+    fn deflate_is_negotiated_from_the_offers_and_answered() {
+        let offer = GOOD.replace(
+            "Sec-WebSocket-Version",
+            "Sec-WebSocket-Extensions: foo\r\nSec-WebSocket-Extensions: permessage-deflate; \
+             server_max_window_bits=10, permessage-deflate\r\nSec-WebSocket-Version",
+        );
+        let req = parse(&offer);
+        let agreed = req.negotiate_deflate(&DeflateConfig::default()).unwrap();
+        assert_eq!(agreed.server_max_window_bits, 10);
+        let resp = req.accept_response_with(None, Some(&agreed), &[]).unwrap();
+        let resp = String::from_utf8(resp).unwrap();
+        assert!(resp.contains(
+            "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10\r\n"
+        ));
+        assert_eq!(
+            parse(GOOD).negotiate_deflate(&DeflateConfig::default()),
+            None
+        );
     }
 
     #[test]

@@ -1,0 +1,163 @@
+//! permessage-deflate through the tokio layer: negotiation in `accept`/`client_handshake`,
+//! compressed traffic both ways over an in-memory duplex stream, and the fallbacks.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{duplex, AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
+use wsduplex::client::{client_handshake, Handshake, Target};
+use wsduplex::server::{read_request, ServerConfig};
+use wsduplex::{ClientConfig, CloseCode, DeflateConfig, Message, WebSocket};
+
+/// A stream that counts the bytes written through it.
+struct Counted(DuplexStream, Arc<AtomicUsize>);
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.0).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.1.fetch_add(n, Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+type Ws = WebSocket<Counted>;
+
+async fn pair(
+    server_cfg: ServerConfig,
+    client_cfg: ClientConfig,
+) -> (Ws, Ws, Handshake, Arc<AtomicUsize>) {
+    let (a, b) = duplex(64 * 1024);
+    let sent = Arc::new(AtomicUsize::new(0));
+    let client_io = Counted(a, sent.clone());
+    let server_io = Counted(b, Arc::new(AtomicUsize::new(0)));
+    let server = tokio::spawn(async move {
+        read_request(server_io, &server_cfg)
+            .await?
+            .accept(&server_cfg)
+            .await
+    });
+    let target = Target::parse("ws://localhost/echo").unwrap();
+    let (client, hs) = client_handshake(client_io, &target, &client_cfg)
+        .await
+        .unwrap();
+    (client, server.await.unwrap().unwrap(), hs, sent)
+}
+
+fn server_with_deflate(policy: DeflateConfig) -> ServerConfig {
+    let mut cfg = ServerConfig::default();
+    cfg.deflate = Some(policy);
+    cfg
+}
+
+async fn echo_roundtrip(client: &mut Ws, server: &mut Ws, msgs: &[Message]) {
+    for m in msgs {
+        client.send(m.clone()).await.unwrap();
+        let got = server.recv().await.unwrap().unwrap();
+        assert_eq!(&got, m);
+        server.send(got).await.unwrap();
+        assert_eq!(&client.recv().await.unwrap().unwrap(), m);
+    }
+}
+
+#[tokio::test]
+async fn deflate_is_agreed_and_messages_are_compressed_both_ways() {
+    let mut policy = DeflateConfig::default();
+    policy.server_max_window_bits = 11;
+    let (mut client, mut server, hs, sent) =
+        pair(server_with_deflate(policy), ClientConfig::default()).await;
+    let agreed = hs.response.deflate.expect("the server accepted the offer");
+    assert_eq!(agreed.server_max_window_bits, 11);
+    assert!(hs
+        .response_head
+        .contains("Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=11"));
+    let before = sent.load(Ordering::Relaxed);
+    let text = "a compressible line of text, ".repeat(40_000);
+    let msgs = [
+        Message::text(text.clone()),
+        Message::text(text.clone()),
+        Message::binary(vec![7u8; 300_000]),
+        Message::text("short"),
+        Message::text(""),
+        Message::binary(
+            (0..100_000u32)
+                .map(|i| (i * 7919 % 256) as u8)
+                .collect::<Vec<_>>(),
+        ),
+    ];
+    echo_roundtrip(&mut client, &mut server, &msgs).await;
+    let wire = sent.load(Ordering::Relaxed) - before;
+    let raw: usize = msgs.iter().map(|m| m.as_payload().len()).sum();
+    assert!(
+        wire < raw / 4,
+        "{wire} bytes on the wire for {raw} bytes of messages"
+    );
+    client.close(CloseCode::NORMAL, "").await.unwrap();
+    assert!(matches!(server.recv().await, Some(Ok(Message::Close(_)))));
+}
+
+#[tokio::test]
+async fn without_context_takeover_and_small_windows_on_both_sides() {
+    let mut policy = DeflateConfig::default();
+    policy.server_no_context_takeover = true;
+    policy.client_no_context_takeover = true;
+    policy.server_max_window_bits = 9;
+    policy.client_max_window_bits = 9;
+    let mut client_cfg = ClientConfig::default();
+    let mut offer = DeflateConfig::default();
+    offer.server_max_window_bits = 10;
+    client_cfg.deflate = Some(offer);
+    let (mut client, mut server, hs, _) = pair(server_with_deflate(policy), client_cfg).await;
+    let agreed = hs.response.deflate.unwrap();
+    assert!(agreed.server_no_context_takeover && agreed.client_no_context_takeover);
+    assert_eq!(
+        (agreed.server_max_window_bits, agreed.client_max_window_bits),
+        (9, 9)
+    );
+    let msgs: Vec<Message> = (0..5)
+        .map(|i| Message::text(format!("message {i} ").repeat(1000)))
+        .collect();
+    echo_roundtrip(&mut client, &mut server, &msgs).await;
+}
+
+#[tokio::test]
+async fn either_side_can_leave_it_off() {
+    // The server does not accept it by default.
+    let (mut client, mut server, hs, _) =
+        pair(ServerConfig::default(), ClientConfig::default()).await;
+    assert!(hs
+        .request
+        .contains("Sec-WebSocket-Extensions: permessage-deflate"));
+    assert_eq!(hs.response.deflate, None);
+    echo_roundtrip(&mut client, &mut server, &[Message::text("x".repeat(1000))]).await;
+    // A client that does not offer it.
+    let mut client_cfg = ClientConfig::default();
+    client_cfg.deflate = None;
+    let (mut client, mut server, hs, _) =
+        pair(server_with_deflate(DeflateConfig::default()), client_cfg).await;
+    assert!(!hs.request.contains("Extensions"));
+    assert_eq!(hs.response.deflate, None);
+    echo_roundtrip(&mut client, &mut server, &[Message::text("x".repeat(1000))]).await;
+}
