@@ -46,9 +46,9 @@ pub struct Args {
     /// read and change the traffic.
     #[arg(short = 'k', long)]
     insecure: bool,
-    /// Connect through this proxy: http://[user:pass@]host:port (CONNECT) or
-    /// socks5h://[user:pass@]host:port. Default: https_proxy (wss://) or http_proxy (ws://),
-    /// then all_proxy, unless no_proxy matches the host.
+    /// Connect through this proxy: http://host:port (CONNECT) or socks5h://host:port, with
+    /// user:pass@ before the host for authentication. Default: https_proxy (wss://) or
+    /// http_proxy (ws://), then all_proxy, unless no_proxy matches the host.
     #[arg(long, value_name = "URL")]
     proxy: Option<String>,
     /// Connect directly, whatever the proxy environment variables say.
