@@ -1,0 +1,843 @@
+//! `report`: turns the JSON lines `bench/run.sh` collects into a markdown table and an SVG
+//! chart.
+//!
+//! ```text
+//! report RESULTS.jsonl [--md OUT.md] [--svg OUT.svg]
+//! ```
+//!
+//! The input holds one `{"meta": …}` line (revision, machine, settings, peer versions), one
+//! line per measurement (`{"scenario", "server", "run", "exit", "server_alive", "result"}`,
+//! `result` being what `wsduplex bench --json` printed) and one `{"end": …}` line. By default
+//! the outputs sit next to the input, with `.md` and `.svg` for its extension.
+//!
+//! A measurement counts only if the load generator exited 0, the server was still alive,
+//! and nothing failed or mismatched; the others are reported as failed runs, never averaged.
+
+use anyhow::{bail, Context as _};
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Servers in table order: the subject, the peers, the ceiling.
+const SERVERS: [Server; 4] = [
+    Server {
+        key: "wsduplex",
+        peer: false,
+        colour: RGBColor(0xd9, 0x5f, 0x02),
+    },
+    Server {
+        key: "tokio-tungstenite",
+        peer: true,
+        colour: RGBColor(0x1b, 0x9e, 0x77),
+    },
+    Server {
+        key: "fastwebsockets",
+        peer: true,
+        colour: RGBColor(0x75, 0x70, 0xb3),
+    },
+    Server {
+        key: "raw-tcp",
+        peer: false,
+        colour: RGBColor(0x88, 0x88, 0x88),
+    },
+];
+const RAW: &str = "raw-tcp";
+const SUBJECT: &str = "wsduplex";
+
+struct Server {
+    key: &'static str,
+    peer: bool,
+    colour: RGBColor,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Better {
+    Higher,
+    Lower,
+}
+
+/// One figure of one scenario.
+struct Metric {
+    scenario: &'static str,
+    /// A throughput: one side (server or load generator) should use its whole core, and a
+    /// run where neither came near measured the machine's other tenants instead.
+    saturating: bool,
+    /// Short name for the chart and the detail table.
+    name: &'static str,
+    better: Better,
+    /// JSON pointer into the bench's result.
+    pointer: &'static str,
+    format: fn(f64) -> String,
+}
+
+const METRICS: [Metric; 7] = [
+    Metric {
+        scenario: "A",
+        name: "msgs/s",
+        saturating: true,
+        better: Better::Higher,
+        pointer: "/messages_per_sec",
+        format: millions,
+    },
+    Metric {
+        scenario: "A",
+        name: "server CPU/msg",
+        saturating: false,
+        better: Better::Lower,
+        pointer: "/server/cpu_ns_per_op",
+        format: nanos,
+    },
+    Metric {
+        scenario: "B",
+        name: "MB/s",
+        saturating: true,
+        better: Better::Higher,
+        pointer: "/mb_per_sec",
+        format: whole,
+    },
+    Metric {
+        scenario: "C",
+        name: "RTT p50",
+        saturating: false,
+        better: Better::Lower,
+        pointer: "/latency/p50_us",
+        format: micros,
+    },
+    Metric {
+        scenario: "D",
+        name: "memory/conn",
+        saturating: false,
+        better: Better::Lower,
+        pointer: "/server/bytes_per_connection",
+        format: bytes,
+    },
+    Metric {
+        scenario: "E",
+        name: "handshakes/s",
+        saturating: true,
+        better: Better::Higher,
+        pointer: "/handshakes_per_sec",
+        format: thousands,
+    },
+    Metric {
+        scenario: "E",
+        name: "server CPU/handshake",
+        saturating: false,
+        better: Better::Lower,
+        pointer: "/server/cpu_ns_per_op",
+        format: nanos,
+    },
+];
+
+/// The scenarios, as the issue states them.
+const SCENARIOS: [(&str, &str); 5] = [
+    (
+        "A",
+        "A: 100 conns × 8 in flight, 32 B text — msgs/s; server CPU per message",
+    ),
+    ("B", "B: 10 conns × 4 in flight, 64 KiB binary — MB/s"),
+    ("C", "C: 1 conn, 1 in flight, 32 B — round trip p50"),
+    (
+        "D",
+        "D: 10,000 idle connections — server memory per connection",
+    ),
+    (
+        "E",
+        "E: handshakes per second (50 concurrent openers); server CPU per handshake",
+    ),
+];
+
+/// Above this share of its core, the load generator may be what set the pace.
+const LOAD_BOUND: f64 = 0.9;
+/// In a throughput run where neither side used this share of its core, something else on
+/// the machine took the time: the run is "disturbed".
+const UNDISTURBED: f64 = 0.8;
+
+struct Record {
+    scenario: String,
+    server: String,
+    ok: bool,
+    /// Share of its core the load generator used in the measured window.
+    load_busy: Option<f64>,
+    /// The same for the server.
+    server_busy: Option<f64>,
+    result: Value,
+}
+
+/// The runs of one (metric, server).
+#[derive(Default)]
+struct Sample {
+    values: Vec<f64>,
+    failed: usize,
+    /// Disturbed runs left out of `values` (unless all were: then `values` holds them and
+    /// `all_disturbed` says so).
+    disturbed: usize,
+    all_disturbed: bool,
+    load_bound: usize,
+    server_busy: Vec<f64>,
+    load_busy: Vec<f64>,
+}
+
+fn median_of(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+impl Sample {
+    fn median(&self) -> Option<f64> {
+        median_of(&self.values)
+    }
+
+    fn min(&self) -> Option<f64> {
+        self.values.iter().copied().min_by(f64::total_cmp)
+    }
+
+    fn max(&self) -> Option<f64> {
+        self.values.iter().copied().max_by(f64::total_cmp)
+    }
+
+    /// Most runs had the load generator's core saturated.
+    fn is_load_bound(&self) -> bool {
+        !self.values.is_empty() && self.load_bound * 2 > self.values.len()
+    }
+}
+
+type Table = BTreeMap<(usize, &'static str), Sample>;
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut input = None;
+    let (mut md, mut svg) = (None, None);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--md" => md = Some(PathBuf::from(args.next().context("--md needs a path")?)),
+            "--svg" => svg = Some(PathBuf::from(args.next().context("--svg needs a path")?)),
+            "-h" | "--help" => {
+                println!("usage: report RESULTS.jsonl [--md OUT.md] [--svg OUT.svg]");
+                return Ok(());
+            }
+            _ if input.is_none() => input = Some(PathBuf::from(arg)),
+            _ => bail!("unexpected argument {arg:?} (see --help)"),
+        }
+    }
+    let input = input.context("usage: report RESULTS.jsonl [--md OUT.md] [--svg OUT.svg]")?;
+    let md = md.unwrap_or_else(|| input.with_extension("md"));
+    let svg = svg.unwrap_or_else(|| input.with_extension("svg"));
+
+    let (meta, end, records) = read(&input)?;
+    let table = tabulate(&records);
+    if table.values().all(|s| s.values.is_empty()) {
+        bail!("{}: no successful measurement", input.display());
+    }
+    let svg_name = svg
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    std::fs::write(&md, markdown(&meta, &end, &table, &svg_name))
+        .with_context(|| format!("cannot write {}", md.display()))?;
+    chart(&svg, &meta, &table).with_context(|| format!("cannot draw {}", svg.display()))?;
+    eprintln!("report: wrote {} and {}", md.display(), svg.display());
+    Ok(())
+}
+
+fn read(path: &Path) -> anyhow::Result<(Value, Value, Vec<Record>)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (mut meta, mut end, mut records) = (Value::Null, Value::Null, Vec::new());
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+        if let Some(m) = v.get("meta") {
+            meta = m.clone();
+        } else if let Some(e) = v.get("end") {
+            end = e.clone();
+        } else {
+            let field = |k: &str| {
+                v.get(k)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .with_context(|| format!("{}:{}: no {k:?}", path.display(), i + 1))
+            };
+            let result = v.get("result").cloned().unwrap_or(Value::Null);
+            let zero = |k: &str| result.get(k).and_then(Value::as_u64).unwrap_or(0) == 0;
+            let ok = v.get("exit").and_then(Value::as_i64) == Some(0)
+                && v.get("server_alive").and_then(Value::as_bool) != Some(false)
+                && result.is_object()
+                && ["errors", "mismatches", "failed", "dropped"]
+                    .into_iter()
+                    .all(zero);
+            records.push(Record {
+                scenario: field("scenario")?,
+                server: field("server")?,
+                ok,
+                load_busy: result.pointer("/load/busy").and_then(Value::as_f64),
+                server_busy: result
+                    .pointer("/server/cpu_secs")
+                    .and_then(Value::as_f64)
+                    .zip(result.get("secs").and_then(Value::as_f64))
+                    .filter(|&(_, secs)| secs > 0.0)
+                    .map(|(cpu, secs)| cpu / secs),
+                result,
+            });
+        }
+    }
+    if meta.is_null() {
+        bail!(
+            "{}: no meta line (was it written by run.sh?)",
+            path.display()
+        );
+    }
+    Ok((meta, end, records))
+}
+
+fn tabulate(records: &[Record]) -> Table {
+    let mut table = Table::new();
+    for (m, metric) in METRICS.iter().enumerate() {
+        for server in &SERVERS {
+            let mut sample = Sample::default();
+            let runs: Vec<(&Record, Option<f64>)> = records
+                .iter()
+                .filter(|r| r.scenario == metric.scenario && r.server == server.key)
+                .map(|r| (r, r.result.pointer(metric.pointer).and_then(Value::as_f64)))
+                .collect();
+            let good = |(r, v): &&(&Record, Option<f64>)| r.ok && v.is_some();
+            let disturbed = |r: &Record| {
+                metric.saturating
+                    && r.server_busy.is_some_and(|b| b < UNDISTURBED)
+                    && r.load_busy.is_some_and(|b| b < UNDISTURBED)
+            };
+            sample.failed = runs.len() - runs.iter().filter(good).count();
+            sample.disturbed = runs
+                .iter()
+                .filter(good)
+                .filter(|(r, _)| disturbed(r))
+                .count();
+            sample.all_disturbed =
+                sample.disturbed > 0 && sample.disturbed + sample.failed == runs.len();
+            for (r, v) in runs.iter().filter(good) {
+                if sample.all_disturbed || !disturbed(r) {
+                    sample.values.extend(*v);
+                    sample.load_bound += usize::from(r.load_busy > Some(LOAD_BOUND));
+                    sample.server_busy.extend(r.server_busy);
+                    sample.load_busy.extend(r.load_busy);
+                }
+            }
+            if sample.all_disturbed {
+                sample.disturbed = 0;
+            }
+            if !sample.values.is_empty() || sample.failed > 0 {
+                table.insert((m, server.key), sample);
+            }
+        }
+    }
+    table
+}
+
+fn median(table: &Table, m: usize, server: &str) -> Option<f64> {
+    table.get(&(m, server)).and_then(Sample::median)
+}
+
+/// The best peer's median for metric `m`.
+fn best_peer(table: &Table, m: usize) -> Option<(&'static str, f64)> {
+    let better = METRICS[m].better;
+    SERVERS
+        .iter()
+        .filter(|s| s.peer)
+        .filter_map(|s| Some((s.key, median(table, m, s.key)?)))
+        .reduce(|a, b| match (better, a.1 >= b.1) {
+            (Better::Higher, true) | (Better::Lower, false) => a,
+            _ => b,
+        })
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("?")
+}
+
+fn display_name(meta: &Value, key: &str) -> String {
+    match key {
+        RAW => "raw TCP ceiling".to_string(),
+        SUBJECT => "wsduplex".to_string(),
+        _ => match meta
+            .pointer(&format!("/peers/{key}"))
+            .and_then(Value::as_str)
+        {
+            Some(v) => format!("{key} {v}"),
+            None => key.to_string(),
+        },
+    }
+}
+
+fn markdown(meta: &Value, end: &Value, table: &Table, svg_name: &str) -> String {
+    let mut out = String::new();
+    let rev = str_at(meta, "/rev");
+    let runs = meta.get("runs").and_then(Value::as_u64).unwrap_or(0);
+    let _ = writeln!(out, "# wsduplex side-by-side benchmark\n");
+    let _ = writeln!(
+        out,
+        "wsduplex `{rev}`{} · {} · {} · {} cores ({}) · Linux {} · {} · load average at \
+         the start: {}\n",
+        if meta.get("dirty").and_then(Value::as_bool) == Some(true) {
+            " (with uncommitted changes)"
+        } else {
+            ""
+        },
+        str_at(meta, "/date"),
+        str_at(meta, "/cpu"),
+        meta.get("cores").and_then(Value::as_u64).unwrap_or(0),
+        format_args!(
+            "server on core {}, load generator on core {}",
+            str_at(meta, "/server_cpu"),
+            str_at(meta, "/load_cpu")
+        ),
+        str_at(meta, "/kernel"),
+        str_at(meta, "/rustc"),
+        str_at(meta, "/loadavg"),
+    );
+    let _ = writeln!(
+        out,
+        "Medians of {runs} run{} per server{}, servers interleaved; {} warm-up and {} \
+         measured per run (D: {} connections held {}). Reproduce with `{}`.\n",
+        if runs == 1 { "" } else { "s" },
+        if meta.get("quick").and_then(Value::as_bool) == Some(true) {
+            " (**quick run: indicative only**)"
+        } else {
+            ""
+        },
+        str_at(meta, "/warmup"),
+        str_at(meta, "/duration"),
+        str_at(meta, "/idle_connections"),
+        str_at(meta, "/idle_hold"),
+        str_at(meta, "/command"),
+    );
+
+    // The summary, in the issue's shape.
+    let _ = write!(out, "| scenario |");
+    for s in &SERVERS {
+        let _ = write!(out, " {} |", display_name(meta, s.key));
+    }
+    let _ = write!(out, "\n|---|");
+    for _ in &SERVERS {
+        let _ = write!(out, "---|");
+    }
+    out.push('\n');
+    let (mut any_load_bound, mut any_disturbed) = (false, false);
+    for (scenario, title) in SCENARIOS {
+        let _ = write!(out, "| {title} |");
+        for s in &SERVERS {
+            let cells: Vec<String> = METRICS
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.scenario == scenario)
+                .map(|(i, m)| match table.get(&(i, s.key)) {
+                    None => "–".to_string(),
+                    Some(sample) => match sample.median() {
+                        None => "failed".to_string(),
+                        Some(v) => {
+                            let bound = m.better == Better::Higher && sample.is_load_bound();
+                            any_load_bound |= bound;
+                            any_disturbed |= sample.all_disturbed;
+                            format!("{}{}", (m.format)(v), marks(bound, sample.all_disturbed))
+                        }
+                    },
+                })
+                .collect();
+            let _ = write!(out, " {} |", cells.join("; "));
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    if any_load_bound {
+        let _ = writeln!(
+            out,
+            "† In most runs the load generator's own core was over {:.0}% busy: the server \
+             may be faster than this figure shows.\n",
+            LOAD_BOUND * 100.0
+        );
+    }
+    if any_disturbed {
+        let _ = writeln!(
+            out,
+            "‡ Every run of this figure was disturbed (neither the server nor the load \
+             generator used {:.0}% of its core): the machine's other work set the pace.\n",
+            UNDISTURBED * 100.0
+        );
+    }
+    let _ = writeln!(out, "![chart]({svg_name})\n");
+
+    targets(&mut out, table);
+    detail(&mut out, meta, table);
+
+    let _ = writeln!(out, "\n## Notes\n");
+    let _ = writeln!(
+        out,
+        "- Ratios divide the median by the reference's median; for CPU, latency and memory \
+         lower is better, so there a ratio above 1 means worse.\n\
+         - \"raw TCP ceiling\" is `raw-tcp-echo`, the cheapest echo the load generator \
+         accepts (a minimal frame echo, see bench/README.md); it is not measured in D.\n\
+         - Server CPU is user + system time of the server process over the measured window \
+         (from /proc), divided by the messages or handshakes completed in it.\n\
+         - \"busy\" is the median share of its core the server and the load generator used in \
+         the measured window. In a throughput run (A msgs/s, B, E handshakes/s) one of them \
+         should be near 100%; a run where neither reached {:.0}% is \"disturbed\" (the \
+         machine's other work set the pace) and left out of that figure's median and range, \
+         unless every run was. The CPU per message or handshake keeps every run: it is the \
+         steadier figure on a shared machine.",
+        UNDISTURBED * 100.0
+    );
+    if let Some(secs) = end.get("secs").and_then(Value::as_f64) {
+        let _ = writeln!(
+            out,
+            "- The whole run took {:.0} min {:.0} s.",
+            (secs / 60.0).floor(),
+            secs % 60.0
+        );
+    }
+    out
+}
+
+/// Issue 3's targets for wsduplex, checked against this run. A throughput whose every run
+/// was disturbed checks nothing.
+fn targets(out: &mut String, table: &Table) {
+    let m = |i: usize, s: &str| {
+        let sample = table.get(&(i, s))?;
+        (!sample.all_disturbed).then(|| sample.median())?
+    };
+    let ratio = |i: usize| Some(m(i, SUBJECT)? / m(i, RAW)?);
+    let mut rows: Vec<(&str, String, Option<bool>)> = Vec::new();
+    let (rate, cpu) = (ratio(0), ratio(1));
+    rows.push((
+        "A at the raw-TCP ceiling (≥ 0.95× its msgs/s), server CPU per message ≤ 1.05× raw TCP",
+        format!("{} msgs/s; {} CPU", times(rate), times(cpu)),
+        rate.zip(cpu).map(|(r, c)| r >= 0.95 && c <= 1.05),
+    ));
+    let b = ratio(2);
+    rows.push(("B ≥ 0.95× raw TCP", times(b), b.map(|r| r >= 0.95)));
+    let c = m(3, SUBJECT).zip(m(3, RAW)).map(|(w, r)| w - r);
+    rows.push((
+        "C p50 within 2 µs of raw TCP",
+        c.map_or("–".into(), |d| format!("{d:+.1} µs")),
+        c.map(|d| d <= 2.0),
+    ));
+    let d = m(4, SUBJECT);
+    rows.push((
+        "D ≤ 1 KiB per idle connection",
+        d.map_or("–".into(), bytes),
+        d.map(|v| v <= 1024.0),
+    ));
+    let e = m(6, SUBJECT);
+    rows.push((
+        "E ≤ 18 µs server CPU per handshake",
+        e.map_or("–".into(), nanos),
+        e.map(|v| v <= 18_000.0),
+    ));
+    let _ = writeln!(out, "## Issue 3's targets for wsduplex\n");
+    let _ = writeln!(out, "| target | wsduplex | met |\n|---|---|---|");
+    for (target, value, met) in rows {
+        let met = match met {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "– (no undisturbed figure)",
+        };
+        let _ = writeln!(out, "| {target} | {value} | {met} |");
+    }
+    out.push('\n');
+}
+
+fn detail(out: &mut String, meta: &Value, table: &Table) {
+    let _ = writeln!(out, "## Every figure\n");
+    let _ = writeln!(
+        out,
+        "| scenario · figure | server | median | min–max | runs | ÷ best peer | ÷ raw TCP | \
+         busy: server, load |\n|---|---|---|---|---|---|---|---|"
+    );
+    for (i, metric) in METRICS.iter().enumerate() {
+        let best = best_peer(table, i);
+        let raw = median(table, i, RAW);
+        for s in &SERVERS {
+            let Some(sample) = table.get(&(i, s.key)) else {
+                continue;
+            };
+            let f = metric.format;
+            let med = sample.median();
+            let range = match (sample.min(), sample.max()) {
+                (Some(lo), Some(hi)) => format!("{} – {}", f(lo), f(hi)),
+                _ => "–".to_string(),
+            };
+            let mut runs = sample.values.len().to_string();
+            if sample.disturbed > 0 {
+                let _ = write!(runs, " (+{} disturbed)", sample.disturbed);
+            }
+            if sample.failed > 0 {
+                let _ = write!(runs, " (+{} failed)", sample.failed);
+            }
+            let vs = |reference: Option<f64>| times(med.zip(reference).map(|(v, r)| v / r));
+            let percent =
+                |v: &[f64]| median_of(v).map_or("–".into(), |b| format!("{:.0}%", b * 100.0));
+            let bound = metric.better == Better::Higher && sample.is_load_bound();
+            let _ = writeln!(
+                out,
+                "| {} {} | {} | {}{} | {} | {} | {} | {} | {}, {} |",
+                metric.scenario,
+                metric.name,
+                display_name(meta, s.key),
+                med.map_or("failed".into(), f),
+                marks(bound, sample.all_disturbed),
+                range,
+                runs,
+                vs(best.map(|b| b.1)),
+                vs(raw),
+                percent(&sample.server_busy),
+                percent(&sample.load_busy),
+            );
+        }
+    }
+}
+
+/// The chart: per figure, each server's median (bar) and min–max (whisker) relative to the
+/// raw-TCP ceiling, or for D (no raw figure) to the best server; inverted where lower is
+/// better, so that everywhere higher is better and the ceiling sits at 1.
+fn chart(path: &Path, meta: &Value, table: &Table) -> anyhow::Result<()> {
+    struct Bar {
+        group: usize,
+        slot: usize,
+        median: f64,
+        low: f64,
+        high: f64,
+    }
+    let mut bars = Vec::new();
+    for (i, metric) in METRICS.iter().enumerate() {
+        let reference = median(table, i, RAW).or_else(|| {
+            SERVERS
+                .iter()
+                .filter_map(|s| median(table, i, s.key))
+                .reduce(|a, b| match metric.better {
+                    Better::Higher => a.max(b),
+                    Better::Lower => a.min(b),
+                })
+        });
+        let Some(reference) = reference else { continue };
+        let norm = |v: f64| match metric.better {
+            Better::Higher => v / reference,
+            Better::Lower => reference / v.max(1e-9),
+        };
+        for (slot, s) in SERVERS.iter().enumerate() {
+            let Some(sample) = table.get(&(i, s.key)) else {
+                continue;
+            };
+            let (Some(med), Some(lo), Some(hi)) = (sample.median(), sample.min(), sample.max())
+            else {
+                continue;
+            };
+            let (a, b) = (norm(lo), norm(hi));
+            bars.push(Bar {
+                group: i,
+                slot,
+                median: norm(med),
+                low: a.min(b),
+                high: a.max(b),
+            });
+        }
+    }
+    // Headroom above the tallest whisker for the legend.
+    let top = bars.iter().map(|b| b.high).fold(1.0f64, f64::max).min(3.0) * 1.3;
+
+    let root = SVGBackend::new(path, (1100, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let groups = METRICS.len();
+    let runs = meta.get("runs").and_then(Value::as_u64).unwrap_or(0);
+    let title = format!(
+        "wsduplex {} vs peers: median of {runs} run{} (whiskers: min–max)",
+        str_at(meta, "/rev"),
+        if runs == 1 { "" } else { "s" },
+    );
+    let mut ctx = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..groups as f64, 0f64..top)?;
+    ctx.configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_max_light_lines(1)
+        .y_desc("relative to raw TCP (D: to the best); higher is better")
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
+        .draw()?;
+    // The ceiling.
+    ctx.draw_series(LineSeries::new(
+        [(0.0, 1.0), (groups as f64, 1.0)],
+        BLACK.mix(0.4).stroke_width(1),
+    ))?;
+    let width = 0.8 / SERVERS.len() as f64;
+    for (s_index, server) in SERVERS.iter().enumerate() {
+        let colour = server.colour;
+        ctx.draw_series(bars.iter().filter(|b| b.slot == s_index).map(|b| {
+            let x0 = b.group as f64 + 0.1 + width * b.slot as f64;
+            Rectangle::new(
+                [(x0 + 0.01, 0.0), (x0 + width - 0.01, b.median.min(top))],
+                colour.filled(),
+            )
+        }))?
+        .label(display_name(meta, server.key))
+        .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 12, y + 6)], colour.filled()));
+        ctx.draw_series(bars.iter().filter(|b| b.slot == s_index).map(|b| {
+            let x = b.group as f64 + 0.1 + width * (b.slot as f64 + 0.5);
+            ErrorBar::new_vertical(
+                x,
+                b.low.min(top),
+                b.median.min(top),
+                b.high.min(top),
+                BLACK.stroke_width(1),
+                6,
+            )
+        }))?;
+    }
+    // Group names under the axis, centred (plotters places f64 labels at round numbers).
+    let label = ("sans-serif", 13)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Top));
+    for (g, metric) in METRICS.iter().enumerate() {
+        let (x, y) = ctx.backend_coord(&(g as f64 + 0.5, 0.0));
+        let name = format!("{} {}", metric.scenario, metric.name);
+        root.draw(&Text::new(name, (x, y + 10), label.clone()))?;
+    }
+    ctx.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 13))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn marks(load_bound: bool, disturbed: bool) -> &'static str {
+    match (load_bound, disturbed) {
+        (true, true) => " †‡",
+        (true, false) => " †",
+        (false, true) => " ‡",
+        (false, false) => "",
+    }
+}
+
+fn times(r: Option<f64>) -> String {
+    r.map_or("–".into(), |r| format!("{r:.2}×"))
+}
+
+fn millions(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else {
+        thousands(v)
+    }
+}
+
+fn thousands(v: f64) -> String {
+    if v >= 1e3 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn whole(v: f64) -> String {
+    let digits = format!("{:.0}", v);
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn nanos(ns: f64) -> String {
+    if ns >= 10_000.0 {
+        micros(ns / 1000.0)
+    } else {
+        format!("{} ns", whole(ns))
+    }
+}
+
+fn micros(us: f64) -> String {
+    if us >= 10_000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else if us >= 100.0 {
+        format!("{us:.0} µs")
+    } else {
+        format!("{us:.1} µs")
+    }
+}
+
+fn bytes(b: f64) -> String {
+    if b >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{b:.0} B")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_units() {
+        let s = Sample {
+            values: vec![3.0, 1.0, 2.0, 10.0],
+            ..Sample::default()
+        };
+        assert_eq!(s.median(), Some(2.5));
+        assert_eq!((s.min(), s.max()), (Some(1.0), Some(10.0)));
+        assert_eq!(millions(1_056_000.0), "1.06 M");
+        assert_eq!(nanos(937.4), "937 ns");
+        assert_eq!(nanos(346_000.0), "346 µs");
+        assert_eq!(nanos(23_500.0), "23.5 µs");
+        assert_eq!(bytes(267.0), "267 B");
+        assert_eq!(bytes(133_120.0), "130.0 KiB");
+        assert_eq!(whole(4747.2), "4,747");
+        assert_eq!(thousands(2_800.0), "2.8 k");
+        assert_eq!(thousands(23_000.0), "23.0 k");
+    }
+
+    #[test]
+    fn failed_runs_are_not_averaged() {
+        let line = |server: &str, rate: f64, exit: i64| Record {
+            scenario: "A".into(),
+            server: server.into(),
+            ok: exit == 0,
+            load_busy: Some(0.5),
+            server_busy: Some(0.9),
+            result: serde_json::json!({
+                "messages_per_sec": rate,
+                "server": {"cpu_ns_per_op": 1000.0},
+            }),
+        };
+        let records = [
+            line("wsduplex", 100.0, 0),
+            line("wsduplex", 1e9, 1),
+            line("tokio-tungstenite", 50.0, 0),
+            line("fastwebsockets", 70.0, 0),
+        ];
+        let table = tabulate(&records);
+        let w = &table[&(0, "wsduplex")];
+        assert_eq!((w.values.len(), w.failed), (1, 1));
+        assert_eq!(best_peer(&table, 0), Some(("fastwebsockets", 70.0)));
+    }
+}
