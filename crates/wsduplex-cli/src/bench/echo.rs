@@ -4,7 +4,7 @@
 use super::conn::{self, Endpoint};
 use super::pipeline::{Pipeline, Shape};
 use super::report::{self, Latency, LoadUsage, Progress, ServerUsage, Tally};
-use super::{control_runtime, measure, parse_duration, rate, Common, Fleet, Link, Ready};
+use super::{control_runtime, measure, parse_duration, rate, Common, Fleet, Link};
 use anyhow::bail;
 use serde::Serialize;
 use std::cell::RefCell;
@@ -235,7 +235,7 @@ fn run_key() -> [u8; 4] {
 async fn worker(plan: Arc<Plan>, index: usize, threads: usize, link: Link) -> Tally {
     let stats = Rc::new(RefCell::new(Tally::new()));
     let gate = Rc::new(Semaphore::new(OPENING));
-    let (opened_tx, mut opened) = mpsc::unbounded_channel();
+    let (opened_tx, opened) = mpsc::unbounded_channel();
     let mut tasks = JoinSet::new();
     for id in (index..plan.connections).step_by(threads) {
         let (plan, stats, gate, opened_tx) =
@@ -267,30 +267,8 @@ async fn worker(plan: Arc<Plan>, index: usize, threads: usize, link: Link) -> Ta
         });
     }
     drop(opened_tx);
-    let mut ready = Ready::default();
-    while let Some(result) = opened.recv().await {
-        match result {
-            Ok(()) => ready.opened += 1,
-            Err(e) => {
-                ready.failed += 1;
-                ready.first_error.get_or_insert(e);
-            }
-        }
-    }
-    let _ = link.ready.send(ready);
-    loop {
-        tokio::select! {
-            joined = tasks.join_next() => match joined {
-                Some(Ok(())) => {}
-                Some(Err(e)) => stats.borrow_mut().error(format!("a connection task failed: {e}")),
-                None => break,
-            },
-            _ = link.control.done() => break,
-        }
-    }
-    let _ = link.finished.send(());
-    link.control.done().await;
-    let _ = tokio::time::timeout(GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+    link.supervise(opened, &mut tasks, GRACE, |e| stats.borrow_mut().error(e))
+        .await;
     if !tasks.is_empty() {
         let mut s = stats.borrow_mut();
         s.errors += tasks.len() as u64;

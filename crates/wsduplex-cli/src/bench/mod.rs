@@ -194,6 +194,46 @@ struct Link {
     finished: mpsc::UnboundedSender<()>,
 }
 
+impl Link {
+    /// The end of a load thread's life, the same in every mode: collects whether each
+    /// connection opened and reports it, runs until the measured window ends (or every task
+    /// ends), then gives the tasks `grace` to finish. A task that panicked goes to `error`;
+    /// tasks still running afterwards are left in `tasks`.
+    async fn supervise(
+        &self,
+        mut opened: mpsc::UnboundedReceiver<Result<(), String>>,
+        tasks: &mut tokio::task::JoinSet<()>,
+        grace: Duration,
+        error: impl Fn(String),
+    ) {
+        let mut ready = Ready::default();
+        while let Some(result) = opened.recv().await {
+            match result {
+                Ok(()) => ready.opened += 1,
+                Err(e) => {
+                    ready.failed += 1;
+                    ready.first_error.get_or_insert(e);
+                }
+            }
+        }
+        let _ = self.ready.send(ready);
+        loop {
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => error(format!("a connection task failed: {e}")),
+                    None => break,
+                },
+                _ = self.control.done() => break,
+            }
+        }
+        let _ = self.finished.send(());
+        self.control.done().await;
+        let _ =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    }
+}
+
 /// The main thread's side of the load threads.
 struct Fleet<T> {
     control: Arc<Control>,
