@@ -168,24 +168,11 @@ fn human(r: &Report) -> String {
 }
 
 fn verdict(r: &Report) -> ExitCode {
-    let mut failed = false;
-    if r.errors > 0 {
-        eprintln!(
-            "wsduplex bench: FAILED: {} openers failed; first: {}",
-            r.errors,
-            r.first_error.as_deref().unwrap_or("?")
-        );
-        failed = true;
-    }
-    if r.handshakes == 0 {
-        eprintln!("wsduplex bench: FAILED: no handshake completed in the measured window");
-        failed = true;
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    let first = r.first_error.as_deref().unwrap_or("?");
+    super::verdict(&[
+        (r.errors > 0).then(|| format!("{} openers failed; first: {first}", r.errors)),
+        (r.handshakes == 0).then(|| "no handshake completed in the measured window".to_string()),
+    ])
 }
 
 async fn worker(plan: Arc<Plan>, index: usize, threads: usize, link: Link) -> Tally {

@@ -199,31 +199,13 @@ fn human(r: &Report) -> String {
 }
 
 fn verdict(r: &Report) -> ExitCode {
-    let mut failed = false;
-    if r.mismatches > 0 {
-        eprintln!(
-            "wsduplex bench: FAILED: {} echoes did not match the message sent",
-            r.mismatches
-        );
-        failed = true;
-    }
-    if r.errors > 0 {
-        eprintln!(
-            "wsduplex bench: FAILED: {} connections failed; first: {}",
-            r.errors,
-            r.first_error.as_deref().unwrap_or("?")
-        );
-        failed = true;
-    }
-    if r.messages == 0 {
-        eprintln!("wsduplex bench: FAILED: no echo arrived in the measured window");
-        failed = true;
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    let first = r.first_error.as_deref().unwrap_or("?");
+    super::verdict(&[
+        (r.mismatches > 0)
+            .then(|| format!("{} echoes did not match the message sent", r.mismatches)),
+        (r.errors > 0).then(|| format!("{} connections failed; first: {first}", r.errors)),
+        (r.messages == 0).then(|| "no echo arrived in the measured window".to_string()),
+    ])
 }
 
 /// A mask key for this run.

@@ -194,6 +194,20 @@ struct Link {
     finished: mpsc::UnboundedSender<()>,
 }
 
+/// Prints each failure as a `FAILED:` line on stderr; the exit status of a run.
+fn verdict(failures: &[Option<String>]) -> std::process::ExitCode {
+    let mut failed = false;
+    for f in failures.iter().flatten() {
+        eprintln!("wsduplex bench: FAILED: {f}");
+        failed = true;
+    }
+    if failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
+
 impl Link {
     /// The end of a load thread's life, the same in every mode: collects whether each
     /// connection opened and reports it, runs until the measured window ends (or every task
