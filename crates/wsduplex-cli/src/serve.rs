@@ -355,15 +355,10 @@ where
     let mut closing = false;
     loop {
         tokio::select! {
-            // Fixed order: no random number per message, and a stop is seen first.
+            // Fixed order, messages first: no random number per message, and the stop
+            // future (whose poll takes the channel's waiter lock) is polled only when the
+            // socket has nothing to deliver, which happens after every batch of reads.
             biased;
-            changed = &mut stopped, if !closing => {
-                closing = true;
-                if changed.is_ok() {
-                    // Boxed: a rare path whose future would otherwise sit in every connection.
-                    Box::pin(ws.close(CloseCode::GOING_AWAY, "server shutting down")).await?;
-                }
-            }
             item = ws.recv() => match item {
                 // Queued, not flushed: the socket flushes when it has nothing left to read.
                 Some(Ok(msg)) if msg.is_data() => {
@@ -374,6 +369,13 @@ where
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e),
                 None => return Ok(()),
+            },
+            changed = &mut stopped, if !closing => {
+                closing = true;
+                if changed.is_ok() {
+                    // Boxed: a rare path whose future would otherwise sit in every connection.
+                    Box::pin(ws.close(CloseCode::GOING_AWAY, "server shutting down")).await?;
+                }
             }
         }
     }

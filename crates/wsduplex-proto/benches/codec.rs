@@ -130,7 +130,6 @@ fn deflate(c: &mut Criterion) {
                 i % 7
             )
         })
-        .take_while(|_| true)
         .take(1500)
         .collect();
     let policy = DeflateConfig::default();
