@@ -63,6 +63,19 @@ function checkName(name) {
   return null;
 }
 
+/** The reason in a refusal: a line of text, or an error event's `message` (JSON). */
+function reasonOf(body) {
+  const text = body.trim();
+  try {
+    const v = JSON.parse(text);
+    if (v && typeof v.message === 'string') return v.message;
+    if (v && typeof v.error === 'string') return v.error;
+  } catch {
+    // plain text
+  }
+  return text || 'refused by the server';
+}
+
 class ChatView {
   constructor() {
     this.state = $('state');
@@ -350,7 +363,7 @@ class Chat {
     }
     if (g !== this.gen) return;
     if (response.status === 400) {
-      this.refused(g, (await response.text().catch(() => '')).trim() || 'bad request');
+      this.refused(g, reasonOf(await response.text().catch(() => '')));
       return;
     }
     if (!response.ok) {

@@ -18,6 +18,8 @@ use wsduplex::tls::{TlsAcceptor, TlsStream};
 use wsduplex::{CloseCode, WebSocket};
 
 #[derive(clap::Args)]
+// The --deflate-* options tune --deflate: alone they would do nothing.
+#[command(mut_group("DeflateArgs", |g| g.requires("deflate")))]
 pub struct Args {
     /// Address to listen on (port 0 picks a free port; the ready line shows it).
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -52,6 +54,8 @@ pub struct Args {
     /// in Node's ws: every compressed connection keeps zlib state and spends CPU.
     #[arg(long)]
     deflate: bool,
+    #[command(flatten)]
+    deflate_args: crate::client::DeflateArgs,
     /// Believe Forwarded / X-Forwarded-For from peers in this range (e.g. 127.0.0.1/32
     /// for an nginx on the same host; repeatable): the client address logged is then the
     /// one the proxy reports. From any other peer the headers are ignored.
@@ -109,7 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.socket.ping_interval = args.ping_interval;
     config.socket.ping_timeout = args.ping_timeout;
     config.socket.idle_timeout = args.idle_timeout;
-    config.deflate = args.deflate.then(wsduplex::DeflateConfig::default);
+    config.deflate = args.deflate.then(|| args.deflate_args.config());
     let config = Arc::new(config);
     let _ = TRUSTED_PROXIES.set(args.trust_proxy.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
