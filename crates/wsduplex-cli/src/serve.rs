@@ -1,5 +1,6 @@
-//! `wsduplex serve`: `/echo` echoes every message with its type, `/` serves a test page;
-//! over TLS with `--tls-cert`/`--tls-key` or `--tls-self-signed`.
+//! `wsduplex serve`: the chat hub (`/` is the chat page; `/chat/ROOM`, `/poll/...`,
+//! `/api/...`), `/echo` echoes every message with its type, `/echo.html` is an echo test
+//! page; over TLS with `--tls-cert`/`--tls-key` or `--tls-self-signed`.
 
 use crate::bench::parse_duration;
 use anyhow::Context as _;
@@ -16,6 +17,7 @@ use wsduplex::forwarded::{client_addr, Cidr};
 use wsduplex::server::{read_request, ServerConfig};
 use wsduplex::tls::{TlsAcceptor, TlsStream};
 use wsduplex::{CloseCode, WebSocket};
+use wsduplex_hub::{Hub, HubConfig};
 
 #[derive(clap::Args)]
 // The --deflate-* options tune --deflate: alone they would do nothing.
@@ -61,6 +63,25 @@ pub struct Args {
     /// one the proxy reports. From any other peer the headers are ignored.
     #[arg(long, value_name = "CIDR")]
     trust_proxy: Vec<Cidr>,
+    /// Chat: messages each room keeps for newcomers and for resumes with `since`.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    history: usize,
+    /// Chat: events queued per member; a member that falls this far behind is closed with
+    /// 4008 and resumes with `since`.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    send_queue: u32,
+    /// Chat: how long a long-polling GET waits for new events.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "25s")]
+    poll_timeout: Duration,
+    /// Chat: the bearer token of the push API (POST /api/rooms/ROOM/messages); the API is
+    /// off without it. Read from WSDUPLEX_API_TOKEN if set.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "WSDUPLEX_API_TOKEN",
+        hide_env_values = true
+    )]
+    api_token: Option<String>,
 }
 
 /// `--trust-proxy`, set once at start.
@@ -116,15 +137,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.deflate = args.deflate.then(|| args.deflate_args.config());
     let config = Arc::new(config);
     let _ = TRUSTED_PROXIES.set(args.trust_proxy.clone());
+    let mut hub_config = HubConfig::default();
+    hub_config.history = args.history;
+    hub_config.queue = args.send_queue as usize;
+    hub_config.poll_timeout = args.poll_timeout;
+    hub_config.api_token = args.api_token.filter(|t| !t.is_empty());
+    // Rooms span the workers: one hub, shared.
+    let hub = Hub::new(hub_config);
+    rt.spawn(hub.clone().maintain());
     let (stop_tx, stop_rx) = watch::channel(false);
     let threads: Vec<_> = listeners
         .into_iter()
         .enumerate()
         .map(|(i, listener)| {
             let (config, tls, stop) = (config.clone(), tls.clone(), stop_rx.clone());
+            let hub = hub.clone();
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || worker(listener, config, tls, stop))
+                .spawn(move || worker(listener, config, tls, hub, stop))
         })
         .collect::<Result<_, _>>()?;
     rt.block_on(async {
@@ -133,6 +163,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ = sigterm.recv() => {}
         }
     });
+    // Chat members get 1001 from the hub; echo connections from the stop signal.
+    hub.shutdown();
     let _ = stop_tx.send(true);
     for t in threads {
         let _ = t.join();
@@ -159,6 +191,7 @@ fn worker(
     listener: std::net::TcpListener,
     config: Arc<ServerConfig>,
     tls: Option<TlsAcceptor>,
+    hub: Hub,
     stop: watch::Receiver<bool>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -181,7 +214,7 @@ fn worker(
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, _)) => {
                         let (config, tls, stop) = (config.clone(), tls.clone(), stop.clone());
-                        tasks.spawn(handle(tcp, config, tls, stop, tasks.clone()));
+                        tasks.spawn(handle(tcp, config, tls, hub.clone(), stop, tasks.clone()));
                     }
                     // Out of descriptors and the like: keep serving the others.
                     Err(e) => {
@@ -207,6 +240,7 @@ async fn handle(
     tcp: TcpStream,
     config: Arc<ServerConfig>,
     tls: Option<TlsAcceptor>,
+    hub: Hub,
     mut stop: watch::Receiver<bool>,
     tasks: TaskTracker,
 ) {
@@ -214,13 +248,13 @@ async fn handle(
     let peer = tcp.peer_addr().ok().map(|a| a.ip());
     match tls {
         None => {
-            if let Some(ws) = open(tcp, peer, &config, &mut stop).await {
+            if let Some(ws) = open(tcp, peer, &config, &hub, &mut stop).await {
                 tasks.spawn(echo(ws, stop));
             }
         }
         Some(acceptor) => {
             // The TLS stream is boxed, so plain connections do not carry its size.
-            if let Some(ws) = open_tls(tcp, peer, acceptor, &config, &mut stop).await {
+            if let Some(ws) = open_tls(tcp, peer, acceptor, &config, &hub, &mut stop).await {
                 tasks.spawn(echo(ws, stop));
             }
         }
@@ -234,6 +268,7 @@ async fn open_tls(
     peer: Option<IpAddr>,
     acceptor: TlsAcceptor,
     config: &ServerConfig,
+    hub: &Hub,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<WebSocket<Box<TlsStream<TcpStream>>>> {
     let handshake = tokio::time::timeout(
@@ -254,14 +289,16 @@ async fn open_tls(
         },
         _ = stop.wait_for(|stopped| *stopped) => return None,
     };
-    open(Box::new(tls), peer, config, stop).await
+    open(Box::new(tls), peer, config, hub, stop).await
 }
 
-/// Reads the request and routes it: a WebSocket for `/echo`, an HTTP answer otherwise.
+/// Reads the request and routes it: a WebSocket for `/echo` (returned: it gets a task of its
+/// own), the hub's paths served here, an HTTP answer otherwise.
 async fn open<S>(
     io: S,
     peer: Option<IpAddr>,
     config: &ServerConfig,
+    hub: &Hub,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<WebSocket<S>>
 where
@@ -286,22 +323,30 @@ where
         let client = client_addr(peer, incoming.request().headers(), trusted);
         tracing::debug!(%client, %peer, "{method} {path}");
     }
-    let result = match path {
-        "/echo" => match incoming.accept(config).await {
+    if path == "/echo" {
+        match incoming.accept(config).await {
             Ok(ws) => return Some(ws),
-            Err(e) => Err(e),
-        },
+            Err(e) => {
+                tracing::debug!("request ended: {e}");
+                return None;
+            }
+        }
+    }
+    let path = path.to_string();
+    let method = method.to_string();
+    let incoming = hub.serve(incoming, config).await?;
+    let result = match path.as_str() {
         _ if incoming.is_upgrade() => {
             incoming
                 .respond(
                     404,
                     &[],
                     "text/plain",
-                    b"no websocket endpoint here; try /echo\n",
+                    b"no websocket endpoint here; try /chat/ROOM or /echo\n",
                 )
                 .await
         }
-        "/" | "/index.html" if method == "GET" || method == "HEAD" => {
+        "/echo.html" if method == "GET" || method == "HEAD" => {
             incoming
                 .respond(
                     200,
@@ -311,7 +356,7 @@ where
                 )
                 .await
         }
-        "/" | "/index.html" => {
+        "/echo.html" => {
             incoming
                 .respond(
                     405,

@@ -42,7 +42,7 @@ fn run_browser(deflate: bool) {
         args.insert(0, "--deflate");
     }
     let server = Server::start_with(&args);
-    let page = format!("http://{}/", server.addr);
+    let page = format!("http://{}/echo.html", server.addr);
     let mut cmd = Command::new("node");
     cmd.arg(&script).arg(&page);
     if !deflate {

@@ -40,11 +40,40 @@ fn serve_prints_one_ready_line_with_the_real_port() {
 }
 
 #[test]
-fn serve_root_is_the_test_page() {
+fn serve_root_is_the_chat_page_with_a_strict_csp() {
     let server = Server::start();
     let resp = http(
         server.addr,
         format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes(),
+    );
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert!(resp
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("text/html"));
+    let csp = resp.header("content-security-policy").unwrap_or_default();
+    assert!(csp.contains("default-src 'none'"), "{resp:?}");
+    assert!(csp.contains("script-src 'self'"), "{resp:?}");
+    assert!(!csp.contains("unsafe-inline"), "{resp:?}");
+    assert!(resp.body_str().contains("chat.js"), "{resp:?}");
+    for (asset, ctype) in [("/chat.js", "text/javascript"), ("/chat.css", "text/css")] {
+        let resp = http(
+            server.addr,
+            format!("GET {asset} HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes(),
+        );
+        assert_eq!(resp.status, 200, "{asset}: {resp:?}");
+        let got = resp.header("content-type").unwrap_or_default();
+        assert!(got.starts_with(ctype), "{asset}: {resp:?}");
+    }
+    server.stop();
+}
+
+#[test]
+fn serve_echo_html_is_the_echo_test_page() {
+    let server = Server::start();
+    let resp = http(
+        server.addr,
+        format!("GET /echo.html HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes(),
     );
     assert_eq!(resp.status, 200, "{resp:?}");
     let ctype = resp.header("content-type").unwrap_or_default();

@@ -1,3 +1,307 @@
-//! The real-time hub: chat rooms with history, fan-out and a long-polling fallback, mountable
-//! by any `wsduplex` server. Protocol: `docs/hub.md`.
+//! The real-time hub: chat rooms with ids, history and fan-out, a WebSocket endpoint, a
+//! long-polling fallback over plain HTTP, a push API, and the browser chat page, for any
+//! `wsduplex` server to mount. The protocol and endpoints are in `docs/hub.md`.
+//!
+//! What it is not: a transport (that is `wsduplex`), or a broker. Everything is in memory
+//! in one process; rooms span the worker threads of that process.
+//!
+//! Data flow: a member's message goes to its room, which (under the room's lock) assigns
+//! the next id, encodes the event once, keeps it in history, and pushes the same bytes into
+//! every member's bounded mailbox. Each WebSocket member's task drains its mailbox into its
+//! socket; a long-polling session hands its mailbox out by cursor. A member whose mailbox
+//! overflows is removed (close `4008`) and can resume with `since`.
+//!
+//! ```no_run
+//! use wsduplex::server::{read_request, ServerConfig};
+//! use wsduplex_hub::{Hub, HubConfig};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let hub = Hub::new(HubConfig::default());
+//! tokio::spawn(hub.clone().maintain());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let config = ServerConfig::default();
+//! loop {
+//!     let (tcp, _) = listener.accept().await?;
+//!     let (hub, config) = (hub.clone(), config.clone());
+//!     tokio::spawn(async move {
+//!         let Ok(incoming) = read_request(tcp, &config).await else { return };
+//!         // The hub answers its own paths (/, /chat/ROOM, /poll/..., /api/...).
+//!         if let Some(other) = hub.serve(incoming, &config).await {
+//!             let _ = other.respond(404, &[], "text/plain", b"not found\n").await;
+//!         }
+//!     });
+//! }
+//! # }
+//! ```
 #![warn(missing_docs)]
+
+mod event;
+mod http;
+mod mailbox;
+pub mod names;
+mod poll;
+mod room;
+mod ws;
+
+pub use event::BadMessage;
+pub use mailbox::Ended;
+pub use names::NameError;
+
+use room::Room;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The close code sent to a member whose send queue overflowed (it was too slow to read):
+/// reconnect and resume with `since`.
+pub const CLOSE_TOO_SLOW: u16 = 4008;
+
+/// Hub settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HubConfig {
+    /// Messages each room keeps for newcomers and for resumes with `since`.
+    pub history: usize,
+    /// Events queued per member before it counts as too slow and is removed.
+    pub queue: usize,
+    /// Longest chat message, in characters.
+    pub max_text: usize,
+    /// How long a long-polling `GET` waits for an event before answering with none.
+    pub poll_timeout: Duration,
+    /// A long-polling session with no request for this long is closed (at least
+    /// `poll_timeout` plus 5 s).
+    pub session_ttl: Duration,
+    /// Long-polling sessions at most (`503` beyond).
+    pub max_sessions: usize,
+    /// Rooms at most; empty rooms are dropped, longest idle first, to make room (`503` when
+    /// every room has members).
+    pub max_rooms: usize,
+    /// The bearer token of the push API (`POST /api/rooms/ROOM/messages`); the API is off
+    /// without one.
+    pub api_token: Option<String>,
+}
+
+impl Default for HubConfig {
+    /// History 100, queue 256, 4096 characters, poll timeout 25 s, sessions expire after
+    /// 60 s, 10,000 sessions, 10,000 rooms, no API token.
+    fn default() -> Self {
+        Self {
+            history: 100,
+            queue: 256,
+            max_text: 4096,
+            poll_timeout: Duration::from_secs(25),
+            session_ttl: Duration::from_secs(60),
+            max_sessions: 10_000,
+            max_rooms: 10_000,
+            api_token: None,
+        }
+    }
+}
+
+/// Why a join was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// A bad room or display name (`400`).
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// Every room slot holds a room with members (`503`).
+    #[error("too many rooms")]
+    TooManyRooms,
+    /// The hub is shutting down (`503`).
+    #[error("server shutting down")]
+    ShuttingDown,
+}
+
+impl JoinError {
+    /// The HTTP status to refuse with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Name(_) => 400,
+            Self::TooManyRooms | Self::ShuttingDown => 503,
+        }
+    }
+}
+
+/// The hub: cheap to clone (shared), shared by every worker thread.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("rooms", &self.rooms().len())
+            .finish()
+    }
+}
+
+struct Inner {
+    config: HubConfig,
+    rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
+    sessions: Mutex<HashMap<String, Arc<poll::Session>>>,
+    shutting_down: AtomicBool,
+}
+
+/// A member of a room. Dropping it leaves the room (the others get `left`).
+pub struct Membership {
+    room: Arc<Room>,
+    key: u64,
+    name: Arc<str>,
+    mailbox: Arc<mailbox::Mailbox>,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("room", &self.room.name)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Membership {
+    /// The display name, made unique in the room.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The room's name.
+    pub fn room(&self) -> &str {
+        &self.room.name
+    }
+
+    /// Sends a chat message to the room (this member gets it back too); returns its id.
+    pub fn say(&self, text: &str) -> u64 {
+        self.room.publish(&self.name, text)
+    }
+
+    /// Why delivery to this member ended, if it has.
+    pub fn ended(&self) -> Option<Ended> {
+        self.mailbox.ended()
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.room.leave(self.key);
+    }
+}
+
+impl Hub {
+    /// A hub with no rooms.
+    pub fn new(mut config: HubConfig) -> Self {
+        config.session_ttl = config
+            .session_ttl
+            .max(config.poll_timeout + Duration::from_secs(5));
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                rooms: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(HashMap::new()),
+                shutting_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    fn rooms(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Room>>> {
+        self.inner.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The room called `name` (validated), created if needed.
+    fn room(&self, name: &str) -> Result<Arc<Room>, JoinError> {
+        let name = names::validate_room(name)?;
+        let mut rooms = self.rooms();
+        if let Some(room) = rooms.get(name) {
+            return Ok(room.clone());
+        }
+        if self.is_shutting_down() {
+            return Err(JoinError::ShuttingDown);
+        }
+        if rooms.len() >= self.inner.config.max_rooms {
+            // Drop the empty room idle longest (its history goes with it).
+            let victim = rooms
+                .iter()
+                .filter_map(|(k, r)| r.idle_since().map(|t| (t, k.clone())))
+                .min()
+                .map(|(_, k)| k)
+                .ok_or(JoinError::TooManyRooms)?;
+            rooms.remove(&victim);
+        }
+        let room = Arc::new(Room::new(name, self.inner.config.history));
+        rooms.insert(room.name.clone(), room.clone());
+        Ok(room)
+    }
+
+    /// Joins `room` as `name` (validated, then made unique: `alice`, `alice-2`...). With
+    /// `since`, the welcome carries every message after that id still in history, and live
+    /// messages follow with no gap and no duplicate.
+    pub fn join(
+        &self,
+        room: &str,
+        name: &str,
+        since: Option<u64>,
+    ) -> Result<Membership, JoinError> {
+        let name = names::validate_name(name)?;
+        let room = self.room(room)?;
+        let joined = room
+            .join(name, since, self.inner.config.queue)
+            .ok_or(JoinError::ShuttingDown)?;
+        Ok(Membership {
+            room,
+            key: joined.key,
+            name: joined.name,
+            mailbox: joined.mailbox,
+        })
+    }
+
+    /// Delivers a message to `room` from `name` (the push API); returns its id.
+    pub fn publish(&self, room: &str, name: &str, text: &str) -> Result<u64, JoinError> {
+        let name = names::validate_name(name)?;
+        Ok(self.room(room)?.publish(name, text))
+    }
+
+    /// Cuts the connections of every member of `room` called `name`, without a closing
+    /// handshake, as a failed network would. Returns how many were cut.
+    pub fn cut(&self, room: &str, name: &str) -> usize {
+        let room = self.rooms().get(room).cloned();
+        room.map_or(0, |r| r.cut(name))
+    }
+
+    /// The members of `room` and its last message id (`None` if there is no such room).
+    pub fn members(&self, room: &str) -> Option<(Vec<String>, u64)> {
+        let room = self.rooms().get(room).cloned();
+        room.map(|r| r.members())
+    }
+
+    /// Stops the hub: every member is closed with 1001 (long-polling requests are answered
+    /// at once), and joins are refused.
+    pub fn shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        let rooms: Vec<_> = self.rooms().values().cloned().collect();
+        for room in rooms {
+            room.shut();
+        }
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Housekeeping: expires idle long-polling sessions. Runs until [`Hub::shutdown`];
+    /// spawn it once.
+    pub async fn maintain(self) {
+        let every = (self.inner.config.session_ttl / 4).max(Duration::from_millis(100));
+        while !self.is_shutting_down() {
+            tokio::time::sleep(every).await;
+            self.expire_sessions(std::time::Instant::now());
+        }
+    }
+}

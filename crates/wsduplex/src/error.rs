@@ -21,6 +21,10 @@ pub enum Error {
     /// Server side: the client's opening request was refused with an HTTP status.
     #[error("handshake refused with status {status}", status = .0.status())]
     Handshake(#[from] HandshakeError),
+    /// Server side: a plain HTTP request's body could not be read (see
+    /// [`crate::server::Incoming::read_body`]); answer with its status.
+    #[error(transparent)]
+    Body(#[from] crate::server::BodyError),
     /// Client side: the server's response to the opening request was not acceptable.
     #[error(transparent)]
     Response(#[from] ResponseError),

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::socket::{Config, WebSocket};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use proto::handshake::server::{http_response, HandshakeError, Limits, Request};
 use proto::{DeflateConfig, Role};
 use std::time::Duration;
@@ -158,6 +158,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
         Ok(ws.with_subprotocol(subprotocol.map(str::to_string)))
     }
 
+    /// Reads the request body (for the plain HTTP requests that share the port: a `POST`
+    /// to an API, say), at most `max` bytes, within `timeout`. Only `Content-Length` bodies
+    /// are accepted: a chunked body is refused (`411`), like a body over `max` (`413`);
+    /// answer the error with [`BodyError::status`]. No `Content-Length` means no body.
+    pub async fn read_body(&mut self, max: usize, timeout: Duration) -> Result<Bytes> {
+        if self.request.header("transfer-encoding").is_some() {
+            return Err(BodyError::LengthRequired.into());
+        }
+        let length = match self.request.header("content-length") {
+            None => return Ok(Bytes::new()),
+            Some(v) => std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or(BodyError::BadLength)?,
+        };
+        if length > max {
+            return Err(BodyError::TooLarge { length, max }.into());
+        }
+        let mut body = std::mem::take(&mut self.leftover);
+        body.reserve(length.saturating_sub(body.len()));
+        let read = tokio::time::timeout(timeout, async {
+            while body.len() < length {
+                if self.io.read_buf(&mut body).await? == 0 {
+                    return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+            }
+            Ok(())
+        })
+        .await;
+        match read {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(BodyError::Timeout.into()),
+        }
+        // Anything after the body would be a pipelined request: not served (the connection
+        // closes after the response).
+        body.truncate(length);
+        Ok(body.freeze())
+    }
+
     /// Refuses the upgrade with `err`'s status and reason, and closes the connection.
     pub async fn reject(mut self, err: HandshakeError) -> Result<()> {
         write_and_close(&mut self.io, &err.to_response()).await?;
@@ -181,6 +221,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
         };
         write_and_close(&mut self.io, &bytes).await?;
         Ok(())
+    }
+}
+
+/// Why a request body was refused (see [`Incoming::read_body`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// `Transfer-Encoding` instead of `Content-Length`: `411`.
+    #[error("a body needs a content-length")]
+    LengthRequired,
+    /// `Content-Length` is not a number: `400`.
+    #[error("invalid content-length")]
+    BadLength,
+    /// The body is larger than allowed: `413`.
+    #[error("body of {length} bytes is over the limit of {max}")]
+    TooLarge {
+        /// Announced length.
+        length: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The body did not arrive in time: `408`.
+    #[error("body not received in time")]
+    Timeout,
+}
+
+impl BodyError {
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::LengthRequired => 411,
+            Self::BadLength => 400,
+            Self::TooLarge { .. } => 413,
+            Self::Timeout => 408,
+        }
     }
 }
 

@@ -1,0 +1,232 @@
+//! The chat protocol's JSON (`docs/hub.md`): events encoded once per room, shared by every
+//! recipient; client messages parsed and checked.
+
+use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+use wsduplex::Utf8Bytes;
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[derive(Serialize)]
+struct ChatMessage<'a> {
+    r#type: &'static str,
+    id: u64,
+    room: &'a str,
+    name: &'a str,
+    text: &'a str,
+    ts: u64,
+}
+
+#[derive(Serialize)]
+struct Presence<'a> {
+    r#type: &'static str,
+    room: &'a str,
+    name: &'a str,
+    ts: u64,
+}
+
+#[derive(Serialize)]
+struct ErrorEvent<'a> {
+    r#type: &'static str,
+    error: &'a str,
+    message: &'a str,
+}
+
+fn encode(value: &impl Serialize) -> Utf8Bytes {
+    // Serializing these structs of strings and integers cannot fail.
+    Utf8Bytes::from(serde_json::to_string(value).unwrap_or_default())
+}
+
+pub(crate) fn message(id: u64, room: &str, name: &str, text: &str, ts: u64) -> Utf8Bytes {
+    encode(&ChatMessage {
+        r#type: "message",
+        id,
+        room,
+        name,
+        text,
+        ts,
+    })
+}
+
+pub(crate) fn presence(kind: &'static str, room: &str, name: &str) -> Utf8Bytes {
+    encode(&Presence {
+        r#type: kind,
+        room,
+        name,
+        ts: now_ms(),
+    })
+}
+
+pub(crate) fn error(error: &str, message: &str) -> Utf8Bytes {
+    encode(&ErrorEvent {
+        r#type: "error",
+        error,
+        message,
+    })
+}
+
+/// The welcome: `history` entries are already-encoded messages, spliced in as they are.
+pub(crate) fn welcome<'a>(
+    room: &str,
+    name: &str,
+    members: impl Iterator<Item = &'a str>,
+    last_id: u64,
+    history: impl Iterator<Item = &'a Utf8Bytes>,
+    gap: bool,
+) -> Utf8Bytes {
+    use std::fmt::Write as _;
+    let json = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let mut out = String::with_capacity(256);
+    let _ = write!(
+        out,
+        r#"{{"type":"welcome","room":{},"name":{},"members":["#,
+        json(room),
+        json(name)
+    );
+    for (i, m) in members.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&json(m));
+    }
+    let _ = write!(out, r#"],"last_id":{last_id},"gap":{gap},"history":["#);
+    for (i, h) in history.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(h.as_str());
+    }
+    out.push_str("]}");
+    Utf8Bytes::from(out)
+}
+
+/// What a client may send.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Inbound {
+    Message { text: String },
+}
+
+/// A client message that cannot be accepted: answered with an `error` event, and the
+/// connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BadMessage {
+    /// Not a JSON object with a known `type` and its fields.
+    #[error(r#"expected {{"type":"message","text":"..."}}"#)]
+    Malformed,
+    /// The text is empty or only white space.
+    #[error("empty message")]
+    Empty,
+    /// The text has more characters than allowed.
+    #[error("message over {max} characters")]
+    TooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// A binary WebSocket message: the protocol is JSON text.
+    #[error("binary messages are not part of the chat protocol")]
+    Binary,
+}
+
+impl BadMessage {
+    /// The `error` field of the event sent back.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed | Self::Binary => "bad_message",
+            Self::Empty => "empty",
+            Self::TooLong { .. } => "too_long",
+        }
+    }
+
+    pub(crate) fn to_event(&self) -> Utf8Bytes {
+        error(self.code(), &self.to_string())
+    }
+}
+
+/// Parses a client message and returns its text.
+pub(crate) fn parse_inbound(json: &[u8], max_chars: usize) -> Result<String, BadMessage> {
+    let Ok(Inbound::Message { text }) = serde_json::from_slice(json) else {
+        return Err(BadMessage::Malformed);
+    };
+    check_text(text, max_chars)
+}
+
+pub(crate) fn check_text(text: String, max_chars: usize) -> Result<String, BadMessage> {
+    if text.trim().is_empty() {
+        return Err(BadMessage::Empty);
+    }
+    // Counting chars of a long string costs; the byte length bounds it first.
+    if text.len() > max_chars && text.chars().count() > max_chars {
+        return Err(BadMessage::TooLong { max: max_chars });
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn message_fields() {
+        let m = message(7, "lobby", "al\"ice", "<b>hi</b>", 123);
+        let v: Value = serde_json::from_str(m.as_str()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"message","id":7,"room":"lobby","name":"al\"ice",
+                "text":"<b>hi</b>","ts":123})
+        );
+    }
+
+    #[test]
+    fn welcome_splices_history() {
+        let h = [message(1, "r", "a", "x", 1), message(2, "r", "b", "y", 2)];
+        let w = welcome("r", "c", ["a", "b", "c"].into_iter(), 2, h.iter(), false);
+        let v: Value = serde_json::from_str(w.as_str()).unwrap();
+        assert_eq!(v["type"], "welcome");
+        assert_eq!(v["members"], serde_json::json!(["a", "b", "c"]));
+        assert_eq!(v["history"][1]["text"], "y");
+        assert_eq!(v["last_id"], 2);
+        assert_eq!(v["gap"], false);
+        let empty = welcome("r", "c", std::iter::empty(), 0, [].iter(), true);
+        let v: Value = serde_json::from_str(empty.as_str()).unwrap();
+        assert_eq!(v["history"], serde_json::json!([]));
+        assert_eq!(v["gap"], true);
+    }
+
+    #[test]
+    fn inbound() {
+        assert_eq!(
+            parse_inbound(br#"{"type":"message","text":"hi"}"#, 10),
+            Ok("hi".into())
+        );
+        for bad in [
+            &b"nope"[..],
+            br#"{"text":"hi"}"#,
+            br#"{"type":"shout","text":"hi"}"#,
+            br#"{"type":"message"}"#,
+            br#"{"type":"message","text":5}"#,
+        ] {
+            assert_eq!(parse_inbound(bad, 10), Err(BadMessage::Malformed));
+        }
+        assert_eq!(
+            parse_inbound(br#"{"type":"message","text":"  "}"#, 10),
+            Err(BadMessage::Empty)
+        );
+        assert_eq!(
+            parse_inbound(r#"{"type":"message","text":"ééééé"}"#.as_bytes(), 5),
+            Ok("ééééé".into()),
+            "characters, not bytes"
+        );
+        assert_eq!(
+            parse_inbound(br#"{"type":"message","text":"123456"}"#, 5),
+            Err(BadMessage::TooLong { max: 5 })
+        );
+    }
+}

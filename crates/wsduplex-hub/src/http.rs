@@ -1,0 +1,409 @@
+//! The hub's HTTP surface: the page, the WebSocket endpoint, long polling and the push API.
+//! Paths that are not the hub's are handed back to the server.
+
+use crate::event;
+use crate::poll::{Batch, PollError};
+use crate::{Hub, JoinError};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use wsduplex::server::{Incoming, ServerConfig};
+
+const INDEX: &str = include_str!("../../../web/index.html");
+const SCRIPT: &str = include_str!("../../../web/chat.js");
+const STYLE: &str = include_str!("../../../web/chat.css");
+
+/// The page may load its own script and style and connect back to this origin, nothing
+/// else: no inline script, no third party.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                   img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// Largest request body (a client message or a push).
+const MAX_BODY: usize = 64 * 1024;
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+const JSON: &str = "application/json";
+
+/// A hub route, decided from the method and path alone.
+enum Route<'a> {
+    Asset(&'static str, &'static str),
+    Chat(&'a str),
+    PollOpen(&'a str),
+    PollRead(&'a str),
+    PollSend(&'a str),
+    PollClose(&'a str),
+    Push(&'a str),
+    Cut(&'a str, &'a str),
+    Room(&'a str),
+    WrongMethod(&'static str),
+}
+
+fn route<'a>(method: &str, path: &'a str) -> Option<Route<'a>> {
+    let get = method == "GET" || method == "HEAD";
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let r = match (segments.as_slice(), method) {
+        ([""] | ["index.html"], _) if get => Route::Asset("text/html; charset=utf-8", INDEX),
+        (["chat.js"], _) if get => Route::Asset("text/javascript; charset=utf-8", SCRIPT),
+        (["chat.css"], _) if get => Route::Asset("text/css; charset=utf-8", STYLE),
+        ([""] | ["index.html"] | ["chat.js"] | ["chat.css"], _) => Route::WrongMethod("GET, HEAD"),
+        (["chat"], _) => Route::Chat("lobby"),
+        (["chat", room], _) => Route::Chat(room),
+        (["poll"], "POST") => Route::PollOpen("lobby"),
+        (["poll", room], "POST") => Route::PollOpen(room),
+        (["poll"] | ["poll", _], _) => Route::WrongMethod("POST"),
+        (["poll", "session", id], _) if get => Route::PollRead(id),
+        (["poll", "session", id], "POST") => Route::PollSend(id),
+        (["poll", "session", id], "DELETE") => Route::PollClose(id),
+        (["poll", "session", _], _) => Route::WrongMethod("GET, POST, DELETE"),
+        (["api", "rooms", room, "messages"], "POST") => Route::Push(room),
+        (["api", "rooms", _, "messages"], _) => Route::WrongMethod("POST"),
+        (["api", "rooms", room, "members", name], "DELETE") => Route::Cut(room, name),
+        (["api", "rooms", _, "members", _], _) => Route::WrongMethod("DELETE"),
+        (["api", "rooms", room], _) if get => Route::Room(room),
+        (["api", "rooms", _], _) => Route::WrongMethod("GET, HEAD"),
+        _ => return None,
+    };
+    Some(r)
+}
+
+/// The query parameters the hub reads.
+struct Query {
+    name: Option<String>,
+    since: Option<u64>,
+    cursor: Option<u64>,
+}
+
+fn query(target: &str) -> Result<Query, &'static str> {
+    let mut q = Query {
+        name: None,
+        since: None,
+        cursor: None,
+    };
+    let Some((_, raw)) = target.split_once('?') else {
+        return Ok(q);
+    };
+    for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
+        match &*k {
+            "name" => q.name = Some(v.into_owned()),
+            "since" => q.since = Some(v.parse().map_err(|_| "since must be a message id")?),
+            "cursor" => q.cursor = Some(v.parse().map_err(|_| "cursor must be a number")?),
+            _ => {}
+        }
+    }
+    Ok(q)
+}
+
+fn decode_segment(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// `{"cursor":K,"events":[...]}` (plus the session id when opening), events spliced in as
+/// they were encoded.
+fn batch_json(session: Option<&str>, (cursor, events): &Batch) -> Vec<u8> {
+    let mut out = String::with_capacity(64 + events.iter().map(|e| e.len() + 1).sum::<usize>());
+    out.push('{');
+    if let Some(id) = session {
+        out.push_str(&format!(r#""session":"{id}","#));
+    }
+    out.push_str(&format!(r#""cursor":{cursor},"events":["#));
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(e.as_str());
+    }
+    out.push_str("]}");
+    out.into_bytes()
+}
+
+fn error_json(error: &str, message: &str) -> Vec<u8> {
+    event::error(error, message).as_bytes().to_vec()
+}
+
+/// Constant-time comparison: the token check must not tell how much of a guess matched.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Hub {
+    /// Serves `incoming` if its path is the hub's: `/` (the chat page), `/chat.js`,
+    /// `/chat.css`, `/chat[/ROOM]` (WebSocket), `/poll/...` (long polling), `/api/rooms/...`
+    /// (push API). A WebSocket member is served until it leaves. Any other path is handed
+    /// back.
+    pub async fn serve<S>(
+        &self,
+        incoming: Incoming<S>,
+        config: &ServerConfig,
+    ) -> Option<Incoming<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let target = incoming.path().to_string();
+        let path = target.split('?').next().unwrap_or_default();
+        let method = incoming.request().method().to_string();
+        let Some(route) = route(&method, path) else {
+            return Some(incoming);
+        };
+        if let Err(e) = self.answer(incoming, route, &target, config).await {
+            tracing::debug!("{method} {path}: {e}");
+        }
+        None
+    }
+
+    async fn answer<S>(
+        &self,
+        mut incoming: Incoming<S>,
+        route: Route<'_>,
+        target: &str,
+        config: &ServerConfig,
+    ) -> wsduplex::Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let q = match query(target) {
+            Ok(q) => q,
+            Err(why) => return respond_error(incoming, 400, "bad_request", why).await,
+        };
+        match route {
+            Route::Asset(content_type, body) => {
+                let headers = [
+                    ("Content-Security-Policy", CSP),
+                    ("X-Content-Type-Options", "nosniff"),
+                    ("Referrer-Policy", "no-referrer"),
+                    ("Cache-Control", "no-cache"),
+                ];
+                incoming
+                    .respond(200, &headers, content_type, body.as_bytes())
+                    .await
+            }
+            Route::WrongMethod(allow) => {
+                let headers = [("Allow", allow)];
+                incoming
+                    .respond(405, &headers, "text/plain", b"method not allowed\n")
+                    .await
+            }
+            Route::Chat(room) => {
+                if !incoming.is_upgrade() {
+                    let headers = [("Upgrade", "websocket")];
+                    let body = b"a WebSocket endpoint: open the page at / or connect with ws://\n";
+                    return incoming.respond(426, &headers, "text/plain", body).await;
+                }
+                let name = q.name.as_deref().unwrap_or("guest");
+                let member = match self.join(room, name, q.since) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let body = format!("{e}\n");
+                        return incoming
+                            .respond(e.status(), &[], "text/plain", body.as_bytes())
+                            .await;
+                    }
+                };
+                let mut socket = config.socket.clone();
+                // A chat message is at most max_text characters (4 bytes each, 6 escaped);
+                // anything far larger is not a chat message.
+                let max = (self.inner.config.max_text as u64 * 6 + 1024).max(64 * 1024);
+                socket.protocol.max_message_size = socket.protocol.max_message_size.min(max);
+                socket.protocol.max_frame_size = socket.protocol.max_frame_size.min(max);
+                if let Some(policy) = &config.deflate {
+                    let agreed = incoming.request().negotiate_deflate(policy);
+                    socket.protocol = socket.protocol.deflate(agreed, policy);
+                }
+                let close_timeout = socket.close_timeout;
+                let mut ws = incoming.accept_with(None, &[], socket).await?;
+                let max_text = self.inner.config.max_text;
+                crate::ws::run(&mut ws, member, max_text, close_timeout).await
+            }
+            Route::PollOpen(room) => {
+                let name = q.name.as_deref().unwrap_or("guest");
+                match self.poll_open(room, name, q.since).await {
+                    Ok((id, batch)) => {
+                        let body = batch_json(Some(&id), &batch);
+                        incoming.respond(200, &no_store(), JSON, &body).await
+                    }
+                    Err(e) => respond_poll_error(incoming, e).await,
+                }
+            }
+            Route::PollRead(id) => match self.poll_read(id, q.cursor.unwrap_or(0)).await {
+                Ok(batch) => {
+                    let body = batch_json(None, &batch);
+                    incoming.respond(200, &no_store(), JSON, &body).await
+                }
+                Err(e) => respond_poll_error(incoming, e).await,
+            },
+            Route::PollSend(id) => {
+                let body = match incoming.read_body(MAX_BODY, BODY_TIMEOUT).await {
+                    Ok(b) => b,
+                    Err(e) => return respond_body_error(incoming, e).await,
+                };
+                match self.poll_send(id, &body) {
+                    Ok(()) => incoming.respond(202, &[], JSON, br#"{"ok":true}"#).await,
+                    Err(e) => respond_poll_error(incoming, e).await,
+                }
+            }
+            Route::PollClose(id) => match self.poll_close(id) {
+                Ok(()) => incoming.respond(204, &[], JSON, b"").await,
+                Err(e) => respond_poll_error(incoming, e).await,
+            },
+            Route::Push(room) => {
+                if let Some(refused) = self.check_token(&incoming) {
+                    return refused.send(incoming).await;
+                }
+                let body = match incoming.read_body(MAX_BODY, BODY_TIMEOUT).await {
+                    Ok(b) => b,
+                    Err(e) => return respond_body_error(incoming, e).await,
+                };
+                #[derive(serde::Deserialize)]
+                struct Push {
+                    text: String,
+                    name: Option<String>,
+                }
+                let push: Push = match serde_json::from_slice(&body) {
+                    Ok(p) => p,
+                    Err(_) => {
+                        let why = r#"expected {"text":"...","name":"optional sender"}"#;
+                        return respond_error(incoming, 400, "bad_message", why).await;
+                    }
+                };
+                let text = match event::check_text(push.text, self.inner.config.max_text) {
+                    Ok(t) => t,
+                    Err(bad) => {
+                        return respond_error(incoming, 400, bad.code(), &bad.to_string()).await
+                    }
+                };
+                let name = push.name.as_deref().unwrap_or("api");
+                match self.publish(room, name, &text) {
+                    Ok(id) => {
+                        let body = format!(r#"{{"id":{id}}}"#);
+                        incoming.respond(201, &[], JSON, body.as_bytes()).await
+                    }
+                    Err(e) => respond_join_error(incoming, e).await,
+                }
+            }
+            Route::Cut(room, name) => {
+                if let Some(refused) = self.check_token(&incoming) {
+                    return refused.send(incoming).await;
+                }
+                match self.cut(room, &decode_segment(name)) {
+                    0 => respond_error(incoming, 404, "unknown_member", "no such member").await,
+                    _ => incoming.respond(204, &[], JSON, b"").await,
+                }
+            }
+            Route::Room(room) => {
+                if let Some(refused) = self.check_token(&incoming) {
+                    return refused.send(incoming).await;
+                }
+                match self.members(room) {
+                    Some((members, last_id)) => {
+                        let body = serde_json::json!({
+                            "room": room, "members": members, "last_id": last_id,
+                        });
+                        incoming
+                            .respond(200, &no_store(), JSON, body.to_string().as_bytes())
+                            .await
+                    }
+                    None => respond_error(incoming, 404, "unknown_room", "no such room").await,
+                }
+            }
+        }
+    }
+
+    /// `None` if the request carries the API token; else why not. Without a configured
+    /// token the API does not exist (`404`).
+    fn check_token<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        incoming: &Incoming<S>,
+    ) -> Option<Refused> {
+        let Some(token) = &self.inner.config.api_token else {
+            return Some(Refused::Off);
+        };
+        let given = incoming
+            .request()
+            .header("authorization")
+            .and_then(|v| v.strip_prefix(b"Bearer "));
+        match given {
+            Some(g) if same(g.trim_ascii(), token.as_bytes()) => None,
+            _ => Some(Refused::Token),
+        }
+    }
+}
+
+enum Refused {
+    Off,
+    Token,
+}
+
+impl Refused {
+    async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+        self,
+        incoming: Incoming<S>,
+    ) -> wsduplex::Result<()> {
+        match self {
+            Self::Off => {
+                let why = "the push API is off (start the server with --api-token)";
+                respond_error(incoming, 404, "api_off", why).await
+            }
+            Self::Token => {
+                let body = error_json("unauthorized", "missing or wrong bearer token");
+                let headers = [("WWW-Authenticate", r#"Bearer realm="wsduplex""#)];
+                incoming.respond(401, &headers, JSON, &body).await
+            }
+        }
+    }
+}
+
+fn no_store() -> [(&'static str, &'static str); 1] {
+    [("Cache-Control", "no-store")]
+}
+
+async fn respond_error<S: AsyncRead + AsyncWrite + Unpin>(
+    incoming: Incoming<S>,
+    status: u16,
+    error: &str,
+    message: &str,
+) -> wsduplex::Result<()> {
+    let body = error_json(error, message);
+    incoming.respond(status, &[], JSON, &body).await
+}
+
+async fn respond_join_error<S: AsyncRead + AsyncWrite + Unpin>(
+    incoming: Incoming<S>,
+    e: JoinError,
+) -> wsduplex::Result<()> {
+    let code = match e {
+        JoinError::Name(_) => "bad_name",
+        JoinError::TooManyRooms => "too_many_rooms",
+        _ => "shutting_down",
+    };
+    respond_error(incoming, e.status(), code, &e.to_string()).await
+}
+
+async fn respond_poll_error<S: AsyncRead + AsyncWrite + Unpin>(
+    incoming: Incoming<S>,
+    e: PollError,
+) -> wsduplex::Result<()> {
+    match e {
+        PollError::UnknownSession => {
+            let why = "no such session (it expired or ended): open a new one with since";
+            respond_error(incoming, 404, "unknown_session", why).await
+        }
+        PollError::Join(e) => respond_join_error(incoming, e).await,
+        PollError::TooManySessions => {
+            respond_error(incoming, 503, "too_many_sessions", "too many sessions").await
+        }
+        PollError::Bad(bad) => {
+            let body = bad.to_event();
+            incoming.respond(400, &[], JSON, body.as_bytes()).await
+        }
+    }
+}
+
+async fn respond_body_error<S: AsyncRead + AsyncWrite + Unpin>(
+    incoming: Incoming<S>,
+    e: wsduplex::Error,
+) -> wsduplex::Result<()> {
+    match e {
+        wsduplex::Error::Body(b) => {
+            respond_error(incoming, b.status(), "bad_body", &b.to_string()).await
+        }
+        other => Err(other),
+    }
+}

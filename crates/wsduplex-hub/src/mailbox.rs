@@ -1,0 +1,250 @@
+//! A member's bounded queue of encoded events. The room pushes (under its lock, never
+//! waiting); one consumer takes: a WebSocket task pops events as it sends them, a
+//! long-polling session reads by cursor and drops what the client has acknowledged.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use wsduplex::Utf8Bytes;
+
+/// Why a mailbox stopped delivering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The queue overflowed: the member was too slow and has been removed from the room.
+    Overflow,
+    /// The member was cut off by the API (`DELETE /api/rooms/ROOM/members/NAME`).
+    Cut,
+    /// The hub is shutting down.
+    Shutdown,
+}
+
+pub(crate) struct Mailbox {
+    state: Mutex<State>,
+}
+
+struct State {
+    events: VecDeque<Utf8Bytes>,
+    /// Sequence number of `events[0]`; the first event ever pushed is 1.
+    first_seq: u64,
+    capacity: usize,
+    ended: Option<Ended>,
+    waker: Option<Waker>,
+}
+
+impl Mailbox {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                events: VecDeque::new(),
+                first_seq: 1,
+                capacity: capacity.max(1),
+                ended: None,
+                waker: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic elsewhere cannot leave a queue half-updated: keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues an event. `false` if the queue is full (it then ends with `Overflow`: the
+    /// caller removes the member) or has already ended.
+    pub(crate) fn push(&self, event: Utf8Bytes) -> bool {
+        let mut s = self.lock();
+        if s.ended.is_some() {
+            return false;
+        }
+        if s.events.len() >= s.capacity {
+            s.ended = Some(Ended::Overflow);
+            let waker = s.waker.take();
+            drop(s);
+            if let Some(w) = waker {
+                w.wake();
+            }
+            return false;
+        }
+        s.events.push_back(event);
+        let waker = s.waker.take();
+        drop(s);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
+    /// Ends delivery (the first reason wins).
+    pub(crate) fn end(&self, why: Ended) {
+        let mut s = self.lock();
+        s.ended.get_or_insert(why);
+        let waker = s.waker.take();
+        drop(s);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn ended(&self) -> Option<Ended> {
+        self.lock().ended
+    }
+
+    /// WebSocket consumer: moves up to `max` events into `out`. An ended mailbox still
+    /// hands out what was queued before the end, except after an overflow (the member is
+    /// told to resume with `since` instead).
+    pub(crate) fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Utf8Bytes>,
+        max: usize,
+    ) -> Poll<Result<(), Ended>> {
+        let mut s = self.lock();
+        match s.ended {
+            Some(why @ (Ended::Overflow | Ended::Cut)) => return Poll::Ready(Err(why)),
+            Some(Ended::Shutdown) if s.events.is_empty() => {
+                return Poll::Ready(Err(Ended::Shutdown))
+            }
+            _ => {}
+        }
+        if s.events.is_empty() {
+            register(&mut s.waker, cx);
+            return Poll::Pending;
+        }
+        let n = s.events.len().min(max);
+        out.extend(s.events.drain(..n));
+        s.first_seq += n as u64;
+        Poll::Ready(Ok(()))
+    }
+
+    /// WebSocket consumer, while the socket cannot take more: ready only when delivery
+    /// ends.
+    pub(crate) fn poll_ended(&self, cx: &mut Context<'_>) -> Poll<Ended> {
+        let mut s = self.lock();
+        match s.ended {
+            Some(why) => Poll::Ready(why),
+            None => {
+                register(&mut s.waker, cx);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Long-polling consumer: acknowledges everything up to `cursor`, then returns the
+    /// events after it (at most `max`) and the cursor that acknowledges them.
+    pub(crate) fn poll_read(
+        &self,
+        cx: &mut Context<'_>,
+        cursor: u64,
+        max: usize,
+    ) -> Poll<Result<(u64, Vec<Utf8Bytes>), Ended>> {
+        let mut s = self.lock();
+        if let Some(why) = s.ended {
+            return Poll::Ready(Err(why));
+        }
+        let acked = cursor
+            .saturating_sub(s.first_seq - 1)
+            .min(s.events.len() as u64) as usize;
+        s.events.drain(..acked);
+        s.first_seq += acked as u64;
+        if s.events.is_empty() {
+            // A newer request for the same session replaces an older one's waker: wake the
+            // older one so that it notices and answers.
+            if s.waker.as_ref().is_some_and(|w| !w.will_wake(cx.waker())) {
+                if let Some(old) = s.waker.take() {
+                    old.wake();
+                }
+            }
+            register(&mut s.waker, cx);
+            return Poll::Pending;
+        }
+        let n = s.events.len().min(max);
+        let events: Vec<Utf8Bytes> = s.events.iter().take(n).cloned().collect();
+        Poll::Ready(Ok((s.first_seq - 1 + n as u64, events)))
+    }
+}
+
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    fn cx() -> Context<'static> {
+        Context::from_waker(Waker::noop())
+    }
+
+    fn ev(s: &str) -> Utf8Bytes {
+        Utf8Bytes::from(s)
+    }
+
+    #[test]
+    fn take_in_order_and_overflow() {
+        let m = Mailbox::new(2);
+        let mut out = Vec::new();
+        assert!(m.poll_take(&mut cx(), &mut out, 10).is_pending());
+        assert!(m.push(ev("a")) && m.push(ev("b")));
+        assert!(!m.push(ev("c")), "third event overflows a queue of 2");
+        assert_eq!(
+            m.poll_take(&mut cx(), &mut out, 10),
+            Poll::Ready(Err(Ended::Overflow))
+        );
+        assert!(!m.push(ev("d")), "an ended mailbox takes nothing");
+    }
+
+    #[test]
+    fn read_by_cursor_acknowledges() {
+        let m = Mailbox::new(3);
+        for e in ["a", "b", "c"] {
+            assert!(m.push(ev(e)));
+        }
+        let Poll::Ready(Ok((cur, got))) = m.poll_read(&mut cx(), 0, 2) else {
+            panic!()
+        };
+        assert_eq!((cur, got.len()), (2, 2));
+        // The same cursor again: the same events (the response may have been lost).
+        let Poll::Ready(Ok((cur2, again))) = m.poll_read(&mut cx(), 0, 2) else {
+            panic!()
+        };
+        assert_eq!((cur2, again), (2, got));
+        // Acknowledging 2 frees room for one more.
+        let Poll::Ready(Ok((cur, rest))) = m.poll_read(&mut cx(), 2, 10) else {
+            panic!()
+        };
+        assert_eq!((cur, rest), (3, vec![ev("c")]));
+        assert!(m.push(ev("d")) && m.push(ev("e")));
+        let Poll::Ready(Ok((cur, rest))) = m.poll_read(&mut cx(), 3, 10) else {
+            panic!()
+        };
+        assert_eq!((cur, rest), (5, vec![ev("d"), ev("e")]));
+        assert!(m.poll_read(&mut cx(), 5, 10).is_pending());
+        // A cursor from the future acknowledges what exists, nothing more.
+        assert!(m.push(ev("f")));
+        assert!(m.poll_read(&mut cx(), 99, 10).is_pending());
+        assert!(m.push(ev("g")));
+        let Poll::Ready(Ok((cur, rest))) = m.poll_read(&mut cx(), 6, 10) else {
+            panic!()
+        };
+        assert_eq!((cur, rest), (7, vec![ev("g")]));
+    }
+
+    #[test]
+    fn shutdown_delivers_what_was_queued() {
+        let m = Mailbox::new(4);
+        assert!(m.push(ev("a")));
+        m.end(Ended::Shutdown);
+        m.end(Ended::Cut);
+        let mut out = Vec::new();
+        assert_eq!(m.poll_take(&mut cx(), &mut out, 10), Poll::Ready(Ok(())));
+        assert_eq!(out, vec![ev("a")]);
+        assert_eq!(
+            m.poll_take(&mut cx(), &mut out, 10),
+            Poll::Ready(Err(Ended::Shutdown))
+        );
+    }
+}

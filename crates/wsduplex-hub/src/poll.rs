@@ -1,0 +1,157 @@
+//! Long-polling sessions: the same membership as a WebSocket member, read by cursor over
+//! plain HTTP. A session lives in the hub (not in a connection) and expires when unused.
+
+use crate::event::parse_inbound;
+use crate::mailbox::Ended;
+use crate::{BadMessage, Hub, JoinError, Membership};
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Instant;
+use wsduplex::Utf8Bytes;
+
+/// Events returned per `GET` at most.
+const MAX_EVENTS: usize = 256;
+
+pub(crate) struct Session {
+    member: Membership,
+    last_seen: Mutex<Instant>,
+    /// Bumped by every `GET`: an older `GET` still waiting answers at once when it sees a
+    /// newer one (a browser retrying after a timeout, say).
+    generation: AtomicU64,
+}
+
+impl Session {
+    fn touch(&self) {
+        *self.last_seen.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn last_seen(&self) -> Instant {
+        *self.last_seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A long-polling request that cannot be served.
+#[derive(Debug)]
+pub(crate) enum PollError {
+    /// No such session, or it expired or ended (`404`).
+    UnknownSession,
+    /// The join was refused.
+    Join(JoinError),
+    /// Too many sessions (`503`).
+    TooManySessions,
+    /// The client message was refused (`400`, with an `error` event).
+    Bad(BadMessage),
+}
+
+/// The events of a read: the cursor that acknowledges them, and the events.
+pub(crate) type Batch = (u64, Vec<Utf8Bytes>);
+
+impl Hub {
+    fn sessions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<Session>>> {
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn session(&self, id: &str) -> Result<Arc<Session>, PollError> {
+        self.sessions()
+            .get(id)
+            .cloned()
+            .ok_or(PollError::UnknownSession)
+    }
+
+    /// Opens a session in `room` and returns its id and first batch (the welcome).
+    pub(crate) async fn poll_open(
+        &self,
+        room: &str,
+        name: &str,
+        since: Option<u64>,
+    ) -> Result<(String, Batch), PollError> {
+        if self.sessions().len() >= self.inner.config.max_sessions {
+            return Err(PollError::TooManySessions);
+        }
+        let member = self.join(room, name, since).map_err(PollError::Join)?;
+        let id = format!("{:032x}", rand::random::<u128>());
+        let session = Arc::new(Session {
+            member,
+            last_seen: Mutex::new(Instant::now()),
+            generation: AtomicU64::new(0),
+        });
+        self.sessions().insert(id.clone(), session);
+        let batch = self.poll_read(&id, 0).await?;
+        Ok((id, batch))
+    }
+
+    /// Acknowledges events up to `cursor` and returns the ones after it, waiting up to the
+    /// poll timeout for the first.
+    pub(crate) async fn poll_read(&self, id: &str, cursor: u64) -> Result<Batch, PollError> {
+        let session = self.session(id)?;
+        session.touch();
+        let generation = session.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let mailbox = session.member.mailbox.clone();
+        let wait = poll_fn(|cx| {
+            if session.generation.load(Ordering::SeqCst) != generation {
+                return Poll::Ready(Ok((cursor, Vec::new())));
+            }
+            mailbox.poll_read(cx, cursor, MAX_EVENTS)
+        });
+        let read = tokio::time::timeout(self.inner.config.poll_timeout, wait).await;
+        session.touch();
+        match read {
+            Err(_timeout) => Ok((cursor, Vec::new())),
+            Ok(Ok(batch)) => Ok(batch),
+            Ok(Err(Ended::Overflow | Ended::Cut | Ended::Shutdown)) => {
+                self.sessions().remove(id);
+                Err(PollError::UnknownSession)
+            }
+        }
+    }
+
+    /// A client message from a session.
+    pub(crate) fn poll_send(&self, id: &str, body: &[u8]) -> Result<(), PollError> {
+        let session = self.session(id)?;
+        if session.member.ended().is_some() {
+            self.sessions().remove(id);
+            return Err(PollError::UnknownSession);
+        }
+        session.touch();
+        let text = parse_inbound(body, self.inner.config.max_text).map_err(PollError::Bad)?;
+        session.member.say(&text);
+        Ok(())
+    }
+
+    /// Ends a session (its member leaves the room).
+    pub(crate) fn poll_close(&self, id: &str) -> Result<(), PollError> {
+        let removed = self.sessions().remove(id);
+        removed.map(drop).ok_or(PollError::UnknownSession)
+    }
+
+    /// Drops sessions unused for the session TTL, and sessions whose delivery ended.
+    pub(crate) fn expire_sessions(&self, now: Instant) {
+        let ttl = self.inner.config.session_ttl;
+        let expired: Vec<Arc<Session>> = {
+            let mut sessions = self.sessions();
+            let ids: Vec<String> = sessions
+                .iter()
+                .filter(|(_, s)| {
+                    now.saturating_duration_since(s.last_seen()) >= ttl
+                        || s.member.ended().is_some()
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| sessions.remove(id)).collect()
+        };
+        // Members leave their rooms here, outside the sessions lock.
+        drop(expired);
+    }
+
+    /// Open long-polling sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions().len()
+    }
+}

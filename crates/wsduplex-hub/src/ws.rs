@@ -1,0 +1,105 @@
+//! A WebSocket member: client messages go to the room; the member's mailbox drains into the
+//! socket in batches, written together when the socket next waits for input.
+
+use crate::event::{parse_inbound, BadMessage};
+use crate::mailbox::Ended;
+use crate::{Membership, CLOSE_TOO_SLOW};
+use futures_core::Stream;
+use futures_sink::Sink;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use wsduplex::{CloseCode, Message, Utf8Bytes, WebSocket};
+
+/// Events taken from the mailbox per batch.
+const BATCH: usize = 32;
+/// Above this many unsent bytes, the mailbox is left alone: events wait there, and a member
+/// that stays behind overflows its mailbox instead of growing the socket's buffer.
+const HIGH_WATER: usize = 256 * 1024;
+
+enum Step {
+    Inbound(Option<wsduplex::Result<Message>>),
+    Outbound,
+    Ended(Ended),
+}
+
+/// Runs a member until either side ends: the client closes or fails, the member is cut
+/// (the transport is dropped with no close frame), too slow (close 4008), or the hub stops
+/// (close 1001).
+pub(crate) async fn run<S>(
+    ws: &mut WebSocket<S>,
+    member: Membership,
+    max_text: usize,
+    close_timeout: Duration,
+) -> wsduplex::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut batch: Vec<Utf8Bytes> = Vec::new();
+    let mailbox = member.mailbox.clone();
+    loop {
+        let step = poll_fn(|cx| {
+            // The socket first: it also writes what the last batch queued.
+            if let Poll::Ready(item) = Pin::new(&mut *ws).poll_next(cx) {
+                return Poll::Ready(Step::Inbound(item));
+            }
+            if ws.buffered_amount() < HIGH_WATER {
+                match mailbox.poll_take(cx, &mut batch, BATCH) {
+                    Poll::Ready(Ok(())) => return Poll::Ready(Step::Outbound),
+                    Poll::Ready(Err(why)) => return Poll::Ready(Step::Ended(why)),
+                    Poll::Pending => {}
+                }
+            } else if let Poll::Ready(why) = mailbox.poll_ended(cx) {
+                return Poll::Ready(Step::Ended(why));
+            }
+            Poll::Pending
+        })
+        .await;
+        match step {
+            Step::Inbound(Some(Ok(Message::Text(text)))) => {
+                match parse_inbound(text.as_bytes(), max_text) {
+                    Ok(text) => {
+                        member.say(&text);
+                    }
+                    Err(bad) => queue(ws, bad.to_event())?,
+                }
+            }
+            Step::Inbound(Some(Ok(Message::Binary(_)))) => {
+                queue(ws, BadMessage::Binary.to_event())?;
+            }
+            Step::Inbound(Some(Ok(_))) => {}
+            Step::Inbound(Some(Err(e))) => return Err(e),
+            Step::Inbound(None) => return Ok(()),
+            Step::Outbound => {
+                for event in batch.drain(..) {
+                    queue(ws, event)?;
+                }
+            }
+            Step::Ended(Ended::Cut) => return Ok(()),
+            Step::Ended(why) => {
+                // Leave the room now: the closing handshake may take a while.
+                drop(member);
+                let (code, reason) = match why {
+                    Ended::Overflow => (CloseCode::from(CLOSE_TOO_SLOW), "too slow"),
+                    _ => (CloseCode::GOING_AWAY, "server shutting down"),
+                };
+                // A member too slow to read may not take the close frame either.
+                let _ = tokio::time::timeout(close_timeout, ws.close(code, reason)).await;
+                while let Some(item) = ws.recv().await {
+                    item?;
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Queues an event without flushing (the next poll of the socket writes it).
+fn queue<S>(ws: &mut WebSocket<S>, event: Utf8Bytes) -> wsduplex::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    Pin::new(ws).start_send(Message::Text(event))
+}

@@ -1,0 +1,575 @@
+//! The hub's protocol over real sockets: a server on `127.0.0.1:0` serving only the hub,
+//! WebSocket members (the `wsduplex` client), long-polling sessions and the push API over
+//! plain HTTP.
+
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use wsduplex::server::{read_request, ServerConfig};
+use wsduplex::{ClientStream, Message, WebSocket};
+use wsduplex_hub::{Hub, HubConfig};
+
+const TOKEN: &str = "s3cret";
+/// Upper bound for anything a test waits for; a hang fails instead of blocking CI.
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn config() -> HubConfig {
+    let mut c = HubConfig::default();
+    c.api_token = Some(TOKEN.into());
+    c
+}
+
+async fn start(hub_config: HubConfig) -> (SocketAddr, Hub) {
+    let hub = Hub::new(hub_config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = hub.clone();
+    tokio::spawn(async move {
+        let mut server = ServerConfig::default();
+        server.socket.close_timeout = Duration::from_secs(2);
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (hub, server) = (served.clone(), server.clone());
+            tokio::spawn(async move {
+                let Ok(incoming) = read_request(tcp, &server).await else {
+                    return;
+                };
+                if let Some(other) = hub.serve(incoming, &server).await {
+                    let _ = other.respond(404, &[], "text/plain", b"not found\n").await;
+                }
+            });
+        }
+    });
+    (addr, hub)
+}
+
+type Ws = WebSocket<ClientStream>;
+
+async fn join(addr: SocketAddr, path: &str) -> (Ws, Value) {
+    let (mut ws, _) = wsduplex::connect(&format!("ws://{addr}{path}"))
+        .await
+        .unwrap_or_else(|e| panic!("connect {path}: {e}"));
+    let welcome = next(&mut ws).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    (ws, welcome)
+}
+
+/// The next event (text message) as JSON.
+async fn next(ws: &mut Ws) -> Value {
+    loop {
+        let item = tokio::time::timeout(LIMIT, ws.recv())
+            .await
+            .expect("no event in time");
+        match item {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
+            Some(Ok(Message::Close(c))) => panic!("closed: {c:?}"),
+            Some(Ok(_)) => {}
+            other => panic!("connection ended: {other:?}"),
+        }
+    }
+}
+
+/// The next event of `kind`, skipping others (presence, say).
+async fn next_of(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let v = next(ws).await;
+        if v["type"] == kind {
+            return v;
+        }
+    }
+}
+
+async fn say(ws: &mut Ws, text: &str) {
+    let msg = json!({"type": "message", "text": text}).to_string();
+    ws.send(msg).await.unwrap();
+}
+
+struct Resp {
+    status: u16,
+    head: String,
+    body: Value,
+}
+
+/// One HTTP request on a fresh connection; the server closes it after the response.
+async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &str) -> Resp {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    if !body.is_empty() {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(LIMIT + Duration::from_secs(30), tcp.read_to_end(&mut raw))
+        .await
+        .expect("no response in time")
+        .unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head[9..12].parse().unwrap();
+    let body = serde_json::from_str(body).unwrap_or(Value::Null);
+    Resp {
+        status,
+        head: head.to_string(),
+        body,
+    }
+}
+
+fn bearer() -> String {
+    format!("Authorization: Bearer {TOKEN}")
+}
+
+#[tokio::test]
+async fn two_members_chat_with_increasing_ids() {
+    let (addr, _hub) = start(config()).await;
+    let (mut alice, welcome) = join(addr, "/chat/r1?name=alice").await;
+    assert_eq!(welcome["name"], "alice");
+    assert_eq!(welcome["room"], "r1");
+    assert_eq!(welcome["members"], json!(["alice"]));
+    assert_eq!(welcome["last_id"], 0);
+    assert_eq!(welcome["history"], json!([]));
+    let (mut bob, welcome) = join(addr, "/chat/r1?name=bob").await;
+    assert_eq!(welcome["members"], json!(["alice", "bob"]));
+    let joined = next(&mut alice).await;
+    assert_eq!(
+        (&joined["type"], &joined["name"]),
+        (&json!("joined"), &json!("bob"))
+    );
+
+    say(&mut alice, "hello <b>bob</b>").await;
+    say(&mut bob, "hi alice").await;
+    for ws in [&mut alice, &mut bob] {
+        let m1 = next_of(ws, "message").await;
+        let m2 = next_of(ws, "message").await;
+        assert_eq!(
+            (&m1["id"], &m1["name"], &m1["text"], &m1["room"]),
+            (
+                &json!(1),
+                &json!("alice"),
+                &json!("hello <b>bob</b>"),
+                &json!("r1")
+            )
+        );
+        assert_eq!((&m2["id"], &m2["name"]), (&json!(2), &json!("bob")));
+        assert!(m1["ts"].as_u64().unwrap() > 1_700_000_000_000);
+    }
+    bob.close(wsduplex::CloseCode::NORMAL, "").await.unwrap();
+    let left = next(&mut alice).await;
+    assert_eq!(
+        (&left["type"], &left["name"]),
+        (&json!("left"), &json!("bob"))
+    );
+}
+
+#[tokio::test]
+async fn history_and_resume_with_since_lose_nothing() {
+    let mut c = config();
+    c.history = 5;
+    let (addr, hub) = start(c).await;
+    for i in 1..=8 {
+        assert_eq!(hub.publish("h", "pusher", &format!("m{i}")).unwrap(), i);
+    }
+    // A newcomer sees the last 5.
+    let (_a, welcome) = join(addr, "/chat/h?name=a").await;
+    let ids: Vec<u64> = welcome["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [4, 5, 6, 7, 8]);
+    assert_eq!(welcome["last_id"], 8);
+    // Resuming inside the window: exactly what came after, no gap.
+    let (mut b, welcome) = join(addr, "/chat/h?name=b&since=6").await;
+    assert_eq!(welcome["history"].as_array().unwrap().len(), 2);
+    assert_eq!(welcome["history"][0]["id"], 7);
+    assert_eq!(welcome["gap"], false);
+    // ... then live messages, continuing the sequence.
+    hub.publish("h", "pusher", "m9").unwrap();
+    assert_eq!(next_of(&mut b, "message").await["id"], 9);
+    // Up to date: nothing in history, no gap.
+    let (_c, welcome) = join(addr, "/chat/h?name=c&since=9").await;
+    assert_eq!(
+        (welcome["history"].clone(), &welcome["gap"]),
+        (json!([]), &json!(false))
+    );
+    // Behind the window: what is left, and the gap is reported.
+    let (_d, welcome) = join(addr, "/chat/h?name=d&since=2").await;
+    assert_eq!(welcome["history"][0]["id"], 5);
+    assert_eq!(welcome["gap"], true);
+    // An id from the future (a room that was dropped and recreated): all of it, gap.
+    let (_e, welcome) = join(addr, "/chat/h?name=e&since=1000").await;
+    assert_eq!(welcome["history"].as_array().unwrap().len(), 5);
+    assert_eq!(welcome["gap"], true);
+}
+
+#[tokio::test]
+async fn reconnect_resumes_exactly_where_it_left() {
+    let (addr, hub) = start(config()).await;
+    let (mut a, _) = join(addr, "/chat/resume?name=a").await;
+    hub.publish("resume", "p", "one").unwrap();
+    let last = next_of(&mut a, "message").await["id"].as_u64().unwrap();
+    drop(a);
+    // Sent while a is away.
+    for t in ["two", "three"] {
+        hub.publish("resume", "p", t).unwrap();
+    }
+    let (mut a, welcome) = join(addr, &format!("/chat/resume?name=a&since={last}")).await;
+    let texts: Vec<&str> = welcome["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["two", "three"]);
+    hub.publish("resume", "p", "four").unwrap();
+    let m = next_of(&mut a, "message").await;
+    assert_eq!((&m["id"], &m["text"]), (&json!(4), &json!("four")));
+}
+
+#[tokio::test]
+async fn name_and_room_rules() {
+    let (addr, _hub) = start(config()).await;
+    let (_a, w) = join(addr, "/chat/n?name=%20alice%20").await;
+    assert_eq!(w["name"], "alice", "trimmed");
+    let (_b, w) = join(addr, "/chat/n?name=alice").await;
+    assert_eq!(w["name"], "alice-2", "made unique");
+    let (_c, w) = join(addr, "/chat/n?name=alice").await;
+    assert_eq!(w["name"], "alice-3");
+    let (_d, w) = join(addr, "/chat").await;
+    assert_eq!((&w["room"], &w["name"]), (&json!("lobby"), &json!("guest")));
+    let (_e, w) = join(addr, "/chat/n?name=Zo%C3%AB").await;
+    assert_eq!(w["name"], "Zoë");
+    for bad in [
+        "/chat/n?name=%3Cscript%3E",
+        "/chat/n?name=",
+        "/chat/n?name=a%0Ab",
+        &format!("/chat/n?name={}", "x".repeat(33)),
+        "/chat/bad%20room?name=a",
+        &format!("/chat/{}?name=a", "r".repeat(65)),
+        "/chat/n?name=a&since=x",
+    ] {
+        let err = wsduplex::connect(&format!("ws://{addr}{bad}"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("400"), "{bad}: {err}");
+    }
+    // Plain GET of the endpoint: told it is a WebSocket endpoint.
+    assert_eq!(http(addr, "GET", "/chat/n", &[], "").await.status, 426);
+}
+
+#[tokio::test]
+async fn bad_client_messages_get_an_error_event_and_the_connection_stays() {
+    let mut c = config();
+    c.max_text = 10;
+    let (addr, _hub) = start(c).await;
+    let (mut a, _) = join(addr, "/chat/bad?name=a").await;
+    for (msg, code) in [
+        (Message::text("not json"), "bad_message"),
+        (
+            Message::text(r#"{"type":"shout","text":"x"}"#),
+            "bad_message",
+        ),
+        (Message::text(r#"{"type":"message","text":"   "}"#), "empty"),
+        (
+            Message::text(r#"{"type":"message","text":"12345678901"}"#),
+            "too_long",
+        ),
+        (Message::binary(vec![1, 2, 3]), "bad_message"),
+    ] {
+        a.send(msg).await.unwrap();
+        let e = next(&mut a).await;
+        assert_eq!(
+            (&e["type"], &e["error"]),
+            (&json!("error"), &json!(code)),
+            "{e}"
+        );
+    }
+    say(&mut a, "fine").await;
+    assert_eq!(next(&mut a).await["text"], "fine");
+}
+
+#[tokio::test]
+async fn push_api_needs_the_token() {
+    let (addr, _hub) = start(config()).await;
+    let (mut a, _) = join(addr, "/chat/news?name=a").await;
+    let body = r#"{"text":"breaking","name":"newsdesk"}"#;
+    let path = "/api/rooms/news/messages";
+    let r = http(addr, "POST", path, &[], body).await;
+    assert_eq!(r.status, 401);
+    assert!(r
+        .head
+        .to_ascii_lowercase()
+        .contains("www-authenticate: bearer"));
+    let r = http(addr, "POST", path, &["Authorization: Bearer nope"], body).await;
+    assert_eq!(r.status, 401);
+    let r = http(addr, "POST", path, &[&bearer()], "{oops").await;
+    assert_eq!(r.status, 400);
+    let r = http(addr, "POST", path, &[&bearer()], body).await;
+    assert_eq!((r.status, &r.body), (201, &json!({"id": 1})));
+    let m = next_of(&mut a, "message").await;
+    assert_eq!(
+        (&m["name"], &m["text"], &m["id"]),
+        (&json!("newsdesk"), &json!("breaking"), &json!(1))
+    );
+    // Room state, for operators.
+    let r = http(addr, "GET", "/api/rooms/news", &[&bearer()], "").await;
+    assert_eq!(
+        r.body,
+        json!({"room": "news", "members": ["a"], "last_id": 1})
+    );
+
+    // Without a token configured the API does not exist.
+    let (addr, _hub) = start(HubConfig::default()).await;
+    let r = http(addr, "POST", path, &[&bearer()], body).await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn long_polling_shares_the_room_and_its_order() {
+    let (addr, _hub) = start(config()).await;
+    let (mut ws, _) = join(addr, "/chat/mix?name=wsuser").await;
+    let open = http(addr, "POST", "/poll/mix?name=lp", &[], "").await;
+    assert_eq!(open.status, 200, "{}", open.body);
+    let sid = open.body["session"].as_str().unwrap().to_string();
+    assert_eq!(sid.len(), 32);
+    assert_eq!(open.body["cursor"], 1);
+    let welcome = &open.body["events"][0];
+    assert_eq!(welcome["type"], "welcome");
+    assert_eq!(welcome["members"], json!(["wsuser", "lp"]));
+    assert_eq!(next(&mut ws).await["type"], "joined");
+
+    say(&mut ws, "from ws").await;
+    let sent = http(
+        addr,
+        "POST",
+        &format!("/poll/session/{sid}"),
+        &[],
+        r#"{"type":"message","text":"from lp"}"#,
+    )
+    .await;
+    assert_eq!(sent.status, 202);
+    let ws_order: Vec<Value> = vec![next(&mut ws).await, next(&mut ws).await];
+    // The poller reads until it has both, acknowledging as it goes.
+    let mut cursor = 1;
+    let mut lp_order = Vec::new();
+    while lp_order.len() < 2 {
+        let r = http(
+            addr,
+            "GET",
+            &format!("/poll/session/{sid}?cursor={cursor}"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        cursor = r.body["cursor"].as_u64().unwrap();
+        lp_order.extend(r.body["events"].as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(ws_order, lp_order, "same events, same order");
+    // A repeated cursor returns the same events (a lost response loses nothing).
+    let again = http(
+        addr,
+        "GET",
+        &format!("/poll/session/{sid}?cursor=1"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(again.body["events"].as_array().unwrap().len(), 2);
+
+    // Bad message: 400 with an error event.
+    let bad = http(addr, "POST", &format!("/poll/session/{sid}"), &[], "{}").await;
+    assert_eq!(
+        (bad.status, &bad.body["error"]),
+        (400, &json!("bad_message"))
+    );
+    // Leaving: the WebSocket member sees it; the session is gone.
+    let del = http(addr, "DELETE", &format!("/poll/session/{sid}"), &[], "").await;
+    assert_eq!(del.status, 204);
+    let left = next(&mut ws).await;
+    assert_eq!(
+        (&left["type"], &left["name"]),
+        (&json!("left"), &json!("lp"))
+    );
+    let gone = http(
+        addr,
+        "GET",
+        &format!("/poll/session/{sid}?cursor={cursor}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (gone.status, &gone.body["error"]),
+        (404, &json!("unknown_session"))
+    );
+}
+
+#[tokio::test]
+async fn a_long_poll_waits_for_the_next_event_and_times_out_empty() {
+    let mut c = config();
+    c.poll_timeout = Duration::from_millis(300);
+    let (addr, hub) = start(c).await;
+    let open = http(addr, "POST", "/poll/wait?name=lp", &[], "").await;
+    let sid = open.body["session"].as_str().unwrap().to_string();
+    // Nothing happens: an empty answer with the same cursor.
+    let r = http(
+        addr,
+        "GET",
+        &format!("/poll/session/{sid}?cursor=1"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.body, json!({"cursor": 1, "events": []}));
+    // A waiting GET is answered by the next event.
+    let get = tokio::spawn(async move {
+        http(
+            addr,
+            "GET",
+            &format!("/poll/session/{sid}?cursor=1"),
+            &[],
+            "",
+        )
+        .await
+    });
+    // The GET may start waiting before or after the publish: either way it gets it.
+    hub.publish("wait", "p", "wake up").unwrap();
+    let r = get.await.unwrap();
+    assert_eq!(r.body["events"][0]["text"], "wake up", "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_slow_member_is_closed_with_4008_and_the_room_goes_on() {
+    let mut c = config();
+    c.queue = 4;
+    let (addr, hub) = start(c).await;
+    let (mut fast, _) = join(addr, "/chat/slow?name=fast").await;
+    // A member that never reads.
+    let (mut slow, _) = join(addr, "/chat/slow?name=slow").await;
+    assert_eq!(next(&mut fast).await["type"], "joined");
+    let text = "x".repeat(4000);
+    let mut sent = 0;
+    // Publish until the slow member is removed (the kernel's and the socket's buffers fill
+    // first, then its queue). The fast member reads everything meanwhile.
+    let left = loop {
+        hub.publish("slow", "p", &text).unwrap();
+        sent += 1;
+        assert!(sent < 100_000, "the slow member was never removed");
+        let ev = next(&mut fast).await;
+        if ev["type"] == "left" {
+            break ev;
+        }
+        assert_eq!(ev["id"], sent);
+    };
+    assert_eq!(left["name"], "slow");
+    assert_eq!(hub.members("slow").unwrap().0, ["fast"]);
+    // The message whose delivery overflowed the slow member came before `left`.
+    assert_eq!(next_of(&mut fast, "message").await["id"], sent);
+    // The slow member, reading at last, gets what was buffered, then close 4008.
+    let code = loop {
+        match tokio::time::timeout(LIMIT, slow.recv())
+            .await
+            .expect("close in time")
+        {
+            Some(Ok(Message::Text(_))) => {}
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| f.code.as_u16()),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(code, Some(wsduplex_hub::CLOSE_TOO_SLOW));
+    // The room goes on.
+    hub.publish("slow", "p", "after").unwrap();
+    assert_eq!(next_of(&mut fast, "message").await["text"], "after");
+}
+
+#[tokio::test]
+async fn cut_drops_the_connection_without_a_close_frame() {
+    let (addr, _hub) = start(config()).await;
+    let (mut a, _) = join(addr, "/chat/cut?name=a").await;
+    let (mut b, _) = join(addr, "/chat/cut?name=b").await;
+    let r = http(addr, "DELETE", "/api/rooms/cut/members/b", &[], "").await;
+    assert_eq!(r.status, 401);
+    let r = http(addr, "DELETE", "/api/rooms/cut/members/b", &[&bearer()], "").await;
+    assert_eq!(r.status, 204);
+    let ended = tokio::time::timeout(LIMIT, b.recv()).await.unwrap();
+    assert!(
+        matches!(ended, Some(Err(_)) | None),
+        "no close frame, just the end: {ended:?}"
+    );
+    assert_eq!(next_of(&mut a, "left").await["name"], "b");
+    let r = http(
+        addr,
+        "DELETE",
+        "/api/rooms/cut/members/zed",
+        &[&bearer()],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn many_rooms_at_once_stay_apart() {
+    let (addr, _hub) = start(config()).await;
+    let mut members = Vec::new();
+    for room in 0..20 {
+        for name in ["a", "b"] {
+            let (ws, _) = join(addr, &format!("/chat/room{room}?name={name}")).await;
+            members.push((room, ws));
+        }
+    }
+    for (room, ws) in members.iter_mut() {
+        say(ws, &format!("in room{room}")).await;
+    }
+    for (room, ws) in members.iter_mut() {
+        for _ in 0..2 {
+            let m = next_of(ws, "message").await;
+            assert_eq!(m["room"], format!("room{room}"));
+            assert_eq!(m["text"], format!("in room{room}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn shutdown_closes_members_with_1001_and_refuses_joins() {
+    let (addr, hub) = start(config()).await;
+    let (mut a, _) = join(addr, "/chat/bye?name=a").await;
+    hub.shutdown();
+    let code = loop {
+        match tokio::time::timeout(LIMIT, a.recv()).await.unwrap() {
+            Some(Ok(Message::Close(f))) => break f.map(|f| f.code.as_u16()),
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(code, Some(1001));
+    let err = wsduplex::connect(&format!("ws://{addr}/chat/bye?name=b"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+}
+
+#[tokio::test]
+async fn page_and_assets() {
+    let (addr, _hub) = start(config()).await;
+    let r = http(addr, "GET", "/", &[], "").await;
+    assert_eq!(r.status, 200);
+    assert!(r
+        .head
+        .contains("Content-Security-Policy: default-src 'none'"));
+    let r = http(addr, "POST", "/", &[], "").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(http(addr, "GET", "/elsewhere", &[], "").await.status, 404);
+}
