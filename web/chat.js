@@ -147,7 +147,9 @@ class ChatView {
   }
 
   setMembers(names, me) {
-    const items = names.map((name) => {
+    // You first, then everyone else in the order they came.
+    const ordered = names.includes(me) ? [me, ...names.filter((n) => n !== me)] : names;
+    const items = ordered.map((name) => {
       const li = el('li', name === me ? 'me' : '', name);
       li.prepend(el('span', `dot ${colourClass(name)}`));
       return li;
