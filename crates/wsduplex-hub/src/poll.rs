@@ -155,3 +155,40 @@ impl Hub {
         self.sessions().len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Hub, HubConfig};
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn unused_sessions_expire_and_leave_their_room() {
+        let hub = Hub::new(HubConfig::default());
+        let (id, (cursor, events)) = hub.poll_open("r", "lp", None).await.unwrap();
+        assert_eq!((cursor, events.len()), (1, 1));
+        assert_eq!(hub.members("r").unwrap().0, ["lp"]);
+        // Not yet.
+        hub.expire_sessions(Instant::now() + Duration::from_secs(30));
+        assert_eq!(hub.session_count(), 1);
+        hub.expire_sessions(Instant::now() + hub.config().session_ttl);
+        assert_eq!(hub.session_count(), 0);
+        assert!(hub.members("r").unwrap().0.is_empty());
+        assert!(hub
+            .poll_send(&id, br#"{"type":"message","text":"x"}"#)
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_ends_the_session() {
+        let mut c = HubConfig::default();
+        c.queue = 3;
+        let hub = Hub::new(c);
+        let (id, _) = hub.poll_open("r", "lp", None).await.unwrap();
+        // The welcome is still unacknowledged: two more fit, the third overflows.
+        for i in 0..3 {
+            hub.publish("r", "p", &format!("m{i}")).unwrap();
+        }
+        assert!(hub.poll_read(&id, 1).await.is_err());
+        assert_eq!(hub.session_count(), 0);
+    }
+}
