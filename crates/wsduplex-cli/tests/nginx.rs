@@ -4,13 +4,21 @@
 //! binary, 1 MiB, ping/pong, close codes), and `--trust-proxy` is checked end to end: the
 //! server's debug log names the address nginx saw, not the one a client claims.
 //!
+//! The interop peers' client scripts (`tests/interop/{python,node}/client.*`, installed by
+//! `tests/interop/setup.sh`) run through nginx too, against `ws://` and `wss://` (trusting
+//! the test's certificate with `--cafile`), with `--plain-echo` because `/echo` only echoes:
+//! text, binary, empty and 1 MiB messages, their own fragmented messages, ping/pong, and
+//! their close codes echoed.
+//!
 //! nginx runs as the current user in the foreground (`daemon off; master_process off;`),
 //! everything it writes in a temporary directory. Without nginx these tests print a note
-//! and pass, unless `WSDUPLEX_REQUIRE_INTEROP=1` (CI) makes that a failure.
+//! and pass; without a peer, its part is skipped the same way. `WSDUPLEX_REQUIRE_INTEROP=1`
+//! (CI) makes either a failure.
 
 mod common;
 
 use common::{send_signal, BIN, TIMEOUT};
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -24,6 +32,8 @@ use wsduplex::{ClientConfig, CloseCode, Message};
 const MIB: usize = 1 << 20;
 /// The client's source address: not nginx's 127.0.0.1, so the forwarded address shows.
 const CLIENT_IP: &str = "127.0.0.2";
+/// A peer client script's bound: it gives up after 20 s itself.
+const PEER_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[test]
 fn echo_through_nginx() {
@@ -64,6 +74,11 @@ fn through_nginx(tls: bool) {
     let out = run_client(&args, b"hello via nginx\n/close 4002 bye\n");
     assert!(out.status.success(), "{out:?}\n{}", nginx.logs());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello via nginx\n");
+
+    // Independent implementations through the same nginx.
+    for peer in [Peer::Python, Peer::Node] {
+        peer_client_through_nginx(peer, &url, tls.then_some(cert.as_path()), &nginx);
+    }
 
     let log = strip_ansi(&server.stop());
     // Through nginx: the address nginx saw, reported by a trusted peer.
@@ -453,30 +468,130 @@ fn strip_ansi(s: &str) -> String {
 struct ClientOutput {
     status: std::process::ExitStatus,
     stdout: Vec<u8>,
-    #[allow(dead_code)]
     stderr: String,
 }
 
 fn run_client(args: &[String], stdin: &[u8]) -> ClientOutput {
-    let mut child = Command::new(BIN)
-        .args(args)
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    run_bounded(cmd, stdin, TIMEOUT)
+}
+
+/// Runs `cmd` with `stdin` as its whole input; kills it and panics after `limit`.
+fn run_bounded(mut cmd: Command, stdin: &[u8], limit: Duration) -> ClientOutput {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn wsduplex client");
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let pid = child.id();
     let _ = child.stdin.take().unwrap().write_all(stdin);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    let out = rx
-        .recv_timeout(TIMEOUT)
-        .expect("wsduplex client did not exit in time")
-        .unwrap();
+    let Ok(out) = rx.recv_timeout(limit) else {
+        send_signal(pid, "KILL");
+        panic!("{what} did not exit within {limit:?}");
+    };
+    let out = out.unwrap();
     ClientOutput {
         status: out.status,
         stdout: out.stdout,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The interop peers (tests/interop/), as clients through nginx
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+enum Peer {
+    Python,
+    Node,
+}
+
+impl Peer {
+    fn name(self) -> &'static str {
+        match self {
+            Peer::Python => "python websockets",
+            Peer::Node => "node ws",
+        }
+    }
+
+    /// The command running the peer's client script, or `None` (after a loud note) if the
+    /// peer is not installed. Found as `crates/wsduplex/tests/interop.rs` finds it.
+    fn client(self) -> Option<Command> {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let interop = root.join("tests/interop");
+        let (installed, cmd) = match self {
+            Peer::Python => {
+                let python = root.join("target/interop/venv/bin/python");
+                let import = Command::new(&python)
+                    .args(["-c", "import websockets"])
+                    .output();
+                let mut cmd = Command::new(&python);
+                cmd.arg(interop.join("python/client.py"));
+                (import.is_ok_and(|o| o.status.success()), cmd)
+            }
+            Peer::Node => {
+                let ws = interop.join("node/node_modules/ws/package.json");
+                let node = Command::new("node").arg("--version").output();
+                let mut cmd = Command::new("node");
+                cmd.arg(interop.join("node/client.js"));
+                (ws.exists() && node.is_ok_and(|o| o.status.success()), cmd)
+            }
+        };
+        if installed {
+            return Some(cmd);
+        }
+        if std::env::var_os("WSDUPLEX_REQUIRE_INTEROP").is_some_and(|v| v == "1") {
+            panic!(
+                "{} is not installed: run tests/interop/setup.sh",
+                self.name()
+            );
+        }
+        // Straight to stderr, past the test harness's capture: a skip must be seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** nginx: {} is not installed, SKIPPING its client through nginx; run \
+             tests/interop/setup.sh (WSDUPLEX_REQUIRE_INTEROP=1 makes this fail) ***\n",
+            self.name()
+        );
+        None
+    }
+}
+
+/// The peer's client script against `url` (nginx in front of `wsduplex serve`): every one
+/// of its checks must pass. `cafile`: the certificate nginx presents, for `wss://`.
+fn peer_client_through_nginx(peer: Peer, url: &str, cafile: Option<&Path>, nginx: &Nginx) {
+    let Some(mut cmd) = peer.client() else {
+        return;
+    };
+    cmd.arg("--plain-echo");
+    if let Some(ca) = cafile {
+        cmd.args([OsString::from("--cafile"), ca.into()]);
+    }
+    cmd.arg(url);
+    let out = run_bounded(cmd, b"", PEER_TIMEOUT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{} client through nginx failed ({})\n--- its stdout ---\n{stdout}\n--- its stderr \
+         ---\n{}\n{}",
+        peer.name(),
+        out.status,
+        out.stderr,
+        nginx.logs()
+    );
+    // The last check of the script: a second connection, closed by the peer.
+    assert!(
+        stdout.contains("ok: client-initiated close 4003 echoed"),
+        "{stdout}"
+    );
+    // Its checks, one per line: shown with --nocapture.
+    eprintln!("--- {} client through {url} ---\n{stdout}", peer.name());
 }

@@ -1,13 +1,18 @@
 'use strict';
 // Node `ws` as a client of a wsduplex echo server.
 //
-// Usage: node client.js ws://127.0.0.1:PORT/
+// Usage: node client.js [--cafile PEM] [--plain-echo] ws://127.0.0.1:PORT/
 //
 // The server echoes data messages, answers the text "close:CODE:REASON" by closing with that
 // code and reason, and prefers subprotocol "chat.v2" over "chat". Every check prints one line
 // on stdout; the first failure prints to stderr and exits 1. Driven by
-// crates/wsduplex/tests/interop.rs.
+// crates/wsduplex/tests/interop.rs, and through nginx by crates/wsduplex-cli/tests/nginx.rs.
+//
+// --cafile PEM: for wss://, trust the certificates in PEM (a test's self-signed one).
+// --plain-echo: the server only echoes, as `wsduplex serve` does at /echo: no subprotocol is
+// offered, and this client closes the first connection with 4001 itself.
 
+const fs = require('fs');
 const WebSocket = require('ws');
 
 const TIMEOUT_MS = 20000; // the Rust test has its own, longer bound
@@ -81,8 +86,20 @@ async function echo(ws, inbox, kind, sent, what) {
   await expectEcho(inbox, kind, sent, what);
 }
 
+const usage = 'usage: node client.js [--cafile PEM] [--plain-echo] URL';
+const opts = { url: null, ca: null, plainEcho: false };
+for (let i = 2; i < process.argv.length; i++) {
+  const a = process.argv[i];
+  if (a === '--cafile' && i + 1 < process.argv.length) opts.ca = fs.readFileSync(process.argv[++i]);
+  else if (a === '--plain-echo') opts.plainEcho = true;
+  else if (!a.startsWith('--') && opts.url === null) opts.url = a;
+  else fail(`unexpected argument '${a}'; ${usage}`);
+}
+if (opts.url === null) fail(usage);
+
 async function open(url) {
-  const ws = new WebSocket(url, ['chat', 'chat.v2'], { maxPayload: 16 * MIB });
+  const protocols = opts.plainEcho ? [] : ['chat', 'chat.v2'];
+  const ws = new WebSocket(url, protocols, { maxPayload: 16 * MIB, ...(opts.ca && { ca: opts.ca }) });
   const inbox = new Inbox(ws);
   await inbox.expect('open', 'opening handshake');
   return { ws, inbox };
@@ -93,13 +110,16 @@ async function main(url) {
   for (let i = 0; i < big.length; i++) big[i] = (i * 31) % 251;
   const utf8 = (s) => Buffer.from(s, 'utf8');
 
-  // Connection 1: messages, then the server closes with 4001 "bye".
+  // Connection 1: messages, then the server (with --plain-echo: this client) closes with
+  // 4001 "bye".
   {
     const { ws, inbox } = await open(url);
-    if (ws.protocol !== 'chat.v2') {
-      fail(`subprotocol: offered chat, chat.v2; server prefers chat.v2; got '${ws.protocol}'`);
+    if (!opts.plainEcho) {
+      if (ws.protocol !== 'chat.v2') {
+        fail(`subprotocol: offered chat, chat.v2; server prefers chat.v2; got '${ws.protocol}'`);
+      }
+      console.log('ok: subprotocol chat.v2 selected by server preference');
     }
-    console.log('ok: subprotocol chat.v2 selected by server preference');
 
     await echo(ws, inbox, 'text', utf8('hello, wsduplex'), 'text');
     await echo(ws, inbox, 'text', utf8('h\u00e9llo \u2713 \u{1f600}'), 'non-ascii text');
@@ -128,12 +148,19 @@ async function main(url) {
     if (!payload.equals(pong.data)) fail(`ping: pong payload ${pong.data.toString('hex')} != ${payload.toString('hex')}`);
     console.log('ok: ping answered by a pong with the same payload');
 
-    ws.send('close:4001:bye');
-    const close = await inbox.expect('close', 'server close');
-    if (close.code !== 4001 || close.reason !== 'bye') {
-      fail(`server close: expected 4001 'bye', got ${close.code} '${close.reason}'`);
+    if (opts.plainEcho) {
+      ws.close(4001, 'bye');
+      const close = await inbox.expect('close', 'client close');
+      if (close.code !== 4001) fail(`client close: expected the server to echo 4001, got ${close.code}`);
+      console.log('ok: client-initiated close 4001 echoed');
+    } else {
+      ws.send('close:4001:bye');
+      const close = await inbox.expect('close', 'server close');
+      if (close.code !== 4001 || close.reason !== 'bye') {
+        fail(`server close: expected 4001 'bye', got ${close.code} '${close.reason}'`);
+      }
+      console.log("ok: server-initiated close 4001 'bye'");
     }
-    console.log("ok: server-initiated close 4001 'bye'");
   }
 
   // Connection 2: this client closes with 4003 "client-bye"; the server echoes the code.
@@ -148,4 +175,4 @@ async function main(url) {
 }
 
 console.log(`node ${process.version}, ws ${require('ws/package.json').version}`);
-main(process.argv[2]).then(() => process.exit(0));
+main(opts.url).then(() => process.exit(0));

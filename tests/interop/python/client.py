@@ -1,14 +1,20 @@
 """Python `websockets` as a client of a wsduplex echo server.
 
-Usage: client.py ws://127.0.0.1:PORT/
+Usage: client.py [--cafile PEM] [--plain-echo] ws://127.0.0.1:PORT/
 
 The server echoes data messages, answers the text "close:CODE:REASON" by closing with that
 code and reason, and prefers subprotocol "chat.v2" over "chat". Every check prints one line
 on stdout; the first failure prints to stderr and exits 1. Driven by
-crates/wsduplex/tests/interop.rs.
+crates/wsduplex/tests/interop.rs, and through nginx by crates/wsduplex-cli/tests/nginx.rs.
+
+--cafile PEM: for wss://, trust the certificates in PEM (a test's self-signed one).
+--plain-echo: the server only echoes, as `wsduplex serve` does at /echo: no subprotocol is
+offered, and this client closes the first connection with 4001 itself.
 """
 
+import argparse
 import asyncio
+import ssl
 import sys
 
 import websockets
@@ -63,23 +69,29 @@ async def fragments(parts):
         yield p
 
 
-async def main(url):
+async def main(url, cafile=None, plain_echo=False):
     big = bytes(i * 31 % 251 for i in range(MIB))
     options = dict(
-        subprotocols=["chat", "chat.v2"],
         max_size=16 * MIB,
         ping_interval=None,  # no unsolicited pings between our checks
         open_timeout=TIMEOUT,
         close_timeout=TIMEOUT,
     )
+    if not plain_echo:
+        options["subprotocols"] = ["chat", "chat.v2"]
+    if cafile:
+        options["ssl"] = ssl.create_default_context(cafile=cafile)
 
-    # Connection 1: messages, then the server closes with 4001 "bye".
+    # Connection 1: messages, then the server (with --plain-echo: this client) closes with
+    # 4001 "bye".
     async with connect(url, **options) as ws:
-        expect(
-            ws.subprotocol == "chat.v2",
-            f"subprotocol: offered chat, chat.v2; server prefers chat.v2; got {ws.subprotocol!r}",
-        )
-        print("ok: subprotocol chat.v2 selected by server preference")
+        if not plain_echo:
+            expect(
+                ws.subprotocol == "chat.v2",
+                f"subprotocol: offered chat, chat.v2; server prefers chat.v2; "
+                f"got {ws.subprotocol!r}",
+            )
+            print("ok: subprotocol chat.v2 selected by server preference")
 
         await echo(ws, "hello, wsduplex", "text")
         await echo(ws, "h\u00e9llo \u2713 \U0001f600", "non-ascii text")
@@ -101,17 +113,27 @@ async def main(url):
         await asyncio.wait_for(pong, TIMEOUT)  # resolved only by a pong with this payload
         print("ok: ping answered by a pong with the same payload")
 
-        await ws.send("close:4001:bye")
-        try:
-            msg = await ws.recv()
-            raise Mismatch(f"server close: expected close 4001, got a message: {describe(msg)}")
-        except ConnectionClosed as e:
-            expect(e.rcvd is not None, f"server close: no close frame received ({e})")
+        if plain_echo:
+            await ws.close(4001, "bye")
             expect(
-                (e.rcvd.code, e.rcvd.reason) == (4001, "bye"),
-                f"server close: expected 4001 'bye', got {e.rcvd.code} {e.rcvd.reason!r}",
+                ws.close_code == 4001,
+                f"client close: expected the server to echo 4001, got {ws.close_code}",
             )
-        print("ok: server-initiated close 4001 'bye'")
+            print("ok: client-initiated close 4001 echoed")
+        else:
+            await ws.send("close:4001:bye")
+            try:
+                msg = await ws.recv()
+                raise Mismatch(
+                    f"server close: expected close 4001, got a message: {describe(msg)}"
+                )
+            except ConnectionClosed as e:
+                expect(e.rcvd is not None, f"server close: no close frame received ({e})")
+                expect(
+                    (e.rcvd.code, e.rcvd.reason) == (4001, "bye"),
+                    f"server close: expected 4001 'bye', got {e.rcvd.code} {e.rcvd.reason!r}",
+                )
+            print("ok: server-initiated close 4001 'bye'")
 
     # Connection 2: this client closes with 4003 "client-bye"; the server echoes the code.
     async with connect(url, **options) as ws:
@@ -125,9 +147,14 @@ async def main(url):
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("--cafile", help="wss://: trust the certificates in this PEM file")
+    parser.add_argument("--plain-echo", action="store_true", help="the server only echoes")
+    args = parser.parse_args()
     print(f"python websockets {websockets.__version__}")
     try:
-        asyncio.run(asyncio.wait_for(main(sys.argv[1]), TIMEOUT))
+        asyncio.run(asyncio.wait_for(main(args.url, args.cafile, args.plain_echo), TIMEOUT))
     except Mismatch as e:
         print(f"python client: MISMATCH: {e}", file=sys.stderr)
         sys.exit(1)
