@@ -613,7 +613,8 @@ function main() {
     e.preventDefault();
     const value = text.value;
     if (!chat || value.trim() === '') return;
-    if (value.length > MAX_TEXT) {
+    // Characters as the server counts them: code points, not UTF-16 units.
+    if ([...value].length > MAX_TEXT) {
       view.addNote(`a message is at most ${MAX_TEXT} characters`, 'error');
       return;
     }
