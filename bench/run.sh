@@ -145,7 +145,7 @@ trap 'exit 130' INT TERM
 start_server() {
     local cmd
     case $1 in
-        wsduplex) cmd=("$wsduplex" serve --listen 127.0.0.1:0 --workers 1) ;;
+        wsduplex) cmd=("$wsduplex" serve --listen 127.0.0.1:0 --workers 1 --max-connections 0 --max-connections-per-client 0) ;;
         tokio-tungstenite) cmd=("$peers/tungstenite-echo" 127.0.0.1:0) ;;
         fastwebsockets) cmd=("$peers/fastwebsockets-echo" 127.0.0.1:0) ;;
         raw-tcp) cmd=("$peers/raw-tcp-echo" 127.0.0.1:0) ;;

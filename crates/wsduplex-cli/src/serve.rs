@@ -7,13 +7,16 @@ use anyhow::Context as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use wsduplex::forwarded::{client_addr, Cidr};
+use wsduplex::limits::{ConnectionLimiter, LimitError, Permit};
+use wsduplex::proto::handshake::server::http_response;
 use wsduplex::server::{read_request, ServerConfig};
 use wsduplex::tls::{TlsAcceptor, TlsStream};
 use wsduplex::{CloseCode, WebSocket};
@@ -82,10 +85,32 @@ pub struct Args {
         hide_env_values = true
     )]
     api_token: Option<String>,
+    /// Connections open at once, at most; beyond it a new connection gets 503 (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 50_000)]
+    max_connections: usize,
+    /// Connections open at once from one client address (the one --trust-proxy proxies
+    /// report, else the peer's), at most; beyond it 429 (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_connections_per_client: usize,
+    /// Accept WebSocket upgrades and chat POSTs only from pages of this origin (e.g.
+    /// https://chat.example.com; repeatable): others get 403. Requests without an Origin
+    /// header (non-browser clients) are not affected. Default: any origin.
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
 }
 
-/// `--trust-proxy`, set once at start.
-static TRUSTED_PROXIES: OnceLock<Vec<Cidr>> = OnceLock::new();
+/// What every connection of the server shares.
+struct Shared {
+    config: ServerConfig,
+    tls: Option<TlsAcceptor>,
+    hub: Hub,
+    limiter: Arc<ConnectionLimiter>,
+    /// `--trust-proxy`.
+    trusted: Vec<Cidr>,
+    /// `--allow-origin` (empty: any).
+    origins: Vec<String>,
+    metrics: Metrics,
+}
 
 const PAGE: &str = include_str!("echo.html");
 
@@ -117,12 +142,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let _guard = rt.enter();
-    let first = bind(addr).with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..workers {
-        listeners.push(bind(addr).with_context(|| format!("cannot listen on {addr}"))?);
-    }
+    let listeners =
+        listen(addr, workers).with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listeners[0].local_addr()?;
     // Signal handlers exist before anyone can learn the port: a signal right after the
     // ready line is a graceful shutdown, never the default kill.
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -135,8 +157,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.socket.ping_timeout = args.ping_timeout;
     config.socket.idle_timeout = args.idle_timeout;
     config.deflate = args.deflate.then(|| args.deflate_args.config());
-    let config = Arc::new(config);
-    let _ = TRUSTED_PROXIES.set(args.trust_proxy.clone());
     let mut hub_config = HubConfig::default();
     hub_config.history = args.history;
     hub_config.queue = args.send_queue as usize;
@@ -145,16 +165,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Rooms span the workers: one hub, shared.
     let hub = Hub::new(hub_config);
     rt.spawn(hub.clone().maintain());
+    let shared = Arc::new(Shared {
+        config,
+        tls,
+        hub: hub.clone(),
+        limiter: ConnectionLimiter::new(args.max_connections, args.max_connections_per_client),
+        trusted: args.trust_proxy,
+        origins: args.allow_origin,
+        metrics: Metrics::default(),
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let threads: Vec<_> = listeners
         .into_iter()
         .enumerate()
         .map(|(i, listener)| {
-            let (config, tls, stop) = (config.clone(), tls.clone(), stop_rx.clone());
-            let hub = hub.clone();
+            let (shared, stop) = (shared.clone(), stop_rx.clone());
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || worker(listener, config, tls, hub, stop))
+                .spawn(move || worker(listener, shared, stop))
         })
         .collect::<Result<_, _>>()?;
     rt.block_on(async {
@@ -172,6 +200,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One `SO_REUSEPORT` listening socket per worker, on the same port: the kernel spreads
+/// connections over them. A plain bind comes first. It fails if anything listens on the
+/// port already (`SO_REUSEPORT` alone would let a second server of the same user share the
+/// port silently, each getting some of the other's connections), and it picks the port
+/// when asked for port 0.
+fn listen(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let addr = std::net::TcpListener::bind(addr)?.local_addr()?;
+    (0..workers).map(|_| bind(addr)).collect()
+}
+
 /// A listening socket with `SO_REUSEPORT`, handed over in std form: each worker registers
 /// it with its own runtime.
 fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -187,13 +225,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     listener.into_std()
 }
 
-fn worker(
-    listener: std::net::TcpListener,
-    config: Arc<ServerConfig>,
-    tls: Option<TlsAcceptor>,
-    hub: Hub,
-    stop: watch::Receiver<bool>,
-) {
+fn worker(listener: std::net::TcpListener, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -212,10 +244,16 @@ fn worker(
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => {
-                        let (config, tls, stop) = (config.clone(), tls.clone(), stop.clone());
-                        tasks.spawn(handle(tcp, config, tls, hub.clone(), stop, tasks.clone()));
-                    }
+                    Ok((tcp, _)) => match shared.limiter.try_open() {
+                        Ok(permit) => {
+                            let (shared, stop) = (shared.clone(), stop.clone());
+                            tasks.spawn(handle(tcp, permit, shared, stop, tasks.clone()));
+                        }
+                        Err(e) => {
+                            Metrics::add(&shared.metrics.refused_total_limit);
+                            refuse_now(tcp, &e);
+                        }
+                    },
                     // Out of descriptors and the like: keep serving the others.
                     Err(e) => {
                         tracing::warn!("accept failed: {e}");
@@ -227,7 +265,7 @@ fn worker(
         }
         drop(listener);
         // Every connection sends 1001 and waits (bounded by its close timeout) for the reply.
-        let grace = config.socket.close_timeout + Duration::from_secs(1);
+        let grace = shared.config.socket.close_timeout + Duration::from_secs(1);
         tasks.close();
         let _ = tokio::time::timeout(grace, tasks.wait()).await;
     });
@@ -238,27 +276,47 @@ fn worker(
 /// loop's state, not this stage's buffers and timers.
 async fn handle(
     tcp: TcpStream,
-    config: Arc<ServerConfig>,
-    tls: Option<TlsAcceptor>,
-    hub: Hub,
+    mut permit: Permit,
+    shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     tasks: TaskTracker,
 ) {
     let _ = tcp.set_nodelay(true);
     let peer = tcp.peer_addr().ok().map(|a| a.ip());
-    match tls {
+    match &shared.tls {
         None => {
-            if let Some(ws) = open(tcp, peer, &config, &hub, &mut stop).await {
-                tasks.spawn(echo(ws, stop));
+            if let Some(ws) = open(tcp, peer, &mut permit, &shared, &mut stop).await {
+                tasks.spawn(counted(permit, echo(ws, stop)));
             }
         }
         Some(acceptor) => {
             // The TLS stream is boxed, so plain connections do not carry its size.
-            if let Some(ws) = open_tls(tcp, peer, acceptor, &config, &hub, &mut stop).await {
-                tasks.spawn(echo(ws, stop));
+            let acceptor = acceptor.clone();
+            if let Some(ws) = open_tls(tcp, peer, acceptor, &mut permit, &shared, &mut stop).await {
+                tasks.spawn(counted(permit, echo(ws, stop)));
             }
         }
     }
+}
+
+/// Keeps a connection counted by the limiter while its task runs.
+async fn counted<F: std::future::Future>(permit: Permit, task: F) -> F::Output {
+    let _permit = permit;
+    task.await
+}
+
+/// Over the total limit: a 503 if the socket takes it at once (never waiting on this
+/// client), then close.
+fn refuse_now(tcp: TcpStream, e: &LimitError) {
+    let body = format!("{e}\n");
+    let response = http_response(
+        e.status(),
+        &[("Retry-After", "5")],
+        "text/plain",
+        body.as_bytes(),
+    );
+    let _ = tcp.try_write(&response);
+    tracing::debug!("connection refused: {e}");
 }
 
 /// The TLS handshake, within the handshake timeout, then [`open`]. A failed handshake
@@ -267,12 +325,12 @@ async fn open_tls(
     tcp: TcpStream,
     peer: Option<IpAddr>,
     acceptor: TlsAcceptor,
-    config: &ServerConfig,
-    hub: &Hub,
+    permit: &mut Permit,
+    shared: &Shared,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<WebSocket<Box<TlsStream<TcpStream>>>> {
     let handshake = tokio::time::timeout(
-        config.handshake_timeout,
+        shared.config.handshake_timeout,
         wsduplex::tls::accept(&acceptor, tcp),
     );
     let tls = tokio::select! {
@@ -289,7 +347,7 @@ async fn open_tls(
         },
         _ = stop.wait_for(|stopped| *stopped) => return None,
     };
-    open(Box::new(tls), peer, config, hub, stop).await
+    open(Box::new(tls), peer, permit, shared, stop).await
 }
 
 /// Reads the request and routes it: a WebSocket for `/echo` (returned: it gets a task of its
@@ -297,13 +355,14 @@ async fn open_tls(
 async fn open<S>(
     io: S,
     peer: Option<IpAddr>,
-    config: &ServerConfig,
-    hub: &Hub,
+    permit: &mut Permit,
+    shared: &Shared,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<WebSocket<S>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    let config = &shared.config;
     // A client still sending its request when the server stops is simply dropped.
     let incoming = tokio::select! {
         r = read_request(io, config) => match r {
@@ -319,14 +378,58 @@ where
     let method = incoming.request().method();
     if let Some(peer) = peer {
         // Behind a trusted reverse proxy, the address it reports; else the peer's.
-        let trusted = TRUSTED_PROXIES.get().map_or(&[][..], Vec::as_slice);
-        let client = client_addr(peer, incoming.request().headers(), trusted);
+        let client = client_addr(peer, incoming.request().headers(), &shared.trusted);
         tracing::debug!(%client, %peer, "{method} {path}");
+        if let Err(e) = shared.limiter.attribute(permit, client) {
+            Metrics::add(&shared.metrics.refused_client_limit);
+            let body = format!("{e}\n");
+            let _ = incoming
+                .respond(
+                    e.status(),
+                    &[("Retry-After", "5")],
+                    "text/plain",
+                    body.as_bytes(),
+                )
+                .await;
+            return None;
+        }
+    }
+    // Cross-site WebSocket hijacking and cross-site POSTs: a browser always says which
+    // page is asking.
+    let unsafe_method = !matches!(method, "GET" | "HEAD") || incoming.is_upgrade();
+    if unsafe_method && !shared.origins.is_empty() {
+        let origin = incoming.request().header("origin");
+        if origin.is_some_and(|o| !shared.origins.iter().any(|a| a.as_bytes() == o)) {
+            Metrics::add(&shared.metrics.refused_origin);
+            let _ = incoming
+                .respond(403, &[], "text/plain", b"origin not allowed\n")
+                .await;
+            return None;
+        }
+    }
+    if matches!(method, "GET" | "HEAD") && !incoming.is_upgrade() {
+        match path {
+            "/healthz" => {
+                let _ = incoming.respond(200, &[], "text/plain", b"ok\n").await;
+                return None;
+            }
+            "/metrics" => {
+                let body = shared.metrics.render(shared);
+                let ctype = "text/plain; version=0.0.4; charset=utf-8";
+                let _ = incoming.respond(200, &[], ctype, body.as_bytes()).await;
+                return None;
+            }
+            _ => {}
+        }
     }
     if path == "/echo" {
         match incoming.accept(config).await {
-            Ok(ws) => return Some(ws),
+            Ok(ws) => {
+                Metrics::add(&shared.metrics.upgrades);
+                return Some(ws);
+            }
             Err(e) => {
+                Metrics::add(&shared.metrics.upgrades_refused);
                 tracing::debug!("request ended: {e}");
                 return None;
             }
@@ -334,7 +437,7 @@ where
     }
     let path = path.to_string();
     let method = method.to_string();
-    let incoming = hub.serve(incoming, config).await?;
+    let incoming = shared.hub.serve(incoming, config).await?;
     let result = match path.as_str() {
         _ if incoming.is_upgrade() => {
             incoming
@@ -427,5 +530,76 @@ where
                 }
             }
         }
+    }
+}
+
+/// Counters for `/metrics` (Prometheus text format), shared by the workers. Only events at
+/// connection setup are counted here: nothing on the per-message path.
+#[derive(Default)]
+struct Metrics {
+    upgrades: AtomicU64,
+    upgrades_refused: AtomicU64,
+    refused_total_limit: AtomicU64,
+    refused_client_limit: AtomicU64,
+    refused_origin: AtomicU64,
+}
+
+impl Metrics {
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, shared: &Shared) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let metrics = [
+            (
+                "connections_open",
+                "gauge",
+                "TCP connections open now.",
+                vec![("", shared.limiter.open() as u64)],
+            ),
+            (
+                "echo_handshakes_total",
+                "counter",
+                "Upgrades to /echo, by outcome.",
+                vec![
+                    ("outcome=\"accepted\"", get(&self.upgrades)),
+                    ("outcome=\"refused\"", get(&self.upgrades_refused)),
+                ],
+            ),
+            (
+                "connections_refused_total",
+                "counter",
+                "Connections refused by a limit or a policy.",
+                vec![
+                    ("reason=\"max_connections\"", get(&self.refused_total_limit)),
+                    (
+                        "reason=\"max_connections_per_client\"",
+                        get(&self.refused_client_limit),
+                    ),
+                    ("reason=\"origin\"", get(&self.refused_origin)),
+                ],
+            ),
+            (
+                "hub_sessions",
+                "gauge",
+                "Long-polling sessions open now.",
+                vec![("", shared.hub.session_count() as u64)],
+            ),
+        ];
+        let mut out = String::with_capacity(1024);
+        for (name, kind, help, samples) in metrics {
+            out.push_str(&format!(
+                "# HELP wsduplex_{name} {help}\n# TYPE wsduplex_{name} {kind}\n"
+            ));
+            for (labels, value) in samples {
+                if labels.is_empty() {
+                    out.push_str(&format!("wsduplex_{name} {value}\n"));
+                } else {
+                    out.push_str(&format!("wsduplex_{name}{{{labels}}} {value}\n"));
+                }
+            }
+        }
+        out
     }
 }

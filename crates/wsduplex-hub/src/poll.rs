@@ -180,9 +180,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_ends_the_session() {
-        let mut c = HubConfig::default();
-        c.queue = 3;
-        let hub = Hub::new(c);
+        let hub = Hub::new(HubConfig {
+            queue: 3,
+            ..HubConfig::default()
+        });
         let (id, _) = hub.poll_open("r", "lp", None).await.unwrap();
         // The welcome is still unacknowledged: two more fit, the third overflows.
         for i in 0..3 {

@@ -89,6 +89,7 @@
 pub mod client;
 mod error;
 pub mod forwarded;
+pub mod limits;
 pub mod proxy;
 pub mod reconnect;
 pub mod server;

@@ -1,0 +1,221 @@
+//! Connection limits, the Origin allow-list, `/healthz` and `/metrics`, against the real
+//! `wsduplex serve`.
+
+mod common;
+
+use common::{connect, http, read_head, upgrade_request, Server};
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Opens a WebSocket to `/echo` with `extra` header lines; returns the status and the
+/// stream (kept open by the caller to hold the connection).
+fn upgrade(addr: SocketAddr, extra: &str) -> (u16, TcpStream) {
+    let mut s = connect(addr);
+    s.write_all(upgrade_request(addr, "/echo", extra).as_bytes())
+        .unwrap();
+    let (head, _) = read_head(&mut s);
+    (head[9..12].parse().unwrap(), s)
+}
+
+fn get(addr: SocketAddr, path: &str) -> common::HttpResponse {
+    http(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes(),
+    )
+}
+
+/// The value of one sample in a `/metrics` body.
+fn metric(body: &str, sample: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in {body}"))
+}
+
+/// Retries `f` until it returns true: the server releases a connection's slot when its task
+/// ends, just after the client sees the close.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        // A poll interval, not a guess at a duration: each try is a new connection.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn per_client_limit_answers_429_and_frees_the_slot_on_close() {
+    let server = Server::start_with(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--max-connections-per-client",
+        "2",
+    ]);
+    let addr = server.addr;
+    let (s1, a) = upgrade(addr, "");
+    let (s2, b) = upgrade(addr, "");
+    assert_eq!((s1, s2), (101, 101));
+    let r = http(addr, upgrade_request(addr, "/echo", "").as_bytes());
+    assert_eq!(r.status, 429, "{r:?}");
+    assert!(r.body_str().contains("too many connections"), "{r:?}");
+    assert_eq!(r.header("retry-after"), Some("5"));
+    // Plain HTTP counts too (it is a connection): also refused.
+    assert_eq!(get(addr, "/healthz").status, 429);
+    drop(a);
+    eventually("a slot freed by a closed connection", || {
+        upgrade(addr, "").0 == 101
+    });
+    // Holders closed first: an unanswered 1001 would make stop wait for the close timeout.
+    drop(b);
+    server.stop();
+}
+
+#[test]
+fn per_client_limit_uses_the_address_a_trusted_proxy_reports() {
+    let server = Server::start_with(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--max-connections-per-client",
+        "1",
+        "--trust-proxy",
+        "127.0.0.1/32",
+    ]);
+    let addr = server.addr;
+    let (s, a) = upgrade(addr, "X-Forwarded-For: 198.51.100.1\r\n");
+    assert_eq!(s, 101);
+    // Another client behind the same proxy: its own count.
+    let (s, b) = upgrade(addr, "X-Forwarded-For: 198.51.100.2\r\n");
+    assert_eq!(s, 101);
+    let r = http(
+        addr,
+        upgrade_request(addr, "/echo", "X-Forwarded-For: 198.51.100.1\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 429);
+    drop((a, b));
+    server.stop();
+
+    // Not trusted: the headers are ignored, the peer (127.0.0.1) is the client.
+    let server = Server::start_with(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--max-connections-per-client",
+        "1",
+    ]);
+    let addr = server.addr;
+    let (s, a) = upgrade(addr, "X-Forwarded-For: 198.51.100.1\r\n");
+    assert_eq!(s, 101);
+    let r = http(
+        addr,
+        upgrade_request(addr, "/echo", "X-Forwarded-For: 198.51.100.2\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 429);
+    drop(a);
+    server.stop();
+}
+
+#[test]
+fn total_limit_answers_503_at_once() {
+    let server = Server::start_with(&["--listen", "127.0.0.1:0", "--max-connections", "2"]);
+    let addr = server.addr;
+    // Two held connections (retried: a connection that just ended may still hold a slot).
+    let mut held = Vec::new();
+    while held.len() < 2 {
+        let (status, s) = upgrade(addr, "");
+        if status == 101 {
+            held.push(s);
+        }
+    }
+    // Refused without the request being read.
+    let r = get(addr, "/");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.body_str().contains("connection limit of 2"), "{r:?}");
+    drop(held);
+    eventually("slots freed", || get(addr, "/healthz").status == 200);
+    let metrics = get(addr, "/metrics").body_str();
+    let refused = r#"wsduplex_connections_refused_total{reason="max_connections"}"#;
+    assert!(metric(&metrics, refused) >= 1, "{metrics}");
+    server.stop();
+}
+
+#[test]
+fn origin_allow_list() {
+    let server = Server::start_with(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-origin",
+        "https://good.example",
+    ]);
+    let addr = server.addr;
+    let (s, a) = upgrade(addr, "Origin: https://good.example\r\n");
+    assert_eq!(s, 101);
+    // Non-browser clients send no Origin: not affected.
+    let (s, b) = upgrade(addr, "");
+    assert_eq!(s, 101);
+    let r = http(
+        addr,
+        upgrade_request(addr, "/chat/x?name=a", "Origin: https://evil.example\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 403, "{r:?}");
+    // A cross-site POST into the long-polling fallback too.
+    let r = http(
+        addr,
+        format!(
+            "POST /poll/x?name=a HTTP/1.1\r\nHost: {addr}\r\nOrigin: https://evil.example\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 403, "{r:?}");
+    // Reading the page is fine from anywhere.
+    let r = http(
+        addr,
+        format!("GET / HTTP/1.1\r\nHost: {addr}\r\nOrigin: https://evil.example\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    let metrics = get(addr, "/metrics").body_str();
+    assert!(
+        metrics.contains("wsduplex_connections_refused_total{reason=\"origin\"} 2"),
+        "{metrics}"
+    );
+    drop((a, b));
+    server.stop();
+}
+
+#[test]
+fn healthz_and_metrics() {
+    let server = Server::start();
+    let addr = server.addr;
+    let r = get(addr, "/healthz");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "ok\n"));
+    let (_, ws) = upgrade(addr, "");
+    let r = get(addr, "/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    // The WebSocket and the request asking; earlier requests end, and the upgrade is
+    // counted, just after their answers.
+    let accepted = r#"wsduplex_echo_handshakes_total{outcome="accepted"}"#;
+    eventually("the upgrade counted, two connections open", || {
+        let body = get(addr, "/metrics").body_str();
+        metric(&body, "wsduplex_connections_open") == 2 && metric(&body, accepted) == 1
+    });
+    let body = get(addr, "/metrics").body_str();
+    assert!(
+        body.contains("# TYPE wsduplex_hub_sessions gauge"),
+        "{body}"
+    );
+    drop(ws);
+    server.stop();
+}
+
+#[test]
+fn a_second_server_on_a_busy_port_fails_instead_of_sharing_it() {
+    let server = Server::start();
+    let addr = server.addr.to_string();
+    let out = common::run(&["serve", "--listen", &addr], b"");
+    let err = out.assert_one_line_error();
+    assert!(err.contains("Address already in use"), "{err}");
+    server.stop();
+}
