@@ -369,6 +369,7 @@ async fn respond_join_error<S: AsyncRead + AsyncWrite + Unpin>(
     e: JoinError,
 ) -> wsduplex::Result<()> {
     let code = match e {
+        JoinError::Name(crate::NameError::Room) => "bad_room",
         JoinError::Name(_) => "bad_name",
         JoinError::TooManyRooms => "too_many_rooms",
         _ => "shutting_down",

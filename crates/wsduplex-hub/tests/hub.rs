@@ -264,6 +264,11 @@ async fn name_and_room_rules() {
             .unwrap_err();
         assert!(err.to_string().contains("400"), "{bad}: {err}");
     }
+    // Over long polling, the refusal is an error event naming what is wrong.
+    let r = http(addr, "POST", "/poll/bad%20room?name=a", &[], "").await;
+    assert_eq!((r.status, &r.body["error"]), (400, &json!("bad_room")));
+    let r = http(addr, "POST", "/poll/n?name=%3Cb%3E", &[], "").await;
+    assert_eq!((r.status, &r.body["error"]), (400, &json!("bad_name")));
     // Plain GET of the endpoint: told it is a WebSocket endpoint.
     assert_eq!(http(addr, "GET", "/chat/n", &[], "").await.status, 426);
 }
