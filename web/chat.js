@@ -16,6 +16,9 @@
 
 'use strict';
 
+/** `/?token=T` in the page's address: sent as `access_token` when joining (a server started
+ * with --auth-token asks for it; a browser cannot set headers on a WebSocket). */
+const ACCESS_TOKEN = new URLSearchParams(location.search).get('token');
 const BACKOFF_START_MS = 250;
 const BACKOFF_CAP_MS = 5000;
 /** A WebSocket still CONNECTING after this long counts as one that failed to open. */
@@ -242,6 +245,7 @@ class Chat {
   query() {
     const q = new URLSearchParams({ name: this.name });
     if (this.resume) q.set('since', String(this.lastId));
+    if (ACCESS_TOKEN) q.set('access_token', ACCESS_TOKEN);
     return q.toString();
   }
 

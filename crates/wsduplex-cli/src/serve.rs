@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
+use wsduplex::auth::{AuthHook, TokenAuth};
 use wsduplex::forwarded::{client_addr, Cidr};
 use wsduplex::limits::{ConnectionLimiter, LimitError, Permit};
 use wsduplex::proto::handshake::server::http_response;
@@ -85,6 +86,16 @@ pub struct Args {
         hide_env_values = true
     )]
     api_token: Option<String>,
+    /// Require this token (repeatable; or WSDUPLEX_AUTH_TOKEN) to open a WebSocket (/echo,
+    /// /chat) or a long-polling session, as `Authorization: Bearer TOKEN`, the query
+    /// parameter `access_token=TOKEN`, or the cookie `wsduplex_token=TOKEN`; others get 401.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "WSDUPLEX_AUTH_TOKEN",
+        hide_env_values = true
+    )]
+    auth_token: Vec<String>,
     /// Connections open at once, at most; beyond it a new connection gets 503 (0: no limit).
     #[arg(long, value_name = "N", default_value_t = 50_000)]
     max_connections: usize,
@@ -157,6 +168,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.socket.ping_timeout = args.ping_timeout;
     config.socket.idle_timeout = args.idle_timeout;
     config.deflate = args.deflate.then(|| args.deflate_args.config());
+    let tokens: Vec<&String> = args.auth_token.iter().filter(|t| !t.is_empty()).collect();
+    if !tokens.is_empty() {
+        config.auth = Some(AuthHook::new(TokenAuth::new(tokens)));
+    }
     let mut hub_config = HubConfig::default();
     hub_config.history = args.history;
     hub_config.queue = args.send_queue as usize;

@@ -130,8 +130,12 @@ fn total_limit_answers_503_at_once() {
     assert_eq!(r.status, 503, "{r:?}");
     assert!(r.body_str().contains("connection limit of 2"), "{r:?}");
     drop(held);
-    eventually("slots freed", || get(addr, "/healthz").status == 200);
-    let metrics = get(addr, "/metrics").body_str();
+    let mut metrics = String::new();
+    eventually("slots freed", || {
+        let r = get(addr, "/metrics");
+        metrics = r.body_str();
+        r.status == 200
+    });
     let refused = r#"wsduplex_connections_refused_total{reason="max_connections"}"#;
     assert!(metric(&metrics, refused) >= 1, "{metrics}");
     server.stop();
@@ -217,5 +221,46 @@ fn a_second_server_on_a_busy_port_fails_instead_of_sharing_it() {
     let out = common::run(&["serve", "--listen", &addr], b"");
     let err = out.assert_one_line_error();
     assert!(err.contains("Address already in use"), "{err}");
+    server.stop();
+}
+
+#[test]
+fn auth_token_in_a_header_a_query_parameter_or_a_cookie() {
+    let server = Server::start_with(&["--listen", "127.0.0.1:0", "--auth-token", "s3cret"]);
+    let addr = server.addr;
+    // Without, or with a wrong one: 401 and a challenge.
+    for extra in ["", "Authorization: Bearer nope\r\n"] {
+        let r = http(addr, upgrade_request(addr, "/echo", extra).as_bytes());
+        assert_eq!(r.status, 401, "{r:?}");
+        assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
+    }
+    let mut held = Vec::new();
+    for (path, extra) in [
+        ("/echo", "Authorization: Bearer s3cret\r\n"),
+        ("/echo?access_token=s3cret", ""),
+        ("/echo", "Cookie: theme=dark; wsduplex_token=s3cret\r\n"),
+        ("/chat/r?name=a&access_token=s3cret", ""),
+    ] {
+        let mut s = connect(addr);
+        s.write_all(upgrade_request(addr, path, extra).as_bytes())
+            .unwrap();
+        let (head, _) = read_head(&mut s);
+        assert!(head.starts_with("HTTP/1.1 101"), "{path} {extra}: {head}");
+        held.push(s);
+    }
+    let r = http(addr, upgrade_request(addr, "/chat/r?name=b", "").as_bytes());
+    assert_eq!(r.status, 401);
+    // Long polling: opening a session needs it; the page and health checks do not.
+    let open = |q: &str| {
+        http(
+            addr,
+            format!("POST /poll/r?name=c{q} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes(),
+        )
+    };
+    assert_eq!(open("").status, 401);
+    assert_eq!(open("&access_token=s3cret").status, 200);
+    assert_eq!(get(addr, "/").status, 200);
+    assert_eq!(get(addr, "/healthz").status, 200);
+    drop(held);
     server.stop();
 }

@@ -159,6 +159,14 @@ impl Hub {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        // Joining needs what the server asks of any WebSocket (its auth hook); a session id,
+        // once issued, is its own credential.
+        if matches!(route, Route::Chat(_) | Route::PollOpen(_)) {
+            incoming = match incoming.authenticate(config).await {
+                Ok(i) => i,
+                Err(_) => return Ok(()),
+            };
+        }
         let q = match query(target) {
             Ok(q) => q,
             Err(why) => return respond_error(incoming, 400, "bad_request", why).await,

@@ -21,6 +21,9 @@ pub enum Error {
     /// Server side: the client's opening request was refused with an HTTP status.
     #[error("handshake refused with status {status}", status = .0.status())]
     Handshake(#[from] HandshakeError),
+    /// Server side: the authentication hook refused the request (answered with its status).
+    #[error("request refused: {0}")]
+    Denied(#[from] crate::auth::Denied),
     /// Server side: a plain HTTP request's body could not be read (see
     /// [`crate::server::Incoming::read_body`]); answer with its status.
     #[error(transparent)]

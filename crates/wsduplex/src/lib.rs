@@ -86,6 +86,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod client;
 mod error;
 pub mod forwarded;

@@ -1,6 +1,7 @@
 //! The server side: read one HTTP request, then upgrade it to a WebSocket, refuse it with
 //! a status, or answer it as plain HTTP (WebSocket shares its port with HTTP).
 
+use crate::auth::{AuthHook, Denied};
 use crate::error::{Error, Result};
 use crate::socket::{Config, WebSocket};
 use bytes::{Bytes, BytesMut};
@@ -21,6 +22,9 @@ pub struct ServerConfig {
     pub subprotocols: Vec<String>,
     /// Settings for accepted sockets.
     pub socket: Config,
+    /// Checks every request before it is accepted (see [`crate::auth`]); `None` lets all
+    /// through.
+    pub auth: Option<AuthHook>,
     /// permessage-deflate (RFC 7692): accepted from clients that offer it when set. Off by
     /// default, as in Node's `ws`: each compressed connection keeps zlib state (up to about
     /// 300 KiB with 15-bit windows and context takeover) and spends CPU on every message.
@@ -35,6 +39,7 @@ impl Default for ServerConfig {
             subprotocols: Vec::new(),
             socket: Config::default(),
             deflate: None,
+            auth: None,
         }
     }
 }
@@ -118,10 +123,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
         self.request.is_upgrade()
     }
 
+    /// Runs [`ServerConfig::auth`] on the request; on a refusal, answers it (`401` with
+    /// `WWW-Authenticate: Bearer`, or `403`) and closes the connection.
+    pub async fn authenticate(self, config: &ServerConfig) -> Result<Self> {
+        let Some(hook) = &config.auth else {
+            return Ok(self);
+        };
+        match hook.check(&self.request) {
+            Ok(()) => Ok(self),
+            Err(denied) => {
+                self.refuse(&denied).await?;
+                Err(denied.into())
+            }
+        }
+    }
+
+    /// Answers a refusal of [`crate::auth`] and closes the connection.
+    pub async fn refuse(self, denied: &Denied) -> Result<()> {
+        let body = format!("{denied}\n");
+        let challenge = [("WWW-Authenticate", r#"Bearer realm="wsduplex""#)];
+        let headers: &[(&str, &str)] = if denied.status() == 401 {
+            &challenge
+        } else {
+            &[]
+        };
+        self.respond(denied.status(), headers, "text/plain", body.as_bytes())
+            .await
+    }
+
     /// Validates the upgrade, selects a subprotocol by server preference, negotiates
     /// permessage-deflate if [`ServerConfig::deflate`] is set, and answers `101`.
-    /// A request that breaks RFC 6455 §4.2.1 is answered with `400` or `426`.
+    /// A request that breaks RFC 6455 §4.2.1 is answered with `400` or `426`, one that
+    /// [`ServerConfig::auth`] refuses with its status.
     pub async fn accept(self, config: &ServerConfig) -> Result<WebSocket<S>> {
+        let this = self.authenticate(config).await?;
+        this.accept_authenticated(config).await
+    }
+
+    async fn accept_authenticated(self, config: &ServerConfig) -> Result<WebSocket<S>> {
         let supported: Vec<&str> = config.subprotocols.iter().map(String::as_str).collect();
         let subprotocol = self.request.select_subprotocol(&supported);
         let mut socket = config.socket.clone();
