@@ -262,7 +262,9 @@ fn worker(listener: std::net::TcpListener, shared: Arc<Shared>, stop: watch::Rec
                     Ok((tcp, _)) => match shared.limiter.try_open() {
                         Ok(permit) => {
                             let (shared, stop) = (shared.clone(), stop.clone());
-                            tasks.spawn(handle(tcp, permit, shared, stop, tasks.clone()));
+                            let span = connection_span(&tcp);
+                            let task = handle(tcp, permit, shared, stop, tasks.clone(), span.clone());
+                            spawn_in(&tasks, task, span);
                         }
                         Err(e) => {
                             Metrics::add(&shared.metrics.refused_total_limit);
@@ -295,22 +297,53 @@ async fn handle(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     tasks: TaskTracker,
+    span: tracing::Span,
 ) {
     let _ = tcp.set_nodelay(true);
     let peer = tcp.peer_addr().ok().map(|a| a.ip());
     match &shared.tls {
         None => {
             if let Some(ws) = open(tcp, peer, &mut permit, &shared, &mut stop).await {
-                tasks.spawn(counted(permit, echo(ws, stop)));
+                spawn_in(&tasks, counted(permit, echo(ws, stop)), span);
             }
         }
         Some(acceptor) => {
             // The TLS stream is boxed, so plain connections do not carry its size.
             let acceptor = acceptor.clone();
             if let Some(ws) = open_tls(tcp, peer, acceptor, &mut permit, &shared, &mut stop).await {
-                tasks.spawn(counted(permit, echo(ws, stop)));
+                spawn_in(&tasks, counted(permit, echo(ws, stop)), span);
             }
         }
+    }
+}
+
+/// Connection ids, for the logs.
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+/// The span every log line of a connection is in: `conn{id=7 peer=127.0.0.1:5050}`. When
+/// logging is below `info` it is disabled and costs nothing.
+fn connection_span(tcp: &TcpStream) -> tracing::Span {
+    let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("conn", id, peer = tracing::field::Empty);
+    if !span.is_disabled() {
+        if let Ok(peer) = tcp.peer_addr() {
+            span.record("peer", tracing::field::display(peer));
+        }
+    }
+    span
+}
+
+/// Spawns a connection's task inside its span, or bare when the span is disabled (no bytes
+/// per connection spent on logging that is off).
+fn spawn_in<F>(tasks: &TaskTracker, task: F, span: tracing::Span)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tracing::Instrument as _;
+    if span.is_disabled() {
+        tasks.spawn(task);
+    } else {
+        tasks.spawn(task.instrument(span));
     }
 }
 

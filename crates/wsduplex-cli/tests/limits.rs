@@ -264,3 +264,49 @@ fn auth_token_in_a_header_a_query_parameter_or_a_cookie() {
     drop(held);
     server.stop();
 }
+
+#[test]
+fn every_log_line_of_a_connection_carries_its_id() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(common::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("WSDUPLEX_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let addr: SocketAddr = ready.trim().rsplit('/').next().unwrap().parse().unwrap();
+    assert_eq!(get(addr, "/nowhere").status, 404);
+    assert_eq!(get(addr, "/healthz").status, 200);
+    common::send_signal(child.id(), "TERM");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(common::wait_child(child).success());
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("GET /")).collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].contains("conn{id=") && lines[0].contains("GET /nowhere"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no colour codes in a pipe: {stderr}"
+    );
+    let id = |l: &str| {
+        l.split("conn{id=")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .map(str::to_string)
+    };
+    assert_ne!(id(lines[0]), id(lines[1]), "{stderr}");
+}
