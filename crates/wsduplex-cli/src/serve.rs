@@ -96,6 +96,14 @@ pub struct Args {
         hide_env_values = true
     )]
     auth_token: Vec<String>,
+    /// Largest message a client may send (e.g. 16MiB, 64KiB, 1000); larger ones are closed
+    /// with 1009. Also bounds a compressed message once inflated.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16MiB")]
+    max_message_size: u64,
+    /// Largest frame a client may send; larger ones are closed with 1009 from the header,
+    /// before any payload is read.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16MiB")]
+    max_frame_size: u64,
     /// Connections open at once, at most; beyond it a new connection gets 503 (0: no limit).
     #[arg(long, value_name = "N", default_value_t = 50_000)]
     max_connections: usize,
@@ -108,6 +116,36 @@ pub struct Args {
     /// header (non-browser clients) are not affected. Default: any origin.
     #[arg(long, value_name = "ORIGIN")]
     allow_origin: Vec<String>,
+}
+
+/// `16MiB`, `64KiB`, `1MB`, `512`: a byte count with an optional binary (KiB, MiB, GiB) or
+/// decimal (KB, MB, GB) unit.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 16MiB, 64KiB, 1000)"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} (use KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
+    };
+    match n.checked_mul(scale) {
+        Some(0) => Err("a size of 0 would refuse every message".into()),
+        Some(v) => Ok(v),
+        None => Err(format!("{s:?} is too large")),
+    }
 }
 
 /// What every connection of the server shares.
@@ -168,6 +206,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.socket.ping_timeout = args.ping_timeout;
     config.socket.idle_timeout = args.idle_timeout;
     config.deflate = args.deflate.then(|| args.deflate_args.config());
+    config.socket.protocol.max_message_size = args.max_message_size;
+    config.socket.protocol.max_frame_size = args.max_frame_size;
     let tokens: Vec<&String> = args.auth_token.iter().filter(|t| !t.is_empty()).collect();
     if !tokens.is_empty() {
         config.auth = Some(AuthHook::new(TokenAuth::new(tokens)));
@@ -649,5 +689,21 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("64kib"), Ok(64 << 10));
+        assert_eq!(parse_size("1MB"), Ok(1_000_000));
+        assert_eq!(parse_size("512"), Ok(512));
+        for bad in ["", "x", "10 parsecs", "0", "99999999999999GiB", "-1"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -310,3 +310,31 @@ fn every_log_line_of_a_connection_carries_its_id() {
     };
     assert_ne!(id(lines[0]), id(lines[1]), "{stderr}");
 }
+
+#[test]
+fn message_and_frame_size_flags() {
+    let server = Server::start_with(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--max-message-size",
+        "1KiB",
+        "--max-frame-size",
+        "600",
+    ]);
+    let mut ws = common::Ws::connect(server.addr, "/echo");
+    ws.send(common::TEXT, &[b'a'; 600]);
+    assert_eq!(ws.read_message(), (common::TEXT, vec![b'a'; 600]));
+    // One byte over the frame limit: 1009 from the header.
+    ws.send(common::TEXT, &[b'a'; 601]);
+    assert_eq!(ws.expect_close().0, Some(1009));
+    // Frames within the limit that add up past the message limit: 1009 too.
+    let mut ws = common::Ws::connect(server.addr, "/echo");
+    let mask = Some([1, 2, 3, 4]);
+    ws.send_raw(&common::frame(false, 0, common::TEXT, &[b'a'; 600], mask));
+    ws.send_raw(&common::frame(false, 0, common::CONT, &[b'a'; 600], mask));
+    assert_eq!(ws.expect_close().0, Some(1009));
+    server.stop();
+    // A bad size is refused by the command line.
+    let out = common::run(&["serve", "--max-message-size", "lots"], b"");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
