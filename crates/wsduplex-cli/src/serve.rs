@@ -20,7 +20,7 @@ use wsduplex::limits::{ConnectionLimiter, LimitError, Permit};
 use wsduplex::proto::handshake::server::http_response;
 use wsduplex::server::{read_request, ServerConfig};
 use wsduplex::tls::{TlsAcceptor, TlsStream};
-use wsduplex::{CloseCode, WebSocket};
+use wsduplex::WebSocket;
 use wsduplex_hub::{Hub, HubConfig};
 
 #[derive(clap::Args)]
@@ -344,14 +344,14 @@ async fn handle(
     match &shared.tls {
         None => {
             if let Some(ws) = open(tcp, peer, &mut permit, &shared, &mut stop).await {
-                spawn_in(&tasks, counted(permit, echo(ws, stop)), span);
+                echo::spawn(&tasks, ws, permit, stop, span);
             }
         }
         Some(acceptor) => {
             // The TLS stream is boxed, so plain connections do not carry its size.
             let acceptor = acceptor.clone();
             if let Some(ws) = open_tls(tcp, peer, acceptor, &mut permit, &shared, &mut stop).await {
-                spawn_in(&tasks, counted(permit, echo(ws, stop)), span);
+                echo::spawn(&tasks, ws, permit, stop, span);
             }
         }
     }
@@ -385,12 +385,6 @@ where
     } else {
         tasks.spawn(task.instrument(span));
     }
-}
-
-/// Keeps a connection counted by the limiter while its task runs.
-async fn counted<F: std::future::Future>(permit: Permit, task: F) -> F::Output {
-    let _permit = permit;
-    task.await
 }
 
 /// Over the total limit: a 503 if the socket takes it at once (never waiting on this
@@ -569,54 +563,195 @@ where
     None
 }
 
-async fn echo<S>(mut ws: WebSocket<S>, mut stop: watch::Receiver<bool>)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    // By reference: a socket moved into a nested future would be stored twice.
-    if let Err(e) = echo_loop(&mut ws, &mut stop).await {
-        tracing::debug!("connection ended: {e}");
-    }
-}
+/// `/echo`: the task that echoes an open WebSocket, and the workers' stop signal for it.
+mod echo {
+    use super::spawn_in;
+    use futures_core::Stream;
+    use futures_sink::Sink;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::io::{AsyncRead, AsyncWrite};
+    use tokio::sync::watch;
+    use tokio_util::task::TaskTracker;
+    use wsduplex::limits::Permit;
+    use wsduplex::{CloseCode, CloseFrame, Message, Utf8Bytes, WebSocket};
 
-async fn echo_loop<S>(
-    ws: &mut WebSocket<S>,
-    stop: &mut watch::Receiver<bool>,
-) -> wsduplex::Result<()>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    if *stop.borrow() {
-        Box::pin(ws.close(CloseCode::GOING_AWAY, "server shutting down")).await?;
+    /// Hands an open WebSocket to an echo task of its own. The first on each worker also starts
+    /// the task that waits for the stop signal on the worker's behalf.
+    pub(super) fn spawn<S>(
+        tasks: &TaskTracker,
+        ws: WebSocket<S>,
+        permit: Permit,
+        stop: watch::Receiver<bool>,
+        span: tracing::Span,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        if let Some(watcher) = stop::watcher(stop) {
+            tasks.spawn(watcher);
+        }
+        let echo = Echo {
+            ws,
+            _permit: permit,
+            stop: stop::Slot::default(),
+            closing: false,
+        };
+        spawn_in(tasks, echo, span);
     }
-    // Created once and polled by reference: no per-message registration with the channel.
-    let stopped = stop.changed();
-    tokio::pin!(stopped);
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            // Fixed order, messages first: no random number per message, and the stop
-            // future (whose poll takes the channel's waiter lock) is polled only when the
-            // socket has nothing to deliver, which happens after every batch of reads.
-            biased;
-            item = ws.recv() => match item {
-                // Queued, not flushed: the socket flushes when it has nothing left to read.
-                Some(Ok(msg)) if msg.is_data() => {
-                    if ws.feed(msg).await.is_err() {
-                        // Closing: the rest of the close handshake still runs below.
+
+    /// The echo loop of one connection, written out as a future: its task holds the socket,
+    /// the connection's permit, a slot in the worker's stop registry and a flag, and nothing
+    /// else. (An `async fn` that `select!`ed over `recv()` and a `watch` stop future kept both
+    /// futures and copies of their state in every connection, about a kilobyte more.)
+    ///
+    /// Echoes are queued, not flushed: the socket flushes when it has nothing left to read, so
+    /// a batch of messages goes out in one write.
+    struct Echo<S> {
+        ws: WebSocket<S>,
+        /// Counts the connection in the limits until the task ends.
+        _permit: Permit,
+        stop: stop::Slot,
+        /// The 1001 is queued: the stop signal has nothing more to say.
+        closing: bool,
+    }
+
+    impl<S> Future for Echo<S>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        type Output = ();
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let this = self.get_mut();
+            let mut ws = Pin::new(&mut this.ws);
+            loop {
+                // A message is taken only when it can be queued, so none waits in here while the
+                // peer does not read. A failed flush is reported by the read.
+                let item = match ws.as_mut().poll_ready(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(_) => ws.as_mut().poll_next(cx),
+                };
+                match item {
+                    Poll::Ready(Some(Ok(msg))) => {
+                        if msg.is_data() {
+                            // Fails only when closing; the close handshake runs on in the reads.
+                            let _ = ws.as_mut().start_send(msg);
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        tracing::debug!("connection ended: {e}");
+                        return Poll::Ready(());
+                    }
+                    Poll::Ready(None) => return Poll::Ready(()),
+                    // The stop signal is looked at only when the socket has nothing to deliver.
+                    Poll::Pending => {
+                        if this.closing || !this.stop.stopped(cx.waker()) {
+                            return Poll::Pending;
+                        }
+                        this.closing = true;
+                        // The next read flushes it, then waits for the reply (within the close
+                        // timeout).
+                        let _ = ws.as_mut().start_send(Message::Close(Some(CloseFrame {
+                            code: CloseCode::GOING_AWAY,
+                            reason: Utf8Bytes::from_static("server shutting down"),
+                        })));
                     }
                 }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e),
-                None => return Ok(()),
-            },
-            changed = &mut stopped, if !closing => {
-                closing = true;
-                if changed.is_ok() {
-                    // Boxed: a rare path whose future would otherwise sit in every connection.
-                    Box::pin(ws.close(CloseCode::GOING_AWAY, "server shutting down")).await?;
-                }
             }
+        }
+    }
+
+    /// The stop signal of the echo tasks: one registry of wakers per worker thread. A worker is
+    /// a current-thread runtime, so an echo task is polled and dropped on the thread that
+    /// spawned it. A task costs a slot of 16 bytes here, taken when it first waits, instead of
+    /// a `watch` receiver and a pinned `changed()` future in the task.
+    mod stop {
+        use std::cell::RefCell;
+        use std::future::Future;
+        use std::task::Waker;
+        use tokio::sync::watch;
+
+        #[derive(Default)]
+        struct Registry {
+            /// The worker is stopping; the wakers were woken and are gone.
+            stopped: bool,
+            /// A task waits for the stop signal on this thread.
+            watched: bool,
+            wakers: Vec<Option<Waker>>,
+            /// Indices of the empty places in `wakers`.
+            free: Vec<u32>,
+        }
+
+        thread_local! {
+            static REGISTRY: RefCell<Registry> = RefCell::default();
+        }
+
+        /// A task's place in its worker's registry, given back when the task ends.
+        pub(super) struct Slot(u32);
+
+        impl Default for Slot {
+            fn default() -> Self {
+                Self(u32::MAX)
+            }
+        }
+
+        impl Slot {
+            /// Whether the worker is stopping; if not, `waker` is woken when it does.
+            pub(super) fn stopped(&mut self, waker: &Waker) -> bool {
+                REGISTRY.with_borrow_mut(|r| {
+                    if r.stopped {
+                        return true;
+                    }
+                    if let Some(Some(w)) = r.wakers.get_mut(self.0 as usize) {
+                        // A tokio task's waker stays the same; checking is cheap.
+                        if !w.will_wake(waker) {
+                            w.clone_from(waker);
+                        }
+                    } else if let Some(i) = r.free.pop() {
+                        r.wakers[i as usize] = Some(waker.clone());
+                        self.0 = i;
+                    } else {
+                        self.0 =
+                            u32::try_from(r.wakers.len()).expect("fewer than 2^32 connections");
+                        r.wakers.push(Some(waker.clone()));
+                    }
+                    false
+                })
+            }
+        }
+
+        impl Drop for Slot {
+            fn drop(&mut self) {
+                // A task dropped while the thread's locals are torn down has nothing to give back.
+                let _ = REGISTRY.try_with(|r| {
+                    let mut r = r.borrow_mut();
+                    if let Some(w @ Some(_)) = r.wakers.get_mut(self.0 as usize) {
+                        *w = None;
+                        r.free.push(self.0);
+                    }
+                });
+            }
+        }
+
+        /// The task that waits for `stop` on this thread's behalf, if none was started yet.
+        pub(super) fn watcher(
+            mut stop: watch::Receiver<bool>,
+        ) -> Option<impl Future<Output = ()> + Send + 'static> {
+            let first = REGISTRY.with_borrow_mut(|r| !std::mem::replace(&mut r.watched, true));
+            first.then_some(async move {
+                // The sender gone without a stop: the tasks run until their peers leave.
+                if stop.wait_for(|stopped| *stopped).await.is_ok() {
+                    let wakers = REGISTRY.with_borrow_mut(|r| {
+                        r.stopped = true;
+                        r.free.clear();
+                        std::mem::take(&mut r.wakers)
+                    });
+                    for w in wakers.into_iter().flatten() {
+                        w.wake();
+                    }
+                }
+            })
         }
     }
 }
