@@ -254,9 +254,8 @@ impl Connection {
     /// input makes this end send (a pong, or the close frame of an error that follows).
     pub fn receive_buffered(&mut self) -> Result<(), Error> {
         loop {
-            if self.event.is_some() {
-                return Ok(());
-            }
+            // The state first: `receive_eof` can fail the connection while an event waits,
+            // and failure is sticky.
             match &self.state {
                 State::Failed(e) => return Err(e.clone().into()),
                 // RFC 6455 §5.5.1: after the peer's close, nothing it sends is data.
@@ -265,6 +264,9 @@ impl Connection {
                     return Ok(());
                 }
                 State::Open | State::Closing => {}
+            }
+            if self.event.is_some() {
+                return Ok(());
             }
             match self.step() {
                 Ok(true) => {}
