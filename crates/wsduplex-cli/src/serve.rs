@@ -112,7 +112,7 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 256)]
     max_connections_per_client: usize,
     /// Accept WebSocket upgrades and chat POSTs only from pages of this origin (e.g.
-    /// https://chat.example.com; repeatable): others get 403. Requests without an Origin
+    /// `https://chat.example.com`; repeatable): others get 403. Requests without an Origin
     /// header (non-browser clients) are not affected. Default: any origin.
     #[arg(long, value_name = "ORIGIN")]
     allow_origin: Vec<String>,
