@@ -20,6 +20,18 @@ struct ChatMessage<'a> {
     name: &'a str,
     text: &'a str,
     ts: u64,
+    /// Delivered by this node alone while the backplane was down (not in shared history).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    local: bool,
+}
+
+/// A message without its type and id, for the backplane (see [`message_tail`]).
+#[derive(Serialize)]
+struct Tail<'a> {
+    room: &'a str,
+    name: &'a str,
+    text: &'a str,
+    ts: u64,
 }
 
 #[derive(Serialize)]
@@ -50,7 +62,37 @@ pub(crate) fn message(id: u64, room: &str, name: &str, text: &str, ts: u64) -> U
         name,
         text,
         ts,
+        local: false,
     })
+}
+
+/// A message this node delivered on its own while the backplane was down.
+pub(crate) fn local_message(id: u64, room: &str, name: &str, text: &str, ts: u64) -> Utf8Bytes {
+    encode(&ChatMessage {
+        r#type: "message",
+        id,
+        room,
+        name,
+        text,
+        ts,
+        local: true,
+    })
+}
+
+/// What comes before a message's [`message_tail`]: the id is assigned in Redis.
+pub(crate) const MESSAGE_HEAD: &str = r#"{"type":"message","id":"#;
+
+/// A message's JSON after `"id":N,`. The backplane's publish script writes
+/// `MESSAGE_HEAD`, the id, `,` and this, so every node delivers the same bytes.
+pub(crate) fn message_tail(room: &str, name: &str, text: &str, ts: u64) -> String {
+    let json = serde_json::to_string(&Tail {
+        room,
+        name,
+        text,
+        ts,
+    })
+    .unwrap_or_default();
+    json.strip_prefix('{').unwrap_or(&json).to_string()
 }
 
 pub(crate) fn presence(kind: &'static str, room: &str, name: &str) -> Utf8Bytes {
@@ -181,6 +223,21 @@ mod tests {
             v,
             serde_json::json!({"type":"message","id":7,"room":"lobby","name":"al\"ice",
                 "text":"<b>hi</b>","ts":123})
+        );
+    }
+
+    #[test]
+    fn head_id_and_tail_make_the_message() {
+        let tail = message_tail("lobby", "al\"ice", "<b>hi</b>", 123);
+        let assembled = format!("{MESSAGE_HEAD}{},{tail}", 7);
+        assert_eq!(
+            assembled,
+            message(7, "lobby", "al\"ice", "<b>hi</b>", 123).as_str()
+        );
+        let v: Value = serde_json::from_str(local_message(8, "r", "a", "x", 1).as_str()).unwrap();
+        assert_eq!(
+            (&v["id"], &v["local"]),
+            (&serde_json::json!(8), &Value::Bool(true))
         );
     }
 

@@ -196,7 +196,7 @@ impl Hub {
                     return incoming.respond(426, &headers, "text/plain", body).await;
                 }
                 let name = q.name.as_deref().unwrap_or("guest");
-                let member = match self.join(room, name, q.since) {
+                let member = match self.join(room, name, q.since).await {
                     Ok(m) => m,
                     Err(e) => {
                         let body = format!("{e}\n");
@@ -242,7 +242,7 @@ impl Hub {
                     Ok(b) => b,
                     Err(e) => return respond_body_error(incoming, e).await,
                 };
-                match self.poll_send(id, &body) {
+                match self.poll_send(id, &body).await {
                     Ok(()) => incoming.respond(202, &[], JSON, br#"{"ok":true}"#).await,
                     Err(e) => respond_poll_error(incoming, e).await,
                 }
@@ -278,7 +278,7 @@ impl Hub {
                     }
                 };
                 let name = push.name.as_deref().unwrap_or("api");
-                match self.publish(room, name, &text) {
+                match self.publish(room, name, &text).await {
                     Ok(id) => {
                         let body = format!(r#"{{"id":{id}}}"#);
                         incoming.respond(201, &[], JSON, body.as_bytes()).await
@@ -380,6 +380,7 @@ async fn respond_join_error<S: AsyncRead + AsyncWrite + Unpin>(
         JoinError::Name(crate::NameError::Room) => "bad_room",
         JoinError::Name(_) => "bad_name",
         JoinError::TooManyRooms => "too_many_rooms",
+        JoinError::Unavailable => "unavailable",
         _ => "shutting_down",
     };
     respond_error(incoming, e.status(), code, &e.to_string()).await

@@ -2,14 +2,18 @@
 //! long-polling fallback over plain HTTP, a push API, and the browser chat page, for any
 //! `wsduplex` server to mount. The protocol and endpoints are in `docs/hub.md`.
 //!
-//! What it is not: a transport (that is `wsduplex`), or a broker. Everything is in memory
-//! in one process; rooms span the worker threads of that process.
+//! What it is not: a transport (that is `wsduplex`), or a broker. By default everything is
+//! in memory in one process; rooms span the worker threads of that process. With
+//! [`Hub::with_redis`] the hub is one node of many: Redis orders each room's events and
+//! keeps its history, and every node delivers to its own members.
 //!
 //! Data flow: a member's message goes to its room, which (under the room's lock) assigns
 //! the next id, encodes the event once, keeps it in history, and pushes the same bytes into
 //! every member's bounded mailbox. Each WebSocket member's task drains its mailbox into its
 //! socket; a long-polling session hands its mailbox out by cursor. A member whose mailbox
-//! overflows is removed (close `4008`) and can resume with `since`.
+//! overflows is removed (close `4008`) and can resume with `since`. With Redis, the id
+//! comes from a script in Redis, and the room does the rest when the message comes back on
+//! the room's channel, in the same order on every node.
 //!
 //! ```no_run
 //! use wsduplex::server::{read_request, ServerConfig};
@@ -17,6 +21,8 @@
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let hub = Hub::new(HubConfig::default());
+//! // Or one node of many:
+//! // let hub = Hub::with_redis(HubConfig::default(), RedisConfig::new("redis://cache:6379"))?;
 //! tokio::spawn(hub.clone().maintain());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! let config = ServerConfig::default();
@@ -35,6 +41,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod backplane;
 mod event;
 mod http;
 mod mailbox;
@@ -43,10 +50,12 @@ mod poll;
 mod room;
 mod ws;
 
+pub use backplane::redis::{InvalidRedisUrl, RedisConfig};
 pub use event::BadMessage;
 pub use mailbox::Ended;
 pub use names::NameError;
 
+use backplane::Backplane;
 use room::Room;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,6 +121,10 @@ pub enum JoinError {
     /// The hub is shutting down (`503`).
     #[error("server shutting down")]
     ShuttingDown,
+    /// The node cannot reach Redis (`503`): members already in a room keep chatting on
+    /// this node, but nobody can join until it is back.
+    #[error("chat backplane unavailable")]
+    Unavailable,
 }
 
 impl JoinError {
@@ -119,7 +132,7 @@ impl JoinError {
     pub fn status(&self) -> u16 {
         match self {
             Self::Name(_) => 400,
-            Self::TooManyRooms | Self::ShuttingDown => 503,
+            Self::TooManyRooms | Self::ShuttingDown | Self::Unavailable => 503,
         }
     }
 }
@@ -143,6 +156,8 @@ struct Inner {
     rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
     sessions: Mutex<HashMap<String, Arc<poll::Session>>>,
     shutting_down: AtomicBool,
+    /// `None`: a hub of one node.
+    backplane: Option<Arc<dyn Backplane>>,
 }
 
 /// A member of a room. Dropping it leaves the room (the others get `left`).
@@ -151,6 +166,7 @@ pub struct Membership {
     key: u64,
     name: Arc<str>,
     mailbox: Arc<mailbox::Mailbox>,
+    backplane: Option<Arc<dyn Backplane>>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -174,8 +190,16 @@ impl Membership {
     }
 
     /// Sends a chat message to the room (this member gets it back too); returns its id.
-    pub fn say(&self, text: &str) -> u64 {
-        self.room.publish(&self.name, text)
+    /// With Redis unreachable, the message goes to this node's members only (see
+    /// `docs/hub.md`).
+    pub async fn say(&self, text: &str) -> u64 {
+        let Some(backplane) = &self.backplane else {
+            return self.room.publish(&self.name, text);
+        };
+        let room = Some(self.room.clone());
+        let published = backplane.publish(&self.room.name, room, &self.name, text);
+        // A member's room is loaded: the message is delivered locally at worst.
+        published.await.unwrap_or_default()
     }
 
     /// Why delivery to this member ended, if it has.
@@ -192,7 +216,21 @@ impl Drop for Membership {
 
 impl Hub {
     /// A hub with no rooms.
-    pub fn new(mut config: HubConfig) -> Self {
+    pub fn new(config: HubConfig) -> Self {
+        Self::with_backplane(config, None)
+    }
+
+    /// A hub that is one node of many, sharing rooms through Redis: every message reaches
+    /// every member of its room on every node, in one order, with the same ids; history
+    /// lives in Redis, so a client can resume with `since` on any node. Nothing connects
+    /// until [`Hub::maintain`] runs (it connects, reconnects with backoff, and keeps this
+    /// node's presence alive).
+    pub fn with_redis(config: HubConfig, redis: RedisConfig) -> Result<Self, InvalidRedisUrl> {
+        let backplane = backplane::redis::RedisBackplane::new(redis, config.history)?;
+        Ok(Self::with_backplane(config, Some(backplane)))
+    }
+
+    fn with_backplane(mut config: HubConfig, backplane: Option<Arc<dyn Backplane>>) -> Self {
         config.session_ttl = config
             .session_ttl
             .max(config.poll_timeout + Duration::from_secs(5));
@@ -202,8 +240,14 @@ impl Hub {
                 rooms: Mutex::new(HashMap::new()),
                 sessions: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
+                backplane,
             }),
         }
+    }
+
+    /// `None` for a hub of one node; else whether this node is connected to Redis.
+    pub fn is_connected(&self) -> Option<bool> {
+        self.inner.backplane.as_ref().map(|b| b.is_up())
     }
 
     /// The settings.
@@ -233,17 +277,24 @@ impl Hub {
                 .min()
                 .map(|(_, k)| k)
                 .ok_or(JoinError::TooManyRooms)?;
-            rooms.remove(&victim);
+            if let (Some(dropped), Some(backplane)) = (rooms.remove(&victim), &self.inner.backplane)
+            {
+                backplane.unload(&dropped);
+            }
         }
-        let room = Arc::new(Room::new(name, self.inner.config.history));
+        let history = self.inner.config.history;
+        let room = Arc::new(match &self.inner.backplane {
+            None => Room::new(name, history),
+            Some(backplane) => backplane.new_room(name, history),
+        });
         rooms.insert(room.name.clone(), room.clone());
         Ok(room)
     }
 
     /// Joins `room` as `name` (validated, then made unique: `alice`, `alice-2`...). With
     /// `since`, the welcome carries every message after that id still in history, and live
-    /// messages follow with no gap and no duplicate.
-    pub fn join(
+    /// messages follow with no gap and no duplicate. Without a backplane this never waits.
+    pub async fn join(
         &self,
         room: &str,
         name: &str,
@@ -251,31 +302,57 @@ impl Hub {
     ) -> Result<Membership, JoinError> {
         let name = names::validate_name(name)?;
         let room = self.room(room)?;
-        let joined = room
-            .join(name, since, self.inner.config.queue)
-            .ok_or(JoinError::ShuttingDown)?;
+        let queue = self.inner.config.queue;
+        let joined = match &self.inner.backplane {
+            None => room
+                .join(name, since, queue)
+                .ok_or(JoinError::ShuttingDown)?,
+            Some(backplane) => backplane
+                .join(room.clone(), name.to_string(), since, queue)
+                .await
+                .map_err(|e| match self.is_shutting_down() {
+                    true => JoinError::ShuttingDown,
+                    false => e,
+                })?,
+        };
         Ok(Membership {
             room,
             key: joined.key,
             name: joined.name,
             mailbox: joined.mailbox,
+            backplane: self.inner.backplane.clone(),
         })
     }
 
-    /// Delivers a message to `room` from `name` (the push API); returns its id.
-    pub fn publish(&self, room: &str, name: &str, text: &str) -> Result<u64, JoinError> {
+    /// Delivers a message to `room` from `name` (the push API); returns its id. Without a
+    /// backplane this never waits.
+    pub async fn publish(&self, room: &str, name: &str, text: &str) -> Result<u64, JoinError> {
         let name = names::validate_name(name)?;
-        Ok(self.room(room)?.publish(name, text))
+        match &self.inner.backplane {
+            None => Ok(self.room(room)?.publish(name, text)),
+            Some(backplane) => {
+                let room = names::validate_room(room)?;
+                let here = self.rooms().get(room).cloned();
+                backplane.publish(room, here, name, text).await
+            }
+        }
     }
 
     /// Cuts the connections of every member of `room` called `name`, without a closing
-    /// handshake, as a failed network would. Returns how many were cut.
+    /// handshake, as a failed network would. Returns how many were cut. With Redis, a
+    /// member of another node is cut there (if this node follows the room).
     pub fn cut(&self, room: &str, name: &str) -> usize {
-        let room = self.rooms().get(room).cloned();
-        room.map_or(0, |r| r.cut(name))
+        let Some(room) = self.rooms().get(room).cloned() else {
+            return 0;
+        };
+        match &self.inner.backplane {
+            None => room.cut(name),
+            Some(backplane) => backplane.cut(&room, name),
+        }
     }
 
-    /// The members of `room` and its last message id (`None` if there is no such room).
+    /// The members of `room` and its last message id (`None` if there is no such room; with
+    /// Redis, if this node does not follow it).
     pub fn members(&self, room: &str) -> Option<(Vec<String>, u64)> {
         let room = self.rooms().get(room).cloned();
         room.map(|r| r.members())
@@ -289,19 +366,40 @@ impl Hub {
         for room in rooms {
             room.shut();
         }
+        if let Some(backplane) = &self.inner.backplane {
+            backplane.stop();
+        }
+    }
+
+    /// After [`Hub::shutdown`]: completes when this node has told Redis that its members
+    /// left (at once without a backplane; a few seconds at most otherwise). Drive it on the
+    /// runtime [`Hub::maintain`] runs on.
+    pub async fn closed(&self) {
+        if let Some(backplane) = &self.inner.backplane {
+            backplane.closed().await;
+        }
     }
 
     fn is_shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// Housekeeping: expires idle long-polling sessions. Runs until [`Hub::shutdown`];
-    /// spawn it once.
+    /// Housekeeping: expires idle long-polling sessions, and with Redis runs the
+    /// connection to it (subscriptions, heartbeats, reconnects). Runs until
+    /// [`Hub::shutdown`]; spawn it once.
     pub async fn maintain(self) {
         let every = (self.inner.config.session_ttl / 4).max(Duration::from_millis(100));
-        while !self.is_shutting_down() {
-            tokio::time::sleep(every).await;
-            self.expire_sessions(std::time::Instant::now());
+        let sessions = async {
+            while !self.is_shutting_down() {
+                tokio::time::sleep(every).await;
+                self.expire_sessions(std::time::Instant::now());
+            }
+        };
+        match self.inner.backplane.clone() {
+            None => sessions.await,
+            Some(backplane) => {
+                tokio::join!(sessions, backplane.run());
+            }
         }
     }
 }

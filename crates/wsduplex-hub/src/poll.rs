@@ -75,7 +75,10 @@ impl Hub {
         if self.sessions().len() >= self.inner.config.max_sessions {
             return Err(PollError::TooManySessions);
         }
-        let member = self.join(room, name, since).map_err(PollError::Join)?;
+        let member = self
+            .join(room, name, since)
+            .await
+            .map_err(PollError::Join)?;
         let id = format!("{:032x}", rand::random::<u128>());
         let session = Arc::new(Session {
             member,
@@ -113,7 +116,7 @@ impl Hub {
     }
 
     /// A client message from a session.
-    pub(crate) fn poll_send(&self, id: &str, body: &[u8]) -> Result<(), PollError> {
+    pub(crate) async fn poll_send(&self, id: &str, body: &[u8]) -> Result<(), PollError> {
         let session = self.session(id)?;
         if session.member.ended().is_some() {
             self.sessions().remove(id);
@@ -121,7 +124,7 @@ impl Hub {
         }
         session.touch();
         let text = parse_inbound(body, self.inner.config.max_text).map_err(PollError::Bad)?;
-        session.member.say(&text);
+        session.member.say(&text).await;
         Ok(())
     }
 
@@ -175,6 +178,7 @@ mod tests {
         assert!(hub.members("r").unwrap().0.is_empty());
         assert!(hub
             .poll_send(&id, br#"{"type":"message","text":"x"}"#)
+            .await
             .is_err());
     }
 
@@ -187,7 +191,7 @@ mod tests {
         let (id, _) = hub.poll_open("r", "lp", None).await.unwrap();
         // The welcome is still unacknowledged: two more fit, the third overflows.
         for i in 0..3 {
-            hub.publish("r", "p", &format!("m{i}")).unwrap();
+            hub.publish("r", "p", &format!("m{i}")).await.unwrap();
         }
         assert!(hub.poll_read(&id, 1).await.is_err());
         assert_eq!(hub.session_count(), 0);

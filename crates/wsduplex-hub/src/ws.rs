@@ -61,7 +61,7 @@ where
             Step::Inbound(Some(Ok(Message::Text(text)))) => {
                 match parse_inbound(text.as_bytes(), max_text) {
                     Ok(text) => {
-                        member.say(&text);
+                        member.say(&text).await;
                     }
                     Err(bad) => queue(ws, bad.to_event())?,
                 }

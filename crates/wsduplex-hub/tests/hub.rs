@@ -177,7 +177,10 @@ async fn history_and_resume_with_since_lose_nothing() {
     c.history = 5;
     let (addr, hub) = start(c).await;
     for i in 1..=8 {
-        assert_eq!(hub.publish("h", "pusher", &format!("m{i}")).unwrap(), i);
+        assert_eq!(
+            hub.publish("h", "pusher", &format!("m{i}")).await.unwrap(),
+            i
+        );
     }
     // A newcomer sees the last 5.
     let (_a, welcome) = join(addr, "/chat/h?name=a").await;
@@ -195,7 +198,7 @@ async fn history_and_resume_with_since_lose_nothing() {
     assert_eq!(welcome["history"][0]["id"], 7);
     assert_eq!(welcome["gap"], false);
     // ... then live messages, continuing the sequence.
-    hub.publish("h", "pusher", "m9").unwrap();
+    hub.publish("h", "pusher", "m9").await.unwrap();
     assert_eq!(next_of(&mut b, "message").await["id"], 9);
     // Up to date: nothing in history, no gap.
     let (_c, welcome) = join(addr, "/chat/h?name=c&since=9").await;
@@ -217,12 +220,12 @@ async fn history_and_resume_with_since_lose_nothing() {
 async fn reconnect_resumes_exactly_where_it_left() {
     let (addr, hub) = start(config()).await;
     let (mut a, _) = join(addr, "/chat/resume?name=a").await;
-    hub.publish("resume", "p", "one").unwrap();
+    hub.publish("resume", "p", "one").await.unwrap();
     let last = next_of(&mut a, "message").await["id"].as_u64().unwrap();
     drop(a);
     // Sent while a is away.
     for t in ["two", "three"] {
-        hub.publish("resume", "p", t).unwrap();
+        hub.publish("resume", "p", t).await.unwrap();
     }
     let (mut a, welcome) = join(addr, &format!("/chat/resume?name=a&since={last}")).await;
     let texts: Vec<&str> = welcome["history"]
@@ -232,7 +235,7 @@ async fn reconnect_resumes_exactly_where_it_left() {
         .map(|m| m["text"].as_str().unwrap())
         .collect();
     assert_eq!(texts, ["two", "three"]);
-    hub.publish("resume", "p", "four").unwrap();
+    hub.publish("resume", "p", "four").await.unwrap();
     let m = next_of(&mut a, "message").await;
     assert_eq!((&m["id"], &m["text"]), (&json!(4), &json!("four")));
 }
@@ -450,7 +453,7 @@ async fn a_long_poll_waits_for_the_next_event_and_times_out_empty() {
         .await
     });
     // The GET may start waiting before or after the publish: either way it gets it.
-    hub.publish("wait", "p", "wake up").unwrap();
+    hub.publish("wait", "p", "wake up").await.unwrap();
     let r = get.await.unwrap();
     assert_eq!(r.body["events"][0]["text"], "wake up", "{}", r.body);
 }
@@ -469,7 +472,7 @@ async fn a_slow_member_is_closed_with_4008_and_the_room_goes_on() {
     // Publish until the slow member is removed (the kernel's and the socket's buffers fill
     // first, then its queue). The fast member reads everything meanwhile.
     let left = loop {
-        hub.publish("slow", "p", &text).unwrap();
+        hub.publish("slow", "p", &text).await.unwrap();
         sent += 1;
         assert!(sent < 100_000, "the slow member was never removed");
         let ev = next(&mut fast).await;
@@ -495,7 +498,7 @@ async fn a_slow_member_is_closed_with_4008_and_the_room_goes_on() {
     };
     assert_eq!(code, Some(wsduplex_hub::CLOSE_TOO_SLOW));
     // The room goes on.
-    hub.publish("slow", "p", "after").unwrap();
+    hub.publish("slow", "p", "after").await.unwrap();
     assert_eq!(next_of(&mut fast, "message").await["text"], "after");
 }
 

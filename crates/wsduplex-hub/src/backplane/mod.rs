@@ -1,0 +1,66 @@
+//! The backplane: what makes one hub of many nodes. It orders every room's events (ids,
+//! joins, leaves) for all nodes and keeps the shared history; each node applies them to
+//! its rooms in that order and delivers to its own members through their mailboxes, so
+//! fan-out, slow members and long polling work as in a hub of one.
+//!
+//! Without a backplane (the default) each room orders its own events under its lock, and
+//! none of this runs. The one implementation is [`redis::RedisBackplane`].
+
+pub(crate) mod redis;
+mod scripts;
+
+use crate::room::{Joined, Room};
+use crate::JoinError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How a hub orders rooms across nodes. Methods other than `run` and `closed` never wait.
+pub(crate) trait Backplane: Send + Sync {
+    /// A shared room for this hub, not loaded yet (the first join loads it).
+    fn new_room(&self, name: &str, history: usize) -> Room;
+
+    /// Joins a member of this node: loads the room if needed, reserves a name unique
+    /// across nodes, and completes when the member's `joined` comes back in order (its
+    /// welcome is the room as of that event).
+    fn join(
+        &self,
+        room: Arc<Room>,
+        name: String,
+        since: Option<u64>,
+        queue: usize,
+    ) -> BoxFuture<'_, Result<Joined, JoinError>>;
+
+    /// Publishes a message and returns its id. Delivery to this node's members happens
+    /// when it comes back in order. `room`: the room if this node has it (needed to
+    /// deliver locally while the backplane is down).
+    fn publish<'a>(
+        &'a self,
+        room_name: &'a str,
+        room: Option<Arc<Room>>,
+        name: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<u64, JoinError>>;
+
+    /// Cuts `name` wherever it is connected; how many were cut (a member of another node
+    /// counts once).
+    fn cut(&self, room: &Arc<Room>, name: &str) -> usize;
+
+    /// The hub dropped `room` (idle, to make space): stop following it.
+    fn unload(&self, room: &Arc<Room>);
+
+    /// Connects, follows the loaded rooms, heartbeats, reconnects with backoff, until
+    /// [`Backplane::stop`]. Driven by [`crate::Hub::maintain`].
+    fn run(self: Arc<Self>) -> BoxFuture<'static, ()>;
+
+    /// Says goodbye (this node's members leave every room) and ends `run`.
+    fn stop(&self);
+
+    /// Completes when `run` has ended (or was never started), within a bounded time.
+    fn closed(&self) -> BoxFuture<'_, ()>;
+
+    /// Whether the node is connected (joins are refused while it is not).
+    fn is_up(&self) -> bool;
+}

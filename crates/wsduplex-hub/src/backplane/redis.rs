@@ -1,0 +1,714 @@
+//! The Redis backplane: one command connection (multiplexed, shared by every caller) and
+//! one pub/sub connection per node, both owned by [`RedisBackplane::run`].
+//!
+//! - Publishing runs one script (`INCR` the room's id, `XADD` to its stream as `0-<id>`,
+//!   `PUBLISH`): the id order is the delivery order on every node.
+//! - The node subscribes to each room it has loaded, and applies the room's events in the
+//!   order they arrive; a jump in ids is filled from the stream first.
+//! - Loading a room, and every reconnect, runs the resync script after subscribing: Redis
+//!   gets this node's members and id floor, the node gets the roster and the messages it
+//!   missed. So members see no gap across a reconnect.
+//! - Presence: members per room in a hash (name → node), nodes in a sorted set scored by
+//!   heartbeat expiry; any node's heartbeat or join sweeps expired nodes, whose members
+//!   leave with a `left` for everyone.
+//! - While Redis is unreachable the node keeps its members chatting: messages are
+//!   delivered locally (`"local":true`, ids past [`crate::room::LOCAL_ID_GAP`], not in
+//!   history), leaves are told locally, joins are refused (`503`); it reconnects with
+//!   exponential backoff and resynchronizes.
+
+use super::scripts::{self, Event, Failure, Keys, Scripts};
+use super::{Backplane, BoxFuture};
+use crate::event;
+use crate::room::{Joined, OnLeave, Room, Snapshot};
+use crate::JoinError;
+use ::redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use ::redis::{AsyncConnectionConfig, Client, Msg};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::time::timeout;
+use wsduplex::Utf8Bytes;
+
+/// First reconnect delay; it doubles up to [`RedisConfig::max_backoff`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Settings of the Redis backplane ([`crate::Hub::with_redis`]).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Prefix of every key and channel (nodes of one hub share it).
+    pub key_prefix: String,
+    /// A node whose heartbeat stops (it died, or lost Redis) has its members removed, with
+    /// `left` events, this long after its last heartbeat (it beats every third of it).
+    pub presence_ttl: Duration,
+    /// How long a Redis command or connection attempt may take before Redis counts as
+    /// unavailable.
+    pub timeout: Duration,
+    /// Longest wait between reconnect attempts.
+    pub max_backoff: Duration,
+}
+
+impl RedisConfig {
+    /// Prefix `wsduplex`, presence TTL 15 s, timeout 2 s, backoff up to 5 s.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            key_prefix: "wsduplex".into(),
+            presence_ttl: Duration::from_secs(15),
+            timeout: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redacted(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("presence_ttl", &self.presence_ttl)
+            .field("timeout", &self.timeout)
+            .field("max_backoff", &self.max_backoff)
+            .finish()
+    }
+}
+
+/// The Redis URL could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid Redis URL {url}")]
+pub struct InvalidRedisUrl {
+    url: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// The URL without its password, for logs.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "(unparsable URL)".into(),
+    }
+}
+
+/// The connection of one session with Redis, and how callers report that it failed.
+#[derive(Clone)]
+struct Link {
+    conn: MultiplexedConnection,
+    broken: Arc<Notify>,
+}
+
+/// A join waiting for its `joined` event.
+struct Pending {
+    room: Arc<Room>,
+    since: Option<u64>,
+    queue: usize,
+    admitted: oneshot::Sender<Joined>,
+}
+
+/// Work for the task that owns the connections.
+enum Request {
+    /// Subscribe to a room and load it; answers whether it worked.
+    Load(Arc<Room>, oneshot::Sender<bool>),
+    Unload(Arc<Room>),
+    /// A member of this node left: `(room, name)`.
+    Leave(Arc<str>, Arc<str>),
+    /// Cut a member of another node: `(room, name)`.
+    Cut(Arc<str>, String),
+}
+
+pub(crate) struct RedisBackplane {
+    client: Client,
+    config: RedisConfig,
+    /// The URL for logs.
+    target: String,
+    /// This node's id in Redis.
+    node: String,
+    history: usize,
+    scripts: Scripts,
+    /// `Some` while connected.
+    link: Mutex<Option<Link>>,
+    /// Rooms this node follows (subscribed, or to subscribe at the next connect).
+    rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
+    pending: Mutex<HashMap<u64, Pending>>,
+    requests: mpsc::UnboundedSender<Request>,
+    inbox: Mutex<Option<mpsc::UnboundedReceiver<Request>>>,
+    on_leave: OnLeave,
+    stopping: AtomicBool,
+    stop: Notify,
+    started: AtomicBool,
+    done: watch::Sender<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl RedisBackplane {
+    pub(crate) fn new(config: RedisConfig, history: usize) -> Result<Arc<Self>, InvalidRedisUrl> {
+        let target = redacted(&config.url);
+        let client = Client::open(config.url.as_str()).map_err(|e| InvalidRedisUrl {
+            url: target.clone(),
+            source: Box::new(e),
+        })?;
+        let (requests, inbox) = mpsc::unbounded_channel();
+        let leaves = requests.clone();
+        let on_leave: OnLeave = Arc::new(move |room: &str, name: Arc<str>| {
+            let _ = leaves.send(Request::Leave(room.into(), name));
+        });
+        Ok(Arc::new(Self {
+            client,
+            config,
+            target,
+            node: format!("{:016x}", rand::random::<u64>()),
+            history,
+            scripts: Scripts::new(),
+            link: Mutex::new(None),
+            rooms: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            requests,
+            inbox: Mutex::new(Some(inbox)),
+            on_leave,
+            stopping: AtomicBool::new(false),
+            stop: Notify::new(),
+            started: AtomicBool::new(false),
+            done: watch::Sender::new(false),
+        }))
+    }
+
+    fn link(&self) -> Option<Link> {
+        lock(&self.link).clone()
+    }
+
+    fn keys(&self, room: &str) -> Keys {
+        Keys::new(&self.config.key_prefix, room)
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.config.presence_ttl.as_millis() as u64
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// A caller's command failed: the node goes local at once, and the task reconnects.
+    fn failed(&self, link: &Link, what: &str, e: &Failure) {
+        tracing::error!("redis {}: {what} failed: {e}", self.target);
+        let mut current = lock(&self.link);
+        if current
+            .as_ref()
+            .is_some_and(|l| Arc::ptr_eq(&l.broken, &link.broken))
+        {
+            *current = None;
+        }
+        link.broken.notify_one();
+    }
+
+    fn set_down(&self) {
+        *lock(&self.link) = None;
+        // Joins waiting for their `joined` give up; the next resync releases their names.
+        lock(&self.pending).clear();
+    }
+
+    async fn run_loop(self: Arc<Self>) {
+        let Some(mut inbox) = lock(&self.inbox).take() else {
+            return;
+        };
+        self.started.store(true, Ordering::SeqCst);
+        let mut backoff = MIN_BACKOFF;
+        let mut was_up = false;
+        while !self.stopping() {
+            match self.connect().await {
+                Ok((link, sink, stream)) => {
+                    let rooms = lock(&self.rooms).len();
+                    *lock(&self.link) = Some(link.clone());
+                    tracing::info!(
+                        "redis {}: connected as node {} ({rooms} rooms resynchronized)",
+                        self.target,
+                        self.node
+                    );
+                    backoff = MIN_BACKOFF;
+                    was_up = true;
+                    let ended = self.serve(link, sink, stream, &mut inbox).await;
+                    self.set_down();
+                    match ended {
+                        Ok(()) => break,
+                        Err(e) => tracing::error!(
+                            "redis {}: connection lost ({e}); members of this node keep \
+                             chatting among themselves, joins are refused until it is back",
+                            self.target
+                        ),
+                    }
+                }
+                Err(e) => {
+                    self.set_down();
+                    let mode = if was_up { "reconnect" } else { "connect" };
+                    tracing::warn!(
+                        "redis {}: cannot {mode}: {e}; next attempt in {backoff:?}",
+                        self.target
+                    );
+                }
+            }
+            // Down: serve requests locally until the next attempt.
+            let pause = tokio::time::sleep(backoff);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = &mut pause => break,
+                    _ = self.stop.notified() => break,
+                    request = inbox.recv() => match request {
+                        Some(r) => self.serve_down(r),
+                        None => break,
+                    },
+                }
+            }
+            backoff = (backoff * 2).min(self.config.max_backoff.max(MIN_BACKOFF));
+        }
+        self.set_down();
+        self.done.send_replace(true);
+    }
+
+    /// Connects both connections, subscribes to every followed room and resynchronizes
+    /// each.
+    async fn connect(&self) -> Result<(Link, PubSubSink, PubSubStream), Failure> {
+        let t = self.config.timeout;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(t))
+            .set_response_timeout(Some(t));
+        let conn = timeout(
+            t * 2,
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        .map_err(|_| Failure::Timeout(t))??;
+        let pubsub = timeout(t, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| Failure::Timeout(t))??;
+        let (mut sink, stream) = pubsub.split();
+        let rooms: Vec<Arc<Room>> = lock(&self.rooms).values().cloned().collect();
+        if !rooms.is_empty() {
+            let channels: Vec<String> = rooms
+                .iter()
+                .map(|r| scripts::channel(&self.config.key_prefix, &r.name))
+                .collect();
+            timeout(t, sink.subscribe(channels))
+                .await
+                .map_err(|_| Failure::Timeout(t))??;
+        }
+        let mut c = conn.clone();
+        for room in &rooms {
+            self.resync(&mut c, room).await?;
+        }
+        let link = Link {
+            conn,
+            broken: Arc::new(Notify::new()),
+        };
+        Ok((link, sink, stream))
+    }
+
+    /// Runs a connected session until the connection fails (`Err`) or the node stops.
+    async fn serve(
+        &self,
+        link: Link,
+        mut sink: PubSubSink,
+        mut stream: PubSubStream,
+        inbox: &mut mpsc::UnboundedReceiver<Request>,
+    ) -> Result<(), Failure> {
+        let mut conn = link.conn.clone();
+        let every = (self.config.presence_ttl / 3).max(Duration::from_millis(10));
+        let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.stopping() {
+                self.goodbye(&conn).await;
+                return Ok(());
+            }
+            tokio::select! {
+                biased;
+                _ = self.stop.notified() => {}
+                _ = link.broken.notified() => return Err(Failure::Broken),
+                msg = stream.next() => match msg {
+                    Some(msg) => self.on_message(&mut conn, msg).await?,
+                    None => return Err(Failure::Closed),
+                },
+                request = inbox.recv() => match request {
+                    Some(r) => self.on_request(&mut conn, &mut sink, r).await?,
+                    None => return Ok(()),
+                },
+                _ = beat.tick() => {
+                    // A pub/sub connection that stopped answering is as good as closed.
+                    let t = self.config.timeout;
+                    timeout(t, sink.ping::<::redis::Value>())
+                        .await
+                        .map_err(|_| Failure::Timeout(t))??;
+                    self.heartbeat(&mut conn).await?;
+                }
+            }
+        }
+    }
+
+    /// Applies one event of a room's channel.
+    async fn on_message(&self, conn: &mut MultiplexedConnection, msg: Msg) -> Result<(), Failure> {
+        let Some(name) = scripts::room_of(&self.config.key_prefix, msg.get_channel_name()) else {
+            return Ok(());
+        };
+        let Some(room) = lock(&self.rooms).get(name).cloned() else {
+            return Ok(());
+        };
+        let payload = std::str::from_utf8(msg.get_payload_bytes()).unwrap_or_default();
+        let Some(event) = scripts::parse_event(payload) else {
+            tracing::warn!("redis {}: unknown event in room {name}", self.target);
+            return Ok(());
+        };
+        match event {
+            Event::Message { id, json } => {
+                let last = room.last_shared();
+                if id <= last {
+                    return Ok(());
+                }
+                if id > last + 1 {
+                    // Ids jump after an outage; anything between is in the stream.
+                    let keys = self.keys(&room.name);
+                    for (id, m) in self.scripts.range(conn, &keys, last, id - 1).await? {
+                        room.apply_message(id, m);
+                    }
+                }
+                room.apply_message(id, Utf8Bytes::from(json.to_string()));
+            }
+            Event::Joined {
+                seq,
+                node,
+                token,
+                name,
+            } => {
+                if node != self.node || token == 0 {
+                    room.apply_joined(seq, name);
+                    return Ok(());
+                }
+                let pending = lock(&self.pending).remove(&token);
+                match pending {
+                    Some(p) => match p.room.admit(seq, name, p.since, p.queue) {
+                        Some(joined) => {
+                            if let Err(joined) = p.admitted.send(joined) {
+                                // The client went away meanwhile.
+                                p.room.leave(joined.key);
+                            }
+                        }
+                        None => (self.on_leave)(&room.name, name.into()),
+                    },
+                    None => {
+                        // Its join gave up waiting: give the name back.
+                        room.apply_joined(seq, name);
+                        (self.on_leave)(&room.name, name.into());
+                    }
+                }
+            }
+            Event::Left { seq, name } => room.apply_left(seq, name),
+            Event::Cut { name } => {
+                room.cut(name);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_request(
+        &self,
+        conn: &mut MultiplexedConnection,
+        sink: &mut PubSubSink,
+        request: Request,
+    ) -> Result<(), Failure> {
+        let t = self.config.timeout;
+        match request {
+            Request::Load(room, done) => {
+                let followed = lock(&self.rooms)
+                    .get(&room.name)
+                    .is_some_and(|r| Arc::ptr_eq(r, &room));
+                if !(followed && room.is_loaded()) {
+                    // Subscribed first: every event after the snapshot then arrives.
+                    let channel = scripts::channel(&self.config.key_prefix, &room.name);
+                    timeout(t, sink.subscribe(channel))
+                        .await
+                        .map_err(|_| Failure::Timeout(t))??;
+                    lock(&self.rooms).insert(room.name.clone(), room.clone());
+                    self.resync(conn, &room).await?;
+                }
+                let _ = done.send(true);
+            }
+            Request::Unload(room) => {
+                if self.unfollow(&room) {
+                    let channel = scripts::channel(&self.config.key_prefix, &room.name);
+                    timeout(t, sink.unsubscribe(channel))
+                        .await
+                        .map_err(|_| Failure::Timeout(t))??;
+                }
+            }
+            Request::Leave(room, name) => {
+                let keys = self.keys(&room);
+                if let Err(e) = self.scripts.leave(conn, &keys, &self.node, &name).await {
+                    self.left_locally(&room, &name);
+                    return Err(e);
+                }
+            }
+            Request::Cut(room, name) => {
+                self.scripts.cut(conn, &self.keys(&room), &name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A request while disconnected.
+    fn serve_down(&self, request: Request) {
+        match request {
+            Request::Load(_, done) => {
+                let _ = done.send(false);
+            }
+            Request::Unload(room) => {
+                self.unfollow(&room);
+            }
+            Request::Leave(room, name) => self.left_locally(&room, &name),
+            Request::Cut(..) => {}
+        }
+    }
+
+    /// Stops following `room` (if it is the one followed under its name).
+    fn unfollow(&self, room: &Arc<Room>) -> bool {
+        let mut rooms = lock(&self.rooms);
+        let followed = rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room));
+        if followed {
+            rooms.remove(&room.name);
+        }
+        followed
+    }
+
+    fn left_locally(&self, room: &str, name: &str) {
+        let room = lock(&self.rooms).get(room).cloned();
+        if let Some(room) = room {
+            room.left_locally(name);
+        }
+    }
+
+    /// Keeps this node alive in each room it has members in, and sweeps dead nodes there.
+    async fn heartbeat(&self, conn: &mut MultiplexedConnection) -> Result<(), Failure> {
+        let rooms: Vec<Arc<Room>> = lock(&self.rooms)
+            .values()
+            .filter(|r| r.has_members())
+            .cloned()
+            .collect();
+        for room in rooms {
+            let keys = self.keys(&room.name);
+            if self
+                .scripts
+                .heartbeat(conn, &keys, &self.node, self.ttl_ms())
+                .await?
+            {
+                tracing::warn!(
+                    "redis {}: room {} had given this node up for dead; resynchronizing",
+                    self.target,
+                    room.name
+                );
+                self.resync(conn, &room).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes Redis and the room agree (see the resync script).
+    async fn resync(&self, conn: &mut MultiplexedConnection, room: &Room) -> Result<(), Failure> {
+        let state = room.sync_state();
+        let keys = self.keys(&room.name);
+        let r = self
+            .scripts
+            .resync(conn, &keys, &self.node, self.ttl_ms(), &state, self.history)
+            .await?;
+        if r.missed && !state.local_names.is_empty() {
+            tracing::warn!(
+                "redis {}: room {} lost messages for this node's members; they resume with since",
+                self.target,
+                room.name
+            );
+        }
+        let mut members = r.members;
+        members.sort_by_key(|(_, _, seq)| *seq);
+        room.apply_snapshot(Snapshot {
+            roster: members.into_iter().map(|(n, _, _)| n.into()).collect(),
+            presence_seq: r.presence_seq,
+            top: r.top,
+            messages: r.messages,
+            missed: r.missed && state.last_shared > 0,
+            conflicts: r.conflicts,
+        });
+        Ok(())
+    }
+
+    /// This node's members leave every room (the node stops).
+    async fn goodbye(&self, conn: &MultiplexedConnection) {
+        let rooms: Vec<Arc<str>> = lock(&self.rooms).keys().cloned().collect();
+        let byes = rooms.iter().map(|room| {
+            let mut conn = conn.clone();
+            async move {
+                let keys = self.keys(room);
+                if let Err(e) = self.scripts.goodbye(&mut conn, &keys, &self.node).await {
+                    tracing::warn!("redis {}: goodbye in room {room}: {e}", self.target);
+                }
+            }
+        });
+        futures_util::future::join_all(byes).await;
+    }
+}
+
+impl Backplane for RedisBackplane {
+    fn new_room(&self, name: &str, history: usize) -> Room {
+        Room::new_shared(name, history, self.on_leave.clone())
+    }
+
+    fn join(
+        &self,
+        room: Arc<Room>,
+        name: String,
+        since: Option<u64>,
+        queue: usize,
+    ) -> BoxFuture<'_, Result<Joined, JoinError>> {
+        Box::pin(async move {
+            let t = self.config.timeout;
+            if !room.is_loaded() {
+                if !self.is_up() {
+                    return Err(JoinError::Unavailable);
+                }
+                let (done, loaded) = oneshot::channel();
+                let _ = self.requests.send(Request::Load(room.clone(), done));
+                if !matches!(timeout(t * 2, loaded).await, Ok(Ok(true))) {
+                    return Err(JoinError::Unavailable);
+                }
+            }
+            let link = self.link().ok_or(JoinError::Unavailable)?;
+            let token = rand::random::<u64>().max(1);
+            let (admitted, mut joined) = oneshot::channel();
+            lock(&self.pending).insert(
+                token,
+                Pending {
+                    room: room.clone(),
+                    since,
+                    queue,
+                    admitted,
+                },
+            );
+            let keys = self.keys(&room.name);
+            let mut conn = link.conn.clone();
+            let reserved = self
+                .scripts
+                .join(&mut conn, &keys, &self.node, self.ttl_ms(), token, &name)
+                .await;
+            if let Err(e) = reserved {
+                lock(&self.pending).remove(&token);
+                self.failed(&link, "join", &e);
+                return Err(JoinError::Unavailable);
+            }
+            match timeout(t, &mut joined).await {
+                Ok(result) => result.map_err(|_| JoinError::Unavailable),
+                // Admitted at the last moment: the task has taken it and is sending.
+                Err(_) if lock(&self.pending).remove(&token).is_none() => {
+                    joined.await.map_err(|_| JoinError::Unavailable)
+                }
+                Err(_) => Err(JoinError::Unavailable),
+            }
+        })
+    }
+
+    fn publish<'a>(
+        &'a self,
+        room_name: &'a str,
+        room: Option<Arc<Room>>,
+        name: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<u64, JoinError>> {
+        Box::pin(async move {
+            if let Some(link) = self.link() {
+                let keys = self.keys(room_name);
+                let tail = event::message_tail(room_name, name, text, event::now_ms());
+                let mut conn = link.conn.clone();
+                let published = self
+                    .scripts
+                    .publish(&mut conn, &keys, event::MESSAGE_HEAD, &tail, self.history)
+                    .await;
+                match published {
+                    Ok(id) => return Ok(id),
+                    // It may have reached Redis before the failure: then it is delivered
+                    // twice (here now, and with its shared id after the resync).
+                    Err(e) => self.failed(&link, "publish", &e),
+                }
+            }
+            match room {
+                Some(room) if room.is_loaded() => Ok(room.publish_local(name, text)),
+                _ => Err(JoinError::Unavailable),
+            }
+        })
+    }
+
+    fn cut(&self, room: &Arc<Room>, name: &str) -> usize {
+        let here = room.cut(name);
+        if here > 0 {
+            return here;
+        }
+        if room.is_in_roster(name) && self.is_up() {
+            let _ = self
+                .requests
+                .send(Request::Cut(room.name.clone(), name.to_string()));
+            return 1;
+        }
+        0
+    }
+
+    fn unload(&self, room: &Arc<Room>) {
+        let _ = self.requests.send(Request::Unload(room.clone()));
+    }
+
+    fn run(self: Arc<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(self.run_loop())
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.stop.notify_one();
+    }
+
+    fn closed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if !self.started.load(Ordering::SeqCst) {
+                return;
+            }
+            let mut done = self.done.subscribe();
+            let _ = timeout(self.config.timeout * 3, done.wait_for(|d| *d)).await;
+        })
+    }
+
+    fn is_up(&self) -> bool {
+        lock(&self.link).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_never_show_the_password() {
+        assert_eq!(
+            redacted("redis://:hunter2@cache:6379/0"),
+            "redis://:***@cache:6379/0"
+        );
+        assert_eq!(redacted("redis://cache:6379"), "redis://cache:6379");
+        let debug = format!("{:?}", RedisConfig::new("redis://u:hunter2@h"));
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+}
