@@ -21,7 +21,7 @@ use wsduplex::proto::handshake::server::http_response;
 use wsduplex::server::{read_request, ServerConfig};
 use wsduplex::tls::{TlsAcceptor, TlsStream};
 use wsduplex::WebSocket;
-use wsduplex_hub::{Hub, HubConfig};
+use wsduplex_hub::{Hub, HubConfig, RedisConfig};
 
 #[derive(clap::Args)]
 // The --deflate-* options tune --deflate: alone they would do nothing.
@@ -86,6 +86,17 @@ pub struct Args {
         hide_env_values = true
     )]
     api_token: Option<String>,
+    /// Chat: be one node of many, sharing rooms through this Redis
+    /// (`redis://[:PASSWORD@]HOST:PORT[/DB]`): every node started with the same URL serves
+    /// the same rooms, in one order, with the same ids and a shared history. Read from
+    /// WSDUPLEX_REDIS if set. Default: this process alone.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "WSDUPLEX_REDIS",
+        hide_env_values = true
+    )]
+    redis: Option<String>,
     /// Require this token (repeatable; or WSDUPLEX_AUTH_TOKEN) to open a WebSocket (/echo,
     /// /chat) or a long-polling session, as `Authorization: Bearer TOKEN`, the query
     /// parameter `access_token=TOKEN`, or the cookie `wsduplex_token=TOKEN`; others get 401.
@@ -218,7 +229,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     hub_config.poll_timeout = args.poll_timeout;
     hub_config.api_token = args.api_token.filter(|t| !t.is_empty());
     // Rooms span the workers: one hub, shared.
-    let hub = Hub::new(hub_config);
+    let hub = match args.redis.filter(|u| !u.is_empty()) {
+        None => Hub::new(hub_config),
+        Some(url) => Hub::with_redis(hub_config, RedisConfig::new(url)).context("--redis")?,
+    };
     rt.spawn(hub.clone().maintain());
     let shared = Arc::new(Shared {
         config,
@@ -252,6 +266,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for t in threads {
         let _ = t.join();
     }
+    // With --redis: this node's members leave their rooms on every node now, not when the
+    // presence TTL runs out.
+    rt.block_on(hub.closed());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -299,17 +316,14 @@ fn worker(listener: std::net::TcpListener, shared: Arc<Shared>, stop: watch::Rec
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => match shared.limiter.try_open() {
+                    Ok((tcp, peer)) => match admit(&shared, peer.ip()) {
                         Ok(permit) => {
                             let (shared, stop) = (shared.clone(), stop.clone());
                             let span = connection_span(&tcp);
                             let task = handle(tcp, permit, shared, stop, tasks.clone(), span.clone());
                             spawn_in(&tasks, task, span);
                         }
-                        Err(e) => {
-                            Metrics::add(&shared.metrics.refused_total_limit);
-                            refuse_now(tcp, &e);
-                        }
+                        Err(e) => refuse_now(tcp, &e),
                     },
                     // Out of descriptors and the like: keep serving the others.
                     Err(e) => {
@@ -387,7 +401,26 @@ where
     }
 }
 
-/// Over the total limit: a 503 if the socket takes it at once (never waiting on this
+/// Counts a new connection against the total and, unless it comes from a `--trust-proxy`
+/// proxy (whose clients are known only from the request's headers), against its peer's
+/// address: so requests that never finish (slowloris) count against their sender.
+fn admit(shared: &Shared, peer: IpAddr) -> Result<Permit, LimitError> {
+    let mut permit = shared
+        .limiter
+        .try_open()
+        .inspect_err(|_| Metrics::add(&shared.metrics.refused_total_limit))?;
+    if !shared.trusted.iter().any(|c| c.contains(peer)) {
+        // Untrusted: the peer is the client (in canonical form, as `client_addr` gives it).
+        let client = client_addr(peer, std::iter::empty(), &[]);
+        shared
+            .limiter
+            .attribute(&mut permit, client)
+            .inspect_err(|_| Metrics::add(&shared.metrics.refused_client_limit))?;
+    }
+    Ok(permit)
+}
+
+/// Over a limit: a 503 or 429 if the socket takes it at once (never waiting on this
 /// client), then close.
 fn refuse_now(tcp: TcpStream, e: &LimitError) {
     let body = format!("{e}\n");

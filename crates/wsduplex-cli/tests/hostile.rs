@@ -513,14 +513,20 @@ fn slowloris_is_cut_at_the_handshake_timeout_without_an_answer() {
     server.stop();
 }
 
-/// 2,000 half-sent requests from one address are held at a few KiB each (the per-client limit
-/// applies once a request is read, so none is refused), new clients are served meanwhile, and
-/// every one of them is closed when the handshake timeout runs out.
+/// 2,000 half-sent requests are held at a few KiB each (the per-client limit is lifted here:
+/// from one address it would refuse all but 256 at accept, see
+/// `slowloris_from_one_address_cannot_lock_out_other_clients`), new clients are served
+/// meanwhile, and every one of them is closed when the handshake timeout runs out.
 #[test]
 fn thousands_of_slowloris_are_held_cheaply_and_all_cut_at_the_timeout() {
     const N: usize = 2_000;
     let _serial = serial();
-    let server = serve(&["--handshake-timeout", "3s"]);
+    let server = serve(&[
+        "--handshake-timeout",
+        "3s",
+        "--max-connections-per-client",
+        "0",
+    ]);
     let addr = server.addr;
     let chatter = Chatter::start(addr, true);
     let memory = Memory::before(&server);
@@ -680,7 +686,8 @@ fn assert_431(what: &str, answer: Option<&HttpResponse>) {
 #[test]
 fn header_floods_get_431_and_are_not_read_past_the_limit() {
     let _serial = serial();
-    let server = serve(&[]);
+    // 500 at once from one address: past the per-client default of 256.
+    let server = serve(&["--max-connections-per-client", "0"]);
     let addr = server.addr;
     let chatter = Chatter::start(addr, true);
     let memory = Memory::before(&server);
@@ -1430,15 +1437,11 @@ fn read_head_or_answer(s: &mut TcpStream) -> Option<(u16, String)> {
     Some((head.get(9..12)?.parse().ok()?, head))
 }
 
-/// Half-sent requests are only counted against the total: one address can hold every
-/// connection the server allows and lock out all other clients (`503`) for as long as it
-/// renews them. The per-client limit should cover them from accept (the peer's address is
-/// known then; a `--trust-proxy` proxy's own connections are the exception).
+/// Half-sent requests count against their sender's per-client limit from accept (the
+/// peer's address is known then; a `--trust-proxy` proxy's own connections are the
+/// exception), so one address cannot hold every connection the server allows and lock out
+/// all other clients.
 #[test]
-#[ignore = "bug: the per-client limit is applied only once the request head is read \
-            (serve.rs `open`, after `read_request`), so slowloris connections from one \
-            address are never counted against it and can fill --max-connections: another \
-            client then gets 503"]
 fn slowloris_from_one_address_cannot_lock_out_other_clients() {
     let _serial = serial();
     let server = serve(&["--max-connections", "300", "--handshake-timeout", "5s"]);
