@@ -232,11 +232,15 @@ impl RedisBackplane {
                 Ok((link, sink, stream)) => {
                     let rooms = lock(&self.rooms).len();
                     *lock(&self.link) = Some(link.clone());
-                    tracing::info!(
-                        "redis {}: connected as node {} ({rooms} rooms resynchronized)",
-                        self.target,
-                        self.node
-                    );
+                    if was_up {
+                        // As loud as the error it ends.
+                        tracing::warn!(
+                            "redis {}: connected again ({rooms} rooms resynchronized)",
+                            self.target
+                        );
+                    } else {
+                        tracing::info!("redis {}: connected as node {}", self.target, self.node);
+                    }
                     backoff = MIN_BACKOFF;
                     was_up = true;
                     let ended = self.serve(link, sink, stream, &mut inbox).await;
