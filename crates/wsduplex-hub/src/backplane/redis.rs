@@ -509,19 +509,26 @@ impl RedisBackplane {
             .filter(|r| r.has_members())
             .cloned()
             .collect();
-        for room in rooms {
-            let keys = self.keys(&room.name);
-            if self
-                .scripts
-                .heartbeat(conn, &keys, &self.node, self.ttl_ms())
-                .await?
-            {
+        // All at once: the connection pipelines them.
+        let beats = rooms.iter().map(|room| {
+            let mut conn = conn.clone();
+            async move {
+                let keys = self.keys(&room.name);
+                let ttl = self.ttl_ms();
+                self.scripts
+                    .heartbeat(&mut conn, &keys, &self.node, ttl)
+                    .await
+            }
+        });
+        let stale = futures_util::future::join_all(beats).await;
+        for (room, stale) in rooms.iter().zip(stale) {
+            if stale? {
                 tracing::warn!(
                     "redis {}: room {} had given this node up for dead; resynchronizing",
                     self.target,
                     room.name
                 );
-                self.resync(conn, &room).await?;
+                self.resync(conn, room).await?;
             }
         }
         Ok(())
