@@ -106,9 +106,14 @@ pub enum State {
 /// The frame currently arriving.
 struct RxFrame {
     header: FrameHeader,
-    len: usize,
     /// Payload bytes at the front of `rx` that are already unmasked (and validated).
     done: usize,
+}
+
+impl RxFrame {
+    fn len(&self) -> usize {
+        self.header.payload_len as usize
+    }
 }
 
 /// The data message currently arriving.
@@ -119,10 +124,9 @@ struct RxMessage {
     /// Bytes received so far, fragments included.
     len: u64,
     utf8: Utf8Validator,
-    /// RSV1 was set on the first frame: the payload is inflated into `inflated` as it
-    /// arrives (RFC 7692 §6.2).
+    /// RSV1 was set on the first frame: the payload is inflated into the deflate state's
+    /// `inflated` as it arrives (RFC 7692 §6.2).
     compressed: bool,
-    inflated: Vec<u8>,
 }
 
 /// The permessage-deflate codecs, present only when the extension was agreed (boxed: a
@@ -131,6 +135,9 @@ struct DeflateState {
     deflater: Deflater,
     inflater: Inflater,
     threshold: usize,
+    /// The compressed message arriving, inflated so far (here, not in [`RxMessage`]: a
+    /// connection without the extension has no use for it).
+    inflated: Vec<u8>,
 }
 
 impl DeflateState {
@@ -153,6 +160,7 @@ impl DeflateState {
             deflater: Deflater::new(config.compression_level, own_bits, own_reset),
             inflater: Inflater::new(peer_bits, peer_reset),
             threshold: config.compression_threshold,
+            inflated: Vec::new(),
         }
     }
 }
@@ -160,7 +168,9 @@ impl DeflateState {
 /// A WebSocket connection after the handshake, as pure logic.
 pub struct Connection {
     role: Role,
-    config: Config,
+    /// Read once per frame header at most, never written: kept out of line, so that every
+    /// connection's driver (a task per connection) holds a pointer instead of 56 bytes.
+    config: Box<Config>,
     state: State,
     rx: BytesMut,
     frame: Option<RxFrame>,
@@ -192,7 +202,7 @@ impl Connection {
             .map(|p| Box::new(DeflateState::new(role, p, &config)));
         Self {
             role,
-            config,
+            config: Box::new(config),
             state: State::Open,
             rx: BytesMut::new(),
             frame: None,
@@ -241,7 +251,7 @@ impl Connection {
     /// Bytes still needed to finish the frame in progress (at least a header's worth).
     pub fn receive_hint(&self) -> usize {
         match &self.frame {
-            Some(f) => f.len.saturating_sub(self.rx.len()),
+            Some(f) => f.len().saturating_sub(self.rx.len()),
             None => 14,
         }
     }
@@ -499,7 +509,7 @@ impl Connection {
         self.state = State::Failed(e.clone());
         self.rx.clear();
         self.frame = None;
-        self.message = None;
+        self.drop_message();
         e.into()
     }
 
@@ -511,14 +521,10 @@ impl Connection {
             };
             self.check_header(&header)?;
             self.rx.advance(n);
-            self.frame = Some(RxFrame {
-                header,
-                len: header.payload_len as usize,
-                done: 0,
-            });
+            self.frame = Some(RxFrame { header, done: 0 });
         }
         let frame = self.frame.as_mut().expect("frame set above");
-        let avail = self.rx.len().min(frame.len);
+        let avail = self.rx.len().min(frame.len());
         if avail > frame.done {
             let fresh = &mut self.rx[frame.done..avail];
             if let Some(key) = frame.header.mask {
@@ -529,7 +535,7 @@ impl Connection {
                 if let Some(msg) = self.message.as_mut() {
                     if msg.compressed {
                         let d = self.deflate.as_mut().expect("RSV1 checked in check_header");
-                        inflate(&mut d.inflater, msg, fresh, self.config.max_message_size)?;
+                        inflate(d, msg, fresh, self.config.max_message_size)?;
                     } else if msg.text {
                         msg.utf8
                             .feed(fresh)
@@ -539,11 +545,11 @@ impl Connection {
             }
             frame.done = avail;
         }
-        if frame.done < frame.len {
+        if frame.done < frame.len() {
             return Ok(false);
         }
         let frame = self.frame.take().expect("frame set above");
-        let payload = self.rx.split_to(frame.len);
+        let payload = self.rx.split_to(frame.len());
         self.on_frame(frame.header, payload)?;
         Ok(true)
     }
@@ -602,7 +608,6 @@ impl Connection {
                     len: size,
                     utf8: Utf8Validator::new(),
                     compressed: h.rsv1,
-                    inflated: Vec::new(),
                 })
             }
         }
@@ -631,11 +636,11 @@ impl Connection {
                     let mut msg = self.message.take().expect("checked above");
                     let d = self.deflate.as_mut().expect("RSV1 checked in check_header");
                     let max = self.config.max_message_size;
-                    let start = msg.inflated.len();
+                    let start = d.inflated.len();
                     d.inflater
-                        .finish(&mut msg.inflated, max)
+                        .finish(&mut d.inflated, max)
                         .map_err(|e| inflate_error(e, max))?;
-                    let data = Bytes::from(std::mem::take(&mut msg.inflated));
+                    let data = Bytes::from(std::mem::take(&mut d.inflated));
                     if msg.text {
                         msg.utf8
                             .feed(&data[start..])
@@ -670,6 +675,14 @@ impl Connection {
         Ok(())
     }
 
+    /// Drops the data message in progress, if any.
+    fn drop_message(&mut self) {
+        self.message = None;
+        if let Some(d) = self.deflate.as_mut() {
+            d.inflated = Vec::new();
+        }
+    }
+
     fn emit(&mut self, event: Message) {
         debug_assert!(self.event.is_none(), "decoding stops at each event");
         self.event = Some(event);
@@ -695,7 +708,7 @@ impl Connection {
             self.queue_close(frame.as_ref().map(|f| (f.code, "")));
         }
         self.state = State::Closed;
-        self.message = None;
+        self.drop_message();
         self.frame = None;
         self.rx.clear();
         self.emit(Message::Close(frame));
@@ -706,21 +719,22 @@ impl Connection {
 /// Inflates a piece of a compressed message, checking the inflated size and, for text, the
 /// UTF-8 of what came out (so invalid text fails before the rest is inflated).
 fn inflate(
-    inflater: &mut Inflater,
+    d: &mut DeflateState,
     msg: &mut RxMessage,
     input: &[u8],
     max: u64,
 ) -> Result<(), ProtocolError> {
-    let start = msg.inflated.len();
-    inflater
-        .inflate(input, &mut msg.inflated, max)
-        .map_err(|e| inflate_error(e, max))?;
+    let start = d.inflated.len();
+    let inflated = d.inflater.inflate(input, &mut d.inflated, max);
+    // What came out before an error is checked first: zlib inflates past bad text to the
+    // corrupt block or the limit when they arrive in the same read, and which close code the
+    // peer gets must not depend on how its bytes were split.
     if msg.text {
         msg.utf8
-            .feed(&msg.inflated[start..])
+            .feed(&d.inflated[start..])
             .map_err(|_| ProtocolError::InvalidUtf8)?;
     }
-    Ok(())
+    inflated.map_err(|e| inflate_error(e, max))
 }
 
 fn inflate_error(e: InflateError, max: u64) -> ProtocolError {

@@ -580,16 +580,18 @@ impl Inflater {
             }
             let before_in = z.total_in();
             let before_out = out.len();
-            let status = z
-                .decompress_vec(input, out, FlushDecompress::None)
-                .map_err(|_| InflateError::Corrupt)?;
-            let consumed = (z.total_in() - before_in) as usize;
-            input = &input[consumed..];
+            let status = z.decompress_vec(input, out, FlushDecompress::None);
+            // The limit before any error: with the output full, zlib still decodes the next
+            // symbol and may find it corrupt, which it cannot when the input arrives in
+            // pieces; the limit comes first in the stream either way.
             if out.len() as u64 > max {
                 return Err(InflateError::TooBig {
                     size: out.len() as u64,
                 });
             }
+            let status = status.map_err(|_| InflateError::Corrupt)?;
+            let consumed = (z.total_in() - before_in) as usize;
+            input = &input[consumed..];
             if status == Status::StreamEnd {
                 // A sender may end a message with a final block (RFC 7692 §7.2.3.4): what
                 // follows starts a new stream.
