@@ -3,6 +3,8 @@
 
 use flate2::{Compress, Compression, FlushCompress};
 use wsduplex_proto::frame::{FrameHeader, OpCode};
+use wsduplex_proto::handshake::accept_key;
+use wsduplex_proto::handshake::client::{self, ResponseError, MAX_RESPONSE_HEAD};
 use wsduplex_proto::mask::apply_mask;
 use wsduplex_proto::{Config, Connection, DeflateParams, Error, Message, ProtocolError, Role};
 
@@ -149,4 +151,36 @@ fn passing_the_inflated_limit_before_corrupt_data_is_1009_however_it_is_split() 
             "pieces of {piece}"
         );
     }
+}
+
+/// handshake_response: a complete response head over `MAX_RESPONSE_HEAD` was accepted when it
+/// came in one read, though the same head is `TooLarge` when a read ends inside it past the
+/// limit: whether the handshake succeeded depended on how TCP split the response.
+#[test]
+fn a_response_head_over_the_limit_is_refused_however_it_arrives() {
+    let req = client::Request::new("example.com", "/");
+    let head = |filler: usize| {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\nX-Filler: {}\r\n\r\n",
+            accept_key(req.key().as_bytes()),
+            "a".repeat(filler)
+        )
+        .into_bytes()
+    };
+    let fits = head(0);
+    let fits = head(MAX_RESPONSE_HEAD - fits.len());
+    assert_eq!(fits.len(), MAX_RESPONSE_HEAD);
+    let (_, n) = req.parse_response(&fits).unwrap().unwrap();
+    assert_eq!(n, MAX_RESPONSE_HEAD);
+    let too_large = Err(ResponseError::TooLarge {
+        max: MAX_RESPONSE_HEAD,
+    });
+    let over = head(MAX_RESPONSE_HEAD);
+    assert_eq!(
+        req.parse_response(&over[..MAX_RESPONSE_HEAD + 1])
+            .map(|_| ()),
+        too_large
+    );
+    assert_eq!(req.parse_response(&over).map(|_| ()), too_large);
 }

@@ -195,13 +195,16 @@ impl Request {
         let mut storage = [httparse::EMPTY_HEADER; 64];
         let mut resp = httparse::Response::new(&mut storage);
         let n = match resp.parse(buf) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
+            Ok(httparse::Status::Complete(n)) if n <= MAX_RESPONSE_HEAD => n,
+            // Complete or not, a head past the limit is refused: whether a response passes
+            // must not depend on how much of it one read brought.
+            Ok(_) if buf.len() > MAX_RESPONSE_HEAD => {
                 return Err(ResponseError::TooLarge {
                     max: MAX_RESPONSE_HEAD,
                 })
             }
-            Ok(httparse::Status::Partial) => return Ok(None),
+            // Partial (a complete head past the limit is longer than the limit).
+            Ok(_) => return Ok(None),
             Err(_) => return Err(ResponseError::Malformed),
         };
         let status = resp.code.unwrap_or(0);
