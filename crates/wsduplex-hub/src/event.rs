@@ -147,6 +147,29 @@ pub(crate) fn welcome<'a>(
     Utf8Bytes::from(out)
 }
 
+/// The last message id a client knows once it has read `event`: a shared message's id, or
+/// a welcome's `last_id` (its history goes up to it). `None` for anything else, and for
+/// messages delivered locally while the backplane was down (their ids are not shared).
+pub(crate) fn known_id(event: &Utf8Bytes) -> Option<u64> {
+    let json = event.as_str();
+    let number = |s: &str| -> Option<u64> {
+        let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        s[..end].parse().ok()
+    };
+    if let Some(rest) = json.strip_prefix(MESSAGE_HEAD) {
+        return match json.ends_with(r#","local":true}"#) {
+            true => None,
+            false => number(rest),
+        };
+    }
+    if json.starts_with(r#"{"type":"welcome","#) {
+        // Room and member names cannot hold a quote: the first `"last_id":` is the field.
+        let at = json.find(r#""last_id":"#)? + r#""last_id":"#.len();
+        return number(&json[at..]);
+    }
+    None
+}
+
 /// What a client may send.
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -239,6 +262,16 @@ mod tests {
             (&v["id"], &v["local"]),
             (&serde_json::json!(8), &Value::Bool(true))
         );
+    }
+
+    #[test]
+    fn known_ids() {
+        assert_eq!(known_id(&message(41, "r", "a", "x", 1)), Some(41));
+        assert_eq!(known_id(&local_message(1_000_041, "r", "a", "x", 1)), None);
+        let h = [message(7, "r", "a", "last_id", 1)];
+        let w = welcome("r", "c", ["a"].into_iter(), 9, h.iter(), false);
+        assert_eq!(known_id(&w), Some(9));
+        assert_eq!(known_id(&presence("joined", "r", "a")), None);
     }
 
     #[test]

@@ -247,7 +247,7 @@ impl Hub {
                     Err(e) => respond_poll_error(incoming, e).await,
                 }
             }
-            Route::PollClose(id) => match self.poll_close(id) {
+            Route::PollClose(id) => match self.poll_close(id).await {
                 Ok(()) => incoming.respond(204, &[], JSON, b"").await,
                 Err(e) => respond_poll_error(incoming, e).await,
             },

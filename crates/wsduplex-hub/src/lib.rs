@@ -234,7 +234,7 @@ impl Hub {
         config.session_ttl = config
             .session_ttl
             .max(config.poll_timeout + Duration::from_secs(5));
-        Self {
+        let hub = Self {
             inner: Arc::new(Inner {
                 config,
                 rooms: Mutex::new(HashMap::new()),
@@ -242,7 +242,16 @@ impl Hub {
                 shutting_down: AtomicBool::new(false),
                 backplane,
             }),
+        };
+        if let Some(backplane) = &hub.inner.backplane {
+            let inner = Arc::downgrade(&hub.inner);
+            backplane.on_session_gone(Box::new(move |id| {
+                if let Some(inner) = inner.upgrade() {
+                    Hub { inner }.session_gone(id);
+                }
+            }));
         }
+        hub
     }
 
     /// `None` for a hub of one node; else whether this node is connected to Redis.

@@ -33,14 +33,28 @@ struct State {
 
 impl Mailbox {
     pub(crate) fn new(capacity: usize) -> Self {
+        Self::starting_after(capacity, 0)
+    }
+
+    /// A mailbox whose first event has sequence number `cursor + 1` (a long-polling
+    /// session that moved here from another node goes on with the client's cursor).
+    pub(crate) fn starting_after(capacity: usize, cursor: u64) -> Self {
         Self {
             state: Mutex::new(State {
                 events: VecDeque::new(),
-                first_seq: 1,
+                first_seq: cursor + 1,
                 capacity: capacity.max(1),
                 ended: None,
                 waker: None,
             }),
+        }
+    }
+
+    /// Wakes the consumer (it looks again at whatever else it waits for).
+    pub(crate) fn nudge(&self) {
+        let waker = self.lock().waker.take();
+        if let Some(w) = waker {
+            w.wake();
         }
     }
 

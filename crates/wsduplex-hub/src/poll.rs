@@ -1,9 +1,15 @@
 //! Long-polling sessions: the same membership as a WebSocket member, read by cursor over
 //! plain HTTP. A session lives in the hub (not in a connection) and expires when unused.
+//!
+//! With a backplane, a session also moves: each answer records in Redis which message id
+//! its cursor stands for, and a node that gets a request for a session it does not have
+//! takes the member over (see [`crate::backplane::Backplane::take_over`]) and goes on from
+//! the client's cursor, with a welcome first.
 
-use crate::event::parse_inbound;
+use crate::event::{self, parse_inbound};
 use crate::mailbox::Ended;
 use crate::{BadMessage, Hub, JoinError, Membership};
+use std::collections::BTreeMap;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +26,9 @@ pub(crate) struct Session {
     /// Bumped by every `GET`: an older `GET` still waiting answers at once when it sees a
     /// newer one (a browser retrying after a timeout, say).
     generation: AtomicU64,
+    /// With a backplane: cursor → the last message id among the events up to it, for the
+    /// cursors the client may still send.
+    cursors: Mutex<BTreeMap<u64, u64>>,
 }
 
 impl Session {
@@ -84,16 +93,113 @@ impl Hub {
             member,
             last_seen: Mutex::new(Instant::now()),
             generation: AtomicU64::new(0),
+            cursors: Mutex::new(BTreeMap::from([(0, 0)])),
         });
         self.sessions().insert(id.clone(), session);
         let batch = self.poll_read(&id, 0).await?;
         Ok((id, batch))
     }
 
+    /// A session of this node, or one taken over from another node.
+    async fn session_here(&self, id: &str, cursor: u64) -> Result<Arc<Session>, PollError> {
+        match self.session(id) {
+            Ok(session) => Ok(session),
+            Err(unknown) => self.adopt(id, cursor).await?.ok_or(unknown),
+        }
+    }
+
+    /// Takes over a session of another node (`None`: no such session anywhere).
+    async fn adopt(&self, id: &str, cursor: u64) -> Result<Option<Arc<Session>>, PollError> {
+        let Some(backplane) = self.inner.backplane.clone() else {
+            return Ok(None);
+        };
+        let Some(info) = backplane.find_session(id).await else {
+            return Ok(None);
+        };
+        // What the client has: the messages up to the id its cursor stands for.
+        let since = info
+            .cursors
+            .iter()
+            .filter(|(c, _)| *c <= cursor)
+            .max_by_key(|(c, _)| *c)
+            .map(|(_, last)| *last);
+        let room = self.room(&info.room).map_err(PollError::Join)?;
+        let queue = self.inner.config.queue;
+        let taken = backplane
+            .take_over(room.clone(), id.to_string(), info, cursor, since, queue)
+            .await
+            .map_err(PollError::Join)?;
+        let Some(joined) = taken else {
+            return Ok(None);
+        };
+        let session = Arc::new(Session {
+            member: Membership {
+                room,
+                key: joined.key,
+                name: joined.name,
+                mailbox: joined.mailbox,
+                backplane: Some(backplane),
+            },
+            last_seen: Mutex::new(Instant::now()),
+            generation: AtomicU64::new(0),
+            cursors: Mutex::new(BTreeMap::from([(cursor, since.unwrap_or(0))])),
+        });
+        self.sessions().insert(id.to_string(), session.clone());
+        Ok(Some(session))
+    }
+
+    /// With a backplane: records what the cursor of an answer stands for (before the client
+    /// can send it to another node).
+    async fn remember(&self, id: &str, session: &Session, asked: u64, batch: &Batch) {
+        let Some(backplane) = &self.inner.backplane else {
+            return;
+        };
+        let (cursor, events) = batch;
+        if events.is_empty() {
+            return;
+        }
+        let (last, stale) = {
+            let mut cursors = session.cursors.lock().unwrap_or_else(|p| p.into_inner());
+            let before = cursors.range(..=asked).next_back().map_or(0, |(_, id)| *id);
+            let last = events
+                .iter()
+                .filter_map(event::known_id)
+                .fold(before, u64::max);
+            cursors.insert(*cursor, last);
+            // The client has acknowledged `asked`: older cursors will not come back.
+            let stale: Vec<u64> = cursors.range(..asked).map(|(c, _)| *c).collect();
+            for c in &stale {
+                cursors.remove(c);
+            }
+            (last, stale)
+        };
+        let (room, name) = (session.member.room(), session.member.name());
+        backplane
+            .record_session(id, room, name, (*cursor, last), stale)
+            .await;
+    }
+
+    /// Another node has this session now, or closed it: drop it here (a `GET` waiting for
+    /// it answers at once, with nothing).
+    pub(crate) fn session_gone(&self, id: &str) {
+        let removed = self.sessions().remove(id);
+        if let Some(session) = removed {
+            session.generation.fetch_add(1, Ordering::SeqCst);
+            session.member.mailbox.nudge();
+        }
+    }
+
+    fn session_ended(&self, id: &str) {
+        self.sessions().remove(id);
+        if let Some(backplane) = &self.inner.backplane {
+            backplane.forget_session(id);
+        }
+    }
+
     /// Acknowledges events up to `cursor` and returns the ones after it, waiting up to the
     /// poll timeout for the first.
     pub(crate) async fn poll_read(&self, id: &str, cursor: u64) -> Result<Batch, PollError> {
-        let session = self.session(id)?;
+        let session = self.session_here(id, cursor).await?;
         session.touch();
         let generation = session.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let mailbox = session.member.mailbox.clone();
@@ -107,19 +213,37 @@ impl Hub {
         session.touch();
         match read {
             Err(_timeout) => Ok((cursor, Vec::new())),
-            Ok(Ok(batch)) => Ok(batch),
+            Ok(Ok(batch)) => {
+                self.remember(id, &session, cursor, &batch).await;
+                Ok(batch)
+            }
             Ok(Err(Ended::Overflow | Ended::Cut | Ended::Shutdown)) => {
-                self.sessions().remove(id);
+                self.session_ended(id);
                 Err(PollError::UnknownSession)
             }
         }
     }
 
-    /// A client message from a session.
+    /// A client message from a session (of this node, or of another: then sent from here
+    /// in its member's name).
     pub(crate) async fn poll_send(&self, id: &str, body: &[u8]) -> Result<(), PollError> {
-        let session = self.session(id)?;
+        let session = match (self.session(id), &self.inner.backplane) {
+            (Ok(session), _) => session,
+            (Err(unknown), None) => return Err(unknown),
+            (Err(unknown), Some(backplane)) => {
+                let info = backplane.find_session(id).await.ok_or(unknown)?;
+                let text =
+                    parse_inbound(body, self.inner.config.max_text).map_err(PollError::Bad)?;
+                let here = self.rooms().get(info.room.as_str()).cloned();
+                backplane
+                    .publish(&info.room, here, &info.name, &text)
+                    .await
+                    .map_err(PollError::Join)?;
+                return Ok(());
+            }
+        };
         if session.member.ended().is_some() {
-            self.sessions().remove(id);
+            self.session_ended(id);
             return Err(PollError::UnknownSession);
         }
         session.touch();
@@ -128,10 +252,25 @@ impl Hub {
         Ok(())
     }
 
-    /// Ends a session (its member leaves the room).
-    pub(crate) fn poll_close(&self, id: &str) -> Result<(), PollError> {
+    /// Ends a session (its member leaves the room), wherever it is.
+    pub(crate) async fn poll_close(&self, id: &str) -> Result<(), PollError> {
         let removed = self.sessions().remove(id);
-        removed.map(drop).ok_or(PollError::UnknownSession)
+        match (removed, &self.inner.backplane) {
+            (Some(session), backplane) => {
+                drop(session);
+                if let Some(backplane) = backplane {
+                    backplane.forget_session(id);
+                }
+                Ok(())
+            }
+            (None, None) => Err(PollError::UnknownSession),
+            (None, Some(backplane)) => {
+                let info = backplane.find_session(id).await;
+                let info = info.ok_or(PollError::UnknownSession)?;
+                backplane.close_session(id, &info.room).await;
+                Ok(())
+            }
+        }
     }
 
     /// Drops sessions unused for the session TTL, and sessions whose delivery ended.
@@ -147,7 +286,14 @@ impl Hub {
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
-            ids.iter().filter_map(|id| sessions.remove(id)).collect()
+            ids.iter()
+                .filter_map(|id| {
+                    if let Some(backplane) = &self.inner.backplane {
+                        backplane.forget_session(id);
+                    }
+                    sessions.remove(id)
+                })
+                .collect()
         };
         // Members leave their rooms here, outside the sessions lock.
         drop(expired);

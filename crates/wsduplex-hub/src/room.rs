@@ -146,12 +146,19 @@ impl Room {
         }
         let name: Arc<str> =
             unique_name(wanted, |n| s.members.iter().any(|m| &*m.name == n)).into();
-        Some(self.enter(&mut s, name, since, queue))
+        Some(self.enter(&mut s, name, since, Mailbox::new(queue), true))
     }
 
-    /// Welcomes `name` (already in the roster of a shared room), tells the others, and adds
-    /// it.
-    fn enter(&self, s: &mut State, name: Arc<str>, since: Option<u64>, queue: usize) -> Joined {
+    /// Welcomes `name` (already in the roster of a shared room) in `mailbox`, tells the
+    /// others if `announce`, and adds it.
+    fn enter(
+        &self,
+        s: &mut State,
+        name: Arc<str>,
+        since: Option<u64>,
+        mailbox: Mailbox,
+        announce: bool,
+    ) -> Joined {
         let (from, gap) = match since {
             None => (0, false),
             // Ids from a room that has since been dropped and recreated (or a made-up id):
@@ -181,9 +188,11 @@ impl Room {
                 event::welcome(&self.name, &name, members, s.last_id, history, gap)
             }
         };
-        let mailbox = Arc::new(Mailbox::new(queue));
+        let mailbox = Arc::new(mailbox);
         mailbox.push(welcome);
-        broadcast(&self.name, s, event::presence("joined", &self.name, &name));
+        if announce {
+            broadcast(&self.name, s, event::presence("joined", &self.name, &name));
+        }
         let key = s.next_key;
         s.next_key += 1;
         s.members.push(Member {
@@ -357,7 +366,30 @@ impl Room {
         if !shared.roster.contains(&name) {
             shared.roster.push(name.clone());
         }
-        Some(self.enter(&mut s, name, since, queue))
+        Some(self.enter(&mut s, name, since, Mailbox::new(queue), true))
+    }
+
+    /// A long-polling session that moved here from another node: the member is already in
+    /// the room (nobody is told), and its mailbox goes on after the client's `cursor` with
+    /// a welcome (the members now, the messages after `since`).
+    pub(crate) fn admit_moved(
+        &self,
+        name: &str,
+        since: Option<u64>,
+        queue: usize,
+        cursor: u64,
+    ) -> Option<Joined> {
+        let mut s = self.lock();
+        if s.shut {
+            return None;
+        }
+        let name: Arc<str> = name.into();
+        let shared = s.shared.as_mut()?;
+        if !shared.roster.contains(&name) {
+            shared.roster.push(name.clone());
+        }
+        let mailbox = Mailbox::starting_after(queue, cursor);
+        Some(self.enter(&mut s, name, since, mailbox, false))
     }
 
     /// A member (of any node) left.

@@ -562,3 +562,124 @@ async fn a_redis_that_stops_answering_counts_as_down_until_it_answers_again() {
     assert_eq!(a, b);
     assert_eq!(a["id"], LOCAL_ID_GAP + 1, "past the local id alice saw");
 }
+
+/// Long polling with no sticky sessions: every request of one session goes to another
+/// node, and the session still sees every message once, in order.
+#[tokio::test]
+async fn a_long_polling_session_hops_between_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|_| Node::start(&redis, Duration::from_millis(900)))
+        .collect();
+    for n in &nodes {
+        n.connected(true).await;
+    }
+    let (mut ws, _) = join(nodes[0].addr, "/chat/lp?name=ws").await;
+    let (status, open) = http(nodes[1].addr, "POST", "/poll/lp?name=poller", "").await;
+    assert_eq!(status, 200, "{open}");
+    let sid = open["session"].as_str().unwrap().to_string();
+    let mut cursor = open["cursor"].as_u64().unwrap();
+    assert_eq!(next_of(&mut ws, "joined").await["name"], "poller");
+
+    // What the poller has seen: message ids, from welcomes' history and live events.
+    let mut seen: Vec<u64> = Vec::new();
+    let mut welcomes = 0;
+    let read = |body: &Value, seen: &mut Vec<u64>, welcomes: &mut usize| {
+        for e in body["events"].as_array().unwrap() {
+            let msgs: Vec<&Value> = match e["type"].as_str() {
+                Some("welcome") => {
+                    *welcomes += 1;
+                    e["history"].as_array().unwrap().iter().collect()
+                }
+                Some("message") => vec![e],
+                _ => vec![],
+            };
+            for m in msgs {
+                seen.push(m["id"].as_u64().unwrap());
+            }
+        }
+    };
+    let mut sent = 0;
+    for round in 0..9 {
+        // Two messages from the WebSocket member, then a read on the next node.
+        for _ in 0..2 {
+            sent += 1;
+            say(&mut ws, &format!("m{sent}")).await;
+        }
+        let want = sent;
+        let node = &nodes[(round + 2) % 3];
+        let deadline = Instant::now() + LIMIT;
+        while seen.last().copied().unwrap_or(0) < want {
+            let path = format!("/poll/session/{sid}?cursor={cursor}");
+            let (status, body) = http(node.addr, "GET", &path, "").await;
+            assert_eq!(status, 200, "round {round}: {body}");
+            cursor = body["cursor"].as_u64().unwrap();
+            read(&body, &mut seen, &mut welcomes);
+            assert!(Instant::now() < deadline, "round {round}: seen {seen:?}");
+        }
+    }
+    assert_eq!(
+        seen,
+        (1..=sent).collect::<Vec<u64>>(),
+        "each message once, in order"
+    );
+    assert!(welcomes >= 7, "each hop starts with a welcome ({welcomes})");
+
+    // Sending through a node that does not hold the session.
+    let path = format!("/poll/session/{sid}");
+    let body = r#"{"type":"message","text":"from the poller"}"#;
+    for n in &nodes {
+        let (status, _) = http(n.addr, "POST", &path, body).await;
+        assert_eq!(status, 202);
+    }
+    let mut from_poller = 0;
+    while from_poller < 3 {
+        let m = next_of(&mut ws, "message").await;
+        if m["name"] == "poller" {
+            assert_eq!(m["text"], "from the poller");
+            from_poller += 1;
+        }
+    }
+    // The hops were invisible to the room: no one left or joined.
+    members_become(nodes[0].addr, "lp", &["ws", "poller"]).await;
+
+    // The node holding the session dies; the session goes on elsewhere.
+    let holder = (8 + 2) % 3;
+    nodes[holder].kill();
+    say(&mut ws, "after the crash").await;
+    let other = &nodes[(holder + 1) % 3];
+    let deadline = Instant::now() + LIMIT;
+    let mut texts = Vec::new();
+    while !texts.contains(&"after the crash".to_string()) {
+        let path = format!("/poll/session/{sid}?cursor={cursor}");
+        let (status, body) = http(other.addr, "GET", &path, "").await;
+        assert_eq!(status, 200, "{body}");
+        cursor = body["cursor"].as_u64().unwrap();
+        for e in body["events"].as_array().unwrap() {
+            let msgs = match e["type"].as_str() {
+                Some("welcome") => e["history"].as_array().unwrap().clone(),
+                Some("message") => vec![e.clone()],
+                _ => vec![],
+            };
+            texts.extend(msgs.iter().map(|m| m["text"].as_str().unwrap().to_string()));
+        }
+        assert!(Instant::now() < deadline, "{texts:?}");
+    }
+    assert_eq!(texts.last().unwrap(), "after the crash");
+
+    // Closing from yet another node: the room sees the poller leave.
+    let last = &nodes[(holder + 2) % 3];
+    let (status, _) = http(last.addr, "DELETE", &format!("/poll/session/{sid}"), "").await;
+    assert_eq!(status, 204);
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let e = next(&mut ws).await;
+        if e["type"] == "left" && e["name"] == "poller" {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+    }
+    let path = format!("/poll/session/{sid}?cursor={cursor}");
+    let (status, body) = http(last.addr, "GET", &path, "").await;
+    assert_eq!((status, &body["error"]), (404, &json!("unknown_session")));
+}

@@ -9,6 +9,8 @@
 pub(crate) mod redis;
 mod scripts;
 
+pub(crate) use scripts::SessionInfo;
+
 use crate::room::{Joined, Room};
 use crate::JoinError;
 use std::future::Future;
@@ -16,6 +18,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Told the id of a session that moved to another node or was closed from one.
+pub(crate) type SessionHook = Box<dyn Fn(&str) + Send + Sync>;
 
 /// How a hub orders rooms across nodes. Methods other than `run` and `closed` never wait.
 pub(crate) trait Backplane: Send + Sync {
@@ -63,4 +68,44 @@ pub(crate) trait Backplane: Send + Sync {
 
     /// Whether the node is connected (joins are refused while it is not).
     fn is_up(&self) -> bool;
+
+    // ---- Long-polling sessions that move between nodes. ----
+
+    /// Records that `session` (member `name` of `room`) is on this node, and that `cursor`
+    /// `(cursor, id)` acknowledges the messages up to `id`; forgets the `stale` cursors.
+    /// Does nothing if another node has taken the session over.
+    fn record_session<'a>(
+        &'a self,
+        session: &'a str,
+        room: &'a str,
+        name: &'a str,
+        cursor: (u64, u64),
+        stale: Vec<u64>,
+    ) -> BoxFuture<'a, ()>;
+
+    /// A session of another node, as Redis has it (`None`: no such session, or Redis is
+    /// unavailable).
+    fn find_session<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Option<SessionInfo>>;
+
+    /// Moves a session's member to this node. Its welcome (members now, messages after
+    /// `since`) is the event after the client's `cursor`. `Ok(None)`: the session is gone.
+    fn take_over(
+        &self,
+        room: Arc<Room>,
+        session: String,
+        info: SessionInfo,
+        cursor: u64,
+        since: Option<u64>,
+        queue: usize,
+    ) -> BoxFuture<'_, Result<Option<Joined>, JoinError>>;
+
+    /// Closes a session wherever it is.
+    fn close_session<'a>(&'a self, session: &'a str, room: &'a str) -> BoxFuture<'a, ()>;
+
+    /// A session of this node ended: forget it in Redis.
+    fn forget_session(&self, session: &str);
+
+    /// `hook(session)` is called when a session of this node moved to another node or was
+    /// closed from one: the hub drops it here.
+    fn on_session_gone(&self, hook: SessionHook);
 }

@@ -16,8 +16,8 @@
 //!   history), leaves are told locally, joins are refused (`503`); it reconnects with
 //!   exponential backoff and resynchronizes.
 
-use super::scripts::{self, Event, Failure, Keys, Scripts};
-use super::{Backplane, BoxFuture};
+use super::scripts::{self, Event, Failure, Keys, Scripts, SessionInfo};
+use super::{Backplane, BoxFuture, SessionHook};
 use crate::event;
 use crate::room::{Joined, OnLeave, Room, Snapshot};
 use crate::JoinError;
@@ -26,7 +26,7 @@ use ::redis::{AsyncConnectionConfig, Client, Msg};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::timeout;
@@ -107,11 +107,13 @@ struct Link {
     broken: Arc<Notify>,
 }
 
-/// A join waiting for its `joined` event.
+/// A join waiting for its `joined` event, or a session waiting for its move (`T`).
 struct Pending {
     room: Arc<Room>,
     since: Option<u64>,
     queue: usize,
+    /// A moving session: the client's cursor.
+    cursor: Option<u64>,
     admitted: oneshot::Sender<Joined>,
 }
 
@@ -124,6 +126,8 @@ enum Request {
     Leave(Arc<str>, Arc<str>),
     /// Cut a member of another node: `(room, name)`.
     Cut(Arc<str>, String),
+    /// A long-polling session ended here.
+    Forget(String),
 }
 
 pub(crate) struct RedisBackplane {
@@ -143,6 +147,7 @@ pub(crate) struct RedisBackplane {
     requests: mpsc::UnboundedSender<Request>,
     inbox: Mutex<Option<mpsc::UnboundedReceiver<Request>>>,
     on_leave: OnLeave,
+    session_gone: OnceLock<SessionHook>,
     stopping: AtomicBool,
     stop: Notify,
     started: AtomicBool,
@@ -178,6 +183,7 @@ impl RedisBackplane {
             requests,
             inbox: Mutex::new(Some(inbox)),
             on_leave,
+            session_gone: OnceLock::new(),
             stopping: AtomicBool::new(false),
             stop: Notify::new(),
             started: AtomicBool::new(false),
@@ -195,6 +201,87 @@ impl RedisBackplane {
 
     fn ttl_ms(&self) -> u64 {
         self.config.presence_ttl.as_millis() as u64
+    }
+
+    fn session_key(&self, session: &str) -> String {
+        scripts::session_key(&self.config.key_prefix, session)
+    }
+
+    fn session_gone(&self, session: &str) {
+        if let Some(hook) = self.session_gone.get() {
+            hook(session);
+        }
+    }
+
+    /// Subscribes to `room` and loads it, if not done yet.
+    async fn ensure_loaded(&self, room: &Arc<Room>) -> Result<(), JoinError> {
+        if room.is_loaded() {
+            return Ok(());
+        }
+        if !self.is_up() {
+            return Err(JoinError::Unavailable);
+        }
+        let (done, loaded) = oneshot::channel();
+        let _ = self.requests.send(Request::Load(room.clone(), done));
+        match timeout(self.config.timeout * 2, loaded).await {
+            Ok(Ok(true)) => Ok(()),
+            _ => Err(JoinError::Unavailable),
+        }
+    }
+
+    /// Registers a member waiting for the event that admits it, runs `reserve(token, conn)`
+    /// (a script that publishes that event with `token`, or returns `false`), and waits.
+    /// `Ok(None)`: `reserve` declined.
+    async fn admit_with<F, Fut>(
+        &self,
+        link: &Link,
+        pending: (Arc<Room>, Option<u64>, usize, Option<u64>),
+        reserve: F,
+    ) -> Result<Option<Joined>, JoinError>
+    where
+        F: FnOnce(u64, MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<bool, Failure>>,
+    {
+        let (room, since, queue, cursor) = pending;
+        let (admitted, mut joined) = oneshot::channel();
+        let token = {
+            let mut waiting = lock(&self.pending);
+            let token = loop {
+                let t = rand::random::<u64>();
+                if t != 0 && !waiting.contains_key(&t) {
+                    break t;
+                }
+            };
+            let entry = Pending {
+                room,
+                since,
+                queue,
+                cursor,
+                admitted,
+            };
+            waiting.insert(token, entry);
+            token
+        };
+        match reserve(token, link.conn.clone()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lock(&self.pending).remove(&token);
+                return Ok(None);
+            }
+            Err(e) => {
+                lock(&self.pending).remove(&token);
+                self.failed(link, "join", &e);
+                return Err(JoinError::Unavailable);
+            }
+        }
+        match timeout(self.config.timeout, &mut joined).await {
+            Ok(result) => result.map(Some).map_err(|_| JoinError::Unavailable),
+            // Admitted at the last moment: the task has taken it and is sending.
+            Err(_) if lock(&self.pending).remove(&token).is_none() => {
+                joined.await.map(Some).map_err(|_| JoinError::Unavailable)
+            }
+            Err(_) => Err(JoinError::Unavailable),
+        }
     }
 
     fn stopping(&self) -> bool {
@@ -422,6 +509,32 @@ impl RedisBackplane {
             Event::Cut { name } => {
                 room.cut(name);
             }
+            Event::Moved {
+                token,
+                session,
+                name,
+            } => {
+                let pending = lock(&self.pending).remove(&token);
+                match pending {
+                    Some(Pending {
+                        room,
+                        since,
+                        queue,
+                        cursor: Some(cursor),
+                        admitted,
+                    }) => match room.admit_moved(name, since, queue, cursor) {
+                        Some(joined) => {
+                            if let Err(joined) = admitted.send(joined) {
+                                room.leave(joined.key);
+                            }
+                        }
+                        None => (self.on_leave)(&room.name, name.into()),
+                    },
+                    // Not for this node: if the session was here, it is elsewhere now.
+                    _ => self.session_gone(session),
+                }
+            }
+            Event::Closed { session } => self.session_gone(session),
         }
         Ok(())
     }
@@ -467,6 +580,13 @@ impl RedisBackplane {
             Request::Cut(room, name) => {
                 self.scripts.cut(conn, &self.keys(&room), &name).await?;
             }
+            Request::Forget(session) => {
+                let _: ::redis::Value = ::redis::cmd("DEL")
+                    .arg(self.session_key(&session))
+                    .query_async(conn)
+                    .await
+                    .map_err(Failure::from)?;
+            }
         }
         Ok(())
     }
@@ -481,7 +601,8 @@ impl RedisBackplane {
                 self.unfollow(&room);
             }
             Request::Leave(room, name) => self.left_locally(&room, &name),
-            Request::Cut(..) => {}
+            // The session key expires with the session's TTL.
+            Request::Cut(..) | Request::Forget(_) => {}
         }
     }
 
@@ -591,48 +712,21 @@ impl Backplane for RedisBackplane {
         queue: usize,
     ) -> BoxFuture<'_, Result<Joined, JoinError>> {
         Box::pin(async move {
-            let t = self.config.timeout;
-            if !room.is_loaded() {
-                if !self.is_up() {
-                    return Err(JoinError::Unavailable);
-                }
-                let (done, loaded) = oneshot::channel();
-                let _ = self.requests.send(Request::Load(room.clone(), done));
-                if !matches!(timeout(t * 2, loaded).await, Ok(Ok(true))) {
-                    return Err(JoinError::Unavailable);
-                }
-            }
+            self.ensure_loaded(&room).await?;
             let link = self.link().ok_or(JoinError::Unavailable)?;
-            let token = rand::random::<u64>().max(1);
-            let (admitted, mut joined) = oneshot::channel();
-            lock(&self.pending).insert(
-                token,
-                Pending {
-                    room: room.clone(),
-                    since,
-                    queue,
-                    admitted,
-                },
-            );
             let keys = self.keys(&room.name);
-            let mut conn = link.conn.clone();
-            let reserved = self
-                .scripts
-                .join(&mut conn, &keys, &self.node, self.ttl_ms(), token, &name)
-                .await;
-            if let Err(e) = reserved {
-                lock(&self.pending).remove(&token);
-                self.failed(&link, "join", &e);
-                return Err(JoinError::Unavailable);
-            }
-            match timeout(t, &mut joined).await {
-                Ok(result) => result.map_err(|_| JoinError::Unavailable),
-                // Admitted at the last moment: the task has taken it and is sending.
-                Err(_) if lock(&self.pending).remove(&token).is_none() => {
-                    joined.await.map_err(|_| JoinError::Unavailable)
-                }
-                Err(_) => Err(JoinError::Unavailable),
-            }
+            let pending = (room, since, queue, None);
+            let joined = self
+                .admit_with(&link, pending, |token, mut conn| async move {
+                    let ttl = self.ttl_ms();
+                    let node = &self.node;
+                    self.scripts
+                        .join(&mut conn, &keys, node, ttl, token, &name)
+                        .await
+                        .map(|_| true)
+                })
+                .await?;
+            joined.ok_or(JoinError::Unavailable)
         })
     }
 
@@ -705,6 +799,106 @@ impl Backplane for RedisBackplane {
 
     fn is_up(&self) -> bool {
         lock(&self.link).is_some()
+    }
+
+    fn record_session<'a>(
+        &'a self,
+        session: &'a str,
+        room: &'a str,
+        name: &'a str,
+        cursor: (u64, u64),
+        stale: Vec<u64>,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(link) = self.link() else {
+                return;
+            };
+            let key = self.session_key(session);
+            // Long enough for any session: the hub closes idle ones sooner.
+            let ttl = 10 * 60 * 1000;
+            let recorded = self
+                .scripts
+                .record_session(
+                    &mut link.conn.clone(),
+                    &key,
+                    room,
+                    name,
+                    &self.node,
+                    cursor,
+                    &stale,
+                    ttl,
+                )
+                .await;
+            if let Err(e) = recorded {
+                self.failed(&link, "recording a session", &e);
+            }
+        })
+    }
+
+    fn find_session<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Option<SessionInfo>> {
+        Box::pin(async move {
+            let link = self.link()?;
+            let key = self.session_key(session);
+            match self.scripts.session(&mut link.conn.clone(), &key).await {
+                Ok(info) => info,
+                Err(e) => {
+                    self.failed(&link, "reading a session", &e);
+                    None
+                }
+            }
+        })
+    }
+
+    fn take_over(
+        &self,
+        room: Arc<Room>,
+        session: String,
+        info: SessionInfo,
+        cursor: u64,
+        since: Option<u64>,
+        queue: usize,
+    ) -> BoxFuture<'_, Result<Option<Joined>, JoinError>> {
+        Box::pin(async move {
+            self.ensure_loaded(&room).await?;
+            let link = self.link().ok_or(JoinError::Unavailable)?;
+            let keys = self.keys(&room.name);
+            let key = self.session_key(&session);
+            let pending = (room, since, queue, Some(cursor));
+            self.admit_with(&link, pending, |token, mut conn| async move {
+                let (node, ttl) = (&self.node, self.ttl_ms());
+                self.scripts
+                    .take_over(
+                        &mut conn, &key, &keys, node, token, ttl, &session, &info.node,
+                    )
+                    .await
+            })
+            .await
+        })
+    }
+
+    fn close_session<'a>(&'a self, session: &'a str, room: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(link) = self.link() else {
+                return;
+            };
+            let key = self.session_key(session);
+            let keys = self.keys(room);
+            let closed = self
+                .scripts
+                .close_session(&mut link.conn.clone(), &key, &keys, session)
+                .await;
+            if let Err(e) = closed {
+                self.failed(&link, "closing a session", &e);
+            }
+        })
+    }
+
+    fn forget_session(&self, session: &str) {
+        let _ = self.requests.send(Request::Forget(session.to_string()));
+    }
+
+    fn on_session_gone(&self, hook: SessionHook) {
+        let _ = self.session_gone.set(hook);
     }
 }
 

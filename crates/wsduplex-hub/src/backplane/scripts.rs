@@ -11,8 +11,13 @@
 //! - `P:{R}:nodes`: sorted set, node → when its heartbeat expires (ms, Redis clock).
 //! - `P:{R}:pseq`: the last presence change's number.
 //!
+//! - `P:session:<id>`: a long-polling session: `room`, `name`, `node` (where its member
+//!   is), and `c:<cursor>` → the last message id among the events up to that cursor. It
+//!   expires with the session.
+//!
 //! Channel `P:{R}` carries, in order: `M<id> <json>`, `J<seq> <node> <token> <name>`,
-//! `L<seq> <name>`, and `C<name>` (cut that member wherever it is).
+//! `L<seq> <name>`, `C<name>` (cut that member wherever it is), `T<token> <session> <name>`
+//! (the session moves to the node waiting with that token) and `X<session>` (close it).
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{RedisError, Script, Value};
@@ -107,6 +112,42 @@ redis.call('ZREM', KEYS[2], ARGV[2])
 return n
 "#;
 
+/// KEYS session; ARGV room, name, node, cursor, last message id, ttl, stale cursors...
+const RECORD: &str = r#"
+local cur = redis.call('HGET', KEYS[1], 'node')
+if cur and cur ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], 'room', ARGV[1], 'name', ARGV[2], 'node', ARGV[3],
+  'c:' .. ARGV[4], ARGV[5])
+for i = 7, #ARGV do redis.call('HDEL', KEYS[1], 'c:' .. ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return 1
+"#;
+
+/// KEYS session, members, nodes, pseq; ARGV channel, node, token, ttl, session id, the
+/// node that had it. Moves the session's member to this node without a `left`/`joined`
+/// (unless the old node died and its members were swept: then it joins again). Returns 0
+/// if the session is gone, moved meanwhile, or its name was taken.
+const TAKE_OVER: &str = r#"
+local info = redis.call('HMGET', KEYS[1], 'node', 'name')
+local old, name = info[1], info[2]
+if not old or not name or old ~= ARGV[6] then return 0 end
+local now = now_ms()
+sweep(KEYS[2], KEYS[3], KEYS[4], ARGV[1], now)
+local v = redis.call('HGET', KEYS[2], name)
+if v and owner(v) ~= old then return 0 end
+redis.call('HSET', KEYS[1], 'node', ARGV[2])
+if v then
+  redis.call('HSET', KEYS[2], name, ARGV[2] .. ' ' .. string.match(v, ' (%d+)$'))
+else
+  local seq = int(redis.call('INCR', KEYS[4]))
+  redis.call('HSET', KEYS[2], name, ARGV[2] .. ' ' .. seq)
+  redis.call('PUBLISH', ARGV[1], 'J' .. seq .. ' ' .. ARGV[2] .. ' 0 ' .. name)
+end
+redis.call('ZADD', KEYS[3], int(now + tonumber(ARGV[4])), ARGV[2])
+redis.call('PUBLISH', ARGV[1], 'T' .. ARGV[3] .. ' ' .. ARGV[5] .. ' ' .. name)
+return 1
+"#;
+
 /// KEYS members, nodes, pseq, id, log; ARGV channel, node, ttl, last id, last shared id,
 /// history, presence seq, then this node's member names.
 ///
@@ -181,6 +222,10 @@ return {top, tonumber(redis.call('GET', KEYS[3]) or '0'), redis.call('HGETALL', 
   entries, missed, conflicts}
 "#;
 
+pub(crate) fn session_key(prefix: &str, session: &str) -> String {
+    format!("{prefix}:session:{session}")
+}
+
 /// The keys and channel of one room.
 pub(crate) struct Keys {
     id: String,
@@ -236,6 +281,14 @@ pub(crate) enum Event<'a> {
     Cut {
         name: &'a str,
     },
+    Moved {
+        token: u64,
+        session: &'a str,
+        name: &'a str,
+    },
+    Closed {
+        session: &'a str,
+    },
 }
 
 pub(crate) fn parse_event(payload: &str) -> Option<Event<'_>> {
@@ -271,6 +324,18 @@ pub(crate) fn parse_event(payload: &str) -> Option<Event<'_>> {
             }
         }
         'C' => Event::Cut { name: rest },
+        'T' => {
+            let mut parts = rest.splitn(3, ' ');
+            let token = parts.next()?.parse().ok()?;
+            let session = parts.next()?;
+            let name = parts.next()?;
+            Event::Moved {
+                token,
+                session,
+                name,
+            }
+        }
+        'X' => Event::Closed { session: rest },
         _ => return None,
     })
 }
@@ -302,7 +367,18 @@ pub(crate) struct Resynced {
     pub(crate) conflicts: Vec<String>,
 }
 
+/// A long-polling session as Redis has it.
+pub(crate) struct SessionInfo {
+    pub(crate) room: String,
+    pub(crate) name: String,
+    pub(crate) node: String,
+    /// `(cursor, last message id up to it)`.
+    pub(crate) cursors: Vec<(u64, u64)>,
+}
+
 pub(crate) struct Scripts {
+    record: Script,
+    take_over: Script,
     publish: Script,
     join: Script,
     leave: Script,
@@ -315,6 +391,8 @@ impl Scripts {
     pub(crate) fn new() -> Self {
         let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
         Self {
+            record: with_prelude(RECORD),
+            take_over: with_prelude(TAKE_OVER),
             publish: with_prelude(PUBLISH),
             join: with_prelude(JOIN),
             leave: with_prelude(LEAVE),
@@ -442,6 +520,121 @@ impl Scripts {
             .query_async(conn)
             .await?;
         parse_entries(&v).ok_or(Failure::Reply("XRANGE"))
+    }
+
+    /// Records where a session is and what its cursor stands for; forgets `stale` cursors.
+    /// Nothing changes if another node has taken the session over.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn record_session(
+        &self,
+        conn: &mut MultiplexedConnection,
+        key: &str,
+        room: &str,
+        name: &str,
+        node: &str,
+        cursor: (u64, u64),
+        stale: &[u64],
+        ttl_ms: u64,
+    ) -> Result<(), Failure> {
+        let mut call = self.record.prepare_invoke();
+        call.key(key)
+            .arg(room)
+            .arg(name)
+            .arg(node)
+            .arg(cursor.0)
+            .arg(cursor.1)
+            .arg(ttl_ms);
+        for c in stale {
+            call.arg(*c);
+        }
+        let _: Value = call.invoke_async(conn).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn session(
+        &self,
+        conn: &mut MultiplexedConnection,
+        key: &str,
+    ) -> Result<Option<SessionInfo>, Failure> {
+        let v: Value = ::redis::cmd("HGETALL").arg(key).query_async(conn).await?;
+        let fields = match &v {
+            Value::Map(pairs) => pairs
+                .iter()
+                .map(|(k, v)| Some((text(k)?, text(v)?)))
+                .collect::<Option<Vec<_>>>(),
+            other => array(other).and_then(|items| {
+                items
+                    .chunks(2)
+                    .map(|kv| Some((text(kv.first()?)?, text(kv.get(1)?)?)))
+                    .collect()
+            }),
+        }
+        .ok_or(Failure::Reply("HGETALL"))?;
+        let get = |f: &str| fields.iter().find(|(k, _)| k == f).map(|(_, v)| v.clone());
+        let (Some(room), Some(name), Some(node)) = (get("room"), get("name"), get("node")) else {
+            return Ok(None);
+        };
+        let cursors = fields
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("c:")?.parse().ok()?, v.parse().ok()?)))
+            .collect();
+        Ok(Some(SessionInfo {
+            room,
+            name,
+            node,
+            cursors,
+        }))
+    }
+
+    /// `false` if the session is gone, moved meanwhile, or its name was taken.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn take_over(
+        &self,
+        conn: &mut MultiplexedConnection,
+        session_key: &str,
+        keys: &Keys,
+        node: &str,
+        token: u64,
+        ttl_ms: u64,
+        session: &str,
+        from: &str,
+    ) -> Result<bool, Failure> {
+        let v: Value = self
+            .take_over
+            .key(session_key)
+            .key(&keys.members)
+            .key(&keys.nodes)
+            .key(&keys.pseq)
+            .arg(&keys.channel)
+            .arg(node)
+            .arg(token)
+            .arg(ttl_ms)
+            .arg(session)
+            .arg(from)
+            .invoke_async(conn)
+            .await?;
+        Ok(int(&v).ok_or(Failure::Reply("take over"))? == 1)
+    }
+
+    /// Forgets a session and asks whichever node has it to close it.
+    pub(crate) async fn close_session(
+        &self,
+        conn: &mut MultiplexedConnection,
+        session_key: &str,
+        keys: &Keys,
+        session: &str,
+    ) -> Result<(), Failure> {
+        let _: Value = ::redis::pipe()
+            .cmd("DEL")
+            .arg(session_key)
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(&keys.channel)
+            .arg(format!("X{session}"))
+            .ignore()
+            .query_async(conn)
+            .await?;
+        Ok(())
     }
 
     /// Asks whichever node has `name` in the room to cut it.
@@ -589,7 +782,19 @@ mod tests {
             })
         );
         assert_eq!(parse_event("Cbob"), Some(Event::Cut { name: "bob" }));
-        for bad in ["", "X1 a", "Mx {}", "J1 n", "L1"] {
+        assert_eq!(
+            parse_event("T7 ab12 Zoë 2"),
+            Some(Event::Moved {
+                token: 7,
+                session: "ab12",
+                name: "Zoë 2"
+            })
+        );
+        assert_eq!(
+            parse_event("Xab12"),
+            Some(Event::Closed { session: "ab12" })
+        );
+        for bad in ["", "Q1 a", "Mx {}", "J1 n", "L1", "T1 s"] {
             assert_eq!(parse_event(bad), None, "{bad:?}");
         }
     }
