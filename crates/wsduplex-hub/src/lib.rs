@@ -137,6 +137,13 @@ impl JoinError {
     }
 }
 
+/// A long-polling session lives at least through a poll timeout and 5 s more.
+fn session_ttl(config: &HubConfig) -> Duration {
+    config
+        .session_ttl
+        .max(config.poll_timeout + Duration::from_secs(5))
+}
+
 /// The hub: cheap to clone (shared), shared by every worker thread.
 #[derive(Clone)]
 pub struct Hub {
@@ -225,15 +232,15 @@ impl Hub {
     /// lives in Redis, so a client can resume with `since` on any node. Nothing connects
     /// until [`Hub::maintain`] runs (it connects, reconnects with backoff, and keeps this
     /// node's presence alive).
-    pub fn with_redis(config: HubConfig, redis: RedisConfig) -> Result<Self, InvalidRedisUrl> {
-        let backplane = backplane::redis::RedisBackplane::new(redis, config.history)?;
+    pub fn with_redis(mut config: HubConfig, redis: RedisConfig) -> Result<Self, InvalidRedisUrl> {
+        config.session_ttl = session_ttl(&config);
+        let backplane =
+            backplane::redis::RedisBackplane::new(redis, config.history, config.session_ttl)?;
         Ok(Self::with_backplane(config, Some(backplane)))
     }
 
     fn with_backplane(mut config: HubConfig, backplane: Option<Arc<dyn Backplane>>) -> Self {
-        config.session_ttl = config
-            .session_ttl
-            .max(config.poll_timeout + Duration::from_secs(5));
+        config.session_ttl = session_ttl(&config);
         let hub = Self {
             inner: Arc::new(Inner {
                 config,

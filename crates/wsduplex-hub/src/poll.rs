@@ -54,6 +54,11 @@ pub(crate) enum PollError {
     Bad(BadMessage),
 }
 
+/// A session id as [`Hub::poll_open`] makes them: 32 lowercase hex digits.
+fn is_session_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// The events of a read: the cursor that acknowledges them, and the events.
 pub(crate) type Batch = (u64, Vec<Utf8Bytes>);
 
@@ -113,6 +118,9 @@ impl Hub {
         let Some(backplane) = self.inner.backplane.clone() else {
             return Ok(None);
         };
+        if !is_session_id(id) {
+            return Ok(None);
+        }
         let Some(info) = backplane.find_session(id).await else {
             return Ok(None);
         };
@@ -149,15 +157,12 @@ impl Hub {
     }
 
     /// With a backplane: records what the cursor of an answer stands for (before the client
-    /// can send it to another node).
+    /// can send it to another node), and that the session is alive.
     async fn remember(&self, id: &str, session: &Session, asked: u64, batch: &Batch) {
         let Some(backplane) = &self.inner.backplane else {
             return;
         };
         let (cursor, events) = batch;
-        if events.is_empty() {
-            return;
-        }
         let (last, stale) = {
             let mut cursors = session.cursors.lock().unwrap_or_else(|p| p.into_inner());
             let before = cursors.range(..=asked).next_back().map_or(0, |(_, id)| *id);
@@ -212,7 +217,11 @@ impl Hub {
         let read = tokio::time::timeout(self.inner.config.poll_timeout, wait).await;
         session.touch();
         match read {
-            Err(_timeout) => Ok((cursor, Vec::new())),
+            Err(_timeout) => {
+                let batch = (cursor, Vec::new());
+                self.remember(id, &session, cursor, &batch).await;
+                Ok(batch)
+            }
             Ok(Ok(batch)) => {
                 self.remember(id, &session, cursor, &batch).await;
                 Ok(batch)
@@ -230,6 +239,7 @@ impl Hub {
         let session = match (self.session(id), &self.inner.backplane) {
             (Ok(session), _) => session,
             (Err(unknown), None) => return Err(unknown),
+            (Err(unknown), Some(_)) if !is_session_id(id) => return Err(unknown),
             (Err(unknown), Some(backplane)) => {
                 let info = backplane.find_session(id).await.ok_or(unknown)?;
                 let text =
@@ -264,6 +274,7 @@ impl Hub {
                 Ok(())
             }
             (None, None) => Err(PollError::UnknownSession),
+            (None, Some(_)) if !is_session_id(id) => Err(PollError::UnknownSession),
             (None, Some(backplane)) => {
                 let info = backplane.find_session(id).await;
                 let info = info.ok_or(PollError::UnknownSession)?;

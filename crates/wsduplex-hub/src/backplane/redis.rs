@@ -138,6 +138,8 @@ pub(crate) struct RedisBackplane {
     /// This node's id in Redis.
     node: String,
     history: usize,
+    /// How long a long-polling session's record outlives its last request.
+    session_ttl: Duration,
     scripts: Scripts,
     /// `Some` while connected.
     link: Mutex<Option<Link>>,
@@ -159,7 +161,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl RedisBackplane {
-    pub(crate) fn new(config: RedisConfig, history: usize) -> Result<Arc<Self>, InvalidRedisUrl> {
+    pub(crate) fn new(
+        config: RedisConfig,
+        history: usize,
+        session_ttl: Duration,
+    ) -> Result<Arc<Self>, InvalidRedisUrl> {
         let target = redacted(&config.url);
         let client = Client::open(config.url.as_str()).map_err(|e| InvalidRedisUrl {
             url: target.clone(),
@@ -176,6 +182,7 @@ impl RedisBackplane {
             target,
             node: format!("{:016x}", rand::random::<u64>()),
             history,
+            session_ttl,
             scripts: Scripts::new(),
             link: Mutex::new(None),
             rooms: Mutex::new(HashMap::new()),
@@ -814,8 +821,7 @@ impl Backplane for RedisBackplane {
                 return;
             };
             let key = self.session_key(session);
-            // Long enough for any session: the hub closes idle ones sooner.
-            let ttl = 10 * 60 * 1000;
+            let ttl = self.session_ttl.as_millis() as u64;
             let recorded = self
                 .scripts
                 .record_session(
