@@ -78,16 +78,24 @@ struct Inner<S> {
     close_timeout: Duration,
     max_write_buffer: usize,
     phase: Phase,
-    /// The peer's close, held back until the transport is closed.
-    final_close: Option<Box<Message>>,
-    /// An environment error to yield last.
-    final_error: Option<Box<Error>>,
-    close_timer: Option<Pin<Box<Sleep>>>,
     /// Client: the server closed TCP (or we stopped waiting for it).
     server_closed: bool,
     write_shutdown: bool,
     /// Keepalive and idle timers; `None` (and free) unless configured.
     timers: Option<Box<Timers>>,
+    /// `None` (and one pointer) while open without a subprotocol, as most connections are.
+    rare: Option<Box<Rare>>,
+}
+
+/// What a socket holds only with a subprotocol, or once it is closing.
+#[derive(Default)]
+struct Rare {
+    subprotocol: Option<Box<str>>,
+    /// The peer's close, held back until the transport is closed.
+    final_close: Option<Message>,
+    /// An environment error to yield last.
+    final_error: Option<Error>,
+    close_timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// Keepalive and idle deadlines, served by one sleep reset to the earliest of them.
@@ -139,6 +147,22 @@ enum Due {
     Idle,
 }
 
+impl<S> Inner<S> {
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    fn final_error(&self) -> Option<&Error> {
+        self.rare.as_ref()?.final_error.as_ref()
+    }
+
+    /// Ends the stream with `e` once the transport is closed.
+    fn finish_with(&mut self, e: Error) {
+        self.rare().final_error = Some(e);
+        self.phase = Phase::Finishing;
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     /// Polls the keepalive and idle timers and acts on what is due. `true`: something
     /// changed (a ping or a close was queued, or the peer is gone).
@@ -183,8 +207,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             }
             Due::PeerGone(after) => {
                 self.timers = None;
-                self.final_error = Some(Box::new(Error::KeepaliveTimeout(after)));
-                self.phase = Phase::Finishing;
+                self.finish_with(Error::KeepaliveTimeout(after));
                 true
             }
         }
@@ -195,7 +218,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     /// wake-up of the runtime's driver).
     fn close_timer_expired(&mut self, cx: &mut Context<'_>) -> bool {
         let timeout = self.close_timeout;
-        self.close_timer
+        self.rare()
+            .close_timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)))
             .as_mut()
             .poll(cx)
@@ -226,7 +250,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             }
             if let Some(ev) = self.conn.poll_event() {
                 if let Message::Close(_) = ev {
-                    self.final_close = Some(Box::new(ev));
+                    self.rare().final_close = Some(ev);
                     continue;
                 }
                 if let Some(t) = self.timers.as_mut() {
@@ -257,8 +281,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             // Flush what is queued; stop reading while the peer does not take our bytes.
             match self.poll_flush_tx(cx) {
                 Poll::Ready(Err(e)) => {
-                    self.final_error = Some(Box::new(e));
-                    self.phase = Phase::Finishing;
+                    self.finish_with(e);
                     continue;
                 }
                 Poll::Pending if self.conn.buffered_amount() >= self.max_write_buffer => {
@@ -286,10 +309,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                     // An error is recorded in the state; queued events come out first.
                     let _ = self.conn.receive_buffered();
                 }
-                Err(e) => {
-                    self.final_error = Some(Box::new(e.into()));
-                    self.phase = Phase::Finishing;
-                }
+                Err(e) => self.finish_with(e.into()),
             }
         }
     }
@@ -300,8 +320,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     fn pending_while_closing(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
         self.conn.shrink_buffers();
         if *self.conn.state() == State::Closing && self.close_timer_expired(cx) {
-            self.final_error = Some(Box::new(Error::CloseTimeout));
-            self.phase = Phase::Finishing;
+            self.finish_with(Error::CloseTimeout);
             return self.poll_next(cx);
         }
         Poll::Pending
@@ -312,8 +331,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     /// server to do so. Bounded by the close timer.
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // Each step that would wait checks the timer; once it has expired, steps are skipped.
-        if (self.final_error.is_none()
-            || matches!(self.final_error.as_deref(), Some(Error::CloseTimeout)))
+        if matches!(self.final_error(), None | Some(Error::CloseTimeout))
             && self.poll_flush_tx(cx).is_pending()
             && !self.close_timer_expired(cx)
         {
@@ -321,7 +339,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         }
         let wait_for_server = self.conn.role() == Role::Client
             && *self.conn.state() == State::Closed
-            && self.final_error.is_none();
+            && self.final_error().is_none();
         if wait_for_server && !self.server_closed {
             // Discard anything until the server closes TCP.
             loop {
@@ -349,12 +367,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     }
 
     fn final_item(&mut self) -> Option<Result<Message>> {
-        if let Some(e) = self.final_error.take() {
-            return Some(Err(*e));
+        if let Some(e) = self.rare.as_mut().and_then(|r| r.final_error.take()) {
+            return Some(Err(e));
         }
         match self.conn.state() {
             State::Failed(e) => Some(Err(Error::Protocol(e.clone()))),
-            _ => self.final_close.take().map(|m| Ok(*m)),
+            _ => self.rare.as_mut()?.final_close.take().map(Ok),
         }
     }
 
@@ -386,14 +404,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
 /// is cancel-safe: all state lives in the socket, so `next()` can sit in `tokio::select!`.
 pub struct WebSocket<S> {
     inner: Inner<S>,
-    subprotocol: Option<Box<str>>,
 }
 
 impl<S> std::fmt::Debug for WebSocket<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebSocket")
             .field("conn", &self.inner.conn)
-            .field("subprotocol", &self.subprotocol)
+            .field(
+                "subprotocol",
+                &self
+                    .inner
+                    .rare
+                    .as_ref()
+                    .and_then(|r| r.subprotocol.as_deref()),
+            )
             .finish()
     }
 }
@@ -415,25 +439,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 close_timeout: config.close_timeout,
                 max_write_buffer: config.max_write_buffer,
                 phase: Phase::Open,
-                final_close: None,
-                final_error: None,
-                close_timer: None,
                 server_closed: false,
                 write_shutdown: false,
                 timers,
+                rare: None,
             },
-            subprotocol: None,
         }
     }
 
     pub(crate) fn with_subprotocol(mut self, p: Option<String>) -> Self {
-        self.subprotocol = p.map(String::into_boxed_str);
+        if let Some(p) = p {
+            self.inner.rare().subprotocol = Some(p.into_boxed_str());
+        }
         self
     }
 
     /// The subprotocol the handshake selected (the browser's `protocol`).
     pub fn subprotocol(&self) -> Option<&str> {
-        self.subprotocol.as_deref()
+        self.inner.rare.as_ref()?.subprotocol.as_deref()
     }
 
     /// Outgoing bytes not yet written (the browser's `bufferedAmount`).
@@ -491,11 +514,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Splits into a reading half and a writing half for use from two tasks.
-    pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
+    pub fn split(mut self) -> (ReadHalf<S>, WriteHalf<S>) {
+        let subprotocol = self.inner.rare.as_mut().and_then(|r| r.subprotocol.take());
         let shared = Arc::new(Shared {
             inner: Mutex::new(self.inner),
             wakers: Arc::new(WakerPair::default()),
-            subprotocol: self.subprotocol,
+            subprotocol,
         });
         (
             ReadHalf {
@@ -636,5 +660,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WriteHalf<S> {
     }
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         self.shared.with(cx, false, |i, cx| i.poll_close(cx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server holds a socket per idle connection (issue 3, scenario D: memory per idle
+    /// connection), so its size is pinned: growing it is a decision, not an accident. `()`
+    /// stands for the transport, whose size is not this crate's.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_socket_holds_at_most_328_bytes_beside_its_transport() {
+        let size = std::mem::size_of::<WebSocket<()>>();
+        assert!(size <= 328, "WebSocket<()> is {size} bytes");
     }
 }
