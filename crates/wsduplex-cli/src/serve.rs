@@ -610,8 +610,8 @@ mod echo {
     use wsduplex::limits::Permit;
     use wsduplex::{CloseCode, CloseFrame, Message, Utf8Bytes, WebSocket};
 
-    /// Hands an open WebSocket to an echo task of its own. The first on each worker also starts
-    /// the task that waits for the stop signal on the worker's behalf.
+    /// Hands an open WebSocket to an echo task of its own. The first on each worker also
+    /// starts the task that waits for the stop signal on the worker's behalf.
     pub(super) fn spawn<S>(
         tasks: &TaskTracker,
         ws: WebSocket<S>,
@@ -621,30 +621,27 @@ mod echo {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        if let Some(watcher) = stop::watcher(stop) {
+        if let Some(watcher) = registry::watcher(stop) {
             tasks.spawn(watcher);
         }
         let echo = Echo {
             ws,
-            _permit: permit,
-            stop: stop::Slot::default(),
+            entry: registry::Entry::new(permit),
             closing: false,
         };
         spawn_in(tasks, echo, span);
     }
 
-    /// The echo loop of one connection, written out as a future: its task holds the socket,
-    /// the connection's permit, a slot in the worker's stop registry and a flag, and nothing
-    /// else. (An `async fn` that `select!`ed over `recv()` and a `watch` stop future kept both
-    /// futures and copies of their state in every connection, about a kilobyte more.)
+    /// The echo loop of one connection, written out as a future. An idle connection is this
+    /// future in a tokio task, and nothing else: the socket, its entry in the worker's
+    /// registry, a flag. (An `async fn` that `select!`ed over `recv()` and a `watch` stop
+    /// future held both futures, and copies of their state, in every connection.)
     ///
-    /// Echoes are queued, not flushed: the socket flushes when it has nothing left to read, so
-    /// a batch of messages goes out in one write.
+    /// Echoes are queued, not flushed: the socket flushes when it has nothing left to read,
+    /// so a batch of messages goes out in one write.
     struct Echo<S> {
         ws: WebSocket<S>,
-        /// Counts the connection in the limits until the task ends.
-        _permit: Permit,
-        stop: stop::Slot,
+        entry: registry::Entry,
         /// The 1001 is queued: the stop signal has nothing more to say.
         closing: bool,
     }
@@ -659,8 +656,8 @@ mod echo {
             let this = self.get_mut();
             let mut ws = Pin::new(&mut this.ws);
             loop {
-                // A message is taken only when it can be queued, so none waits in here while the
-                // peer does not read. A failed flush is reported by the read.
+                // A message is taken only when it can be queued, so none waits in here while
+                // the peer does not read. A failed flush is reported by the read.
                 let item = match ws.as_mut().poll_ready(cx) {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(_) => ws.as_mut().poll_next(cx),
@@ -668,7 +665,7 @@ mod echo {
                 match item {
                     Poll::Ready(Some(Ok(msg))) => {
                         if msg.is_data() {
-                            // Fails only when closing; the close handshake runs on in the reads.
+                            // Fails only when closing; the close handshake goes on in the reads.
                             let _ = ws.as_mut().start_send(msg);
                         }
                     }
@@ -679,7 +676,7 @@ mod echo {
                     Poll::Ready(None) => return Poll::Ready(()),
                     // The stop signal is looked at only when the socket has nothing to deliver.
                     Poll::Pending => {
-                        if this.closing || !this.stop.stopped(cx.waker()) {
+                        if this.closing || !this.entry.stopped(cx.waker()) {
                             return Poll::Pending;
                         }
                         this.closing = true;
@@ -695,92 +692,124 @@ mod echo {
         }
     }
 
-    /// The stop signal of the echo tasks: one registry of wakers per worker thread. A worker is
-    /// a current-thread runtime, so an echo task is polled and dropped on the thread that
-    /// spawned it. A task costs a slot of 16 bytes here, taken when it first waits, instead of
-    /// a `watch` receiver and a pinned `changed()` future in the task.
-    mod stop {
+    #[cfg(test)]
+    mod tests {
+        /// An idle echo connection is this future in a tokio task: a cell of its own
+        /// allocated in steps of 128 bytes, with the task tracker's 8 bytes and about 110 of
+        /// tokio's beside the future. Up to 400 bytes the cell is 512; at 408, 640.
+        #[test]
+        #[cfg(target_pointer_width = "64")]
+        fn an_idle_echo_connection_fits_a_512_byte_task_cell() {
+            let size = std::mem::size_of::<super::Echo<tokio::net::TcpStream>>();
+            assert!(size <= 400, "Echo<TcpStream> is {size} bytes");
+        }
+    }
+
+    /// The echo connections of a worker thread: their permits, and the wakers that the stop
+    /// signal wakes. A worker is a current-thread runtime, so an echo task is polled and
+    /// dropped on the thread that spawned it. A connection costs 48 bytes in a slab here,
+    /// instead of a `watch` receiver and a pinned `changed()` future (and its permit) in
+    /// its task.
+    mod registry {
         use std::cell::RefCell;
         use std::future::Future;
         use std::task::Waker;
         use tokio::sync::watch;
+        use wsduplex::limits::Permit;
 
         #[derive(Default)]
         struct Registry {
-            /// The worker is stopping; the wakers were woken and are gone.
+            /// The worker is stopping; the wakers were woken.
             stopped: bool,
             /// A task waits for the stop signal on this thread.
             watched: bool,
-            wakers: Vec<Option<Waker>>,
-            /// Indices of the empty places in `wakers`.
+            slots: Vec<Option<Slot>>,
+            /// Indices of the empty slots.
             free: Vec<u32>,
+        }
+
+        struct Slot {
+            /// Set when the task first waits.
+            waker: Option<Waker>,
+            /// Counts the connection in the limits until its task ends.
+            _permit: Permit,
         }
 
         thread_local! {
             static REGISTRY: RefCell<Registry> = RefCell::default();
         }
 
-        /// A task's place in its worker's registry, given back when the task ends.
-        pub(super) struct Slot(u32);
+        /// An echo task's slot in its worker's registry, emptied when the task ends.
+        pub(in super::super) struct Entry(u32);
 
-        impl Default for Slot {
-            fn default() -> Self {
-                Self(u32::MAX)
+        impl Entry {
+            pub(in super::super) fn new(permit: Permit) -> Self {
+                REGISTRY.with_borrow_mut(|r| {
+                    let slot = Some(Slot {
+                        waker: None,
+                        _permit: permit,
+                    });
+                    match r.free.pop() {
+                        Some(i) => {
+                            r.slots[i as usize] = slot;
+                            Self(i)
+                        }
+                        None => {
+                            r.slots.push(slot);
+                            Self(u32::try_from(r.slots.len() - 1).expect("< 2^32 connections"))
+                        }
+                    }
+                })
             }
-        }
 
-        impl Slot {
             /// Whether the worker is stopping; if not, `waker` is woken when it does.
-            pub(super) fn stopped(&mut self, waker: &Waker) -> bool {
+            pub(in super::super) fn stopped(&mut self, waker: &Waker) -> bool {
                 REGISTRY.with_borrow_mut(|r| {
                     if r.stopped {
                         return true;
                     }
-                    if let Some(Some(w)) = r.wakers.get_mut(self.0 as usize) {
+                    let slot = r.slots[self.0 as usize].as_mut().expect("own slot");
+                    match &mut slot.waker {
                         // A tokio task's waker stays the same; checking is cheap.
-                        if !w.will_wake(waker) {
-                            w.clone_from(waker);
-                        }
-                    } else if let Some(i) = r.free.pop() {
-                        r.wakers[i as usize] = Some(waker.clone());
-                        self.0 = i;
-                    } else {
-                        self.0 =
-                            u32::try_from(r.wakers.len()).expect("fewer than 2^32 connections");
-                        r.wakers.push(Some(waker.clone()));
+                        Some(w) if w.will_wake(waker) => {}
+                        w => *w = Some(waker.clone()),
                     }
                     false
                 })
             }
         }
 
-        impl Drop for Slot {
+        impl Drop for Entry {
             fn drop(&mut self) {
-                // A task dropped while the thread's locals are torn down has nothing to give back.
+                // A task dropped while the thread's locals are torn down has nothing to give
+                // back (its permit goes with the registry).
                 let _ = REGISTRY.try_with(|r| {
                     let mut r = r.borrow_mut();
-                    if let Some(w @ Some(_)) = r.wakers.get_mut(self.0 as usize) {
-                        *w = None;
-                        r.free.push(self.0);
-                    }
+                    let slot = r.slots[self.0 as usize].take();
+                    r.free.push(self.0);
+                    // Dropped (the permit with it) outside the borrow.
+                    slot
                 });
             }
         }
 
         /// The task that waits for `stop` on this thread's behalf, if none was started yet.
-        pub(super) fn watcher(
+        pub(in super::super) fn watcher(
             mut stop: watch::Receiver<bool>,
         ) -> Option<impl Future<Output = ()> + Send + 'static> {
             let first = REGISTRY.with_borrow_mut(|r| !std::mem::replace(&mut r.watched, true));
             first.then_some(async move {
                 // The sender gone without a stop: the tasks run until their peers leave.
                 if stop.wait_for(|stopped| *stopped).await.is_ok() {
-                    let wakers = REGISTRY.with_borrow_mut(|r| {
+                    let wakers: Vec<Waker> = REGISTRY.with_borrow_mut(|r| {
                         r.stopped = true;
-                        r.free.clear();
-                        std::mem::take(&mut r.wakers)
+                        r.slots
+                            .iter_mut()
+                            .flatten()
+                            .filter_map(|s| s.waker.take())
+                            .collect()
                     });
-                    for w in wakers.into_iter().flatten() {
+                    for w in wakers {
                         w.wake();
                     }
                 }
