@@ -67,7 +67,8 @@ fn zlib_piece(
 
 /// miniz_oxide, streaming, unlimited output; a final block starts a new stream, as in the
 /// core. It reads "too far back" distances as zeros where zlib fails, so only its
-/// successes are compared.
+/// successes are compared. Called until it neither reads nor writes: it may hold output
+/// back even with room to spare.
 fn miniz_piece(
     s: &mut InflateState,
     mut input: &[u8],
@@ -84,16 +85,12 @@ fn miniz_piece(
         }
         match r.status {
             Ok(MZStatus::StreamEnd) => s.reset(DataFormat::Raw),
-            Ok(_) => {
-                if input.is_empty() && r.bytes_written < buf.len() {
-                    return Ok(());
+            Ok(_) | Err(MZError::Buf) => {
+                if r.bytes_consumed == 0 && r.bytes_written == 0 {
+                    return if input.is_empty() { Ok(()) } else { Err(()) };
                 }
             }
-            Err(MZError::Buf) if input.is_empty() => return Ok(()),
             Err(_) => return Err(()),
-        }
-        if r.bytes_consumed == 0 && r.bytes_written == 0 && !input.is_empty() {
-            return Err(());
         }
     }
 }
@@ -212,7 +209,13 @@ fuzz_target!(|data: &[u8]| {
                 .copied()
                 .chain([&TAIL[..]])
                 .all(|f| miniz_piece(state, f, &mut inflated, max).is_ok());
-            wsduplex_fuzz::trace!("zlib {bytes:?}\nminiz {inflated:?} ({ok})");
+            wsduplex_fuzz::trace!(
+                "message of {} fragments: zlib {} bytes, miniz {} bytes ({ok}), first difference at {:?}",
+                fragments.len(),
+                bytes.len(),
+                inflated.len(),
+                bytes.iter().zip(&inflated).position(|(a, b)| a != b)
+            );
             // zlib only fails on a bad block header once it decodes a symbol with it, so a
             // message may end in a block miniz_oxide already refused: then its output so far
             // must agree, and it is out of step from here on.
