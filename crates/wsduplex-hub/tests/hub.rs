@@ -2,13 +2,16 @@
 //! WebSocket members (the `wsduplex` client), long-polling sessions and the push API over
 //! plain HTTP.
 
+mod common;
+
+use common::{join, next, next_of, say};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use wsduplex::server::{read_request, ServerConfig};
-use wsduplex::{ClientStream, Message, WebSocket};
+use wsduplex::server::ServerConfig;
+use wsduplex::Message;
 use wsduplex_hub::{Hub, HubConfig};
 
 const TOKEN: &str = "s3cret";
@@ -25,65 +28,10 @@ async fn start(hub_config: HubConfig) -> (SocketAddr, Hub) {
     let hub = Hub::new(hub_config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let served = hub.clone();
-    tokio::spawn(async move {
-        let mut server = ServerConfig::default();
-        server.socket.close_timeout = Duration::from_secs(2);
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let (hub, server) = (served.clone(), server.clone());
-            tokio::spawn(async move {
-                let Ok(incoming) = read_request(tcp, &server).await else {
-                    return;
-                };
-                if let Some(other) = hub.serve(incoming, &server).await {
-                    let _ = other.respond(404, &[], "text/plain", b"not found\n").await;
-                }
-            });
-        }
-    });
+    let mut server = ServerConfig::default();
+    server.socket.close_timeout = Duration::from_secs(2);
+    tokio::spawn(common::serve(listener, hub.clone(), server));
     (addr, hub)
-}
-
-type Ws = WebSocket<ClientStream>;
-
-async fn join(addr: SocketAddr, path: &str) -> (Ws, Value) {
-    let (mut ws, _) = wsduplex::connect(&format!("ws://{addr}{path}"))
-        .await
-        .unwrap_or_else(|e| panic!("connect {path}: {e}"));
-    let welcome = next(&mut ws).await;
-    assert_eq!(welcome["type"], "welcome", "{welcome}");
-    (ws, welcome)
-}
-
-/// The next event (text message) as JSON.
-async fn next(ws: &mut Ws) -> Value {
-    loop {
-        let item = tokio::time::timeout(LIMIT, ws.recv())
-            .await
-            .expect("no event in time");
-        match item {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
-            Some(Ok(Message::Close(c))) => panic!("closed: {c:?}"),
-            Some(Ok(_)) => {}
-            other => panic!("connection ended: {other:?}"),
-        }
-    }
-}
-
-/// The next event of `kind`, skipping others (presence, say).
-async fn next_of(ws: &mut Ws, kind: &str) -> Value {
-    loop {
-        let v = next(ws).await;
-        if v["type"] == kind {
-            return v;
-        }
-    }
-}
-
-async fn say(ws: &mut Ws, text: &str) {
-    let msg = json!({"type": "message", "text": text}).to_string();
-    ws.send(msg).await.unwrap();
 }
 
 struct Resp {

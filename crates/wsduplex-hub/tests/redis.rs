@@ -6,14 +6,16 @@
 //! Without `redis-server` these tests print a note and pass; `WSDUPLEX_REQUIRE_INTEROP=1`
 //! (CI) makes that a failure.
 
+mod common;
+
+use common::{join, next, next_of, say, Ws};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wsduplex::server::{read_request, ServerConfig};
-use wsduplex::{ClientStream, Message, WebSocket};
+use wsduplex::server::ServerConfig;
 use wsduplex_hub::{Hub, HubConfig, RedisConfig};
 
 const TOKEN: &str = "s3cret";
@@ -139,22 +141,11 @@ impl Node {
         let addr = listener.local_addr().unwrap();
         rt.spawn(hub.clone().maintain());
         let served = hub.clone();
+        let mut server = ServerConfig::default();
+        server.socket.close_timeout = Duration::from_secs(2);
         rt.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let mut server = ServerConfig::default();
-            server.socket.close_timeout = Duration::from_secs(2);
-            loop {
-                let (tcp, _) = listener.accept().await.unwrap();
-                let (hub, server) = (served.clone(), server.clone());
-                tokio::spawn(async move {
-                    let Ok(incoming) = read_request(tcp, &server).await else {
-                        return;
-                    };
-                    if let Some(other) = hub.serve(incoming, &server).await {
-                        let _ = other.respond(404, &[], "text/plain", b"not found\n").await;
-                    }
-                });
-            }
+            common::serve(listener, served, server).await;
         });
         Self {
             addr,
@@ -194,42 +185,6 @@ impl Drop for Node {
     }
 }
 
-type Ws = WebSocket<ClientStream>;
-
-async fn join(addr: SocketAddr, path: &str) -> (Ws, Value) {
-    let (mut ws, _) = wsduplex::connect(&format!("ws://{addr}{path}"))
-        .await
-        .unwrap_or_else(|e| panic!("connect {path}: {e}"));
-    let welcome = next(&mut ws).await;
-    assert_eq!(welcome["type"], "welcome", "{welcome}");
-    (ws, welcome)
-}
-
-/// The next event (text message) as JSON.
-async fn next(ws: &mut Ws) -> Value {
-    loop {
-        let item = tokio::time::timeout(LIMIT, ws.recv())
-            .await
-            .expect("no event in time");
-        match item {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
-            Some(Ok(Message::Close(c))) => panic!("closed: {c:?}"),
-            Some(Ok(_)) => {}
-            other => panic!("connection ended: {other:?}"),
-        }
-    }
-}
-
-/// The next event of `kind`, skipping others.
-async fn next_of(ws: &mut Ws, kind: &str) -> Value {
-    loop {
-        let v = next(ws).await;
-        if v["type"] == kind {
-            return v;
-        }
-    }
-}
-
 /// The next `n` messages, as `(id, name, text)`.
 async fn messages(ws: &mut Ws, n: usize) -> Vec<(u64, String, String)> {
     let mut out = Vec::new();
@@ -246,11 +201,6 @@ fn summary(m: &Value) -> (u64, String, String) {
         m["name"].as_str().unwrap().to_string(),
         m["text"].as_str().unwrap().to_string(),
     )
-}
-
-async fn say(ws: &mut Ws, text: &str) {
-    let msg = json!({"type": "message", "text": text}).to_string();
-    ws.send(msg).await.unwrap();
 }
 
 /// One HTTP request on a fresh connection: status and JSON body.

@@ -9,12 +9,15 @@
 //! Knobs (environment): `BENCH_MEMBERS` (300), `BENCH_SENDERS` (10), `BENCH_RATE` (messages
 //! per second per sender, 20), `BENCH_SECS` (5). Needs `redis-server`.
 
+#[path = "common/serve.rs"]
+mod serve;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wsduplex::server::{read_request, ServerConfig};
+use wsduplex::server::ServerConfig;
 use wsduplex::Message;
 use wsduplex_hub::{Hub, HubConfig, RedisConfig};
 
@@ -96,16 +99,7 @@ fn node(redis: Option<&Redis>) -> Node {
     let served = hub.clone();
     rt.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-        let server = ServerConfig::default();
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let (hub, server) = (served.clone(), server.clone());
-            tokio::spawn(async move {
-                if let Ok(incoming) = read_request(tcp, &server).await {
-                    hub.serve(incoming, &server).await;
-                }
-            });
-        }
+        serve::serve(listener, served, ServerConfig::default()).await;
     });
     Node {
         addr,
