@@ -40,23 +40,6 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn serve(extra: &[&str]) -> Server {
-    let mut args = vec!["--listen", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    Server::start_with(&args)
-}
-
-/// Polls `f` until it returns true, at most `limit`.
-fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        // A poll interval, not a guess at how long anything takes.
-        thread::sleep(Duration::from_millis(10));
-    }
-    start.elapsed()
-}
-
 // ---------------------------------------------------------------------------------------
 // The well-behaved clients
 // ---------------------------------------------------------------------------------------
@@ -419,13 +402,6 @@ fn metrics(addr: SocketAddr) -> String {
     r.body_str()
 }
 
-/// The value of one sample in a `/metrics` body.
-fn metric(body: &str, sample: &str) -> u64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {sample} in {body}"))
-}
-
 fn connections_open(addr: SocketAddr) -> u64 {
     metric(&metrics(addr), "wsduplex_connections_open")
 }
@@ -473,7 +449,7 @@ fn close_code(ws: &mut Ws) -> Option<u16> {
 #[test]
 fn slowloris_is_cut_at_the_handshake_timeout_without_an_answer() {
     let _serial = serial();
-    let server = serve(&["--handshake-timeout", "1s"]);
+    let server = Server::start_on_loopback(&["--handshake-timeout", "1s"]);
     let chatter = Chatter::start(server.addr, true);
     let memory = Memory::before(&server);
     let request = upgrade_request(server.addr, "/echo", "");
@@ -521,7 +497,7 @@ fn slowloris_is_cut_at_the_handshake_timeout_without_an_answer() {
 fn thousands_of_slowloris_are_held_cheaply_and_all_cut_at_the_timeout() {
     const N: usize = 2_000;
     let _serial = serial();
-    let server = serve(&[
+    let server = Server::start_on_loopback(&[
         "--handshake-timeout",
         "3s",
         "--max-connections-per-client",
@@ -582,7 +558,7 @@ fn thousands_of_slowloris_are_held_cheaply_and_all_cut_at_the_timeout() {
 #[test]
 fn per_client_limit_answers_429_past_256_connections_from_one_address() {
     let _serial = serial();
-    let server = serve(&[]);
+    let server = Server::start_on_loopback(&[]);
     let addr = server.addr;
     let chatter = Chatter::start(addr, true);
     let memory = Memory::before(&server);
@@ -687,7 +663,7 @@ fn assert_431(what: &str, answer: Option<&HttpResponse>) {
 fn header_floods_get_431_and_are_not_read_past_the_limit() {
     let _serial = serial();
     // 500 at once from one address: past the per-client default of 256.
-    let server = serve(&["--max-connections-per-client", "0"]);
+    let server = Server::start_on_loopback(&["--max-connections-per-client", "0"]);
     let addr = server.addr;
     let chatter = Chatter::start(addr, true);
     let memory = Memory::before(&server);
@@ -758,7 +734,7 @@ fn attacker(addr: SocketAddr, path: &str) -> Ws {
 #[test]
 fn a_frame_header_announcing_2_pow_63_bytes_is_refused_from_the_header() {
     let _serial = serial();
-    let server = serve(&[]);
+    let server = Server::start_on_loopback(&[]);
     let addr = server.addr;
     let chatter = Chatter::start(addr, true);
     let memory = Memory::before(&server);
@@ -825,7 +801,7 @@ fn send_in_background(s: &TcpStream, bytes: Vec<u8>) -> JoinHandle<usize> {
 fn floods_of_1_byte_fragments_are_bounded_by_the_message_size_limit() {
     const N: usize = 1 << 20;
     let _serial = serial();
-    let server = serve(&[]);
+    let server = Server::start_on_loopback(&[]);
     let addr = server.addr;
     let chatter = Chatter::start(addr, true);
     let memory = Memory::before(&server);
@@ -875,7 +851,7 @@ fn floods_of_1_byte_fragments_are_bounded_by_the_message_size_limit() {
 fn ping_floods_get_no_amplification_and_are_stopped_by_backpressure() {
     const N: usize = 20_000;
     let _serial = serial();
-    let server = serve(&[]);
+    let server = Server::start_on_loopback(&[]);
     let addr = server.addr;
     let chatter = Chatter::start(addr, true);
     let memory = Memory::before(&server);
@@ -1048,7 +1024,7 @@ fn deflate_attacker(addr: SocketAddr, path: &str) -> Ws {
 fn a_compression_bomb_gets_1009_at_the_limit_before_inflating_the_rest() {
     let _serial = serial();
     // Echoes go out uncompressed, so that this raw client can compare them.
-    let server = serve(&["--deflate", "--deflate-threshold", "1000000000"]);
+    let server = Server::start_on_loopback(&["--deflate", "--deflate-threshold", "1000000000"]);
     let addr = server.addr;
     let chatter = Chatter::start(addr, true);
     let memory = Memory::before(&server);
@@ -1111,7 +1087,7 @@ fn a_compression_bomb_gets_1009_at_the_limit_before_inflating_the_rest() {
 #[test]
 fn invalid_utf8_at_every_position_gets_1007() {
     let _serial = serial();
-    let server = serve(&[]);
+    let server = Server::start_on_loopback(&[]);
     let addr = server.addr;
     let chatter = Chatter::start(addr, true);
     let memory = Memory::before(&server);
@@ -1176,7 +1152,7 @@ fn invalid_utf8_at_every_position_gets_1007() {
 #[test]
 fn echo_clients_that_never_read_are_held_by_backpressure() {
     let _serial = serial();
-    let server = serve(&[]);
+    let server = Server::start_on_loopback(&[]);
     let addr = server.addr;
     let chatter = Chatter::start(addr, true);
     let memory = Memory::before(&server);
@@ -1214,7 +1190,7 @@ fn echo_clients_that_never_read_are_held_by_backpressure() {
 #[test]
 fn a_chat_member_that_never_reads_is_closed_with_4008() {
     let _serial = serial();
-    let server = serve(&[]);
+    let server = Server::start_on_loopback(&[]);
     let addr = server.addr;
     let chatter = Chatter::start(addr, true);
     let memory = Memory::before(&server);
@@ -1318,7 +1294,8 @@ fn a_chat_member_that_never_reads_is_closed_with_4008() {
 #[test]
 fn vanished_clients_are_dropped_by_keepalive() {
     let _serial = serial();
-    let server = serve(&["--ping-interval", "200ms", "--ping-timeout", "300ms"]);
+    let server =
+        Server::start_on_loopback(&["--ping-interval", "200ms", "--ping-timeout", "300ms"]);
     let addr = server.addr;
     // No /healthz connections: the count of open connections must settle.
     let chatter = Chatter::start(addr, false);
@@ -1366,7 +1343,7 @@ fn vanished_clients_are_dropped_by_keepalive() {
 #[test]
 fn a_connection_storm_past_max_connections_gets_503_and_the_server_recovers() {
     let _serial = serial();
-    let server = serve(&["--max-connections", "64"]);
+    let server = Server::start_on_loopback(&["--max-connections", "64"]);
     let addr = server.addr;
     // No /healthz: while the server is full, new connections get 503, whoever opens them.
     let chatter = Chatter::start(addr, false);
@@ -1445,7 +1422,8 @@ fn read_head_or_answer(s: &mut TcpStream) -> Option<(u16, String)> {
 #[test]
 fn slowloris_from_one_address_cannot_lock_out_other_clients() {
     let _serial = serial();
-    let server = serve(&["--max-connections", "300", "--handshake-timeout", "5s"]);
+    let server =
+        Server::start_on_loopback(&["--max-connections", "300", "--handshake-timeout", "5s"]);
     let addr = server.addr;
     // Other clients, from another address, with a new connection every round.
     let chatter = Chatter::start(addr, true);

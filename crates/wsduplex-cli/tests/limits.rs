@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::{connect, http, read_head, upgrade_request, Server};
+use common::{connect, eventually, http, metric, read_head, upgrade_request, Server};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Opens a WebSocket to `/echo` with `extra` header lines; returns the status and the
 /// stream (kept open by the caller to hold the connection).
@@ -25,32 +25,9 @@ fn get(addr: SocketAddr, path: &str) -> common::HttpResponse {
     )
 }
 
-/// The value of one sample in a `/metrics` body.
-fn metric(body: &str, sample: &str) -> u64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {sample} in {body}"))
-}
-
-/// Retries `f` until it returns true: the server releases a connection's slot when its task
-/// ends, just after the client sees the close.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}: not within 10 s");
-        // A poll interval, not a guess at a duration: each try is a new connection.
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn per_client_limit_answers_429_and_frees_the_slot_on_close() {
-    let server = Server::start_with(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--max-connections-per-client",
-        "2",
-    ]);
+    let server = Server::start_on_loopback(&["--max-connections-per-client", "2"]);
     let addr = server.addr;
     let (s1, a) = upgrade(addr, "");
     let (s2, b) = upgrade(addr, "");
@@ -62,9 +39,11 @@ fn per_client_limit_answers_429_and_frees_the_slot_on_close() {
     // Plain HTTP counts too (it is a connection): also refused.
     assert_eq!(get(addr, "/healthz").status, 429);
     drop(a);
-    eventually("a slot freed by a closed connection", || {
-        upgrade(addr, "").0 == 101
-    });
+    eventually(
+        "a slot freed by a closed connection",
+        Duration::from_secs(10),
+        || upgrade(addr, "").0 == 101,
+    );
     // Holders closed first: an unanswered 1001 would make stop wait for the close timeout.
     drop(b);
     server.stop();
@@ -72,9 +51,7 @@ fn per_client_limit_answers_429_and_frees_the_slot_on_close() {
 
 #[test]
 fn per_client_limit_uses_the_address_a_trusted_proxy_reports() {
-    let server = Server::start_with(&[
-        "--listen",
-        "127.0.0.1:0",
+    let server = Server::start_on_loopback(&[
         "--max-connections-per-client",
         "1",
         "--trust-proxy",
@@ -95,12 +72,7 @@ fn per_client_limit_uses_the_address_a_trusted_proxy_reports() {
     server.stop();
 
     // Not trusted: the headers are ignored, the peer (127.0.0.1) is the client.
-    let server = Server::start_with(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--max-connections-per-client",
-        "1",
-    ]);
+    let server = Server::start_on_loopback(&["--max-connections-per-client", "1"]);
     let addr = server.addr;
     let (s, a) = upgrade(addr, "X-Forwarded-For: 198.51.100.1\r\n");
     assert_eq!(s, 101);
@@ -115,7 +87,7 @@ fn per_client_limit_uses_the_address_a_trusted_proxy_reports() {
 
 #[test]
 fn total_limit_answers_503_at_once() {
-    let server = Server::start_with(&["--listen", "127.0.0.1:0", "--max-connections", "2"]);
+    let server = Server::start_on_loopback(&["--max-connections", "2"]);
     let addr = server.addr;
     // Two held connections (retried: a connection that just ended may still hold a slot).
     let mut held = Vec::new();
@@ -131,7 +103,7 @@ fn total_limit_answers_503_at_once() {
     assert!(r.body_str().contains("connection limit of 2"), "{r:?}");
     drop(held);
     let mut metrics = String::new();
-    eventually("slots freed", || {
+    eventually("slots freed", Duration::from_secs(10), || {
         let r = get(addr, "/metrics");
         metrics = r.body_str();
         r.status == 200
@@ -143,12 +115,7 @@ fn total_limit_answers_503_at_once() {
 
 #[test]
 fn origin_allow_list() {
-    let server = Server::start_with(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--allow-origin",
-        "https://good.example",
-    ]);
+    let server = Server::start_on_loopback(&["--allow-origin", "https://good.example"]);
     let addr = server.addr;
     let (s, a) = upgrade(addr, "Origin: https://good.example\r\n");
     assert_eq!(s, 101);
@@ -201,10 +168,14 @@ fn healthz_and_metrics() {
     // The WebSocket and the request asking; earlier requests end, and the upgrade is
     // counted, just after their answers.
     let accepted = r#"wsduplex_echo_handshakes_total{outcome="accepted"}"#;
-    eventually("the upgrade counted, two connections open", || {
-        let body = get(addr, "/metrics").body_str();
-        metric(&body, "wsduplex_connections_open") == 2 && metric(&body, accepted) == 1
-    });
+    eventually(
+        "the upgrade counted, two connections open",
+        Duration::from_secs(10),
+        || {
+            let body = get(addr, "/metrics").body_str();
+            metric(&body, "wsduplex_connections_open") == 2 && metric(&body, accepted) == 1
+        },
+    );
     let body = get(addr, "/metrics").body_str();
     assert!(
         body.contains("# TYPE wsduplex_hub_sessions gauge"),
@@ -226,7 +197,7 @@ fn a_second_server_on_a_busy_port_fails_instead_of_sharing_it() {
 
 #[test]
 fn auth_token_in_a_header_a_query_parameter_or_a_cookie() {
-    let server = Server::start_with(&["--listen", "127.0.0.1:0", "--auth-token", "s3cret"]);
+    let server = Server::start_on_loopback(&["--auth-token", "s3cret"]);
     let addr = server.addr;
     // Without, or with a wrong one: 401 and a challenge.
     for extra in ["", "Authorization: Bearer nope\r\n"] {
@@ -313,14 +284,8 @@ fn every_log_line_of_a_connection_carries_its_id() {
 
 #[test]
 fn message_and_frame_size_flags() {
-    let server = Server::start_with(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--max-message-size",
-        "1KiB",
-        "--max-frame-size",
-        "600",
-    ]);
+    let server =
+        Server::start_on_loopback(&["--max-message-size", "1KiB", "--max-frame-size", "600"]);
     let mut ws = common::Ws::connect(server.addr, "/echo");
     ws.send(common::TEXT, &[b'a'; 600]);
     assert_eq!(ws.read_message(), (common::TEXT, vec![b'a'; 600]));

@@ -109,6 +109,13 @@ impl Server {
         Self::start_with(&["--listen", "127.0.0.1:0"])
     }
 
+    /// Starts `wsduplex serve --listen 127.0.0.1:0 EXTRA` and reads its ready line.
+    pub fn start_on_loopback(extra: &[&str]) -> Self {
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Self::start_with(&args)
+    }
+
     /// Starts `wsduplex serve ARGS` (which must include `--listen`) and reads its ready line.
     #[allow(dead_code)] // not every test binary uses every helper
     pub fn start_with(args: &[&str]) -> Self {
@@ -903,4 +910,22 @@ pub fn base64(data: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Polls `f` until it returns true, at most `limit`; how long that took.
+pub fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        // A poll interval, not a guess at how long anything takes.
+        thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+/// The value of one sample in a `/metrics` body.
+pub fn metric(body: &str, sample: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in {body}"))
 }
