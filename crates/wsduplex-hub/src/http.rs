@@ -119,11 +119,6 @@ fn error_json(error: &str, message: &str) -> Vec<u8> {
     event::error(error, message).as_bytes().to_vec()
 }
 
-/// Constant-time comparison: the token check must not tell how much of a guess matched.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl Hub {
     /// Serves `incoming` if its path is the hub's: `/` (the chat page), `/chat.js`,
     /// `/chat.css`, `/chat[/ROOM]` (WebSocket), `/poll/...` (long polling), `/api/rooms/...`
@@ -328,7 +323,7 @@ impl Hub {
             .header("authorization")
             .and_then(|v| v.strip_prefix(b"Bearer "));
         match given {
-            Some(g) if same(g.trim_ascii(), token.as_bytes()) => None,
+            Some(g) if wsduplex::auth::constant_time_eq(g.trim_ascii(), token.as_bytes()) => None,
             _ => Some(Refused::Token),
         }
     }

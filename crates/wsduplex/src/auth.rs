@@ -172,7 +172,9 @@ impl Authenticate for TokenAuth {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Whether `a == b`, in a time that depends on their lengths only: a secret compared this way
+/// does not tell a guesser how much of the guess matched.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
