@@ -319,8 +319,8 @@ fn worker(listener: std::net::TcpListener, shared: Arc<Shared>, stop: watch::Rec
                     Ok((tcp, peer)) => match admit(&shared, peer.ip()) {
                         Ok(permit) => {
                             let (shared, stop) = (shared.clone(), stop.clone());
-                            let span = connection_span(&tcp);
-                            let task = handle(tcp, permit, shared, stop, tasks.clone(), span.clone());
+                            let span = connection_span(peer);
+                            let task = handle(tcp, peer.ip(), permit, shared, stop, tasks.clone(), span.clone());
                             spawn_in(&tasks, task, span);
                         }
                         Err(e) => refuse_now(tcp, &e),
@@ -347,6 +347,7 @@ fn worker(listener: std::net::TcpListener, shared: Arc<Shared>, stop: watch::Rec
 /// loop's state, not this stage's buffers and timers.
 async fn handle(
     tcp: TcpStream,
+    peer: IpAddr,
     mut permit: Permit,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
@@ -354,7 +355,6 @@ async fn handle(
     span: tracing::Span,
 ) {
     let _ = tcp.set_nodelay(true);
-    let peer = tcp.peer_addr().ok().map(|a| a.ip());
     match &shared.tls {
         None => {
             if let Some(ws) = open(tcp, peer, &mut permit, &shared, &mut stop).await {
@@ -376,15 +376,9 @@ static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
 /// The span every log line of a connection is in: `conn{id=7 peer=127.0.0.1:5050}`. When
 /// logging is below `info` it is disabled and costs nothing.
-fn connection_span(tcp: &TcpStream) -> tracing::Span {
+fn connection_span(peer: SocketAddr) -> tracing::Span {
     let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("conn", id, peer = tracing::field::Empty);
-    if !span.is_disabled() {
-        if let Ok(peer) = tcp.peer_addr() {
-            span.record("peer", tracing::field::display(peer));
-        }
-    }
-    span
+    tracing::info_span!("conn", id, peer = %peer)
 }
 
 /// Spawns a connection's task inside its span, or bare when the span is disabled (no bytes
@@ -438,7 +432,7 @@ fn refuse_now(tcp: TcpStream, e: &LimitError) {
 /// ends this connection only.
 async fn open_tls(
     tcp: TcpStream,
-    peer: Option<IpAddr>,
+    peer: IpAddr,
     acceptor: TlsAcceptor,
     permit: &mut Permit,
     shared: &Shared,
@@ -469,7 +463,7 @@ async fn open_tls(
 /// own), the hub's paths served here, an HTTP answer otherwise.
 async fn open<S>(
     io: S,
-    peer: Option<IpAddr>,
+    peer: IpAddr,
     permit: &mut Permit,
     shared: &Shared,
     stop: &mut watch::Receiver<bool>,
@@ -491,23 +485,21 @@ where
     };
     let path = incoming.path().split('?').next().unwrap_or_default();
     let method = incoming.request().method();
-    if let Some(peer) = peer {
-        // Behind a trusted reverse proxy, the address it reports; else the peer's.
-        let client = client_addr(peer, incoming.request().headers(), &shared.trusted);
-        tracing::debug!(%client, %peer, "{method} {path}");
-        if let Err(e) = shared.limiter.attribute(permit, client) {
-            Metrics::add(&shared.metrics.refused_client_limit);
-            let body = format!("{e}\n");
-            let _ = incoming
-                .respond(
-                    e.status(),
-                    &[("Retry-After", "5")],
-                    "text/plain",
-                    body.as_bytes(),
-                )
-                .await;
-            return None;
-        }
+    // Behind a trusted reverse proxy, the address it reports; else the peer's.
+    let client = client_addr(peer, incoming.request().headers(), &shared.trusted);
+    tracing::debug!(%client, %peer, "{method} {path}");
+    if let Err(e) = shared.limiter.attribute(permit, client) {
+        Metrics::add(&shared.metrics.refused_client_limit);
+        let body = format!("{e}\n");
+        let _ = incoming
+            .respond(
+                e.status(),
+                &[("Retry-After", "5")],
+                "text/plain",
+                body.as_bytes(),
+            )
+            .await;
+        return None;
     }
     // Cross-site WebSocket hijacking and cross-site POSTs: a browser always says which
     // page is asking.
