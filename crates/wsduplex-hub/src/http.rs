@@ -285,17 +285,19 @@ impl Hub {
                 if let Some(refused) = self.check_token(&incoming) {
                     return refused.send(incoming).await;
                 }
-                match self.cut(room, &decode_segment(name)) {
-                    0 => respond_error(incoming, 404, "unknown_member", "no such member").await,
-                    _ => incoming.respond(204, &[], JSON, b"").await,
+                match self.cut(room, &decode_segment(name)).await {
+                    Ok(0) => respond_error(incoming, 404, "unknown_member", "no such member").await,
+                    Ok(_) => incoming.respond(204, &[], JSON, b"").await,
+                    Err(e) => respond_join_error(incoming, e).await,
                 }
             }
             Route::Room(room) => {
                 if let Some(refused) = self.check_token(&incoming) {
                     return refused.send(incoming).await;
                 }
-                match self.members(room) {
-                    Some((members, last_id)) => {
+                match self.members(room).await {
+                    Err(e) => respond_join_error(incoming, e).await,
+                    Ok(Some((members, last_id))) => {
                         let body = serde_json::json!({
                             "room": room, "members": members, "last_id": last_id,
                         });
@@ -303,7 +305,7 @@ impl Hub {
                             .respond(200, &no_store(), JSON, body.to_string().as_bytes())
                             .await
                     }
-                    None => respond_error(incoming, 404, "unknown_room", "no such room").await,
+                    Ok(None) => respond_error(incoming, 404, "unknown_room", "no such room").await,
                 }
             }
         }

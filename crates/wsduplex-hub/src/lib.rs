@@ -355,23 +355,31 @@ impl Hub {
     }
 
     /// Cuts the connections of every member of `room` called `name`, without a closing
-    /// handshake, as a failed network would. Returns how many were cut. With Redis, a
-    /// member of another node is cut there (if this node follows the room).
-    pub fn cut(&self, room: &str, name: &str) -> usize {
-        let Some(room) = self.rooms().get(room).cloned() else {
-            return 0;
-        };
+    /// handshake, as a failed network would. Returns how many were cut: with Redis, a
+    /// member of another node counts 1 (that node cuts it), and the answer is
+    /// [`JoinError::Unavailable`] if the member is not here and Redis is unreachable.
+    /// Without a backplane this never waits.
+    pub async fn cut(&self, room: &str, name: &str) -> Result<usize, JoinError> {
+        let here = self.rooms().get(room).cloned();
         match &self.inner.backplane {
-            None => room.cut(name),
-            Some(backplane) => backplane.cut(&room, name),
+            None => Ok(here.map_or(0, |r| r.cut(name))),
+            Some(_) if names::validate_room(room).is_err() => Ok(0),
+            Some(backplane) => backplane.cut(room, here, name).await,
         }
     }
 
-    /// The members of `room` and its last message id (`None` if there is no such room; with
-    /// Redis, if this node does not follow it).
-    pub fn members(&self, room: &str) -> Option<(Vec<String>, u64)> {
-        let room = self.rooms().get(room).cloned();
-        room.map(|r| r.members())
+    /// The members of `room` (in the order they joined) and its last message id; `None` if
+    /// there is no such room. With Redis, a room this node does not follow is read from
+    /// Redis ([`JoinError::Unavailable`] if it is unreachable). Without a backplane this
+    /// never waits.
+    pub async fn members(&self, room: &str) -> Result<Option<(Vec<String>, u64)>, JoinError> {
+        let here = self.rooms().get(room).cloned();
+        match (&self.inner.backplane, here) {
+            (None, here) => Ok(here.map(|r| r.members())),
+            (Some(_), Some(here)) if here.is_loaded() => Ok(Some(here.members())),
+            (Some(_), _) if names::validate_room(room).is_err() => Ok(None),
+            (Some(backplane), _) => backplane.room_state(room).await,
+        }
     }
 
     /// Stops the hub: every member is closed with 1001 (long-polling requests are answered

@@ -326,13 +326,13 @@ mod tests {
         let hub = Hub::new(HubConfig::default());
         let (id, (cursor, events)) = hub.poll_open("r", "lp", None).await.unwrap();
         assert_eq!((cursor, events.len()), (1, 1));
-        assert_eq!(hub.members("r").unwrap().0, ["lp"]);
+        assert_eq!(hub.members("r").await.unwrap().unwrap().0, ["lp"]);
         // Not yet.
         hub.expire_sessions(Instant::now() + Duration::from_secs(30));
         assert_eq!(hub.session_count(), 1);
         hub.expire_sessions(Instant::now() + hub.config().session_ttl);
         assert_eq!(hub.session_count(), 0);
-        assert!(hub.members("r").unwrap().0.is_empty());
+        assert!(hub.members("r").await.unwrap().unwrap().0.is_empty());
         assert!(hub
             .poll_send(&id, br#"{"type":"message","text":"x"}"#)
             .await

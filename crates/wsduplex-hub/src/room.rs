@@ -296,12 +296,6 @@ impl Room {
         !self.lock().members.is_empty()
     }
 
-    pub(crate) fn is_in_roster(&self, name: &str) -> bool {
-        let s = self.lock();
-        let shared = s.shared.as_ref();
-        shared.is_some_and(|sh| sh.roster.iter().any(|n| &**n == name))
-    }
-
     pub(crate) fn last_shared(&self) -> u64 {
         self.lock().shared.as_ref().map_or(0, |sh| sh.last_shared)
     }

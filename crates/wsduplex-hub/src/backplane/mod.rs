@@ -8,6 +8,7 @@
 
 pub(crate) mod redis;
 mod scripts;
+mod target;
 
 pub(crate) use scripts::SessionInfo;
 
@@ -18,6 +19,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A room's members (in the order they joined) and its last message id.
+pub(crate) type RoomState = (Vec<String>, u64);
 
 /// Told the id of a session that moved to another node or was closed from one.
 pub(crate) type SessionHook = Box<dyn Fn(&str) + Send + Sync>;
@@ -49,9 +53,22 @@ pub(crate) trait Backplane: Send + Sync {
         text: &'a str,
     ) -> BoxFuture<'a, Result<u64, JoinError>>;
 
-    /// Cuts `name` wherever it is connected; how many were cut (a member of another node
-    /// counts once).
-    fn cut(&self, room: &Arc<Room>, name: &str) -> usize;
+    /// Cuts `name` wherever it is connected: how many were cut here, else 1 if a live
+    /// node has it (that node cuts it when the request reaches it), else 0. `room`: the
+    /// room if this node has it.
+    fn cut<'a>(
+        &'a self,
+        room_name: &'a str,
+        room: Option<Arc<Room>>,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<usize, JoinError>>;
+
+    /// The members (in the order they joined) and last id of a room, as Redis has them;
+    /// `None` if it never had a member nor a message.
+    fn room_state<'a>(
+        &'a self,
+        room: &'a str,
+    ) -> BoxFuture<'a, Result<Option<RoomState>, JoinError>>;
 
     /// The hub dropped `room` (idle, to make space): stop following it.
     fn unload(&self, room: &Arc<Room>);

@@ -1,5 +1,7 @@
 //! The Redis backplane: one command connection (multiplexed, shared by every caller) and
-//! one pub/sub connection per node, both owned by [`RedisBackplane::run`].
+//! one pub/sub connection per node, both owned by [`RedisBackplane::run`]; with sentinels,
+//! a third, subscribed to the failovers of the sentinel that named the master (see
+//! `target.rs` for the URLs, TLS and the Sentinel protocol).
 //!
 //! - Publishing runs one script (`INCR` the room's id, `XADD` to its stream as `0-<id>`,
 //!   `PUBLISH`): the id order is the delivery order on every node.
@@ -11,18 +13,22 @@
 //! - Presence: members per room in a hash (name → node), nodes in a sorted set scored by
 //!   heartbeat expiry; any node's heartbeat or join sweeps expired nodes, whose members
 //!   leave with a `left` for everyone.
+//! - A cut of a member this node does not hold, and `GET /api/rooms/ROOM` for a room it
+//!   does not follow, go to Redis (scripts `CUT`, `ROOM`); the node holding the member cuts
+//!   it when `C<name>` arrives.
 //! - While Redis is unreachable the node keeps its members chatting: messages are
 //!   delivered locally (`"local":true`, ids past [`crate::room::LOCAL_ID_GAP`], not in
 //!   history), leaves are told locally, joins are refused (`503`); it reconnects with
 //!   exponential backoff and resynchronizes.
 
 use super::scripts::{self, Event, Failure, Keys, Scripts, SessionInfo};
-use super::{Backplane, BoxFuture, SessionHook};
+use super::target::{self, redacted, Endpoint, Master, SentinelGone};
+use super::{Backplane, BoxFuture, RoomState, SessionHook};
 use crate::event;
 use crate::room::{Joined, OnLeave, Room, Snapshot};
 use crate::JoinError;
 use ::redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use ::redis::{AsyncConnectionConfig, Client, Msg};
+use ::redis::{AsyncConnectionConfig, Msg};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,7 +45,13 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`; `rediss://` for TLS, checked
+    /// against the system's roots or, with `?cacert=PATH`, against that PEM file alone
+    /// (`&cert=PATH&key=PATH` add a client certificate);
+    /// `redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB]` (or
+    /// `rediss+sentinel://`) for the master these sentinels know as `MASTER`, found again
+    /// at every reconnect. With TLS, the hub makes rustls' *ring* provider the process
+    /// default if the application has not installed one.
     pub url: String,
     /// Prefix of every key and channel (nodes of one hub share it).
     pub key_prefix: String,
@@ -87,24 +99,28 @@ pub struct InvalidRedisUrl {
     source: Box<dyn std::error::Error + Send + Sync>,
 }
 
-/// The URL without its password, for logs.
-fn redacted(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
-        }
-        Err(_) => "(unparsable URL)".into(),
-    }
-}
-
 /// The connection of one session with Redis, and how callers report that it failed.
 #[derive(Clone)]
 struct Link {
     conn: MultiplexedConnection,
     broken: Arc<Notify>,
+}
+
+/// A connected session: the command connection, the pub/sub connection, and with
+/// sentinels the master they named.
+struct Session {
+    link: Link,
+    sink: PubSubSink,
+    stream: PubSubStream,
+    master: Option<Master>,
+}
+
+/// With sentinels, completes when the master moves (or its watch goes away); else never.
+async fn switched(master: &mut Option<Master>) -> Result<String, SentinelGone> {
+    match master {
+        Some(m) => m.switched().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A join waiting for its `joined` event, or a session waiting for its move (`T`).
@@ -124,14 +140,12 @@ enum Request {
     Unload(Arc<Room>),
     /// A member of this node left: `(room, name)`.
     Leave(Arc<str>, Arc<str>),
-    /// Cut a member of another node: `(room, name)`.
-    Cut(Arc<str>, String),
     /// A long-polling session ended here.
     Forget(String),
 }
 
 pub(crate) struct RedisBackplane {
-    client: Client,
+    endpoint: Endpoint,
     config: RedisConfig,
     /// The URL for logs.
     target: String,
@@ -167,7 +181,7 @@ impl RedisBackplane {
         session_ttl: Duration,
     ) -> Result<Arc<Self>, InvalidRedisUrl> {
         let target = redacted(&config.url);
-        let client = Client::open(config.url.as_str()).map_err(|e| InvalidRedisUrl {
+        let endpoint = Endpoint::parse(&config.url).map_err(|e| InvalidRedisUrl {
             url: target.clone(),
             source: Box::new(e),
         })?;
@@ -177,7 +191,7 @@ impl RedisBackplane {
             let _ = leaves.send(Request::Leave(room.into(), name));
         });
         Ok(Arc::new(Self {
-            client,
+            endpoint,
             config,
             target,
             node: format!("{:016x}", rand::random::<u64>()),
@@ -323,21 +337,29 @@ impl RedisBackplane {
         let mut was_up = false;
         while !self.stopping() {
             match self.connect().await {
-                Ok((link, sink, stream)) => {
+                Ok(session) => {
+                    let at = match &session.master {
+                        Some(m) => format!(" (master {} at {})", m.name, m.addr),
+                        None => String::new(),
+                    };
                     let rooms = lock(&self.rooms).len();
-                    *lock(&self.link) = Some(link.clone());
+                    *lock(&self.link) = Some(session.link.clone());
                     if was_up {
                         // As loud as the error it ends.
                         tracing::warn!(
-                            "redis {}: connected again ({rooms} rooms resynchronized)",
+                            "redis {}{at}: connected again ({rooms} rooms resynchronized)",
                             self.target
                         );
                     } else {
-                        tracing::info!("redis {}: connected as node {}", self.target, self.node);
+                        tracing::info!(
+                            "redis {}{at}: connected as node {}",
+                            self.target,
+                            self.node
+                        );
                     }
                     backoff = MIN_BACKOFF;
                     was_up = true;
-                    let ended = self.serve(link, sink, stream, &mut inbox).await;
+                    let ended = self.serve(session, &mut inbox).await;
                     self.set_down();
                     match ended {
                         Ok(()) => break,
@@ -377,20 +399,56 @@ impl RedisBackplane {
     }
 
     /// Connects both connections, subscribes to every followed room and resynchronizes
-    /// each.
-    async fn connect(&self) -> Result<(Link, PubSubSink, PubSubStream), Failure> {
+    /// each. With sentinels, also returns the master they named (and watch).
+    async fn connect(&self) -> Result<Session, Failure> {
+        let resolved = self.endpoint.resolve(self.config.timeout).await?;
+        let master = resolved.master;
+        match self.connect_to(&resolved.client, master.is_some()).await {
+            Ok((link, sink, stream)) => Ok(Session {
+                link,
+                sink,
+                stream,
+                master,
+            }),
+            Err(e) => Err(match master {
+                Some(m) => Failure::AtMaster {
+                    name: m.name,
+                    addr: m.addr,
+                    failure: Box::new(e),
+                },
+                None => e,
+            }),
+        }
+    }
+
+    /// [`RedisBackplane::connect`] once the server is known; `sentinel`: check that it is
+    /// a master.
+    async fn connect_to(
+        &self,
+        client: &::redis::Client,
+        sentinel: bool,
+    ) -> Result<(Link, PubSubSink, PubSubStream), Failure> {
         let t = self.config.timeout;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(t))
             .set_response_timeout(Some(t));
-        let conn = timeout(
+        let mut conn = timeout(
             t * 2,
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
+            client.get_multiplexed_async_connection_with_config(&config),
         )
         .await
         .map_err(|_| Failure::Timeout(t))??;
-        let pubsub = timeout(t, self.client.get_async_pubsub())
+        if sentinel {
+            // What a sentinel said may be stale (the failover is not over, or the old
+            // master came back as a replica): the Sentinel client protocol checks.
+            let role = timeout(t, target::role(&mut conn))
+                .await
+                .map_err(|_| Failure::Timeout(t))??;
+            if role != "master" {
+                return Err(Failure::NotMaster { role });
+            }
+        }
+        let pubsub = timeout(t, client.get_async_pubsub())
             .await
             .map_err(|_| Failure::Timeout(t))??;
         let (mut sink, stream) = pubsub.split();
@@ -418,11 +476,15 @@ impl RedisBackplane {
     /// Runs a connected session until the connection fails (`Err`) or the node stops.
     async fn serve(
         &self,
-        link: Link,
-        mut sink: PubSubSink,
-        mut stream: PubSubStream,
+        session: Session,
         inbox: &mut mpsc::UnboundedReceiver<Request>,
     ) -> Result<(), Failure> {
+        let Session {
+            link,
+            mut sink,
+            mut stream,
+            mut master,
+        } = session;
         let mut conn = link.conn.clone();
         let every = (self.config.presence_ttl / 3).max(Duration::from_millis(10));
         let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -444,6 +506,17 @@ impl RedisBackplane {
                     Some(r) => self.on_request(&mut conn, &mut sink, r).await?,
                     None => return Ok(()),
                 },
+                switched = switched(&mut master) => match switched {
+                    Ok(to) => {
+                        let name = master.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+                        return Err(Failure::Switched { master: name, to });
+                    }
+                    Err(SentinelGone) => tracing::warn!(
+                        "redis {}: the sentinel watched for failovers went away; \
+                         another is asked at the next heartbeat",
+                        self.target
+                    ),
+                },
                 _ = beat.tick() => {
                     // A pub/sub connection that stopped answering is as good as closed.
                     let t = self.config.timeout;
@@ -451,6 +524,9 @@ impl RedisBackplane {
                         .await
                         .map_err(|_| Failure::Timeout(t))??;
                     self.heartbeat(&mut conn).await?;
+                    if let Some(m) = master.as_mut().filter(|m| m.switches.is_none()) {
+                        self.endpoint.rewatch(m, t).await?;
+                    }
                 }
             }
         }
@@ -584,9 +660,6 @@ impl RedisBackplane {
                     return Err(e);
                 }
             }
-            Request::Cut(room, name) => {
-                self.scripts.cut(conn, &self.keys(&room), &name).await?;
-            }
             Request::Forget(session) => {
                 let _: ::redis::Value = ::redis::cmd("DEL")
                     .arg(self.session_key(&session))
@@ -609,7 +682,7 @@ impl RedisBackplane {
             }
             Request::Leave(room, name) => self.left_locally(&room, &name),
             // The session key expires with the session's TTL.
-            Request::Cut(..) | Request::Forget(_) => {}
+            Request::Forget(_) => {}
         }
     }
 
@@ -767,18 +840,44 @@ impl Backplane for RedisBackplane {
         })
     }
 
-    fn cut(&self, room: &Arc<Room>, name: &str) -> usize {
-        let here = room.cut(name);
-        if here > 0 {
-            return here;
-        }
-        if room.is_in_roster(name) && self.is_up() {
-            let _ = self
-                .requests
-                .send(Request::Cut(room.name.clone(), name.to_string()));
-            return 1;
-        }
-        0
+    fn cut<'a>(
+        &'a self,
+        room_name: &'a str,
+        room: Option<Arc<Room>>,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<usize, JoinError>> {
+        Box::pin(async move {
+            let here = room.map_or(0, |r| r.cut(name));
+            if here > 0 {
+                return Ok(here);
+            }
+            let link = self.link().ok_or(JoinError::Unavailable)?;
+            let keys = self.keys(room_name);
+            match self.scripts.cut(&mut link.conn.clone(), &keys, name).await {
+                Ok(there) => Ok(usize::from(there)),
+                Err(e) => {
+                    self.failed(&link, "cut", &e);
+                    Err(JoinError::Unavailable)
+                }
+            }
+        })
+    }
+
+    fn room_state<'a>(
+        &'a self,
+        room: &'a str,
+    ) -> BoxFuture<'a, Result<Option<RoomState>, JoinError>> {
+        Box::pin(async move {
+            let link = self.link().ok_or(JoinError::Unavailable)?;
+            let keys = self.keys(room);
+            match self.scripts.room(&mut link.conn.clone(), &keys).await {
+                Ok(state) => Ok(state),
+                Err(e) => {
+                    self.failed(&link, "reading a room", &e);
+                    Err(JoinError::Unavailable)
+                }
+            }
+        })
     }
 
     fn unload(&self, room: &Arc<Room>) {
@@ -913,12 +1012,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn logs_never_show_the_password() {
-        assert_eq!(
-            redacted("redis://:hunter2@cache:6379/0"),
-            "redis://:***@cache:6379/0"
-        );
-        assert_eq!(redacted("redis://cache:6379"), "redis://cache:6379");
+    fn debug_never_shows_the_password() {
         let debug = format!("{:?}", RedisConfig::new("redis://u:hunter2@h"));
         assert!(!debug.contains("hunter2"), "{debug}");
     }

@@ -16,7 +16,7 @@
 //!   expires with the session.
 //!
 //! Channel `P:{R}` carries, in order: `M<id> <json>`, `J<seq> <node> <token> <name>`,
-//! `L<seq> <name>`, `C<name>` (cut that member wherever it is), `T<token> <session> <name>`
+//! `L<seq> <name>`, `C<name>` (cut that member wherever it is: any node may ask), `T<token> <session> <name>`
 //! (the session moves to the node waiting with that token) and `X<session>` (close it).
 
 use ::redis::aio::MultiplexedConnection;
@@ -110,6 +110,24 @@ for i = 1, #all, 2 do
 end
 redis.call('ZREM', KEYS[2], ARGV[2])
 return n
+"#;
+
+/// KEYS members, nodes, pseq, id; ARGV channel. The room for `GET /api/rooms/ROOM` on a
+/// node that does not follow it: `{last id, members (flat name/value pairs)}` after the
+/// sweep, or `false` if the room never had a member nor a message.
+const ROOM: &str = r#"
+if redis.call('EXISTS', KEYS[1], KEYS[3], KEYS[4]) == 0 then return false end
+sweep(KEYS[1], KEYS[2], KEYS[3], ARGV[1], now_ms())
+return {tonumber(redis.call('GET', KEYS[4]) or '0'), redis.call('HGETALL', KEYS[1])}
+"#;
+
+/// KEYS members, nodes, pseq; ARGV channel, name. Asks whichever node has the member to
+/// cut it (`C<name>`); 0 if no live node has it.
+const CUT: &str = r#"
+sweep(KEYS[1], KEYS[2], KEYS[3], ARGV[1], now_ms())
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return 0 end
+redis.call('PUBLISH', ARGV[1], 'C' .. ARGV[2])
+return 1
 "#;
 
 /// KEYS session; ARGV room, name, node, cursor, last message id, ttl, stale cursors...
@@ -353,6 +371,18 @@ pub(crate) enum Failure {
     Closed,
     #[error("a command failed")]
     Broken,
+    #[error("no sentinel named the master {master} ({said})")]
+    NoMaster { master: String, said: String },
+    #[error("it says it is a {role}, not the master (a failover is under way?)")]
+    NotMaster { role: String },
+    #[error("master {name} at {addr}: {failure}")]
+    AtMaster {
+        name: String,
+        addr: String,
+        failure: Box<Failure>,
+    },
+    #[error("sentinels moved master {master} to {to}")]
+    Switched { master: String, to: String },
 }
 
 /// What the resync script returns.
@@ -377,6 +407,8 @@ pub(crate) struct SessionInfo {
 }
 
 pub(crate) struct Scripts {
+    room: Script,
+    cut: Script,
     record: Script,
     take_over: Script,
     publish: Script,
@@ -391,6 +423,8 @@ impl Scripts {
     pub(crate) fn new() -> Self {
         let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
         Self {
+            room: with_prelude(ROOM),
+            cut: with_prelude(CUT),
             record: with_prelude(RECORD),
             take_over: with_prelude(TAKE_OVER),
             publish: with_prelude(PUBLISH),
@@ -637,19 +671,53 @@ impl Scripts {
         Ok(())
     }
 
-    /// Asks whichever node has `name` in the room to cut it.
+    /// Asks whichever node has `name` in the room to cut it; `false` if no live node has.
     pub(crate) async fn cut(
         &self,
         conn: &mut MultiplexedConnection,
         keys: &Keys,
         name: &str,
-    ) -> Result<(), Failure> {
-        let _: Value = ::redis::cmd("PUBLISH")
+    ) -> Result<bool, Failure> {
+        let v: Value = self
+            .cut
+            .key(&keys.members)
+            .key(&keys.nodes)
+            .key(&keys.pseq)
             .arg(&keys.channel)
-            .arg(format!("C{name}"))
-            .query_async(conn)
+            .arg(name)
+            .invoke_async(conn)
             .await?;
-        Ok(())
+        Ok(int(&v).ok_or(Failure::Reply("cut"))? == 1)
+    }
+
+    /// The room's members (in the order they joined) and last id; `None` if the room never
+    /// had a member nor a message.
+    pub(crate) async fn room(
+        &self,
+        conn: &mut MultiplexedConnection,
+        keys: &Keys,
+    ) -> Result<Option<super::RoomState>, Failure> {
+        let v: Value = self
+            .room
+            .key(&keys.members)
+            .key(&keys.nodes)
+            .key(&keys.pseq)
+            .key(&keys.id)
+            .arg(&keys.channel)
+            .invoke_async(conn)
+            .await?;
+        if matches!(v, Value::Nil | Value::Boolean(false)) {
+            return Ok(None);
+        }
+        let parsed = (|| {
+            let [id, members] = array(&v)? else {
+                return None;
+            };
+            let mut members = parse_members(members)?;
+            members.sort_by_key(|(_, _, seq)| *seq);
+            Some((members.into_iter().map(|(n, _, _)| n).collect(), int(id)?))
+        })();
+        parsed.ok_or(Failure::Reply("room")).map(Some)
     }
 
     pub(crate) async fn resync(
@@ -686,15 +754,7 @@ fn parse_resync(v: &Value) -> Option<Resynced> {
     let [top, seq, members, entries, missed, conflicts] = array(v)? else {
         return None;
     };
-    let members = array(members)?
-        .chunks(2)
-        .map(|pair| {
-            let name = text(pair.first()?)?;
-            let value = text(pair.get(1)?)?;
-            let (node, seq) = value.split_once(' ')?;
-            Some((name, node.to_string(), seq.parse().ok()?))
-        })
-        .collect::<Option<Vec<_>>>()?;
+    let members = parse_members(members)?;
     let mut messages = parse_entries(entries)?;
     messages.reverse();
     Some(Resynced {
@@ -708,6 +768,19 @@ fn parse_resync(v: &Value) -> Option<Resynced> {
             .map(text)
             .collect::<Option<Vec<_>>>()?,
     })
+}
+
+/// A members hash, flat: `(name, node, presence seq of its join)`.
+fn parse_members(v: &Value) -> Option<Vec<(String, String, u64)>> {
+    array(v)?
+        .chunks(2)
+        .map(|pair| {
+            let name = text(pair.first()?)?;
+            let value = text(pair.get(1)?)?;
+            let (node, seq) = value.split_once(' ')?;
+            Some((name, node.to_string(), seq.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Stream entries `[[id, [field, value, ...]], ...]` as `(message id, JSON)`.

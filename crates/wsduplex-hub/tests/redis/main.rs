@@ -1,189 +1,27 @@
-//! The hub as three nodes sharing rooms through a real Redis: Debian's `redis-server`,
-//! started on a free loopback port with no persistence, and three hubs in this process,
-//! each on its own runtime (so a node can die at once, as a killed process would: its
-//! sockets close, nothing says goodbye) on `127.0.0.1:0`.
+//! The hub as nodes sharing rooms through a real Redis: Debian's `redis-server`, started
+//! on a free loopback port with no persistence, and hubs in this process, each on its own
+//! runtime (so a node can die at once, as a killed process would: its sockets close,
+//! nothing says goodbye) on `127.0.0.1:0`. Here: one plain Redis; `tls`: `rediss://`;
+//! `sentinel`: a master, a replica and a sentinel, and failovers.
 //!
 //! Without `redis-server` these tests print a note and pass; `WSDUPLEX_REQUIRE_INTEROP=1`
 //! (CI) makes that a failure.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod sentinel;
+mod support;
+mod tls;
 
 use common::{join, next, next_of, say, Ws};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use wsduplex::server::ServerConfig;
-use wsduplex_hub::{Hub, HubConfig, RedisConfig};
+use support::{http, members_become, Node, Redis};
 
-const TOKEN: &str = "s3cret";
 /// Upper bound for anything a test waits for; a hang fails instead of blocking CI.
 const LIMIT: Duration = Duration::from_secs(15);
 /// The first id a node hands out on its own while Redis is down is this far past the last.
 const LOCAL_ID_GAP: u64 = 1_000_000;
-
-/// A `redis-server` of our own; killed when dropped.
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    /// `None` (after a note) if Debian's `redis-server` is not installed.
-    fn start() -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut redis = Self { port, child: None };
-        match redis.spawn() {
-            Ok(()) => Some(redis),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if std::env::var_os("WSDUPLEX_REQUIRE_INTEROP").is_some_and(|v| v == "1") {
-                    panic!("redis-server is required (apt-get install redis-server)");
-                }
-                eprintln!(
-                    "\n*** skipped: no redis-server (apt-get install redis-server; \
-                     WSDUPLEX_REQUIRE_INTEROP=1 makes this fail) ***\n"
-                );
-                None
-            }
-            Err(e) => panic!("redis-server: {e}"),
-        }
-    }
-
-    fn spawn(&mut self) -> std::io::Result<()> {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--dir", &std::env::temp_dir().to_string_lossy()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        self.child = Some(child);
-        // Ready when it answers PING.
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                use std::io::{Read, Write};
-                let mut pong = [0u8; 7];
-                if tcp.write_all(b"PING\r\n").is_ok()
-                    && tcp.read_exact(&mut pong).is_ok()
-                    && &pong == b"+PONG\r\n"
-                {
-                    return Ok(());
-                }
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server: connections stay open and
-    /// nothing answers.
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
-        assert!(status.success());
-    }
-
-    /// Stopped, then started again on the same port: empty (no persistence).
-    fn restart(&mut self) {
-        self.stop();
-        self.spawn().unwrap();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// One hub node with its own runtime.
-struct Node {
-    addr: SocketAddr,
-    hub: Hub,
-    rt: Option<tokio::runtime::Runtime>,
-}
-
-impl Node {
-    fn start(redis: &Redis, presence_ttl: Duration) -> Self {
-        let mut config = HubConfig::default();
-        config.api_token = Some(TOKEN.into());
-        config.history = 20;
-        let mut backplane = RedisConfig::new(redis.url());
-        backplane.presence_ttl = presence_ttl;
-        backplane.timeout = Duration::from_millis(500);
-        backplane.max_backoff = Duration::from_millis(200);
-        let hub = Hub::with_redis(config, backplane).unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        rt.spawn(hub.clone().maintain());
-        let served = hub.clone();
-        let mut server = ServerConfig::default();
-        server.socket.close_timeout = Duration::from_secs(2);
-        rt.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            common::serve(listener, served, server).await;
-        });
-        Self {
-            addr,
-            hub,
-            rt: Some(rt),
-        }
-    }
-
-    /// Dies at once: every task and socket of the node goes, nothing says goodbye.
-    fn kill(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
-
-    async fn connected(&self, up: bool) {
-        let deadline = Instant::now() + LIMIT;
-        while self.hub.is_connected() != Some(up) {
-            assert!(
-                Instant::now() < deadline,
-                "node {} never {}",
-                self.addr,
-                if up {
-                    "connected"
-                } else {
-                    "noticed Redis was gone"
-                }
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// The next `n` messages, as `(id, name, text)`.
 async fn messages(ws: &mut Ws, n: usize) -> Vec<(u64, String, String)> {
@@ -201,54 +39,6 @@ fn summary(m: &Value) -> (u64, String, String) {
         m["name"].as_str().unwrap().to_string(),
         m["text"].as_str().unwrap().to_string(),
     )
-}
-
-/// One HTTP request on a fresh connection: status and JSON body.
-async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n");
-    if !body.is_empty() {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(LIMIT, tcp.read_to_end(&mut raw))
-        .await
-        .expect("no response in time")
-        .unwrap();
-    let raw = String::from_utf8(raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head[9..12].parse().unwrap();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
-/// Waits until `GET /api/rooms/ROOM` on `addr` lists exactly `members` (in any order).
-async fn members_become(addr: SocketAddr, room: &str, members: &[&str]) {
-    let mut want: Vec<&str> = members.to_vec();
-    want.sort();
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let (_, body) = http(addr, "GET", &format!("/api/rooms/{room}"), "").await;
-        let mut got: Vec<String> = body["members"]
-            .as_array()
-            .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
-            .unwrap_or_default();
-        got.sort();
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "members {got:?}, expected {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -632,4 +422,75 @@ async fn a_long_polling_session_hops_between_nodes() {
     let path = format!("/poll/session/{sid}?cursor={cursor}");
     let (status, body) = http(last.addr, "GET", &path, "").await;
     assert_eq!((status, &body["error"]), (404, &json!("unknown_session")));
+}
+
+/// `GET /api/rooms/ROOM` and cuts answer on a node that never had the room: presence is
+/// read from Redis, and the cut reaches the node holding the member.
+#[tokio::test]
+async fn room_state_and_cuts_work_on_a_node_without_the_room() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let nodes: Vec<Node> = (0..3)
+        .map(|_| Node::start(&redis, Duration::from_secs(15)))
+        .collect();
+    for n in &nodes {
+        n.connected(true).await;
+    }
+    let (mut alice, _) = join(nodes[0].addr, "/chat/st?name=alice").await;
+    let (mut bob, _) = join(nodes[1].addr, "/chat/st?name=bob").await;
+    next_of(&mut alice, "joined").await;
+    say(&mut alice, "hi").await;
+    assert_eq!(messages(&mut bob, 1).await[0].0, 1);
+
+    // Node 2 has never had a member in the room.
+    let elsewhere = nodes[2].addr;
+    let (status, body) = http(elsewhere, "GET", "/api/rooms/st", "").await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"room": "st", "members": ["alice", "bob"], "last_id": 1})
+        )
+    );
+    let (status, body) = http(elsewhere, "GET", "/api/rooms/nowhere", "").await;
+    assert_eq!((status, &body["error"]), (404, &json!("unknown_room")));
+    let (status, body) = http(elsewhere, "DELETE", "/api/rooms/st/members/nobody", "").await;
+    assert_eq!((status, &body["error"]), (404, &json!("unknown_member")));
+
+    // Cutting bob from there: his node cuts him, everyone sees him leave.
+    let (status, _) = http(elsewhere, "DELETE", "/api/rooms/st/members/bob", "").await;
+    assert_eq!(status, 204);
+    assert!(matches!(
+        tokio::time::timeout(LIMIT, bob.recv()).await.unwrap(),
+        Some(Err(_)) | None
+    ));
+    assert_eq!(next_of(&mut alice, "left").await["name"], "bob");
+    members_become(elsewhere, "st", &["alice"]).await;
+    // Still not following the room: a message is counted, not delivered, there.
+    say(&mut alice, "again").await;
+    assert_eq!(messages(&mut alice, 1).await[0].0, 2);
+    let (_, body) = http(elsewhere, "GET", "/api/rooms/st", "").await;
+    assert_eq!(body["last_id"], 2);
+
+    // Without Redis, only a node that follows the room knows it.
+    redis.stop();
+    for n in &nodes {
+        n.connected(false).await;
+    }
+    for (method, path) in [
+        ("GET", "/api/rooms/st"),
+        ("DELETE", "/api/rooms/st/members/alice"),
+    ] {
+        let (status, body) = http(elsewhere, method, path, "").await;
+        assert_eq!((status, &body["error"]), (503, &json!("unavailable")));
+    }
+    let (status, body) = http(nodes[0].addr, "GET", "/api/rooms/st", "").await;
+    assert_eq!((status, &body["members"]), (200, &json!(["alice"])));
+    let (status, _) = http(nodes[0].addr, "DELETE", "/api/rooms/st/members/alice", "").await;
+    assert_eq!(status, 204);
+    assert!(matches!(
+        tokio::time::timeout(LIMIT, alice.recv()).await.unwrap(),
+        Some(Err(_)) | None
+    ));
 }
