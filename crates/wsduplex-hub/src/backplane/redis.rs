@@ -336,6 +336,8 @@ impl RedisBackplane {
         let mut backoff = MIN_BACKOFF;
         let mut was_up = false;
         while !self.stopping() {
+            // With sentinels: a failover announced while down ends the pause at once.
+            let mut watch = None;
             match self.connect().await {
                 Ok(session) => {
                     let at = match &session.master {
@@ -370,7 +372,8 @@ impl RedisBackplane {
                         ),
                     }
                 }
-                Err(e) => {
+                Err((e, master)) => {
+                    watch = master;
                     self.set_down();
                     let mode = if was_up { "reconnect" } else { "connect" };
                     tracing::warn!(
@@ -380,28 +383,45 @@ impl RedisBackplane {
                 }
             }
             // Down: serve requests locally until the next attempt.
+            let mut announced = false;
             let pause = tokio::time::sleep(backoff);
             tokio::pin!(pause);
             loop {
                 tokio::select! {
                     _ = &mut pause => break,
                     _ = self.stop.notified() => break,
+                    Ok(to) = switched(&mut watch) => {
+                        tracing::info!(
+                            "redis {}: sentinels moved the master to {to}; connecting now",
+                            self.target
+                        );
+                        announced = true;
+                        break;
+                    }
                     request = inbox.recv() => match request {
                         Some(r) => self.serve_down(r),
                         None => break,
                     },
                 }
             }
-            backoff = (backoff * 2).min(self.config.max_backoff.max(MIN_BACKOFF));
+            backoff = match announced {
+                true => MIN_BACKOFF,
+                false => (backoff * 2).min(self.config.max_backoff.max(MIN_BACKOFF)),
+            };
         }
         self.set_down();
         self.done.send_replace(true);
     }
 
     /// Connects both connections, subscribes to every followed room and resynchronizes
-    /// each. With sentinels, also returns the master they named (and watch).
-    async fn connect(&self) -> Result<Session, Failure> {
-        let resolved = self.endpoint.resolve(self.config.timeout).await?;
+    /// each. With sentinels, also returns the master they named (and its watch), even if
+    /// connecting to it failed.
+    async fn connect(&self) -> Result<Session, (Failure, Option<Master>)> {
+        let resolved = self
+            .endpoint
+            .resolve(self.config.timeout)
+            .await
+            .map_err(|e| (e, None))?;
         let master = resolved.master;
         match self.connect_to(&resolved.client, master.is_some()).await {
             Ok((link, sink, stream)) => Ok(Session {
@@ -411,12 +431,15 @@ impl RedisBackplane {
                 master,
             }),
             Err(e) => Err(match master {
-                Some(m) => Failure::AtMaster {
-                    name: m.name,
-                    addr: m.addr,
-                    failure: Box::new(e),
-                },
-                None => e,
+                Some(m) => {
+                    let failure = Failure::AtMaster {
+                        name: m.name.clone(),
+                        addr: m.addr.clone(),
+                        failure: Box::new(e),
+                    };
+                    (failure, Some(m))
+                }
+                None => (e, None),
             }),
         }
     }

@@ -175,7 +175,12 @@ async fn failovers(tls: bool) {
     assert!(after > before, "ids go up: {after} after {before}");
     assert_eq!(role(&second).as_deref(), Some("master"));
 
-    // 2. The master dies: the sentinel notices and promotes the old master, now a replica.
+    // 2. The master dies: the sentinel notices and promotes the old master, made a replica
+    // of the new one first (the sentinel does that itself, but only some 10 s later).
+    let new_master = r.to_string();
+    first
+        .command(&["REPLICAOF", "127.0.0.1", &new_master])
+        .unwrap();
     eventually("the old master is a replica", || {
         role(&first).as_deref() == Some("slave")
     })
