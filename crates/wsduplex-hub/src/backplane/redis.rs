@@ -45,9 +45,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`; `rediss://` for TLS, checked
-    /// against the system's roots or, with `?cacert=PATH`, against that PEM file alone
-    /// (`&cert=PATH&key=PATH` add a client certificate);
+    /// `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]` (or `redis+unix:///PATH`); `rediss://`
+    /// for TLS, checked against the system's roots or, with `?cacert=PATH`, against that
+    /// PEM file alone (`&cert=PATH&key=PATH` add a client certificate);
     /// `redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB]` (or
     /// `rediss+sentinel://`) for the master these sentinels know as `MASTER`, found again
     /// at every reconnect. With TLS, the hub makes rustls' *ring* provider the process

@@ -2,7 +2,8 @@
 //! start (a bad URL, or a certificate file that cannot be read, fails then, not at the
 //! first connect).
 //!
-//! - `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`: one server.
+//! - `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`: one server (`redis+unix:///PATH`, and
+//!   `valkey://` for each `redis://`, as the redis crate reads them).
 //! - `rediss://...`: the same over TLS (rustls with *ring*). The server's certificate is
 //!   checked against the system's roots, or against `?cacert=PATH` (a PEM file) alone
 //!   when given; `cert=PATH&key=PATH` add a client certificate (Redis
@@ -33,7 +34,9 @@ const SENTINEL_PORT: u16 = 26379;
 /// Why a URL was refused (the source of [`crate::InvalidRedisUrl`]).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UrlError {
-    #[error("expected redis://, rediss://, redis+sentinel:// or rediss+sentinel://")]
+    #[error(
+        "expected redis://, rediss://, redis+sentinel://, rediss+sentinel:// or redis+unix://"
+    )]
     Scheme,
     #[error("{0} needs TLS: use rediss:// (or rediss+sentinel://)")]
     NeedsTls(&'static str),
@@ -214,10 +217,12 @@ impl Endpoint {
     pub(crate) fn parse(url: &str) -> Result<Self, UrlError> {
         let parts = split(url).ok_or(UrlError::Scheme)?;
         let (tls, sentinel) = match parts.scheme {
-            "redis" => (false, false),
-            "rediss" => (true, false),
+            "redis" | "valkey" => (false, false),
+            "rediss" | "valkeys" => (true, false),
             "redis+sentinel" => (false, true),
             "rediss+sentinel" => (true, true),
+            // A Unix socket: the redis crate's URL as it is.
+            "redis+unix" | "valkey+unix" | "unix" => return Ok(Self::Direct(Client::open(url)?)),
             _ => return Err(UrlError::Scheme),
         };
         if parts.fragment.is_some() {
@@ -536,6 +541,10 @@ mod tests {
         ));
         assert!(matches!(
             Endpoint::parse("rediss://127.0.0.1:6380"),
+            Ok(Endpoint::Direct(_))
+        ));
+        assert!(matches!(
+            Endpoint::parse("redis+unix:///run/redis.sock?db=1"),
             Ok(Endpoint::Direct(_))
         ));
         let refused = |url: &str| match Endpoint::parse(url) {
