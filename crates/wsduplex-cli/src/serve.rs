@@ -20,7 +20,7 @@ use wsduplex::limits::{ConnectionLimiter, LimitError, Permit};
 use wsduplex::proto::handshake::server::http_response;
 use wsduplex::server::{read_request, ServerConfig};
 use wsduplex::tls::{TlsAcceptor, TlsStream};
-use wsduplex::WebSocket;
+use wsduplex::{SlowReader, WebSocket};
 use wsduplex_hub::{Hub, HubConfig, RedisConfig};
 
 #[derive(clap::Args)]
@@ -87,9 +87,11 @@ pub struct Args {
     )]
     api_token: Option<String>,
     /// Chat: be one node of many, sharing rooms through this Redis
-    /// (`redis://[:PASSWORD@]HOST:PORT[/DB]`): every node started with the same URL serves
-    /// the same rooms, in one order, with the same ids and a shared history. Read from
-    /// WSDUPLEX_REDIS if set. Default: this process alone.
+    /// (`redis://[:PASSWORD@]HOST:PORT[/DB]`; TLS:
+    /// `rediss://...[?cacert=CA.pem[&cert=C.pem&key=K.pem]]`; Sentinel:
+    /// `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER`, or `rediss+sentinel://`): every
+    /// node started with the same URL serves the same rooms, in one order, with the same ids
+    /// and a shared history. Read from WSDUPLEX_REDIS if set. Default: this process alone.
     #[arg(
         long,
         value_name = "URL",
@@ -115,6 +117,21 @@ pub struct Args {
     /// before any payload is read.
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16MiB")]
     max_frame_size: u64,
+    /// Most frames a client's message may arrive in; more are closed with 1009 "too many
+    /// fragments" (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 131_072)]
+    max_fragments: u32,
+    /// Outgoing bytes queued for one connection beyond which its client counts as a slow
+    /// reader (see --slow-reader).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1MiB")]
+    send_buffer: u64,
+    /// /echo: what happens to a client that reads more slowly than it sends, once
+    /// --send-buffer bytes wait for it. wait: stop reading from it until it catches up
+    /// (nothing lost); drop: drop the echoes that do not fit; close: close it with 1008
+    /// "too slow". Chat members that fall --send-queue events behind are always closed with
+    /// 4008.
+    #[arg(long, value_name = "POLICY", value_enum, default_value_t = SlowReaderArg::Wait)]
+    slow_reader: SlowReaderArg,
     /// Connections open at once, at most; beyond it a new connection gets 503 (0: no limit).
     #[arg(long, value_name = "N", default_value_t = 50_000)]
     max_connections: usize,
@@ -127,6 +144,24 @@ pub struct Args {
     /// header (non-browser clients) are not affected. Default: any origin.
     #[arg(long, value_name = "ORIGIN")]
     allow_origin: Vec<String>,
+}
+
+/// `--slow-reader`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SlowReaderArg {
+    Wait,
+    Drop,
+    Close,
+}
+
+impl From<SlowReaderArg> for SlowReader {
+    fn from(a: SlowReaderArg) -> Self {
+        match a {
+            SlowReaderArg::Wait => SlowReader::Wait,
+            SlowReaderArg::Drop => SlowReader::Drop,
+            SlowReaderArg::Close => SlowReader::Close,
+        }
+    }
 }
 
 /// `16MiB`, `64KiB`, `1MB`, `512`: a byte count with an optional binary (KiB, MiB, GiB) or
@@ -161,7 +196,11 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 /// What every connection of the server shares.
 struct Shared {
+    /// The hub's WebSockets and every request.
     config: ServerConfig,
+    /// `/echo`'s WebSockets: `config` with the `--slow-reader` policy (the hub's members
+    /// always wait at the socket: their own queues are the hub's).
+    echo_config: ServerConfig,
     tls: Option<TlsAcceptor>,
     hub: Hub,
     limiter: Arc<ConnectionLimiter>,
@@ -219,6 +258,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.deflate = args.deflate.then(|| args.deflate_args.config());
     config.socket.protocol.max_message_size = args.max_message_size;
     config.socket.protocol.max_frame_size = args.max_frame_size;
+    config.socket.protocol.max_fragments = match args.max_fragments {
+        0 => u32::MAX,
+        n => n,
+    };
+    config.socket.max_write_buffer = usize::try_from(args.send_buffer).unwrap_or(usize::MAX);
     let tokens: Vec<&String> = args.auth_token.iter().filter(|t| !t.is_empty()).collect();
     if !tokens.is_empty() {
         config.auth = Some(AuthHook::new(TokenAuth::new(tokens)));
@@ -234,14 +278,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(url) => Hub::with_redis(hub_config, RedisConfig::new(url)).context("--redis")?,
     };
     rt.spawn(hub.clone().maintain());
+    let mut echo_config = config.clone();
+    echo_config.socket.slow_reader = args.slow_reader.into();
+    // This thread runs the hub's background work (with --redis, its fan-out).
+    let metrics = Metrics::default();
+    metrics.sockets.attach_current_thread();
     let shared = Arc::new(Shared {
+        echo_config,
         config,
         tls,
         hub: hub.clone(),
         limiter: ConnectionLimiter::new(args.max_connections, args.max_connections_per_client),
         trusted: args.trust_proxy,
         origins: args.allow_origin,
-        metrics: Metrics::default(),
+        metrics,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let threads: Vec<_> = listeners
@@ -305,6 +355,7 @@ fn worker(listener: std::net::TcpListener, shared: Arc<Shared>, stop: watch::Rec
         Ok(rt) => rt,
         Err(e) => return tracing::error!("worker runtime: {e}"),
     };
+    shared.metrics.sockets.attach_current_thread();
     rt.block_on(async move {
         let listener = match TcpListener::from_std(listener) {
             Ok(l) => l,
@@ -530,13 +581,9 @@ where
         }
     }
     if path == "/echo" {
-        match incoming.accept(config).await {
-            Ok(ws) => {
-                Metrics::add(&shared.metrics.upgrades);
-                return Some(ws);
-            }
+        match incoming.accept(&shared.echo_config).await {
+            Ok(ws) => return Some(ws),
             Err(e) => {
-                Metrics::add(&shared.metrics.upgrades_refused);
                 tracing::debug!("request ended: {e}");
                 return None;
             }
@@ -810,12 +857,12 @@ mod echo {
     }
 }
 
-/// Counters for `/metrics` (Prometheus text format), shared by the workers. Only events at
-/// connection setup are counted here: nothing on the per-message path.
+/// Counters for `/metrics` (Prometheus text format). Those here count connection setup,
+/// shared by the workers; what the sockets do (handshakes, messages, bytes, close codes,
+/// overflows) is counted per thread by [`wsduplex::metrics`] and added up when scraped.
 #[derive(Default)]
 struct Metrics {
-    upgrades: AtomicU64,
-    upgrades_refused: AtomicU64,
+    sockets: wsduplex::metrics::Metrics,
     refused_total_limit: AtomicU64,
     refused_client_limit: AtomicU64,
     refused_origin: AtomicU64,
@@ -828,20 +875,31 @@ impl Metrics {
 
     fn render(&self, shared: &Shared) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let now = self.sockets.snapshot();
+        let codes = |direction: &str, counts: &[(Option<u16>, u64)]| -> Vec<(String, u64)> {
+            counts
+                .iter()
+                .map(|&(code, n)| {
+                    let code = code.map_or("other".to_string(), |c| c.to_string());
+                    (format!("direction=\"{direction}\",code=\"{code}\""), n)
+                })
+                .collect()
+        };
+        let label = |l: &str, v: u64| (l.to_string(), v);
         let metrics = [
             (
                 "connections_open",
                 "gauge",
                 "TCP connections open now.",
-                vec![("", shared.limiter.open() as u64)],
+                vec![label("", shared.limiter.open() as u64)],
             ),
             (
-                "echo_handshakes_total",
+                "handshakes_total",
                 "counter",
-                "Upgrades to /echo, by outcome.",
+                "WebSocket opening handshakes (/echo and /chat), by outcome.",
                 vec![
-                    ("outcome=\"accepted\"", get(&self.upgrades)),
-                    ("outcome=\"refused\"", get(&self.upgrades_refused)),
+                    label("outcome=\"accepted\"", now.handshakes_accepted),
+                    label("outcome=\"refused\"", now.handshakes_refused),
                 ],
             ),
             (
@@ -849,22 +907,59 @@ impl Metrics {
                 "counter",
                 "Connections refused by a limit or a policy.",
                 vec![
-                    ("reason=\"max_connections\"", get(&self.refused_total_limit)),
-                    (
+                    label("reason=\"max_connections\"", get(&self.refused_total_limit)),
+                    label(
                         "reason=\"max_connections_per_client\"",
                         get(&self.refused_client_limit),
                     ),
-                    ("reason=\"origin\"", get(&self.refused_origin)),
+                    label("reason=\"origin\"", get(&self.refused_origin)),
+                ],
+            ),
+            (
+                "messages_total",
+                "counter",
+                "WebSocket text and binary messages, received (in) and sent (out).",
+                vec![
+                    label("direction=\"in\"", now.messages_in),
+                    label("direction=\"out\"", now.messages_out),
+                ],
+            ),
+            (
+                "message_bytes_total",
+                "counter",
+                "Payload bytes of those messages (uncompressed).",
+                vec![
+                    label("direction=\"in\"", now.bytes_in),
+                    label("direction=\"out\"", now.bytes_out),
+                ],
+            ),
+            (
+                "close_codes_total",
+                "counter",
+                "Close codes sent, and received (1005: a close without a code; 1006: none).",
+                [
+                    codes("sent", &now.closes_sent),
+                    codes("received", &now.closes_received),
+                ]
+                .concat(),
+            ),
+            (
+                "queue_overflows_total",
+                "counter",
+                "Slow readers: messages dropped, and connections closed, for a full queue.",
+                vec![
+                    label("action=\"dropped\"", now.overflows_dropped),
+                    label("action=\"closed\"", now.overflows_closed),
                 ],
             ),
             (
                 "hub_sessions",
                 "gauge",
                 "Long-polling sessions open now.",
-                vec![("", shared.hub.session_count() as u64)],
+                vec![label("", shared.hub.session_count() as u64)],
             ),
         ];
-        let mut out = String::with_capacity(1024);
+        let mut out = String::with_capacity(4096);
         for (name, kind, help, samples) in metrics {
             out.push_str(&format!(
                 "# HELP wsduplex_{name} {help}\n# TYPE wsduplex_{name} {kind}\n"

@@ -167,7 +167,7 @@ fn healthz_and_metrics() {
         .starts_with("text/plain; version=0.0.4"));
     // The WebSocket and the request asking; earlier requests end, and the upgrade is
     // counted, just after their answers.
-    let accepted = r#"wsduplex_echo_handshakes_total{outcome="accepted"}"#;
+    let accepted = r#"wsduplex_handshakes_total{outcome="accepted"}"#;
     eventually(
         "the upgrade counted, two connections open",
         Duration::from_secs(10),
@@ -182,6 +182,66 @@ fn healthz_and_metrics() {
         "{body}"
     );
     drop(ws);
+    server.stop();
+}
+
+/// Messages and their bytes both ways, handshakes by outcome, and close codes sent and
+/// received, counted on the worker threads (two here) and added up by `/metrics`.
+#[test]
+fn metrics_count_messages_bytes_handshakes_and_close_codes() {
+    let server = Server::start_on_loopback(&["--workers", "2"]);
+    let addr = server.addr;
+    let mut ws = common::Ws::connect(addr, "/echo");
+    ws.send(common::TEXT, b"hello");
+    assert_eq!(ws.read_message(), (common::TEXT, b"hello".to_vec()));
+    ws.send(common::BINARY, &[7; 100]);
+    assert_eq!(ws.read_message(), (common::BINARY, vec![7; 100]));
+    ws.send_close(4000, "");
+    assert_eq!(ws.expect_close().0, Some(4000));
+    ws.expect_eof();
+    // A protocol error: the server sends 1002 and receives no close.
+    let mut bad = common::Ws::connect(addr, "/echo");
+    bad.send_raw(&common::frame(true, 0, common::TEXT, b"unmasked", None));
+    assert_eq!(bad.expect_close().0, Some(1002));
+    bad.expect_eof();
+    // A refused handshake.
+    let r = http(
+        addr,
+        upgrade_request(addr, "/echo", "")
+            .replace("Version: 13", "Version: 8")
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 426);
+    let want = [
+        (r#"wsduplex_messages_total{direction="in"}"#, 2),
+        (r#"wsduplex_messages_total{direction="out"}"#, 2),
+        (r#"wsduplex_message_bytes_total{direction="in"}"#, 105),
+        (r#"wsduplex_message_bytes_total{direction="out"}"#, 105),
+        (r#"wsduplex_handshakes_total{outcome="accepted"}"#, 2),
+        (r#"wsduplex_handshakes_total{outcome="refused"}"#, 1),
+        (
+            r#"wsduplex_close_codes_total{direction="sent",code="other"}"#,
+            1,
+        ),
+        (
+            r#"wsduplex_close_codes_total{direction="received",code="other"}"#,
+            1,
+        ),
+        (
+            r#"wsduplex_close_codes_total{direction="sent",code="1002"}"#,
+            1,
+        ),
+        (
+            r#"wsduplex_close_codes_total{direction="received",code="1006"}"#,
+            1,
+        ),
+        (r#"wsduplex_queue_overflows_total{action="dropped"}"#, 0),
+    ];
+    // A connection's close codes are counted once its task has closed TCP.
+    eventually("the counts", Duration::from_secs(10), || {
+        let body = get(addr, "/metrics").body_str();
+        want.iter().all(|&(name, n)| metric(&body, name) == n)
+    });
     server.stop();
 }
 
@@ -298,6 +358,22 @@ fn message_and_frame_size_flags() {
     ws.send_raw(&common::frame(false, 0, common::TEXT, &[b'a'; 600], mask));
     ws.send_raw(&common::frame(false, 0, common::CONT, &[b'a'; 600], mask));
     assert_eq!(ws.expect_close().0, Some(1009));
+    server.stop();
+    // Three fragments pass, the fourth gets 1009.
+    let server = Server::start_on_loopback(&["--max-fragments", "3"]);
+    let mut ws = common::Ws::connect(server.addr, "/echo");
+    let mask = Some([1, 2, 3, 4]);
+    ws.send_raw(&common::frame(false, 0, common::TEXT, b"a", mask));
+    ws.send_raw(&common::frame(false, 0, common::CONT, b"b", mask));
+    ws.send_raw(&common::frame(true, 0, common::CONT, b"c", mask));
+    assert_eq!(ws.read_message(), (common::TEXT, b"abc".to_vec()));
+    for op in [common::TEXT, common::CONT, common::CONT, common::CONT] {
+        ws.send_raw(&common::frame(false, 0, op, b"x", mask));
+    }
+    assert_eq!(
+        ws.expect_close(),
+        (Some(1009), "too many fragments".to_string())
+    );
     server.stop();
     // A bad size is refused by the command line.
     let out = common::run(&["serve", "--max-message-size", "lots"], b"");

@@ -74,6 +74,8 @@ impl Mailbox {
             s.ended = Some(Ended::Overflow);
             let waker = s.waker.take();
             drop(s);
+            // The member is removed (a WebSocket closed with 4008, a session ended).
+            wsduplex::metrics::queue_overflow(wsduplex::metrics::Overflow::Closed);
             if let Some(w) = waker {
                 w.wake();
             }

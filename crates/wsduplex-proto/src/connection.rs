@@ -32,6 +32,11 @@ pub struct Config {
     pub max_frame_size: u64,
     /// Largest accepted message (sum of its fragments); larger fails with 1009.
     pub max_message_size: u64,
+    /// Most frames one message may arrive in; more fails with 1009 "too many fragments".
+    /// Bounds the work a flood of tiny fragments costs (the message size bounds only its
+    /// memory). The default, 131,072, is twice what a 4 MiB message sent in 64-byte fragments
+    /// takes (Autobahn cases 9.3.1 and 9.4.1 send 65,537 frames); `u32::MAX`: no limit.
+    pub max_fragments: u32,
     /// Split outgoing messages into frames of at most this many bytes (`None`: never split).
     pub fragment_size: Option<usize>,
     /// Accept unmasked frames from a client. RFC 6455 §5.1 says a server MUST NOT: only for
@@ -51,6 +56,7 @@ impl Default for Config {
         Self {
             max_frame_size: 16 << 20,
             max_message_size: 16 << 20,
+            max_fragments: 1 << 17,
             fragment_size: None,
             dangerous_accept_unmasked_frames: false,
             deflate: None,
@@ -70,6 +76,12 @@ impl Config {
     /// Sets [`Config::max_message_size`].
     pub fn max_message_size(mut self, n: u64) -> Self {
         self.max_message_size = n;
+        self
+    }
+
+    /// Sets [`Config::max_fragments`].
+    pub fn max_fragments(mut self, n: u32) -> Self {
+        self.max_fragments = n;
         self
     }
 
@@ -123,6 +135,8 @@ struct RxMessage {
     buf: BytesMut,
     /// Bytes received so far, fragments included.
     len: u64,
+    /// Frames received so far.
+    fragments: u32,
     utf8: Utf8Validator,
     /// RSV1 was set on the first frame: the payload is inflated into the deflate state's
     /// `inflated` as it arrives (RFC 7692 §6.2).
@@ -180,6 +194,10 @@ pub struct Connection {
     event: Option<Message>,
     tx: Transmit,
     deflate: Option<Box<DeflateState>>,
+    /// The code of the close frame queued (1005 for one without a code; 0: none yet).
+    close_sent: u16,
+    /// The code of the close frame received (1005 for one without a code; 0: none yet).
+    close_received: u16,
 }
 
 impl std::fmt::Debug for Connection {
@@ -210,6 +228,8 @@ impl Connection {
             event: None,
             tx: Transmit::default(),
             deflate,
+            close_sent: 0,
+            close_received: 0,
         }
     }
 
@@ -226,6 +246,17 @@ impl Connection {
     /// Where the closing handshake stands.
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// The code of the close frame this end sent (queued), if it sent one:
+    /// [`CloseCode::NO_STATUS_RECEIVED`] (1005) stands for a close frame without a code.
+    pub fn sent_close_code(&self) -> Option<CloseCode> {
+        (self.close_sent != 0).then(|| CloseCode::new(self.close_sent))
+    }
+
+    /// The code of the close frame the peer sent, if one arrived (1005: one without a code).
+    pub fn received_close_code(&self) -> Option<CloseCode> {
+        (self.close_received != 0).then(|| CloseCode::new(self.close_received))
     }
 
     /// Feeds bytes read from the transport, then processes them.
@@ -404,6 +435,7 @@ impl Connection {
     }
 
     fn queue_close(&mut self, body: Option<(CloseCode, &str)>) {
+        self.close_sent = body.map_or(1005, |(code, _)| code.as_u16());
         let mut buf = [0u8; 125];
         let len = match body {
             None => 0,
@@ -598,7 +630,15 @@ impl Connection {
             });
         }
         match (h.opcode, &mut self.message) {
-            (OpCode::Continuation, Some(m)) => m.len = size,
+            (OpCode::Continuation, Some(m)) => {
+                if m.fragments >= self.config.max_fragments {
+                    return Err(ProtocolError::TooManyFragments {
+                        max: self.config.max_fragments,
+                    });
+                }
+                m.fragments += 1;
+                m.len = size;
+            }
             (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
             (_, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
             (op, None) => {
@@ -606,6 +646,7 @@ impl Connection {
                     text: op == OpCode::Text,
                     buf: BytesMut::new(),
                     len: size,
+                    fragments: 1,
                     utf8: Utf8Validator::new(),
                     compressed: h.rsv1,
                 })
@@ -703,6 +744,7 @@ impl Connection {
                 Some(CloseFrame { code, reason })
             }
         };
+        self.close_received = frame.as_ref().map_or(1005, |f| f.code.as_u16());
         if self.state == State::Open {
             // RFC 6455 §5.5.1: answer a close with a close, echoing the status code.
             self.queue_close(frame.as_ref().map(|f| (f.code, "")));

@@ -324,6 +324,38 @@ mod closing_7 {
     }
 
     #[test]
+    fn the_codes_sent_and_received_are_recorded() {
+        let mut s = server();
+        assert_eq!((s.sent_close_code(), s.received_close_code()), (None, None));
+        s.receive(&raw(0x88, K, &4000u16.to_be_bytes())).unwrap();
+        events(&mut s);
+        let codes = (s.sent_close_code(), s.received_close_code());
+        assert_eq!(
+            codes,
+            (Some(CloseCode::new(4000)), Some(CloseCode::new(4000)))
+        );
+
+        let mut s = server();
+        s.close(CloseCode::GOING_AWAY, "bye").unwrap();
+        s.receive(&raw(0x88, K, b"")).unwrap();
+        events(&mut s);
+        let codes = (s.sent_close_code(), s.received_close_code());
+        assert_eq!(
+            codes,
+            (
+                Some(CloseCode::GOING_AWAY),
+                Some(CloseCode::NO_STATUS_RECEIVED)
+            )
+        );
+
+        let mut s = server();
+        let _ = s.receive(&raw(0x81, K, b"\xff"));
+        assert_eq!(s.sent_close_code(), Some(CloseCode::INVALID_PAYLOAD));
+        let _ = s.receive_eof();
+        assert_eq!(s.received_close_code(), None);
+    }
+
+    #[test]
     fn a_close_mid_message_is_a_normal_close() {
         // Autobahn 7.1.5: the unfinished message is dropped, the close is answered with 1000.
         let mut s = server();
@@ -395,6 +427,46 @@ mod limits {
         s.receive(&raw(0x02, K, &[0; 6])).unwrap();
         let r = s.receive(&raw(0x80, K, &[0; 5]));
         assert_failed_with(&mut s, r, CloseCode::MESSAGE_TOO_BIG);
+    }
+
+    #[test]
+    fn a_message_in_more_fragments_than_the_limit_fails_with_1009() {
+        let mut s = Connection::new(Role::Server, Config::default().max_fragments(3));
+        // Three fragments make a message; control frames between them do not count.
+        s.receive(&raw(0x01, K, b"a")).unwrap();
+        s.receive(&raw(0x89, K, b"ping")).unwrap();
+        s.receive(&raw(0x00, K, b"b")).unwrap();
+        s.receive(&raw(0x80, K, b"c")).unwrap();
+        let got = events(&mut s);
+        assert_eq!(got.last(), Some(&Message::text("abc")));
+        take_tx(&mut s); // the pong
+                         // The count starts again with each message; the fourth fragment fails, before FIN.
+        for b0 in [0x01, 0x00, 0x00] {
+            s.receive(&raw(b0, K, b"x")).unwrap();
+        }
+        let r = s.receive(&raw(0x00, K, b"x"));
+        assert_failed_with(&mut s, r, CloseCode::MESSAGE_TOO_BIG);
+        let State::Failed(e) = s.state() else {
+            panic!("{:?}", s.state())
+        };
+        assert_eq!(e, &ProtocolError::TooManyFragments { max: 3 });
+        assert_eq!(e.close_reason(), "too many fragments");
+    }
+
+    #[test]
+    fn the_default_fragment_limit_takes_a_4_mib_message_in_64_byte_fragments() {
+        // Autobahn case 9.4.1: an empty first frame, then 65,536 continuations of 64 bytes.
+        let mut s = server();
+        let n = (4 << 20) / 64;
+        let mut wire = Vec::with_capacity(n * 70);
+        wire.extend_from_slice(&raw(0x02, K, b""));
+        for i in 0..n {
+            let b0 = if i == n - 1 { 0x80 } else { 0x00 };
+            wire.extend_from_slice(&raw(b0, K, &[7; 64]));
+        }
+        s.receive(&wire).unwrap();
+        let got = events(&mut s);
+        assert!(matches!(&got[..], [Message::Binary(b)] if b.len() == 4 << 20));
     }
 
     #[test]

@@ -67,6 +67,12 @@ pub enum ProtocolError {
         /// The configured limit.
         max: u64,
     },
+    /// A message in more fragments than the configured maximum.
+    #[error("message in more than {max} fragments")]
+    TooManyFragments {
+        /// The configured limit.
+        max: u32,
+    },
     /// The peer closed the transport without a close frame.
     #[error("connection closed without a close frame")]
     UnexpectedEof,
@@ -77,7 +83,9 @@ impl ProtocolError {
     pub fn close_code(&self) -> CloseCode {
         match self {
             Self::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
-            Self::FrameTooBig { .. } | Self::MessageTooBig { .. } => CloseCode::MESSAGE_TOO_BIG,
+            Self::FrameTooBig { .. }
+            | Self::MessageTooBig { .. }
+            | Self::TooManyFragments { .. } => CloseCode::MESSAGE_TOO_BIG,
             Self::UnexpectedEof => CloseCode::ABNORMAL_CLOSURE,
             _ => CloseCode::PROTOCOL_ERROR,
         }
@@ -86,6 +94,7 @@ impl ProtocolError {
     /// The reason sent with the close frame: short, fixed, never internals.
     pub fn close_reason(&self) -> &'static str {
         match self.close_code() {
+            _ if matches!(self, Self::TooManyFragments { .. }) => "too many fragments",
             CloseCode::INVALID_PAYLOAD => "invalid utf-8",
             CloseCode::MESSAGE_TOO_BIG => "message too big",
             _ => "protocol error",

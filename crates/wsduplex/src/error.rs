@@ -70,6 +70,10 @@ pub enum Error {
     /// The peer did not finish the closing handshake in time.
     #[error("closing handshake timed out")]
     CloseTimeout,
+    /// A send found the queue full with [`crate::socket::SlowReader::Close`]: the message
+    /// was dropped and the connection is closing with 1008 `too slow`.
+    #[error("the peer reads too slowly: closing with 1008")]
+    SlowReader,
 }
 
 impl From<proto::Error> for Error {

@@ -3,6 +3,7 @@
 
 use crate::auth::{AuthHook, Denied};
 use crate::error::{Error, Result};
+use crate::metrics;
 use crate::socket::{Config, WebSocket};
 use bytes::{Bytes, BytesMut};
 use proto::handshake::server::{http_response, HandshakeError, Limits, Request};
@@ -156,7 +157,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
     /// A request that breaks RFC 6455 §4.2.1 is answered with `400` or `426`, one that
     /// [`ServerConfig::auth`] refuses with its status.
     pub async fn accept(self, config: &ServerConfig) -> Result<WebSocket<S>> {
-        let this = self.authenticate(config).await?;
+        let this = self
+            .authenticate(config)
+            .await
+            .inspect_err(|_| metrics::handshake(false))?;
         this.accept_authenticated(config).await
     }
 
@@ -188,11 +192,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
         {
             Ok(r) => r,
             Err(e) => {
+                metrics::handshake(false);
                 let _ = write_and_close(&mut self.io, &e.to_response()).await;
                 return Err(e.into());
             }
         };
-        self.io.write_all(&response).await?;
+        self.io
+            .write_all(&response)
+            .await
+            .inspect_err(|_| metrics::handshake(false))?;
+        metrics::handshake(true);
         let ws = WebSocket::from_raw(self.io, Role::Server, config, &self.leftover);
         Ok(ws.with_subprotocol(subprotocol.map(str::to_string)))
     }

@@ -7,6 +7,7 @@
 //! only `feed`s gets batched writes for free.
 
 use crate::error::{Error, Result};
+use crate::metrics;
 use bytes::Buf;
 use futures_core::Stream;
 use futures_sink::Sink;
@@ -30,8 +31,11 @@ pub struct Config {
     pub protocol: proto::Config,
     /// How long to wait for the peer's close frame, and then for the transport to close.
     pub close_timeout: Duration,
-    /// Above this many queued outgoing bytes, sending waits and reading pauses.
+    /// Queued outgoing bytes beyond which the peer counts as a slow reader: see
+    /// [`Config::slow_reader`].
     pub max_write_buffer: usize,
+    /// What sending does while `max_write_buffer` bytes wait for a slow reader.
+    pub slow_reader: SlowReader,
     /// Send a ping this often (off by default). Runs while the socket is being read.
     pub ping_interval: Option<Duration>,
     /// With `ping_interval`: if nothing at all arrives within this time after a ping, the
@@ -49,6 +53,7 @@ impl Default for Config {
             protocol: proto::Config::default(),
             close_timeout: Duration::from_secs(5),
             max_write_buffer: 1 << 20,
+            slow_reader: SlowReader::Wait,
             ping_interval: None,
             ping_timeout: Duration::from_secs(20),
             idle_timeout: None,
@@ -56,9 +61,41 @@ impl Default for Config {
     }
 }
 
+/// What sending does while [`Config::max_write_buffer`] bytes already wait for the peer to
+/// read them. Pongs and close frames are always queued.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlowReader {
+    /// Backpressure: sending waits until the queue drains below the limit, and reading
+    /// pauses meanwhile. Nothing is lost; a peer that never reads is held, and costs at most
+    /// the limit.
+    #[default]
+    Wait,
+    /// Text and binary messages sent while the queue is over the limit are dropped (counted
+    /// in [`crate::metrics`]); sending never waits and reading goes on. Past twice the
+    /// limit (pongs still queue) reading pauses, as with `Wait`.
+    Drop,
+    /// The first text or binary message sent over the limit closes the connection with
+    /// 1008 `too slow` (queued behind what waits; the transport is closed after
+    /// [`Config::close_timeout`] if the peer does not read up to it). The message is dropped
+    /// and the send fails with [`Error::SlowReader`]. Sending never waits; reading pauses
+    /// past twice the limit, as with `Drop`.
+    Close,
+}
+
 /// Bytes reserved per read: enough for a frame in progress, within these bounds.
 const MIN_READ: usize = 4 * 1024;
 const MAX_READ: usize = 256 * 1024;
+
+/// The payload length of a text or binary message; `None` for control messages.
+#[inline]
+fn data_len(msg: &Message) -> Option<usize> {
+    match msg {
+        Message::Text(t) => Some(t.len()),
+        Message::Binary(b) => Some(b.len()),
+        _ => None,
+    }
+}
 
 /// Where the transport stands once the protocol is done.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -77,6 +114,7 @@ struct Inner<S> {
     // The two settings the driver uses (the protocol's live in the connection).
     close_timeout: Duration,
     max_write_buffer: usize,
+    slow_reader: SlowReader,
     phase: Phase,
     /// Client: the server closed TCP (or we stopped waiting for it).
     server_closed: bool,
@@ -253,9 +291,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                     self.rare().final_close = Some(ev);
                     continue;
                 }
-                if let Some(t) = self.timers.as_mut() {
-                    if let (Some(idle), true) = (t.idle_timeout, ev.is_data()) {
-                        t.idle_deadline = Some(Instant::now() + idle);
+                if let Some(len) = data_len(&ev) {
+                    metrics::received(len);
+                    if let Some(t) = self.timers.as_mut() {
+                        if let Some(idle) = t.idle_timeout {
+                            t.idle_deadline = Some(Instant::now() + idle);
+                        }
                     }
                 }
                 return Poll::Ready(Some(Ok(ev)));
@@ -265,9 +306,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 Phase::Finishing => {
                     ready!(self.poll_finish(cx));
                     self.phase = Phase::Done;
+                    metrics::closed(
+                        self.conn.sent_close_code().map(CloseCode::as_u16),
+                        self.conn
+                            .received_close_code()
+                            .map_or(1006, CloseCode::as_u16),
+                    );
                     return Poll::Ready(self.final_item());
                 }
                 Phase::Open => {}
+            }
+            // Also checked here, not only before waiting: a peer that never answers our close
+            // but keeps sending would otherwise never let the timer be looked at (polled when
+            // the task's budget is spent, a timer always looks pending).
+            if *self.conn.state() == State::Closing && self.close_timer_expired(cx) {
+                self.finish_with(Error::CloseTimeout);
+                continue;
             }
             match self.conn.state() {
                 State::Open | State::Closing => {}
@@ -284,7 +338,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                     self.finish_with(e);
                     continue;
                 }
-                Poll::Pending if self.conn.buffered_amount() >= self.max_write_buffer => {
+                Poll::Pending if self.conn.buffered_amount() >= self.read_pause() => {
                     return self.pending_while_closing(cx);
                 }
                 _ => {}
@@ -376,15 +430,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         }
     }
 
+    /// Queued bytes at which reading pauses until the peer takes some.
+    fn read_pause(&self) -> usize {
+        match self.slow_reader {
+            SlowReader::Wait => self.max_write_buffer,
+            // Reading goes on past the limit, so the next message meets the policy.
+            SlowReader::Drop | SlowReader::Close => self.max_write_buffer.saturating_mul(2),
+        }
+    }
+
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if self.conn.buffered_amount() >= self.max_write_buffer {
+        if self.slow_reader == SlowReader::Wait
+            && self.conn.buffered_amount() >= self.max_write_buffer
+        {
             ready!(self.poll_flush_tx(cx))?;
         }
         Poll::Ready(Ok(()))
     }
 
     fn start_send(&mut self, msg: Message) -> Result<()> {
-        self.conn.send(msg).map_err(Error::from)
+        let Some(len) = data_len(&msg) else {
+            return self.conn.send(msg).map_err(Error::from);
+        };
+        let full = self.conn.buffered_amount() >= self.max_write_buffer;
+        match self.slow_reader {
+            SlowReader::Drop if full && *self.conn.state() == State::Open => {
+                metrics::queue_overflow(metrics::Overflow::Dropped);
+                Ok(())
+            }
+            SlowReader::Close if full && *self.conn.state() == State::Open => {
+                metrics::queue_overflow(metrics::Overflow::Closed);
+                self.conn.close(CloseCode::POLICY_VIOLATION, "too slow")?;
+                Err(Error::SlowReader)
+            }
+            _ => {
+                self.conn.send(msg)?;
+                metrics::sent(len);
+                Ok(())
+            }
+        }
     }
 
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
@@ -438,6 +522,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 conn,
                 close_timeout: config.close_timeout,
                 max_write_buffer: config.max_write_buffer,
+                slow_reader: config.slow_reader,
                 phase: Phase::Open,
                 server_closed: false,
                 write_shutdown: false,
@@ -669,11 +754,13 @@ mod tests {
 
     /// A server holds a socket per idle connection (issue 3, scenario D: memory per idle
     /// connection), so its size is pinned: growing it is a decision, not an accident. `()`
-    /// stands for the transport, whose size is not this crate's.
+    /// stands for the transport, whose size is not this crate's. 328 → 336: the fragment
+    /// count of the message arriving (`proto::Config::max_fragments`); an idle `/echo`
+    /// connection's task cell stays 512 bytes.
     #[test]
     #[cfg(target_pointer_width = "64")]
-    fn a_socket_holds_at_most_328_bytes_beside_its_transport() {
+    fn a_socket_holds_at_most_336_bytes_beside_its_transport() {
         let size = std::mem::size_of::<WebSocket<()>>();
-        assert!(size <= 328, "WebSocket<()> is {size} bytes");
+        assert!(size <= 336, "WebSocket<()> is {size} bytes");
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
 use wsduplex::client::{client_handshake, Target};
 use wsduplex::server::{read_request, ServerConfig};
-use wsduplex::{ClientConfig, CloseCode, Error, Message, WebSocket};
+use wsduplex::{ClientConfig, CloseCode, Error, Message, SlowReader, WebSocket};
 
 async fn pair_with(
     server_cfg: ServerConfig,
@@ -319,4 +319,206 @@ async fn connect_reports_refusals_clearly() {
     );
     let err = wsduplex::connect("http://example.com/").await.unwrap_err();
     assert!(matches!(err, Error::Url(_)), "{err}");
+}
+
+/// Reads `ws` to its end: the data messages, and the close code it ended with.
+fn spawn_reader(
+    mut ws: WebSocket<DuplexStream>,
+) -> tokio::task::JoinHandle<(Vec<Message>, Option<CloseCode>)> {
+    tokio::spawn(async move {
+        let mut got = Vec::new();
+        let mut code = None;
+        while let Some(item) = ws.recv().await {
+            match item.unwrap() {
+                Message::Close(f) => code = f.map(|f| f.code),
+                m if m.is_data() => got.push(m),
+                _ => {}
+            }
+        }
+        (got, code)
+    })
+}
+
+#[tokio::test]
+async fn slow_reader_drop_discards_what_does_not_fit_and_never_waits() {
+    let metrics = wsduplex::metrics::Metrics::default();
+    metrics.attach_current_thread();
+    let mut cfg = ServerConfig::default();
+    cfg.socket.max_write_buffer = 64 * 1024;
+    cfg.socket.slow_reader = SlowReader::Drop;
+    let (client, mut server) = pair_with(cfg, ClientConfig::default()).await;
+    let chunk = vec![7u8; 10 * 1024];
+    for i in 0..500u32 {
+        let mut m = chunk.clone();
+        m[..4].copy_from_slice(&i.to_be_bytes());
+        // Never waits: the client is not reading yet.
+        tokio::time::timeout(Duration::from_secs(5), server.feed(Message::binary(m)))
+            .await
+            .expect("sending waited")
+            .unwrap();
+        assert!(server.buffered_amount() <= 64 * 1024 + chunk.len() + 14);
+    }
+    let reader = spawn_reader(client);
+    server.close(CloseCode::NORMAL, "").await.unwrap();
+    while server.recv().await.is_some() {}
+    let (got, code) = reader.await.unwrap();
+    assert_eq!(code, Some(CloseCode::NORMAL));
+    // What arrived is intact and in order; what did not fit was dropped and counted.
+    assert!(!got.is_empty() && got.len() < 500, "{} arrived", got.len());
+    let ids: Vec<u32> = got
+        .iter()
+        .map(|m| {
+            let Message::Binary(b) = m else { panic!() };
+            assert_eq!(b.len(), chunk.len());
+            u32::from_be_bytes(b[..4].try_into().unwrap())
+        })
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let now = metrics.snapshot();
+    assert_eq!(now.overflows_dropped, 500 - got.len() as u64);
+    assert_eq!(now.messages_out, got.len() as u64);
+}
+
+#[tokio::test]
+async fn slow_reader_close_closes_with_1008_behind_what_was_queued() {
+    let metrics = wsduplex::metrics::Metrics::default();
+    metrics.attach_current_thread();
+    let mut cfg = ServerConfig::default();
+    cfg.socket.max_write_buffer = 64 * 1024;
+    cfg.socket.slow_reader = SlowReader::Close;
+    let (client, mut server) = pair_with(cfg, ClientConfig::default()).await;
+    let chunk = vec![7u8; 10 * 1024];
+    let mut queued = 0;
+    let err = loop {
+        match server.feed(Message::binary(chunk.clone())).await {
+            Ok(()) => queued += 1,
+            Err(e) => break e,
+        }
+        assert!(queued < 1000, "never closed");
+    };
+    assert!(matches!(err, Error::SlowReader), "{err}");
+    let reader = spawn_reader(client);
+    while server.recv().await.is_some() {}
+    let (got, code) = reader.await.unwrap();
+    assert_eq!(
+        got.len(),
+        queued,
+        "everything queued before the close arrives"
+    );
+    assert_eq!(code, Some(CloseCode::POLICY_VIOLATION));
+    let now = metrics.snapshot();
+    assert_eq!(now.overflows_closed, 1);
+    // The server sent 1008 and the client echoed it (both ends count on this thread).
+    assert!(now.closes_sent.contains(&(Some(1008), 2)));
+    assert!(now.closes_received.contains(&(Some(1008), 2)));
+}
+
+#[tokio::test]
+async fn attached_threads_count_messages_bytes_handshakes_and_close_codes() {
+    let metrics = wsduplex::metrics::Metrics::default();
+    metrics.attach_current_thread();
+    let (mut client, server) = pair().await;
+    let echo = spawn_echo(server);
+    client.send("hello").await.unwrap();
+    client.recv().await.unwrap().unwrap();
+    client.send(Message::binary(vec![0; 100])).await.unwrap();
+    client.recv().await.unwrap().unwrap();
+    client.close(CloseCode::new(4000), "").await.unwrap();
+    while client.recv().await.is_some() {}
+    echo.await.unwrap();
+    let now = metrics.snapshot();
+    // Both ends ran on this thread: each message counts once out and once in, each way.
+    assert_eq!((now.messages_in, now.messages_out), (4, 4));
+    assert_eq!((now.bytes_in, now.bytes_out), (210, 210));
+    assert_eq!(now.handshakes_accepted, 1);
+    // The client sent 4000, the server answered 4000: both ends saw it sent and received.
+    let other = |v: &[(Option<u16>, u64)]| v.iter().find(|(c, _)| c.is_none()).unwrap().1;
+    assert_eq!(other(&now.closes_sent), 2);
+    assert_eq!(other(&now.closes_received), 2);
+}
+
+/// A transport whose peer sends masked binary frames without end and takes every byte
+/// written: reading it never waits for input. Like tokio's own sockets, it spends the task's
+/// cooperative budget, so a task reading it yields now and then.
+struct Endless {
+    frame: Vec<u8>,
+    pos: usize,
+}
+
+impl tokio::io::AsyncRead for Endless {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+        coop.made_progress();
+        while buf.remaining() > 0 {
+            let n = buf.remaining().min(self.frame.len() - self.pos);
+            let pos = self.pos;
+            buf.put_slice(&self.frame[pos..pos + n]);
+            self.pos = (pos + n) % self.frame.len();
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for Endless {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// A peer that never answers our close but keeps sending is cut at the close timeout, even
+/// though there is always something to read (the timer used to be looked at only before
+/// waiting for input, so such a peer held the connection forever).
+#[test]
+fn a_peer_that_floods_instead_of_answering_our_close_is_cut_at_the_close_timeout() {
+    // [0x82, 0x84, mask, 4 bytes]: a masked 4-byte binary frame.
+    let frame = vec![0x82, 0x84, 1, 2, 3, 4, 0, 0, 0, 0];
+    let (tx, rx) = std::sync::mpsc::channel();
+    // On a thread of its own: without the fix the loop below never returns.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut config = wsduplex::Config::default();
+            config.close_timeout = Duration::from_millis(300);
+            let io = Endless { frame, pos: 0 };
+            let mut server = WebSocket::from_raw(io, wsduplex::proto::Role::Server, config, &[]);
+            server.close(CloseCode::GOING_AWAY, "bye").await.unwrap();
+            let mut data = 0u64;
+            let last = loop {
+                match server.recv().await {
+                    Some(Ok(m)) if m.is_data() => data += 1,
+                    Some(other) => break Some(other),
+                    None => break None,
+                }
+            };
+            let _ = tx.send((data, format!("{last:?}")));
+        });
+    });
+    let (data, last) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the flood held the connection past the close timeout");
+    assert!(last.contains("CloseTimeout"), "{last}");
+    assert!(data > 0, "messages still arrive while closing");
 }

@@ -55,13 +55,14 @@ fn one_byte_fragments(n: usize, fin: bool) -> Vec<u8> {
     out
 }
 
-/// A message in 1,048,576 fragments of 1 byte (7 MiB on the wire) is reassembled and echoed
-/// intact: the server has no limit on the number of fragments, only on the message's size.
-/// In a chat room (64 KiB messages), a stream of 1-byte fragments is closed with 1009 after
-/// 65,537 of them. The server's memory grows with the message, not with the fragment count.
+/// A message in 131,072 fragments of 1 byte (the `--max-fragments` default) is reassembled and
+/// echoed intact; a stream of 1,048,576 of them is closed with 1009 "too many fragments" at
+/// the 131,073rd, without waiting for the rest. In a chat room (64 KiB messages), 1-byte
+/// fragments are closed with 1009 too. The server's memory grows with the message, not with
+/// the fragment count.
 #[test]
-fn floods_of_1_byte_fragments_are_bounded_by_the_message_size_limit() {
-    const N: usize = 1 << 20;
+fn floods_of_1_byte_fragments_are_bounded_by_the_fragment_limit() {
+    const N: usize = 1 << 17;
     let _serial = serial();
     let server = Server::start_on_loopback(&[]);
     let addr = server.addr;
@@ -85,6 +86,22 @@ fn floods_of_1_byte_fragments_are_bounded_by_the_message_size_limit() {
     ws.send_close(1000, "");
     assert_eq!(ws.expect_close().0, Some(1000));
     ws.expect_eof();
+
+    // Eight times as many: 1009 at the limit, long before the message is sent.
+    let mut ws = attacker(addr, "/echo");
+    let start = Instant::now();
+    let writer = send_in_background(&ws.stream, one_byte_fragments(8 * N, false));
+    let (code, reason) = ws.expect_close();
+    let took = start.elapsed();
+    assert_eq!((code, reason.as_str()), (Some(1009), "too many fragments"));
+    ws.expect_eof();
+    let written = writer.join().expect("writer");
+    assert!(written < 8 * N * 7, "the server read the whole flood");
+    eprintln!(
+        "[1-byte fragments] {} fragments: 1009 after {took:?}; {} of them written",
+        8 * N,
+        written / 7
+    );
 
     // A chat room: a message of more than 64 KiB is not a chat message.
     let mut ws = attacker(addr, "/chat/fragments?name=mallory");

@@ -44,6 +44,104 @@ fn echo_clients_that_never_read_are_held_by_backpressure() {
     server.stop();
 }
 
+/// With `--slow-reader drop`, the server never stops reading a client that does not read:
+/// it drops the echoes that do not fit in `--send-buffer` (counted in
+/// `wsduplex_queue_overflows_total{action="dropped"}`). A client that sends 40 MiB without
+/// reading (four times what backpressure lets through above) gets the first echoes, intact
+/// and in order, and the connection still works.
+#[test]
+fn slow_reader_drop_keeps_reading_and_drops_the_echoes_that_do_not_fit() {
+    const N: usize = 640;
+    let _serial = serial();
+    let server = Server::start_on_loopback(&["--slow-reader", "drop"]);
+    let addr = server.addr;
+    let chatter = Chatter::start(addr, true);
+    let memory = Memory::before(&server);
+    let mut ws = attacker(addr, "/echo");
+    let message = |k: usize| -> Vec<u8> {
+        let mut m = vec![(k % 251) as u8; 64 << 10];
+        m[..8].copy_from_slice(&(k as u64).to_be_bytes());
+        m
+    };
+    let flood: Vec<u8> = (0..N)
+        .flat_map(|k| frame(true, 0, BINARY, &message(k), MASK))
+        .collect();
+    // All of it goes through: the server reads on while nobody reads its echoes.
+    let written = send_in_background(&ws.stream, flood)
+        .join()
+        .expect("writer");
+    assert_eq!(written, N * ((64 << 10) + 14));
+    // A pong is never dropped, and it queues behind the echoes that were kept: once it
+    // arrives, they all have.
+    ws.send(PING, b"sync");
+    let mut got = 0;
+    loop {
+        let f = ws.read_frame();
+        if f.opcode == PONG {
+            assert_eq!(f.payload, b"sync");
+            break;
+        }
+        assert_eq!(f.opcode, BINARY);
+        let k = u64::from_be_bytes(f.payload[..8].try_into().unwrap()) as usize;
+        assert_eq!(f.payload, message(k), "echo {k} intact");
+        assert!(k >= got, "echo {k} out of order");
+        got += 1;
+    }
+    // The connection goes on.
+    ws.send(TEXT, b"last");
+    assert_eq!(ws.read_message(), (TEXT, b"last".to_vec()));
+    assert!(got < N, "nothing was dropped");
+    let dropped = metric(
+        &metrics(addr),
+        r#"wsduplex_queue_overflows_total{action="dropped"}"#,
+    );
+    eprintln!("[never reads: --slow-reader drop] {got} of {N} echoes arrived, {dropped} dropped");
+    assert_eq!(dropped as usize, N - got);
+    memory.check("never reads: drop", 48);
+    chatter.finish();
+    server.stop();
+}
+
+/// With `--slow-reader close`, a client that does not read is closed with 1008 `too slow`
+/// once `--send-buffer` bytes wait for it: the echoes queued before the close arrive first,
+/// intact, then the close frame (the server closes TCP if it is not answered within the
+/// close timeout, 5 s).
+#[test]
+fn slow_reader_close_closes_a_client_that_does_not_read_with_1008() {
+    let _serial = serial();
+    let server = Server::start_on_loopback(&["--slow-reader", "close"]);
+    let addr = server.addr;
+    let chatter = Chatter::start(addr, true);
+    let memory = Memory::before(&server);
+    let message: Vec<u8> = (0..64 << 10).map(|i| (i % 251) as u8).collect();
+    let unit = frame(true, 0, BINARY, &message, MASK);
+    let mut ws = attacker(addr, "/echo");
+    // 16 MiB, more than the kernel's socket buffers and the 1 MiB queue can hold. The server
+    // reads all of it (after its close, it discards what arrives until the close timeout).
+    const N: usize = 256;
+    let written = send_in_background(&ws.stream, unit.repeat(N))
+        .join()
+        .expect("writer");
+    assert_eq!(written, N * unit.len());
+    let mut echoes = 0;
+    let (code, reason) = loop {
+        let f = ws.read_frame();
+        if f.opcode == CLOSE {
+            break f.close();
+        }
+        assert_eq!((f.opcode, &f.payload), (BINARY, &message), "echo {echoes}");
+        echoes += 1;
+    };
+    assert_eq!((code, reason.as_str()), (Some(1008), "too slow"));
+    assert!(echoes < N, "every echo was sent");
+    eprintln!("[never reads: --slow-reader close] 1008 after {echoes} echoes of {N} messages");
+    let closed = r#"wsduplex_queue_overflows_total{action="closed"}"#;
+    assert_eq!(metric(&metrics(addr), closed), 1);
+    memory.check("never reads: close", 48);
+    chatter.finish();
+    server.stop();
+}
+
 /// A chat member that never reads, in a busy room: once its queue is full it is removed from
 /// the room (the others see it leave) and closed with 4008 `too slow`, which it reads when it
 /// finally reads. The member sending the traffic and the calm room are never slowed.
