@@ -11,6 +11,11 @@ use std::io::IoSlice;
 /// Payloads at least this long are queued by reference instead of copied (when unmasked).
 const ZERO_COPY_MIN: usize = 16 * 1024;
 
+/// The least a fresh tail buffer is allocated with. The buffer is released whenever the
+/// connection goes idle, so each burst of frames starts from nothing: allocated at the size
+/// of its first frame, it grew by doubling, a reallocation every other small frame.
+const TAIL_MIN: usize = 4 * 1024;
+
 /// Bytes waiting to be written to the transport, in order.
 #[derive(Default)]
 pub struct Transmit {
@@ -59,7 +64,9 @@ impl Transmit {
                 self.chunks.push_back(bytes);
             }
             (mask, payload) => {
-                self.tail.reserve(n + len);
+                if self.tail.capacity() - self.tail.len() < n + len {
+                    self.tail.reserve((n + len).max(TAIL_MIN));
+                }
                 self.tail.put_slice(&head[..n]);
                 let start = self.tail.len();
                 self.tail.put_slice(payload.as_slice());

@@ -138,6 +138,11 @@ impl Utf8Validator {
             }
             data = &data[take..];
         }
+        // Most text is ASCII, and most messages are short: below 64 bytes simdutf8 hands
+        // over to the standard library's byte-by-byte check, where this is a few word loads.
+        if data.len() < 64 && data.is_ascii() {
+            return Ok(());
+        }
         match simdutf8::compat::from_utf8(data) {
             Ok(_) => Ok(()),
             // Cut mid code point, and the cut-off bytes are a valid prefix: keep them.
