@@ -465,16 +465,14 @@ fn admit(shared: &Shared, peer: IpAddr) -> Result<Permit, LimitError> {
     Ok(permit)
 }
 
-/// Over a limit: a 503 or 429 if the socket takes it at once (never waiting on this
-/// client), then close.
+/// What a client over a limit gets: `503` or `429`, a hint to come back, the reason.
+const RETRY_AFTER: [(&str, &str); 1] = [("Retry-After", "5")];
+
+/// Over a limit at accept: the refusal if the socket takes it at once (never waiting on
+/// this client), then close.
 fn refuse_now(tcp: TcpStream, e: &LimitError) {
     let body = format!("{e}\n");
-    let response = http_response(
-        e.status(),
-        &[("Retry-After", "5")],
-        "text/plain",
-        body.as_bytes(),
-    );
+    let response = http_response(e.status(), &RETRY_AFTER, "text/plain", body.as_bytes());
     let _ = tcp.try_write(&response);
     tracing::debug!("connection refused: {e}");
 }
@@ -543,12 +541,7 @@ where
         Metrics::add(&shared.metrics.refused_client_limit);
         let body = format!("{e}\n");
         let _ = incoming
-            .respond(
-                e.status(),
-                &[("Retry-After", "5")],
-                "text/plain",
-                body.as_bytes(),
-            )
+            .respond(e.status(), &RETRY_AFTER, "text/plain", body.as_bytes())
             .await;
         return None;
     }
