@@ -1,0 +1,947 @@
+//! The README's "Scale-out over Redis" example, run as written: the `redis-server` and the
+//! three `wsduplex serve --redis ...` nodes of its shell block (their arguments read from
+//! the block), and its nginx configuration (the ```conf block) in front, with the fixed
+//! ports (6379, 8080, 8081-8083) replaced by free loopback ports. Through nginx:
+//! - three WebSocket chat members land on the three nodes (round robin, seen on each node's
+//!   `/metrics`) and all see one sequence of messages with the same ids; the push API
+//!   (`--api-token` of the block) answers through nginx too;
+//! - a long-polling session, whose requests nginx spreads over the nodes (seen in nginx's
+//!   access log), sees every message once, in order, and sends from every node;
+//! - a node is killed (`SIGKILL`): its member reconnects through nginx with `since` and
+//!   gets exactly what it missed, and the long-polling session goes on.
+//!
+//! Everything runs as the current user on 127.0.0.1, writing in a temporary directory:
+//! Debian's `redis-server` and nginx (`daemon off; master_process off;`). Without either
+//! the test prints a note and passes; `WSDUPLEX_REQUIRE_INTEROP=1` (CI) makes that a
+//! failure.
+
+mod common;
+
+use common::{metric, BIN, TIMEOUT};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wsduplex::proxy::ProxySetting;
+use wsduplex::{ClientConfig, ClientStream, Message, WebSocket};
+
+type Ws = WebSocket<ClientStream>;
+
+/// Upper bound for anything the test waits for: an event, a node reaching Redis.
+const LIMIT: Duration = Duration::from_secs(15);
+/// How often a wait on a process's state (over HTTP or TCP) looks again.
+const POLL: Duration = Duration::from_millis(20);
+const ROOM: &str = "scale";
+
+#[tokio::test]
+async fn the_readme_deployment_works_as_written() {
+    let Some(nginx) = tools() else { return };
+    let example = Example::from_readme();
+    let mut site = Deployment::start(&example, &nginx);
+    for i in 0..site.nodes.len() {
+        site.wait_for_redis(i).await;
+    }
+
+    // Three members through nginx, each on its own node.
+    let mut members = Vec::new();
+    // Which node each member is on, and how many members each node has.
+    let mut homes = Vec::new();
+    let mut spread = vec![0; site.nodes.len()];
+    for name in ["alice", "bob", "carol"] {
+        let (ws, welcome) = site.join(&format!("/chat/{ROOM}?name={name}")).await;
+        assert_eq!(welcome["name"], name, "{welcome}");
+        homes.push(site.landed_on(&mut spread).await);
+        members.push(Member::new(ws, name));
+    }
+    let nodes: BTreeSet<usize> = homes.iter().copied().collect();
+    assert_eq!(
+        nodes.len(),
+        3,
+        "round robin spreads the members: {spread:?}"
+    );
+
+    // Everyone talks; everyone gets one sequence, with the same ids.
+    for m in &mut members {
+        let text = format!("hello from {}", m.name);
+        m.say(&text).await;
+    }
+    for m in &mut members {
+        m.catch_up(3).await;
+    }
+    let (status, body) = site
+        .http_json(
+            site.front,
+            "POST",
+            &format!("/api/rooms/{ROOM}/messages"),
+            r#"{"text":"news","name":"desk"}"#,
+        )
+        .await;
+    assert_eq!((status, &body), (201, &json!({"id": 4})));
+    for m in &mut members {
+        m.catch_up(4).await;
+    }
+    assert_eq!(members[0].seen.last().unwrap().1, "desk");
+    same_history(&members);
+
+    // Long polling through nginx: no stickiness, every request may go to another node.
+    let (status, open) = site
+        .http_json(site.front, "POST", &format!("/poll/{ROOM}?name=poller"), "")
+        .await;
+    assert_eq!(status, 200, "{open}");
+    let mut poller = Poller::new(&open);
+    assert_eq!(poller.ids, [1, 2, 3, 4], "the welcome's history");
+    let mut last = 4;
+    for round in 0..6 {
+        for i in 0..2 {
+            members[0].say(&format!("round {round}.{i}")).await;
+        }
+        last += 2;
+        poller.poll_until(&site, last).await;
+    }
+    for m in &mut members {
+        m.catch_up(last).await;
+    }
+    let path = format!("/poll/session/{}", poller.sid);
+    for _ in 0..3 {
+        let body = r#"{"type":"message","text":"from the poller"}"#;
+        let (status, answer) = site.http_json(site.front, "POST", &path, body).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    last += 3;
+    for m in &mut members {
+        m.catch_up(last).await;
+        let tail: Vec<&str> = m.seen[m.seen.len() - 3..]
+            .iter()
+            .map(|s| s.1.as_str())
+            .collect();
+        assert_eq!(tail, ["poller"; 3]);
+    }
+    poller.poll_until(&site, last).await;
+    same_history(&members);
+    assert_eq!(poller.ids, (1..=last).collect::<Vec<_>>(), "once, in order");
+    // The session moved between nodes, and nginx sent its requests to every node.
+    assert!(poller.welcomes >= 3, "{} welcomes", poller.welcomes);
+    let upstreams = site.poll_upstreams();
+    let all: BTreeSet<String> = site.nodes.iter().map(|n| n.addr.to_string()).collect();
+    assert_eq!(
+        upstreams.iter().cloned().collect::<BTreeSet<_>>(),
+        all,
+        "{upstreams:?}"
+    );
+
+    // Bob's node dies; bob reconnects through nginx with `since`.
+    let bob = members.remove(1);
+    let dead = homes[1];
+    let since = bob.last_id();
+    site.nodes[dead].kill();
+    bob.wait_for_end().await;
+    for text in ["while", "bob", "was away"] {
+        members[0].say(text).await;
+    }
+    last += 3;
+    for m in &mut members {
+        m.catch_up(last).await;
+    }
+    let (ws, welcome) = site
+        .join(&format!("/chat/{ROOM}?name=bob&since={since}"))
+        .await;
+    // The dead node's "bob" stays listed until the presence TTL (15 to 20 s) runs out.
+    let name = welcome["name"].as_str().unwrap();
+    assert!(name.starts_with("bob"), "{welcome}");
+    assert_eq!(welcome["gap"], false, "{welcome}");
+    let missed: Vec<Seen> = welcome["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(Seen::from)
+        .collect();
+    assert_eq!(missed, members[0].seen[since as usize..], "{welcome}");
+    let mut bob = Member::new(ws, name);
+    bob.seen = members[0].seen.clone();
+    members.push(bob);
+    members[0].say("welcome back").await;
+    last += 1;
+    for m in &mut members {
+        m.catch_up(last).await;
+    }
+    same_history(&members);
+    assert_eq!(members[2].seen.last().unwrap().2, "welcome back");
+    // The long-polling session goes on, whichever node held it.
+    poller.poll_until(&site, last).await;
+    assert_eq!(poller.ids, (1..=last).collect::<Vec<_>>(), "once, in order");
+}
+
+// ---------------------------------------------------------------------------------------
+// The README's example
+// ---------------------------------------------------------------------------------------
+
+/// What the README's shell block runs, and its nginx configuration.
+struct Example {
+    /// `redis-server`'s arguments.
+    redis_args: Vec<String>,
+    /// The ports of the `for port in ...` loop: one node each.
+    node_ports: Vec<u16>,
+    /// `wsduplex serve`'s arguments (`serve` first), `$port` as written.
+    serve_args: Vec<String>,
+    /// The ```conf block: what goes in `http { }`.
+    conf: String,
+}
+
+impl Example {
+    fn from_readme() -> Self {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .expect("read README.md");
+        let start = readme
+            .find("\n## Scale-out over Redis\n")
+            .expect("README has a 'Scale-out over Redis' section")
+            + 1;
+        let section = &readme[start..];
+        let section = &section[..section[1..].find("\n## ").map_or(section.len(), |i| i + 1)];
+        let sh = block(section, "sh");
+        let conf = block(section, "conf").to_string();
+
+        // Logical lines: continuations joined, comments and blank lines dropped.
+        let mut commands = Vec::new();
+        let mut pending = String::new();
+        for line in sh.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match line.strip_suffix('\\') {
+                Some(part) => {
+                    pending.push_str(part);
+                    pending.push(' ');
+                }
+                None => {
+                    pending.push_str(line);
+                    commands.push(std::mem::take(&mut pending));
+                }
+            }
+        }
+        let (mut redis_args, mut node_ports, mut serve_args) = (None, None, None);
+        for command in &commands {
+            assert!(
+                !command.contains(['"', '\'', '`']),
+                "quoting in {command:?}: teach this test to split it"
+            );
+            let mut words: Vec<String> = command.split_whitespace().map(String::from).collect();
+            if words.last().is_some_and(|w| w == "&") {
+                words.pop();
+            }
+            match words[0].as_str() {
+                "redis-server" => redis_args = Some(words[1..].to_vec()),
+                "wsduplex" => serve_args = Some(words[1..].to_vec()),
+                "for" => {
+                    let ports = command
+                        .strip_prefix("for port in ")
+                        .and_then(|c| c.strip_suffix("; do"))
+                        .unwrap_or_else(|| panic!("unexpected loop {command:?}"));
+                    let ports: Vec<u16> = ports
+                        .split_whitespace()
+                        .map(|p| p.parse().expect("a port"))
+                        .collect();
+                    node_ports = Some(ports);
+                }
+                "done" => {}
+                _ => panic!("the README's shell block runs {command:?}: this test cannot"),
+            }
+        }
+        let example = Self {
+            redis_args: redis_args.expect("the shell block starts redis-server"),
+            node_ports: node_ports.expect("the shell block loops over the nodes' ports"),
+            serve_args: serve_args.expect("the shell block starts wsduplex"),
+            conf,
+        };
+        assert_eq!(example.serve_args[0], "serve");
+        example.check(section);
+        example
+    }
+
+    /// The parts agree: the nodes use the Redis started, nginx proxies to the nodes, the
+    /// text names nginx's port.
+    fn check(&self, section: &str) {
+        let redis_port = flag(&self.redis_args, "--port");
+        let redis_host = flag(&self.redis_args, "--bind");
+        assert_eq!(
+            flag(&self.serve_args, "--redis"),
+            format!("redis://{redis_host}:{redis_port}"),
+            "the nodes' --redis is the redis-server started"
+        );
+        let listen = flag(&self.serve_args, "--listen");
+        let host = listen
+            .strip_suffix(":$port")
+            .unwrap_or_else(|| panic!("--listen {listen} should end in :$port"));
+        let upstream: Vec<String> = self.directives("server");
+        let nodes: Vec<String> = self
+            .node_ports
+            .iter()
+            .map(|p| format!("{host}:{p}"))
+            .collect();
+        assert_eq!(upstream, nodes, "nginx's upstream is the nodes");
+        let front = self.directives("listen");
+        assert_eq!(front.len(), 1, "{front:?}");
+        assert!(
+            section.contains(&format!("http://127.0.0.1:{}/", front[0])),
+            "the text sends browsers to nginx's port {}",
+            front[0]
+        );
+    }
+
+    /// The values of a one-argument directive (`NAME VALUE;`, not `NAME {`) in the nginx
+    /// block.
+    fn directives(&self, name: &str) -> Vec<String> {
+        self.conf
+            .lines()
+            .filter_map(|l| {
+                l.trim()
+                    .strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .strip_suffix(';')
+            })
+            .map(|v| v.trim().to_string())
+            .collect()
+    }
+}
+
+/// The first ```LANG block of `text`.
+fn block<'a>(text: &'a str, lang: &str) -> &'a str {
+    let fence = format!("```{lang}\n");
+    let start = text
+        .find(&fence)
+        .unwrap_or_else(|| panic!("no {fence:?} block"))
+        + fence.len();
+    let rest = &text[start..];
+    &rest[..rest.find("```").expect("the block ends")]
+}
+
+/// The value after `name` in `args`.
+fn flag<'a>(args: &'a [String], name: &str) -> &'a str {
+    let i = args
+        .iter()
+        .position(|a| a == name)
+        .unwrap_or_else(|| panic!("no {name} in {args:?}"));
+    &args[i + 1]
+}
+
+/// `args` with the value after `name` replaced.
+fn set_flag(args: &mut [String], name: &str, value: String) {
+    let i = args.iter().position(|a| a == name).unwrap();
+    args[i + 1] = value;
+}
+
+// ---------------------------------------------------------------------------------------
+// Redis, three nodes, nginx
+// ---------------------------------------------------------------------------------------
+
+struct Deployment {
+    /// nginx's address: where clients go.
+    front: SocketAddr,
+    /// The push API's token, from the README's `--api-token`.
+    token: String,
+    // Dropped in this order: nginx, the nodes, Redis, then the directory.
+    _nginx: Proc,
+    nodes: Vec<Node>,
+    _redis: Proc,
+    dir: TempDir,
+    /// For clients: no proxy from the environment, loopback only.
+    config: ClientConfig,
+}
+
+impl Deployment {
+    /// Starts what the README starts, on free loopback ports; Redis and nginx are ready
+    /// when this returns, the nodes are listening (see [`Self::wait_for_redis`]).
+    fn start(example: &Example, nginx_bin: &Path) -> Self {
+        let dir = TempDir::new();
+        let d = dir.0.display().to_string();
+
+        // Redis as written, in its own directory (where persistence writes).
+        let redis_port = free_port();
+        let mut redis_args = example.redis_args.clone();
+        set_flag(&mut redis_args, "--port", redis_port.to_string());
+        assert_eq!(flag(&redis_args, "--bind"), "127.0.0.1", "loopback only");
+        let mut redis = Proc::spawn(
+            "redis-server",
+            Command::new("redis-server")
+                .args(&redis_args)
+                .args(["--dir", &d]),
+            &dir.0.join("redis.log"),
+            false,
+        );
+        redis_ready(redis_port, &mut redis);
+
+        // The nodes as written, their ports and Redis's replaced.
+        let mut nodes = Vec::new();
+        for readme_port in &example.node_ports {
+            let port = free_port();
+            let mut args = example.serve_args.clone();
+            for a in &mut args {
+                *a = a.replace("$port", &port.to_string());
+            }
+            let url = flag(&args, "--redis").replace(
+                &format!(":{}", flag(&example.redis_args, "--port")),
+                &format!(":{redis_port}"),
+            );
+            assert!(url.ends_with(&format!(":{redis_port}")), "{url}");
+            set_flag(&mut args, "--redis", url);
+            let node = Node::start(&args, &dir.0.join(format!("node-{readme_port}.log")));
+            assert_eq!(node.addr, SocketAddr::from(([127, 0, 0, 1], port)));
+            nodes.push(node);
+        }
+
+        // nginx with the README's block, its ports replaced, in a minimal main config.
+        let front_port = free_port();
+        let mut conf = example.conf.clone();
+        for (readme_port, node) in example.node_ports.iter().zip(&nodes) {
+            conf = conf.replace(
+                &format!("server 127.0.0.1:{readme_port};"),
+                &format!("server {};", node.addr),
+            );
+        }
+        let readme_front = &example.directives("listen")[0];
+        conf = conf.replace(
+            &format!("listen {readme_front};"),
+            &format!("listen 127.0.0.1:{front_port};"),
+        );
+        let fixed = example
+            .node_ports
+            .iter()
+            .map(|p| format!(":{p};"))
+            .chain([format!("listen {readme_front};")]);
+        for left in fixed {
+            assert!(!conf.contains(&left), "{left} left in:\n{conf}");
+        }
+        // `$upstream_addr` in the access log: which node answered each request.
+        let main = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log info;\nevents {{ worker_connections 64; }}\n\
+             http {{\n    log_format upstream '$request_method $uri $upstream_addr $status';\n    \
+             access_log {d}/access.log upstream;\n    client_body_temp_path {d}/body;\n    \
+             proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    \
+             uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n\n{conf}\n}}\n"
+        );
+        std::fs::write(dir.0.join("nginx.conf"), &main).unwrap();
+        let mut nginx = Proc::spawn(
+            "nginx",
+            Command::new(nginx_bin)
+                .arg("-p")
+                .arg(&dir.0)
+                .arg("-e")
+                .arg(dir.0.join("error.log"))
+                .arg("-c")
+                .arg(dir.0.join("nginx.conf")),
+            &dir.0.join("nginx.stderr"),
+            false,
+        );
+        nginx.also = vec![dir.0.join("error.log"), dir.0.join("nginx.conf")];
+        wait_for("nginx listening", &mut nginx, || {
+            std::net::TcpStream::connect(("127.0.0.1", front_port)).is_ok()
+        });
+
+        let mut config = ClientConfig::default();
+        config.proxy = ProxySetting::None;
+        Self {
+            front: SocketAddr::from(([127, 0, 0, 1], front_port)),
+            token: flag(&example.serve_args, "--api-token").to_string(),
+            _nginx: nginx,
+            nodes,
+            _redis: redis,
+            dir,
+            config,
+        }
+    }
+
+    /// Waits until node `i` reaches Redis: it then reads an unknown room from Redis
+    /// (`404`), where a node without Redis answers `503`.
+    async fn wait_for_redis(&self, i: usize) {
+        let addr = self.nodes[i].addr;
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let (status, _) = self.http(addr, "GET", "/api/rooms/nowhere", "").await;
+            if status == 404 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {addr} never reached Redis ({status})"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Joins through nginx with `path` (`/chat/ROOM?name=...`); the socket and its welcome.
+    async fn join(&self, path: &str) -> (Ws, Value) {
+        let url = format!("ws://{}{path}", self.front);
+        let (mut ws, handshake) =
+            tokio::time::timeout(LIMIT, wsduplex::connect_with(&url, &self.config))
+                .await
+                .expect("handshake in time")
+                .unwrap_or_else(|e| panic!("connect {path}: {e}"));
+        assert!(
+            handshake.response_head.contains("nginx"),
+            "{}",
+            handshake.response_head
+        );
+        let welcome = next(&mut ws).await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        (ws, welcome)
+    }
+
+    /// Which node the socket just opened landed on: waits until exactly one node has one
+    /// more than `spread` says (the count of the socket's predecessors), and counts it.
+    async fn landed_on(&self, spread: &mut [u64]) -> usize {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let mut now = Vec::new();
+            for node in &self.nodes {
+                let (status, body) = self.http(node.addr, "GET", "/metrics", "").await;
+                assert_eq!(status, 200, "{body}");
+                // Less the scrape itself.
+                now.push(metric(&body, "wsduplex_connections_open") - 1);
+            }
+            let grew: Vec<usize> = (0..now.len()).filter(|&i| now[i] != spread[i]).collect();
+            if let [i] = grew[..] {
+                if now[i] == spread[i] + 1 {
+                    spread[i] += 1;
+                    return i;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sockets per node {now:?}, before {spread:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Which node answered each long-polling request, in order, from nginx's access log.
+    fn poll_upstreams(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.0.join("access.log")).unwrap();
+        log.lines()
+            .filter(|l| l.contains(" /poll/"))
+            .map(|l| l.split(' ').nth(2).unwrap().to_string())
+            .collect()
+    }
+
+    /// One HTTP request (with the push API's token), its status and body.
+    async fn http(&self, addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.token,
+            body.len()
+        );
+        let exchange = async {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+            tcp.write_all(request.as_bytes()).await?;
+            let mut raw = Vec::new();
+            tcp.read_to_end(&mut raw).await?;
+            std::io::Result::Ok(raw)
+        };
+        let raw = tokio::time::timeout(LIMIT, exchange)
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path} on {addr}: no answer in time"))
+            .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"));
+        let raw = String::from_utf8(raw).unwrap();
+        let (head, body) = raw
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no head in {raw:?}"));
+        let status = head
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|s| s.get(..3)?.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+        (status, body.to_string())
+    }
+
+    async fn http_json(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, Value) {
+        let (status, body) = self.http(addr, method, path, body).await;
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut logs = String::new();
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir.0)
+                .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())
+                .unwrap_or_default();
+            files.sort();
+            for f in files.iter().filter(|f| f.is_file()) {
+                let text = std::fs::read_to_string(f).unwrap_or_default();
+                logs.push_str(&format!("--- {} ---\n{text}", f.display()));
+            }
+            // Past the test harness's capture: the logs are what explains a failure.
+            let _ = writeln!(std::io::stderr(), "{logs}");
+        }
+    }
+}
+
+/// A `wsduplex serve` node.
+struct Node {
+    addr: SocketAddr,
+    proc: Proc,
+}
+
+impl Node {
+    /// Starts `wsduplex ARGS` and reads its ready line.
+    fn start(args: &[String], log: &Path) -> Self {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            // Settings of the test's environment would add to the README's flags.
+            .env_remove("WSDUPLEX_AUTH_TOKEN")
+            .env_remove("WSDUPLEX_API_TOKEN")
+            .env_remove("WSDUPLEX_REDIS")
+            // More in the log that a failure prints; the example's behaviour is the same.
+            .env("WSDUPLEX_LOG", "info");
+        let mut proc = Proc::spawn("wsduplex serve", &mut command, log, true);
+        let stdout = proc.child.as_mut().unwrap().stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
+        });
+        let line = rx
+            .recv_timeout(TIMEOUT)
+            .unwrap_or_else(|_| panic!("no ready line from {args:?}:\n{}", proc.log()));
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected ready line {line:?}:\n{}", proc.log()));
+        Self { addr, proc }
+    }
+
+    /// `SIGKILL`: no goodbye to Redis or to anyone.
+    fn kill(&mut self) {
+        let mut child = self.proc.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+/// A child process, killed and reaped when dropped; its stdout or stderr in a log file.
+struct Proc {
+    name: &'static str,
+    child: Option<Child>,
+    log: PathBuf,
+    /// Other files that tell what went wrong (its own log files, its configuration).
+    also: Vec<PathBuf>,
+}
+
+impl Proc {
+    /// Spawns `command`, its stderr (and its stdout unless `pipe_stdout`) going to `log`.
+    fn spawn(name: &'static str, command: &mut Command, log: &Path, pipe_stdout: bool) -> Self {
+        let file = File::create(log).unwrap();
+        let out = match pipe_stdout {
+            true => Stdio::piped(),
+            false => Stdio::from(file.try_clone().unwrap()),
+        };
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Self {
+            name,
+            child: Some(child),
+            log: log.to_path_buf(),
+            also: Vec::new(),
+        }
+    }
+
+    /// Panics (with its log) if the process has exited.
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("{} exited ({status}):\n{}", self.name, self.log());
+        }
+    }
+
+    fn log(&self) -> String {
+        let mut text = String::new();
+        for f in [&self.log].into_iter().chain(&self.also) {
+            let content = std::fs::read_to_string(f).unwrap_or_default();
+            text.push_str(&format!("--- {} ---\n{content}", f.display()));
+        }
+        text
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits until `ready` holds, failing early if `proc` exits.
+fn wait_for(what: &str, proc: &mut Proc, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + LIMIT;
+    while !ready() {
+        proc.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {LIMIT:?}\n{}",
+            proc.log()
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Waits until Redis answers `PING` on `port`.
+fn redis_ready(port: u16, redis: &mut Proc) {
+    wait_for("redis-server answering", redis, || {
+        let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = tcp.set_read_timeout(Some(TIMEOUT));
+        let mut pong = [0u8; 7];
+        tcp.write_all(b"PING\r\n").is_ok()
+            && tcp.read_exact(&mut pong).is_ok()
+            && &pong == b"+PONG\r\n"
+    });
+}
+
+/// A directory of our own, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("wsduplex-redis-nginx-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port that was free a moment ago (Redis, the nodes and nginx are told their ports).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// nginx's path, if nginx and `redis-server` are both installed; else a loud note (or a
+/// failure under `WSDUPLEX_REQUIRE_INTEROP=1`) and `None`.
+fn tools() -> Option<PathBuf> {
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file());
+    let redis = match Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => panic!("redis-server: {e}"),
+    };
+    let missing: Vec<&str> = [("nginx", nginx.is_some()), ("redis-server", redis)]
+        .into_iter()
+        .filter(|(_, found)| !found)
+        .map(|(name, _)| name)
+        .collect();
+    if missing.is_empty() {
+        return nginx;
+    }
+    let missing = missing.join(" and ");
+    if std::env::var_os("WSDUPLEX_REQUIRE_INTEROP").is_some_and(|v| v == "1") {
+        panic!("missing {missing}: apt-get install redis-server nginx");
+    }
+    // Straight to stderr, past the test harness's capture: a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** {missing} not installed, SKIPPING the README's Redis + nginx example; apt-get \
+         install redis-server nginx (WSDUPLEX_REQUIRE_INTEROP=1 makes this fail) ***\n"
+    );
+    None
+}
+
+// ---------------------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------------------
+
+/// A chat message as a member saw it: id, sender, text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen(u64, String, String);
+
+impl From<&Value> for Seen {
+    fn from(m: &Value) -> Self {
+        Self(
+            m["id"].as_u64().unwrap_or_else(|| panic!("no id in {m}")),
+            m["name"].as_str().unwrap().to_string(),
+            m["text"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+/// A WebSocket member and every message it has seen.
+struct Member {
+    ws: Ws,
+    name: String,
+    seen: Vec<Seen>,
+}
+
+impl Member {
+    fn new(ws: Ws, name: &str) -> Self {
+        Self {
+            ws,
+            name: name.to_string(),
+            seen: Vec::new(),
+        }
+    }
+
+    async fn say(&mut self, text: &str) {
+        let msg = json!({"type": "message", "text": text}).to_string();
+        self.ws.send(msg).await.unwrap();
+    }
+
+    fn last_id(&self) -> u64 {
+        self.seen.last().map_or(0, |s| s.0)
+    }
+
+    /// Reads messages up to id `last`, checking that none is missing or repeated.
+    async fn catch_up(&mut self, last: u64) {
+        while self.last_id() < last {
+            let event = next(&mut self.ws).await;
+            if event["type"] != "message" {
+                continue;
+            }
+            let m = Seen::from(&event);
+            assert_eq!(
+                m.0,
+                self.last_id() + 1,
+                "{}: after {:?}",
+                self.name,
+                self.seen
+            );
+            assert_eq!(event.get("local"), None, "{event}");
+            self.seen.push(m);
+        }
+    }
+
+    /// Its node died: nginx closes the connection.
+    async fn wait_for_end(mut self) {
+        let ended = async {
+            loop {
+                match self.ws.recv().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(Message::Text(t))) => {
+                        let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                        assert_ne!(v["type"], "message", "{}: {v}", self.name);
+                    }
+                    Some(Ok(_)) => {}
+                }
+            }
+        };
+        tokio::time::timeout(LIMIT, ended)
+            .await
+            .expect("the dead node's connection ends");
+    }
+}
+
+/// Every member saw the same messages, with the same ids, in the same order.
+fn same_history(members: &[Member]) {
+    for m in &members[1..] {
+        assert_eq!(
+            m.seen, members[0].seen,
+            "{} and {}",
+            m.name, members[0].name
+        );
+    }
+}
+
+/// The next event as JSON.
+async fn next(ws: &mut Ws) -> Value {
+    loop {
+        let item = tokio::time::timeout(LIMIT, ws.recv())
+            .await
+            .expect("no event in time");
+        match item {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
+            Some(Ok(Message::Close(c))) => panic!("closed: {c:?}"),
+            Some(Ok(_)) => {}
+            other => panic!("connection ended: {other:?}"),
+        }
+    }
+}
+
+/// A long-polling session and the message ids it has seen.
+struct Poller {
+    sid: String,
+    cursor: u64,
+    ids: Vec<u64>,
+    /// Welcomes received: one when the session opens, one each time it moves node.
+    welcomes: usize,
+}
+
+impl Poller {
+    fn new(open: &Value) -> Self {
+        let mut poller = Self {
+            sid: open["session"].as_str().unwrap().to_string(),
+            cursor: open["cursor"].as_u64().unwrap(),
+            ids: Vec::new(),
+            welcomes: 0,
+        };
+        poller.read(open);
+        poller
+    }
+
+    fn read(&mut self, answer: &Value) {
+        for e in answer["events"].as_array().unwrap() {
+            let messages: Vec<&Value> = match e["type"].as_str() {
+                Some("welcome") => {
+                    self.welcomes += 1;
+                    e["history"].as_array().unwrap().iter().collect()
+                }
+                Some("message") => vec![e],
+                _ => vec![],
+            };
+            self.ids
+                .extend(messages.iter().map(|m| m["id"].as_u64().unwrap()));
+        }
+    }
+
+    /// `GET`s through nginx (each on the next node) until it has seen id `last`.
+    async fn poll_until(&mut self, site: &Deployment, last: u64) {
+        let deadline = Instant::now() + LIMIT;
+        while self.ids.last().copied().unwrap_or(0) < last {
+            let path = format!("/poll/session/{}?cursor={}", self.sid, self.cursor);
+            let (status, answer) = site.http_json(site.front, "GET", &path, "").await;
+            assert_eq!(status, 200, "{answer}");
+            self.cursor = answer["cursor"].as_u64().unwrap();
+            self.read(&answer);
+            assert!(
+                Instant::now() < deadline,
+                "seen {:?}, want {last}",
+                self.ids
+            );
+        }
+    }
+}
