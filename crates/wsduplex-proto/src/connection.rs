@@ -551,7 +551,18 @@ impl Connection {
             let Some((header, n)) = FrameHeader::decode(&self.rx)? else {
                 return Ok(false);
             };
-            self.check_header(&header)?;
+            self.check_frame(&header)?;
+            let whole = self.message.is_none()
+                && header.fin
+                && !header.rsv1
+                && matches!(header.opcode, OpCode::Text | OpCode::Binary)
+                && header.payload_len <= self.config.max_message_size
+                && (self.rx.len() - n) as u64 >= header.payload_len;
+            if whole {
+                self.whole_message(&header, n)?;
+                return Ok(true);
+            }
+            self.begin_frame(&header)?;
             self.rx.advance(n);
             self.frame = Some(RxFrame { header, done: 0 });
         }
@@ -566,7 +577,7 @@ impl Connection {
             if !frame.header.opcode.is_control() {
                 if let Some(msg) = self.message.as_mut() {
                     if msg.compressed {
-                        let d = self.deflate.as_mut().expect("RSV1 checked in check_header");
+                        let d = self.deflate.as_mut().expect("RSV1 checked in check_frame");
                         inflate(d, msg, fresh, self.config.max_message_size)?;
                     } else if msg.text {
                         msg.utf8
@@ -586,7 +597,27 @@ impl Connection {
         Ok(true)
     }
 
-    fn check_header(&mut self, h: &FrameHeader) -> Result<(), ProtocolError> {
+    /// The common case of small messages: a whole unfragmented, uncompressed text or binary
+    /// message is buffered. It is unmasked, checked and handed out at once, without the
+    /// bookkeeping of a message that arrives in pieces (the same checks, in the same order).
+    fn whole_message(&mut self, h: &FrameHeader, n: usize) -> Result<(), ProtocolError> {
+        self.rx.advance(n);
+        let mut payload = self.rx.split_to(h.payload_len as usize);
+        if let Some(key) = h.mask {
+            apply_mask(&mut payload, key, 0);
+        }
+        if h.opcode == OpCode::Text {
+            crate::utf8::validate(&payload).map_err(|_| ProtocolError::InvalidUtf8)?;
+            self.emit(Message::Text(Utf8Bytes::from_validated(payload.freeze())));
+        } else {
+            self.emit(Message::Binary(payload.freeze()));
+        }
+        Ok(())
+    }
+
+    /// The checks of a frame header that need no message state: reserved bits, masking,
+    /// control frame rules, the frame size.
+    fn check_frame(&self, h: &FrameHeader) -> Result<(), ProtocolError> {
         // RFC 6455 §5.2: RSV bits MUST be 0 unless an extension defines them. RFC 7692 §6:
         // permessage-deflate defines RSV1, on the first frame of a data message only.
         if h.rsv2 || h.rsv3 {
@@ -620,6 +651,15 @@ impl Connection {
                 size: h.payload_len,
                 max: self.config.max_frame_size,
             });
+        }
+        Ok(())
+    }
+
+    /// Checks a data frame against the message in progress (size, fragments, continuation
+    /// rules) and starts or extends it. Control frames pass through.
+    fn begin_frame(&mut self, h: &FrameHeader) -> Result<(), ProtocolError> {
+        if h.opcode.is_control() {
+            return Ok(());
         }
         let so_far = self.message.as_ref().map_or(0, |m| m.len);
         let size = so_far + h.payload_len;
@@ -675,7 +715,7 @@ impl Connection {
                         return Ok(());
                     }
                     let mut msg = self.message.take().expect("checked above");
-                    let d = self.deflate.as_mut().expect("RSV1 checked in check_header");
+                    let d = self.deflate.as_mut().expect("RSV1 checked in check_frame");
                     let max = self.config.max_message_size;
                     let start = d.inflated.len();
                     d.inflater
@@ -694,11 +734,11 @@ impl Connection {
                     return Ok(());
                 }
                 if !h.fin {
-                    let msg = self.message.as_mut().expect("checked in check_header");
+                    let msg = self.message.as_mut().expect("checked in begin_frame");
                     msg.buf.extend_from_slice(&payload);
                     return Ok(());
                 }
-                let mut msg = self.message.take().expect("checked in check_header");
+                let mut msg = self.message.take().expect("checked in begin_frame");
                 let data = if msg.buf.is_empty() {
                     payload.freeze()
                 } else {

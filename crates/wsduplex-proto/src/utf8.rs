@@ -98,6 +98,17 @@ impl fmt::Display for Utf8Bytes {
 #[error("invalid utf-8")]
 pub struct Utf8Error;
 
+/// Validates a whole text at once (the ASCII fast path of [`Utf8Validator::feed`], then
+/// simdutf8).
+pub(crate) fn validate(data: &[u8]) -> Result<(), Utf8Error> {
+    if data.len() < 64 && data.is_ascii() {
+        return Ok(());
+    }
+    simdutf8::basic::from_utf8(data)
+        .map(|_| ())
+        .map_err(|_| Utf8Error)
+}
+
 /// Validates a byte stream fed in arbitrary pieces; reports an error as soon as the bytes
 /// seen so far cannot be the start of valid UTF-8.
 #[derive(Clone, Debug, Default)]
