@@ -468,6 +468,17 @@ impl Connection {
 
     fn send_data(&mut self, opcode: OpCode, payload: Payload<'_>) -> Result<(), Error> {
         self.check_open()?;
+        // The common case of a server: one unmasked, uncompressed frame.
+        if self.role == Role::Server
+            && self.deflate.is_none()
+            && self
+                .config
+                .fragment_size
+                .is_none_or(|size| payload.as_slice().len() <= size)
+        {
+            self.tx.push_unmasked(opcode, payload);
+            return Ok(());
+        }
         let compress = self
             .deflate
             .as_ref()

@@ -2,7 +2,7 @@
 //! payloads are queued as shared [`Bytes`] without copying. Implements [`Buf`], so a driver
 //! writes it with vectored writes and advances by what the transport took.
 
-use crate::frame::FrameHeader;
+use crate::frame::{FrameHeader, OpCode};
 use crate::mask::apply_mask;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -73,6 +73,43 @@ impl Transmit {
                 if let Some(key) = mask {
                     apply_mask(&mut self.tail[start..], key, 0);
                 }
+            }
+        }
+    }
+
+    /// Queues one final, unmasked frame without RSV bits (a server's usual data frame): the
+    /// header is written straight into the queue.
+    pub(crate) fn push_unmasked(&mut self, opcode: OpCode, payload: Payload<'_>) {
+        let len = payload.as_slice().len();
+        let b0 = 0x80 | opcode.as_u8();
+        let mut head = [b0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        // RFC 6455 §5.2: the minimal number of bytes MUST be used to encode the length.
+        let n = if len < 126 {
+            head[1] = len as u8;
+            2
+        } else if len <= u16::MAX as usize {
+            head[1] = 126;
+            head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            4
+        } else {
+            head[1] = 127;
+            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        };
+        self.len += n + len;
+        match payload {
+            Payload::Shared(bytes) if len >= ZERO_COPY_MIN => {
+                self.tail.extend_from_slice(&head[..n]);
+                let head = self.tail.split().freeze();
+                self.chunks.push_back(head);
+                self.chunks.push_back(bytes);
+            }
+            payload => {
+                if self.tail.capacity() - self.tail.len() < n + len {
+                    self.tail.reserve((n + len).max(TAIL_MIN));
+                }
+                self.tail.extend_from_slice(&head[..n]);
+                self.tail.extend_from_slice(payload.as_slice());
             }
         }
     }
@@ -159,7 +196,6 @@ impl Buf for Transmit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::OpCode;
 
     fn header(len: usize) -> FrameHeader {
         FrameHeader {
@@ -208,6 +244,38 @@ mod tests {
             want.extend_from_slice(&[0x82, 2, b'x', b'y']);
             assert_eq!(out, want, "step {step}");
             assert!(t.is_empty());
+        }
+    }
+
+    #[test]
+    fn push_unmasked_writes_what_push_frame_writes() {
+        for len in [
+            0,
+            1,
+            125,
+            126,
+            127,
+            65_535,
+            65_536,
+            ZERO_COPY_MIN - 1,
+            ZERO_COPY_MIN,
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            for shared in [false, true] {
+                fn payload(d: &[u8], shared: bool) -> Payload<'_> {
+                    match shared {
+                        true => Payload::Shared(Bytes::copy_from_slice(d)),
+                        false => Payload::Borrowed(d),
+                    }
+                }
+                let (mut a, mut b) = (Transmit::default(), Transmit::default());
+                a.push_frame(&header(len), payload(&data, shared));
+                a.push_frame(&header(3), payload(b"end", shared));
+                b.push_unmasked(OpCode::Binary, payload(&data, shared));
+                b.push_unmasked(OpCode::Binary, payload(b"end", shared));
+                assert_eq!(a.len(), b.len(), "len {len}");
+                assert_eq!(drain(&mut a, 1000), drain(&mut b, 1000), "len {len}");
+            }
         }
     }
 }
