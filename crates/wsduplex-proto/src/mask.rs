@@ -17,6 +17,17 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     }
     let k32 = u32::from_ne_bytes(key) as u64;
     let k64 = k32 | (k32 << 32);
+    if buf.len() < 64 {
+        // Short payloads, the common case: a word at a time, no setup for wide loops.
+        let mut words = buf.chunks_exact_mut(8);
+        for word in &mut words {
+            let w = u64::from_ne_bytes((&*word).try_into().expect("8-byte chunk")) ^ k64;
+            word.copy_from_slice(&w.to_ne_bytes());
+        }
+        // 8 is a multiple of 4: the remainder starts at key phase 0.
+        mask_bytes(words.into_remainder(), key);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if buf.len() >= 256 && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
