@@ -10,60 +10,51 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let r = offset & 3;
     let key = [key[r], key[(r + 1) & 3], key[(r + 2) & 3], key[(r + 3) & 3]];
     if buf.len() < 16 {
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b ^= key[i & 3];
-        }
-        return;
+        return mask_bytes(buf, key);
     }
     let k32 = u32::from_ne_bytes(key) as u64;
     let k64 = k32 | (k32 << 32);
-    if buf.len() < 64 {
-        // Short payloads, the common case: a word at a time, no setup for wide loops.
-        let mut words = buf.chunks_exact_mut(8);
-        for word in &mut words {
-            let w = u64::from_ne_bytes((&*word).try_into().expect("8-byte chunk")) ^ k64;
-            word.copy_from_slice(&w.to_ne_bytes());
+    let rest = match buf.len() {
+        // Short payloads, the common case: a word at a time, no setup for the wide loops.
+        ..64 => mask_words::<8>(buf, k64),
+        #[cfg(target_arch = "x86_64")]
+        256.. if std::arch::is_x86_feature_detected!("avx2") => {
+            // SAFETY: the CPU has AVX2, checked just above.
+            #[allow(unsafe_code)]
+            unsafe {
+                mask_words_avx2(buf, k64)
+            }
         }
-        // 8 is a multiple of 4: the remainder starts at key phase 0.
-        mask_bytes(words.into_remainder(), key);
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if buf.len() >= 256 && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        #[allow(unsafe_code)]
-        let rest = unsafe { mask_words_avx2(buf, k64) };
-        mask_bytes(rest, key);
-        return;
-    }
-    let rest = mask_words(buf, k64);
+        _ => mask_words::<32>(buf, k64),
+    };
     mask_bytes(rest, key);
 }
 
-/// XORs whole 32-byte chunks with the key (as a repeated word); returns the rest. The
-/// compiler turns the loop into SIMD instructions of the target's baseline (SSE2 on x86-64:
-/// 16 bytes at a time).
+/// XORs whole chunks of `CHUNK` bytes (a multiple of 8) with the key (as a repeated word);
+/// returns the rest. For 32-byte chunks the compiler turns the loop into SIMD instructions
+/// of the target's baseline (SSE2 on x86-64: 16 bytes at a time).
 #[inline(always)]
-fn mask_words(buf: &mut [u8], k64: u64) -> &mut [u8] {
-    let mut chunks = buf.chunks_exact_mut(32);
+fn mask_words<const CHUNK: usize>(buf: &mut [u8], k64: u64) -> &mut [u8] {
+    let mut chunks = buf.chunks_exact_mut(CHUNK);
     for chunk in &mut chunks {
         for word in chunk.chunks_exact_mut(8) {
-            let w = u64::from_ne_bytes(word.try_into().expect("8-byte chunk")) ^ k64;
+            let w = u64::from_ne_bytes((&*word).try_into().expect("8-byte chunk")) ^ k64;
             word.copy_from_slice(&w.to_ne_bytes());
         }
     }
     chunks.into_remainder()
 }
 
-/// [`mask_words`] compiled for AVX2: 32 bytes at a time, half the instructions of SSE2 for
-/// large payloads (only called once the CPU is known to have it).
+/// [`mask_words`] over 32-byte chunks compiled for AVX2: 32 bytes at a time, half the
+/// instructions of SSE2 for large payloads (only called once the CPU is known to have it).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn mask_words_avx2(buf: &mut [u8], k64: u64) -> &mut [u8] {
-    mask_words(buf, k64)
+    mask_words::<32>(buf, k64)
 }
 
-/// The tail after the 32-byte chunks: 32 is a multiple of 4, so it starts at key phase 0.
+/// Byte by byte, from key phase 0: a short payload, or the rest after whole chunks (their
+/// sizes are multiples of 4, so the rest starts at phase 0).
 #[inline(always)]
 fn mask_bytes(rest: &mut [u8], key: [u8; 4]) {
     for (i, b) in rest.iter_mut().enumerate() {
