@@ -98,10 +98,16 @@ impl fmt::Display for Utf8Bytes {
 #[error("invalid utf-8")]
 pub struct Utf8Error;
 
-/// Validates a whole text at once (the ASCII fast path of [`Utf8Validator::feed`], then
-/// simdutf8).
+/// Most text is ASCII, and most messages are short: below 64 bytes simdutf8 hands over to
+/// the standard library's byte-by-byte check, where this is a few word loads.
+fn short_ascii(data: &[u8]) -> bool {
+    data.len() < 64 && data.is_ascii()
+}
+
+/// Validates a whole text at once (a [`Utf8Validator`] without the state a text arriving in
+/// pieces needs: a whole message is checked this way).
 pub(crate) fn validate(data: &[u8]) -> Result<(), Utf8Error> {
-    if data.len() < 64 && data.is_ascii() {
+    if short_ascii(data) {
         return Ok(());
     }
     simdutf8::basic::from_utf8(data)
@@ -149,9 +155,7 @@ impl Utf8Validator {
             }
             data = &data[take..];
         }
-        // Most text is ASCII, and most messages are short: below 64 bytes simdutf8 hands
-        // over to the standard library's byte-by-byte check, where this is a few word loads.
-        if data.len() < 64 && data.is_ascii() {
+        if short_ascii(data) {
             return Ok(());
         }
         match simdutf8::compat::from_utf8(data) {
