@@ -20,7 +20,7 @@
 //! (the session moves to the node waiting with that token) and `X<session>` (close it).
 
 use ::redis::aio::MultiplexedConnection;
-use ::redis::{RedisError, Script, Value};
+use ::redis::{RedisError, Script, ScriptInvocation, Value};
 use wsduplex::Utf8Bytes;
 
 /// Helpers every script starts with.
@@ -254,6 +254,18 @@ pub(crate) struct Keys {
     pub(crate) channel: String,
 }
 
+/// `script` called on a room's presence, as most scripts here are: KEYS members, nodes,
+/// pseq first, ARGV the room's channel first (more of each may follow). One place, since
+/// the scripts read them by position.
+fn on_presence<'a>(script: &'a Script, keys: &Keys) -> ScriptInvocation<'a> {
+    let mut call = script.prepare_invoke();
+    call.key(&keys.members)
+        .key(&keys.nodes)
+        .key(&keys.pseq)
+        .arg(&keys.channel);
+    call
+}
+
 impl Keys {
     pub(crate) fn new(prefix: &str, room: &str) -> Self {
         Self {
@@ -466,12 +478,7 @@ impl Scripts {
         token: u64,
         wanted: &str,
     ) -> Result<String, Failure> {
-        let v: Value = self
-            .join
-            .key(&keys.members)
-            .key(&keys.nodes)
-            .key(&keys.pseq)
-            .arg(&keys.channel)
+        let v: Value = on_presence(&self.join, keys)
             .arg(node)
             .arg(ttl_ms)
             .arg(token)
@@ -508,12 +515,7 @@ impl Scripts {
         node: &str,
         ttl_ms: u64,
     ) -> Result<bool, Failure> {
-        let v: Value = self
-            .heartbeat
-            .key(&keys.members)
-            .key(&keys.nodes)
-            .key(&keys.pseq)
-            .arg(&keys.channel)
+        let v: Value = on_presence(&self.heartbeat, keys)
             .arg(node)
             .arg(ttl_ms)
             .invoke_async(conn)
@@ -527,12 +529,7 @@ impl Scripts {
         keys: &Keys,
         node: &str,
     ) -> Result<(), Failure> {
-        let _: Value = self
-            .goodbye
-            .key(&keys.members)
-            .key(&keys.nodes)
-            .key(&keys.pseq)
-            .arg(&keys.channel)
+        let _: Value = on_presence(&self.goodbye, keys)
             .arg(node)
             .invoke_async(conn)
             .await?;
@@ -678,12 +675,7 @@ impl Scripts {
         keys: &Keys,
         name: &str,
     ) -> Result<bool, Failure> {
-        let v: Value = self
-            .cut
-            .key(&keys.members)
-            .key(&keys.nodes)
-            .key(&keys.pseq)
-            .arg(&keys.channel)
+        let v: Value = on_presence(&self.cut, keys)
             .arg(name)
             .invoke_async(conn)
             .await?;
@@ -697,13 +689,8 @@ impl Scripts {
         conn: &mut MultiplexedConnection,
         keys: &Keys,
     ) -> Result<Option<super::RoomState>, Failure> {
-        let v: Value = self
-            .room
-            .key(&keys.members)
-            .key(&keys.nodes)
-            .key(&keys.pseq)
+        let v: Value = on_presence(&self.room, keys)
             .key(&keys.id)
-            .arg(&keys.channel)
             .invoke_async(conn)
             .await?;
         if matches!(v, Value::Nil | Value::Boolean(false)) {
@@ -729,13 +716,9 @@ impl Scripts {
         state: &crate::room::SyncState,
         history: usize,
     ) -> Result<Resynced, Failure> {
-        let mut call = self.resync.prepare_invoke();
-        call.key(&keys.members)
-            .key(&keys.nodes)
-            .key(&keys.pseq)
-            .key(&keys.id)
+        let mut call = on_presence(&self.resync, keys);
+        call.key(&keys.id)
             .key(&keys.log)
-            .arg(&keys.channel)
             .arg(node)
             .arg(ttl_ms)
             .arg(state.last_id)
