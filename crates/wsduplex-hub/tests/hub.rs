@@ -30,7 +30,7 @@ async fn start(hub_config: HubConfig) -> (SocketAddr, Hub) {
     let addr = listener.local_addr().unwrap();
     let mut server = ServerConfig::default();
     server.socket.close_timeout = Duration::from_secs(2);
-    tokio::spawn(common::serve(listener, hub.clone(), server));
+    tokio::spawn(common::serve::serve(listener, hub.clone(), server));
     (addr, hub)
 }
 

@@ -87,20 +87,7 @@ fn node(redis: Option<&Redis>) -> Node {
             Hub::with_redis(config, RedisConfig::new(url)).unwrap()
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    rt.spawn(hub.clone().maintain());
-    let served = hub.clone();
-    rt.spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-        serve::serve(listener, served, ServerConfig::default()).await;
-    });
+    let (rt, addr) = serve::start(&hub, ServerConfig::default());
     Node {
         addr,
         hub,

@@ -1,9 +1,8 @@
-//! What the hub's integration tests share: serving a hub ([`serve`]) and a WebSocket
-//! member's view of it. The test file defines `LIMIT`, the longest wait for an event.
+//! What the hub's integration tests share: serving a hub ([`serve`]: on a listener, or as
+//! a node on a runtime of its own) and a WebSocket member's view of it. The test file
+//! defines `LIMIT`, the longest wait for an event.
 
-mod serve;
-
-pub use serve::serve;
+pub mod serve;
 
 use serde_json::{json, Value};
 use std::net::SocketAddr;

@@ -378,22 +378,9 @@ impl Node {
         backplane.timeout = Duration::from_millis(500);
         backplane.max_backoff = Duration::from_millis(200);
         let hub = Hub::with_redis(config, backplane).unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        rt.spawn(hub.clone().maintain());
-        let served = hub.clone();
         let mut server = ServerConfig::default();
         server.socket.close_timeout = Duration::from_secs(2);
-        rt.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            common::serve(listener, served, server).await;
-        });
+        let (rt, addr) = common::serve::start(&hub, server);
         Self {
             addr,
             hub,
