@@ -631,7 +631,6 @@ where
 /// `/echo`: the task that echoes an open WebSocket, and the workers' stop signal for it.
 mod echo {
     use super::spawn_in;
-    use futures_core::Stream;
     use futures_sink::Sink;
     use std::future::Future;
     use std::pin::Pin;
@@ -686,21 +685,18 @@ mod echo {
 
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
             let this = self.get_mut();
-            let mut ws = Pin::new(&mut this.ws);
             loop {
-                // A message is taken only when it can be queued, so none waits in here while
-                // the peer does not read. A failed flush is reported by the read.
-                let item = match ws.as_mut().poll_ready(cx) {
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(_) => ws.as_mut().poll_next(cx),
-                };
+                // Text and binary messages are echoed as they are read, borrowed from the
+                // read buffer; the socket takes one only when its reply can be queued, so
+                // none waits in here while the peer does not read. Pings are answered by the
+                // socket; what comes out here is a ping, a pong, the close, or an error.
+                let item = this.ws.poll_recv_with(cx, |msg, reply| {
+                    // Fails only when closing or past the slow-reader limit; the close
+                    // handshake goes on in the reads.
+                    let _ = reply.send(msg);
+                });
                 match item {
-                    Poll::Ready(Some(Ok(msg))) => {
-                        if msg.is_data() {
-                            // Fails only when closing; the close handshake goes on in the reads.
-                            let _ = ws.as_mut().start_send(msg);
-                        }
-                    }
+                    Poll::Ready(Some(Ok(_))) => {}
                     Poll::Ready(Some(Err(e))) => {
                         tracing::debug!("connection ended: {e}");
                         return Poll::Ready(());
@@ -714,10 +710,11 @@ mod echo {
                         this.closing = true;
                         // The next read flushes it, then waits for the reply (within the close
                         // timeout).
-                        let _ = ws.as_mut().start_send(Message::Close(Some(CloseFrame {
-                            code: CloseCode::GOING_AWAY,
-                            reason: Utf8Bytes::from_static("server shutting down"),
-                        })));
+                        let _ =
+                            Pin::new(&mut this.ws).start_send(Message::Close(Some(CloseFrame {
+                                code: CloseCode::GOING_AWAY,
+                                reason: Utf8Bytes::from_static("server shutting down"),
+                            })));
                     }
                 }
             }

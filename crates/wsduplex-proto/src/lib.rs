@@ -47,9 +47,9 @@ mod transmit;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use connection::{Config, Connection, Role, State};
+pub use connection::{Config, Connection, Role, Sender, State};
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{Error, ProtocolError, UsageError};
-pub use message::Message;
+pub use message::{Message, MessageRef};
 pub use transmit::Transmit;
 pub use utf8::Utf8Bytes;

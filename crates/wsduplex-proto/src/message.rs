@@ -45,6 +45,71 @@ impl Message {
     pub fn is_data(&self) -> bool {
         matches!(self, Self::Text(_) | Self::Binary(_))
     }
+
+    /// A text or binary message, borrowed; `None` for control frames.
+    pub fn as_data(&self) -> Option<MessageRef<'_>> {
+        match self {
+            Self::Text(t) => Some(MessageRef::Text(t.as_str())),
+            Self::Binary(b) => Some(MessageRef::Binary(b)),
+            _ => None,
+        }
+    }
+}
+
+/// A received text or binary message, borrowed: from the receive buffer, where a whole small
+/// message is handed out without an allocation or a copy (see
+/// [`Connection::receive_with`](crate::Connection::receive_with)), or from a [`Message`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum MessageRef<'a> {
+    /// A text message (valid UTF-8).
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a [u8]),
+}
+
+impl<'a> MessageRef<'a> {
+    /// The payload bytes.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        match *self {
+            Self::Text(t) => t.as_bytes(),
+            Self::Binary(b) => b,
+        }
+    }
+
+    /// The text, for a text message.
+    pub fn as_text(&self) -> Option<&'a str> {
+        match *self {
+            Self::Text(t) => Some(t),
+            Self::Binary(_) => None,
+        }
+    }
+
+    /// The payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// An owned copy.
+    pub fn to_message(&self) -> Message {
+        match *self {
+            Self::Text(t) => Message::Text(t.into()),
+            Self::Binary(b) => Message::Binary(Bytes::copy_from_slice(b)),
+        }
+    }
+}
+
+impl fmt::Debug for MessageRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Text(t) => write!(f, "Text({} bytes)", t.len()),
+            Self::Binary(b) => write!(f, "Binary({} bytes)", b.len()),
+        }
+    }
 }
 
 impl fmt::Debug for Message {

@@ -2,14 +2,14 @@
 //! payloads are queued as shared [`Bytes`] without copying. Implements [`Buf`], so a driver
 //! writes it with vectored writes and advances by what the transport took.
 
-use crate::frame::{FrameHeader, OpCode};
+use crate::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
 /// Payloads at least this long are queued by reference instead of copied (when unmasked).
-const ZERO_COPY_MIN: usize = 16 * 1024;
+pub(crate) const ZERO_COPY_MIN: usize = 16 * 1024;
 
 /// The least a fresh tail buffer is allocated with. The buffer is released whenever the
 /// connection goes idle, so each burst of frames starts from nothing: allocated at the size
@@ -54,7 +54,7 @@ impl Transmit {
     pub(crate) fn push_frame(&mut self, header: &FrameHeader, payload: Payload<'_>) {
         let (head, n) = header.encode();
         debug_assert_eq!(header.payload_len, payload.as_slice().len() as u64);
-        self.push(&head[..n], header.mask, payload);
+        self.push(&head, n, header.mask, payload);
     }
 
     /// Queues one final, unmasked frame without RSV bits (a server's usual data frame), its
@@ -62,7 +62,8 @@ impl Transmit {
     /// a tenth of a small echo's instructions more.
     pub(crate) fn push_unmasked(&mut self, opcode: OpCode, payload: Payload<'_>) {
         let len = payload.as_slice().len();
-        let mut head = [0x80 | opcode.as_u8(), 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut head = [0; MAX_HEADER_LEN];
+        head[0] = 0x80 | opcode.as_u8();
         // RFC 6455 §5.2: the minimal number of bytes MUST be used to encode the length.
         let n = if len < 126 {
             head[1] = len as u8;
@@ -76,28 +77,38 @@ impl Transmit {
             head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
             10
         };
-        self.push(&head[..n], None, payload);
+        self.push(&head, n, None, payload);
     }
 
-    /// Queues an encoded header and its payload, masking the payload with `mask` while it
-    /// is copied. Large unmasked shared payloads are queued by reference.
+    /// Queues an encoded header (the first `n` bytes of `head`) and its payload, masking the
+    /// payload with `mask` while it is copied. Large unmasked shared payloads are queued by
+    /// reference.
     #[inline(always)]
-    fn push(&mut self, head: &[u8], mask: Option<[u8; 4]>, payload: Payload<'_>) {
+    fn push(
+        &mut self,
+        head: &[u8; MAX_HEADER_LEN],
+        n: usize,
+        mask: Option<[u8; 4]>,
+        payload: Payload<'_>,
+    ) {
         let len = payload.as_slice().len();
-        self.len += head.len() + len;
+        self.len += n + len;
         match (mask, payload) {
             (None, Payload::Shared(bytes)) if len >= ZERO_COPY_MIN => {
-                self.tail.extend_from_slice(head);
+                self.tail.extend_from_slice(&head[..n]);
                 let head = self.tail.split().freeze();
                 self.chunks.push_back(head);
                 self.chunks.push_back(bytes);
             }
             (mask, payload) => {
-                let need = head.len() + len;
+                let need = MAX_HEADER_LEN + len;
                 if self.tail.capacity() - self.tail.len() < need {
                     self.tail.reserve(need.max(TAIL_MIN));
                 }
+                // All 14 bytes, cut back to `n`: a copy of a fixed size is a few moves, where
+                // one of `n` bytes is a call to memcpy.
                 self.tail.extend_from_slice(head);
+                self.tail.truncate(self.tail.len() - (MAX_HEADER_LEN - n));
                 let start = self.tail.len();
                 self.tail.extend_from_slice(payload.as_slice());
                 if let Some(key) = mask {

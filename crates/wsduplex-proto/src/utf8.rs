@@ -107,12 +107,17 @@ fn short_ascii(data: &[u8]) -> bool {
 /// Validates a whole text at once (a [`Utf8Validator`] without the state a text arriving in
 /// pieces needs: a whole message is checked this way).
 pub(crate) fn validate(data: &[u8]) -> Result<(), Utf8Error> {
+    validate_str(data).map(|_| ())
+}
+
+/// [`validate`], giving the text back as a `str`.
+#[allow(unsafe_code)]
+pub(crate) fn validate_str(data: &[u8]) -> Result<&str, Utf8Error> {
     if short_ascii(data) {
-        return Ok(());
+        // SAFETY: ASCII is UTF-8, and `short_ascii` has just checked every byte.
+        return Ok(unsafe { std::str::from_utf8_unchecked(data) });
     }
-    simdutf8::basic::from_utf8(data)
-        .map(|_| ())
-        .map_err(|_| Utf8Error)
+    simdutf8::basic::from_utf8(data).map_err(|_| Utf8Error)
 }
 
 /// Validates a byte stream fed in arbitrary pieces; reports an error as soon as the bytes

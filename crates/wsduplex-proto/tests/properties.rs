@@ -240,6 +240,61 @@ proptest! {
         prop_assert_eq!(&run(&split), &whole);
     }
 
+    /// Taking messages borrowed with `receive_with` (and the rest with `poll_event`) gives the
+    /// same messages, in the same order, the same final state and the same bytes written as
+    /// `poll_event` alone, on valid and corrupted streams, however they are split, when every
+    /// data message is echoed and replies are bounded by a queue limit.
+    #[test]
+    fn borrowed_receive_equals_poll_event(
+        (config_a, config_b) in configs(),
+        messages in prop::collection::vec(message(), 1..8),
+        corrupt in prop::option::of((any::<prop::sample::Index>(), 1u8..=255)),
+        split in splits(),
+        max_buffered in prop_oneof![Just(usize::MAX), 1usize..3000],
+    ) {
+        let mut client = Connection::new(Role::Client, config_a);
+        for m in messages.iter().map(clamp_control) {
+            send(&mut client, &m);
+        }
+        let mut wire = take_tx(&mut client);
+        if let Some((i, x)) = corrupt {
+            let i = i.index(wire.len());
+            wire[i] ^= x;
+        }
+        let run = |borrowed: bool| {
+            let mut server = Connection::new(Role::Server, config_b.clone());
+            let (mut events, mut written) = (Vec::new(), Vec::new());
+            let mut rest = &wire[..];
+            let mut sizes = split.iter().copied().cycle();
+            while !rest.is_empty() {
+                let n = sizes.next().unwrap_or(usize::MAX).clamp(1, rest.len());
+                let (piece, tail) = rest.split_at(n);
+                rest = tail;
+                server.receive_buffer().extend_from_slice(piece);
+                loop {
+                    if borrowed {
+                        let _ = server.receive_with(max_buffered, |m, mut tx| {
+                            events.push(m.to_message());
+                            let _ = tx.send_ref(m);
+                        });
+                    }
+                    let Some(ev) = server.poll_event() else { break };
+                    if ev.is_data() {
+                        let _ = server.send(ev.clone());
+                    }
+                    events.push(ev);
+                    // The queue limit is met by writing, as a driver would.
+                    if server.buffered_amount() >= max_buffered {
+                        written.extend(take_tx(&mut server));
+                    }
+                }
+                written.extend(take_tx(&mut server));
+            }
+            (events, server.state().clone(), written)
+        };
+        prop_assert_eq!(run(true), run(false));
+    }
+
     /// The word-at-a-time mask equals the byte loop for any length, start alignment, key and
     /// offset into the payload; masking in two pieces equals masking at once.
     #[test]

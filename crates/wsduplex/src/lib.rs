@@ -100,10 +100,10 @@ mod socket;
 pub mod tls;
 
 pub use proto;
-pub use proto::{CloseCode, CloseFrame, DeflateConfig, Message, Utf8Bytes};
+pub use proto::{CloseCode, CloseFrame, DeflateConfig, Message, MessageRef, Utf8Bytes};
 
 pub use client::{connect, connect_with, ClientConfig, ClientStream, Handshake};
 pub use error::{Error, Result};
 pub use proxy::{ProxyError, ProxySetting};
 pub use server::{accept, Incoming, ServerConfig};
-pub use socket::{Config, ReadHalf, SlowReader, WebSocket, WriteHalf};
+pub use socket::{Config, ReadHalf, Reply, SlowReader, WebSocket, WriteHalf};

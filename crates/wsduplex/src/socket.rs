@@ -12,7 +12,7 @@ use bytes::Buf;
 use futures_core::Stream;
 use futures_sink::Sink;
 use futures_util::task::{waker_ref, ArcWake, AtomicWaker};
-use proto::{CloseCode, Connection, Message, Role, State};
+use proto::{CloseCode, Connection, Message, MessageRef, Role, State};
 use std::future::{poll_fn, Future};
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -95,6 +95,100 @@ fn data_len(msg: &Message) -> Option<usize> {
         Message::Binary(b) => Some(b.len()),
         _ => None,
     }
+}
+
+/// Queues a text or binary message of `len` bytes with `queue`, under the slow-reader policy.
+fn queue_data(
+    tx: &mut proto::Sender<'_>,
+    slow_reader: SlowReader,
+    max_write_buffer: usize,
+    len: usize,
+    queue: impl FnOnce(&mut proto::Sender<'_>) -> std::result::Result<(), proto::Error>,
+) -> Result<()> {
+    let full = tx.buffered_amount() >= max_write_buffer;
+    match slow_reader {
+        SlowReader::Drop if full && *tx.state() == State::Open => {
+            metrics::queue_overflow(metrics::Overflow::Dropped);
+            Ok(())
+        }
+        SlowReader::Close if full && *tx.state() == State::Open => {
+            metrics::queue_overflow(metrics::Overflow::Closed);
+            tx.close(CloseCode::POLICY_VIOLATION, "too slow")?;
+            Err(Error::SlowReader)
+        }
+        _ => {
+            queue(tx)?;
+            metrics::sent(len);
+            Ok(())
+        }
+    }
+}
+
+/// The sending side of a socket, handed to [`WebSocket::recv_with`]'s callback beside each
+/// message: replies queue as [`WebSocket::feed`] would queue them (under the same
+/// [`SlowReader`] policy) and go out with the next write.
+pub struct Reply<'a> {
+    tx: proto::Sender<'a>,
+    slow_reader: SlowReader,
+    max_write_buffer: usize,
+    /// The message handed out, when it is owned (16 KiB or more, or one that came in
+    /// fragments): a reply with the same payload shares it instead of copying it.
+    shared: Option<&'a Message>,
+}
+
+impl<'a> Reply<'a> {
+    fn new<S>(inner: &'a mut Inner<S>, shared: Option<&'a Message>) -> Self {
+        Self {
+            slow_reader: inner.slow_reader,
+            max_write_buffer: inner.max_write_buffer,
+            tx: inner.conn.sender(),
+            shared,
+        }
+    }
+
+    /// Queues a text or binary message: the one just received (an echo) or any other. Its
+    /// bytes are copied into the queue, unless it is the received message's own payload and
+    /// that is large: then it is shared.
+    pub fn send(&mut self, msg: MessageRef<'_>) -> Result<()> {
+        let len = msg.len();
+        let owned = self
+            .shared
+            .filter(|m| m.as_data().is_some_and(|d| same(d, msg)));
+        let (slow_reader, max) = (self.slow_reader, self.max_write_buffer);
+        match owned {
+            Some(m) => queue_data(&mut self.tx, slow_reader, max, len, |tx| tx.send(m.clone())),
+            None => queue_data(&mut self.tx, slow_reader, max, len, |tx| tx.send_ref(msg)),
+        }
+    }
+
+    /// Queues a message; as [`WebSocket::feed`] does, without waiting.
+    pub fn send_message(&mut self, msg: impl Into<Message>) -> Result<()> {
+        let msg = msg.into();
+        let Some(len) = data_len(&msg) else {
+            return self.tx.send(msg).map_err(Error::from);
+        };
+        let (slow_reader, max) = (self.slow_reader, self.max_write_buffer);
+        queue_data(&mut self.tx, slow_reader, max, len, |tx| tx.send(msg))
+    }
+
+    /// Starts the closing handshake; the close frame goes out with the next write.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        self.tx.close(code, reason).map_err(Error::from)
+    }
+
+    /// Outgoing bytes not yet written (the browser's `bufferedAmount`).
+    pub fn buffered_amount(&self) -> usize {
+        self.tx.buffered_amount()
+    }
+}
+
+/// The same message, at the same address: a reply that is the received message itself.
+fn same(a: MessageRef<'_>, b: MessageRef<'_>) -> bool {
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    matches!(
+        (a, b),
+        (MessageRef::Text(_), MessageRef::Text(_)) | (MessageRef::Binary(_), MessageRef::Binary(_))
+    ) && std::ptr::eq(x, y)
 }
 
 /// Where the transport stands once the protocol is done.
@@ -281,10 +375,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+        self.poll_recv(cx, None::<fn(MessageRef<'_>, &mut Reply<'_>)>)
+    }
+
+    /// Reads, and yields the next item; with `on_data`, text and binary messages go to it
+    /// (borrowed) instead, and the next other item is yielded.
+    fn poll_recv<F>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut on_data: Option<F>,
+    ) -> Poll<Option<Result<Message>>>
+    where
+        F: FnMut(MessageRef<'_>, &mut Reply<'_>),
+    {
         loop {
             // Checked before every event, so a flood of incoming data cannot starve pings.
             if self.timers.is_some() && self.phase == Phase::Open && self.poll_timers(cx) {
                 continue;
+            }
+            if let Some(f) = on_data.as_mut() {
+                if self.slow_reader == SlowReader::Wait
+                    && self.conn.buffered_amount() >= self.max_write_buffer
+                {
+                    // As `poll_ready`: a full queue is written out before the next message.
+                    match self.poll_flush_tx(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(e)) => {
+                            self.finish_with(e);
+                            continue;
+                        }
+                        Poll::Pending => return self.pending_while_closing(cx),
+                    }
+                }
+                if self.take_borrowed(f) {
+                    continue;
+                }
             }
             if let Some(ev) = self.conn.poll_event() {
                 if let Message::Close(_) = ev {
@@ -293,10 +418,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 }
                 if let Some(len) = data_len(&ev) {
                     metrics::received(len);
-                    if let Some(t) = self.timers.as_mut() {
-                        if let Some(idle) = t.idle_timeout {
-                            t.idle_deadline = Some(Instant::now() + idle);
-                        }
+                    self.data_arrived();
+                    if let Some(f) = on_data.as_mut() {
+                        let msg = ev.as_data().expect("a text or binary message");
+                        f(msg, &mut Reply::new(self, Some(&ev)));
+                        continue;
                     }
                 }
                 return Poll::Ready(Some(Ok(ev)));
@@ -356,14 +482,56 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                     let _ = self.conn.receive_eof();
                 }
                 Ok(_) => {
-                    // Any bytes from the peer prove it is alive.
+                    // Any bytes from the peer prove it is alive. They are decoded at the top
+                    // of the loop: by `receive_with` when it can, otherwise by `poll_event`.
                     if let Some(t) = self.timers.as_mut() {
                         t.pong_deadline = None;
                     }
-                    // An error is recorded in the state; queued events come out first.
-                    let _ = self.conn.receive_buffered();
                 }
                 Err(e) => self.finish_with(e.into()),
+            }
+        }
+    }
+
+    /// Hands the whole small messages buffered to `f`, borrowed from the receive buffer
+    /// ([`Connection::receive_with`]). Whether it handed out any and a full queue (with
+    /// [`SlowReader::Wait`]) stopped it: the caller then writes before taking more.
+    fn take_borrowed<F>(&mut self, f: &mut F) -> bool
+    where
+        F: FnMut(MessageRef<'_>, &mut Reply<'_>),
+    {
+        let limit = match self.slow_reader {
+            SlowReader::Wait => self.max_write_buffer,
+            // The policy applies per reply; reading pauses at `read_pause`.
+            SlowReader::Drop | SlowReader::Close => usize::MAX,
+        };
+        let (slow_reader, max_write_buffer) = (self.slow_reader, self.max_write_buffer);
+        // An error is recorded in the state, and comes out of the next read.
+        let n = self
+            .conn
+            .receive_with(limit, |msg, tx| {
+                metrics::received(msg.len());
+                let mut reply = Reply {
+                    tx,
+                    slow_reader,
+                    max_write_buffer,
+                    shared: None,
+                };
+                f(msg, &mut reply);
+            })
+            .unwrap_or(0);
+        if n == 0 {
+            return false;
+        }
+        self.data_arrived();
+        self.conn.buffered_amount() >= limit
+    }
+
+    /// A text or binary message arrived: the idle timer starts again.
+    fn data_arrived(&mut self) {
+        if let Some(t) = self.timers.as_mut() {
+            if let Some(idle) = t.idle_timeout {
+                t.idle_deadline = Some(Instant::now() + idle);
             }
         }
     }
@@ -452,23 +620,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         let Some(len) = data_len(&msg) else {
             return self.conn.send(msg).map_err(Error::from);
         };
-        let full = self.conn.buffered_amount() >= self.max_write_buffer;
-        match self.slow_reader {
-            SlowReader::Drop if full && *self.conn.state() == State::Open => {
-                metrics::queue_overflow(metrics::Overflow::Dropped);
-                Ok(())
-            }
-            SlowReader::Close if full && *self.conn.state() == State::Open => {
-                metrics::queue_overflow(metrics::Overflow::Closed);
-                self.conn.close(CloseCode::POLICY_VIOLATION, "too slow")?;
-                Err(Error::SlowReader)
-            }
-            _ => {
-                self.conn.send(msg)?;
-                metrics::sent(len);
-                Ok(())
-            }
-        }
+        let (slow_reader, max) = (self.slow_reader, self.max_write_buffer);
+        queue_data(&mut self.conn.sender(), slow_reader, max, len, |tx| {
+            tx.send(msg)
+        })
     }
 
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
@@ -557,6 +712,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// The next message; `None` after the final `Close` or error.
     pub async fn recv(&mut self) -> Option<Result<Message>> {
         poll_fn(|cx| self.inner.poll_next(cx)).await
+    }
+
+    /// Like [`WebSocket::recv`], but text and binary messages go to `on_message`, borrowed,
+    /// with a [`Reply`] to answer them: it returns the next other item (a ping, a pong, the
+    /// peer's close, an error), or `None` at the end.
+    ///
+    /// The fast way to serve many small messages: a whole message under 16 KiB is handed
+    /// out from the receive buffer, with no allocation and no reference count, and a reply
+    /// is copied straight into the write queue. Larger or fragmented messages are handed out
+    /// from an owned [`Message`], and a reply of the same payload shares it.
+    ///
+    /// ```no_run
+    /// # async fn echo(mut ws: wsduplex::WebSocket<tokio::net::TcpStream>) {
+    /// while let Some(item) = ws.recv_with(|msg, reply| { let _ = reply.send(msg); }).await {
+    ///     if item.is_err() {
+    ///         break;
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn recv_with<F>(&mut self, mut on_message: F) -> Option<Result<Message>>
+    where
+        F: FnMut(MessageRef<'_>, &mut Reply<'_>),
+    {
+        poll_fn(|cx| self.inner.poll_recv(cx, Some(&mut on_message))).await
+    }
+
+    /// The poll form of [`WebSocket::recv_with`], for hand-written futures.
+    pub fn poll_recv_with<F>(
+        &mut self,
+        cx: &mut Context<'_>,
+        on_message: F,
+    ) -> Poll<Option<Result<Message>>>
+    where
+        F: FnMut(MessageRef<'_>, &mut Reply<'_>),
+    {
+        self.inner.poll_recv(cx, Some(on_message))
     }
 
     /// Sends a message and flushes it to the transport.
