@@ -515,11 +515,13 @@ impl Connection {
     }
 
     /// Queues a text message.
+    #[inline]
     pub fn send_text(&mut self, text: &str) -> Result<(), Error> {
         self.send_data(OpCode::Text, Payload::Borrowed(text.as_bytes()))
     }
 
     /// Queues a binary message.
+    #[inline]
     pub fn send_binary(&mut self, data: &[u8]) -> Result<(), Error> {
         self.send_data(OpCode::Binary, Payload::Borrowed(data))
     }
@@ -608,10 +610,12 @@ impl Connection {
         }
     }
 
+    /// Queues a data message. The common case of a server, one unmasked, uncompressed frame,
+    /// is inlined where it is sent; the rest is out of line.
+    #[inline]
     fn send_data(&mut self, opcode: OpCode, payload: Payload<'_>) -> Result<(), Error> {
-        self.check_open()?;
-        // The common case of a server: one unmasked, uncompressed frame.
-        if self.role == Role::Server
+        if matches!(self.state, State::Open)
+            && self.role == Role::Server
             && self.deflate.is_none()
             && self
                 .config
@@ -621,6 +625,13 @@ impl Connection {
             self.tx.push_unmasked(opcode, payload);
             return Ok(());
         }
+        self.send_data_framed(opcode, payload)
+    }
+
+    /// [`Connection::send_data`] for a client (masked), with compression or fragmentation,
+    /// and when the state does not allow sending.
+    fn send_data_framed(&mut self, opcode: OpCode, payload: Payload<'_>) -> Result<(), Error> {
+        self.check_open()?;
         let compress = self
             .deflate
             .as_ref()
@@ -970,6 +981,7 @@ impl Sender<'_> {
     }
 
     /// Queues a borrowed message (copied into the queue), of the same type.
+    #[inline]
     pub fn send_ref(&mut self, msg: MessageRef<'_>) -> Result<(), Error> {
         match msg {
             MessageRef::Text(t) => self.conn.send_text(t),

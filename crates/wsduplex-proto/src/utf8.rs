@@ -250,6 +250,24 @@ mod tests {
     }
 
     #[test]
+    fn the_short_ascii_check_finds_a_high_byte_at_every_length_and_position() {
+        // It is what lets short text skip validation (and `validate_str` skip the check).
+        for len in 0..80 {
+            let ascii: Vec<u8> = (0..len).map(|i| (i % 128) as u8).collect();
+            assert_eq!(short_ascii(&ascii), len < 64, "{len}");
+            for at in 0..len {
+                for high in [0x80, 0xc3, 0xff] {
+                    let mut v = ascii.clone();
+                    v[at] = high;
+                    assert!(!short_ascii(&v), "{len} {at} {high:#x}");
+                    assert!(validate_str(&v).is_ok() == std::str::from_utf8(&v).is_ok());
+                }
+            }
+            assert_eq!(validate_str(&ascii).unwrap().as_bytes(), &ascii[..]);
+        }
+    }
+
+    #[test]
     fn utf8_bytes_rejects_invalid() {
         assert!(Utf8Bytes::try_from_bytes(Bytes::from_static(&[0xff])).is_err());
         assert_eq!(
