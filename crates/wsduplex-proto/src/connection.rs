@@ -500,6 +500,19 @@ impl Connection {
         self.tx.len()
     }
 
+    /// The transmit queue's buffer, taken out while nothing is queued: a driver can keep it
+    /// for this or another connection ([`Connection::give_transmit_buffer`]) instead of
+    /// freeing it with [`Connection::shrink_buffers`]. (The receive buffer is at
+    /// [`Connection::receive_buffer`].)
+    pub fn take_transmit_buffer(&mut self) -> Option<BytesMut> {
+        self.tx.take_buffer()
+    }
+
+    /// Gives the transmit queue the empty buffer `make` returns, if it has none.
+    pub fn give_transmit_buffer(&mut self, make: impl FnOnce() -> BytesMut) {
+        self.tx.give_buffer(make)
+    }
+
     /// Frees the receive and transmit buffers if they are empty (for idle connections).
     pub fn shrink_buffers(&mut self) {
         if self.rx.is_empty() && self.frame.is_none() {

@@ -129,6 +129,21 @@ impl Transmit {
         self.len == 0
     }
 
+    /// The buffer frames are written into, taken out while nothing is queued (`None` while
+    /// something is, or when there is no buffer).
+    pub(crate) fn take_buffer(&mut self) -> Option<BytesMut> {
+        (self.len == 0 && self.tail.capacity() > 0).then(|| std::mem::take(&mut self.tail))
+    }
+
+    /// Installs the empty buffer `make` returns to write frames into, if there is none.
+    pub(crate) fn give_buffer(&mut self, make: impl FnOnce() -> BytesMut) {
+        if self.len == 0 && self.tail.capacity() == 0 {
+            let buf = make();
+            debug_assert!(buf.is_empty());
+            self.tail = buf;
+        }
+    }
+
     /// Releases the queue's memory once it is empty (for idle connections).
     pub fn shrink(&mut self) {
         if self.len == 0 {

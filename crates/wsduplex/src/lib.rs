@@ -87,6 +87,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod buffers;
 pub mod client;
 mod error;
 pub mod forwarded;

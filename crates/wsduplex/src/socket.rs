@@ -6,6 +6,7 @@
 //! application queued) whenever it would otherwise wait for input, so an echo loop that
 //! only `feed`s gets batched writes for free.
 
+use crate::buffers;
 use crate::error::{Error, Result};
 use crate::metrics;
 use bytes::Buf;
@@ -471,6 +472,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             }
             let want = self.conn.receive_hint().clamp(MIN_READ, MAX_READ);
             let buf = self.conn.receive_buffer();
+            if buf.capacity() == 0 {
+                *buf = buffers::take();
+            }
             buf.reserve(want);
             let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf);
             let Poll::Ready(read) = read else {
@@ -487,6 +491,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                     if let Some(t) = self.timers.as_mut() {
                         t.pong_deadline = None;
                     }
+                    // Replies and pongs are likely: a kept buffer to write them into.
+                    self.conn.give_transmit_buffer(buffers::take);
                 }
                 Err(e) => self.finish_with(e.into()),
             }
@@ -536,11 +542,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         }
     }
 
+    /// Gives the empty read and write buffers back to this thread's pool (see
+    /// [`buffers`]), and frees the rest that an idle connection does not need.
+    fn release_buffers(&mut self) {
+        let rx = self.conn.receive_buffer();
+        if rx.is_empty() && rx.capacity() > 0 {
+            buffers::give(std::mem::take(rx));
+        }
+        if let Some(tx) = self.conn.take_transmit_buffer() {
+            buffers::give(tx);
+        }
+        self.conn.shrink_buffers();
+    }
+
     /// About to wait for the peer. Nothing is buffered now, so the buffers are released: an
     /// idle connection holds no read or write buffer (they come back on the next read). While
     /// our close is unanswered, the close timer bounds the wait.
     fn pending_while_closing(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
-        self.conn.shrink_buffers();
+        self.release_buffers();
         if *self.conn.state() == State::Closing && self.close_timer_expired(cx) {
             self.finish_with(Error::CloseTimeout);
             return self.poll_next(cx);
@@ -584,7 +603,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             }
         }
         self.conn.receive_buffer().clear();
-        self.conn.shrink_buffers();
+        self.release_buffers();
         Poll::Ready(())
     }
 
