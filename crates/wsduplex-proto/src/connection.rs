@@ -500,10 +500,18 @@ impl Connection {
         self.tx.len()
     }
 
+    /// The receive buffer, taken out when it is empty and no frame is in progress (one in
+    /// progress keeps the room it was given for the rest of it): a driver can keep it for
+    /// this or another connection instead of freeing it with [`Connection::shrink_buffers`],
+    /// and put it back through [`Connection::receive_buffer`].
+    pub fn take_receive_buffer(&mut self) -> Option<BytesMut> {
+        (self.rx.is_empty() && self.rx.capacity() > 0 && self.frame.is_none())
+            .then(|| std::mem::take(&mut self.rx))
+    }
+
     /// The transmit queue's buffer, taken out while nothing is queued: a driver can keep it
     /// for this or another connection ([`Connection::give_transmit_buffer`]) instead of
-    /// freeing it with [`Connection::shrink_buffers`]. (The receive buffer is at
-    /// [`Connection::receive_buffer`].)
+    /// freeing it with [`Connection::shrink_buffers`].
     pub fn take_transmit_buffer(&mut self) -> Option<BytesMut> {
         self.tx.take_buffer()
     }

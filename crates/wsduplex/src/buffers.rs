@@ -31,8 +31,11 @@ pub(crate) fn take() -> BytesMut {
 /// it), not too large, and the pool has room; frees it otherwise.
 pub(crate) fn give(mut buf: BytesMut) {
     buf.clear();
-    // `try_reclaim` moves the free space back to the start, and fails on a shared buffer.
-    if buf.try_reclaim(SIZE) && buf.capacity() <= MAX_SIZE {
+    // `try_reclaim(n)` succeeds when the buffer is not shared and its allocation has room
+    // for n bytes, and then moves the free space back to the start. Its `capacity()` cannot
+    // tell: a buffer split off the end of a large one shows only its own part.
+    let large = buf.try_reclaim(MAX_SIZE + 1);
+    if !large && buf.try_reclaim(SIZE) {
         POOL.with(|p| {
             let mut pool = p.borrow_mut();
             if pool.len() < MAX_POOLED {
@@ -66,6 +69,14 @@ mod tests {
         drop(held);
         // Grown past MAX_SIZE: freed.
         give(BytesMut::with_capacity(MAX_SIZE * 2));
+        assert_eq!(POOL.with(|p| p.borrow().len()), 0);
+        // What is left of a large buffer once a large message was split off it and dropped:
+        // small to look at, large underneath. Freed.
+        let mut big = BytesMut::with_capacity(128 * 1024);
+        big.extend_from_slice(&[0; 126 * 1024]);
+        drop(big.split_to(126 * 1024).freeze());
+        assert!(big.capacity() <= MAX_SIZE);
+        give(big);
         assert_eq!(POOL.with(|p| p.borrow().len()), 0);
         // At most MAX_POOLED kept.
         for _ in 0..MAX_POOLED + 5 {

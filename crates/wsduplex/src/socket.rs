@@ -214,6 +214,11 @@ struct Inner<S> {
     /// Client: the server closed TCP (or we stopped waiting for it).
     server_closed: bool,
     write_shutdown: bool,
+    /// The read buffer went back to the pool (see [`buffers`]): the next read takes one
+    /// from it. (An empty read buffer without room is otherwise what is left once a large
+    /// message was split off: growing it from scratch, `BytesMut` makes it as large as
+    /// that one, so large messages do not start small and grow each time.)
+    rx_released: bool,
     /// Keepalive and idle timers; `None` (and free) unless configured.
     timers: Option<Box<Timers>>,
     /// `None` (and one pointer) while open without a subprotocol, as most connections are.
@@ -472,7 +477,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             }
             let want = self.conn.receive_hint().clamp(MIN_READ, MAX_READ);
             let buf = self.conn.receive_buffer();
-            if buf.capacity() == 0 {
+            if self.rx_released {
+                self.rx_released = false;
                 *buf = buffers::take();
             }
             buf.reserve(want);
@@ -545,9 +551,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     /// Gives the empty read and write buffers back to this thread's pool (see
     /// [`buffers`]), and frees the rest that an idle connection does not need.
     fn release_buffers(&mut self) {
-        let rx = self.conn.receive_buffer();
-        if rx.is_empty() && rx.capacity() > 0 {
-            buffers::give(std::mem::take(rx));
+        if let Some(rx) = self.conn.take_receive_buffer() {
+            buffers::give(rx);
+            self.rx_released = true;
         }
         if let Some(tx) = self.conn.take_transmit_buffer() {
             buffers::give(tx);
@@ -700,6 +706,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 phase: Phase::Open,
                 server_closed: false,
                 write_shutdown: false,
+                rx_released: false,
                 timers,
                 rare: None,
             },
