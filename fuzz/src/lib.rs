@@ -435,6 +435,12 @@ impl Harness {
         let owed = std::mem::take(&mut self.event_owed);
         let ev = ev?;
         assert!(!failed || owed, "an event while failed: {ev:?}");
+        self.check_event(&ev);
+        Some(ev)
+    }
+
+    /// What holds for every event, taken from `poll_event` or handed out borrowed.
+    fn check_event(&mut self, ev: &Message) {
         assert!(!self.close_seen, "an event after the close: {ev:?}");
         let max = self.conn.config().max_message_size;
         match &ev {
@@ -465,7 +471,45 @@ impl Harness {
             other => panic!("unknown event {other:?}"),
         }
         self.events.push(ev.clone());
-        Some(ev)
+    }
+
+    /// `receive_with`, echoing every message it hands out (as `/echo` does); returns how
+    /// many. What it hands out is checked as events are, and it may hand out nothing while
+    /// the state is not `Open`.
+    pub fn receive_with(&mut self, max_buffered: usize) -> usize {
+        let before = self.conn.state().clone();
+        let mut got = Vec::new();
+        let mut echoed = Vec::new();
+        let r = self.call_as(true, |c| {
+            c.receive_with(max_buffered, |m, mut tx| {
+                got.push(m.to_message());
+                if tx.send_ref(m).is_ok() {
+                    echoed.push(m.to_message());
+                }
+            })
+        });
+        trace!("receive_with: {r:?}, {} messages", got.len());
+        match &r {
+            Ok(n) => assert_eq!(*n, got.len()),
+            Err(Error::Protocol(ProtocolError::InvalidUtf8)) => {
+                assert_eq!(
+                    self.conn.state(),
+                    &State::Failed(ProtocolError::InvalidUtf8)
+                )
+            }
+            Err(e) => panic!("receive_with failed with {e:?}"),
+        }
+        if before != State::Open {
+            assert!(got.is_empty(), "messages handed out in state {before:?}");
+        }
+        for m in &got {
+            assert!(m.is_data() && m.as_payload().len() < 16 * 1024, "{m:?}");
+            self.check_event(m);
+        }
+        // Each echo is sent while `Open`: it reaches the peer.
+        assert_eq!(echoed.len(), got.len());
+        self.sent.extend(echoed);
+        got.len()
     }
 
     /// Runs a command and checks its result against the state it ran in.
@@ -584,6 +628,18 @@ pub struct Outcome {
 /// Feeds `input` to a connection in pieces of the given sizes (cycled), draining events and
 /// echoing data messages after each piece as an echo server would, then ends the stream.
 pub fn run_stream(role: Role, config: &Config, input: &[u8], sizes: &[usize]) -> Outcome {
+    run_stream_with(role, config, input, sizes, None)
+}
+
+/// [`run_stream`]; with `borrowed`, whole small messages are taken with `receive_with`
+/// (echoes queued up to that many bytes at a time) before each `poll_event`.
+pub fn run_stream_with(
+    role: Role,
+    config: &Config,
+    input: &[u8],
+    sizes: &[usize],
+    borrowed: Option<usize>,
+) -> Outcome {
     let mut h = Harness::new(role, config.clone());
     let mut rest = input;
     let mut sizes = sizes.iter().copied().cycle();
@@ -599,12 +655,19 @@ pub fn run_stream(role: Role, config: &Config, input: &[u8], sizes: &[usize]) ->
             h.receive(piece)
         };
         buffered = !buffered;
-        while let Some(ev) = h.poll_event() {
+        loop {
+            if let Some(max) = borrowed {
+                h.receive_with(max);
+            }
+            let Some(ev) = h.poll_event() else { break };
             let _ = match ev {
                 Message::Text(t) => h.command(Command::Text(t.as_str())),
                 Message::Binary(b) => h.command(Command::Message(Message::Binary(b))),
                 _ => Ok(()),
             };
+            if borrowed.is_some_and(|max| h.conn.buffered_amount() >= max) {
+                h.transmit(usize::MAX);
+            }
         }
         h.transmit(usize::MAX);
     }
@@ -634,6 +697,12 @@ pub fn run_bytes(role: Role, data: &[u8]) {
     assert_eq!(
         whole, pieces,
         "the outcome depends on how the input was split"
+    );
+    // Whole small messages taken borrowed, with the echo queue bounded by the first size.
+    let borrowed = run_stream_with(role, &config, input, &sizes, Some(sizes[0] * 16));
+    assert_eq!(
+        whole, borrowed,
+        "the outcome depends on taking messages with receive_with"
     );
 }
 
