@@ -144,6 +144,24 @@ fn clamp_control(m: &Send) -> Send {
     }
 }
 
+/// What a client with `config` writes for `messages`, with one byte changed if `corrupt`.
+fn client_wire(
+    config: Config,
+    messages: &[Send],
+    corrupt: Option<(prop::sample::Index, u8)>,
+) -> Vec<u8> {
+    let mut client = Connection::new(Role::Client, config);
+    for m in messages.iter().map(clamp_control) {
+        send(&mut client, &m);
+    }
+    let mut wire = take_tx(&mut client);
+    if let Some((i, x)) = corrupt {
+        let i = i.index(wire.len());
+        wire[i] ^= x;
+    }
+    wire
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -220,15 +238,7 @@ proptest! {
         corrupt in prop::option::of((any::<prop::sample::Index>(), 1u8..=255)),
         split in prop::collection::vec(1usize..40, 1..6),
     ) {
-        let mut client = Connection::new(Role::Client, config_a);
-        for m in messages.iter().map(clamp_control) {
-            send(&mut client, &m);
-        }
-        let mut wire = take_tx(&mut client);
-        if let Some((i, x)) = corrupt {
-            let i = i.index(wire.len());
-            wire[i] ^= x;
-        }
+        let wire = client_wire(config_a, &messages, corrupt);
         let run = |sizes: &[usize]| {
             // A server, so what it writes has no random mask and compares byte for byte.
             let mut server = Connection::new(Role::Server, config_b.clone());
@@ -252,15 +262,7 @@ proptest! {
         split in splits(),
         max_buffered in prop_oneof![Just(usize::MAX), 1usize..3000],
     ) {
-        let mut client = Connection::new(Role::Client, config_a);
-        for m in messages.iter().map(clamp_control) {
-            send(&mut client, &m);
-        }
-        let mut wire = take_tx(&mut client);
-        if let Some((i, x)) = corrupt {
-            let i = i.index(wire.len());
-            wire[i] ^= x;
-        }
+        let wire = client_wire(config_a, &messages, corrupt);
         let run = |borrowed: bool| {
             let mut server = Connection::new(Role::Server, config_b.clone());
             let (mut events, mut written) = (Vec::new(), Vec::new());
