@@ -388,7 +388,7 @@ impl Connection {
                 };
                 let start = at + start;
                 if let Some(key) = mask {
-                    apply_mask(&mut rx[start..start + len], key, 0);
+                    crate::mask::apply_mask_small(&mut rx[start..start + len], key);
                 }
                 (text, start, len)
             };

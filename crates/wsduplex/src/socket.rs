@@ -367,9 +367,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     /// Writes everything queued in the core, then flushes the transport.
     fn poll_flush_tx(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         while let Some(tx) = self.conn.poll_transmit() {
-            let mut slices = [IoSlice::new(&[]); 32];
-            let n = tx.chunks_vectored(&mut slices);
-            let written = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?;
+            let written = if tx.chunk().len() == tx.remaining() {
+                // One buffer (small frames all go into one): a plain write, without setting up
+                // an array of slices here and importing it in the kernel.
+                ready!(Pin::new(&mut self.io).poll_write(cx, tx.chunk()))?
+            } else {
+                let mut slices = [IoSlice::new(&[]); 32];
+                let n = tx.chunks_vectored(&mut slices);
+                ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?
+            };
             if written == 0 {
                 return Poll::Ready(Err(
                     std::io::Error::from(std::io::ErrorKind::WriteZero).into()
