@@ -16,8 +16,11 @@
 //! (CI) makes either a failure.
 
 mod common;
+#[path = "../../../tests/interop/peer.rs"]
+mod peer;
 
 use common::{send_signal, BIN, TIMEOUT};
+use peer::Peer;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -508,67 +511,10 @@ fn run_bounded(mut cmd: Command, stdin: &[u8], limit: Duration) -> ClientOutput 
 // The interop peers (tests/interop/), as clients through nginx
 // ---------------------------------------------------------------------------------------
 
-#[derive(Clone, Copy)]
-enum Peer {
-    Python,
-    Node,
-}
-
-impl Peer {
-    fn name(self) -> &'static str {
-        match self {
-            Peer::Python => "python websockets",
-            Peer::Node => "node ws",
-        }
-    }
-
-    /// The command running the peer's client script, or `None` (after a loud note) if the
-    /// peer is not installed. Found as `crates/wsduplex/tests/interop.rs` finds it.
-    fn client(self) -> Option<Command> {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let interop = root.join("tests/interop");
-        let (installed, cmd) = match self {
-            Peer::Python => {
-                let python = root.join("target/interop/venv/bin/python");
-                let import = Command::new(&python)
-                    .args(["-c", "import websockets"])
-                    .output();
-                let mut cmd = Command::new(&python);
-                cmd.arg(interop.join("python/client.py"));
-                (import.is_ok_and(|o| o.status.success()), cmd)
-            }
-            Peer::Node => {
-                let ws = interop.join("node/node_modules/ws/package.json");
-                let node = Command::new("node").arg("--version").output();
-                let mut cmd = Command::new("node");
-                cmd.arg(interop.join("node/client.js"));
-                (ws.exists() && node.is_ok_and(|o| o.status.success()), cmd)
-            }
-        };
-        if installed {
-            return Some(cmd);
-        }
-        if std::env::var_os("WSDUPLEX_REQUIRE_INTEROP").is_some_and(|v| v == "1") {
-            panic!(
-                "{} is not installed: run tests/interop/setup.sh",
-                self.name()
-            );
-        }
-        // Straight to stderr, past the test harness's capture: a skip must be seen.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** nginx: {} is not installed, SKIPPING its client through nginx; run \
-             tests/interop/setup.sh (WSDUPLEX_REQUIRE_INTEROP=1 makes this fail) ***\n",
-            self.name()
-        );
-        None
-    }
-}
-
 /// The peer's client script against `url` (nginx in front of `wsduplex serve`): every one
 /// of its checks must pass. `cafile`: the certificate nginx presents, for `wss://`.
 fn peer_client_through_nginx(peer: Peer, url: &str, cafile: Option<&Path>, nginx: &Nginx) {
-    let Some(mut cmd) = peer.client() else {
+    let Some(mut cmd) = peer.command("client", "its client through nginx") else {
         return;
     };
     cmd.arg("--plain-echo");

@@ -8,8 +8,11 @@
 //! Peer clients check every echo themselves and exit non-zero on a mismatch; peer servers
 //! print their port on the first line of stdout. Every process is killed when its test ends.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+#[path = "../../../tests/interop/peer.rs"]
+mod peer;
+
+use peer::Peer;
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -53,7 +56,7 @@ async fn bounded(test: impl std::future::Future<Output = ()>) {
 /// 1 MiB messages, its own fragmented messages, ping/pong, subprotocol selection by our
 /// preference, and our close 4001 "bye". Then it closes a second connection with 4003.
 async fn peer_client_against_our_server(peer: Peer) {
-    let Some(mut cmd) = peer.command("client") else {
+    let Some(mut cmd) = peer.command("client", "its client test (interop)") else {
         return;
     };
     let mut server = OurServer::start().await;
@@ -93,7 +96,7 @@ async fn peer_client_against_our_server(peer: Peer) {
 
 /// Our client against the peer's echo server.
 async fn our_client_against_peer_server(peer: Peer) {
-    let Some(cmd) = peer.command("server") else {
+    let Some(cmd) = peer.command("server", "its server test (interop)") else {
         return;
     };
     let mut server = PeerProcess::spawn(format!("{} server", peer.name()), cmd);
@@ -246,63 +249,6 @@ async fn echo_connection(
         }
     }
     Ok(received_close)
-}
-
-#[derive(Clone, Copy)]
-enum Peer {
-    Python,
-    Node,
-}
-
-impl Peer {
-    fn name(self) -> &'static str {
-        match self {
-            Peer::Python => "python websockets",
-            Peer::Node => "node ws",
-        }
-    }
-
-    /// The command running the peer's `client` or `server` script, or `None` (after a loud
-    /// note) if the peer is not installed.
-    fn command(self, role: &str) -> Option<Command> {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let interop = root.join("tests/interop");
-        let (installed, cmd) = match self {
-            Peer::Python => {
-                let python = root.join("target/interop/venv/bin/python");
-                let import = Command::new(&python)
-                    .args(["-c", "import websockets"])
-                    .output();
-                let mut cmd = Command::new(&python);
-                cmd.arg(interop.join(format!("python/{role}.py")));
-                (import.is_ok_and(|o| o.status.success()), cmd)
-            }
-            Peer::Node => {
-                let ws = interop.join("node/node_modules/ws/package.json");
-                let node = Command::new("node").arg("--version").output();
-                let mut cmd = Command::new("node");
-                cmd.arg(interop.join(format!("node/{role}.js")));
-                (ws.exists() && node.is_ok_and(|o| o.status.success()), cmd)
-            }
-        };
-        if installed {
-            return Some(cmd);
-        }
-        if std::env::var_os("WSDUPLEX_REQUIRE_INTEROP").is_some_and(|v| v == "1") {
-            panic!(
-                "{} is not installed: run tests/interop/setup.sh",
-                self.name()
-            );
-        }
-        // Straight to stderr, past the test harness's capture: a skip must be seen.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** interop: {} is not installed, SKIPPING its {role} test; \
-             run tests/interop/setup.sh (WSDUPLEX_REQUIRE_INTEROP=1 makes this fail) ***\n",
-            self.name()
-        );
-        None
-    }
 }
 
 /// A peer process. Dropping it kills the process and prints what it wrote to stderr (shown
