@@ -4,12 +4,11 @@
 
 mod common;
 
-use common::{join, next, next_of, say};
+use common::{join, next, next_of, say, Resp};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use wsduplex::server::ServerConfig;
 use wsduplex::Message;
 use wsduplex_hub::{Hub, HubConfig};
@@ -34,43 +33,10 @@ async fn start(hub_config: HubConfig) -> (SocketAddr, Hub) {
     (addr, hub)
 }
 
-struct Resp {
-    status: u16,
-    head: String,
-    body: Value,
-}
-
-/// One HTTP request on a fresh connection; the server closes it after the response.
+/// One HTTP request on a fresh connection, with time for a long poll to end.
 async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &str) -> Resp {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
-    for h in headers {
-        req.push_str(h);
-        req.push_str("\r\n");
-    }
-    if !body.is_empty() {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(LIMIT + Duration::from_secs(30), tcp.read_to_end(&mut raw))
-        .await
-        .expect("no response in time")
-        .unwrap();
-    let raw = String::from_utf8(raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head[9..12].parse().unwrap();
-    let body = serde_json::from_str(body).unwrap_or(Value::Null);
-    Resp {
-        status,
-        head: head.to_string(),
-        body,
-    }
+    let wait = LIMIT + Duration::from_secs(30);
+    common::http(addr, method, path, headers, body, wait).await
 }
 
 fn bearer() -> String {

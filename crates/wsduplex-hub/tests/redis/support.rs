@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use wsduplex::server::ServerConfig;
 use wsduplex_hub::{Hub, HubConfig, RedisConfig};
 
@@ -419,29 +417,11 @@ impl Drop for Node {
     }
 }
 
-/// One HTTP request on a fresh connection: status and JSON body.
+/// One HTTP request on a fresh connection, with the push API's token: status and JSON body.
 pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n");
-    if !body.is_empty() {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(LIMIT, tcp.read_to_end(&mut raw))
-        .await
-        .expect("no response in time")
-        .unwrap();
-    let raw = String::from_utf8(raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head[9..12].parse().unwrap();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let r = crate::common::http(addr, method, path, &[&auth], body, LIMIT).await;
+    (r.status, r.body)
 }
 
 /// Waits until `GET /api/rooms/ROOM` on `addr` lists exactly `members` (in any order).
