@@ -16,8 +16,13 @@
 //! failure.
 
 mod common;
+// The hub's tests' member helpers (`next` waits up to this file's `LIMIT`).
+#[allow(dead_code)]
+#[path = "../../wsduplex-hub/tests/common/mod.rs"]
+mod hub_common;
 
 use common::{metric, BIN, TIMEOUT};
+use hub_common::next;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -29,9 +34,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wsduplex::proxy::ProxySetting;
-use wsduplex::{ClientConfig, ClientStream, Message, WebSocket};
+use wsduplex::{ClientConfig, Message};
 
-type Ws = WebSocket<ClientStream>;
+use hub_common::Ws;
 
 /// Upper bound for anything the test waits for: an event, a node reaching Redis.
 const LIMIT: Duration = Duration::from_secs(15);
@@ -874,21 +879,6 @@ fn same_history(members: &[Member]) {
             "{} and {}",
             m.name, members[0].name
         );
-    }
-}
-
-/// The next event as JSON.
-async fn next(ws: &mut Ws) -> Value {
-    loop {
-        let item = tokio::time::timeout(LIMIT, ws.recv())
-            .await
-            .expect("no event in time");
-        match item {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
-            Some(Ok(Message::Close(c))) => panic!("closed: {c:?}"),
-            Some(Ok(_)) => {}
-            other => panic!("connection ended: {other:?}"),
-        }
     }
 }
 
