@@ -406,18 +406,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 continue;
             }
             if let Some(f) = on_data.as_mut() {
-                if self.slow_reader == SlowReader::Wait
-                    && self.conn.buffered_amount() >= self.max_write_buffer
-                {
-                    // As `poll_ready`: a full queue is written out before the next message.
-                    match self.poll_flush_tx(cx) {
-                        Poll::Ready(Ok(())) => {}
-                        Poll::Ready(Err(e)) => {
-                            self.finish_with(e);
-                            continue;
-                        }
-                        Poll::Pending => return self.pending_while_closing(cx),
+                // A message is taken only when its reply can be queued, as a `Sink` waits
+                // for `poll_ready`.
+                match self.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => {
+                        self.finish_with(e);
+                        continue;
                     }
+                    Poll::Pending => return self.pending_while_closing(cx),
                 }
                 if self.take_borrowed(f) {
                     continue;
