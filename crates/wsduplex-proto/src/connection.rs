@@ -523,9 +523,7 @@ impl Connection {
 
     /// Frees the receive and transmit buffers if they are empty (for idle connections).
     pub fn shrink_buffers(&mut self) {
-        if self.rx.is_empty() && self.frame.is_none() {
-            self.rx = BytesMut::new();
-        }
+        drop(self.take_receive_buffer());
         self.tx.shrink();
         if let Some(d) = self.deflate.as_mut() {
             d.deflater.shrink();
