@@ -9,14 +9,11 @@
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let r = offset & 3;
     let key = [key[r], key[(r + 1) & 3], key[(r + 2) & 3], key[(r + 3) & 3]];
-    if buf.len() < 16 {
-        return mask_bytes(buf, key);
+    if buf.len() < 64 {
+        return mask_short(buf, key);
     }
-    let k32 = u32::from_ne_bytes(key) as u64;
-    let k64 = k32 | (k32 << 32);
+    let k64 = key_word(key);
     let rest = match buf.len() {
-        // Short payloads, the common case: a word at a time, no setup for the wide loops.
-        ..64 => mask_words::<8>(buf, k64),
         #[cfg(target_arch = "x86_64")]
         256.. if std::arch::is_x86_feature_detected!("avx2") => {
             // SAFETY: the CPU has AVX2, checked just above.
@@ -38,9 +35,21 @@ pub(crate) fn apply_mask_small(buf: &mut [u8], key: [u8; 4]) {
     if buf.len() >= 64 {
         return apply_mask(buf, key, 0);
     }
-    let k32 = u32::from_ne_bytes(key) as u64;
-    let rest = mask_words::<8>(buf, k32 | (k32 << 32));
+    mask_short(buf, key);
+}
+
+/// Short payloads, the common case: a word at a time, no setup for the wide loops.
+#[inline(always)]
+fn mask_short(buf: &mut [u8], key: [u8; 4]) {
+    let rest = mask_words::<8>(buf, key_word(key));
     mask_bytes(rest, key);
+}
+
+/// The key repeated over a 64-bit word.
+#[inline(always)]
+fn key_word(key: [u8; 4]) -> u64 {
+    let k32 = u32::from_ne_bytes(key) as u64;
+    k32 | (k32 << 32)
 }
 
 /// XORs whole chunks of `CHUNK` bytes (a multiple of 8) with the key (as a repeated word);
