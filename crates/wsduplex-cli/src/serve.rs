@@ -342,6 +342,9 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     };
     socket.set_reuseaddr(true)?;
     socket.set_reuseport(true)?;
+    // Linux copies TCP_NODELAY from the listening socket to each accepted one, which saves
+    // a setsockopt per connection (see `handle`).
+    socket.set_nodelay(true)?;
     socket.bind(addr)?;
     let listener = socket.listen(1024)?;
     listener.into_std()
@@ -405,7 +408,11 @@ async fn handle(
     tasks: TaskTracker,
     span: tracing::Span,
 ) {
-    let _ = tcp.set_nodelay(true);
+    // Inherited from the listening socket on Linux (a test checks it); one syscall less per
+    // connection out of about ten.
+    if !cfg!(target_os = "linux") {
+        let _ = tcp.set_nodelay(true);
+    }
     match &shared.tls {
         None => {
             // Boxed: the request's stage is 3.4 KB of state, and this task's future is
@@ -981,7 +988,28 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{listen, parse_size};
+
+    /// `handle` skips `set_nodelay` on Linux because accepted sockets inherit it: without it,
+    /// every small echo would wait for Nagle's algorithm.
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let listeners = listen("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = listeners[0].local_addr().unwrap();
+        // Either worker's listener may get the connection (SO_REUSEPORT): ask both, without
+        // blocking, until one has it.
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        for l in &listeners {
+            l.set_nonblocking(true).unwrap();
+        }
+        let accepted = loop {
+            if let Some(a) = listeners.iter().find_map(|l| l.accept().ok()) {
+                break a;
+            }
+            std::thread::yield_now();
+        };
+        assert!(accepted.0.nodelay().unwrap());
+    }
 
     #[test]
     fn sizes() {
