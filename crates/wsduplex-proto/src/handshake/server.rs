@@ -252,18 +252,23 @@ impl Request {
             .map(|(n, v)| (self.str_at(n), &self.head[v.clone()]))
     }
 
-    /// The first value of a header (name case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+    fn name_is(&self, r: &Range<usize>, name: &str) -> bool {
+        self.head[r.clone()].eq_ignore_ascii_case(name.as_bytes())
     }
 
-    /// Every value of a header (name case-insensitive).
+    /// The first value of a header (name case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        let (_, v) = self.headers.iter().find(|(n, _)| self.name_is(n, name))?;
+        Some(&self.head[v.clone()])
+    }
+
+    /// Every value of a header (name case-insensitive). Names are compared as bytes: the
+    /// lookups of a handshake do not validate each name as UTF-8 again.
     pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.headers
+            .iter()
+            .filter(move |(n, _)| self.name_is(n, name))
+            .map(|(_, v)| &self.head[v.clone()])
     }
 
     /// Whether the client asks for a WebSocket (an `Upgrade: websocket` header): a request
@@ -410,6 +415,19 @@ mod tests {
         assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(resp.contains("Sec-WebSocket-Protocol: chat\r\n"));
         assert!(!resp.contains("Extensions"));
+    }
+
+    #[test]
+    fn header_names_match_in_any_case_and_every_value_is_found() {
+        let req = parse(
+            "GET / HTTP/1.1\r\nhOsT: a\r\nX-Tag: 1\r\nUPGRADE: h2c\r\nx-tag: 2\r\n\
+             upgrade: WebSocket\r\nX-Tags: 3\r\n\r\n",
+        );
+        assert_eq!(req.header("HOST"), Some(&b"a"[..]));
+        assert_eq!(req.header("x-tag"), Some(&b"1"[..]));
+        assert_eq!(req.header_all("X-TAG").collect::<Vec<_>>(), [b"1", b"2"]);
+        assert_eq!(req.header("x-ta"), None);
+        assert!(req.is_upgrade());
     }
 
     #[test]
