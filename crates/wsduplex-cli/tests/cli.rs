@@ -140,9 +140,8 @@ fn shutdown_on(signal: &str, signum: u32) {
     // A round trip first: the connection is being served when the signal arrives.
     ws.send(TEXT, b"before");
     assert_eq!(ws.read_message(), (TEXT, b"before".to_vec()));
-    // The handler is installed some time after the ready line (the ignored test
-    // `serve_signal_right_after_the_ready_line_exits_0` shows that bug); here the subject is
-    // what the handler does.
+    // Waiting for the handler keeps this test about what the handler does; a signal that
+    // comes the moment the ready line is out is `serve_signal_right_after_the_ready_line_exits_0`.
     wait_until_caught(server.pid(), signum);
     server.signal(signal);
     let (code, _) = ws.expect_close();
