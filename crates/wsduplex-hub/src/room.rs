@@ -21,6 +21,10 @@ use wsduplex::Utf8Bytes;
 /// Redis stay below it, so no client sees one id for two messages.
 pub(crate) const LOCAL_ID_GAP: u64 = 1_000_000;
 
+/// How many messages in doubt (see [`Room::publish_in_doubt`]) a room remembers; the
+/// oldest is forgotten first. One resync settles them all, so a few are plenty.
+const MAX_IN_DOUBT: usize = 64;
+
 /// Reports a local member's departure to the backplane: `(room, name)`.
 pub(crate) type OnLeave = Arc<dyn Fn(&str, Arc<str>) + Send + Sync>;
 
@@ -55,6 +59,29 @@ struct Shared {
     presence_seq: u64,
     /// Ids were handed out locally since the last snapshot (the backplane was down).
     local_ids: bool,
+    /// Messages delivered locally whose publish failed but may have reached Redis, oldest
+    /// first.
+    in_doubt: VecDeque<InDoubt>,
+    /// The number of the last message put in doubt.
+    doubt_seq: u64,
+}
+
+/// A message delivered locally after its publish failed: Redis may have run the publish
+/// anyway (it had the command when the connection failed), and then it comes back with a
+/// shared id and `token`.
+struct InDoubt {
+    seq: u64,
+    token: Box<str>,
+    /// The members here with a key below this got the local copy.
+    keys_below: u64,
+}
+
+/// A message of the shared sequence, as the backplane has it.
+pub(crate) struct SharedMessage {
+    pub(crate) id: u64,
+    pub(crate) encoded: Utf8Bytes,
+    /// What its publishing node tagged it with (see [`Room::publish_in_doubt`]).
+    pub(crate) token: Option<String>,
 }
 
 struct Member {
@@ -77,6 +104,9 @@ pub(crate) struct SyncState {
     pub(crate) last_id: u64,
     pub(crate) last_shared: u64,
     pub(crate) presence_seq: u64,
+    /// The messages in doubt up to this number are settled by this resync: they came back
+    /// in it, or Redis never ran them.
+    pub(crate) doubts_upto: u64,
 }
 
 /// The room as Redis has it, read atomically.
@@ -87,13 +117,15 @@ pub(crate) struct Snapshot {
     /// The room's id counter.
     pub(crate) top: u64,
     /// Messages after the last shared id this node had, oldest first.
-    pub(crate) messages: Vec<(u64, Utf8Bytes)>,
+    pub(crate) messages: Vec<SharedMessage>,
     /// Some messages after that id are gone from Redis (or more than history): the local
     /// members are closed with 4008 and resume with `since` (their welcome says `gap`).
     pub(crate) missed: bool,
     /// Names of local members that another node holds now (after an outage longer than
     /// the presence TTL): closed with 4008, they come back under a free name.
     pub(crate) conflicts: Vec<String>,
+    /// [`SyncState::doubts_upto`] of the state this resync sent.
+    pub(crate) doubts_upto: u64,
 }
 
 impl Room {
@@ -113,6 +145,8 @@ impl Room {
                 last_shared: 0,
                 presence_seq: 0,
                 local_ids: false,
+                in_doubt: VecDeque::new(),
+                doubt_seq: 0,
             }),
         )
     }
@@ -302,22 +336,22 @@ impl Room {
 
     pub(crate) fn sync_state(&self) -> SyncState {
         let s = self.lock();
-        let (last_shared, presence_seq) = s
-            .shared
-            .as_ref()
-            .map_or((0, 0), |sh| (sh.last_shared, sh.presence_seq));
+        let (last_shared, presence_seq, doubts_upto) = s.shared.as_ref().map_or((0, 0, 0), |sh| {
+            (sh.last_shared, sh.presence_seq, sh.doubt_seq)
+        });
         SyncState {
             local_names: s.members.iter().map(|m| m.name.to_string()).collect(),
             last_id: s.last_id,
             last_shared,
             presence_seq,
+            doubts_upto,
         }
     }
 
     /// A message of the shared sequence. `false` if it was already applied.
-    pub(crate) fn apply_message(&self, id: u64, encoded: Utf8Bytes) -> bool {
+    pub(crate) fn apply_message(&self, message: SharedMessage) -> bool {
         let mut s = self.lock();
-        apply_message(&self.name, &mut s, id, encoded)
+        apply_message(&self.name, &mut s, message)
     }
 
     /// Another node's member joined (or one of this node's, re-registered).
@@ -409,6 +443,32 @@ impl Room {
     /// their own (see [`LOCAL_ID_GAP`]) and `"local":true`, and stays out of history.
     pub(crate) fn publish_local(&self, name: &str, text: &str) -> u64 {
         let mut s = self.lock();
+        self.publish_local_in(&mut s, name, text)
+    }
+
+    /// [`Room::publish_local`] for a message whose publish failed after it may have reached
+    /// Redis (`token` is what it was tagged with there). If it comes back in the shared
+    /// sequence before the next resync has settled it, the members who got it here are not
+    /// given it again; everyone else is (and it is in history, with its shared id).
+    pub(crate) fn publish_in_doubt(&self, name: &str, text: &str, token: &str) -> u64 {
+        let mut s = self.lock();
+        let id = self.publish_local_in(&mut s, name, text);
+        let keys_below = s.next_key;
+        if let Some(shared) = s.shared.as_mut() {
+            if shared.in_doubt.len() >= MAX_IN_DOUBT {
+                shared.in_doubt.pop_front();
+            }
+            shared.doubt_seq += 1;
+            shared.in_doubt.push_back(InDoubt {
+                seq: shared.doubt_seq,
+                token: token.into(),
+                keys_below,
+            });
+        }
+        id
+    }
+
+    fn publish_local_in(&self, s: &mut State, name: &str, text: &str) -> u64 {
         if let Some(shared) = s.shared.as_mut() {
             if !shared.local_ids {
                 shared.local_ids = true;
@@ -418,7 +478,7 @@ impl Room {
         s.last_id += 1;
         let id = s.last_id;
         let encoded = event::local_message(id, &self.name, name, text, event::now_ms());
-        broadcast(&self.name, &mut s, encoded);
+        broadcast(&self.name, s, encoded);
         s.last_active = Instant::now();
         id
     }
@@ -430,8 +490,8 @@ impl Room {
         if s.shared.is_none() {
             return;
         }
-        for (id, encoded) in snap.messages {
-            apply_message(&self.name, &mut s, id, encoded);
+        for message in snap.messages {
+            apply_message(&self.name, &mut s, message);
         }
         let conflicts: HashSet<&str> = snap.conflicts.iter().map(|n| n.as_str()).collect();
         s.members.retain(|m| {
@@ -462,6 +522,7 @@ impl Room {
         shared.presence_seq = snap.presence_seq;
         shared.last_shared = shared.last_shared.max(snap.top);
         shared.local_ids = false;
+        shared.in_doubt.retain(|d| d.seq > snap.doubts_upto);
         shared.loaded = true;
         s.last_id = s.last_id.max(snap.top);
         for n in &left {
@@ -474,7 +535,8 @@ impl Room {
     }
 }
 
-fn apply_message(room: &str, s: &mut State, id: u64, encoded: Utf8Bytes) -> bool {
+fn apply_message(room: &str, s: &mut State, message: SharedMessage) -> bool {
+    let SharedMessage { id, encoded, token } = message;
     let Some(shared) = s.shared.as_mut() else {
         return false;
     };
@@ -482,6 +544,11 @@ fn apply_message(room: &str, s: &mut State, id: u64, encoded: Utf8Bytes) -> bool
         return false;
     }
     shared.last_shared = id;
+    // Ours, delivered locally when its publish failed: not again to those who got it.
+    let doubt = token.and_then(|t| shared.in_doubt.iter().position(|d| *d.token == *t));
+    let from_key = doubt
+        .and_then(|i| shared.in_doubt.remove(i))
+        .map_or(0, |d| d.keys_below);
     s.last_id = s.last_id.max(id);
     if s.history_len > 0 {
         if s.history.len() >= s.history_len {
@@ -489,7 +556,7 @@ fn apply_message(room: &str, s: &mut State, id: u64, encoded: Utf8Bytes) -> bool
         }
         s.history.push_back((id, encoded.clone()));
     }
-    broadcast(room, s, encoded);
+    deliver(room, s, encoded, from_key);
     s.last_active = Instant::now();
     true
 }
@@ -510,10 +577,20 @@ fn left_from_roster(room: &str, s: &mut State, name: &str) {
 /// left (which may overflow someone else in turn). In a shared room the backplane is told
 /// instead, and orders that `left` for every node.
 fn broadcast(room: &str, s: &mut State, event: Utf8Bytes) {
+    deliver(room, s, event, 0);
+}
+
+/// [`broadcast`] to the members with a key from `from_key` on (the `left` events it causes
+/// go to every member).
+fn deliver(room: &str, s: &mut State, event: Utf8Bytes, from_key: u64) {
     let mut gone: Vec<Arc<str>> = Vec::new();
     let mut next = Some(event);
+    let mut from_key = from_key;
     while let Some(ev) = next.take() {
         s.members.retain(|m| {
+            if m.key < from_key {
+                return true;
+            }
             let kept = m.mailbox.push(ev.clone());
             if !kept {
                 gone.push(m.name.clone());
@@ -527,5 +604,107 @@ fn broadcast(room: &str, s: &mut State, event: Utf8Bytes) {
         } else if let Some(name) = gone.pop() {
             next = Some(event::presence("left", room, &name));
         }
+        from_key = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::{Context, Waker};
+
+    /// The texts of the messages `joined` got since the last call (a welcome's history
+    /// included).
+    fn texts(joined: &Joined) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        let _ = joined.mailbox.poll_take(&mut cx, &mut out, 100);
+        let mut texts = Vec::new();
+        for e in &out {
+            let v: serde_json::Value = serde_json::from_str(e.as_str()).unwrap();
+            let messages = match v["type"].as_str() {
+                Some("welcome") => v["history"].as_array().unwrap().clone(),
+                Some("message") => vec![v],
+                _ => Vec::new(),
+            };
+            texts.extend(
+                messages
+                    .iter()
+                    .map(|m| m["text"].as_str().unwrap().to_string()),
+            );
+        }
+        texts
+    }
+
+    fn snapshot(roster: &[&str], top: u64, messages: Vec<SharedMessage>, upto: u64) -> Snapshot {
+        Snapshot {
+            roster: roster.iter().map(|n| (*n).into()).collect(),
+            presence_seq: roster.len() as u64,
+            top,
+            messages,
+            missed: false,
+            conflicts: Vec::new(),
+            doubts_upto: upto,
+        }
+    }
+
+    fn shared(id: u64, text: &str, token: Option<&str>) -> SharedMessage {
+        SharedMessage {
+            id,
+            encoded: event::message(id, "r", "alice", text, 1),
+            token: token.map(String::from),
+        }
+    }
+
+    #[test]
+    fn a_message_in_doubt_comes_back_once_to_those_who_got_it() {
+        let room = Room::new_shared("r", 10, Arc::new(|_: &str, _| {}));
+        room.apply_snapshot(snapshot(&[], 0, Vec::new(), 0));
+        let alice = room.admit(1, "alice", None, 10).unwrap();
+        assert!(texts(&alice).is_empty());
+        room.publish_in_doubt("alice", "frozen", "n-1");
+        assert_eq!(texts(&alice), ["frozen"]);
+        // Came later (it did not get the local copy): it gets the shared one.
+        let bob = room.admit(2, "bob", None, 10).unwrap();
+        texts(&bob);
+        room.apply_message(shared(1, "frozen", Some("n-1")));
+        room.apply_message(shared(2, "next", Some("n-2")));
+        assert_eq!(texts(&alice), ["next"]);
+        assert_eq!(texts(&bob), ["frozen", "next"]);
+        assert_eq!(room.members().1, LOCAL_ID_GAP, "ids never go back");
+        assert_eq!(room.last_shared(), 2);
+
+        // In the resync's messages; a doubt recorded after the resync started is kept.
+        room.publish_in_doubt("alice", "again", "n-3");
+        let state = room.sync_state();
+        room.publish_in_doubt("alice", "later", "n-4");
+        for member in [&alice, &bob] {
+            assert_eq!(texts(member), ["again", "later"]);
+        }
+        let back = vec![shared(3, "again", Some("n-3"))];
+        room.apply_snapshot(snapshot(&["alice", "bob"], 3, back, state.doubts_upto));
+        room.apply_message(shared(4, "later", Some("n-4")));
+        let carol = room.admit(3, "carol", Some(2), 10).unwrap();
+        for member in [&alice, &bob] {
+            assert!(texts(member).is_empty());
+        }
+        assert_eq!(
+            texts(&carol),
+            ["again", "later"],
+            "history has the shared copies"
+        );
+
+        // Settled by a resync that did not see it: if it shows up after all, it is new.
+        room.publish_in_doubt("alice", "lost", "n-5");
+        let state = room.sync_state();
+        room.apply_snapshot(snapshot(
+            &["alice", "bob"],
+            4,
+            Vec::new(),
+            state.doubts_upto,
+        ));
+        assert_eq!(texts(&alice), ["lost"]);
+        room.apply_message(shared(5, "lost", Some("n-5")));
+        assert_eq!(texts(&alice), ["lost"]);
     }
 }

@@ -6,7 +6,9 @@
 //! cluster slot):
 //! - `P:{R}:id`: the last message id (`INCR`).
 //! - `P:{R}:log`: the history, a stream whose entry ids are `0-<message id>`, capped with
-//!   `MAXLEN ~ history`; field `m` is the message's JSON.
+//!   `MAXLEN ~ history`; field `m` is the message's JSON, `t` the token its node tagged
+//!   it with (`<node>-<n>`: the node recognises its own message if the publish failed on
+//!   its side but ran in Redis).
 //! - `P:{R}:members`: name → `"<node> <presence seq>"`; names are unique in the room.
 //! - `P:{R}:nodes`: sorted set, node → when its heartbeat expires (ms, Redis clock).
 //! - `P:{R}:pseq`: the last presence change's number.
@@ -19,6 +21,7 @@
 //! `L<seq> <name>`, `C<name>` (cut that member wherever it is: any node may ask), `T<token> <session> <name>`
 //! (the session moves to the node waiting with that token) and `X<session>` (close it).
 
+use crate::room::SharedMessage;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{RedisError, Script, ScriptInvocation, Value};
 use wsduplex::Utf8Bytes;
@@ -48,11 +51,11 @@ local function sweep(members, nodes, pseq, channel, now)
 end
 "#;
 
-/// KEYS id, log; ARGV channel, head, tail, maxlen. Returns the id.
+/// KEYS id, log; ARGV channel, head, tail, maxlen, token. Returns the id.
 const PUBLISH: &str = r#"
 local id = redis.call('INCR', KEYS[1])
 local m = ARGV[2] .. int(id) .. ',' .. ARGV[3]
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '0-' .. int(id), 'm', m)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '0-' .. int(id), 'm', m, 't', ARGV[5])
 redis.call('PUBLISH', ARGV[1], 'M' .. int(id) .. ' ' .. m)
 return id
 "#;
@@ -404,7 +407,7 @@ pub(crate) struct Resynced {
     /// `(name, node, presence seq of its join)`.
     pub(crate) members: Vec<(String, String, u64)>,
     /// Oldest first.
-    pub(crate) messages: Vec<(u64, Utf8Bytes)>,
+    pub(crate) messages: Vec<SharedMessage>,
     pub(crate) missed: bool,
     pub(crate) conflicts: Vec<String>,
 }
@@ -455,6 +458,7 @@ impl Scripts {
         head: &str,
         tail: &str,
         history: usize,
+        token: &str,
     ) -> Result<u64, Failure> {
         let v: Value = self
             .publish
@@ -464,6 +468,7 @@ impl Scripts {
             .arg(head)
             .arg(tail)
             .arg(history.max(1))
+            .arg(token)
             .invoke_async(conn)
             .await?;
         int(&v).ok_or(Failure::Reply("publish"))
@@ -543,7 +548,7 @@ impl Scripts {
         keys: &Keys,
         after: u64,
         upto: u64,
-    ) -> Result<Vec<(u64, Utf8Bytes)>, Failure> {
+    ) -> Result<Vec<SharedMessage>, Failure> {
         let v: Value = ::redis::cmd("XRANGE")
             .arg(&keys.log)
             .arg(format!("(0-{after}"))
@@ -766,8 +771,9 @@ fn parse_members(v: &Value) -> Option<Vec<(String, String, u64)>> {
         .collect()
 }
 
-/// Stream entries `[[id, [field, value, ...]], ...]` as `(message id, JSON)`.
-fn parse_entries(v: &Value) -> Option<Vec<(u64, Utf8Bytes)>> {
+/// Stream entries `[[id, [field, value, ...]], ...]`; the token is optional (entries
+/// written before there was one have none).
+fn parse_entries(v: &Value) -> Option<Vec<SharedMessage>> {
     array(v)?
         .iter()
         .map(|entry| {
@@ -775,11 +781,18 @@ fn parse_entries(v: &Value) -> Option<Vec<(u64, Utf8Bytes)>> {
                 return None;
             };
             let id = text(id)?.strip_prefix("0-")?.parse().ok()?;
-            let json = array(fields)?
-                .chunks(2)
-                .find(|kv| kv.first().and_then(text).as_deref() == Some("m"))
-                .and_then(|kv| text(kv.get(1)?))?;
-            Some((id, Utf8Bytes::from(json)))
+            let fields = array(fields)?;
+            let field = |name: &str| {
+                fields
+                    .chunks(2)
+                    .find(|kv| kv.first().and_then(text).as_deref() == Some(name))
+                    .and_then(|kv| text(kv.get(1)?))
+            };
+            Some(SharedMessage {
+                id,
+                encoded: Utf8Bytes::from(field("m")?),
+                token: field("t"),
+            })
         })
         .collect()
 }
@@ -853,6 +866,28 @@ mod tests {
         for bad in ["", "Q1 a", "Mx {}", "J1 n", "L1", "T1 s"] {
             assert_eq!(parse_event(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn entries_with_and_without_a_token() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let entry = |id: &str, fields: &[&str]| {
+            Value::Array(vec![
+                bulk(id),
+                Value::Array(fields.iter().map(|f| bulk(f)).collect()),
+            ])
+        };
+        let v = Value::Array(vec![
+            entry("0-4", &["m", "{}"]),
+            entry("0-5", &["m", "{\"id\":5}", "t", "ab12-7"]),
+        ]);
+        let parsed = parse_entries(&v).unwrap();
+        let got: Vec<_> = parsed
+            .iter()
+            .map(|m| (m.id, m.encoded.as_str(), m.token.as_deref()))
+            .collect();
+        assert_eq!(got, [(4, "{}", None), (5, "{\"id\":5}", Some("ab12-7"))]);
+        assert!(parse_entries(&Value::Array(vec![entry("0-6", &["t", "x"])])).is_none());
     }
 
     #[test]

@@ -303,6 +303,69 @@ async fn a_redis_that_stops_answering_counts_as_down_until_it_answers_again() {
     assert_eq!(a["id"], LOCAL_ID_GAP + 1, "past the local id alice saw");
 }
 
+/// Redis freezes (`SIGSTOP`) just as a member sends: the publish times out and its node
+/// delivers the message locally, but Redis has the script in its socket buffer and runs it
+/// when it thaws. Every member still gets the message once: the sender's node recognises
+/// it in the resync and does not deliver it again; the other node delivers the shared copy.
+#[tokio::test]
+async fn a_message_sent_as_redis_froze_is_delivered_once_everywhere() {
+    let Some(redis) = Redis::start() else { return };
+    let nodes: Vec<Node> = (0..2)
+        .map(|_| Node::start(&redis, Duration::from_secs(15)))
+        .collect();
+    for n in &nodes {
+        n.connected(true).await;
+    }
+    let (mut alice, _) = join(nodes[0].addr, "/chat/fz?name=alice").await;
+    let (mut amy, _) = join(nodes[0].addr, "/chat/fz?name=amy").await;
+    let (mut bob, _) = join(nodes[1].addr, "/chat/fz?name=bob").await;
+    next_of(&mut alice, "joined").await;
+    next_of(&mut alice, "joined").await;
+    next_of(&mut amy, "joined").await;
+    say(&mut alice, "before").await;
+    for ws in [&mut alice, &mut amy, &mut bob] {
+        assert_eq!(messages(ws, 1).await[0].0, 1);
+    }
+
+    redis.signal("-STOP");
+    // Alice's publish waits for its answer (the node's timeout), then her node delivers
+    // the message itself.
+    say(&mut alice, "frozen").await;
+    let mut seen: Vec<Vec<Value>> = vec![Vec::new(), Vec::new(), Vec::new()];
+    for (ws, seen) in [&mut alice, &mut amy].into_iter().zip(&mut seen) {
+        let m = next_of(ws, "message").await;
+        assert_eq!((&m["text"], &m["local"]), (&json!("frozen"), &json!(true)));
+        seen.push(m);
+    }
+    nodes[0].connected(false).await;
+    redis.signal("-CONT");
+    for n in &nodes {
+        n.connected(true).await;
+    }
+    members_become(nodes[0].addr, "fz", &["alice", "amy", "bob"]).await;
+    say(&mut bob, "after").await;
+    for (ws, seen) in [&mut alice, &mut amy, &mut bob].into_iter().zip(&mut seen) {
+        loop {
+            let m = next_of(ws, "message").await;
+            let last = m["text"] == "after";
+            seen.push(m);
+            if last {
+                break;
+            }
+        }
+    }
+    for (who, seen) in ["alice", "amy", "bob"].iter().zip(&seen) {
+        let frozen: Vec<&Value> = seen.iter().filter(|m| m["text"] == "frozen").collect();
+        assert_eq!(frozen.len(), 1, "{who} got {seen:?}");
+    }
+    // Bob's node never had it locally: he gets the copy Redis ran, with its shared id.
+    let shared = seen[2].iter().find(|m| m["text"] == "frozen").unwrap();
+    assert_eq!(shared.get("local"), None, "{shared}");
+    assert_eq!(shared["id"], 2, "{shared}");
+    let after: Vec<&Value> = seen.iter().map(|s| s.last().unwrap()).collect();
+    assert!(after.iter().all(|m| m == &after[0]), "{after:?}");
+}
+
 /// Long polling with no sticky sessions: every request of one session goes to another
 /// node, and the session still sees every message once, in order.
 #[tokio::test]

@@ -19,7 +19,10 @@
 //! - While Redis is unreachable the node keeps its members chatting: messages are
 //!   delivered locally (`"local":true`, ids past [`crate::room::LOCAL_ID_GAP`], not in
 //!   history), leaves are told locally, joins are refused (`503`); it reconnects with
-//!   exponential backoff and resynchronizes.
+//!   exponential backoff and resynchronizes. A publish that failed may still have run in
+//!   Redis: each publish tags its stream entry with a token of this node's, and the resync
+//!   that follows does not deliver a message tagged with the token of one delivered
+//!   locally again to the members who got it.
 
 use super::scripts::{self, Event, Failure, Keys, Scripts, SessionInfo};
 use super::target::{self, redacted, Endpoint, Master, SentinelGone};
@@ -27,13 +30,13 @@ use super::{Backplane, BoxFuture, RoomState, SessionHook};
 
 mod run;
 use crate::event;
-use crate::room::{Joined, OnLeave, Room, Snapshot};
+use crate::room::{Joined, OnLeave, Room, SharedMessage, Snapshot};
 use crate::JoinError;
 use ::redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use ::redis::{AsyncConnectionConfig, Msg};
 use futures_util::StreamExt;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -133,6 +136,8 @@ pub(crate) struct RedisBackplane {
     target: String,
     /// This node's id in Redis.
     node: String,
+    /// Messages published by this node: with `node`, the token each is tagged with.
+    published: AtomicU64,
     history: usize,
     /// How long a long-polling session's record outlives its last request.
     session_ttl: Duration,
@@ -177,6 +182,7 @@ impl RedisBackplane {
             config,
             target,
             node: format!("{:016x}", rand::random::<u64>()),
+            published: AtomicU64::new(0),
             history,
             session_ttl,
             scripts: Scripts::new(),
@@ -353,16 +359,30 @@ impl Backplane for RedisBackplane {
             if let Some(link) = self.link() {
                 let keys = self.keys(room_name);
                 let tail = event::message_tail(room_name, name, text, event::now_ms());
+                let n = self.published.fetch_add(1, Ordering::Relaxed);
+                let token = format!("{}-{n}", self.node);
                 let mut conn = link.conn.clone();
+                let (head, history) = (event::MESSAGE_HEAD, self.history);
                 let published = self
                     .scripts
-                    .publish(&mut conn, &keys, event::MESSAGE_HEAD, &tail, self.history)
+                    .publish(&mut conn, &keys, head, &tail, history, &token)
                     .await;
                 match published {
                     Ok(id) => return Ok(id),
-                    // It may have reached Redis before the failure: then it is delivered
-                    // twice (here now, and with its shared id after the resync).
-                    Err(e) => self.failed(&link, "publish", &e),
+                    Err(e) => {
+                        // It may have reached Redis before the failure (Redis stalled with
+                        // the command in its buffer): delivered here now, in doubt until
+                        // the resync, which then does not deliver it here again. Recorded
+                        // before the task hears of the failure, so before that resync.
+                        let local = match &room {
+                            Some(room) if room.is_loaded() => {
+                                Some(room.publish_in_doubt(name, text, &token))
+                            }
+                            _ => None,
+                        };
+                        self.failed(&link, "publish", &e);
+                        return local.ok_or(JoinError::Unavailable);
+                    }
                 }
             }
             match room {

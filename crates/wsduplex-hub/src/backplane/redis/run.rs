@@ -275,11 +275,17 @@ impl RedisBackplane {
                 if id > last + 1 {
                     // Ids jump after an outage; anything between is in the stream.
                     let keys = self.keys(&room.name);
-                    for (id, m) in self.scripts.range(conn, &keys, last, id - 1).await? {
-                        room.apply_message(id, m);
+                    for m in self.scripts.range(conn, &keys, last, id - 1).await? {
+                        room.apply_message(m);
                     }
                 }
-                room.apply_message(id, Utf8Bytes::from(json.to_string()));
+                // The channel carries no token, the stream does: a message of this node
+                // in doubt comes back in the resync after its failure, which reads it.
+                room.apply_message(SharedMessage {
+                    id,
+                    encoded: Utf8Bytes::from(json.to_string()),
+                    token: None,
+                });
             }
             Event::Joined {
                 seq,
@@ -480,6 +486,7 @@ impl RedisBackplane {
             messages: r.messages,
             missed: r.missed && state.last_shared > 0,
             conflicts: r.conflicts,
+            doubts_upto: state.doubts_upto,
         });
         Ok(())
     }
