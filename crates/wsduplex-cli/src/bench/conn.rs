@@ -43,6 +43,15 @@ impl Endpoint {
     pub(crate) fn request(&self) -> Request {
         Request::new(self.host_header.clone(), self.path.clone())
     }
+
+    /// [`open`] with a fresh request.
+    pub(crate) async fn open(
+        &self,
+        source: Option<IpAddr>,
+    ) -> anyhow::Result<(TcpStream, Vec<u8>)> {
+        let request = self.request();
+        open(self, source, &request, &request.to_bytes()).await
+    }
 }
 
 /// Connects (from `source` if given), sends `request_bytes` (the encoding of `request`) and

@@ -12,8 +12,6 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinSet;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -216,50 +214,28 @@ fn run_key() -> [u8; 4] {
 
 async fn worker(plan: Arc<Plan>, index: usize, threads: usize, link: Link) -> Tally {
     let stats = Rc::new(RefCell::new(Tally::new()));
-    let gate = Rc::new(Semaphore::new(OPENING));
-    let (opened_tx, opened) = mpsc::unbounded_channel();
-    let mut tasks = JoinSet::new();
-    for id in (index..plan.connections).step_by(threads) {
-        let (plan, stats, gate, opened_tx) =
-            (plan.clone(), stats.clone(), gate.clone(), opened_tx.clone());
-        let (control, counter) = (link.control.clone(), link.counter.clone());
-        tasks.spawn_local(async move {
-            let permit = gate.acquire().await;
-            let request = plan.endpoint.request();
-            let opened = conn::open(&plan.endpoint, None, &request, &request.to_bytes()).await;
-            drop(permit);
-            let (stream, leftover) = match opened {
-                Ok(o) => {
-                    let _ = opened_tx.send(Ok(()));
-                    o
-                }
-                Err(e) => {
-                    let _ = opened_tx.send(Err(format!("{e:#}")));
-                    return;
-                }
-            };
-            drop(opened_tx);
-            let pipeline = Pipeline::new(&plan.shape, id as u64);
-            if let Err(e) = pipeline
-                .run(stream, leftover, &control, &counter, &stats)
-                .await
-            {
-                stats.borrow_mut().error(format!("connection {id}: {e:#}"));
+    let ids = (index..plan.connections).step_by(threads);
+    let late = link
+        .connections(ids, OPENING, GRACE, &stats, |id, opening| {
+            let (plan, stats) = (plan.clone(), stats.clone());
+            let (control, counter) = (link.control.clone(), link.counter.clone());
+            async move {
+                let Some((stream, leftover)) = opening.open(plan.endpoint.open(None)).await else {
+                    return Ok(());
+                };
+                Pipeline::new(&plan.shape, id as u64)
+                    .run(stream, leftover, &control, &counter, &stats)
+                    .await
             }
-        });
-    }
-    drop(opened_tx);
-    link.supervise(opened, &mut tasks, GRACE, |e| stats.borrow_mut().error(e))
+        })
         .await;
-    if !tasks.is_empty() {
+    if late > 0 {
         let mut s = stats.borrow_mut();
-        s.errors += tasks.len() as u64;
+        s.errors += late as u64;
         s.first_error.get_or_insert(format!(
-            "{} connections still waited for echoes {} s after the end",
-            tasks.len(),
+            "{late} connections still waited for echoes {} s after the end",
             GRACE.as_secs()
         ));
     }
-    tasks.abort_all();
     stats.replace(Tally::new())
 }

@@ -17,8 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinSet;
 use wsduplex::proto::frame::{FrameHeader, OpCode};
 
 #[derive(clap::Args, Debug)]
@@ -248,43 +246,29 @@ fn ephemeral_ports() -> usize {
 
 async fn worker(plan: Arc<Plan>, index: usize, threads: usize, link: Link) -> Tally {
     let tally = Rc::new(RefCell::new(Tally::new()));
-    let gate = Rc::new(Semaphore::new(OPENING));
-    let (opened_tx, opened) = mpsc::unbounded_channel();
-    let mut tasks = JoinSet::new();
-    for id in (index..plan.connections).step_by(threads) {
-        let (plan, tally, gate, opened_tx) =
-            (plan.clone(), tally.clone(), gate.clone(), opened_tx.clone());
-        let (control, counter) = (link.control.clone(), link.counter.clone());
-        tasks.spawn_local(async move {
-            let permit = gate.acquire().await;
-            let request = plan.endpoint.request();
+    let ids = (index..plan.connections).step_by(threads);
+    // A connection still closing GRACE after the end is aborted without counting as dropped.
+    link.connections(ids, OPENING, GRACE, &tally, |id, opening| {
+        let (plan, control, counter) = (plan.clone(), link.control.clone(), link.counter.clone());
+        async move {
             let source = plan.source(id);
-            let opened = conn::open(&plan.endpoint, source, &request, &request.to_bytes())
-                .await
-                .with_context(|| match source {
-                    Some(ip) => format!("connection {id} from {ip}"),
-                    None => format!("connection {id}"),
-                });
-            drop(permit);
-            let (stream, leftover) = match opened {
-                Ok(o) => o,
-                Err(e) => {
-                    let _ = opened_tx.send(Err(format!("{e:#}")));
-                    return;
-                }
+            let open = async {
+                plan.endpoint
+                    .open(source)
+                    .await
+                    .with_context(|| match source {
+                        Some(ip) => format!("connection {id} from {ip}"),
+                        None => format!("connection {id}"),
+                    })
             };
-            let _ = opened_tx.send(Ok(()));
-            drop(opened_tx);
+            let Some((stream, leftover)) = opening.open(open).await else {
+                return Ok(());
+            };
             counter.add(1);
-            if let Err(e) = hold(stream, leftover, conn::mask_key(id as u64), &control).await {
-                tally.borrow_mut().error(format!("connection {id}: {e:#}"));
-            }
-        });
-    }
-    drop(opened_tx);
-    link.supervise(opened, &mut tasks, GRACE, |e| tally.borrow_mut().error(e))
-        .await;
-    tasks.abort_all();
+            hold(stream, leftover, conn::mask_key(id as u64), &control).await
+        }
+    })
+    .await;
     tally.replace(Tally::new())
 }
 

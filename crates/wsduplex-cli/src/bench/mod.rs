@@ -20,12 +20,16 @@ mod idle;
 mod pipeline;
 mod report;
 
-use report::{Probe, Progress};
+use report::{Probe, Progress, Tally};
+use std::cell::RefCell;
 use std::future::Future;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 #[derive(clap::Args)]
@@ -216,7 +220,7 @@ impl Link {
     async fn supervise(
         &self,
         mut opened: mpsc::UnboundedReceiver<Result<(), String>>,
-        tasks: &mut tokio::task::JoinSet<()>,
+        tasks: &mut JoinSet<()>,
         grace: Duration,
         error: impl Fn(String),
     ) {
@@ -245,6 +249,67 @@ impl Link {
         self.control.done().await;
         let _ =
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    }
+
+    /// A load thread of echo or idle: starts `connection(id, opening)` for each of `ids`, at
+    /// most `at_once` of them opening at a time; a connection that fails once open goes to
+    /// `tally` as `connection {id}: …`. Then [`supervise`](Link::supervise)s them, and returns
+    /// how many were still running `grace` after the end (they are aborted).
+    async fn connections<F>(
+        &self,
+        ids: impl Iterator<Item = usize>,
+        at_once: usize,
+        grace: Duration,
+        tally: &Rc<RefCell<Tally>>,
+        mut connection: impl FnMut(usize, Opening) -> F,
+    ) -> usize
+    where
+        F: Future<Output = anyhow::Result<()>> + 'static,
+    {
+        let gate = Rc::new(Semaphore::new(at_once));
+        let (opened_tx, opened) = mpsc::unbounded_channel();
+        let mut tasks = JoinSet::new();
+        for id in ids {
+            let opening = Opening {
+                gate: gate.clone(),
+                opened: opened_tx.clone(),
+            };
+            let (run, tally) = (connection(id, opening), tally.clone());
+            tasks.spawn_local(async move {
+                if let Err(e) = run.await {
+                    tally.borrow_mut().error(format!("connection {id}: {e:#}"));
+                }
+            });
+        }
+        drop(opened_tx);
+        self.supervise(opened, &mut tasks, grace, |e| tally.borrow_mut().error(e))
+            .await;
+        let late = tasks.len();
+        tasks.abort_all();
+        late
+    }
+}
+
+/// A connection's way in (see [`Link::connections`]): its turn among those opening at once,
+/// and the report to [`Link::supervise`] of whether it opened.
+struct Opening {
+    gate: Rc<Semaphore>,
+    opened: mpsc::UnboundedSender<Result<(), String>>,
+}
+
+impl Opening {
+    /// Runs `open` in its turn and reports the result: the stream and the bytes that followed
+    /// the handshake, or None when it failed (the error goes in the report, not to the caller).
+    async fn open(
+        self,
+        open: impl Future<Output = anyhow::Result<(TcpStream, Vec<u8>)>>,
+    ) -> Option<(TcpStream, Vec<u8>)> {
+        let permit = self.gate.acquire().await;
+        let opened = open.await;
+        drop(permit);
+        let report = opened.as_ref().map(|_| ()).map_err(|e| format!("{e:#}"));
+        let _ = self.opened.send(report);
+        opened.ok()
     }
 }
 
