@@ -3,8 +3,8 @@
 //! asks, so the server side keeps the TIME_WAIT state and client ports do not run out).
 
 use super::conn::{self, Endpoint};
-use super::report::{self, Latency, LoadUsage, Progress, ServerUsage, Tally};
-use super::{control_runtime, measure, parse_duration, rate, Common, Fleet, Link, Phase, Ready};
+use super::report::{self, Latency, Outcome, Tally};
+use super::{measure_and_join, parse_duration, rate, rate_line, Common, Fleet, Link, Phase, Ready};
 use anyhow::bail;
 use serde::Serialize;
 use std::cell::RefCell;
@@ -54,12 +54,8 @@ struct Report {
     handshakes_per_sec: f64,
     /// From the start of the TCP connect to the checked `101` response.
     latency: Option<Latency>,
-    errors: u64,
-    first_error: Option<String>,
-    interrupted: bool,
-    server: Option<ServerUsage>,
-    /// This generator's own CPU.
-    load: Option<LoadUsage>,
+    #[serde(flatten)]
+    outcome: Outcome,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -78,39 +74,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(_) => (Duration::ZERO, None),
         None => (args.warmup, Some(args.duration)),
     };
-    let mut progress = Progress::new(args.common.quiet);
-    let mut fleet = Fleet::start(threads, move |i, link| {
+    let fleet = Fleet::start(threads, move |i, link| {
         worker(plan.clone(), i, threads, link)
     })?;
-    let window = control_runtime()?.block_on(async {
-        fleet.ready().await;
-        let mut seen = 0;
-        let status = |fleet: &Fleet<Tally>, label: &str, elapsed: Duration, dt: Duration| {
-            let total = fleet.total();
-            let line = format!(
-                "connect {label} {:.1} s: {} handshakes/s",
-                elapsed.as_secs_f64(),
-                report::thousands(rate(total - seen, dt) as u64)
-            );
-            seen = total;
-            line
-        };
-        measure(
-            &mut fleet,
-            warmup,
-            duration,
-            probe.as_ref(),
-            &mut progress,
-            status,
-        )
-        .await
-    });
-    let results = fleet.join()?;
-    let window = window?;
-    let mut tally = Tally::new();
-    for t in results {
-        tally.merge(t);
-    }
+    // Nothing to check: every opener counts as open, and one that fails is a report error.
+    let (window, tally) = measure_and_join(
+        fleet,
+        warmup,
+        duration,
+        probe.as_ref(),
+        args.common.quiet,
+        rate_line("connect", "handshakes/s"),
+        |_| Ok(()),
+    )?;
     let r = Report {
         mode: "connect",
         url: args.common.url.clone(),
@@ -121,34 +97,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         handshakes: tally.count,
         handshakes_per_sec: rate(tally.count, window.elapsed),
         latency: report::latency(&tally.latency),
-        errors: tally.errors,
-        first_error: tally.first_error.clone(),
-        interrupted: window.interrupted,
-        server: ServerUsage::new(
-            probe.as_ref(),
-            window.server_cpu,
-            window.server_rss_kib,
-            tally.count,
-        ),
-        load: LoadUsage::new(window.load_cpu, window.elapsed, threads, tally.count),
+        outcome: Outcome::new(&tally, &window, probe.as_ref(), threads),
     };
-    report::print(args.common.json, &r, || human(&r));
-    if let Some(load) = &r.load {
-        load.warn_if_saturated();
-    }
+    report::print_measured(args.common.json, &r, &r.outcome, || human(&r));
     Ok(verdict(&r))
 }
 
 fn human(r: &Report) -> String {
-    let mut out = format!(
-        "connect {}: {} openers, {} thread{}, {:.2} s measured after {:.1} s warm-up\n",
-        r.url,
-        r.concurrency,
-        r.threads,
-        if r.threads == 1 { "" } else { "s" },
-        r.secs,
-        r.warmup_secs,
-    );
+    let measured = report::measured(r.threads, r.secs, r.warmup_secs);
+    let mut out = format!("connect {}: {} openers, {measured}\n", r.url, r.concurrency);
     out += &format!(
         "  handshakes {} ({} /s)\n",
         report::thousands(r.handshakes),
@@ -157,20 +114,16 @@ fn human(r: &Report) -> String {
     if let Some(l) = &r.latency {
         out += &format!("  handshake  {}\n", l.human());
     }
-    if let Some(s) = &r.server {
-        out += &format!("  server     {}\n", s.human("handshake"));
-    }
-    if let Some(l) = &r.load {
-        out += &format!("  load       {}\n", l.human("handshake"));
-    }
-    out += &format!("  errors     {}\n", r.errors);
+    out += &r.outcome.human(11, "handshake");
+    out += &format!("  errors     {}\n", r.outcome.errors);
     out
 }
 
 fn verdict(r: &Report) -> ExitCode {
-    let first = r.first_error.as_deref().unwrap_or("?");
+    let first = r.outcome.first_error.as_deref().unwrap_or("?");
     super::verdict(&[
-        (r.errors > 0).then(|| format!("{} openers failed; first: {first}", r.errors)),
+        (r.outcome.errors > 0)
+            .then(|| format!("{} openers failed; first: {first}", r.outcome.errors)),
         (r.handshakes == 0).then(|| "no handshake completed in the measured window".to_string()),
     ])
 }

@@ -3,8 +3,8 @@
 
 use super::conn::{self, Endpoint};
 use super::pipeline::{Pipeline, Shape};
-use super::report::{self, Latency, LoadUsage, Progress, ServerUsage, Tally};
-use super::{control_runtime, measure, parse_duration, rate, Common, Fleet, Link};
+use super::report::{self, Latency, Outcome, Tally};
+use super::{measure_and_join, parse_duration, rate, rate_line, Common, Fleet, Link, Ready};
 use anyhow::bail;
 use serde::Serialize;
 use std::cell::RefCell;
@@ -65,12 +65,8 @@ struct Report {
     mb_per_sec: f64,
     latency: Option<Latency>,
     mismatches: u64,
-    errors: u64,
-    first_error: Option<String>,
-    interrupted: bool,
-    server: Option<ServerUsage>,
-    /// This generator's own CPU.
-    load: Option<LoadUsage>,
+    #[serde(flatten)]
+    outcome: Outcome,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -85,12 +81,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         connections: args.connections,
         shape: Shape::new(args.size, args.in_flight, args.binary, run_key()),
     });
-    let mut progress = Progress::new(args.common.quiet);
-    let mut fleet = Fleet::start(threads, move |i, link| {
+    let fleet = Fleet::start(threads, move |i, link| {
         worker(plan.clone(), i, threads, link)
     })?;
-    let window = control_runtime()?.block_on(async {
-        let ready = fleet.ready().await;
+    let all_open = |ready: Ready| {
         if ready.failed > 0 {
             bail!(
                 "{} of {} connections failed to open: {}",
@@ -99,40 +93,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ready.first_error.unwrap_or_default()
             );
         }
-        let mut seen = 0;
-        let status = |fleet: &Fleet<Tally>, label: &str, elapsed: Duration, dt: Duration| {
-            let total = fleet.total();
-            let line = format!(
-                "echo {label} {:.1} s: {} msg/s",
-                elapsed.as_secs_f64(),
-                report::thousands(rate(total - seen, dt) as u64)
-            );
-            seen = total;
-            line
-        };
-        let duration = Some(args.duration);
-        measure(
-            &mut fleet,
-            args.warmup,
-            duration,
-            probe.as_ref(),
-            &mut progress,
-            status,
-        )
-        .await
-    });
-    let results = fleet.join()?;
-    let window = window?;
-    let mut stats = Tally::new();
-    for s in results {
-        stats.merge(s);
-    }
-    let server = ServerUsage::new(
+        Ok(())
+    };
+    let (window, stats) = measure_and_join(
+        fleet,
+        args.warmup,
+        Some(args.duration),
         probe.as_ref(),
-        window.server_cpu,
-        window.server_rss_kib,
-        stats.count,
-    );
+        args.common.quiet,
+        rate_line("echo", "msg/s"),
+        all_open,
+    )?;
     let r = Report {
         mode: "echo",
         url: args.common.url.clone(),
@@ -148,31 +119,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         mb_per_sec: rate(stats.count * args.size as u64, window.elapsed) / 1e6,
         latency: report::latency(&stats.latency),
         mismatches: stats.mismatches,
-        errors: stats.errors,
-        first_error: stats.first_error.clone(),
-        interrupted: window.interrupted,
-        server,
-        load: LoadUsage::new(window.load_cpu, window.elapsed, threads, stats.count),
+        outcome: Outcome::new(&stats, &window, probe.as_ref(), threads),
     };
-    report::print(args.common.json, &r, || human(&r));
-    if let Some(load) = &r.load {
-        load.warn_if_saturated();
-    }
+    report::print_measured(args.common.json, &r, &r.outcome, || human(&r));
     Ok(verdict(&r))
 }
 
 fn human(r: &Report) -> String {
+    let measured = report::measured(r.threads, r.secs, r.warmup_secs);
     let mut out = format!(
-        "echo {}: {} connections × {} in flight, {} B {}, {} thread{}, {:.2} s measured after {:.1} s warm-up\n",
+        "echo {}: {} connections × {} in flight, {} B {}, {measured}\n",
         r.url,
         r.connections,
         r.in_flight,
         r.size,
         if r.binary { "binary" } else { "text" },
-        r.threads,
-        if r.threads == 1 { "" } else { "s" },
-        r.secs,
-        r.warmup_secs,
     );
     out += &format!(
         "  messages  {} ({} msg/s, {:.1} MB/s)\n",
@@ -183,25 +144,21 @@ fn human(r: &Report) -> String {
     if let Some(l) = &r.latency {
         out += &format!("  latency   {}\n", l.human());
     }
-    if let Some(s) = &r.server {
-        out += &format!("  server    {}\n", s.human("message"));
-    }
-    if let Some(l) = &r.load {
-        out += &format!("  load      {}\n", l.human("message"));
-    }
+    out += &r.outcome.human(10, "message");
     out += &format!(
         "  checked   every echo: {} mismatches, {} errors\n",
-        r.mismatches, r.errors
+        r.mismatches, r.outcome.errors
     );
     out
 }
 
 fn verdict(r: &Report) -> ExitCode {
-    let first = r.first_error.as_deref().unwrap_or("?");
+    let first = r.outcome.first_error.as_deref().unwrap_or("?");
     super::verdict(&[
         (r.mismatches > 0)
             .then(|| format!("{} echoes did not match the message sent", r.mismatches)),
-        (r.errors > 0).then(|| format!("{} connections failed; first: {first}", r.errors)),
+        (r.outcome.errors > 0)
+            .then(|| format!("{} connections failed; first: {first}", r.outcome.errors)),
         (r.messages == 0).then(|| "no echo arrived in the measured window".to_string()),
     ])
 }

@@ -138,12 +138,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         anyhow::Ok((ready, rss_opened, window))
     });
-    let results = fleet.join()?;
+    let tally: Tally = fleet.join()?.into_iter().collect();
     let (ready, rss_opened, window) = outcome?;
-    let mut tally = Tally::new();
-    for t in results {
-        tally.merge(t);
-    }
     let server = match (&probe, rss_before, rss_opened, window.as_ref()) {
         (Some(p), Some(before), Some(opened), Some(w)) => {
             let end = w.server_rss_kib.unwrap_or(opened);

@@ -454,6 +454,47 @@ async fn measure<T: Send + 'static>(
     })
 }
 
+/// The main thread's side of echo and connect once their threads have started: waits until the
+/// threads are ready and `check` accepts how their connections came up, runs warm-up and the
+/// measured window showing `status` (see [`measure`]), ends the run and merges the threads'
+/// tallies.
+fn measure_and_join(
+    mut fleet: Fleet<Tally>,
+    warmup: Duration,
+    duration: Option<Duration>,
+    probe: Option<&Probe>,
+    quiet: bool,
+    status: impl FnMut(&Fleet<Tally>, &str, Duration, Duration) -> String,
+    check: impl FnOnce(Ready) -> anyhow::Result<()>,
+) -> anyhow::Result<(Window, Tally)> {
+    let mut progress = Progress::new(quiet);
+    let window = control_runtime()?.block_on(async {
+        check(fleet.ready().await)?;
+        measure(&mut fleet, warmup, duration, probe, &mut progress, status).await
+    });
+    let tally = fleet.join()?.into_iter().collect();
+    Ok((window?, tally))
+}
+
+/// The progress line of echo and connect: `{mode} {phase} {seconds} s: {rate} {unit}`, the rate
+/// being that of what the threads count.
+fn rate_line(
+    mode: &'static str,
+    unit: &'static str,
+) -> impl FnMut(&Fleet<Tally>, &str, Duration, Duration) -> String {
+    let mut seen = 0;
+    move |fleet, label, elapsed, dt| {
+        let total = fleet.total();
+        let line = format!(
+            "{mode} {label} {:.1} s: {} {unit}",
+            elapsed.as_secs_f64(),
+            report::thousands(rate(total - seen, dt) as u64)
+        );
+        seen = total;
+        line
+    }
+}
+
 struct Stopwatch<'a, T, S> {
     fleet: &'a mut Fleet<T>,
     progress: &'a mut Progress,

@@ -1,5 +1,6 @@
 //! Measuring the server through /proc, summarising latencies, the progress line, output.
 
+use super::Window;
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -112,6 +113,17 @@ impl Tally {
         self.mismatches += other.mismatches;
         self.errors += other.errors;
         self.first_error = self.first_error.take().or(other.first_error);
+    }
+}
+
+impl FromIterator<Tally> for Tally {
+    /// The run's figures from each thread's.
+    fn from_iter<I: IntoIterator<Item = Tally>>(tallies: I) -> Self {
+        let mut all = Tally::new();
+        for t in tallies {
+            all.merge(t);
+        }
+        all
     }
 }
 
@@ -248,6 +260,58 @@ impl LoadUsage {
     }
 }
 
+/// The last fields of the echo and connect reports, the same in both: how the run went and
+/// what it cost. Each report flattens it, so the JSON stays one flat object.
+#[derive(Serialize)]
+pub(crate) struct Outcome {
+    pub(crate) errors: u64,
+    pub(crate) first_error: Option<String>,
+    pub(crate) interrupted: bool,
+    pub(crate) server: Option<ServerUsage>,
+    /// This generator's own CPU.
+    pub(crate) load: Option<LoadUsage>,
+}
+
+impl Outcome {
+    /// The CPU figures are per operation counted in `tally` (echo or handshake).
+    pub(crate) fn new(
+        tally: &Tally,
+        window: &Window,
+        probe: Option<&Probe>,
+        threads: usize,
+    ) -> Self {
+        Self {
+            errors: tally.errors,
+            first_error: tally.first_error.clone(),
+            interrupted: window.interrupted,
+            server: ServerUsage::new(probe, window.server_cpu, window.server_rss_kib, tally.count),
+            load: LoadUsage::new(window.load_cpu, window.elapsed, threads, tally.count),
+        }
+    }
+
+    /// The server and load lines of the human report, labels padded to `width` like the
+    /// mode's other lines; the CPU figures are per `per` ("message", "handshake").
+    pub(crate) fn human(&self, width: usize, per: &str) -> String {
+        let mut out = String::new();
+        if let Some(s) = &self.server {
+            out += &format!("  {:<width$}{}\n", "server", s.human(per));
+        }
+        if let Some(l) = &self.load {
+            out += &format!("  {:<width$}{}\n", "load", l.human(per));
+        }
+        out
+    }
+}
+
+/// `4 threads, 5.00 s measured after 1.0 s warm-up`: how echo and connect end their first
+/// line.
+pub(crate) fn measured(threads: usize, secs: f64, warmup_secs: f64) -> String {
+    format!(
+        "{threads} thread{}, {secs:.2} s measured after {warmup_secs:.1} s warm-up",
+        if threads == 1 { "" } else { "s" },
+    )
+}
+
 /// `1234567` as `1,234,567`.
 pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -310,6 +374,20 @@ pub(crate) fn print<T: Serialize>(json: bool, report: &T, human: impl FnOnce() -
     }
 }
 
+/// [`print`] for echo and connect (`outcome` is the report's own), then a warning on stderr
+/// when the generator, not the server, may have set the pace.
+pub(crate) fn print_measured<T: Serialize>(
+    json: bool,
+    report: &T,
+    outcome: &Outcome,
+    human: impl FnOnce() -> String,
+) {
+    print(json, report, human);
+    if let Some(load) = &outcome.load {
+        load.warn_if_saturated();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +405,67 @@ mod tests {
     fn own_process_is_readable() {
         let me = Probe::new(std::process::id()).unwrap();
         assert!(me.rss_kib().unwrap() > 0);
+    }
+
+    #[test]
+    fn shared_report_lines_keep_each_modes_columns() {
+        let outcome = Outcome {
+            errors: 0,
+            first_error: None,
+            interrupted: false,
+            server: Some(ServerUsage {
+                pid: 1,
+                cpu_secs: 0.5,
+                cpu_ns_per_op: Some(1234.0),
+                rss_kib: 2048,
+            }),
+            load: Some(LoadUsage {
+                cpu_secs: 0.25,
+                cpu_ns_per_op: None,
+                busy: 0.5,
+            }),
+        };
+        // Echo's labels are 10 columns wide, connect's 11.
+        assert_eq!(
+            outcome.human(10, "message"),
+            "  server    1,234 ns CPU per message (0.50 s in all), RSS 2,048 KiB\n  load      50% busy\n"
+        );
+        assert_eq!(
+            outcome.human(11, "handshake"),
+            "  server     1,234 ns CPU per handshake (0.50 s in all), RSS 2,048 KiB\n  load       50% busy\n"
+        );
+        assert_eq!(
+            measured(1, 0.5, 0.0),
+            "1 thread, 0.50 s measured after 0.0 s warm-up"
+        );
+        assert_eq!(
+            measured(4, 5.0, 1.0),
+            "4 threads, 5.00 s measured after 1.0 s warm-up"
+        );
+    }
+
+    #[test]
+    fn a_flattened_outcome_keeps_the_report_flat_and_its_nulls() {
+        #[derive(Serialize)]
+        struct Report {
+            mode: &'static str,
+            #[serde(flatten)]
+            outcome: Outcome,
+        }
+        let r = Report {
+            mode: "m",
+            outcome: Outcome {
+                errors: 2,
+                first_error: Some("e".into()),
+                interrupted: false,
+                server: None,
+                load: None,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"mode":"m","errors":2,"first_error":"e","interrupted":false,"server":null,"load":null}"#
+        );
     }
 
     #[test]
