@@ -38,6 +38,11 @@ impl Serve {
             child,
         }
     }
+
+    /// `flags` and `--server-pid` with this server's process id.
+    fn probed(&self, flags: &str) -> String {
+        format!("{flags} --server-pid {}", self.child.id())
+    }
 }
 
 impl Drop for Serve {
@@ -56,39 +61,35 @@ fn bench(args: &[&str]) -> Output {
         .expect("bench runs")
 }
 
-fn json(out: &Output) -> Value {
+/// Runs `wsduplex bench MODE URL FLAGS --json` (FLAGS split at spaces): the run and its report.
+fn bench_json(mode: &str, url: &str, flags: &str) -> (Output, Value) {
+    let mut args = vec![mode, url];
+    args.extend(flags.split_whitespace());
+    args.push("--json");
+    let out = bench(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+    let report = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!(
             "stdout is not one JSON object ({e}): {stdout}\nstderr: {}",
             String::from_utf8_lossy(&out.stderr)
         )
-    })
+    });
+    (out, report)
+}
+
+/// [`bench_json`] for a run that must succeed: its report.
+fn passing(mode: &str, url: &str, flags: &str) -> Value {
+    let (out, r) = bench_json(mode, url, flags);
+    assert!(out.status.success(), "{r}");
+    r
 }
 
 #[test]
 fn echo_against_serve_reports_throughput_and_checks_every_echo() {
     let serve = Serve::start();
-    let pid = serve.child.id().to_string();
-    let out = bench(&[
-        "echo",
-        &serve.url,
-        "--connections",
-        "4",
-        "--in-flight",
-        "4",
-        "--threads",
-        "2",
-        "--warmup",
-        "200ms",
-        "--duration",
-        "1s",
-        "--server-pid",
-        &pid,
-        "--json",
-    ]);
-    let r = json(&out);
-    assert!(out.status.success(), "{r}");
+    let flags =
+        serve.probed("--connections 4 --in-flight 4 --threads 2 --warmup 200ms --duration 1s");
+    let r = passing("echo", &serve.url, &flags);
     assert_eq!(r["mode"], "echo");
     assert!(r["messages"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(r["mismatches"], 0, "{r}");
@@ -101,24 +102,8 @@ fn echo_against_serve_reports_throughput_and_checks_every_echo() {
 #[test]
 fn echo_with_large_binary_payloads() {
     let serve = Serve::start();
-    let out = bench(&[
-        "echo",
-        &serve.url,
-        "-c",
-        "2",
-        "-d",
-        "3",
-        "-s",
-        "70000",
-        "--binary",
-        "--warmup",
-        "0",
-        "--duration",
-        "300ms",
-        "--json",
-    ]);
-    let r = json(&out);
-    assert!(out.status.success(), "{r}");
+    let flags = "-c 2 -d 3 -s 70000 --binary --warmup 0 --duration 300ms";
+    let r = passing("echo", &serve.url, flags);
     assert!(r["messages"].as_u64().unwrap() > 0, "{r}");
     assert!(r["mb_per_sec"].as_f64().unwrap() > 0.0, "{r}");
 }
@@ -126,17 +111,7 @@ fn echo_with_large_binary_payloads() {
 #[test]
 fn connect_counts_handshakes() {
     let serve = Serve::start();
-    let out = bench(&[
-        "connect",
-        &serve.url,
-        "--concurrency",
-        "4",
-        "--count",
-        "40",
-        "--json",
-    ]);
-    let r = json(&out);
-    assert!(out.status.success(), "{r}");
+    let r = passing("connect", &serve.url, "--concurrency 4 --count 40");
     assert_eq!(r["handshakes"], 40, "{r}");
     assert_eq!(r["errors"], 0, "{r}");
     assert!(r["latency"]["p99_us"].as_f64().is_some(), "{r}");
@@ -145,22 +120,8 @@ fn connect_counts_handshakes() {
 #[test]
 fn idle_spreads_source_addresses() {
     let serve = Serve::start();
-    let pid = serve.child.id().to_string();
-    let out = bench(&[
-        "idle",
-        &serve.url,
-        "--connections",
-        "7",
-        "--per-source",
-        "3",
-        "--duration",
-        "200ms",
-        "--server-pid",
-        &pid,
-        "--json",
-    ]);
-    let r = json(&out);
-    assert!(out.status.success(), "{r}");
+    let flags = serve.probed("--connections 7 --per-source 3 --duration 200ms");
+    let r = passing("idle", &serve.url, &flags);
     assert_eq!(r["opened"], 7, "{r}");
     assert_eq!(r["source_addresses"], 3, "{r}");
     assert!(r["server"]["bytes_per_connection"].is_number(), "{r}");
@@ -252,20 +213,7 @@ fn serve_badly(mut tcp: TcpStream, corrupt: Corrupt) -> std::io::Result<()> {
 }
 
 fn assert_caught(url: &str) {
-    let out = bench(&[
-        "echo",
-        url,
-        "-c",
-        "2",
-        "-d",
-        "4",
-        "--warmup",
-        "0",
-        "--duration",
-        "300ms",
-        "--json",
-    ]);
-    let r = json(&out);
+    let (out, r) = bench_json("echo", url, "-c 2 -d 4 --warmup 0 --duration 300ms");
     assert!(!out.status.success(), "a broken server passed: {r}");
     assert!(r["mismatches"].as_u64().unwrap() > 0, "{r}");
     let stderr = String::from_utf8_lossy(&out.stderr);
