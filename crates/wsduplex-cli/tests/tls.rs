@@ -284,3 +284,39 @@ fn client_certificates_for_mutual_tls() {
     assert!(line.contains("no private key"), "{line}");
     rt.shutdown_background();
 }
+
+/// `wsduplex bench connect` and `idle` over `wss://`: full TLS handshakes against a server
+/// trusted with `--cacert`, a clear failure for one that is not trusted, and `bench echo`
+/// (which drives the TCP socket itself) refusing `wss://`.
+#[test]
+fn bench_connect_and_idle_over_wss() {
+    let (cert, key) = cert_files("bench");
+    let server = TlsServer::start(&["--tls-cert", &cert, "--tls-key", &key]);
+    let url = server.url("/echo");
+    let json = |out: &common::Output| -> serde_json::Value {
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_str(out.stdout_str().trim()).expect("one JSON report")
+    };
+    let connect = ["bench", "connect", &url, "--cacert", &cert, "--json", "-q"];
+    let out = run(&[&connect[..], &["--count", "20", "-c", "4"]].concat(), b"");
+    let report = json(&out);
+    assert_eq!(report["handshakes"], 20, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+
+    let idle = ["bench", "idle", &url, "--cacert", &cert, "--json", "-q"];
+    let out = run(
+        &[&idle[..], &["-c", "20", "--duration", "200ms"]].concat(),
+        b"",
+    );
+    let report = json(&out);
+    assert_eq!(report["opened"], 20, "{report}");
+    assert_eq!(report["dropped"], 0, "{report}");
+
+    let out = run(&["bench", "connect", &url, "--count", "1", "-c", "1"], b"");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(out.stderr.contains("UnknownIssuer"), "{out:?}");
+
+    let out = run(&["bench", "echo", &url, "--cacert", &cert], b"");
+    let line = out.assert_one_line_error();
+    assert!(line.contains("plain ws:// only"), "{line}");
+}

@@ -2,13 +2,17 @@
 
 use anyhow::{bail, Context as _};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpSocket;
 use wsduplex::client::Target;
 use wsduplex::proto::frame::{FrameHeader, OpCode};
 use wsduplex::proto::handshake::client::Request;
 use wsduplex::proto::mask::apply_mask;
+use wsduplex::tls::{rustls, TlsOptions};
+use wsduplex::ClientStream;
 
 /// How long a handshake, and each stage of a closing handshake, may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -19,24 +23,46 @@ pub(crate) struct Endpoint {
     pub(crate) addr: SocketAddr,
     host_header: String,
     path: String,
+    /// For `wss://`: the TLS settings, and the host name checked in the certificate.
+    tls: Option<(TlsOptions, String)>,
+}
+
+/// How a `wss://` server is trusted (`--cacert`, `--insecure`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Trust {
+    pub(crate) cacert: Vec<PathBuf>,
+    pub(crate) insecure: bool,
 }
 
 impl Endpoint {
-    pub(crate) fn resolve(url: &str) -> anyhow::Result<Self> {
+    pub(crate) fn resolve(url: &str, trust: &Trust) -> anyhow::Result<Self> {
         let target = Target::parse(url)?;
-        if target.tls {
-            bail!("{url}: bench speaks plain ws:// only");
-        }
         let addr = (target.host.as_str(), target.port)
             .to_socket_addrs()
             .with_context(|| format!("cannot resolve {}", target.host))?
             .next()
             .with_context(|| format!("{} has no address", target.host))?;
+        let tls = match target.tls {
+            true => Some((tls_options(trust)?, target.host)),
+            false if !trust.cacert.is_empty() || trust.insecure => {
+                bail!("{url}: --cacert and --insecure are for wss:// URLs")
+            }
+            false => None,
+        };
         Ok(Self {
             addr,
             host_header: target.host_header,
             path: target.path,
+            tls,
         })
+    }
+
+    /// Refuses a `wss://` endpoint, for a mode that drives the TCP socket itself.
+    pub(crate) fn plain_only(self, mode: &str) -> anyhow::Result<Self> {
+        if self.tls.is_some() {
+            bail!("bench {mode} speaks plain ws:// only (connect and idle take wss://)");
+        }
+        Ok(self)
     }
 
     /// A request with a fresh key.
@@ -48,20 +74,37 @@ impl Endpoint {
     pub(crate) async fn open(
         &self,
         source: Option<IpAddr>,
-    ) -> anyhow::Result<(TcpStream, Vec<u8>)> {
+    ) -> anyhow::Result<(ClientStream, Vec<u8>)> {
         let request = self.request();
         open(self, source, &request, &request.to_bytes()).await
     }
 }
 
-/// Connects (from `source` if given), sends `request_bytes` (the encoding of `request`) and
-/// checks the response; returns the stream and the bytes that followed the response head.
+/// The client TLS settings of a run: every handshake is a full one (no session is resumed),
+/// so each costs the server what a new visitor costs it.
+fn tls_options(trust: &Trust) -> anyhow::Result<TlsOptions> {
+    let mut options = TlsOptions::default();
+    for path in &trust.cacert {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        options.extra_ca_pem.push(pem);
+    }
+    options.dangerous_accept_invalid_certs = trust.insecure;
+    let mut config = rustls::ClientConfig::clone(&*options.to_rustls_config()?);
+    config.resumption = rustls::client::Resumption::disabled();
+    let mut full = TlsOptions::default();
+    full.rustls_config = Some(Arc::new(config));
+    Ok(full)
+}
+
+/// Connects (from `source` if given), runs the TLS handshake for `wss://`, sends
+/// `request_bytes` (the encoding of `request`) and checks the response; returns the stream
+/// and the bytes that followed the response head.
 pub(crate) async fn open(
     endpoint: &Endpoint,
     source: Option<IpAddr>,
     request: &Request,
     request_bytes: &[u8],
-) -> anyhow::Result<(TcpStream, Vec<u8>)> {
+) -> anyhow::Result<(ClientStream, Vec<u8>)> {
     let addr = endpoint.addr;
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()
@@ -74,13 +117,20 @@ pub(crate) async fn open(
             .bind(SocketAddr::new(ip, 0))
             .with_context(|| format!("cannot bind a client socket to {ip}"))?;
     }
-    let mut stream = tokio::time::timeout(STEP_TIMEOUT, socket.connect(addr))
+    let tcp = tokio::time::timeout(STEP_TIMEOUT, socket.connect(addr))
         .await
         .with_context(|| format!("connecting to {addr} timed out"))?
         .map_err(explain_fd_limit)
         .with_context(|| format!("cannot connect to {addr}"))?;
-    stream.set_nodelay(true)?;
+    tcp.set_nodelay(true)?;
     let handshake = async {
+        let mut stream = match &endpoint.tls {
+            None => ClientStream::Plain(tcp),
+            Some((options, host)) => {
+                let tls = wsduplex::tls::connect(tcp, host, options).await?;
+                ClientStream::Tls(Box::new(tls))
+            }
+        };
         stream.write_all(request_bytes).await?;
         let mut buf = Vec::with_capacity(512);
         let mut chunk = [0u8; 1024];
@@ -92,14 +142,13 @@ pub(crate) async fn open(
             buf.extend_from_slice(&chunk[..n]);
             if let Some((_, head)) = request.parse_response(&buf)? {
                 buf.drain(..head);
-                return Ok(buf);
+                return Ok((stream, buf));
             }
         }
     };
-    let leftover = tokio::time::timeout(STEP_TIMEOUT, handshake)
+    tokio::time::timeout(STEP_TIMEOUT, handshake)
         .await
-        .context("the handshake timed out")??;
-    Ok((stream, leftover))
+        .context("the handshake timed out")?
 }
 
 fn explain_fd_limit(e: std::io::Error) -> anyhow::Error {
@@ -185,7 +234,10 @@ pub(crate) fn payload(id: u64, slot: u64, size: usize, binary: bool) -> Vec<u8> 
 /// After our close frame: RFC 6455 §7.1.1 has the client wait for the server's close and
 /// then for the server to close the TCP connection. `buf` holds bytes already read.
 /// Frames before the close are skipped.
-pub(crate) async fn finish_close(stream: &mut TcpStream, mut buf: Vec<u8>) -> anyhow::Result<()> {
+pub(crate) async fn finish_close<S>(stream: &mut S, mut buf: Vec<u8>) -> anyhow::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut chunk = [0u8; 4096];
     let mut skip = 0usize;
     let wait_for_close = async {

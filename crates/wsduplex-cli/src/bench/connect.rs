@@ -62,7 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.concurrency == 0 || args.count == Some(0) {
         bail!("--concurrency and --count must be at least 1");
     }
-    let endpoint = Endpoint::resolve(&args.common.url)?;
+    let endpoint = args.common.endpoint()?;
     let probe = args.common.probe()?;
     let threads = args.common.threads(args.concurrency);
     let plan = Arc::new(Plan {

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use wsduplex::ClientStream;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -73,7 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.connections == 0 || args.in_flight == 0 {
         bail!("--connections and --in-flight must be at least 1");
     }
-    let endpoint = Endpoint::resolve(&args.common.url)?;
+    let endpoint = args.common.endpoint()?.plain_only("echo")?;
     let probe = args.common.probe()?;
     let threads = args.common.threads(args.connections);
     let plan = Arc::new(Plan {
@@ -179,6 +180,9 @@ async fn worker(plan: Arc<Plan>, index: usize, threads: usize, link: Link) -> Ta
             async move {
                 let Some((stream, leftover)) = opening.open(plan.endpoint.open(None)).await else {
                     return Ok(());
+                };
+                let ClientStream::Plain(stream) = stream else {
+                    unreachable!("the endpoint is plain_only")
                 };
                 Pipeline::new(&plan.shape, id as u64)
                     .run(stream, leftover, &control, &counter, &stats)

@@ -16,8 +16,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use wsduplex::proto::frame::{FrameHeader, OpCode};
+use wsduplex::ClientStream;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -86,7 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.connections == 0 {
         bail!("--connections must be at least 1");
     }
-    let endpoint = Endpoint::resolve(&args.common.url)?;
+    let endpoint = args.common.endpoint()?;
     let per_source = spread(&endpoint, args.connections, args.per_source)?;
     let probe = args.common.probe()?;
     let threads = args.common.threads(args.connections);
@@ -270,7 +270,7 @@ async fn worker(plan: Arc<Plan>, index: usize, threads: usize, link: Link) -> Ta
 
 /// Holds a connection open: answers pings, ignores pongs and data, and closes at the end.
 async fn hold(
-    mut stream: TcpStream,
+    mut stream: ClientStream,
     mut buf: Vec<u8>,
     key: [u8; 4],
     control: &Control,
@@ -317,7 +317,7 @@ mod tests {
 
     #[test]
     fn sources_spread_past_the_port_range() {
-        let local = Endpoint::resolve("ws://127.0.0.1:9/").unwrap();
+        let local = Endpoint::resolve("ws://127.0.0.1:9/", &Default::default()).unwrap();
         assert_eq!(spread(&local, 100, None).unwrap(), None);
         let per = spread(&local, 1_000_000, None).unwrap().unwrap();
         let plan = Plan {
@@ -333,7 +333,7 @@ mod tests {
             plan.source(per),
             Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)))
         );
-        let remote = Endpoint::resolve("ws://10.0.0.1:9/").unwrap();
+        let remote = Endpoint::resolve("ws://10.0.0.1:9/", &Default::default()).unwrap();
         assert!(spread(&remote, 1_000_000, None).is_err());
         assert_eq!(spread(&local, 5, Some(2)).unwrap(), Some(2));
         assert!(spread(&local, 1000, Some(2)).is_err());

@@ -27,7 +27,6 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -51,8 +50,14 @@ enum Mode {
 /// Options every mode takes.
 #[derive(clap::Args, Clone, Debug)]
 struct Common {
-    /// The server: ws://HOST:PORT/path.
+    /// The server: ws://HOST:PORT/path (connect and idle also take wss://).
     url: String,
+    /// wss://: also trust the CA certificates in this PEM file (repeatable).
+    #[arg(long, value_name = "FILE")]
+    cacert: Vec<std::path::PathBuf>,
+    /// wss://: accept any server certificate (self-signed, expired, for another name).
+    #[arg(long, short = 'k')]
+    insecure: bool,
     /// Load threads, each with its own single-threaded runtime [default: one per core].
     #[arg(long)]
     threads: Option<usize>,
@@ -72,6 +77,15 @@ impl Common {
     fn threads(&self, units: usize) -> usize {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         self.threads.unwrap_or(cores).clamp(1, units.max(1))
+    }
+
+    /// The server under test.
+    fn endpoint(&self) -> anyhow::Result<conn::Endpoint> {
+        let trust = conn::Trust {
+            cacert: self.cacert.clone(),
+            insecure: self.insecure,
+        };
+        conn::Endpoint::resolve(&self.url, &trust)
     }
 
     fn probe(&self) -> anyhow::Result<Option<Probe>> {
@@ -302,8 +316,8 @@ impl Opening {
     /// the handshake, or None when it failed (the error goes in the report, not to the caller).
     async fn open(
         self,
-        open: impl Future<Output = anyhow::Result<(TcpStream, Vec<u8>)>>,
-    ) -> Option<(TcpStream, Vec<u8>)> {
+        open: impl Future<Output = anyhow::Result<(wsduplex::ClientStream, Vec<u8>)>>,
+    ) -> Option<(wsduplex::ClientStream, Vec<u8>)> {
         let permit = self.gate.acquire().await;
         let opened = open.await;
         drop(permit);
