@@ -374,7 +374,7 @@ pub(crate) fn print<T: Serialize>(json: bool, report: &T, human: impl FnOnce() -
     }
 }
 
-/// [`print`] for echo and connect (`outcome` is the report's own), then a warning on stderr
+/// [`print()`] for echo and connect (`outcome` is the report's own), then a warning on stderr
 /// when the generator, not the server, may have set the pace.
 pub(crate) fn print_measured<T: Serialize>(
     json: bool,
