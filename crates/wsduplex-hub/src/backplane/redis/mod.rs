@@ -356,38 +356,39 @@ impl Backplane for RedisBackplane {
         text: &'a str,
     ) -> BoxFuture<'a, Result<u64, JoinError>> {
         Box::pin(async move {
-            if let Some(link) = self.link() {
-                let keys = self.keys(room_name);
-                let tail = event::message_tail(room_name, name, text, event::now_ms());
-                let n = self.published.fetch_add(1, Ordering::Relaxed);
-                let token = format!("{}-{n}", self.node);
-                let mut conn = link.conn.clone();
-                let (head, history) = (event::MESSAGE_HEAD, self.history);
-                let published = self
-                    .scripts
-                    .publish(&mut conn, &keys, head, &tail, history, &token)
-                    .await;
-                match published {
-                    Ok(id) => return Ok(id),
-                    Err(e) => {
-                        // It may have reached Redis before the failure (Redis stalled with
-                        // the command in its buffer): delivered here now, in doubt until
-                        // the resync, which then does not deliver it here again. Recorded
-                        // before the task hears of the failure, so before that resync.
-                        let local = match &room {
-                            Some(room) if room.is_loaded() => {
-                                Some(room.publish_in_doubt(name, text, &token))
-                            }
-                            _ => None,
-                        };
-                        self.failed(&link, "publish", &e);
-                        return local.ok_or(JoinError::Unavailable);
-                    }
-                }
-            }
-            match room {
-                Some(room) if room.is_loaded() => Ok(room.publish_local(name, text)),
+            // Delivered to this node's members only, when Redis did not take it; `doubt` is
+            // the token of a publish that failed but may have run in Redis.
+            let here = |doubt: Option<&str>| match &room {
+                Some(room) if room.is_loaded() => Ok(match doubt {
+                    Some(token) => room.publish_in_doubt(name, text, token),
+                    None => room.publish_local(name, text),
+                }),
                 _ => Err(JoinError::Unavailable),
+            };
+            let Some(link) = self.link() else {
+                return here(None);
+            };
+            let keys = self.keys(room_name);
+            let tail = event::message_tail(room_name, name, text, event::now_ms());
+            let n = self.published.fetch_add(1, Ordering::Relaxed);
+            let token = format!("{}-{n}", self.node);
+            let mut conn = link.conn.clone();
+            let (head, history) = (event::MESSAGE_HEAD, self.history);
+            let published = self
+                .scripts
+                .publish(&mut conn, &keys, head, &tail, history, &token)
+                .await;
+            match published {
+                Ok(id) => Ok(id),
+                Err(e) => {
+                    // It may have reached Redis before the failure (Redis stalled with the
+                    // command in its buffer): delivered here now, in doubt until the resync,
+                    // which then does not deliver it here again. Recorded before the task
+                    // hears of the failure, so before that resync.
+                    let local = here(Some(&token));
+                    self.failed(&link, "publish", &e);
+                    local
+                }
             }
         })
     }
