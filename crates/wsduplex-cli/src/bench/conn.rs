@@ -27,11 +27,15 @@ pub(crate) struct Endpoint {
     tls: Option<(TlsOptions, String)>,
 }
 
-/// How a `wss://` server is trusted (`--cacert`, `--insecure`).
-#[derive(Clone, Debug, Default)]
+/// How a `wss://` server is trusted.
+#[derive(clap::Args, Clone, Debug, Default)]
 pub(crate) struct Trust {
-    pub(crate) cacert: Vec<PathBuf>,
-    pub(crate) insecure: bool,
+    /// wss://: also trust the CA certificates in this PEM file (repeatable).
+    #[arg(long, value_name = "FILE")]
+    cacert: Vec<PathBuf>,
+    /// wss://: accept any server certificate (self-signed, expired, for another name).
+    #[arg(long, short = 'k')]
+    insecure: bool,
 }
 
 impl Endpoint {

@@ -52,12 +52,8 @@ enum Mode {
 struct Common {
     /// The server: ws://HOST:PORT/path (connect and idle also take wss://).
     url: String,
-    /// wss://: also trust the CA certificates in this PEM file (repeatable).
-    #[arg(long, value_name = "FILE")]
-    cacert: Vec<std::path::PathBuf>,
-    /// wss://: accept any server certificate (self-signed, expired, for another name).
-    #[arg(long, short = 'k')]
-    insecure: bool,
+    #[command(flatten)]
+    trust: conn::Trust,
     /// Load threads, each with its own single-threaded runtime [default: one per core].
     #[arg(long)]
     threads: Option<usize>,
@@ -81,11 +77,7 @@ impl Common {
 
     /// The server under test.
     fn endpoint(&self) -> anyhow::Result<conn::Endpoint> {
-        let trust = conn::Trust {
-            cacert: self.cacert.clone(),
-            insecure: self.insecure,
-        };
-        conn::Endpoint::resolve(&self.url, &trust)
+        conn::Endpoint::resolve(&self.url, &self.trust)
     }
 
     fn probe(&self) -> anyhow::Result<Option<Probe>> {
