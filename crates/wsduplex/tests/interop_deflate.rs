@@ -8,7 +8,10 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use wsduplex::server::{read_request, ServerConfig};
@@ -63,7 +66,9 @@ async def main():
 asyncio.run(main())
 "#;
 
-/// Node client: perMessageDeflate on (threshold 0, so everything is compressed).
+/// Node client: perMessageDeflate on (threshold 0, so everything is compressed). Prints
+/// what it agreed and every echo it got (`echo INDEX KIND BYTES`), then how the connection
+/// closed: the test compares that with what it sent.
 const NODE_CLIENT: &str = r#"
 const WebSocket = require('ws');
 const ws = new WebSocket(process.argv[1], { perMessageDeflate: { threshold: 0 }, maxPayload: 64 << 20 });
@@ -72,10 +77,11 @@ const msgs = ['hello', '', Buffer.from([0, 1, 255]), 'text, '.repeat(20000),
 let i = 0;
 const all = msgs.concat(msgs);
 function next() {
-  if (i === all.length) { console.log('ok', ws.extensions); ws.close(1000); return; }
+  if (i === all.length) { ws.close(1000); return; }
   ws.send(all[i]);
 }
 ws.on('open', () => {
+  console.log('extensions ' + ws.extensions);
   if (!ws.extensions.startsWith('permessage-deflate')) {
     console.error('not negotiated: ' + ws.extensions); process.exit(1);
   }
@@ -86,9 +92,13 @@ ws.on('message', (data, isBinary) => {
   const ok = typeof want === 'string' ? !isBinary && data.toString() === want
                                       : isBinary && Buffer.compare(data, want) === 0;
   if (!ok) { console.error('mismatch at ' + i); process.exit(1); }
+  console.log('echo ' + i + ' ' + (isBinary ? 'binary' : 'text') + ' ' + data.length);
   i += 1; next();
 });
-ws.on('close', (code) => process.exit(code === 1000 ? 0 : 1));
+ws.on('close', (code) => {
+  console.log('closed ' + code);
+  process.exit(code === 1000 && i === all.length ? 0 : 1);
+});
 ws.on('error', (e) => { console.error(e.message); process.exit(1); });
 "#;
 
@@ -161,28 +171,127 @@ impl Drop for Killed {
     }
 }
 
-/// Our echo server with permessage-deflate accepted; returns its ws:// URL.
-async fn our_server() -> String {
+/// What our server saw of one connection: every byte each way (the handshake included)
+/// and the messages it received.
+struct Seen {
+    from_peer: Vec<u8>,
+    to_peer: Vec<u8>,
+    messages: Vec<Message>,
+}
+
+/// A transport that keeps a copy of everything read and written.
+struct Tap {
+    io: tokio::net::TcpStream,
+    read: Arc<Mutex<Vec<u8>>>,
+    written: Arc<Mutex<Vec<u8>>>,
+}
+
+impl tokio::io::AsyncRead for Tap {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        self.read
+            .lock()
+            .unwrap()
+            .extend_from_slice(&buf.filled()[before..]);
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Tap {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.written.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Our echo server with permessage-deflate accepted; returns its ws:// URL and, for each
+/// connection once it has ended, what the server saw of it.
+async fn our_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/", listener.local_addr().unwrap());
     let mut config = ServerConfig::default();
     config.deflate = Some(DeflateConfig::default());
     config.socket.protocol = config.socket.protocol.max_message_size(64 << 20);
+    let (seen_tx, seen_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let config = config.clone();
+            let seen_tx = seen_tx.clone();
             tokio::spawn(async move {
-                let mut ws = read_request(tcp, &config).await?.accept(&config).await?;
+                let (read, written) = (Arc::default(), Arc::default());
+                let io = Tap {
+                    io: tcp,
+                    read: Arc::clone(&read),
+                    written: Arc::clone(&written),
+                };
+                let mut ws = read_request(io, &config).await?.accept(&config).await?;
+                let mut messages = Vec::new();
                 while let Some(Ok(m)) = ws.recv().await {
                     if m.is_data() {
+                        messages.push(m.clone());
                         ws.send(m).await?;
                     }
                 }
+                drop(ws);
+                let take = |v: Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *v.lock().unwrap());
+                let _ = seen_tx.send(Seen {
+                    from_peer: take(read),
+                    to_peer: take(written),
+                    messages,
+                });
                 Ok::<_, wsduplex::Error>(())
             });
         }
     });
-    url
+    (url, seen_rx)
+}
+
+/// The HTTP head at the start of `bytes`, and the frames after it as (first byte, payload
+/// length): FIN, RSV1 and the opcode are in the first byte.
+fn head_and_frames(bytes: &[u8]) -> (String, Vec<(u8, u64)>) {
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP head")
+        + 4;
+    let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
+    let mut frames = Vec::new();
+    let mut rest = &bytes[end..];
+    while rest.len() >= 2 {
+        let (b0, b1) = (rest[0], rest[1]);
+        let (len, mut at) = match b1 & 0x7f {
+            126 => (u64::from(u16::from_be_bytes([rest[2], rest[3]])), 4),
+            127 => (u64::from_be_bytes(rest[2..10].try_into().unwrap()), 10),
+            n => (u64::from(n), 2),
+        };
+        if b1 & 0x80 != 0 {
+            at += 4;
+        }
+        frames.push((b0, len));
+        rest = &rest[at + len as usize..];
+    }
+    assert!(rest.is_empty(), "a frame cut short");
+    (head, frames)
 }
 
 async fn peer_client_against_our_server(p: Peer, extra: &[&str]) {
@@ -193,7 +302,7 @@ async fn peer_client_against_our_server(p: Peer, extra: &[&str]) {
     let Some(mut cmd) = peer(p, script) else {
         return;
     };
-    let url = our_server().await;
+    let (url, _) = our_server().await;
     cmd.arg(&url).args(extra);
     let out = tokio::time::timeout(TIMEOUT, tokio::task::spawn_blocking(move || cmd.output()))
         .await
@@ -281,7 +390,100 @@ async fn python_client_asking_for_an_8_bit_server_window() {
 
 #[tokio::test]
 async fn node_client_with_deflate_against_our_server() {
-    peer_client_against_our_server(Peer::Node, &[]).await;
+    let Some(mut cmd) = peer(Peer::Node, NODE_CLIENT) else {
+        return;
+    };
+    let (url, mut seen) = our_server().await;
+    cmd.arg(&url);
+    let out = tokio::time::timeout(TIMEOUT, tokio::task::spawn_blocking(move || cmd.output()))
+        .await
+        .expect("peer client timed out")
+        .unwrap()
+        .expect("spawn peer client");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let report = format!("--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
+    assert!(out.status.success(), "{}\n{report}", out.status);
+    // The messages the script sends, twice.
+    let msgs = [
+        Message::text("hello"),
+        Message::text(""),
+        Message::binary(vec![0u8, 1, 255]),
+        Message::text("text, ".repeat(20_000)),
+        Message::binary(vec![7u8; 1 << 20]),
+        Message::text("κόσμε ".repeat(5000)),
+    ];
+    let sent: Vec<Message> = msgs.iter().chain(&msgs).cloned().collect();
+    let bytes = |m: &Message| match m {
+        Message::Text(t) => t.as_str().len(),
+        Message::Binary(b) => b.len(),
+        _ => unreachable!(),
+    };
+
+    // What Node got: the extension, each echo in order (checked against what it sent by the
+    // script), then a normal close.
+    let mut want = vec!["extensions permessage-deflate".to_string()];
+    for (i, m) in sent.iter().enumerate() {
+        let kind = if matches!(m, Message::Text(_)) {
+            "text"
+        } else {
+            "binary"
+        };
+        want.push(format!("echo {i} {kind} {}", bytes(m)));
+    }
+    want.push("closed 1000".into());
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with(&want[0]),
+        "not negotiated as Node sees it\n{report}"
+    );
+    assert_eq!(lines[1..], want[1..], "{report}");
+
+    // What our server got: the same messages, permessage-deflate agreed, and every one of
+    // Node's messages compressed (RSV1 on its first frame: threshold 0).
+    let seen = tokio::time::timeout(TIMEOUT, seen.recv())
+        .await
+        .expect("the connection ended")
+        .expect("one connection");
+    assert_eq!(seen.messages, sent);
+    let (request, from_node) = head_and_frames(&seen.from_peer);
+    let (response, to_node) = head_and_frames(&seen.to_peer);
+    assert!(
+        request.contains("Sec-WebSocket-Extensions: permessage-deflate"),
+        "{request}"
+    );
+    assert!(response.starts_with("HTTP/1.1 101 "), "{response}");
+    assert!(
+        response.contains("Sec-WebSocket-Extensions: permessage-deflate"),
+        "{response}"
+    );
+    // A message's first frame carries RSV1 (0x40); continuations (opcode 0) never do.
+    let firsts = |frames: &[(u8, u64)]| -> Vec<u8> {
+        frames
+            .iter()
+            .filter(|(b0, _)| matches!(b0 & 0x0f, 1 | 2))
+            .map(|(b0, _)| *b0)
+            .collect()
+    };
+    let (node_data, our_data) = (firsts(&from_node), firsts(&to_node));
+    assert_eq!(node_data.len(), sent.len(), "{from_node:?}");
+    assert!(
+        node_data.iter().all(|b0| b0 & 0x40 != 0),
+        "a message from Node went uncompressed: {from_node:?}"
+    );
+    // Ours: compressed from the threshold of our policy up, the short ones as they are.
+    assert_eq!(our_data.len(), sent.len(), "{to_node:?}");
+    let threshold = DeflateConfig::default().threshold;
+    for (m, b0) in sent.iter().zip(&our_data) {
+        assert_eq!(
+            b0 & 0x40 != 0,
+            bytes(m) >= threshold,
+            "{} bytes: {to_node:?}",
+            bytes(m)
+        );
+    }
 }
 
 #[tokio::test]

@@ -30,16 +30,78 @@ fn keepalive(interval_ms: u64, timeout_ms: u64) -> Config {
 
 #[tokio::test(start_paused = true)]
 async fn a_peer_that_stops_answering_is_detected_and_closed() {
-    let (silent_client, mut server) = pair(keepalive(1000, 1000), Config::default()).await;
-    let started = tokio::time::Instant::now();
-    match server.recv().await {
-        Some(Err(Error::KeepaliveTimeout(t))) => assert_eq!(t, Duration::from_secs(1)),
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::Instant;
+    // The peer is raw bytes, so what the server sends it and when can be seen: it reads
+    // everything and answers nothing, as a peer whose network vanished.
+    let (mut peer, b) = duplex(64 * 1024);
+    let mut scfg = ServerConfig::default();
+    // A ping every second and 2.5 s to answer one: pings at 1, 2 and 3 s, and the first
+    // one's timeout (not the interval, not the last ping's) ends the connection at 3.5 s.
+    scfg.socket = keepalive(1000, 2500);
+    peer.write_all(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut server = read_request(b, &scfg)
+        .await
+        .unwrap()
+        .accept(&scfg)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    // The socket is kept (returned, not dropped): the end the peer sees must be the
+    // socket closing its transport, not the transport going away with it.
+    let server = tokio::spawn(async move {
+        let detected = server.recv().await;
+        let at = started.elapsed();
+        let then_none = server.recv().await.is_none();
+        (detected, at, then_none, server)
+    });
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(peer.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101 "));
+    // Every frame the peer is sent, with when it arrived, until the end of the stream (or
+    // a minute of paused time: a connection never closed fails instead of hanging).
+    let mut frames = Vec::new();
+    let read = async {
+        loop {
+            let mut header = [0u8; 2];
+            match peer.read_exact(&mut header).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return started.elapsed()
+                }
+                Err(e) => panic!("{e}"),
+            }
+            // Server frames are unmasked; control frames carry at most 125 bytes.
+            assert!(header[1] < 126, "{header:?}");
+            let mut payload = vec![0u8; usize::from(header[1])];
+            peer.read_exact(&mut payload).await.unwrap();
+            let payload = String::from_utf8_lossy(&payload).into_owned();
+            frames.push((started.elapsed(), header[0], payload));
+        }
+    };
+    let ended = tokio::time::timeout(Duration::from_secs(60), read).await;
+    let Ok(ended) = ended else {
+        panic!("still open after a minute, having sent {frames:?}");
+    };
+    let ping = |secs: u64| (Duration::from_secs(secs), 0x89, "wsduplex keepalive".into());
+    // Only pings, unanswered, and no close frame: nobody is there to answer one.
+    assert_eq!(frames, [ping(1), ping(2), ping(3)]);
+    // The transport is closed when the ping timeout runs out.
+    assert_eq!(ended, Duration::from_millis(3500));
+    let (detected, at, then_none, _server) = server.await.unwrap();
+    match detected {
+        Some(Err(Error::KeepaliveTimeout(t))) => assert_eq!(t, Duration::from_millis(2500)),
         other => panic!("expected a keepalive timeout, got {other:?}"),
     }
-    // One interval to the ping, one timeout for the answer.
-    assert!(started.elapsed() >= Duration::from_secs(2));
-    assert!(server.recv().await.is_none());
-    drop(silent_client);
+    assert_eq!(at, Duration::from_millis(3500));
+    assert!(then_none, "the stream ends after the timeout");
 }
 
 #[tokio::test(start_paused = true)]

@@ -89,23 +89,35 @@ async fn reconnects_after_drops_and_reruns_the_hook() {
 
 #[tokio::test]
 async fn gives_up_after_max_attempts() {
-    // A port that was free a moment ago: connecting is refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A server that takes every connection and drops it at once, counting them: each
+    // attempt fails, and the count is what the server saw.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let attempts = Arc::new(AtomicU32::new(0));
+    let seen = attempts.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            // Counted before the drop that fails the attempt.
+            seen.fetch_add(1, Ordering::SeqCst);
+            drop(tcp);
+        }
+    });
     let mut backoff = fast();
     backoff.max_attempts = Some(3);
-    let mut client = ReconnectingClient::new(
-        format!("ws://127.0.0.1:{port}/"),
-        ClientConfig::default(),
-        backoff,
-    );
+    let mut client =
+        ReconnectingClient::new(format!("ws://{addr}/"), ClientConfig::default(), backoff);
     let r = tokio::time::timeout(Duration::from_secs(20), client.recv())
         .await
         .unwrap();
+    // The last attempt's error (the connection ended before a response) is reported, then
+    // the end.
     assert!(matches!(r, Some(Err(wsduplex::Error::Io(_)))), "{r:?}");
     assert!(client.recv().await.is_none());
     assert_eq!(client.connections(), 0);
+    // max_attempts counts every consecutive failed attempt, the first one included.
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    // Given up for good: receiving again tries nothing.
+    assert!(client.recv().await.is_none());
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
 }

@@ -213,15 +213,87 @@ async fn a_silent_client_hits_the_handshake_timeout() {
 
 #[tokio::test]
 async fn the_server_closes_tcp_first_and_the_client_sees_it() {
-    let (mut client, server) = pair().await;
-    let echo = spawn_echo(server);
-    client.close(CloseCode::NORMAL, "").await.unwrap();
-    // The client waits for the server's FIN: this returns long before the close timeout.
-    let r = tokio::time::timeout(Duration::from_secs(2), client.recv())
+    // Over loopback TCP, with close timeouts far longer than any wait here: a close that
+    // ended by a timer instead of the server's FIN would be late.
+    let long = Duration::from_secs(30);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let mut cfg = ServerConfig::default();
+        cfg.socket.close_timeout = long;
+        let mut last = Vec::new();
+        for _ in 0..2 {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = read_request(tcp, &cfg)
+                .await
+                .unwrap()
+                .accept(&cfg)
+                .await
+                .unwrap();
+            let mut item = None;
+            while let Some(i) = ws.recv().await {
+                item = Some(i.unwrap());
+            }
+            last.push(item);
+        }
+        last
+    });
+
+    // A raw peer sends its close and keeps its side of TCP open: the server answers the
+    // close, then closes TCP first (RFC 6455 §7.1.1), which the peer reads as the end.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(raw.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101 "));
+    let key = [0x12, 0x34, 0x56, 0x78];
+    let mut close = vec![0x88, 0x80 | 5];
+    close.extend_from_slice(&key);
+    close.extend(
+        b"\x03\xe8bye"
+            .iter()
+            .zip(key.iter().cycle())
+            .map(|(b, k)| b ^ k),
+    );
+    raw.write_all(&close).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), raw.read_to_end(&mut rest))
+        .await
+        .expect("the server's FIN, while the peer still had TCP open")
+        .unwrap();
+    // The close reply (1000), then the end of the stream: nothing else.
+    assert_eq!(rest, [0x88, 0x02, 0x03, 0xe8]);
+
+    // Our client closing: it sees the reply and the end of the stream, the server's FIN
+    // (not its own close timer), within the same bound.
+    let mut ccfg = ClientConfig::default();
+    ccfg.socket.close_timeout = long;
+    let (mut client, _) = wsduplex::connect_with(&format!("ws://{addr}/"), &ccfg)
         .await
         .unwrap();
-    assert!(matches!(r, Some(Ok(Message::Close(_)))), "{r:?}");
-    echo.await.unwrap();
+    client.close(CloseCode::NORMAL, "").await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(2), async {
+        (client.recv().await, client.recv().await)
+    })
+    .await
+    .expect("the end of the stream, long before the close timeout");
+    match seen {
+        (Some(Ok(Message::Close(Some(f)))), None) => assert_eq!(f.code, CloseCode::NORMAL),
+        other => panic!("expected the close reply, then the end: {other:?}"),
+    }
+    for last in server.await.unwrap() {
+        match last {
+            Some(Message::Close(Some(f))) => assert_eq!(f.code, CloseCode::NORMAL),
+            other => panic!("the server's last item: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
