@@ -14,8 +14,25 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 seconds=${1:-600}
+if ! [[ $seconds =~ ^[1-9][0-9]*$ ]]; then
+  echo "fuzz/run.sh: SECONDS must be a whole number above 0, not '$seconds'" >&2
+  exit 2
+fi
 [ $# -gt 0 ] && shift
-if [ $# -gt 0 ]; then targets=("$@"); else mapfile -t targets < <(cargo +nightly fuzz list); fi
+targets=()
+if [ $# -gt 0 ]; then
+  targets=("$@")
+else
+  # Into a variable first: a failing `cargo fuzz list` then stops the run (set -e), which
+  # it would not inside a process substitution.
+  list=$(cargo +nightly fuzz list)
+  while IFS= read -r t; do [ -n "$t" ] && targets+=("$t"); done <<<"$list"
+fi
+# Zero targets would print an empty table and pass: a gate that checked nothing.
+if [ ${#targets[@]} -eq 0 ]; then
+  echo "fuzz/run.sh: no fuzz targets found (cargo fuzz list printed none): nothing was fuzzed" >&2
+  exit 1
+fi
 
 # cargo fuzz has no --locked: refuse a stale fuzz/Cargo.lock the way --locked would, so the
 # build below resolves nothing new.
@@ -40,7 +57,13 @@ for t in "${targets[@]}"; do
     failed+=("$t")
   fi
   stat() { sed -n "s/^stat::$1: *//p" "$log" | tail -1; }
-  printf '%-26s %8s %12s %10s %8s %8s  %s\n' "$t" "$seconds" "$(stat number_of_executed_units)" \
+  # A run that exits 0 without executing any input (no stats, or zero) tested nothing.
+  execs=$(stat number_of_executed_units)
+  if [ "$result" = ok ] && ! [[ $execs =~ ^[1-9][0-9]*$ ]]; then
+    result="FAILED (no input executed; see $log)"
+    failed+=("$t")
+  fi
+  printf '%-26s %8s %12s %10s %8s %8s  %s\n' "$t" "$seconds" "$execs" \
     "$(stat average_exec_per_sec)" "$(find "$work" -type f | wc -l)" "$(stat peak_rss_mb)MB" "$result"
 done
 if [ ${#failed[@]} -gt 0 ]; then
@@ -48,3 +71,4 @@ if [ ${#failed[@]} -gt 0 ]; then
   for t in "${failed[@]}"; do grep -m1 -B2 -A12 "panicked\|ERROR: libFuzzer\|SUMMARY" "fuzz/work/$t.log" >&2 || tail -20 "fuzz/work/$t.log" >&2; done
   exit 1
 fi
+echo "fuzzed ${#targets[@]} target(s) for $seconds s each: no failures"

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Compare an Autobahn report (index.json) with the checked-in expectations.
 
-    compare.py DIRECTION REPORT_DIR EXPECTED_JSON [--update]
+    compare.py DIRECTION REPORT_DIR EXPECTED_JSON [--newer-than STAMP] [--update]
 
 EXPECTED_JSON maps direction ("server"/"client") to {case: [behavior, behaviorClose]}.
 Exit 1 if a case is missing, or its behavior or close behavior differs from the
 expectation (an improvement also fails, so the file is kept exact: rerun with --update).
+Exit 1 too if there is no REPORT_DIR/index.json, or, with --newer-than, if it is older
+than the file STAMP (run.sh creates one as it starts: an index.json from an earlier run
+must not pass for this one).
 """
 import json
+import os
 import sys
 
 
@@ -17,8 +21,19 @@ def key(case):
 
 def main():
     direction, report_dir, expected_path = sys.argv[1:4]
-    update = "--update" in sys.argv[4:]
-    report = json.load(open(report_dir.rstrip("/") + "/index.json"))
+    options = sys.argv[4:]
+    update = "--update" in options
+    index = report_dir.rstrip("/") + "/index.json"
+    if not os.path.exists(index):
+        print(f"autobahn {direction}: no report {index}: this run wrote none", file=sys.stderr)
+        return 1
+    if "--newer-than" in options:
+        stamp = options[options.index("--newer-than") + 1]
+        if os.stat(index).st_mtime_ns < os.stat(stamp).st_mtime_ns:
+            print(f"autobahn {direction}: {index} is older than this run (left by an earlier "
+                  "one): this run wrote no report", file=sys.stderr)
+            return 1
+    report = json.load(open(index))
     (agent,) = report
     actual = {c: [r["behavior"], r["behaviorClose"]] for c, r in report[agent].items()}
     try:
