@@ -96,37 +96,49 @@ async fn history_and_resume_with_since_lose_nothing() {
             i
         );
     }
+    // Each message of a history as (id, text): message i is "m{i}", so a wrong, missing,
+    // repeated or reordered message shows.
+    let history = |welcome: &Value| -> Vec<(u64, String)> {
+        welcome["history"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no history in {welcome}"))
+            .iter()
+            .map(|m| {
+                (
+                    m["id"].as_u64().unwrap(),
+                    m["text"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    let messages = |ids: std::ops::RangeInclusive<u64>| -> Vec<(u64, String)> {
+        ids.map(|i| (i, format!("m{i}"))).collect()
+    };
     // A newcomer sees the last 5.
     let (_a, welcome) = join(addr, "/chat/h?name=a").await;
-    let ids: Vec<u64> = welcome["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_u64().unwrap())
-        .collect();
-    assert_eq!(ids, [4, 5, 6, 7, 8]);
+    assert_eq!(history(&welcome), messages(4..=8));
     assert_eq!(welcome["last_id"], 8);
     // Resuming inside the window: exactly what came after, no gap.
     let (mut b, welcome) = join(addr, "/chat/h?name=b&since=6").await;
-    assert_eq!(welcome["history"].as_array().unwrap().len(), 2);
-    assert_eq!(welcome["history"][0]["id"], 7);
+    assert_eq!(history(&welcome), messages(7..=8));
     assert_eq!(welcome["gap"], false);
     // ... then live messages, continuing the sequence.
     hub.publish("h", "pusher", "m9").await.unwrap();
-    assert_eq!(next_of(&mut b, "message").await["id"], 9);
+    let m = next_of(&mut b, "message").await;
+    assert_eq!((&m["id"], &m["text"]), (&json!(9), &json!("m9")));
     // Up to date: nothing in history, no gap.
     let (_c, welcome) = join(addr, "/chat/h?name=c&since=9").await;
     assert_eq!(
-        (welcome["history"].clone(), &welcome["gap"]),
-        (json!([]), &json!(false))
+        (history(&welcome), &welcome["gap"]),
+        (vec![], &json!(false))
     );
     // Behind the window: what is left, and the gap is reported.
     let (_d, welcome) = join(addr, "/chat/h?name=d&since=2").await;
-    assert_eq!(welcome["history"][0]["id"], 5);
+    assert_eq!(history(&welcome), messages(5..=9));
     assert_eq!(welcome["gap"], true);
     // An id from the future (a room that was dropped and recreated): all of it, gap.
     let (_e, welcome) = join(addr, "/chat/h?name=e&since=1000").await;
-    assert_eq!(welcome["history"].as_array().unwrap().len(), 5);
+    assert_eq!(history(&welcome), messages(5..=9));
     assert_eq!(welcome["gap"], true);
 }
 
@@ -355,21 +367,83 @@ async fn a_long_poll_waits_for_the_next_event_and_times_out_empty() {
     )
     .await;
     assert_eq!(r.body, json!({"cursor": 1, "events": []}));
-    // A waiting GET is answered by the next event.
-    let get = tokio::spawn(async move {
-        http(
-            addr,
-            "GET",
-            &format!("/poll/session/{sid}?cursor=1"),
-            &[],
-            "",
+
+    // A waiting GET is answered by the next event. The hub serves it here, on an in-memory
+    // stream, and the test polls it by hand: it must be waiting (polled and pending) before
+    // the publish, and the publish itself must wake it.
+    use std::future::Future;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    struct Woken(AtomicBool);
+    impl Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let (mut client, server_end) = tokio::io::duplex(64 << 10);
+    client
+        .write_all(
+            format!("GET /poll/session/{sid}?cursor=1 HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
         )
         .await
-    });
-    // The GET may start waiting before or after the publish: either way it gets it.
+        .unwrap();
+    let server = ServerConfig::default();
+    let incoming = wsduplex::server::read_request(server_end, &server)
+        .await
+        .unwrap();
+    let woken = Arc::new(Woken(AtomicBool::new(false)));
+    let waker = Waker::from(woken.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut serving = std::pin::pin!(hub.serve(incoming, &server));
+    // Polled until it waits: pending without having woken itself (a step before the wait
+    // may yield first).
+    let mut polls = 0;
+    loop {
+        woken.0.store(false, Ordering::SeqCst);
+        assert!(
+            serving.as_mut().poll(&mut cx).is_pending(),
+            "a GET with nothing to read was answered at once"
+        );
+        polls += 1;
+        if !woken.0.load(Ordering::SeqCst) {
+            break;
+        }
+        assert!(polls < 100, "the GET never waits");
+    }
     hub.publish("wait", "p", "wake up").await.unwrap();
-    let r = get.await.unwrap();
-    assert_eq!(r.body["events"][0]["text"], "wake up", "{}", r.body);
+    assert!(
+        woken.0.load(Ordering::SeqCst),
+        "the publish did not wake the waiting GET"
+    );
+    // Answered now (polled on while it asks for it: writing the answer may yield).
+    let mut polls = 0;
+    loop {
+        woken.0.store(false, Ordering::SeqCst);
+        if let Poll::Ready(other) = serving.as_mut().poll(&mut cx) {
+            assert!(other.is_none(), "the hub's own path");
+            break;
+        }
+        polls += 1;
+        assert!(
+            woken.0.load(Ordering::SeqCst) && polls < 100,
+            "woken, the GET waits again"
+        );
+    }
+    let mut raw = Vec::new();
+    client.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{raw}");
+    let body: Value = serde_json::from_str(body).unwrap();
+    let events = body["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{body}");
+    assert_eq!(
+        (&events[0]["type"], &events[0]["text"], &body["cursor"]),
+        (&json!("message"), &json!("wake up"), &json!(2)),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -444,23 +518,47 @@ async fn cut_drops_the_connection_without_a_close_frame() {
 
 #[tokio::test]
 async fn many_rooms_at_once_stay_apart() {
-    let (addr, _hub) = start(config()).await;
+    let (addr, hub) = start(config()).await;
     let mut members = Vec::new();
     for room in 0..20 {
         for name in ["a", "b"] {
             let (ws, _) = join(addr, &format!("/chat/room{room}?name={name}")).await;
-            members.push((room, ws));
+            members.push((room, name, ws));
         }
     }
-    for (room, ws) in members.iter_mut() {
-        say(ws, &format!("in room{room}")).await;
+    // Every member says something only it says: a message that strays into another room,
+    // or arrives twice, shows by its text.
+    for (room, name, ws) in members.iter_mut() {
+        say(ws, &format!("room{room} from {name}")).await;
     }
-    for (room, ws) in members.iter_mut() {
+    let mut seen = Vec::new();
+    for (room, _, ws) in members.iter_mut() {
+        let mut got = Vec::new();
         for _ in 0..2 {
             let m = next_of(ws, "message").await;
-            assert_eq!(m["room"], format!("room{room}"));
-            assert_eq!(m["text"], format!("in room{room}"));
+            let id = m["id"].as_u64().unwrap();
+            let (r, name, text) = (&m["room"], &m["name"], &m["text"]);
+            assert_eq!(r, &json!(format!("room{room}")), "{m}");
+            assert_eq!(
+                text,
+                &json!(format!("room{room} from {}", name.as_str().unwrap())),
+                "{m}"
+            );
+            got.push((id, name.as_str().unwrap().to_string()));
         }
+        // The room's own two messages, numbered 1 and 2, one from each member (in the order
+        // the room took them).
+        let mut names: Vec<&str> = got.iter().map(|(_, n)| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["a", "b"], "room{room}: {got:?}");
+        assert_eq!(got.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 2]);
+        seen.push(got);
+    }
+    for (room, pair) in seen.chunks(2).enumerate() {
+        assert_eq!(pair[0], pair[1], "room{room}: both members, the same order");
+        // Nothing else was said in the room.
+        let (_, last_id) = hub.members(&format!("room{room}")).await.unwrap().unwrap();
+        assert_eq!(last_id, 2, "room{room}");
     }
 }
 
