@@ -4,7 +4,7 @@
 mod common;
 
 use common::{connect, eventually, http, metric, read_head, upgrade_request, Server};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -87,29 +87,50 @@ fn per_client_limit_uses_the_address_a_trusted_proxy_reports() {
 
 #[test]
 fn total_limit_answers_503_at_once() {
-    let server = Server::start_on_loopback(&["--max-connections", "2"]);
+    // A handshake timeout far past any wait here: a refusal that waited for the request (or
+    // for that timeout) cannot pass for one made at accept.
+    let server =
+        Server::start_on_loopback(&["--max-connections", "2", "--handshake-timeout", "60s"]);
     let addr = server.addr;
+    // Every refusal, counted here to compare with the server's count.
+    let mut refused = 0;
     // Two held connections (retried: a connection that just ended may still hold a slot).
     let mut held = Vec::new();
     while held.len() < 2 {
-        let (status, s) = upgrade(addr, "");
-        if status == 101 {
-            held.push(s);
+        match upgrade(addr, "") {
+            (101, s) => held.push(s),
+            (503, _) => refused += 1,
+            (status, _) => panic!("{status}"),
         }
     }
-    // Refused without the request being read.
+    // At once: a client that sends nothing gets the refusal and the end of the connection
+    // (its request is never waited for, never read).
+    let mut s = connect(addr);
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)
+        .expect("the refusal without a request, then the end");
+    refused += 1;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("connection limit of 2"), "{answer}");
+    // With a request: the same answer, whatever was asked.
     let r = get(addr, "/");
+    refused += 1;
     assert_eq!(r.status, 503, "{r:?}");
     assert!(r.body_str().contains("connection limit of 2"), "{r:?}");
+    assert_eq!(r.header("retry-after"), Some("5"));
     drop(held);
     let mut metrics = String::new();
     eventually("slots freed", Duration::from_secs(10), || {
         let r = get(addr, "/metrics");
+        if r.status == 503 {
+            refused += 1;
+        }
         metrics = r.body_str();
         r.status == 200
     });
-    let refused = r#"wsduplex_connections_refused_total{reason="max_connections"}"#;
-    assert!(metric(&metrics, refused) >= 1, "{metrics}");
+    let name = r#"wsduplex_connections_refused_total{reason="max_connections"}"#;
+    assert_eq!(metric(&metrics, name), refused, "{metrics}");
     server.stop();
 }
 
@@ -298,7 +319,8 @@ fn auth_token_in_a_header_a_query_parameter_or_a_cookie() {
 
 #[test]
 fn every_log_line_of_a_connection_carries_its_id() {
-    use std::io::{BufRead, BufReader, Read};
+    use std::collections::BTreeMap;
+    use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut child = Command::new(common::BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -312,8 +334,37 @@ fn every_log_line_of_a_connection_carries_its_id() {
         .read_line(&mut ready)
         .unwrap();
     let addr: SocketAddr = ready.trim().rsplit('/').next().unwrap().parse().unwrap();
-    assert_eq!(get(addr, "/nowhere").status, 404);
-    assert_eq!(get(addr, "/healthz").status, 200);
+    // Connections of each kind, each known by its port, with what its log must say: plain
+    // requests, a refused one, and a WebSocket whose end is logged by the task it was
+    // handed to (the span must follow it there).
+    let mut want: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
+    let request = |raw: &[u8]| {
+        let mut s = connect(addr);
+        s.write_all(raw).unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).unwrap();
+        let status = String::from_utf8_lossy(&answer[..12]).into_owned();
+        (s.local_addr().unwrap().port(), status)
+    };
+    let get =
+        |path: &str| request(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes());
+    let (port, status) = get("/nowhere");
+    assert_eq!(status, "HTTP/1.1 404");
+    want.insert(port, vec!["GET /nowhere"]);
+    let (port, status) = get("/healthz");
+    assert_eq!(status, "HTTP/1.1 200");
+    want.insert(port, vec!["GET /healthz"]);
+    let (port, status) = request(b"NOT HTTP\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 400");
+    want.insert(port, vec!["request refused"]);
+    let mut ws = common::Ws::connect(addr, "/echo");
+    ws.send(common::TEXT, b"hello");
+    assert_eq!(ws.read_message(), (common::TEXT, b"hello".to_vec()));
+    ws.send_raw(&common::frame(true, 0, common::TEXT, b"unmasked", None));
+    assert_eq!(ws.expect_close().0, Some(1002));
+    ws.expect_eof();
+    let port = ws.stream.local_addr().unwrap().port();
+    want.insert(port, vec!["GET /echo", "connection ended"]);
     common::send_signal(child.id(), "TERM");
     let mut stderr = String::new();
     child
@@ -323,23 +374,61 @@ fn every_log_line_of_a_connection_carries_its_id() {
         .read_to_string(&mut stderr)
         .unwrap();
     assert!(common::wait_child(child).success());
-    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("GET /")).collect();
-    assert_eq!(lines.len(), 2, "{stderr}");
-    assert!(
-        lines[0].contains("conn{id=") && lines[0].contains("GET /nowhere"),
-        "{stderr}"
-    );
     assert!(
         !stderr.contains('\u{1b}'),
         "no colour codes in a pipe: {stderr}"
     );
-    let id = |l: &str| {
-        l.split("conn{id=")
-            .nth(1)
-            .and_then(|r| r.split(' ').next())
-            .map(str::to_string)
+    // Each line: the connection's span, `conn{id=N peer=127.0.0.1:PORT}`, if it has one.
+    let span = |l: &str| -> Option<(u16, String)> {
+        let inside = l.split("conn{").nth(1)?.split('}').next()?;
+        let id = inside.strip_prefix("id=")?.split(' ').next()?.to_string();
+        let port = inside
+            .split(" peer=")
+            .nth(1)?
+            .rsplit(':')
+            .next()?
+            .parse()
+            .ok()?;
+        Some((port, id))
     };
-    assert_ne!(id(lines[0]), id(lines[1]), "{stderr}");
+    let mut ids: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+    let mut lines: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
+    for line in stderr.lines() {
+        match span(line) {
+            Some((port, id)) => {
+                assert!(
+                    want.contains_key(&port),
+                    "not one of ours: {line}\n{stderr}"
+                );
+                ids.entry(port).or_default().push(id);
+                lines.entry(port).or_default().push(line);
+            }
+            // A line without a span must not be about a connection.
+            None => assert!(
+                !["GET /", "request", "connection"]
+                    .iter()
+                    .any(|w| line.contains(w)),
+                "a connection's line without its id: {line}\n{stderr}"
+            ),
+        }
+    }
+    for (port, said) in &want {
+        let got = lines.get(port).map(Vec::as_slice).unwrap_or_default();
+        for what in said {
+            assert!(
+                got.iter().any(|l| l.contains(what)),
+                "no {what:?} with the id of :{port}\n{stderr}"
+            );
+        }
+        // One id for every line of a connection...
+        let own = &ids[port];
+        assert!(own.iter().all(|id| id == &own[0]), "{own:?}\n{stderr}");
+    }
+    // ... and each connection its own.
+    let mut firsts: Vec<&String> = ids.values().map(|v| &v[0]).collect();
+    firsts.sort();
+    firsts.dedup();
+    assert_eq!(firsts.len(), want.len(), "{ids:?}\n{stderr}");
 }
 
 #[test]

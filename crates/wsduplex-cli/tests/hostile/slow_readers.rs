@@ -47,8 +47,9 @@ fn echo_clients_that_never_read_are_held_by_backpressure() {
 /// With `--slow-reader drop`, the server never stops reading a client that does not read:
 /// it drops the echoes that do not fit in `--send-buffer` (counted in
 /// `wsduplex_queue_overflows_total{action="dropped"}`). A client that sends 40 MiB without
-/// reading (four times what backpressure lets through above) gets the first echoes, intact
-/// and in order, and the connection still works.
+/// reading (four times what backpressure lets through above) gets the first echoes (and
+/// any later one that found room), intact and in strictly increasing order; every other
+/// echo is counted as dropped, and the connection still works.
 #[test]
 fn slow_reader_drop_keeps_reading_and_drops_the_echoes_that_do_not_fit() {
     const N: usize = 640;
@@ -74,7 +75,7 @@ fn slow_reader_drop_keeps_reading_and_drops_the_echoes_that_do_not_fit() {
     // A pong is never dropped, and it queues behind the echoes that were kept: once it
     // arrives, they all have.
     ws.send(PING, b"sync");
-    let mut got = 0;
+    let mut arrived: Vec<usize> = Vec::new();
     loop {
         let f = ws.read_frame();
         if f.opcode == PONG {
@@ -84,9 +85,18 @@ fn slow_reader_drop_keeps_reading_and_drops_the_echoes_that_do_not_fit() {
         assert_eq!(f.opcode, BINARY);
         let k = u64::from_be_bytes(f.payload[..8].try_into().unwrap()) as usize;
         assert_eq!(f.payload, message(k), "echo {k} intact");
-        assert!(k >= got, "echo {k} out of order");
-        got += 1;
+        // In order: each echo is of a later message than the one before it (a dropped echo
+        // leaves a gap; none comes twice or goes back).
+        if let Some(&before) = arrived.last() {
+            assert!(k > before, "echo {k} after echo {before}");
+        }
+        arrived.push(k);
     }
+    // The first echoes: the first message's echo always fits.
+    assert_eq!(arrived.first(), Some(&0), "{arrived:?}");
+    // Nothing lost unseen: the echoes that arrived (distinct, being increasing) and the
+    // ones counted as dropped (below) add up to every message.
+    let got = arrived.len();
     // The connection goes on.
     ws.send(TEXT, b"last");
     assert_eq!(ws.read_message(), (TEXT, b"last".to_vec()));
