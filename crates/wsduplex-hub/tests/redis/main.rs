@@ -9,6 +9,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod delivery;
 mod sentinel;
 mod support;
 mod tls;
