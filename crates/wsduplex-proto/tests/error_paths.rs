@@ -483,3 +483,40 @@ fn close_codes_frames_and_payloads_print_without_their_bytes() {
     assert_eq!((r.as_bytes(), r.as_text()), (&[1u8, 2][..], None));
     assert!(Message::Ping(Default::default()).as_data().is_none());
 }
+
+/// An empty `Sec-WebSocket-Extensions` value is no answer, not a malformed one.
+#[test]
+fn deflate_answer_skips_empty_values() {
+    let policy = DeflateConfig::default();
+    let agreed = policy
+        .accept_response([&b"  "[..], &b"permessage-deflate"[..]])
+        .unwrap();
+    assert!(agreed.is_some());
+    assert_eq!(policy.accept_response([&b""[..]]), Ok(None));
+}
+
+/// A frame whose masking key has not all arrived is not taken by the fast path, and the
+/// [`wsduplex_proto::Sender`] of [`Connection::sender`] queues like the connection.
+#[test]
+fn fast_path_waits_for_the_whole_mask_and_sender_queues() {
+    let mut s = server();
+    let whole = text(b"hi");
+    s.receive_buffer().extend_from_slice(&whole[..4]);
+    assert_eq!(fast(&mut s, usize::MAX), (Ok(0), vec![]));
+    s.receive_buffer().extend_from_slice(&whole[4..]);
+    assert_eq!(fast(&mut s, usize::MAX), (Ok(1), vec!["text hi".into()]));
+
+    let mut tx = s.sender();
+    tx.send_binary(&[9]).unwrap();
+    tx.send(Message::text("t")).unwrap();
+    tx.send_text("u").unwrap();
+    assert_eq!(tx.buffered_amount(), 9);
+    assert_eq!(
+        events_at_client(&drain(&mut s)),
+        [
+            Message::Binary(vec![9].into()),
+            Message::text("t"),
+            Message::text("u")
+        ]
+    );
+}
