@@ -38,10 +38,13 @@ async fn ws_and_wss_through_tinyproxy() {
     let ws = EchoServer::plain().await;
     let wss = EchoServer::tls().await;
     let config = via(&proxy.url(""), Some(&wss));
+    // Each went through the proxy: tinyproxy logged the CONNECT for its port (its log
+    // names the request line as received, before it dials the target).
     echo(&ws.url("127.0.0.1"), &config).await.unwrap();
+    proxy.assert_connect_logged(ws.addr);
     // TLS inside the tunnel, certificate checked for the URL's host.
     echo(&wss.url("127.0.0.1"), &config).await.unwrap();
-    proxy.assert_log_contains("127.0.0.1");
+    proxy.assert_connect_logged(wss.addr);
 }
 
 #[tokio::test]
@@ -571,11 +574,23 @@ impl Daemon {
         )
     }
 
-    fn assert_log_contains(&self, needle: &str) {
+    /// tinyproxy logged exactly one `CONNECT` for `target` (`Request (file descriptor N):
+    /// CONNECT 127.0.0.1:PORT HTTP/1.1`) and dialled `target` for it.
+    fn assert_connect_logged(&self, target: SocketAddr) {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let request = format!(": CONNECT {target} HTTP/1.1");
+        let requests = log
+            .lines()
+            .filter(|l| l.contains("Request (file descriptor") && l.ends_with(&request))
+            .count();
+        assert_eq!(
+            requests, 1,
+            "{} log should have one {request:?}:\n{log}",
+            self.name
+        );
         assert!(
-            log.contains(needle),
-            "{} log lacks {needle:?}:\n{log}",
+            log.contains(&format!("opensock: opening connection to {target}")),
+            "{} log lacks the connection to {target}:\n{log}",
             self.name
         );
     }
