@@ -165,4 +165,67 @@ mod tests {
             .chain(std::iter::repeat_n(b'x', 20_000));
         assert!(parse_connect_response(&endless.collect::<Vec<_>>(), false).is_err());
     }
+
+    /// The proxy's side of one exchange over an in-memory pipe: reads the request head,
+    /// answers `answer` (one byte per write if `trickle`, else in one write), then
+    /// closes; returns the request.
+    async fn proxy_answering(
+        mut io: tokio::io::DuplexStream,
+        answer: &'static [u8],
+        trickle: bool,
+    ) -> Vec<u8> {
+        let mut request = Vec::new();
+        while !request.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            if io.read(&mut byte).await.unwrap() == 0 {
+                break;
+            }
+            request.push(byte[0]);
+        }
+        if trickle {
+            for b in answer {
+                io.write_all(&[*b]).await.unwrap();
+            }
+        } else {
+            io.write_all(answer).await.unwrap();
+        }
+        request
+    }
+
+    #[tokio::test]
+    async fn exchange_over_a_stream() {
+        let target = Target::parse("wss://example.com:8443/").unwrap();
+        let ok = b"HTTP/1.1 200 Connection established\r\n\r\n";
+        let (mut client, proxy) = tokio::io::duplex(64);
+        let proxy = tokio::spawn(proxy_answering(proxy, ok, true));
+        open(&mut client, &target, Some(("u", "p"))).await.unwrap();
+        let request = proxy.await.unwrap();
+        assert_eq!(
+            request,
+            connect_request("example.com", 8443, Some(("u", "p")))
+        );
+
+        // Bytes after the answer, in the same read: nothing may speak before the client.
+        let (mut client, proxy) = tokio::io::duplex(64);
+        tokio::spawn(proxy_answering(proxy, b"HTTP/1.1 200 OK\r\n\r\nx", false));
+        let err = open(&mut client, &target, None).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                crate::Error::Proxy(ProxyError::InvalidResponse {
+                    what: "data after the tunnel response"
+                })
+            ),
+            "{err:?}"
+        );
+
+        // The proxy hangs up halfway through its answer.
+        let (mut client, proxy) = tokio::io::duplex(64);
+        tokio::spawn(proxy_answering(proxy, b"HTTP/1.1 200 OK\r\n", true));
+        let err = open(&mut client, &target, None).await.unwrap_err();
+        assert!(
+            matches!(err, crate::Error::Proxy(ProxyError::TunnelClosed)),
+            "{err:?}"
+        );
+    }
 }

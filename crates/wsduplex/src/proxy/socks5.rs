@@ -251,4 +251,55 @@ mod tests {
         assert_eq!(SocksReply(0x42).to_string(), "unassigned reply code 66");
         assert!(parse_socks5_connect_reply(&[5, 0, 0, 9, 0]).is_err());
     }
+
+    #[tokio::test]
+    async fn exchange_over_a_stream() {
+        let target = Target::parse("ws://ab.c:258/").unwrap();
+        // The proxy's side, scripted: method 2, auth ok, success with a domain-name bound
+        // address (its length read from the reply), then the first byte of the tunnel.
+        let (mut client, mut proxy) = tokio::io::duplex(64);
+        let script = tokio::spawn(async move {
+            let mut greeting = [0u8; 4];
+            proxy.read_exact(&mut greeting).await.unwrap();
+            proxy.write_all(&[5, 2]).await.unwrap();
+            let mut auth = [0u8; 6];
+            proxy.read_exact(&mut auth).await.unwrap();
+            proxy.write_all(&[1, 0]).await.unwrap();
+            let mut connect = [0u8; 11];
+            proxy.read_exact(&mut connect).await.unwrap();
+            proxy
+                .write_all(&[5, 0, 0, 3, 4, b'h', b'o', b's', b't', 0, 80, b'!'])
+                .await
+                .unwrap();
+            (greeting, auth, connect)
+        });
+        open(&mut client, &target, Some(("ab", "c"))).await.unwrap();
+        let (greeting, auth, connect) = script.await.unwrap();
+        assert_eq!(greeting.to_vec(), socks5_greeting(true));
+        assert_eq!(auth.to_vec(), socks5_auth_request("ab", "c").unwrap());
+        assert_eq!(
+            connect.to_vec(),
+            socks5_connect_request("ab.c", 258).unwrap()
+        );
+        // The reply was read to its end and no further.
+        let mut first = [0u8; 1];
+        client.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"!");
+
+        // The proxy hangs up in the middle of its reply.
+        let (mut client, mut proxy) = tokio::io::duplex(64);
+        tokio::spawn(async move {
+            let mut greeting = [0u8; 3];
+            proxy.read_exact(&mut greeting).await.unwrap();
+            proxy.write_all(&[5, 0]).await.unwrap();
+            let mut connect = [0u8; 11];
+            proxy.read_exact(&mut connect).await.unwrap();
+            proxy.write_all(&[5, 0, 0, 1, 127]).await.unwrap();
+        });
+        let err = open(&mut client, &target, None).await.unwrap_err();
+        assert!(
+            matches!(err, crate::Error::Proxy(ProxyError::TunnelClosed)),
+            "{err:?}"
+        );
+    }
 }
