@@ -116,7 +116,7 @@ pub struct InvalidRedisUrl {
     source: Box<dyn std::error::Error + Send + Sync>,
 }
 
-/// The connection of one session with Redis, and how callers report that it failed.
+/// The command connection of one connect to Redis, and how callers report that it failed.
 #[derive(Clone)]
 struct Link {
     conn: MultiplexedConnection,

@@ -8,9 +8,9 @@ use super::*;
 /// First reconnect delay; it doubles up to [`RedisConfig::max_backoff`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
-/// A connected session: the command connection, the pub/sub connection, and with
+/// What a connect yields: the command connection, the pub/sub connection, and with
 /// sentinels the master they named.
-struct Session {
+struct Connected {
     link: Link,
     sink: PubSubSink,
     stream: PubSubStream,
@@ -37,13 +37,13 @@ impl RedisBackplane {
             // With sentinels: a failover announced while down ends the pause at once.
             let mut watch = None;
             match self.connect().await {
-                Ok(session) => {
-                    let at = match &session.master {
+                Ok(connected) => {
+                    let at = match &connected.master {
                         Some(m) => format!(" (master {} at {})", m.name, m.addr),
                         None => String::new(),
                     };
                     let rooms = lock(&self.rooms).len();
-                    *lock(&self.link) = Some(session.link.clone());
+                    *lock(&self.link) = Some(connected.link.clone());
                     if was_up {
                         // As loud as the error it ends.
                         tracing::warn!(
@@ -59,7 +59,7 @@ impl RedisBackplane {
                     }
                     backoff = MIN_BACKOFF;
                     was_up = true;
-                    let ended = self.serve(session, &mut inbox).await;
+                    let ended = self.serve(connected, &mut inbox).await;
                     self.set_down();
                     match ended {
                         Ok(()) => break,
@@ -114,7 +114,7 @@ impl RedisBackplane {
     /// Connects both connections, subscribes to every followed room and resynchronizes
     /// each. With sentinels, also returns the master they named (and its watch), even if
     /// connecting to it failed.
-    async fn connect(&self) -> Result<Session, (Failure, Option<Master>)> {
+    async fn connect(&self) -> Result<Connected, (Failure, Option<Master>)> {
         let resolved = self
             .endpoint
             .resolve(self.config.timeout)
@@ -122,7 +122,7 @@ impl RedisBackplane {
             .map_err(|e| (e, None))?;
         let master = resolved.master;
         match self.connect_to(&resolved.client, master.is_some()).await {
-            Ok((link, sink, stream)) => Ok(Session {
+            Ok((link, sink, stream)) => Ok(Connected {
                 link,
                 sink,
                 stream,
@@ -194,18 +194,18 @@ impl RedisBackplane {
         Ok((link, sink, stream))
     }
 
-    /// Runs a connected session until the connection fails (`Err`) or the node stops.
+    /// Serves the connections until they fail (`Err`) or the node stops.
     async fn serve(
         &self,
-        session: Session,
+        connected: Connected,
         inbox: &mut mpsc::UnboundedReceiver<Request>,
     ) -> Result<(), Failure> {
-        let Session {
+        let Connected {
             link,
             mut sink,
             mut stream,
             mut master,
-        } = session;
+        } = connected;
         let mut conn = link.conn.clone();
         let every = (self.config.presence_ttl / 3).max(Duration::from_millis(10));
         let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);

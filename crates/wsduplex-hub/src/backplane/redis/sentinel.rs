@@ -1,7 +1,7 @@
 //! The Sentinel client protocol, for `redis+sentinel://` URLs (parsed in `url.rs`): ask
 //! each sentinel in turn (the one that answers goes first next time), check with `ROLE`
 //! that the server named is a master, and stay subscribed to that sentinel's
-//! `+switch-master`: a failover ends the session at once (the old master may take seconds
+//! `+switch-master`: a failover ends the connection at once (the old master may take seconds
 //! to be demoted, and writes it accepts meanwhile are lost).
 
 use super::scripts::{text, Failure};
