@@ -8,6 +8,7 @@
 //! events through (`backplane/redis/room.rs`); a room reads the replica in two places
 //! only: whom a welcome and `members` list, and where a departure goes.
 
+use crate::backplane::Replica;
 use crate::event;
 use crate::mailbox::{Ended, Mailbox};
 use crate::names::unique_name;
@@ -15,8 +16,6 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use wsduplex::Utf8Bytes;
-
-pub(crate) use crate::backplane::Replica;
 
 pub(crate) struct Room {
     pub(crate) name: Arc<str>,

@@ -30,7 +30,8 @@ pub(crate) type RoomState = (Vec<String>, u64);
 /// Told the id of a session that moved to another node or was closed from one.
 pub(crate) type SessionHook = Box<dyn Fn(&str) + Send + Sync>;
 
-/// How a hub orders rooms across nodes. Methods other than `run` and `closed` never wait.
+/// How a hub orders rooms across nodes. The methods that return no future never wait (what
+/// needs Redis is queued for `run`).
 pub(crate) trait Backplane: Send + Sync {
     /// A room this backplane orders, not loaded yet (the first join loads it).
     fn new_room(&self, name: &str, history: usize) -> Room;
