@@ -329,3 +329,26 @@ impl Nodes {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Hub, HubConfig};
+    use futures_util::FutureExt;
+
+    /// A hub of one node answers before anything waits: each call's future is ready at its
+    /// first poll, with no runtime.
+    #[test]
+    fn one_node_never_waits() {
+        let hub = Hub::new(HubConfig::default());
+        let alice = hub.join("r", "alice", None).now_or_never().unwrap();
+        let alice = alice.unwrap();
+        assert_eq!(alice.say("hi").now_or_never(), Some(1));
+        let pushed = hub.publish("r", "api", "from the API").now_or_never();
+        assert_eq!(pushed, Some(Ok(2)));
+        let members = hub.members("r").now_or_never();
+        assert_eq!(members, Some(Ok(Some((vec!["alice".to_string()], 2)))));
+        assert_eq!(hub.cut("r", "alice").now_or_never(), Some(Ok(1)));
+        hub.shutdown();
+        assert_eq!(hub.closed().now_or_never(), Some(()));
+    }
+}
