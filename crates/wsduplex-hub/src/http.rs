@@ -8,9 +8,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use wsduplex::server::{Incoming, ServerConfig};
 
-const INDEX: &str = include_str!("../../../web/index.html");
-const SCRIPT: &str = include_str!("../../../web/chat.js");
-const STYLE: &str = include_str!("../../../web/chat.css");
+const INDEX: &str = include_str!("../web/index.html");
+const SCRIPT: &str = include_str!("../web/chat.js");
+const STYLE: &str = include_str!("../web/chat.css");
 
 /// The page may load its own script and style and connect back to this origin, nothing
 /// else: no inline script, no third party.
