@@ -45,6 +45,7 @@ mod backplane;
 mod event;
 mod http;
 mod mailbox;
+mod metrics;
 pub mod names;
 mod poll;
 mod room;
@@ -53,6 +54,7 @@ mod ws;
 pub use backplane::redis::{InvalidRedisUrl, RedisConfig};
 pub use event::BadMessage;
 pub use mailbox::Ended;
+pub use metrics::CLOSE_CODES;
 pub use names::NameError;
 
 use backplane::Backplane;
