@@ -128,10 +128,7 @@ async fn handle(
     if !cfg!(target_os = "linux") {
         let _ = tcp.set_nodelay(true);
     }
-    let peer = Peer {
-        addr: peer.ip(),
-        tls: server.tls.is_some(),
-    };
+    let peer = Peer::new(peer.ip(), server.tls.is_some());
     match &server.tls {
         None => {
             // Boxed: the request's stage holds the head's buffer and the timers, and this

@@ -33,11 +33,19 @@ use std::net::IpAddr;
 
 /// What the transport tells about the other end of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Peer {
     /// The TCP peer's address (a reverse proxy's, if there is one).
     pub addr: IpAddr,
     /// Whether the connection is TLS (the page's scheme is then `https`).
     pub tls: bool,
+}
+
+impl Peer {
+    /// A peer at `addr`, over TLS or not.
+    pub fn new(addr: IpAddr, tls: bool) -> Self {
+        Self { addr, tls }
+    }
 }
 
 /// Seconds a client over a connection limit is asked to wait (`Retry-After`).

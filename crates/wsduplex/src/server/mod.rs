@@ -293,7 +293,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
     /// Answers `101` with the given subprotocol (one the client offered) and extra headers.
     /// `config.protocol.deflate`, if set, is the permessage-deflate agreement to answer with:
     /// set it from [`Request::negotiate_deflate`] (what the client offered), never otherwise
-    /// ([`ServerConfig::negotiate`] does).
+    /// ([`ServerConfig::negotiate`] does). Like [`Incoming::accept_negotiated`], it runs
+    /// none of the front door's checks.
     pub async fn accept_with(
         mut self,
         subprotocol: Option<&str>,
