@@ -20,8 +20,9 @@
 //!   [`Credential::is_ambient`](crate::auth::Credential::is_ambient)) must come from the server's own origin: the `Origin`'s
 //!   host and port are the `Host` header's, and its scheme is `https` on a TLS connection,
 //!   `http` on a cleartext one (either from a trusted proxy, which may have ended TLS; either
-//!   when the transport is unknown). Any other page could otherwise open a WebSocket with
-//!   the user's cookie (cross-site WebSocket hijacking).
+//!   when the transport is unknown). From a trusted proxy that passes a `Host` without a
+//!   port (nginx's `$host`), the host name alone must match. Any other page could otherwise
+//!   open a WebSocket with the user's cookie (cross-site WebSocket hijacking).
 
 use super::ServerConfig;
 use crate::auth::Denied;
@@ -181,12 +182,13 @@ impl ServerConfig {
         let Some(origin) = request.header("origin") else {
             return Ok(());
         };
+        let via_proxy = peer.is_some_and(|p| self.is_trusted(p.addr));
         let tls = match peer {
-            Some(p) if !p.tls && self.is_trusted(p.addr) => None,
+            Some(p) if !p.tls && via_proxy => None,
             Some(p) => Some(p.tls),
             None => None,
         };
-        if is_same_origin(origin, request.header("host"), tls) {
+        if is_same_origin(origin, request.header("host"), tls, via_proxy) {
             Ok(())
         } else {
             metrics::refused(RefusedBy::Origin);
@@ -197,8 +199,9 @@ impl ServerConfig {
 
 /// Whether `origin` (`scheme://host[:port]`) is the origin of a page served with this `host`
 /// header, over TLS (`Some(true)`), cleartext, or either (`None`). Default ports are
-/// dropped from both sides, as browsers drop them.
-fn is_same_origin(origin: &[u8], host: Option<&[u8]>, tls: Option<bool>) -> bool {
+/// dropped from both sides, as browsers drop them. `via_proxy`: a `host` without a port
+/// may have lost it in a proxy, so the host names alone are compared then.
+fn is_same_origin(origin: &[u8], host: Option<&[u8]>, tls: Option<bool>, via_proxy: bool) -> bool {
     let (Ok(origin), Some(Ok(host))) = (std::str::from_utf8(origin), host.map(std::str::from_utf8))
     else {
         return false;
@@ -219,7 +222,27 @@ fn is_same_origin(origin: &[u8], host: Option<&[u8]>, tls: Option<bool>) -> bool
             None => a,
         }
     };
-    scheme_ok && !authority.is_empty() && normal(authority) == normal(host)
+    let (authority, host) = (normal(authority), normal(host));
+    let same =
+        authority == host || (via_proxy && port_of(&host).is_none() && name_of(&authority) == host);
+    scheme_ok && !authority.is_empty() && same
+}
+
+/// `host:port` or `[v6]:port` without the port.
+fn name_of(authority: &str) -> &str {
+    match port_of(authority) {
+        Some(port) => &authority[..authority.len() - port.len() - 1],
+        None => authority,
+    }
+}
+
+/// The port of `host:port` or `[v6]:port`, if there is one.
+fn port_of(authority: &str) -> Option<&str> {
+    let after_name = match authority.strip_prefix('[') {
+        Some(v6) => &v6[v6.find(']')? + 1..],
+        None => authority,
+    };
+    after_name.rsplit_once(':').map(|(_, port)| port)
 }
 
 #[cfg(test)]
@@ -310,14 +333,38 @@ mod tests {
 
     #[test]
     fn same_origin_drops_default_ports_and_case() {
-        let yes = |o: &str, h: &str, tls| is_same_origin(o.as_bytes(), Some(h.as_bytes()), tls);
+        let check = |o: &str, h: &str, tls, proxy| {
+            is_same_origin(o.as_bytes(), Some(h.as_bytes()), tls, proxy)
+        };
+        let yes = |o: &str, h: &str, tls| check(o, h, tls, false);
         assert!(yes("https://Chat.Example", "chat.example:443", Some(true)));
         assert!(yes("http://127.0.0.1:8080", "127.0.0.1:8080", Some(false)));
         assert!(yes("http://[::1]:8080", "[::1]:8080", None));
         assert!(!yes("http://127.0.0.1:8081", "127.0.0.1:8080", None));
         assert!(!yes("http://chat.example.evil", "chat.example", None));
         assert!(!yes("ftp://chat.example", "chat.example", None));
-        assert!(!is_same_origin(b"http://a", None, None), "no Host");
+        assert!(!is_same_origin(b"http://a", None, None, false), "no Host");
+        // A proxy's `$host` drops the port: the names alone, then.
+        assert!(!yes("https://chat.example:8443", "chat.example", None));
+        assert!(check(
+            "https://chat.example:8443",
+            "chat.example",
+            None,
+            true
+        ));
+        assert!(check("http://[::1]:8080", "[::1]", None, true));
+        assert!(!check(
+            "https://evil.example:8443",
+            "chat.example",
+            None,
+            true
+        ));
+        assert!(!check(
+            "https://chat.example:8443",
+            "chat.example:9000",
+            None,
+            true
+        ));
     }
 
     #[test]
