@@ -16,7 +16,7 @@
 //! the room's channel, in the same order on every node.
 //!
 //! ```no_run
-//! use wsduplex::server::{read_request, ServerConfig};
+//! use wsduplex::server::{read_request, Peer, ServerConfig};
 //! use wsduplex_hub::{Hub, HubConfig};
 //!
 //! # async fn run() -> std::io::Result<()> {
@@ -25,12 +25,16 @@
 //! // let hub = Hub::with_redis(HubConfig::default(), RedisConfig::new("redis://cache:6379"))?;
 //! tokio::spawn(hub.clone().maintain());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! // Limits, the Origin policy and authentication: the server's front door, which the hub
+//! // applies to its own paths (with cookie auth, pages of other origins are refused).
 //! let config = ServerConfig::default();
 //! loop {
-//!     let (tcp, _) = listener.accept().await?;
+//!     let (tcp, peer) = listener.accept().await?;
 //!     let (hub, config) = (hub.clone(), config.clone());
 //!     tokio::spawn(async move {
-//!         let Ok(incoming) = read_request(tcp, &config).await else { return };
+//!         let Ok(mut incoming) = read_request(tcp, &config).await else { return };
+//!         // What the front door checks the request against: plain TCP from this address.
+//!         incoming.set_peer(Peer::new(peer.ip(), false));
 //!         // The hub answers its own paths (/, /chat/ROOM, /poll/..., /api/...).
 //!         if let Some(other) = hub.serve(incoming, &config).await {
 //!             let _ = other.respond(404, &[], "text/plain", b"not found\n").await;
@@ -45,6 +49,7 @@ mod backplane;
 mod event;
 mod http;
 mod mailbox;
+mod metrics;
 pub mod names;
 mod poll;
 mod room;
@@ -53,6 +58,7 @@ mod ws;
 pub use backplane::redis::{InvalidRedisUrl, RedisConfig};
 pub use event::BadMessage;
 pub use mailbox::Ended;
+pub use metrics::CLOSE_CODES;
 pub use names::NameError;
 
 use backplane::Nodes;
