@@ -57,11 +57,14 @@ fn replicated(master: &Redis) -> bool {
 }
 
 /// `from` says something (again, if its node delivered it locally while it had no
-/// master) until the message gets a shared id, then `to` receives it with that id.
-async fn shared_round_trip(from: &mut Ws, node: &Node, to: &mut Ws, what: &str) -> u64 {
+/// master) until the message gets an id from Redis, then `to` receives it with that id.
+async fn round_trip_through_redis(from: &mut Ws, node: &Node, to: &mut Ws, what: &str) -> u64 {
     let deadline = Instant::now() + LIMIT;
     for attempt in 0.. {
-        assert!(Instant::now() < deadline, "{what}: never shared");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: never went through Redis"
+        );
         node.connected(true).await;
         let text = format!("{what} {attempt}");
         say(from, &text).await;
@@ -155,7 +158,7 @@ async fn failovers(tls: bool) {
     let (mut alice, _) = join(nodes[0].addr, "/chat/fo?name=alice").await;
     let (mut bob, _) = join(nodes[1].addr, "/chat/fo?name=bob").await;
     next_of(&mut alice, "joined").await;
-    let before = shared_round_trip(&mut alice, &nodes[0], &mut bob, "before").await;
+    let before = round_trip_through_redis(&mut alice, &nodes[0], &mut bob, "before").await;
     assert_eq!(before, 1);
 
     // 1. A failover the sentinel is asked for: the nodes hear `+switch-master` and move,
@@ -171,7 +174,7 @@ async fn failovers(tls: bool) {
     .await;
     let moved = logged(&[&url, &format!("at 127.0.0.1:{r}"), "connected again"]).await;
     assert!(moved.contains(MASTER), "{moved}");
-    let after = shared_round_trip(&mut bob, &nodes[1], &mut alice, "after").await;
+    let after = round_trip_through_redis(&mut bob, &nodes[1], &mut alice, "after").await;
     assert!(after > before, "ids go up: {after} after {before}");
     assert_eq!(role(&second).as_deref(), Some("master"));
 
@@ -191,7 +194,7 @@ async fn failovers(tls: bool) {
         master_port(&sentinel) == Some(m)
     })
     .await;
-    let again = shared_round_trip(&mut alice, &nodes[0], &mut bob, "again").await;
+    let again = round_trip_through_redis(&mut alice, &nodes[0], &mut bob, "again").await;
     assert!(again > after, "ids go up: {again} after {after}");
 
     // A node started now finds the master of the moment (through the second sentinel of
@@ -217,7 +220,7 @@ async fn failovers(tls: bool) {
     let mut sentinel = sentinel;
     sentinel.stop();
     logged(&[&url, "the sentinel watched for failovers went away"]).await;
-    let last = shared_round_trip(&mut bob, &nodes[1], &mut alice, "unwatched").await;
+    let last = round_trip_through_redis(&mut bob, &nodes[1], &mut alice, "unwatched").await;
     assert!(last > again);
     assert!(nodes.iter().all(|n| n.hub.is_connected() == Some(true)));
 }
