@@ -265,7 +265,7 @@ async fn messages_the_master_did_not_replicate_are_lost_from_history_and_ids_go_
     let (mut alice, _) = join(nodes[0].addr, "/chat/unrep?name=alice").await;
     let (mut bob, _) = join(nodes[1].addr, "/chat/unrep?name=bob").await;
     next_of(&mut alice, "joined").await;
-    let before = shared_round_trip(&mut alice, &nodes[0], &mut bob, "before").await;
+    let before = round_trip_through_redis(&mut alice, &nodes[0], &mut bob, "before").await;
     eventually("the replica has everything", || replicated(&master)).await;
     // The sentinel must know the replica before the master goes.
     eventually("the sentinel knows the replica", || {
@@ -283,7 +283,7 @@ async fn messages_the_master_did_not_replicate_are_lost_from_history_and_ids_go_
     master
         .command(&["CLIENT", "KILL", "TYPE", "replica"])
         .unwrap();
-    // Published through the master alone: both members get them, with shared ids.
+    // Published through the master alone: both members get them, with ids from Redis.
     let mut lost = Vec::new();
     for i in 0..3 {
         let text = format!("unreplicated {i}");
@@ -305,7 +305,7 @@ async fn messages_the_master_did_not_replicate_are_lost_from_history_and_ids_go_
         master_port(&sentinel) == Some(r)
     })
     .await;
-    let after = shared_round_trip(&mut bob, &nodes[1], &mut alice, "after").await;
+    let after = round_trip_through_redis(&mut bob, &nodes[1], &mut alice, "after").await;
     assert!(
         after > top,
         "ids are not handed out again: {after} after the lost {lost:?}"
