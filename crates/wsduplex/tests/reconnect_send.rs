@@ -148,3 +148,26 @@ async fn a_send_that_fails_on_a_dropped_connection_lets_the_next_one_reconnect()
     client.close(CloseCode::NORMAL, "").await.unwrap();
     while within("closing", client.recv()).await.is_some() {}
 }
+
+/// With nothing to connect to, a `send` waits out the backoff for `max_attempts` attempts and
+/// then returns the last error: the message is refused, not kept.
+#[tokio::test]
+async fn a_send_with_no_server_fails_after_max_attempts() {
+    // A port that was free a moment ago: connecting is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut backoff = fast();
+    backoff.max_attempts = Some(3);
+    let mut client = ReconnectingClient::new(
+        format!("ws://127.0.0.1:{port}/"),
+        ClientConfig::default(),
+        backoff,
+    );
+    let sent = within("send", client.send("nowhere")).await;
+    assert!(matches!(sent, Err(wsduplex::Error::Io(_))), "{sent:?}");
+    assert_eq!(client.connections(), 0);
+    assert!(!client.is_connected());
+}
