@@ -1,6 +1,6 @@
 // Headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core) against the chat
-// page of `wsduplex serve` (web/index.html + web/chat.js, protocol in docs/hub.md): run by
-// crates/wsduplex-cli/tests/chat_browser.rs, installed by ./setup.sh.
+// page of `wsduplex serve` (crates/wsduplex-hub/web/index.html + chat.js, protocol in
+// docs/hub.md): run by crates/wsduplex-cli/tests/chat_browser.rs, installed by ./setup.sh.
 //
 //   node tests/browser/chat.mjs http://HOST:PORT API_TOKEN
 //

@@ -1,7 +1,7 @@
 //! `wsduplex client URL`: stdin lines go out as text messages, received messages come out
 //! on stdout one per line. `/ping [data]` and `/close [code [reason]]` are commands.
 
-use crate::bench::parse_duration;
+use crate::args::{parse_duration, DeflateArgs};
 use anyhow::{bail, Context as _};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -80,57 +80,6 @@ pub struct Args {
     no_deflate: bool,
     #[command(flatten)]
     deflate_args: DeflateArgs,
-}
-
-/// How permessage-deflate compresses, for `client` and `serve` alike: each option means
-/// the same for both roles, so one [`wsduplex::DeflateConfig`] serves either.
-#[derive(clap::Args)]
-pub struct DeflateArgs {
-    /// permessage-deflate: zlib level, 0 (no compression) to 9 (smallest, most CPU).
-    #[arg(
-        long,
-        value_name = "0-9",
-        default_value_t = wsduplex::DeflateConfig::default().level,
-        value_parser = clap::value_parser!(u32).range(0..=9)
-    )]
-    deflate_level: u32,
-    /// permessage-deflate: LZ77 window, 2^BITS bytes, that this side compresses with and
-    /// asks the peer to compress with (RFC 7692 max_window_bits); smaller saves memory.
-    /// 8 is not offered: zlib compresses with 9 at least.
-    #[arg(
-        long,
-        value_name = "9-15",
-        default_value_t = wsduplex::DeflateConfig::default().server_max_window_bits,
-        value_parser = clap::value_parser!(u8).range(9..=15)
-    )]
-    deflate_window_bits: u8,
-    /// permessage-deflate: messages shorter than this are sent uncompressed.
-    #[arg(
-        long,
-        value_name = "BYTES",
-        default_value_t = wsduplex::DeflateConfig::default().threshold
-    )]
-    deflate_threshold: usize,
-    /// permessage-deflate: reset the compression context after every message, in both
-    /// directions (RFC 7692 no_context_takeover): no zlib state kept between messages.
-    #[arg(long)]
-    deflate_no_context_takeover: bool,
-}
-
-impl DeflateArgs {
-    /// The policy these options describe. The same for a client and a server: the window
-    /// bits and the context reset apply to what this side sends and to what it asks of
-    /// the peer.
-    pub fn config(&self) -> wsduplex::DeflateConfig {
-        let mut c = wsduplex::DeflateConfig::default();
-        c.level = self.deflate_level;
-        c.threshold = self.deflate_threshold;
-        c.server_max_window_bits = self.deflate_window_bits;
-        c.client_max_window_bits = self.deflate_window_bits;
-        c.server_no_context_takeover = self.deflate_no_context_takeover;
-        c.client_no_context_takeover = self.deflate_no_context_takeover;
-        c
-    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

@@ -1,6 +1,7 @@
 //! `wsduplex`: a WebSocket client for testing and debugging, and an echo server.
 //! Argument parsing and glue only; the protocol lives in the libraries.
 
+mod args;
 mod bench;
 mod client;
 mod serve;

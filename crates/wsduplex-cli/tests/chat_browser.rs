@@ -1,6 +1,6 @@
 //! The chat page in a real browser: headless Chromium (Debian's `/usr/bin/chromium`, driven
 //! by `playwright-core`) against the real `wsduplex serve --api-token TOKEN`, which serves the
-//! page (`web/`) and the hub (`docs/hub.md`).
+//! page (`crates/wsduplex-hub/web/`) and the hub (`docs/hub.md`).
 //!
 //! The browser side is `tests/browser/chat.mjs`, installed by `tests/browser/setup.sh`: pages
 //! chatting over WebSocket and over long polling, a refused upgrade falling back to long

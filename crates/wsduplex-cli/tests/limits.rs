@@ -468,3 +468,99 @@ fn message_and_frame_size_flags() {
     let out = common::run(&["serve", "--max-message-size", "lots"], b"");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+/// The next chat event of `kind` (a JSON text message), skipping presence and the like.
+fn next_event(ws: &mut common::Ws, kind: &str) -> String {
+    loop {
+        let (opcode, payload) = ws.read_message();
+        assert_eq!(opcode, common::TEXT);
+        let text = String::from_utf8(payload).unwrap();
+        if text.contains(&format!(r#""type":"{kind}""#)) {
+            return text;
+        }
+    }
+}
+
+/// With `--auth-token`, the cookie a browser sends by itself only works from the server's
+/// own origin: a page elsewhere is refused with 403 (and counted as an origin refusal and a
+/// refused handshake), while the same-origin page chats through /chat/ROOM.
+#[test]
+fn a_cookie_from_another_origin_is_refused_and_the_same_origin_chats() {
+    let server = Server::start_on_loopback(&["--auth-token", "s3cret"]);
+    let addr = server.addr;
+    let cookie = "Cookie: theme=dark; wsduplex_token=s3cret\r\n";
+    for path in ["/chat/home?name=eve", "/echo"] {
+        let evil = format!("{cookie}Origin: http://evil.example\r\n");
+        let r = http(addr, upgrade_request(addr, path, &evil).as_bytes());
+        assert_eq!(r.status, 403, "{path}: {r:?}");
+        assert_eq!(r.body_str(), "origin not allowed\n");
+    }
+    let own = format!("{cookie}Origin: http://{addr}\r\n");
+    let (mut alice, _) =
+        common::Ws::connect_with(addr, &upgrade_request(addr, "/chat/home?name=alice", &own));
+    let welcome = next_event(&mut alice, "welcome");
+    assert!(welcome.contains(r#""members":["alice"]"#), "{welcome}");
+    let (mut bob, _) =
+        common::Ws::connect_with(addr, &upgrade_request(addr, "/chat/home?name=bob", &own));
+    next_event(&mut bob, "welcome");
+    bob.send(common::TEXT, br#"{"type":"message","text":"same origin"}"#);
+    let m = next_event(&mut alice, "message");
+    assert!(
+        m.contains(r#""name":"bob""#) && m.contains(r#""text":"same origin""#),
+        "{m}"
+    );
+    let want = [
+        (r#"wsduplex_connections_refused_total{reason="origin"}"#, 2),
+        (r#"wsduplex_handshakes_total{outcome="refused"}"#, 2),
+        (r#"wsduplex_handshakes_total{outcome="accepted"}"#, 2),
+    ];
+    // An accepted handshake is counted just after its 101 is written.
+    eventually(
+        "the refusals and handshakes counted",
+        Duration::from_secs(10),
+        || {
+            let body = get(addr, "/metrics").body_str();
+            want.iter().all(|&(name, n)| metric(&body, name) == n)
+        },
+    );
+    drop((alice, bob));
+    server.stop();
+}
+
+/// `--dangerous-allow-any-origin` opts out of the same-origin rule for cookies.
+#[test]
+fn the_same_origin_rule_for_cookies_can_be_switched_off() {
+    let server =
+        Server::start_on_loopback(&["--auth-token", "s3cret", "--dangerous-allow-any-origin"]);
+    let addr = server.addr;
+    let evil = "Cookie: wsduplex_token=s3cret\r\nOrigin: http://evil.example\r\n";
+    let ws = common::Ws::connect_with(addr, &upgrade_request(addr, "/chat/home?name=eve", evil));
+    drop(ws);
+    server.stop();
+}
+
+/// Every upgrade request counts once in `wsduplex_handshakes_total`, whichever path and
+/// whichever check refuses it: a chat join without its token (refused by the hub's route)
+/// as much as an echo one.
+#[test]
+fn upgrades_refused_by_auth_count_as_refused_handshakes_on_every_path() {
+    let server = Server::start_on_loopback(&["--auth-token", "s3cret"]);
+    let addr = server.addr;
+    for path in [
+        "/chat/r?name=a",
+        "/echo",
+        "/chat/r?name=b&access_token=nope",
+    ] {
+        let r = http(addr, upgrade_request(addr, path, "").as_bytes());
+        assert_eq!(r.status, 401, "{path}: {r:?}");
+    }
+    let ws = common::Ws::connect(addr, "/chat/r?name=c&access_token=s3cret");
+    let refused = r#"wsduplex_handshakes_total{outcome="refused"}"#;
+    let accepted = r#"wsduplex_handshakes_total{outcome="accepted"}"#;
+    eventually("the handshakes counted", Duration::from_secs(10), || {
+        let body = get(addr, "/metrics").body_str();
+        metric(&body, refused) == 3 && metric(&body, accepted) == 1
+    });
+    drop(ws);
+    server.stop();
+}

@@ -1,6 +1,6 @@
 //! `wsduplex serve` and `wsduplex client` over TLS, as real processes: a self-signed
 //! server, a server with certificate files, and clients that trust it, do not, or are told
-//! not to check.
+//! not to check; `ws://` and `wss://` over the IPv6 loopback.
 
 mod common;
 
@@ -21,8 +21,13 @@ struct TlsServer {
 
 impl TlsServer {
     fn start(tls_args: &[&str]) -> Self {
+        Self::start_on("127.0.0.1:0", tls_args)
+    }
+
+    /// `wsduplex serve --listen LISTEN` with TLS options.
+    fn start_on(listen: &str, tls_args: &[&str]) -> Self {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
+            .args(["serve", "--listen", listen, "--workers", "2"])
             .args(tls_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -319,4 +324,78 @@ fn bench_connect_and_idle_over_wss() {
     let out = run(&["bench", "echo", &url, "--cacert", &cert], b"");
     let line = out.assert_one_line_error();
     assert!(line.contains("plain ws:// only"), "{line}");
+}
+
+/// Whether this machine has the IPv6 loopback `::1` (in `/proc/net/if_inet6`); says
+/// loudly when it does not, so a skip is seen.
+fn has_ipv6_loopback() -> bool {
+    let found = std::fs::read_to_string("/proc/net/if_inet6").is_ok_and(|table| {
+        table
+            .lines()
+            .any(|l| l.starts_with("00000000000000000000000000000001 "))
+    });
+    if !found {
+        // Straight to stderr, past the test harness's capture.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** tls: no IPv6 loopback (::1 is not in /proc/net/if_inet6), SKIPPING the \
+             IPv6 test ***\n"
+        );
+    }
+    found
+}
+
+/// `wsduplex serve --listen [::1]:0`, plain and with TLS, and `wsduplex client` to
+/// `ws://[::1]:PORT` and `wss://[::1]:PORT` (the certificate checked for the address
+/// `::1`); the client's `Host` header is `[::1]:PORT`.
+#[test]
+fn ws_and_wss_over_the_ipv6_loopback() {
+    if !has_ipv6_loopback() {
+        return;
+    }
+    let server = Server::start_with(&["--listen", "[::1]:0"]);
+    assert!(
+        server.ready_line.starts_with("listening on http://[::1]:"),
+        "{}",
+        server.ready_line
+    );
+    let out = run(&["client", &server.url("/echo")], b"over ipv6\n");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout_str(), "over ipv6\n");
+    server.stop();
+
+    let (cert, key) = cert_files("ipv6");
+    let server = TlsServer::start_on("[::1]:0", &["--tls-cert", &cert, "--tls-key", &key]);
+    assert!(server.addr.starts_with("[::1]:"), "{}", server.addr);
+    let out = run(
+        &["client", "--cacert", &cert, &server.url("/echo")],
+        b"over ipv6 and tls\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout_str(), "over ipv6 and tls\n");
+
+    // The Host header, as a server reads it.
+    let listener = std::net::TcpListener::bind("[::1]:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, heads) = mpsc::channel();
+    let fake = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let (mut ws, head) = accept_upgrade(stream);
+        // stdin is empty: the client closes at once.
+        ws.expect_close();
+        ws.send_close(1000, "");
+        let _ = tx.send(head);
+    });
+    let out = run(&["client", &format!("ws://{addr}/")], b"");
+    assert!(out.status.success(), "{out:?}");
+    let head = heads.recv_timeout(TIMEOUT).unwrap_or_else(|_| {
+        let _ = fake.join();
+        panic!("the fake [::1] server saw no upgrade: {out:?}")
+    });
+    assert_eq!(
+        header(&head, "host"),
+        Some(format!("[::1]:{}", addr.port()).as_str()),
+        "{head}"
+    );
 }

@@ -20,7 +20,8 @@ struct ChatMessage<'a> {
     name: &'a str,
     text: &'a str,
     ts: u64,
-    /// Delivered by this node alone while the backplane was down (not in shared history).
+    /// Delivered by this node alone while the backplane was down (not in the history the
+    /// backplane keeps for every node).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     local: bool,
 }
@@ -147,9 +148,10 @@ pub(crate) fn welcome<'a>(
     Utf8Bytes::from(out)
 }
 
-/// The last message id a client knows once it has read `event`: a shared message's id, or
-/// a welcome's `last_id` (its history goes up to it). `None` for anything else, and for
-/// messages delivered locally while the backplane was down (their ids are not shared).
+/// The last message id a client knows once it has read `event`: a message's id, or a
+/// welcome's `last_id` (its history goes up to it). `None` for anything else, and for
+/// messages delivered locally while the backplane was down (their ids are this node's
+/// alone: no other node knows them).
 pub(crate) fn known_id(event: &Utf8Bytes) -> Option<u64> {
     let json = event.as_str();
     let number = |s: &str| -> Option<u64> {

@@ -6,11 +6,12 @@ use crate::poll::{Batch, PollError};
 use crate::{Hub, JoinError};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
+use wsduplex::auth::{Authenticate as _, TokenAuth};
 use wsduplex::server::{Incoming, ServerConfig};
 
-const INDEX: &str = include_str!("../../../web/index.html");
-const SCRIPT: &str = include_str!("../../../web/chat.js");
-const STYLE: &str = include_str!("../../../web/chat.css");
+const INDEX: &str = include_str!("../web/index.html");
+const SCRIPT: &str = include_str!("../web/chat.js");
+const STYLE: &str = include_str!("../web/chat.css");
 
 /// The page may load its own script and style and connect back to this origin, nothing
 /// else: no inline script, no third party.
@@ -120,10 +121,20 @@ fn error_json(error: &str, message: &str) -> Vec<u8> {
 }
 
 impl Hub {
+    /// Whether `path` (without its query) is one of the hub's, whatever the method: what
+    /// [`Hub::serve`] answers rather than hands back.
+    pub fn owns(path: &str) -> bool {
+        route("GET", path).is_some()
+    }
+
     /// Serves `incoming` if its path is the hub's: `/` (the chat page), `/chat.js`,
     /// `/chat.css`, `/chat[/ROOM]` (WebSocket), `/poll/...` (long polling), `/api/rooms/...`
     /// (push API). A WebSocket member is served until it leaves. Any other path is handed
     /// back.
+    ///
+    /// The server's front door applies (see [`wsduplex::server::admission`]): the Origin
+    /// allow-list to every request it has not admitted yet, and [`ServerConfig::auth`] with
+    /// the same-origin rule for cookies to joining (`/chat`, opening a `/poll` session).
     pub async fn serve<S>(
         &self,
         incoming: Incoming<S>,
@@ -155,13 +166,17 @@ impl Hub {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         // Joining needs what the server asks of any WebSocket (its auth hook); a session id,
-        // once issued, is its own credential.
-        if matches!(route, Route::Chat(_) | Route::PollOpen(_)) {
-            incoming = match incoming.authenticate(config).await {
-                Ok(i) => i,
-                Err(_) => return Ok(()),
-            };
-        }
+        // once issued, is its own credential. Refusals are answered by the front door.
+        let joins = matches!(route, Route::Chat(_) | Route::PollOpen(_));
+        let admitted = if joins {
+            incoming.authenticate(config).await
+        } else {
+            incoming.admit(config, None).await
+        };
+        incoming = match admitted {
+            Ok(i) => i,
+            Err(_) => return Ok(()),
+        };
         let q = match query(target) {
             Ok(q) => q,
             Err(why) => return respond_error(incoming, 400, "bad_request", why).await,
@@ -200,18 +215,17 @@ impl Hub {
                             .await;
                     }
                 };
-                let mut socket = config.socket.clone();
+                let mut agreed = config.negotiate(incoming.request());
+                // Members speak the hub's own JSON events, not a subprotocol.
+                agreed.subprotocol = None;
                 // A chat message is at most max_text characters (4 bytes each, 6 escaped);
                 // anything far larger is not a chat message.
                 let max = (self.inner.config.max_text as u64 * 6 + 1024).max(64 * 1024);
-                socket.protocol.max_message_size = socket.protocol.max_message_size.min(max);
-                socket.protocol.max_frame_size = socket.protocol.max_frame_size.min(max);
-                if let Some(policy) = &config.deflate {
-                    let agreed = incoming.request().negotiate_deflate(policy);
-                    socket.protocol = socket.protocol.deflate(agreed, policy);
-                }
-                let close_timeout = socket.close_timeout;
-                let mut ws = incoming.accept_with(None, &[], socket).await?;
+                let protocol = &mut agreed.socket.protocol;
+                protocol.max_message_size = protocol.max_message_size.min(max);
+                protocol.max_frame_size = protocol.max_frame_size.min(max);
+                let close_timeout = agreed.socket.close_timeout;
+                let mut ws = incoming.accept_negotiated(agreed).await?;
                 let max_text = self.inner.config.max_text;
                 crate::ws::run(&mut ws, member, max_text, close_timeout).await
             }
@@ -311,8 +325,9 @@ impl Hub {
         }
     }
 
-    /// `None` if the request carries the API token; else why not. Without a configured
-    /// token the API does not exist (`404`).
+    /// `None` if the request carries the API token as `Authorization: Bearer` (never a
+    /// cookie: a page must not push with its user's credentials); else why not. Without a
+    /// configured token the API does not exist (`404`).
     fn check_token<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         incoming: &Incoming<S>,
@@ -320,13 +335,12 @@ impl Hub {
         let Some(token) = &self.inner.config.api_token else {
             return Some(Refused::Off);
         };
-        let given = incoming
-            .request()
-            .header("authorization")
-            .and_then(|v| v.strip_prefix(b"Bearer "));
-        match given {
-            Some(g) if wsduplex::auth::constant_time_eq(g.trim_ascii(), token.as_bytes()) => None,
-            _ => Some(Refused::Token),
+        match TokenAuth::new([token])
+            .bearer_only()
+            .check(incoming.request())
+        {
+            Ok(()) => None,
+            Err(_) => Some(Refused::Token),
         }
     }
 }

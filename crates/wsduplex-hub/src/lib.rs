@@ -16,7 +16,7 @@
 //! the room's channel, in the same order on every node.
 //!
 //! ```no_run
-//! use wsduplex::server::{read_request, ServerConfig};
+//! use wsduplex::server::{read_request, Peer, ServerConfig};
 //! use wsduplex_hub::{Hub, HubConfig};
 //!
 //! # async fn run() -> std::io::Result<()> {
@@ -25,12 +25,16 @@
 //! // let hub = Hub::with_redis(HubConfig::default(), RedisConfig::new("redis://cache:6379"))?;
 //! tokio::spawn(hub.clone().maintain());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! // Limits, the Origin policy and authentication: the server's front door, which the hub
+//! // applies to its own paths (with cookie auth, pages of other origins are refused).
 //! let config = ServerConfig::default();
 //! loop {
-//!     let (tcp, _) = listener.accept().await?;
+//!     let (tcp, peer) = listener.accept().await?;
 //!     let (hub, config) = (hub.clone(), config.clone());
 //!     tokio::spawn(async move {
-//!         let Ok(incoming) = read_request(tcp, &config).await else { return };
+//!         let Ok(mut incoming) = read_request(tcp, &config).await else { return };
+//!         // What the front door checks the request against: plain TCP from this address.
+//!         incoming.set_peer(Peer::new(peer.ip(), false));
 //!         // The hub answers its own paths (/, /chat/ROOM, /poll/..., /api/...).
 //!         if let Some(other) = hub.serve(incoming, &config).await {
 //!             let _ = other.respond(404, &[], "text/plain", b"not found\n").await;
@@ -45,6 +49,7 @@ mod backplane;
 mod event;
 mod http;
 mod mailbox;
+mod metrics;
 pub mod names;
 mod poll;
 mod room;
@@ -53,9 +58,10 @@ mod ws;
 pub use backplane::redis::{InvalidRedisUrl, RedisConfig};
 pub use event::BadMessage;
 pub use mailbox::Ended;
+pub use metrics::CLOSE_CODES;
 pub use names::NameError;
 
-use backplane::Backplane;
+use backplane::Nodes;
 use room::Room;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -144,7 +150,7 @@ fn session_ttl(config: &HubConfig) -> Duration {
         .max(config.poll_timeout + Duration::from_secs(5))
 }
 
-/// The hub: cheap to clone (shared), shared by every worker thread.
+/// The hub: cheap to clone (one `Arc`), used by every worker thread.
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<Inner>,
@@ -163,8 +169,8 @@ struct Inner {
     rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
     sessions: Mutex<HashMap<String, Arc<poll::Session>>>,
     shutting_down: AtomicBool,
-    /// `None`: a hub of one node.
-    backplane: Option<Arc<dyn Backplane>>,
+    /// One node, or one of many.
+    nodes: Nodes,
 }
 
 /// A member of a room. Dropping it leaves the room (the others get `left`).
@@ -173,7 +179,7 @@ pub struct Membership {
     key: u64,
     name: Arc<str>,
     mailbox: Arc<mailbox::Mailbox>,
-    backplane: Option<Arc<dyn Backplane>>,
+    nodes: Nodes,
 }
 
 impl std::fmt::Debug for Membership {
@@ -200,13 +206,7 @@ impl Membership {
     /// With Redis unreachable, the message goes to this node's members only (see
     /// `docs/hub.md`).
     pub async fn say(&self, text: &str) -> u64 {
-        let Some(backplane) = &self.backplane else {
-            return self.room.publish(&self.name, text);
-        };
-        let room = Some(self.room.clone());
-        let published = backplane.publish(&self.room.name, room, &self.name, text);
-        // A member's room is loaded: the message is delivered locally at worst.
-        published.await.unwrap_or_default()
+        self.nodes.say(&self.room, &self.name, text).await
     }
 
     /// Why delivery to this member ended, if it has.
@@ -224,7 +224,7 @@ impl Drop for Membership {
 impl Hub {
     /// A hub with no rooms.
     pub fn new(config: HubConfig) -> Self {
-        Self::with_backplane(config, None)
+        Self::with_nodes(config, Nodes::One)
     }
 
     /// A hub that is one node of many, sharing rooms through Redis: every message reaches
@@ -236,10 +236,10 @@ impl Hub {
         config.session_ttl = session_ttl(&config);
         let backplane =
             backplane::redis::RedisBackplane::new(redis, config.history, config.session_ttl)?;
-        Ok(Self::with_backplane(config, Some(backplane)))
+        Ok(Self::with_nodes(config, Nodes::Many(backplane)))
     }
 
-    fn with_backplane(mut config: HubConfig, backplane: Option<Arc<dyn Backplane>>) -> Self {
+    fn with_nodes(mut config: HubConfig, nodes: Nodes) -> Self {
         config.session_ttl = session_ttl(&config);
         let hub = Self {
             inner: Arc::new(Inner {
@@ -247,23 +247,21 @@ impl Hub {
                 rooms: Mutex::new(HashMap::new()),
                 sessions: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
-                backplane,
+                nodes,
             }),
         };
-        if let Some(backplane) = &hub.inner.backplane {
-            let inner = Arc::downgrade(&hub.inner);
-            backplane.on_session_gone(Box::new(move |id| {
-                if let Some(inner) = inner.upgrade() {
-                    Hub { inner }.session_gone(id);
-                }
-            }));
-        }
+        let inner = Arc::downgrade(&hub.inner);
+        hub.inner.nodes.on_session_gone(Box::new(move |id| {
+            if let Some(inner) = inner.upgrade() {
+                Hub { inner }.session_gone(id);
+            }
+        }));
         hub
     }
 
     /// `None` for a hub of one node; else whether this node is connected to Redis.
     pub fn is_connected(&self) -> Option<bool> {
-        self.inner.backplane.as_ref().map(|b| b.is_up())
+        self.inner.nodes.is_up()
     }
 
     /// The settings.
@@ -273,6 +271,11 @@ impl Hub {
 
     fn rooms(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Room>>> {
         self.inner.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The room called `name` if this node has it.
+    fn room_here(&self, name: &str) -> Option<Arc<Room>> {
+        self.rooms().get(name).cloned()
     }
 
     /// The room called `name` (validated), created if needed.
@@ -293,16 +296,12 @@ impl Hub {
                 .min()
                 .map(|(_, k)| k)
                 .ok_or(JoinError::TooManyRooms)?;
-            if let (Some(dropped), Some(backplane)) = (rooms.remove(&victim), &self.inner.backplane)
-            {
-                backplane.unload(&dropped);
+            if let Some(dropped) = rooms.remove(&victim) {
+                self.inner.nodes.dropped(&dropped);
             }
         }
         let history = self.inner.config.history;
-        let room = Arc::new(match &self.inner.backplane {
-            None => Room::new(name, history),
-            Some(backplane) => backplane.new_room(name, history),
-        });
+        let room = Arc::new(self.inner.nodes.new_room(name, history));
         rooms.insert(room.name.clone(), room.clone());
         Ok(room)
     }
@@ -319,24 +318,21 @@ impl Hub {
         let name = names::validate_name(name)?;
         let room = self.room(room)?;
         let queue = self.inner.config.queue;
-        let joined = match &self.inner.backplane {
-            None => room
-                .join(name, since, queue)
-                .ok_or(JoinError::ShuttingDown)?,
-            Some(backplane) => backplane
-                .join(room.clone(), name.to_string(), since, queue)
-                .await
-                .map_err(|e| match self.is_shutting_down() {
-                    true => JoinError::ShuttingDown,
-                    false => e,
-                })?,
-        };
+        let joined = self
+            .inner
+            .nodes
+            .join(room.clone(), name, since, queue)
+            .await
+            .map_err(|e| match self.is_shutting_down() {
+                true => JoinError::ShuttingDown,
+                false => e,
+            })?;
         Ok(Membership {
             room,
             key: joined.key,
             name: joined.name,
             mailbox: joined.mailbox,
-            backplane: self.inner.backplane.clone(),
+            nodes: self.inner.nodes.clone(),
         })
     }
 
@@ -344,14 +340,7 @@ impl Hub {
     /// backplane this never waits.
     pub async fn publish(&self, room: &str, name: &str, text: &str) -> Result<u64, JoinError> {
         let name = names::validate_name(name)?;
-        match &self.inner.backplane {
-            None => Ok(self.room(room)?.publish(name, text)),
-            Some(backplane) => {
-                let room = names::validate_room(room)?;
-                let here = self.rooms().get(room).cloned();
-                backplane.publish(room, here, name, text).await
-            }
-        }
+        self.inner.nodes.publish(self, room, name, text).await
     }
 
     /// Cuts the connections of every member of `room` called `name`, without a closing
@@ -360,12 +349,7 @@ impl Hub {
     /// [`JoinError::Unavailable`] if the member is not here and Redis is unreachable.
     /// Without a backplane this never waits.
     pub async fn cut(&self, room: &str, name: &str) -> Result<usize, JoinError> {
-        let here = self.rooms().get(room).cloned();
-        match &self.inner.backplane {
-            None => Ok(here.map_or(0, |r| r.cut(name))),
-            Some(_) if names::validate_room(room).is_err() => Ok(0),
-            Some(backplane) => backplane.cut(room, here, name).await,
-        }
+        self.inner.nodes.cut(self, room, name).await
     }
 
     /// The members of `room` (in the order they joined) and its last message id; `None` if
@@ -373,13 +357,7 @@ impl Hub {
     /// Redis ([`JoinError::Unavailable`] if it is unreachable). Without a backplane this
     /// never waits.
     pub async fn members(&self, room: &str) -> Result<Option<(Vec<String>, u64)>, JoinError> {
-        let here = self.rooms().get(room).cloned();
-        match (&self.inner.backplane, here) {
-            (None, here) => Ok(here.map(|r| r.members())),
-            (Some(_), Some(here)) if here.is_loaded() => Ok(Some(here.members())),
-            (Some(_), _) if names::validate_room(room).is_err() => Ok(None),
-            (Some(backplane), _) => backplane.room_state(room).await,
-        }
+        self.inner.nodes.members(self, room).await
     }
 
     /// Stops the hub: every member is closed with 1001 (long-polling requests are answered
@@ -390,18 +368,14 @@ impl Hub {
         for room in rooms {
             room.shut();
         }
-        if let Some(backplane) = &self.inner.backplane {
-            backplane.stop();
-        }
+        self.inner.nodes.stop();
     }
 
     /// After [`Hub::shutdown`]: completes when this node has told Redis that its members
     /// left (at once without a backplane; a few seconds at most otherwise). Drive it on the
     /// runtime [`Hub::maintain`] runs on.
     pub async fn closed(&self) {
-        if let Some(backplane) = &self.inner.backplane {
-            backplane.closed().await;
-        }
+        self.inner.nodes.closed().await;
     }
 
     fn is_shutting_down(&self) -> bool {
@@ -419,11 +393,6 @@ impl Hub {
                 self.expire_sessions(std::time::Instant::now());
             }
         };
-        match self.inner.backplane.clone() {
-            None => sessions.await,
-            Some(backplane) => {
-                tokio::join!(sessions, backplane.run());
-            }
-        }
+        tokio::join!(sessions, self.inner.nodes.run());
     }
 }

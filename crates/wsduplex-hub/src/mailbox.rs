@@ -75,7 +75,7 @@ impl Mailbox {
             let waker = s.waker.take();
             drop(s);
             // The member is removed (a WebSocket closed with 4008, a session ended).
-            wsduplex::metrics::queue_overflow(wsduplex::metrics::Overflow::Closed);
+            crate::metrics::overflow();
             if let Some(w) = waker {
                 w.wake();
             }

@@ -4,7 +4,8 @@
 //! With a backplane, a session also moves: each answer records in Redis which message id
 //! its cursor stands for, and a node that gets a request for a session it does not have
 //! takes the member over (see [`crate::backplane::Backplane::take_over`]) and goes on from
-//! the client's cursor, with a welcome first.
+//! the client's cursor, with a welcome first. [`crate::backplane::Nodes`] holds that
+//! branch: for a hub of one node its session calls do nothing.
 
 use crate::event::{self, parse_inbound};
 use crate::mailbox::Ended;
@@ -115,13 +116,11 @@ impl Hub {
 
     /// Takes over a session of another node (`None`: no such session anywhere).
     async fn adopt(&self, id: &str, cursor: u64) -> Result<Option<Arc<Session>>, PollError> {
-        let Some(backplane) = self.inner.backplane.clone() else {
-            return Ok(None);
-        };
         if !is_session_id(id) {
             return Ok(None);
         }
-        let Some(info) = backplane.find_session(id).await else {
+        let nodes = &self.inner.nodes;
+        let Some(info) = nodes.find_session(id).await else {
             return Ok(None);
         };
         // What the client has: the messages up to the id its cursor stands for.
@@ -133,7 +132,7 @@ impl Hub {
             .map(|(_, last)| *last);
         let room = self.room(&info.room).map_err(PollError::Join)?;
         let queue = self.inner.config.queue;
-        let taken = backplane
+        let taken = nodes
             .take_over(room.clone(), id.to_string(), info, cursor, since, queue)
             .await
             .map_err(PollError::Join)?;
@@ -146,7 +145,7 @@ impl Hub {
                 key: joined.key,
                 name: joined.name,
                 mailbox: joined.mailbox,
-                backplane: Some(backplane),
+                nodes: nodes.clone(),
             },
             last_seen: Mutex::new(Instant::now()),
             generation: AtomicU64::new(0),
@@ -159,9 +158,9 @@ impl Hub {
     /// With a backplane: records what the cursor of an answer stands for (before the client
     /// can send it to another node), and that the session is alive.
     async fn remember(&self, id: &str, session: &Session, asked: u64, batch: &Batch) {
-        let Some(backplane) = &self.inner.backplane else {
+        if !self.inner.nodes.moves_sessions() {
             return;
-        };
+        }
         let (cursor, events) = batch;
         let (last, stale) = {
             let mut cursors = session.cursors.lock().unwrap_or_else(|p| p.into_inner());
@@ -179,9 +178,12 @@ impl Hub {
             (last, stale)
         };
         let (room, name) = (session.member.room(), session.member.name());
-        backplane
-            .record_session(id, room, name, (*cursor, last), stale)
-            .await;
+        let cursor = (*cursor, last);
+        let recorded = self
+            .inner
+            .nodes
+            .record_session(id, room, name, cursor, stale);
+        recorded.await;
     }
 
     /// Another node has this session now, or closed it: drop it here (a `GET` waiting for
@@ -196,9 +198,7 @@ impl Hub {
 
     fn session_ended(&self, id: &str) {
         self.sessions().remove(id);
-        if let Some(backplane) = &self.inner.backplane {
-            backplane.forget_session(id);
-        }
+        self.inner.nodes.forget_session(id);
     }
 
     /// Acknowledges events up to `cursor` and returns the ones after it, waiting up to the
@@ -236,17 +236,17 @@ impl Hub {
     /// A client message from a session (of this node, or of another: then sent from here
     /// in its member's name).
     pub(crate) async fn poll_send(&self, id: &str, body: &[u8]) -> Result<(), PollError> {
-        let session = match (self.session(id), &self.inner.backplane) {
-            (Ok(session), _) => session,
-            (Err(unknown), None) => return Err(unknown),
-            (Err(unknown), Some(_)) if !is_session_id(id) => return Err(unknown),
-            (Err(unknown), Some(backplane)) => {
-                let info = backplane.find_session(id).await.ok_or(unknown)?;
+        let session = match self.session(id) {
+            Ok(session) => session,
+            Err(unknown) if !is_session_id(id) => return Err(unknown),
+            // A session of another node: sent from here in its member's name.
+            Err(unknown) => {
+                let nodes = &self.inner.nodes;
+                let info = nodes.find_session(id).await.ok_or(unknown)?;
                 let text =
                     parse_inbound(body, self.inner.config.max_text).map_err(PollError::Bad)?;
-                let here = self.rooms().get(info.room.as_str()).cloned();
-                backplane
-                    .publish(&info.room, here, &info.name, &text)
+                nodes
+                    .publish(self, &info.room, &info.name, &text)
                     .await
                     .map_err(PollError::Join)?;
                 return Ok(());
@@ -265,20 +265,19 @@ impl Hub {
     /// Ends a session (its member leaves the room), wherever it is.
     pub(crate) async fn poll_close(&self, id: &str) -> Result<(), PollError> {
         let removed = self.sessions().remove(id);
-        match (removed, &self.inner.backplane) {
-            (Some(session), backplane) => {
+        let nodes = &self.inner.nodes;
+        match removed {
+            Some(session) => {
                 drop(session);
-                if let Some(backplane) = backplane {
-                    backplane.forget_session(id);
-                }
+                nodes.forget_session(id);
                 Ok(())
             }
-            (None, None) => Err(PollError::UnknownSession),
-            (None, Some(_)) if !is_session_id(id) => Err(PollError::UnknownSession),
-            (None, Some(backplane)) => {
-                let info = backplane.find_session(id).await;
+            None if !is_session_id(id) => Err(PollError::UnknownSession),
+            // Wherever it is.
+            None => {
+                let info = nodes.find_session(id).await;
                 let info = info.ok_or(PollError::UnknownSession)?;
-                backplane.close_session(id, &info.room).await;
+                nodes.close_session(id, &info.room).await;
                 Ok(())
             }
         }
@@ -299,9 +298,7 @@ impl Hub {
                 .collect();
             ids.iter()
                 .filter_map(|id| {
-                    if let Some(backplane) = &self.inner.backplane {
-                        backplane.forget_session(id);
-                    }
+                    self.inner.nodes.forget_session(id);
                     sessions.remove(id)
                 })
                 .collect()

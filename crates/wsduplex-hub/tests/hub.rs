@@ -593,3 +593,89 @@ async fn page_and_assets() {
     assert_eq!(r.status, 405);
     assert_eq!(http(addr, "GET", "/elsewhere", &[], "").await.status, 404);
 }
+
+/// A hub whose server takes the `wsduplex_token` cookie (the front door's default Origin
+/// policy applies: no allow-list, no opt-out).
+async fn start_with_cookie_auth() -> SocketAddr {
+    let hub = Hub::new(config());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut server = ServerConfig::default();
+    server.auth = Some(wsduplex::auth::AuthHook::new(
+        wsduplex::auth::TokenAuth::new([TOKEN]),
+    ));
+    tokio::spawn(common::serve::serve(listener, hub, server));
+    addr
+}
+
+/// Joins `/chat/ROOM` as a browser page of `origin` would, with the user's cookie.
+async fn join_from(addr: SocketAddr, origin: &str, name: &str) -> wsduplex::Result<common::Ws> {
+    let mut c = wsduplex::ClientConfig::default();
+    c.headers = vec![
+        (
+            "Cookie".into(),
+            format!("theme=dark; wsduplex_token={TOKEN}"),
+        ),
+        ("Origin".into(), origin.into()),
+    ];
+    let url = format!("ws://{addr}/chat/home?name={name}");
+    wsduplex::connect_with(&url, &c).await.map(|(ws, _)| ws)
+}
+
+/// Cross-site WebSocket hijacking: a page on another origin that the browser sends the
+/// cookie from is refused with 403 (no member joins), while the server's own page chats.
+#[tokio::test]
+async fn a_cookie_from_another_origin_is_refused_and_the_same_origin_chats() {
+    let addr = start_with_cookie_auth().await;
+    match join_from(addr, "http://evil.example", "eve").await {
+        Err(wsduplex::Error::Response(e)) => {
+            assert!(e.to_string().contains("403"), "{e}");
+        }
+        Err(e) => panic!("expected a 403 answer, got {e}"),
+        Ok(_) => panic!("a page on another origin joined with the cookie"),
+    }
+    // The long-polling fallback too: a cross-site POST with the cookie.
+    let cookie = format!("Cookie: wsduplex_token={TOKEN}");
+    let r = http(
+        addr,
+        "POST",
+        "/poll/home?name=eve",
+        &[&cookie, "Origin: http://evil.example"],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.head);
+    // The same origin (the page served by this host) joins and chats.
+    let own = format!("http://{addr}");
+    let mut alice = join_from(addr, &own, "alice").await.expect("same origin");
+    let welcome = next(&mut alice).await;
+    assert_eq!(welcome["type"], "welcome");
+    assert_eq!(welcome["members"], json!(["alice"]), "eve never joined");
+    let mut bob = join_from(addr, &own, "bob").await.expect("same origin");
+    assert_eq!(next(&mut bob).await["type"], "welcome");
+    say(&mut bob, "hello from this origin").await;
+    let m = next_of(&mut alice, "message").await;
+    assert_eq!(
+        (&m["name"], &m["text"]),
+        (&json!("bob"), &json!("hello from this origin"))
+    );
+    let r = http(
+        addr,
+        "POST",
+        "/poll/home?name=carol",
+        &[&cookie, &format!("Origin: {own}")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    // A token the page's script knows is not ambient: any origin may use it.
+    let r = http(
+        addr,
+        "POST",
+        &format!("/poll/home?name=dave&access_token={TOKEN}"),
+        &["Origin: http://evil.example"],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.head);
+}

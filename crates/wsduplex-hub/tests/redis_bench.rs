@@ -1,6 +1,7 @@
-//! A benchmark, not a test (`#[ignore]`): one room, many WebSocket members spread over
-//! three hub nodes sharing it through Redis, against the same load on one node (in memory,
-//! and alone on Redis). Some members send at a fixed rate; every member receives everything.
+//! A benchmark (`#[ignore]`) that also fails if a delivery is lost: one room, many WebSocket
+//! members spread over three hub nodes sharing it through Redis, against the same load on one
+//! node (in memory, and alone on Redis). Some members send at a fixed rate; every member
+//! receives everything.
 //! It prints deliveries per second and delivery latency (send to receive, same clock).
 //!
 //! ```sh
@@ -188,6 +189,8 @@ async fn run(nodes: &[Node], room: &str) -> Figures {
     }
 }
 
+/// Prints the figures, then checks that the load lost nothing: every member received every
+/// message sent (the order is `order.rs`'s and `redis/delivery.rs`'s to check).
 fn report(setup: &str, f: &Figures) {
     let pct = |p: f64| {
         let i = ((f.latencies_us.len() as f64 * p) as usize).min(f.latencies_us.len() - 1);
@@ -203,6 +206,7 @@ fn report(setup: &str, f: &Figures) {
         f.deliveries,
         f.expected
     );
+    assert_eq!(f.deliveries, f.expected, "{setup}: deliveries lost");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

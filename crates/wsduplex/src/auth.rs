@@ -56,10 +56,46 @@ impl Denied {
     }
 }
 
+/// Where the credentials that let a request through came from. The front door needs to know
+/// because a browser sends some of them by itself, from any page (see
+/// [`crate::server::ServerConfig::allowed_origins`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Credential {
+    /// `Authorization: Bearer`: a page can send it only if its script knows the token.
+    Authorization,
+    /// The `access_token` query parameter: the same.
+    Query,
+    /// The `wsduplex_token` cookie: sent by the browser with every request to this site,
+    /// whichever page asks.
+    Cookie,
+    /// A hook that does not say. Treated as [`Credential::Cookie`] when the request
+    /// carries a `Cookie` header, since the hook may have read it.
+    Unknown,
+}
+
+impl Credential {
+    /// Whether a browser may have sent it without the page's knowledge (a cookie), so the
+    /// page's origin must be checked.
+    pub fn is_ambient(self, request: &Request) -> bool {
+        match self {
+            Self::Cookie => true,
+            Self::Unknown => request.header("cookie").is_some(),
+            Self::Authorization | Self::Query => false,
+        }
+    }
+}
+
 /// Decides whether a request may go on. Any `Fn(&Request) -> Result<(), Denied>` is one.
 pub trait Authenticate: Send + Sync {
     /// `Ok` to let the request through.
     fn check(&self, request: &Request) -> Result<(), Denied>;
+
+    /// Like [`check`](Self::check), and says which credential let the request through.
+    /// The default says [`Credential::Unknown`].
+    fn authenticate(&self, request: &Request) -> Result<Credential, Denied> {
+        self.check(request).map(|()| Credential::Unknown)
+    }
 }
 
 impl<F> Authenticate for F
@@ -85,6 +121,11 @@ impl AuthHook {
     pub fn check(&self, request: &Request) -> Result<(), Denied> {
         self.0.check(request)
     }
+
+    /// Runs the hook; says which credential let the request through.
+    pub fn authenticate(&self, request: &Request) -> Result<Credential, Denied> {
+        self.0.authenticate(request)
+    }
 }
 
 impl fmt::Debug for AuthHook {
@@ -97,11 +138,17 @@ impl fmt::Debug for AuthHook {
 #[derive(Clone)]
 pub struct TokenAuth {
     tokens: Vec<Vec<u8>>,
+    /// Only `Authorization: Bearer` (see [`TokenAuth::bearer_only`]).
+    bearer_only: bool,
 }
 
 impl fmt::Debug for TokenAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TokenAuth({} tokens)", self.tokens.len())
+        write!(f, "TokenAuth({} tokens)", self.tokens.len())?;
+        if self.bearer_only {
+            f.write_str(", bearer only")?;
+        }
+        Ok(())
     }
 }
 
@@ -118,7 +165,15 @@ impl TokenAuth {
                 .into_iter()
                 .map(|t| t.as_ref().as_bytes().to_vec())
                 .collect(),
+            bearer_only: false,
         }
+    }
+
+    /// Reads the token from `Authorization: Bearer` only, as an API for programs does
+    /// (the hub's push API): never from the query or a cookie.
+    pub fn bearer_only(mut self) -> Self {
+        self.bearer_only = true;
+        self
     }
 
     fn accepts(&self, given: &[u8]) -> bool {
@@ -131,21 +186,32 @@ impl TokenAuth {
 
 impl Authenticate for TokenAuth {
     fn check(&self, request: &Request) -> Result<(), Denied> {
+        self.authenticate(request).map(drop)
+    }
+
+    fn authenticate(&self, request: &Request) -> Result<Credential, Denied> {
         let mut found = false;
         if let Some(v) = request.header("authorization") {
             found = true;
             if let Some(t) = v.strip_prefix(b"Bearer ") {
                 if self.accepts(t.trim_ascii()) {
-                    return Ok(());
+                    return Ok(Credential::Authorization);
                 }
             }
+        }
+        if self.bearer_only {
+            return Err(Denied::unauthorized(if found {
+                "wrong token"
+            } else {
+                "a token is required (Authorization: Bearer)"
+            }));
         }
         if let Some((_, query)) = request.path().split_once('?') {
             for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
                 if k == QUERY_PARAM {
                     found = true;
                     if self.accepts(v.as_bytes()) {
-                        return Ok(());
+                        return Ok(Credential::Query);
                     }
                 }
             }
@@ -159,7 +225,7 @@ impl Authenticate for TokenAuth {
                 {
                     found = true;
                     if self.accepts(v) {
-                        return Ok(());
+                        return Ok(Credential::Cookie);
                     }
                 }
             }
@@ -205,6 +271,37 @@ mod tests {
             auth.check(&req("/?access_token=t%77o", "")).is_ok(),
             "decoded"
         );
+    }
+
+    #[test]
+    fn says_which_credential_and_bearer_only_reads_the_header_alone() {
+        let auth = TokenAuth::new(["one"]);
+        let via = |target: &str, headers: &str| auth.authenticate(&req(target, headers));
+        assert_eq!(
+            via("/", "Authorization: Bearer one\r\n"),
+            Ok(Credential::Authorization)
+        );
+        assert_eq!(via("/?access_token=one", ""), Ok(Credential::Query));
+        assert_eq!(
+            via("/", "Cookie: wsduplex_token=one\r\n"),
+            Ok(Credential::Cookie)
+        );
+        let api = TokenAuth::new(["one"]).bearer_only();
+        assert!(api
+            .check(&req("/", "Authorization: Bearer one\r\n"))
+            .is_ok());
+        for (target, headers) in [
+            ("/?access_token=one", ""),
+            ("/", "Cookie: wsduplex_token=one\r\n"),
+        ] {
+            assert_eq!(api.check(&req(target, headers)).unwrap_err().status(), 401);
+        }
+        let hook = |_: &Request| -> Result<(), Denied> { Ok(()) };
+        assert!(hook
+            .authenticate(&req("/", "Cookie: a=b\r\n"))
+            .unwrap()
+            .is_ambient(&req("/", "Cookie: a=b\r\n")));
+        assert!(!Credential::Unknown.is_ambient(&req("/", "")));
     }
 
     #[test]

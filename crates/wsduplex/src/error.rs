@@ -24,6 +24,10 @@ pub enum Error {
     /// Server side: the authentication hook refused the request (answered with its status).
     #[error("request refused: {0}")]
     Denied(#[from] crate::auth::Denied),
+    /// Server side: the front door refused the connection or the request (a connection
+    /// limit, the Origin policy), and answered with its status.
+    #[error("request refused: {0}")]
+    Refused(crate::server::Refusal),
     /// Server side: a plain HTTP request's body could not be read (see
     /// [`crate::server::Incoming::read_body`]); answer with its status.
     #[error(transparent)]
@@ -84,6 +88,16 @@ impl From<proto::Error> for Error {
             // proto::Error is non-exhaustive; any future kind is a peer problem.
             #[allow(unreachable_patterns)]
             other => Self::Io(io::Error::other(other.to_string())),
+        }
+    }
+}
+
+impl From<crate::server::Refusal> for Error {
+    /// An authentication refusal stays [`Error::Denied`].
+    fn from(r: crate::server::Refusal) -> Self {
+        match r {
+            crate::server::Refusal::Denied(d) => Self::Denied(d),
+            other => Self::Refused(other),
         }
     }
 }

@@ -35,7 +35,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-/// An IP range, `10.0.0.0/8` or `fd00::/8`; a bare address is a range of one.
+/// An IP range, `10.0.0.0/8` or `fd00::/8`; a bare address is a range of one. The trusted
+/// proxies here, and the ranges of a `no_proxy` list in [`crate::proxy`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr {
     addr: IpAddr,
@@ -76,7 +77,13 @@ impl Cidr {
     /// Whether `ip` is in the range. An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, what a
     /// dual-stack listener reports) counts as its IPv4 address.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
+        self.contains_exact(canonical(ip))
+    }
+
+    /// Whether `ip` is in the range, taken as written: an IPv4-mapped IPv6 address is an
+    /// IPv6 address, outside every IPv4 range. `no_proxy` matching needs this: it compares
+    /// the host of a URL, not the address of a socket.
+    pub(crate) fn contains_exact(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let mask = u32::MAX
@@ -223,6 +230,13 @@ mod tests {
         assert!(!v6.contains(ip("fe80::1")));
         assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(ip("8.8.8.8")));
         assert!("::/0".parse::<Cidr>().unwrap().contains(ip("2001:db8::1")));
+        // A v4-mapped address is its v4 address for `contains`, a v6 one for
+        // `contains_exact`.
+        assert!(!c.contains_exact(ip("::ffff:10.1.2.3")));
+        assert!(c.contains_exact(ip("10.1.2.3")));
+        let mapped: Cidr = "::ffff:0:0/96".parse().unwrap();
+        assert!(mapped.contains_exact(ip("::ffff:10.1.2.3")));
+        assert!(!mapped.contains(ip("::ffff:10.1.2.3")));
         for bad in [
             "10.0.0.0/33",
             "::/129",

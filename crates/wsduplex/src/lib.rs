@@ -11,6 +11,10 @@
 //!  connect(url) ─▶ TCP (or a proxy tunnel) ─▶ (TLS for wss://) ─▶ client_handshake ──▶ WebSocket
 //! ```
 //!
+//! Whether a connection or a request may come in (connection limits, the Origin policy,
+//! authentication) is decided in one place, [`server::admission`], over the peer's address
+//! and the request head; [`metrics`] counts what happens and renders it for Prometheus.
+//!
 //! `wss://` works like `ws://` (feature `tls`, on by default: rustls with the *ring*
 //! provider); servers put a [`tls::TlsAcceptor`] in front of `read_request`.
 //!

@@ -3,7 +3,9 @@
 //!
 //! Messages are not buffered across connections: a message sent while the connection is
 //! down waits for the next connection; one lost in a drop is lost (resume at the
-//! application level, e.g. with the hub's `since`).
+//! application level, e.g. with the hub's `since`). That includes a message sent after the
+//! peer went away but before the client learned of it (the transport took it); the send
+//! after it fails, and the one after that connects again.
 //!
 //! ```no_run
 //! use wsduplex::reconnect::{Backoff, ReconnectingClient};
@@ -24,9 +26,9 @@
 //! ```
 
 use crate::client::{connect_with, ClientConfig, ClientStream};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::socket::WebSocket;
-use proto::{CloseCode, Message};
+use proto::{CloseCode, Message, UsageError};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -231,9 +233,15 @@ impl ReconnectingClient {
         }
     }
 
-    /// Sends on the current connection, connecting first if it is down.
+    /// Sends on the current connection, connecting first if it is down. An error that
+    /// means the connection is gone (I/O, a protocol error, a closed connection) lets go of
+    /// it: the next call connects again.
     pub async fn send(&mut self, msg: impl Into<Message>) -> Result<()> {
-        self.ensure_connected().await?.send(msg).await
+        let sent = self.ensure_connected().await?.send(msg).await;
+        if let Err(Error::Io(_) | Error::Protocol(_) | Error::Usage(UsageError::Closed)) = &sent {
+            self.dropped();
+        }
+        sent
     }
 
     /// Closes the current connection for good: no reconnect follows. Keep calling

@@ -1,6 +1,8 @@
 //! The client through real proxies: Debian's `tinyproxy` (HTTP `CONNECT`, with and without
 //! basic auth, and refusing a port) and `danted` (SOCKS5, allowing and blocking), each
-//! started by its test with a generated configuration in a temporary directory.
+//! started by its test with a generated configuration in a temporary directory. That a
+//! connection went through the proxy is read from the daemon's own log: tinyproxy's
+//! `CONNECT 127.0.0.1:PORT` request line, danted's `tcp/connect` line to that port.
 //!
 //! SOCKS5 username/password (RFC 1929) is tested against a small SOCKS5 server written
 //! here: `danted` checks usernames against the system's user accounts, and a test must not
@@ -38,10 +40,13 @@ async fn ws_and_wss_through_tinyproxy() {
     let ws = EchoServer::plain().await;
     let wss = EchoServer::tls().await;
     let config = via(&proxy.url(""), Some(&wss));
+    // Each went through the proxy: tinyproxy logged the CONNECT for its port (its log
+    // names the request line as received, before it dials the target).
     echo(&ws.url("127.0.0.1"), &config).await.unwrap();
+    proxy.assert_connect_logged(ws.addr);
     // TLS inside the tunnel, certificate checked for the URL's host.
     echo(&wss.url("127.0.0.1"), &config).await.unwrap();
-    proxy.assert_log_contains("127.0.0.1");
+    proxy.assert_connect_logged(wss.addr);
 }
 
 #[tokio::test]
@@ -108,16 +113,20 @@ async fn tinyproxy_refusing_the_port() {
 
 #[tokio::test]
 async fn ws_and_wss_through_danted() {
-    let Some(proxy) = Daemon::danted("socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }") else {
+    let rule = "socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 log: connect }";
+    let Some(proxy) = Daemon::danted(rule) else {
         return;
     };
     let ws = EchoServer::plain().await;
     let wss = EchoServer::tls().await;
-    // `localhost` is resolved by danted (remote DNS), for either scheme.
-    for scheme in ["socks5", "socks5h"] {
+    // `localhost` is resolved by danted (remote DNS), for either scheme. Each echo went
+    // through danted: it logged one more tunnel to that server.
+    for (round, scheme) in ["socks5", "socks5h"].into_iter().enumerate() {
         let config = via(&format!("{scheme}://{}", proxy.addr), Some(&wss));
         echo(&ws.url("localhost"), &config).await.unwrap();
+        proxy.assert_socks_connects(ws.addr, round + 1);
         echo(&wss.url("localhost"), &config).await.unwrap();
+        proxy.assert_socks_connects(wss.addr, round + 1);
     }
     echo(
         &ws.url("127.0.0.1"),
@@ -125,6 +134,7 @@ async fn ws_and_wss_through_danted() {
     )
     .await
     .unwrap();
+    proxy.assert_socks_connects(ws.addr, 3);
 }
 
 #[tokio::test]
@@ -571,13 +581,49 @@ impl Daemon {
         )
     }
 
-    fn assert_log_contains(&self, needle: &str) {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        assert!(
-            log.contains(needle),
-            "{} log lacks {needle:?}:\n{log}",
-            self.name
-        );
+    /// tinyproxy logged exactly one `CONNECT` for `target` (`Request (file descriptor N):
+    /// CONNECT 127.0.0.1:PORT HTTP/1.1`) and dialled `target` for it.
+    fn assert_connect_logged(&self, target: SocketAddr) {
+        let request = format!(": CONNECT {target} HTTP/1.1");
+        self.wait_for_log_lines(&request, 1, |l| {
+            l.contains("Request (file descriptor") && l.ends_with(&request)
+        });
+        let dial = format!("opensock: opening connection to {target}");
+        self.wait_for_log_lines(&dial, 1, |l| l.ends_with(&dial));
+    }
+
+    /// danted logged `n` tunnels to `target` so far (`pass(1): tcp/connect [: CLIENT
+    /// PROXY -> EXTERNAL 127.0.0.1.PORT`, under `log: connect`), whatever name the
+    /// client asked for.
+    fn assert_socks_connects(&self, target: SocketAddr, n: usize) {
+        let to = format!(" 127.0.0.1.{}", target.port());
+        self.wait_for_log_lines(&format!("tcp/connect to{to}"), n, |l| {
+            l.contains(": tcp/connect [: ") && l.ends_with(&to)
+        });
+    }
+
+    /// Until exactly `n` lines of the log match (a daemon may write a line just after
+    /// it answers); fails on more, or on fewer after [`TIMEOUT`].
+    fn wait_for_log_lines(&self, what: &str, n: usize, matches: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let found = log.lines().filter(|l| matches(l)).count();
+            assert!(
+                found <= n,
+                "{} log has {found} lines for {what:?}, expected {n}:\n{log}",
+                self.name
+            );
+            if found == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} log has {found} lines for {what:?} after {TIMEOUT:?}, expected {n}:\n{log}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! `wss://` end to end over loopback TCP: a self-signed server, clients that trust it, do
-//! not trust it, or are told not to check; mutual TLS; TLS meeting plain TCP.
+//! not trust it, or are told not to check; a trusted certificate for another name; mutual
+//! TLS; TLS meeting plain TCP; `ws://` and `wss://` over the IPv6 loopback.
 #![cfg(feature = "tls")]
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -9,35 +11,66 @@ use wsduplex::server::{read_request, ServerConfig};
 use wsduplex::tls::{self, rustls, TlsAcceptor};
 use wsduplex::{ClientConfig, CloseCode, Error, Message};
 
+/// What the server saw of a connection that became a WebSocket.
+#[derive(Debug)]
+struct Seen {
+    /// The request's `Host` header.
+    host: String,
+    /// The TCP peer.
+    peer: SocketAddr,
+}
+
 /// A TLS echo server on `127.0.0.1:0`; each connection's outcome goes to the receiver
 /// (`Ok` for a WebSocket that ended, `Err` for a refused one).
-async fn serve(acceptor: TlsAcceptor) -> (SocketAddr, mpsc::UnboundedReceiver<Result<(), Error>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+async fn serve(
+    acceptor: TlsAcceptor,
+) -> (SocketAddr, mpsc::UnboundedReceiver<Result<Seen, Error>>) {
+    serve_at("127.0.0.1:0", Some(acceptor)).await
+}
+
+/// An echo server on `bind`, TLS if an acceptor is given; outcomes as for [`serve`].
+async fn serve_at(
+    bind: &str,
+    acceptor: Option<TlsAcceptor>,
+) -> (SocketAddr, mpsc::UnboundedReceiver<Result<Seen, Error>>) {
+    let listener = TcpListener::bind(bind).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
-            let (tcp, _) = listener.accept().await.unwrap();
+            let (tcp, peer) = listener.accept().await.unwrap();
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
-                let result = async {
-                    let config = ServerConfig::default();
-                    let stream = tls::accept(&acceptor, tcp).await?;
-                    let mut ws = read_request(stream, &config).await?.accept(&config).await?;
-                    while let Some(item) = ws.recv().await {
-                        let msg = item?;
-                        if msg.is_data() {
-                            ws.send(msg).await?;
-                        }
-                    }
-                    Ok(())
-                }
-                .await;
+                let result = match acceptor {
+                    None => echo_server(tcp, peer).await,
+                    Some(acceptor) => match tls::accept(&acceptor, tcp).await {
+                        Ok(stream) => echo_server(stream, peer).await,
+                        Err(e) => Err(e),
+                    },
+                };
                 let _ = tx.send(result);
             });
         }
     });
     (addr, rx)
+}
+
+async fn echo_server<S>(io: S, peer: SocketAddr) -> Result<Seen, Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let config = ServerConfig::default();
+    let incoming = read_request(io, &config).await?;
+    let host = incoming.request().header("host").unwrap_or_default();
+    let host = String::from_utf8_lossy(host).into_owned();
+    let mut ws = incoming.accept(&config).await?;
+    while let Some(item) = ws.recv().await {
+        let msg = item?;
+        if msg.is_data() {
+            ws.send(msg).await?;
+        }
+    }
+    Ok(Seen { host, peer })
 }
 
 async fn echo_once(url: &str, config: &ClientConfig) -> Result<(), Error> {
@@ -208,4 +241,129 @@ async fn bad_tls_settings_are_config_errors() {
         e.to_string(),
         "invalid tls settings: cannot read /nonexistent/cert.pem"
     );
+}
+
+/// A certificate authority made for one test, and the certificates it signs.
+struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    fn new() -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "wsduplex test ca");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        Self { cert, key }
+    }
+
+    /// The CA certificate, PEM: what a client trusts.
+    fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// An acceptor serving a certificate for `names` (and nothing else) signed by this CA.
+    fn acceptor_for(&self, names: &[&str]) -> TlsAcceptor {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let leaf = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &self.cert, &self.key)
+            .unwrap();
+        tls::acceptor_from_pem(leaf.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap()
+    }
+}
+
+/// `e` is the client's refusal of a certificate that does not name `host` but `presented`.
+fn assert_name_mismatch(e: &Error, host: &str, presented: &str) {
+    match e {
+        Error::Tls(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::NotValidForNameContext {
+                expected,
+                presented: names,
+            },
+        )) => {
+            assert_eq!(expected.to_str(), host, "{e:?}");
+            assert_eq!(names.len(), 1, "{e:?}");
+            assert!(names[0].contains(presented), "{e:?}");
+        }
+        other => panic!("expected a name mismatch for {host}, got {other:?}"),
+    }
+    // What a user reads: the chain says which name was wanted.
+    let source = std::error::Error::source(e).unwrap().to_string();
+    assert!(
+        source.contains(&format!("certificate not valid for name \"{host}\"")),
+        "{source}"
+    );
+}
+
+#[tokio::test]
+async fn a_trusted_certificate_for_another_name_is_refused() {
+    let ca = TestCa::new();
+    let config = trusting(&ca.pem());
+
+    // The CA's certificate for `localhost` serves `localhost`...
+    let (addr, mut outcomes) = serve(ca.acceptor_for(&["localhost"])).await;
+    echo_once(&format!("wss://localhost:{}/echo", addr.port()), &config)
+        .await
+        .unwrap();
+    outcomes.recv().await.unwrap().unwrap();
+    // ...and not the address `localhost` resolves to: names are not resolved.
+    let e = wsduplex::connect_with(&format!("wss://127.0.0.1:{}/echo", addr.port()), &config)
+        .await
+        .unwrap_err();
+    assert_name_mismatch(&e, "127.0.0.1", "localhost");
+
+    // The same trusted CA, a certificate for a name that is neither.
+    let (addr, _outcomes) = serve(ca.acceptor_for(&["example.invalid"])).await;
+    for host in ["127.0.0.1", "localhost"] {
+        let url = format!("wss://{host}:{}/echo", addr.port());
+        let e = wsduplex::connect_with(&url, &config).await.unwrap_err();
+        assert_name_mismatch(&e, host, "example.invalid");
+    }
+}
+
+/// Whether this machine has the IPv6 loopback `::1` (in `/proc/net/if_inet6`); says
+/// loudly when it does not, so a skip is seen.
+fn has_ipv6_loopback() -> bool {
+    let found = std::fs::read_to_string("/proc/net/if_inet6").is_ok_and(|table| {
+        table
+            .lines()
+            .any(|l| l.starts_with("00000000000000000000000000000001 "))
+    });
+    if !found {
+        // Straight to stderr, past the test harness's capture.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** tls: no IPv6 loopback (::1 is not in /proc/net/if_inet6), SKIPPING the \
+             IPv6 test ***\n"
+        );
+    }
+    found
+}
+
+#[tokio::test]
+async fn ws_and_wss_over_the_ipv6_loopback() {
+    if !has_ipv6_loopback() {
+        return;
+    }
+    let cert = tls::self_signed().unwrap();
+    for (scheme, acceptor) in [("ws", None), ("wss", Some(cert.acceptor.clone()))] {
+        let (addr, mut outcomes) = serve_at("[::1]:0", acceptor).await;
+        assert_eq!(addr.ip(), std::net::Ipv6Addr::LOCALHOST, "{addr}");
+        // For wss://, the certificate is checked for the address ::1.
+        let url = format!("{scheme}://[::1]:{}/echo", addr.port());
+        echo_once(&url, &trusting(&cert.cert_pem)).await.unwrap();
+        let seen = outcomes.recv().await.unwrap().unwrap();
+        assert_eq!(seen.host, format!("[::1]:{}", addr.port()), "{url}");
+        assert_eq!(seen.peer.ip(), std::net::Ipv6Addr::LOCALHOST, "{url}");
+    }
 }

@@ -20,6 +20,7 @@ mod idle;
 mod pipeline;
 mod report;
 
+pub(crate) use crate::args::parse_duration;
 use report::{Probe, Progress, Tally};
 use std::cell::RefCell;
 use std::future::Future;
@@ -91,27 +92,6 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         Mode::Connect(a) => connect::run(a),
         Mode::Idle(a) => idle::run(a),
     }
-}
-
-/// `5s`, `500ms`, `1.5s`, `2m`, or plain seconds.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 5s or 500ms"))?;
-    let scale = match unit.trim() {
-        "" | "s" => 1.0,
-        "ms" => 1e-3,
-        "us" | "µs" => 1e-6,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        other => return Err(format!("unknown unit {other:?} (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("{s:?}: {e}"))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -557,24 +537,5 @@ fn rate(n: u64, dt: Duration) -> f64 {
         0.0
     } else {
         n as f64 / dt.as_secs_f64()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse() {
-        let ok = |s: &str| parse_duration(s).unwrap();
-        assert_eq!(ok("5"), Duration::from_secs(5));
-        assert_eq!(ok("5s"), Duration::from_secs(5));
-        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
-        assert_eq!(ok("250ms"), Duration::from_millis(250));
-        assert_eq!(ok("2m"), Duration::from_secs(120));
-        assert_eq!(ok("0"), Duration::ZERO);
-        for bad in ["", "s", "5x", "-1s", "1..2s"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
     }
 }

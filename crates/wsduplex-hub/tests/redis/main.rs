@@ -9,6 +9,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod delivery;
 mod sentinel;
 mod support;
 mod tls;
@@ -306,7 +307,7 @@ async fn a_redis_that_stops_answering_counts_as_down_until_it_answers_again() {
 /// Redis freezes (`SIGSTOP`) just as a member sends: the publish times out and its node
 /// delivers the message locally, but Redis has the script in its socket buffer and runs it
 /// when it thaws. Every member still gets the message once: the sender's node recognises
-/// it in the resync and does not deliver it again; the other node delivers the shared copy.
+/// it in the resync and does not deliver it again; the other node delivers the copy from Redis.
 #[tokio::test]
 async fn a_message_sent_as_redis_froze_is_delivered_once_everywhere() {
     let Some(redis) = Redis::start() else { return };
@@ -358,10 +359,10 @@ async fn a_message_sent_as_redis_froze_is_delivered_once_everywhere() {
         let frozen: Vec<&Value> = seen.iter().filter(|m| m["text"] == "frozen").collect();
         assert_eq!(frozen.len(), 1, "{who} got {seen:?}");
     }
-    // Bob's node never had it locally: he gets the copy Redis ran, with its shared id.
-    let shared = seen[2].iter().find(|m| m["text"] == "frozen").unwrap();
-    assert_eq!(shared.get("local"), None, "{shared}");
-    assert_eq!(shared["id"], 2, "{shared}");
+    // Bob's node never had it locally: he gets the copy Redis ran, with its id from Redis.
+    let ran = seen[2].iter().find(|m| m["text"] == "frozen").unwrap();
+    assert_eq!(ran.get("local"), None, "{ran}");
+    assert_eq!(ran["id"], 2, "{ran}");
     let after: Vec<&Value> = seen.iter().map(|s| s.last().unwrap()).collect();
     assert!(after.iter().all(|m| m == &after[0]), "{after:?}");
 }

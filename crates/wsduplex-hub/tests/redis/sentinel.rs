@@ -57,11 +57,14 @@ fn replicated(master: &Redis) -> bool {
 }
 
 /// `from` says something (again, if its node delivered it locally while it had no
-/// master) until the message gets a shared id, then `to` receives it with that id.
-async fn shared_round_trip(from: &mut Ws, node: &Node, to: &mut Ws, what: &str) -> u64 {
+/// master) until the message gets an id from Redis, then `to` receives it with that id.
+async fn round_trip_through_redis(from: &mut Ws, node: &Node, to: &mut Ws, what: &str) -> u64 {
     let deadline = Instant::now() + LIMIT;
     for attempt in 0.. {
-        assert!(Instant::now() < deadline, "{what}: never shared");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: never went through Redis"
+        );
         node.connected(true).await;
         let text = format!("{what} {attempt}");
         say(from, &text).await;
@@ -155,7 +158,7 @@ async fn failovers(tls: bool) {
     let (mut alice, _) = join(nodes[0].addr, "/chat/fo?name=alice").await;
     let (mut bob, _) = join(nodes[1].addr, "/chat/fo?name=bob").await;
     next_of(&mut alice, "joined").await;
-    let before = shared_round_trip(&mut alice, &nodes[0], &mut bob, "before").await;
+    let before = round_trip_through_redis(&mut alice, &nodes[0], &mut bob, "before").await;
     assert_eq!(before, 1);
 
     // 1. A failover the sentinel is asked for: the nodes hear `+switch-master` and move,
@@ -171,7 +174,7 @@ async fn failovers(tls: bool) {
     .await;
     let moved = logged(&[&url, &format!("at 127.0.0.1:{r}"), "connected again"]).await;
     assert!(moved.contains(MASTER), "{moved}");
-    let after = shared_round_trip(&mut bob, &nodes[1], &mut alice, "after").await;
+    let after = round_trip_through_redis(&mut bob, &nodes[1], &mut alice, "after").await;
     assert!(after > before, "ids go up: {after} after {before}");
     assert_eq!(role(&second).as_deref(), Some("master"));
 
@@ -191,7 +194,7 @@ async fn failovers(tls: bool) {
         master_port(&sentinel) == Some(m)
     })
     .await;
-    let again = shared_round_trip(&mut alice, &nodes[0], &mut bob, "again").await;
+    let again = round_trip_through_redis(&mut alice, &nodes[0], &mut bob, "again").await;
     assert!(again > after, "ids go up: {again} after {after}");
 
     // A node started now finds the master of the moment (through the second sentinel of
@@ -217,7 +220,115 @@ async fn failovers(tls: bool) {
     let mut sentinel = sentinel;
     sentinel.stop();
     logged(&[&url, "the sentinel watched for failovers went away"]).await;
-    let last = shared_round_trip(&mut bob, &nodes[1], &mut alice, "unwatched").await;
+    let last = round_trip_through_redis(&mut bob, &nodes[1], &mut alice, "unwatched").await;
     assert!(last > again);
     assert!(nodes.iter().all(|n| n.hub.is_connected() == Some(true)));
+}
+
+/// The master takes messages it never passes to its replica (replication is cut first:
+/// its link dropped, and the replica's `PSYNC` refused by an ACL), then dies; the sentinel
+/// promotes the replica. What `docs/hub.md` promises: members who got those messages keep
+/// them (they arrived, with their ids, before the failover); the messages are gone from
+/// the shared history; their ids are not handed out again; chat goes on through the new
+/// master with ids above them.
+#[tokio::test]
+async fn messages_the_master_did_not_replicate_are_lost_from_history_and_ids_go_on() {
+    if !have_redis() {
+        return;
+    }
+    let dir = TempDir::new("sentinel-unreplicated");
+    let (m, r, s) = (free_port(), free_port(), free_port());
+    let mut master = Redis::plain(m, &[]);
+    let replica = Redis::plain(r, &["--replicaof", "127.0.0.1", &m.to_string()]);
+    let conf = dir.write(
+        "sentinel.conf",
+        &format!(
+            "port {s}\nbind 127.0.0.1\ndir {}\n\
+             sentinel monitor {MASTER} 127.0.0.1 {m} 1\n\
+             sentinel down-after-milliseconds {MASTER} 1000\n\
+             sentinel failover-timeout {MASTER} 5000\n",
+            dir.0.display()
+        ),
+    );
+    let sentinel = Redis::sentinel(s, &conf, None);
+    eventually("the sentinel names the master", || {
+        master_port(&sentinel) == Some(m)
+    })
+    .await;
+    let url = format!("redis+sentinel://127.0.0.1:{s}/{MASTER}");
+    let nodes: Vec<Node> = (0..2)
+        .map(|_| Node::with_url(&url, Duration::from_secs(15)))
+        .collect();
+    for n in &nodes {
+        n.connected(true).await;
+    }
+    let (mut alice, _) = join(nodes[0].addr, "/chat/unrep?name=alice").await;
+    let (mut bob, _) = join(nodes[1].addr, "/chat/unrep?name=bob").await;
+    next_of(&mut alice, "joined").await;
+    let before = round_trip_through_redis(&mut alice, &nodes[0], &mut bob, "before").await;
+    eventually("the replica has everything", || replicated(&master)).await;
+    // The sentinel must know the replica before the master goes.
+    eventually("the sentinel knows the replica", || {
+        matches!(
+            sentinel.command(&["SENTINEL", "REPLICAS", MASTER]),
+            Ok(redis::Value::Array(a)) if !a.is_empty()
+        )
+    })
+    .await;
+
+    // Cut replication: the replica may not resync, then its link goes.
+    master
+        .command(&["ACL", "SETUSER", "default", "-psync", "-sync"])
+        .unwrap();
+    master
+        .command(&["CLIENT", "KILL", "TYPE", "replica"])
+        .unwrap();
+    // Published through the master alone: both members get them, with ids from Redis.
+    let mut lost = Vec::new();
+    for i in 0..3 {
+        let text = format!("unreplicated {i}");
+        say(&mut alice, &text).await;
+        let mine = next_of(&mut alice, "message").await;
+        assert_eq!(mine["text"], text.as_str());
+        assert!(mine.get("local").is_none(), "the master took it: {mine}");
+        let theirs = next_of(&mut bob, "message").await;
+        assert_eq!(theirs, mine, "bob got it too, with the same id");
+        lost.push(mine["id"].as_u64().unwrap());
+    }
+    assert_eq!(lost[0], before + 1);
+    let top = *lost.last().unwrap();
+    let on_replica = replica.command(&["GET", "wsduplex-test:sync"]);
+    assert!(on_replica.is_ok(), "the replica answers: {on_replica:?}");
+
+    master.stop();
+    eventually("the replica is the master", || {
+        master_port(&sentinel) == Some(r)
+    })
+    .await;
+    let after = round_trip_through_redis(&mut bob, &nodes[1], &mut alice, "after").await;
+    assert!(
+        after > top,
+        "ids are not handed out again: {after} after the lost {lost:?}"
+    );
+
+    // The shared history is the new master's: without the lost messages. (A node that
+    // followed the room keeps its own copy of its recent history; a node that loads the
+    // room reads it from Redis.)
+    let late = Node::with_url(&url, Duration::from_secs(15));
+    late.connected(true).await;
+    let (_carol, w) = join(late.addr, "/chat/unrep?name=carol").await;
+    let history: Vec<(u64, String)> = w["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_u64().unwrap(),
+                m["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let ids: Vec<u64> = history.iter().map(|m| m.0).collect();
+    assert_eq!(ids, [before, after], "{history:?}");
+    assert_eq!(w["last_id"], after);
 }

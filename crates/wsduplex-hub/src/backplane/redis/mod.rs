@@ -1,7 +1,11 @@
 //! The Redis backplane: one command connection (multiplexed, shared by every caller) and
 //! one pub/sub connection per node, both owned by [`RedisBackplane::run`]; with sentinels,
-//! a third, subscribed to the failovers of the sentinel that named the master (see
-//! `target.rs` for the URLs, TLS and the Sentinel protocol).
+//! a third, subscribed to the failovers of the sentinel that named the master.
+//!
+//! Files: `url.rs` (the URL, TLS files), `sentinel.rs` (finding the master), `keys.rs`
+//! (what lives in Redis, the channel's events), `scripts.rs` and `lua/` (the scripts that
+//! change it), `room.rs` (what a node keeps of a room and applies), `run.rs` (the task
+//! that owns the connections).
 //!
 //! - Publishing runs one script (`INCR` the room's id, `XADD` to its stream as `0-<id>`,
 //!   `PUBLISH`): the id order is the delivery order on every node.
@@ -17,30 +21,41 @@
 //!   does not follow, go to Redis (scripts `CUT`, `ROOM`); the node holding the member cuts
 //!   it when `C<name>` arrives.
 //! - While Redis is unreachable the node keeps its members chatting: messages are
-//!   delivered locally (`"local":true`, ids past [`crate::room::LOCAL_ID_GAP`], not in
+//!   delivered locally (`"local":true`, ids past [`room::LOCAL_ID_GAP`], not in
 //!   history), leaves are told locally, joins are refused (`503`); it reconnects with
 //!   exponential backoff and resynchronizes. A publish that failed may still have run in
 //!   Redis: each publish tags its stream entry with a token of this node's, and the resync
 //!   that follows does not deliver a message tagged with the token of one delivered
 //!   locally again to the members who got it.
 
-use super::scripts::{self, Event, Failure, Keys, Scripts, SessionInfo};
-use super::target::{self, redacted, Endpoint, Master, SentinelGone};
-use super::{Backplane, BoxFuture, RoomState, SessionHook};
-
+mod keys;
+mod room;
 mod run;
+mod scripts;
+mod sentinel;
+mod url;
+
+pub(crate) use room::Replica;
+pub(crate) use scripts::SessionInfo;
+
+use super::{Backplane, BoxFuture, RoomState, SessionHook};
 use crate::event;
-use crate::room::{Joined, OnLeave, Room, SharedMessage, Snapshot};
+use crate::room::{Joined, Room};
 use crate::JoinError;
 use ::redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use ::redis::{AsyncConnectionConfig, Msg};
 use futures_util::StreamExt;
+use keys::{Event, Keys};
+use room::{LogEntry, OnLeave, Snapshot};
+use scripts::{Failure, Scripts};
+use sentinel::{Master, SentinelGone};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::timeout;
+use url::{redacted, Endpoint};
 use wsduplex::Utf8Bytes;
 
 /// Settings of the Redis backplane ([`crate::Hub::with_redis`]).
@@ -101,7 +116,7 @@ pub struct InvalidRedisUrl {
     source: Box<dyn std::error::Error + Send + Sync>,
 }
 
-/// The connection of one session with Redis, and how callers report that it failed.
+/// The command connection of one connect to Redis, and how callers report that it failed.
 #[derive(Clone)]
 struct Link {
     conn: MultiplexedConnection,
@@ -213,7 +228,7 @@ impl RedisBackplane {
     }
 
     fn session_key(&self, session: &str) -> String {
-        scripts::session_key(&self.config.key_prefix, session)
+        keys::session_key(&self.config.key_prefix, session)
     }
 
     fn session_gone(&self, session: &str) {
@@ -319,7 +334,7 @@ impl RedisBackplane {
 
 impl Backplane for RedisBackplane {
     fn new_room(&self, name: &str, history: usize) -> Room {
-        Room::new_shared(name, history, self.on_leave.clone())
+        Room::with_replica(name, history, Replica::new(self.on_leave.clone()))
     }
 
     fn join(
@@ -418,11 +433,15 @@ impl Backplane for RedisBackplane {
 
     fn room_state<'a>(
         &'a self,
-        room: &'a str,
+        room_name: &'a str,
+        room: Option<Arc<Room>>,
     ) -> BoxFuture<'a, Result<Option<RoomState>, JoinError>> {
         Box::pin(async move {
+            if let Some(room) = room.filter(|r| r.is_loaded()) {
+                return Ok(Some(room.members()));
+            }
             let link = self.link().ok_or(JoinError::Unavailable)?;
-            let keys = self.keys(room);
+            let keys = self.keys(room_name);
             match self.scripts.room(&mut link.conn.clone(), &keys).await {
                 Ok(state) => Ok(state),
                 Err(e) => {

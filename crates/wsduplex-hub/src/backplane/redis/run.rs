@@ -8,9 +8,9 @@ use super::*;
 /// First reconnect delay; it doubles up to [`RedisConfig::max_backoff`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
-/// A connected session: the command connection, the pub/sub connection, and with
+/// What a connect yields: the command connection, the pub/sub connection, and with
 /// sentinels the master they named.
-struct Session {
+struct Connected {
     link: Link,
     sink: PubSubSink,
     stream: PubSubStream,
@@ -37,13 +37,13 @@ impl RedisBackplane {
             // With sentinels: a failover announced while down ends the pause at once.
             let mut watch = None;
             match self.connect().await {
-                Ok(session) => {
-                    let at = match &session.master {
+                Ok(connected) => {
+                    let at = match &connected.master {
                         Some(m) => format!(" (master {} at {})", m.name, m.addr),
                         None => String::new(),
                     };
                     let rooms = lock(&self.rooms).len();
-                    *lock(&self.link) = Some(session.link.clone());
+                    *lock(&self.link) = Some(connected.link.clone());
                     if was_up {
                         // As loud as the error it ends.
                         tracing::warn!(
@@ -59,7 +59,7 @@ impl RedisBackplane {
                     }
                     backoff = MIN_BACKOFF;
                     was_up = true;
-                    let ended = self.serve(session, &mut inbox).await;
+                    let ended = self.serve(connected, &mut inbox).await;
                     self.set_down();
                     match ended {
                         Ok(()) => break,
@@ -114,7 +114,7 @@ impl RedisBackplane {
     /// Connects both connections, subscribes to every followed room and resynchronizes
     /// each. With sentinels, also returns the master they named (and its watch), even if
     /// connecting to it failed.
-    async fn connect(&self) -> Result<Session, (Failure, Option<Master>)> {
+    async fn connect(&self) -> Result<Connected, (Failure, Option<Master>)> {
         let resolved = self
             .endpoint
             .resolve(self.config.timeout)
@@ -122,7 +122,7 @@ impl RedisBackplane {
             .map_err(|e| (e, None))?;
         let master = resolved.master;
         match self.connect_to(&resolved.client, master.is_some()).await {
-            Ok((link, sink, stream)) => Ok(Session {
+            Ok((link, sink, stream)) => Ok(Connected {
                 link,
                 sink,
                 stream,
@@ -162,7 +162,7 @@ impl RedisBackplane {
         if sentinel {
             // What a sentinel said may be stale (the failover is not over, or the old
             // master came back as a replica): the Sentinel client protocol checks.
-            let role = timeout(t, target::role(&mut conn))
+            let role = timeout(t, sentinel::role(&mut conn))
                 .await
                 .map_err(|_| Failure::Timeout(t))??;
             if role != "master" {
@@ -177,7 +177,7 @@ impl RedisBackplane {
         if !rooms.is_empty() {
             let channels: Vec<String> = rooms
                 .iter()
-                .map(|r| scripts::channel(&self.config.key_prefix, &r.name))
+                .map(|r| keys::channel(&self.config.key_prefix, &r.name))
                 .collect();
             timeout(t, sink.subscribe(channels))
                 .await
@@ -194,18 +194,18 @@ impl RedisBackplane {
         Ok((link, sink, stream))
     }
 
-    /// Runs a connected session until the connection fails (`Err`) or the node stops.
+    /// Serves the connections until they fail (`Err`) or the node stops.
     async fn serve(
         &self,
-        session: Session,
+        connected: Connected,
         inbox: &mut mpsc::UnboundedReceiver<Request>,
     ) -> Result<(), Failure> {
-        let Session {
+        let Connected {
             link,
             mut sink,
             mut stream,
             mut master,
-        } = session;
+        } = connected;
         let mut conn = link.conn.clone();
         let every = (self.config.presence_ttl / 3).max(Duration::from_millis(10));
         let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -255,20 +255,20 @@ impl RedisBackplane {
 
     /// Applies one event of a room's channel.
     async fn on_message(&self, conn: &mut MultiplexedConnection, msg: Msg) -> Result<(), Failure> {
-        let Some(name) = scripts::room_of(&self.config.key_prefix, msg.get_channel_name()) else {
+        let Some(name) = keys::room_of(&self.config.key_prefix, msg.get_channel_name()) else {
             return Ok(());
         };
         let Some(room) = lock(&self.rooms).get(name).cloned() else {
             return Ok(());
         };
         let payload = std::str::from_utf8(msg.get_payload_bytes()).unwrap_or_default();
-        let Some(event) = scripts::parse_event(payload) else {
+        let Some(event) = keys::parse_event(payload) else {
             tracing::warn!("redis {}: unknown event in room {name}", self.target);
             return Ok(());
         };
         match event {
             Event::Message { id, json } => {
-                let last = room.last_shared();
+                let last = room.last_applied();
                 if id <= last {
                     return Ok(());
                 }
@@ -281,7 +281,7 @@ impl RedisBackplane {
                 }
                 // The channel carries no token, the stream does: a message of this node
                 // in doubt comes back in the resync after its failure, which reads it.
-                room.apply_message(SharedMessage {
+                room.apply_message(LogEntry {
                     id,
                     encoded: Utf8Bytes::from(json.to_string()),
                     token: None,
@@ -363,7 +363,7 @@ impl RedisBackplane {
                     .is_some_and(|r| Arc::ptr_eq(r, &room));
                 if !(followed && room.is_loaded()) {
                     // Subscribed first: every event after the snapshot then arrives.
-                    let channel = scripts::channel(&self.config.key_prefix, &room.name);
+                    let channel = keys::channel(&self.config.key_prefix, &room.name);
                     timeout(t, sink.subscribe(channel))
                         .await
                         .map_err(|_| Failure::Timeout(t))??;
@@ -374,7 +374,7 @@ impl RedisBackplane {
             }
             Request::Unload(room) => {
                 if self.unfollow(&room) {
-                    let channel = scripts::channel(&self.config.key_prefix, &room.name);
+                    let channel = keys::channel(&self.config.key_prefix, &room.name);
                     timeout(t, sink.unsubscribe(channel))
                         .await
                         .map_err(|_| Failure::Timeout(t))??;
@@ -484,7 +484,7 @@ impl RedisBackplane {
             presence_seq: r.presence_seq,
             top: r.top,
             messages: r.messages,
-            missed: r.missed && state.last_shared > 0,
+            missed: r.missed && state.last_applied > 0,
             conflicts: r.conflicts,
             doubts_upto: state.doubts_upto,
         });

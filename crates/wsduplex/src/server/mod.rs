@@ -1,13 +1,31 @@
 //! The server side: read one HTTP request, then upgrade it to a WebSocket, refuse it with
 //! a status, or answer it as plain HTTP (WebSocket shares its port with HTTP).
+//!
+//! ```text
+//!  accept ─▶ open_connection ─▶ read_request ─▶ Incoming::admit ─▶ route ─┬─▶ accept (authenticate, negotiate, 101)
+//!           (limits: 503/429)                  (429, Origin 403)          ├─▶ authenticate ─▶ a session (the hub's /poll)
+//!                                                                          └─▶ respond (plain HTTP)
+//! ```
+//!
+//! Every admission decision (connection limits, the Origin policy, authentication) and its
+//! answer live in [`admission`]; the agreement a `101` answers with (subprotocol,
+//! permessage-deflate, limits) is made by [`ServerConfig::negotiate`]. Every upgrade request
+//! is counted once in [`crate::metrics`]' handshakes, whichever way it is answered.
 
-use crate::auth::{AuthHook, Denied};
+pub mod admission;
+
+pub use admission::{Peer, Refusal, RETRY_AFTER_SECS};
+
+use crate::auth::AuthHook;
 use crate::error::{Error, Result};
+use crate::forwarded::Cidr;
+use crate::limits::{ConnectionLimiter, Permit};
 use crate::metrics;
 use crate::socket::{Config, WebSocket};
 use bytes::{Bytes, BytesMut};
 use proto::handshake::server::{http_response, HandshakeError, Limits, Request};
 use proto::{DeflateConfig, Role};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -30,6 +48,22 @@ pub struct ServerConfig {
     /// default, as in Node's `ws`: each compressed connection keeps zlib state (up to about
     /// 300 KiB with 15-bit windows and context takeover) and spends CPU on every message.
     pub deflate: Option<DeflateConfig>,
+    /// Open connections, counted against a total and a per-client limit (see
+    /// [`ServerConfig::open_connection`]). Clones of the config share it. Default: no limits.
+    pub connections: Arc<ConnectionLimiter>,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers are believed (see
+    /// [`crate::forwarded`]): the client address is then the one they report.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Origins (`https://chat.example.com`) whose pages may open WebSockets and send unsafe
+    /// requests (any method but `GET` and `HEAD`); others get `403`. Requests without an
+    /// `Origin` header (not from a browser) are not affected. Empty: the default rule of
+    /// [`admission`] applies: a request let in by a cookie must come from the
+    /// server's own origin.
+    pub allowed_origins: Vec<String>,
+    /// Lets any page open WebSockets with the user's cookie (no same-origin rule when
+    /// [`allowed_origins`](Self::allowed_origins) is empty). Only for a server whose cookie
+    /// grants nothing worth stealing.
+    pub dangerous_allow_any_origin: bool,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +75,42 @@ impl Default for ServerConfig {
             socket: Config::default(),
             deflate: None,
             auth: None,
+            connections: ConnectionLimiter::new(0, 0),
+            trusted_proxies: Vec::new(),
+            allowed_origins: Vec::new(),
+            dangerous_allow_any_origin: false,
+        }
+    }
+}
+
+/// What a `101` agrees to, from [`ServerConfig::negotiate`]: adjust it (a tighter message
+/// limit, say) before [`Incoming::accept_negotiated`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Negotiated {
+    /// The subprotocol chosen, one the client offered.
+    pub subprotocol: Option<String>,
+    /// The socket's settings, with the permessage-deflate agreement in
+    /// `socket.protocol.deflate` if one was reached.
+    pub socket: Config,
+}
+
+impl ServerConfig {
+    /// Turns a request into what its `101` agrees to: the subprotocol (the first of
+    /// [`subprotocols`](Self::subprotocols) that the client offers), the permessage-deflate
+    /// parameters (if [`deflate`](Self::deflate) is set and the client offers it), and the
+    /// socket's limits and timers ([`socket`](Self::socket)).
+    pub fn negotiate(&self, request: &Request) -> Negotiated {
+        let supported: Vec<&str> = self.subprotocols.iter().map(String::as_str).collect();
+        let subprotocol = request.select_subprotocol(&supported).map(str::to_string);
+        let mut socket = self.socket.clone();
+        if let Some(policy) = &self.deflate {
+            let agreed = request.negotiate_deflate(policy);
+            socket.protocol = socket.protocol.deflate(agreed, policy);
+        }
+        Negotiated {
+            subprotocol,
+            socket,
         }
     }
 }
@@ -50,12 +120,18 @@ pub struct Incoming<S> {
     io: S,
     request: Request,
     leftover: BytesMut,
+    peer: Option<Peer>,
+    /// [`Incoming::admit`] passed: not checked again when the request is handed on.
+    admitted: bool,
+    /// [`Incoming::authenticate`] passed.
+    authenticated: bool,
 }
 
 impl<S> std::fmt::Debug for Incoming<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Incoming")
             .field("request", &self.request)
+            .field("peer", &self.peer)
             .finish()
     }
 }
@@ -92,6 +168,9 @@ where
                 io,
                 request,
                 leftover,
+                peer: None,
+                admitted: false,
+                authenticated: false,
             })
         }
         Ok(Err(Error::Handshake(e))) => {
@@ -124,60 +203,98 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
         self.request.is_upgrade()
     }
 
-    /// Runs [`ServerConfig::auth`] on the request; on a refusal, answers it (`401` with
-    /// `WWW-Authenticate: Bearer`, or `403`) and closes the connection.
-    pub async fn authenticate(self, config: &ServerConfig) -> Result<Self> {
-        let Some(hook) = &config.auth else {
+    /// Tells what the transport knows about the other end (its address, TLS or not), for
+    /// the per-client limit and the same-origin rule. Without it, neither is checked
+    /// against the transport: see [`admission`].
+    pub fn set_peer(&mut self, peer: Peer) {
+        self.peer = Some(peer);
+    }
+
+    /// What [`set_peer`](Self::set_peer) told.
+    pub fn peer(&self) -> Option<&Peer> {
+        self.peer.as_ref()
+    }
+
+    /// The front door's checks for any request ([`ServerConfig::admit`]: the per-client
+    /// limit, counted on `permit`, and the Origin allow-list), once: a request already
+    /// admitted goes through. On a refusal, answers it and closes the connection.
+    pub async fn admit(
+        mut self,
+        config: &ServerConfig,
+        permit: Option<&mut Permit>,
+    ) -> Result<Self> {
+        if self.admitted {
             return Ok(self);
-        };
-        match hook.check(&self.request) {
-            Ok(()) => Ok(self),
-            Err(denied) => {
-                self.refuse(&denied).await?;
-                Err(denied.into())
+        }
+        match config.admit(&self.request, self.peer.as_ref(), permit) {
+            Ok(()) => {
+                self.admitted = true;
+                Ok(self)
+            }
+            Err(refusal) => {
+                self.refuse(&refusal).await?;
+                Err(refusal.into())
             }
         }
     }
 
-    /// Answers a refusal of [`crate::auth`] and closes the connection.
-    pub async fn refuse(self, denied: &Denied) -> Result<()> {
-        let body = format!("{denied}\n");
-        let challenge = [("WWW-Authenticate", r#"Bearer realm="wsduplex""#)];
-        let headers: &[(&str, &str)] = if denied.status() == 401 {
-            &challenge
-        } else {
-            &[]
-        };
-        self.respond(denied.status(), headers, "text/plain", body.as_bytes())
-            .await
-    }
-
-    /// Validates the upgrade, selects a subprotocol by server preference, negotiates
-    /// permessage-deflate if [`ServerConfig::deflate`] is set, and answers `101`.
-    /// A request that breaks RFC 6455 §4.2.1 is answered with `400` or `426`, one that
-    /// [`ServerConfig::auth`] refuses with its status.
-    pub async fn accept(self, config: &ServerConfig) -> Result<WebSocket<S>> {
-        let this = self
-            .authenticate(config)
-            .await
-            .inspect_err(|_| metrics::handshake(false))?;
-        this.accept_authenticated(config).await
-    }
-
-    async fn accept_authenticated(self, config: &ServerConfig) -> Result<WebSocket<S>> {
-        let supported: Vec<&str> = config.subprotocols.iter().map(String::as_str).collect();
-        let subprotocol = self.request.select_subprotocol(&supported);
-        let mut socket = config.socket.clone();
-        if let Some(policy) = &config.deflate {
-            let agreed = self.request.negotiate_deflate(policy);
-            socket.protocol = socket.protocol.deflate(agreed, policy);
+    /// [`Incoming::admit`], then the checks of a route that opens a WebSocket or a session
+    /// ([`ServerConfig::authenticate`]: [`ServerConfig::auth`] and the same-origin rule for
+    /// cookies), once. On a refusal, answers it (`401` with `WWW-Authenticate: Bearer`, or
+    /// `403`) and closes the connection.
+    pub async fn authenticate(self, config: &ServerConfig) -> Result<Self> {
+        let mut this = self.admit(config, None).await?;
+        if this.authenticated {
+            return Ok(this);
         }
-        self.accept_with(subprotocol, &[], socket).await
+        match config.authenticate(&this.request, this.peer.as_ref()) {
+            Ok(()) => {
+                this.authenticated = true;
+                Ok(this)
+            }
+            Err(refusal) => {
+                this.refuse(&refusal).await?;
+                Err(refusal.into())
+            }
+        }
+    }
+
+    /// Answers a refusal of the front door and closes the connection.
+    pub async fn refuse(self, refusal: &Refusal) -> Result<()> {
+        let body = refusal.body();
+        self.respond(
+            refusal.status(),
+            refusal.headers(),
+            "text/plain",
+            body.as_bytes(),
+        )
+        .await
+    }
+
+    /// Admits and authenticates the request ([`Incoming::authenticate`]), then answers `101`
+    /// with what [`ServerConfig::negotiate`] agrees to. A request that breaks RFC 6455
+    /// §4.2.1 is answered with `400` or `426`, a refused one with its status.
+    pub async fn accept(self, config: &ServerConfig) -> Result<WebSocket<S>> {
+        let this = self.authenticate(config).await?;
+        let negotiated = config.negotiate(&this.request);
+        this.accept_negotiated(negotiated).await
+    }
+
+    /// Answers `101` with an agreement from [`ServerConfig::negotiate`] (possibly adjusted),
+    /// without the front door's checks: run [`Incoming::authenticate`] first.
+    pub async fn accept_negotiated(self, negotiated: Negotiated) -> Result<WebSocket<S>> {
+        let Negotiated {
+            subprotocol,
+            socket,
+        } = negotiated;
+        self.accept_with(subprotocol.as_deref(), &[], socket).await
     }
 
     /// Answers `101` with the given subprotocol (one the client offered) and extra headers.
     /// `config.protocol.deflate`, if set, is the permessage-deflate agreement to answer with:
-    /// set it from [`Request::negotiate_deflate`] (what the client offered), never otherwise.
+    /// set it from [`Request::negotiate_deflate`] (what the client offered), never otherwise
+    /// ([`ServerConfig::negotiate`] does). Like [`Incoming::accept_negotiated`], it runs
+    /// none of the front door's checks.
     pub async fn accept_with(
         mut self,
         subprotocol: Option<&str>,
@@ -248,11 +365,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
 
     /// Refuses the upgrade with `err`'s status and reason, and closes the connection.
     pub async fn reject(mut self, err: HandshakeError) -> Result<()> {
+        if self.request.is_upgrade() {
+            metrics::handshake(false);
+        }
         write_and_close(&mut self.io, &err.to_response()).await?;
         Ok(())
     }
 
-    /// Answers with a plain HTTP response and closes the connection.
+    /// Answers with a plain HTTP response and closes the connection. An upgrade request
+    /// answered so counts as a refused handshake.
     pub async fn respond(
         mut self,
         status: u16,
@@ -260,6 +381,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
         content_type: &str,
         body: &[u8],
     ) -> Result<()> {
+        if self.request.is_upgrade() {
+            metrics::handshake(false);
+        }
         let bytes = if self.request.method() == "HEAD" {
             let mut r = http_response(status, headers, content_type, body);
             r.truncate(r.len() - body.len());

@@ -1,0 +1,205 @@
+//! `wsduplex serve`'s flags, and the one step that turns them into the libraries'
+//! configurations.
+
+use crate::args::{parse_duration, parse_size, DeflateArgs};
+use std::path::PathBuf;
+use std::time::Duration;
+use wsduplex::auth::{AuthHook, TokenAuth};
+use wsduplex::forwarded::Cidr;
+use wsduplex::limits::ConnectionLimiter;
+use wsduplex::server::ServerConfig;
+use wsduplex::SlowReader;
+use wsduplex_hub::HubConfig;
+
+#[derive(clap::Args)]
+// The --deflate-* options tune --deflate: alone they would do nothing.
+#[command(mut_group("DeflateArgs", |g| g.requires("deflate")))]
+pub struct Args {
+    /// Address to listen on (port 0 picks a free port; the ready line shows it).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(super) listen: String,
+    /// Worker threads, each with its own runtime and listener (default: one per core).
+    #[arg(long)]
+    pub(super) workers: Option<usize>,
+    /// Serve TLS (https:// and wss://) with this PEM certificate chain, leaf first.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(super) tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(super) tls_key: Option<PathBuf>,
+    /// Serve TLS with a certificate generated at start for localhost, 127.0.0.1 and ::1
+    /// (for development: its SHA-256 fingerprint is printed on stderr).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub(super) tls_self_signed: bool,
+    /// Ping every client this often (e.g. 30s); a client silent for --ping-timeout after a
+    /// ping is disconnected. Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    ping_interval: Option<Duration>,
+    /// How long a client may stay silent after a keepalive ping.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "20s")]
+    ping_timeout: Duration,
+    /// Close connections with 1001 when no message arrives for this long. Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Time a client has to send its request (and finish TLS).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    handshake_timeout: Duration,
+    /// Accept permessage-deflate (RFC 7692) from clients that offer it. Off by default, as
+    /// in Node's ws: every compressed connection keeps zlib state and spends CPU.
+    #[arg(long)]
+    deflate: bool,
+    #[command(flatten)]
+    deflate_args: DeflateArgs,
+    /// Believe Forwarded / X-Forwarded-For from peers in this range (e.g. 127.0.0.1/32
+    /// for an nginx on the same host; repeatable): the client address logged is then the
+    /// one the proxy reports. From any other peer the headers are ignored.
+    #[arg(long, value_name = "CIDR")]
+    trust_proxy: Vec<Cidr>,
+    /// Chat: messages each room keeps for newcomers and for resumes with `since`.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    history: usize,
+    /// Chat: events queued per member; a member that falls this far behind is closed with
+    /// 4008 and resumes with `since`.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    send_queue: u32,
+    /// Chat: how long a long-polling GET waits for new events.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "25s")]
+    poll_timeout: Duration,
+    /// Chat: the bearer token of the push API (POST /api/rooms/ROOM/messages); the API is
+    /// off without it. Read from WSDUPLEX_API_TOKEN if set.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "WSDUPLEX_API_TOKEN",
+        hide_env_values = true
+    )]
+    api_token: Option<String>,
+    /// Chat: be one node of many, sharing rooms through this Redis
+    /// (`redis://[:PASSWORD@]HOST:PORT[/DB]`; TLS:
+    /// `rediss://...[?cacert=CA.pem[&cert=C.pem&key=K.pem]]`; Sentinel:
+    /// `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER`, or `rediss+sentinel://`): every
+    /// node started with the same URL serves the same rooms, in one order, with the same ids
+    /// and a shared history. Read from WSDUPLEX_REDIS if set. Default: this process alone.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "WSDUPLEX_REDIS",
+        hide_env_values = true
+    )]
+    pub(super) redis: Option<String>,
+    /// Require this token (repeatable; or WSDUPLEX_AUTH_TOKEN) to open a WebSocket (/echo,
+    /// /chat) or a long-polling session, as `Authorization: Bearer TOKEN`, the query
+    /// parameter `access_token=TOKEN`, or the cookie `wsduplex_token=TOKEN`; others get 401.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "WSDUPLEX_AUTH_TOKEN",
+        hide_env_values = true
+    )]
+    auth_token: Vec<String>,
+    /// Largest message a client may send (e.g. 16MiB, 64KiB, 1000); larger ones are closed
+    /// with 1009. Also bounds a compressed message once inflated.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16MiB")]
+    max_message_size: u64,
+    /// Largest frame a client may send; larger ones are closed with 1009 from the header,
+    /// before any payload is read.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16MiB")]
+    max_frame_size: u64,
+    /// Most frames a client's message may arrive in; more are closed with 1009 "too many
+    /// fragments" (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 131_072)]
+    max_fragments: u32,
+    /// Outgoing bytes queued for one connection beyond which its client counts as a slow
+    /// reader (see --slow-reader).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1MiB")]
+    send_buffer: u64,
+    /// /echo: what happens to a client that reads more slowly than it sends, once
+    /// --send-buffer bytes wait for it. wait: stop reading from it until it catches up
+    /// (nothing lost); drop: drop the echoes that do not fit; close: close it with 1008
+    /// "too slow". Chat members that fall --send-queue events behind are always closed with
+    /// 4008.
+    #[arg(long, value_name = "POLICY", value_enum, default_value_t = SlowReaderArg::Wait)]
+    slow_reader: SlowReaderArg,
+    /// Connections open at once, at most; beyond it a new connection gets 503 (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 50_000)]
+    max_connections: usize,
+    /// Connections open at once from one client address (the one --trust-proxy proxies
+    /// report, else the peer's), at most; beyond it 429 (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_connections_per_client: usize,
+    /// Accept WebSocket upgrades and chat POSTs only from pages of this origin (e.g.
+    /// `https://chat.example.com`; repeatable): others get 403. Requests without an Origin
+    /// header (non-browser clients) are not affected. Default: any origin, except that a
+    /// request let in by the wsduplex_token cookie must come from this server's own origin.
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
+    /// Let pages of any origin open WebSockets with the wsduplex_token cookie (no
+    /// same-origin check; --allow-origin, if given, still applies). Only for a server whose
+    /// cookie grants nothing worth stealing.
+    #[arg(long)]
+    dangerous_allow_any_origin: bool,
+}
+
+/// `--slow-reader`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SlowReaderArg {
+    Wait,
+    Drop,
+    Close,
+}
+
+impl From<SlowReaderArg> for SlowReader {
+    fn from(a: SlowReaderArg) -> Self {
+        match a {
+            SlowReaderArg::Wait => SlowReader::Wait,
+            SlowReaderArg::Drop => SlowReader::Drop,
+            SlowReaderArg::Close => SlowReader::Close,
+        }
+    }
+}
+
+/// What the flags configure, for [`super::run`].
+pub(super) struct Configs {
+    /// The hub's WebSockets and every request: limits, the Origin policy, authentication.
+    pub server: ServerConfig,
+    /// `/echo`'s WebSockets: `server` with the `--slow-reader` policy (the hub's members
+    /// always wait at the socket: their own queues are the hub's). Shares its limiter.
+    pub echo: ServerConfig,
+    pub hub: HubConfig,
+}
+
+impl Args {
+    /// The one step from flags to the libraries' settings.
+    pub(super) fn configs(&self) -> Configs {
+        let mut server = ServerConfig::default();
+        server.handshake_timeout = self.handshake_timeout;
+        server.socket.ping_interval = self.ping_interval;
+        server.socket.ping_timeout = self.ping_timeout;
+        server.socket.idle_timeout = self.idle_timeout;
+        server.deflate = self.deflate.then(|| self.deflate_args.config());
+        server.socket.protocol.max_message_size = self.max_message_size;
+        server.socket.protocol.max_frame_size = self.max_frame_size;
+        server.socket.protocol.max_fragments = match self.max_fragments {
+            0 => u32::MAX,
+            n => n,
+        };
+        server.socket.max_write_buffer = usize::try_from(self.send_buffer).unwrap_or(usize::MAX);
+        let tokens: Vec<&String> = self.auth_token.iter().filter(|t| !t.is_empty()).collect();
+        if !tokens.is_empty() {
+            server.auth = Some(AuthHook::new(TokenAuth::new(tokens)));
+        }
+        server.connections =
+            ConnectionLimiter::new(self.max_connections, self.max_connections_per_client);
+        server.trusted_proxies = self.trust_proxy.clone();
+        server.allowed_origins = self.allow_origin.clone();
+        server.dangerous_allow_any_origin = self.dangerous_allow_any_origin;
+        let mut echo = server.clone();
+        echo.socket.slow_reader = self.slow_reader.into();
+        let mut hub = HubConfig::default();
+        hub.history = self.history;
+        hub.queue = self.send_queue as usize;
+        hub.poll_timeout = self.poll_timeout;
+        hub.api_token = self.api_token.clone().filter(|t| !t.is_empty());
+        Configs { server, echo, hub }
+    }
+}

@@ -1,0 +1,253 @@
+//! The listeners and a connection's first steps: one `SO_REUSEPORT` listener per worker,
+//! the connection limits at accept, TLS, and reading the request head, before
+//! [`super::route`] decides who answers it.
+
+use super::{echo, route, Server};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+use wsduplex::limits::Permit;
+use wsduplex::server::{read_request, Peer, Refusal};
+use wsduplex::tls::TlsStream;
+use wsduplex::WebSocket;
+
+/// One listening socket per worker, on the same port. A plain bind comes first. It fails if
+/// anything listens on the port already (`SO_REUSEPORT` alone would let a second server of
+/// the same user share the port silently, each getting some of the other's connections),
+/// and it picks the port when asked for port 0.
+pub(super) fn listen(
+    addr: SocketAddr,
+    workers: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let first = std::net::TcpListener::bind(addr)?;
+    let addr = first.local_addr()?;
+    #[cfg(unix)]
+    {
+        drop(first);
+        (0..workers).map(|_| bind(addr)).collect()
+    }
+    // Without SO_REUSEPORT the workers cannot each have a listener of their own: one
+    // worker accepts.
+    #[cfg(not(unix))]
+    {
+        let _ = (addr, workers);
+        first.set_nonblocking(true)?;
+        Ok(vec![first])
+    }
+}
+
+/// A listening socket with `SO_REUSEPORT`, handed over in std form: each worker registers
+/// it with its own runtime.
+#[cfg(unix)]
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    // Linux copies TCP_NODELAY from the listening socket to each accepted one, which saves
+    // a setsockopt per connection (see `handle`).
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(1024)?;
+    listener.into_std()
+}
+
+/// A worker thread: a single-threaded runtime accepting on its own listener until `stop`.
+pub(super) fn worker(
+    listener: std::net::TcpListener,
+    server: Arc<Server>,
+    stop: watch::Receiver<bool>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return tracing::error!("worker runtime: {e}"),
+    };
+    server.metrics.attach_current_thread();
+    rt.block_on(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => return tracing::error!("worker listener: {e}"),
+        };
+        // Tracks handshake tasks and the echo tasks they hand over to, for graceful shutdown.
+        let tasks = TaskTracker::new();
+        let mut stopping = stop.clone();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => match server.config.open_connection(peer.ip()) {
+                        Ok(permit) => {
+                            let (server, stop) = (server.clone(), stop.clone());
+                            let span = connection_span(peer);
+                            let task = handle(tcp, peer, permit, server, stop, tasks.clone(), span.clone());
+                            spawn_in(&tasks, task, span);
+                        }
+                        Err(e) => refuse_now(tcp, &e),
+                    },
+                    // Out of descriptors and the like: keep serving the others.
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                _ = stopping.changed() => break,
+            }
+        }
+        drop(listener);
+        // Every connection sends 1001 and waits (bounded by its close timeout) for the reply.
+        let grace = server.config.socket.close_timeout + Duration::from_secs(1);
+        tasks.close();
+        let _ = tokio::time::timeout(grace, tasks.wait()).await;
+    });
+}
+
+/// The connection's first task: TLS, the request, the handshake. A WebSocket is handed to
+/// a task of its own, so what an open connection holds for its lifetime is only the echo
+/// loop's state, not this stage's buffers and timers.
+async fn handle(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    mut permit: Permit,
+    server: Arc<Server>,
+    mut stop: watch::Receiver<bool>,
+    tasks: TaskTracker,
+    span: tracing::Span,
+) {
+    // Inherited from the listening socket on Linux (a test checks it); one syscall less per
+    // connection.
+    if !cfg!(target_os = "linux") {
+        let _ = tcp.set_nodelay(true);
+    }
+    let peer = Peer::new(peer.ip(), server.tls.is_some());
+    match &server.tls {
+        None => {
+            // Boxed: the request's stage holds the head's buffer and the timers, and this
+            // task's future is moved (copied) several times on its way into its task cell
+            // and out of it. Allocated once in place, it costs one allocation instead.
+            let opened = Box::pin(serve_request(tcp, peer, &mut permit, &server, &mut stop)).await;
+            if let Some(ws) = opened {
+                echo::spawn(&tasks, ws, permit, stop, span);
+            }
+        }
+        Some(_) => {
+            let opened = Box::pin(serve_tls(tcp, peer, &mut permit, &server, &mut stop)).await;
+            if let Some(ws) = opened {
+                echo::spawn(&tasks, ws, permit, stop, span);
+            }
+        }
+    }
+}
+
+/// Connection ids, for the logs.
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+/// The span every log line of a connection is in: `conn{id=7 peer=127.0.0.1:5050}`. When
+/// logging is below `info` it is disabled and costs nothing.
+fn connection_span(peer: SocketAddr) -> tracing::Span {
+    let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+    tracing::info_span!("conn", id, peer = %peer)
+}
+
+/// Spawns a connection's task inside its span, or bare when the span is disabled (no bytes
+/// per connection spent on logging that is off).
+pub(super) fn spawn_in<F>(tasks: &TaskTracker, task: F, span: tracing::Span)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tracing::Instrument as _;
+    if span.is_disabled() {
+        tasks.spawn(task);
+    } else {
+        tasks.spawn(task.instrument(span));
+    }
+}
+
+/// Over a limit at accept: the front door's answer if the socket takes it at once (never
+/// waiting on this client), then close.
+fn refuse_now(tcp: TcpStream, refusal: &Refusal) {
+    let _ = tcp.try_write(&refusal.to_response());
+    tracing::debug!("connection refused: {refusal}");
+}
+
+/// The TLS handshake, within the handshake timeout, then [`serve_request`]. A failed
+/// handshake ends this connection only. The TLS stream is boxed, so plain connections do
+/// not carry its size.
+async fn serve_tls(
+    tcp: TcpStream,
+    peer: Peer,
+    permit: &mut Permit,
+    server: &Server,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<WebSocket<Box<TlsStream<TcpStream>>>> {
+    let acceptor = server.tls.as_ref()?;
+    let handshake = tokio::time::timeout(
+        server.config.handshake_timeout,
+        wsduplex::tls::accept(acceptor, tcp),
+    );
+    let tls = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!("tls handshake failed: {e}");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!("tls handshake timed out");
+                return None;
+            }
+        },
+        _ = stop.wait_for(|stopped| *stopped) => return None,
+    };
+    serve_request(Box::new(tls), peer, permit, server, stop).await
+}
+
+/// Reads the request and lets the front door admit it (the per-client limit, the Origin
+/// allow-list), then routes it: a WebSocket for `/echo` is returned (it gets a task of its
+/// own); everything else is answered here.
+async fn serve_request<S>(
+    io: S,
+    peer: Peer,
+    permit: &mut Permit,
+    server: &Server,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // A client still sending its request when the server stops is simply dropped.
+    let mut incoming = tokio::select! {
+        r = read_request(io, &server.config) => match r {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::debug!("request refused: {e}");
+                return None;
+            }
+        },
+        _ = stop.wait_for(|stopped| *stopped) => return None,
+    };
+    incoming.set_peer(peer);
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let request = incoming.request();
+        let client = server.config.client_addr(request, peer.addr);
+        let path = request.path().split('?').next().unwrap_or_default();
+        tracing::debug!(%client, peer = %peer.addr, "{} {path}", request.method());
+    }
+    let incoming = match incoming.admit(&server.config, Some(permit)).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::debug!("{e}");
+            return None;
+        }
+    };
+    route::serve(incoming, server).await
+}

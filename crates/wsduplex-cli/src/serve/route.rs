@@ -1,0 +1,122 @@
+//! Who answers a request: one table of the paths the server owns, the hub's, and what is
+//! `404`.
+
+use super::{echo, metrics, Server};
+use tokio::io::{AsyncRead, AsyncWrite};
+use wsduplex::server::Incoming;
+use wsduplex::WebSocket;
+use wsduplex_hub::Hub;
+
+/// Where a request goes, from its method, path and whether it asks for an upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Healthz,
+    Metrics,
+    Echo,
+    /// `/`, `/chat/ROOM`, `/poll/...`, `/api/...`: the hub answers.
+    Hub,
+    EchoPage,
+    WrongMethod,
+    /// An upgrade anywhere else.
+    NoWebSocket,
+    NotFound,
+}
+
+fn route(method: &str, path: &str, upgrade: bool) -> Route {
+    let get = matches!(method, "GET" | "HEAD");
+    match path {
+        "/healthz" if get && !upgrade => Route::Healthz,
+        "/metrics" if get && !upgrade => Route::Metrics,
+        "/echo" => Route::Echo,
+        _ if Hub::owns(path) => Route::Hub,
+        _ if upgrade => Route::NoWebSocket,
+        "/echo.html" if get => Route::EchoPage,
+        "/echo.html" => Route::WrongMethod,
+        _ => Route::NotFound,
+    }
+}
+
+/// Answers an admitted request. A WebSocket for `/echo` is returned: it gets a task of its
+/// own.
+pub(super) async fn serve<S>(incoming: Incoming<S>, server: &Server) -> Option<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let path = incoming.path().split('?').next().unwrap_or_default();
+    let route = route(incoming.request().method(), path, incoming.is_upgrade());
+    let result = match route {
+        Route::Echo => match incoming.accept(&server.echo).await {
+            Ok(ws) => return Some(ws),
+            Err(e) => Err(e),
+        },
+        Route::Hub => match server.hub.serve(incoming, &server.config).await {
+            // The hub owns the path: never handed back.
+            Some(other) => other.respond(404, &[], "text/plain", b"not found\n").await,
+            None => Ok(()),
+        },
+        Route::Healthz => incoming.respond(200, &[], "text/plain", b"ok\n").await,
+        Route::Metrics => {
+            let body = metrics::page(server);
+            let ctype = wsduplex::metrics::CONTENT_TYPE;
+            incoming.respond(200, &[], ctype, body.as_bytes()).await
+        }
+        Route::EchoPage => {
+            let headers = [("Cache-Control", "no-cache")];
+            let ctype = "text/html; charset=utf-8";
+            incoming
+                .respond(200, &headers, ctype, echo::PAGE.as_bytes())
+                .await
+        }
+        Route::WrongMethod => {
+            let headers = [("Allow", "GET, HEAD")];
+            incoming
+                .respond(405, &headers, "text/plain", b"method not allowed\n")
+                .await
+        }
+        Route::NoWebSocket => {
+            let body = b"no websocket endpoint here; try /chat/ROOM or /echo\n";
+            incoming.respond(404, &[], "text/plain", body).await
+        }
+        Route::NotFound => {
+            incoming
+                .respond(404, &[], "text/plain", b"not found\n")
+                .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("request ended: {e}");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{route, Route};
+
+    #[test]
+    fn the_table() {
+        for (method, path, upgrade, want) in [
+            ("GET", "/healthz", false, Route::Healthz),
+            ("HEAD", "/metrics", false, Route::Metrics),
+            ("POST", "/healthz", false, Route::NotFound),
+            ("GET", "/metrics", true, Route::NoWebSocket),
+            ("GET", "/echo", true, Route::Echo),
+            ("GET", "/echo", false, Route::Echo),
+            ("GET", "/", false, Route::Hub),
+            ("GET", "/chat/r", true, Route::Hub),
+            ("POST", "/poll/r", false, Route::Hub),
+            ("DELETE", "/api/rooms/r/members/a", false, Route::Hub),
+            ("GET", "/echo.html", false, Route::EchoPage),
+            ("POST", "/echo.html", false, Route::WrongMethod),
+            ("GET", "/echo.html", true, Route::NoWebSocket),
+            ("GET", "/nowhere", true, Route::NoWebSocket),
+            ("GET", "/nowhere", false, Route::NotFound),
+        ] {
+            assert_eq!(
+                route(method, path, upgrade),
+                want,
+                "{method} {path} {upgrade}"
+            );
+        }
+    }
+}
