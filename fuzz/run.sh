@@ -9,7 +9,8 @@
 # kept in fuzz/work/<target> (not in git) and reused by the next run; a crash, hang or
 # memory blow-up leaves its input in fuzz/artifacts/<target>/ and fails the run after every
 # target has had its turn. Reproduce one with
-# `WSDUPLEX_FUZZ_TRACE=1 cargo +nightly fuzz run <target> <file>`.
+# `WSDUPLEX_FUZZ_TRACE=1 cargo +nightly fuzz run <target> <file>`. Finding no target, or a
+# target that executes no input, fails the run too: a gate that fuzzed nothing must not pass.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."

@@ -8,6 +8,8 @@
 #      server runs with --deflate and the client driver passes --deflate),
 #      AUTOBAHN_REPORT_DIR (default target/autobahn).
 # Installs wstest on first use (tool/setup.sh, needs root). Reports: $AUTOBAHN_REPORT_DIR/*/index.html
+# Fails (never passes on an old report) when a direction's run writes no index.json: the
+# previous one is removed first, and compare.py refuses one older than this run.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
