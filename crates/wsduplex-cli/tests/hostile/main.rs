@@ -481,15 +481,36 @@ fn send_in_background(s: &TcpStream, bytes: Vec<u8>) -> JoinHandle<usize> {
 /// Writes `unit` over and over until a write makes no progress for 500 ms (the server has
 /// stopped reading: backpressure); returns the bytes that went through.
 fn press_until_blocked(s: &mut TcpStream, unit: &[u8]) -> usize {
-    let batch = unit.repeat((64 << 10) / unit.len() + 1);
+    press_with_until_blocked(s, |_| unit.to_vec())
+}
+
+/// Writes `unit(0)`, `unit(1)`, ... back to back until a write makes no progress for
+/// 500 ms (the server has stopped reading: backpressure); returns the bytes that went
+/// through. Numbered units let a test check the order of what comes back.
+fn press_with_until_blocked(s: &mut TcpStream, mut unit: impl FnMut(usize) -> Vec<u8>) -> usize {
+    // About 64 KiB per write, so a blocked write is noticed within one timeout.
+    let mut k = 0;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut next_batch = |pending: &mut Vec<u8>| {
+        while pending.len() < 64 << 10 {
+            pending.extend_from_slice(&unit(k));
+            k += 1;
+        }
+    };
     s.set_write_timeout(Some(Duration::from_millis(500)))
         .expect("write timeout");
     let mut written = 0;
     let start = Instant::now();
     loop {
+        if pending.is_empty() {
+            next_batch(&mut pending);
+        }
         // Each write goes on where the last one stopped: the stream stays well-formed.
-        match s.write(&batch[written % batch.len()..]) {
-            Ok(n) => written += n,
+        match s.write(&pending) {
+            Ok(n) => {
+                written += n;
+                pending.drain(..n);
+            }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => panic!("pressing: {e} after {written} bytes"),

@@ -16,12 +16,18 @@ fn echo_clients_that_never_read_are_held_by_backpressure() {
     let addr = server.addr;
     let chatter = Chatter::start(addr, true);
     let memory = Memory::before(&server);
-    let message: Vec<u8> = (0..64 << 10).map(|i| (i % 251) as u8).collect();
-    let unit = frame(true, 0, BINARY, &message, MASK);
+    // Message k starts with k, so the order of the echoes shows.
+    let message = |k: usize| -> Vec<u8> {
+        let mut m: Vec<u8> = (0..64 << 10).map(|i| (i % 251) as u8).collect();
+        m[..8].copy_from_slice(&(k as u64).to_be_bytes());
+        m
+    };
+    let unit_len = frame(true, 0, BINARY, &message(0), MASK).len();
     let mut pressed = Vec::new();
     let mut clients: Vec<Ws> = (0..4).map(|_| attacker(addr, "/echo")).collect();
     for ws in &mut clients {
-        pressed.push(press_until_blocked(&mut ws.stream, &unit));
+        let unit = |k| frame(true, 0, BINARY, &message(k), MASK);
+        pressed.push(press_with_until_blocked(&mut ws.stream, unit));
     }
     let rss_pressed = rss_kib(server.pid());
     chatter.wait_rounds(5);
@@ -35,8 +41,8 @@ fn echo_clients_that_never_read_are_held_by_backpressure() {
     }
     // The first one reads now: the complete messages it sent all come back, in order.
     let ws = &mut clients[0];
-    for k in 0..pressed[0] / unit.len() {
-        assert_eq!(ws.read_message(), (BINARY, message.clone()), "echo {k}");
+    for k in 0..pressed[0] / unit_len {
+        assert_eq!(ws.read_message(), (BINARY, message(k)), "echo {k}");
     }
     memory.check("never reads: echo", 48);
     drop(clients);
