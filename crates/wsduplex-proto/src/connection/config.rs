@@ -1,6 +1,7 @@
 //! Which end a connection is, and its limits and switches.
 
 use crate::deflate::{DeflateConfig, DeflateParams};
+use std::time::Duration;
 
 /// Which end of the connection this is; decides masking in both directions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +37,9 @@ pub struct Config {
     pub compression_level: u32,
     /// With deflate agreed, messages shorter than this are sent uncompressed.
     pub compression_threshold: usize,
+    /// The close timeout, keepalive pings and the idle timeout: see
+    /// [`Connection::poll_timeout`](super::Connection::poll_timeout).
+    pub timeouts: Timeouts,
 }
 
 impl Default for Config {
@@ -49,6 +53,7 @@ impl Default for Config {
             deflate: None,
             compression_level: DeflateConfig::default().level,
             compression_threshold: DeflateConfig::default().threshold,
+            timeouts: Timeouts::default(),
         }
     }
 }
@@ -81,9 +86,111 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::timeouts`].
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
     /// Sets [`Config::fragment_size`].
     pub fn fragment_size(mut self, n: Option<usize>) -> Self {
         self.fragment_size = n.filter(|&n| n > 0);
         self
+    }
+}
+
+/// How long a connection waits, kept to the millisecond: every connection holds a copy (16
+/// bytes), so they are stored small. Durations round up to whole milliseconds (at most about
+/// 49 days).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    close: u32,
+    /// 0: no keepalive pings.
+    ping_interval: u32,
+    ping_timeout: u32,
+    /// 0: no idle timeout.
+    idle: u32,
+}
+
+impl Default for Timeouts {
+    /// A close timeout of 5 s and a ping timeout of 20 s; no keepalive pings, no idle timeout.
+    fn default() -> Self {
+        Self {
+            close: 5_000,
+            ping_interval: 0,
+            ping_timeout: 20_000,
+            idle: 0,
+        }
+    }
+}
+
+impl std::fmt::Debug for Timeouts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timeouts")
+            .field("close", &self.close())
+            .field("ping_interval", &self.ping_interval())
+            .field("ping_timeout", &self.ping_timeout())
+            .field("idle", &self.idle())
+            .finish()
+    }
+}
+
+/// Whole milliseconds, rounded up, saturating.
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u32::MAX)
+}
+
+/// Whole milliseconds, at least 1 (0 stands for `None`).
+fn millis_some(d: Option<Duration>) -> u32 {
+    d.map_or(0, |d| millis(d).max(1))
+}
+
+fn duration_some(ms: u32) -> Option<Duration> {
+    (ms != 0).then(|| Duration::from_millis(ms.into()))
+}
+
+impl Timeouts {
+    /// How long to wait for the peer's close frame after this end's, and then for the
+    /// transport to close; counted from the start of the closing handshake (or from the error
+    /// or timeout that ended the connection).
+    pub fn close(&self) -> Duration {
+        Duration::from_millis(self.close.into())
+    }
+
+    /// Sets [`Timeouts::close`].
+    pub fn set_close(&mut self, d: Duration) {
+        self.close = millis(d);
+    }
+
+    /// How often a keepalive ping is sent (`None`: never).
+    pub fn ping_interval(&self) -> Option<Duration> {
+        duration_some(self.ping_interval)
+    }
+
+    /// Sets [`Timeouts::ping_interval`].
+    pub fn set_ping_interval(&mut self, d: Option<Duration>) {
+        self.ping_interval = millis_some(d);
+    }
+
+    /// With keepalive pings: if nothing at all arrives within this time after a ping, the
+    /// peer counts as gone ([`Timeout::Keepalive`](super::Timeout::Keepalive)).
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.ping_timeout.into())
+    }
+
+    /// Sets [`Timeouts::ping_timeout`].
+    pub fn set_ping_timeout(&mut self, d: Duration) {
+        self.ping_timeout = millis(d);
+    }
+
+    /// Close with 1001 `idle timeout` when no text or binary message arrives for this long
+    /// (`None`: never; pings and pongs do not count as activity).
+    pub fn idle(&self) -> Option<Duration> {
+        duration_some(self.idle)
+    }
+
+    /// Sets [`Timeouts::idle`].
+    pub fn set_idle(&mut self, d: Option<Duration>) {
+        self.idle = millis_some(d);
     }
 }

@@ -23,12 +23,16 @@ impl Connection {
         if matches!(self.state, State::Open | State::Closing) {
             self.rx.extend_from_slice(data);
         }
-        self.receive_buffered()
+        if !data.is_empty() {
+            self.receive_appended();
+        }
+        self.decode()
     }
 
     /// The receive buffer, for reading from the transport without a copy: append to it, then
-    /// call [`Connection::receive_buffered`]. [`Connection::receive_hint`] says how much
-    /// room is worth reserving.
+    /// call [`Connection::receive_buffered`] (or [`Connection::receive_appended`], and let
+    /// [`Connection::receive_with`] or [`Connection::poll_event`] decode it).
+    /// [`Connection::receive_hint`] says how much room is worth reserving.
     pub fn receive_buffer(&mut self) -> &mut BytesMut {
         &mut self.rx
     }
@@ -48,6 +52,12 @@ impl Connection {
     /// application sends in answer to a message is queued before anything the rest of the
     /// input makes this end send (a pong, or the close frame of an error that follows).
     pub fn receive_buffered(&mut self) -> Result<(), Error> {
+        self.receive_appended();
+        self.decode()
+    }
+
+    /// Decodes buffered input up to the next event.
+    fn decode(&mut self) -> Result<(), Error> {
         loop {
             // The state first: `receive_eof` can fail the connection while an event waits,
             // and failure is sticky.
@@ -92,9 +102,13 @@ impl Connection {
     pub fn poll_event(&mut self) -> Option<Message> {
         if self.event.is_none() && !self.rx.is_empty() {
             // The error, if any, is recorded in the state.
-            let _ = self.receive_buffered();
+            let _ = self.decode();
         }
-        self.event.take()
+        let event = self.event.take();
+        if matches!(event, Some(Message::Text(_) | Message::Binary(_))) {
+            self.data_arrived();
+        }
+        event
     }
 
     /// Decodes as far as the buffer allows. `Ok(true)`: a frame completed, go on.

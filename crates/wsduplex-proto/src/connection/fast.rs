@@ -71,6 +71,9 @@ impl Connection {
         };
         rx.advance(at);
         self.rx = rx;
+        if count > 0 {
+            self.data_arrived();
+        }
         match result {
             Ok(()) => Ok(count),
             Err(e) => Err(self.fail(e)),

@@ -7,15 +7,18 @@
 //!
 //! The module is split by concern: `config` (roles and limits), `decode` (input and
 //! [`Connection::poll_event`]), `fast` (the borrowed fast path,
-//! [`Connection::receive_with`]) and `send` (commands, [`Sender`], the transmit queue).
+//! [`Connection::receive_with`]) and `send` (commands, [`Sender`], the transmit queue) and `timers` (deadlines,
+//! [`Connection::poll_timeout`]).
 
 mod config;
 mod decode;
 mod fast;
 mod send;
+mod timers;
 
-pub use config::{Config, Role};
+pub use config::{Config, Role, Timeouts};
 pub use send::Sender;
+pub use timers::Timeout;
 
 use crate::close::CloseCode;
 use crate::deflate::{DeflateParams, Deflater, Inflater};
@@ -113,7 +116,7 @@ impl DeflateState {
 pub struct Connection {
     role: Role,
     /// Read once per frame header at most, never written: kept out of line, so that every
-    /// connection's driver (a task per connection) holds a pointer instead of 56 bytes.
+    /// connection's driver (a task per connection) holds a pointer instead of the whole of it.
     config: Box<Config>,
     state: State,
     rx: BytesMut,
@@ -128,6 +131,9 @@ pub struct Connection {
     close_sent: u16,
     /// The code of the close frame received (1005 for one without a code; 0: none yet).
     close_received: u16,
+    /// The deadlines: `None` (and one pointer) without keepalive or idle timeout until the
+    /// connection closes, as most connections are.
+    timers: Option<Box<timers::Timers>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -148,6 +154,7 @@ impl Connection {
             .deflate
             .as_ref()
             .map(|p| Box::new(DeflateState::new(role, p, &config)));
+        let timers = timers::Timers::new(&config.timeouts);
         Self {
             role,
             config: Box::new(config),
@@ -160,6 +167,7 @@ impl Connection {
             deflate,
             close_sent: 0,
             close_received: 0,
+            timers,
         }
     }
 

@@ -102,7 +102,9 @@ impl Connection {
     /// Starts the closing handshake with `code` and a reason of at most 123 bytes.
     ///
     /// Nothing else can be sent afterwards; messages keep arriving until the peer's close.
-    /// Calling it again while closing does nothing.
+    /// Calling it again while closing does nothing. Next: write [`Connection::poll_transmit`];
+    /// the close timeout ([`Timeouts::close`](super::Timeouts::close)) runs from the next
+    /// [`Connection::poll_timeout`].
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
         if !code.is_sendable() {
             return Err(UsageError::InvalidCloseCode(code.as_u16()).into());

@@ -51,7 +51,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     {
         loop {
             // Checked before every event, so a flood of incoming data cannot starve pings.
-            if self.timers.is_some() && self.phase == Phase::Open && self.poll_timers(cx) {
+            if self.poll_deadlines(cx) {
                 continue;
             }
             if let Some(f) = on_data.as_mut() {
@@ -63,7 +63,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                         self.finish_with(e);
                         continue;
                     }
-                    Poll::Pending => return self.pending_while_closing(cx),
+                    Poll::Pending if self.wait(cx) => continue,
+                    Poll::Pending => return Poll::Pending,
                 }
                 if self.take_borrowed(f) {
                     continue;
@@ -76,7 +77,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 }
                 if let Some(len) = data_len(&ev) {
                     metrics::received(len);
-                    self.data_arrived();
                     if let Some(f) = on_data.as_mut() {
                         let msg = ev.as_data().expect("a text or binary message");
                         f(msg, &mut Reply::new(self, Some(&ev)));
@@ -100,13 +100,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 }
                 Phase::Open => {}
             }
-            // Also checked here, not only before waiting: a peer that never answers our close
-            // but keeps sending would otherwise never let the timer be looked at (polled when
-            // the task's budget is spent, a timer always looks pending).
-            if *self.conn.state() == State::Closing && self.close_timer_expired(cx) {
-                self.finish_with(Error::CloseTimeout);
-                continue;
-            }
             match self.conn.state() {
                 State::Open | State::Closing => {}
                 State::Closed | State::Failed(_) => {
@@ -123,7 +116,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                     continue;
                 }
                 Poll::Pending if self.conn.buffered_amount() >= self.read_pause() => {
-                    return self.pending_while_closing(cx);
+                    if self.wait(cx) {
+                        continue;
+                    }
+                    return Poll::Pending;
                 }
                 _ => {}
             }
@@ -136,7 +132,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             buf.reserve(want);
             let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf);
             let Poll::Ready(read) = read else {
-                return self.pending_while_closing(cx);
+                if self.wait(cx) {
+                    continue;
+                }
+                return Poll::Pending;
             };
             match read {
                 Ok(0) => {
@@ -146,9 +145,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 Ok(_) => {
                     // Any bytes from the peer prove it is alive. They are decoded at the top
                     // of the loop: by `receive_with` when it can, otherwise by `poll_event`.
-                    if let Some(t) = self.timers.as_mut() {
-                        t.pong_deadline = None;
-                    }
+                    self.conn.receive_appended();
                     // Replies and pongs are likely: a kept buffer to write them into.
                     self.conn.give_transmit_buffer(buffers::take);
                 }
@@ -187,7 +184,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         if n == 0 {
             return false;
         }
-        self.data_arrived();
         self.conn.buffered_amount() >= limit
     }
 
@@ -205,15 +201,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     }
 
     /// About to wait for the peer. Nothing is buffered now, so the buffers are released: an
-    /// idle connection holds no read or write buffer (they come back on the next read). While
-    /// our close is unanswered, the close timer bounds the wait.
-    fn pending_while_closing(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+    /// idle connection holds no read or write buffer (they come back on the next read). The
+    /// timer is set to the core's next deadline, which may have moved since the top of the
+    /// loop. `true`: it fired meanwhile, so go round again instead of waiting.
+    fn wait(&mut self, cx: &mut Context<'_>) -> bool {
         self.release_buffers();
-        if *self.conn.state() == State::Closing && self.close_timer_expired(cx) {
-            self.finish_with(Error::CloseTimeout);
-            return self.poll_next(cx);
-        }
-        Poll::Pending
+        self.poll_deadlines(cx)
     }
 
     /// Flushes what is owed (a close reply, an error's close frame), then closes the
@@ -223,7 +216,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         // Each step that would wait checks the timer; once it has expired, steps are skipped.
         if matches!(self.final_error(), None | Some(Error::CloseTimeout))
             && self.poll_flush_tx(cx).is_pending()
-            && !self.close_timer_expired(cx)
+            && !self.close_timed_out(cx)
         {
             return Poll::Pending;
         }
@@ -239,7 +232,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
                     Poll::Ready(Ok(_)) => continue,
-                    Poll::Pending if self.close_timer_expired(cx) => break,
+                    Poll::Pending if self.close_timed_out(cx) => break,
                     Poll::Pending => return Poll::Pending,
                 }
             }
@@ -247,7 +240,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         }
         if !self.write_shutdown {
             match Pin::new(&mut self.io).poll_shutdown(cx) {
-                Poll::Pending if !self.close_timer_expired(cx) => return Poll::Pending,
+                Poll::Pending if !self.close_timed_out(cx) => return Poll::Pending,
                 _ => self.write_shutdown = true,
             }
         }

@@ -26,15 +26,18 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use timers::Timers;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
 /// Settings of a socket (the protocol limits live in [`Config::protocol`]).
+///
+/// The four timeouts here are the core's deadlines ([`proto::Timeouts`], to the
+/// millisecond): the socket hands them to the core, in place of `protocol.timeouts`.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Config {
-    /// Frame and message limits, fragmentation.
+    /// Frame and message limits, fragmentation (its `timeouts` are replaced by the fields
+    /// below).
     pub protocol: proto::Config,
     /// How long to wait for the peer's close frame, and then for the transport to close.
     pub close_timeout: Duration,
@@ -108,8 +111,7 @@ enum Phase {
 struct Inner<S> {
     io: S,
     conn: Connection,
-    // The two settings the driver uses (the protocol's live in the connection).
-    close_timeout: Duration,
+    // The settings the driver uses (the protocol's, timeouts included, live in the core).
     max_write_buffer: usize,
     slow_reader: SlowReader,
     phase: Phase,
@@ -121,14 +123,13 @@ struct Inner<S> {
     /// message was split off: growing it from scratch, `BytesMut` makes it as large as
     /// that one, so large messages do not start small and grow each time.)
     rx_released: bool,
-    /// Keepalive and idle timers; `None` (and free) unless configured.
-    timers: Option<Box<Timers>>,
     /// `None` (and one pointer) while open without a subprotocol, as most connections are.
     cold: Option<Box<Cold>>,
 }
 
-/// The socket's state off the per-message path, boxed: the subprotocol, and how the stream
-/// ends (held only with a subprotocol, or once the socket is finishing).
+/// The socket's state off the per-message path, boxed: the subprotocol, how the stream ends,
+/// and the timer (held only with a subprotocol, once a deadline is waited on, or once the
+/// socket is finishing).
 #[derive(Default)]
 struct Cold {
     subprotocol: Option<Box<str>>,
@@ -136,7 +137,9 @@ struct Cold {
     final_close: Option<Message>,
     /// An environment error to yield last.
     final_error: Option<Error>,
-    close_timer: Option<Pin<Box<Sleep>>>,
+    /// The one timer, set to the core's next deadline; created the first time one is
+    /// waited on.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S> Inner<S> {
@@ -148,8 +151,10 @@ impl<S> Inner<S> {
         self.cold.as_ref()?.final_error.as_ref()
     }
 
-    /// Ends the stream with `e` once the transport is closed.
+    /// Ends the stream with `e` once the transport is closed (bounded by the close timeout,
+    /// which this starts in the core).
     fn finish_with(&mut self, e: Error) {
+        self.conn.transport_error();
         self.cold().final_error = Some(e);
         self.phase = Phase::Finishing;
     }
@@ -186,27 +191,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a transport whose opening handshake is done. `leftover` holds bytes read past
     /// the handshake (they are the first frames).
     pub fn from_raw(io: S, role: Role, config: Config, leftover: &[u8]) -> Self {
-        let timers = Timers::new(&config);
-        let mut conn = Connection::new(role, config.protocol);
+        let mut protocol = config.protocol;
+        let t = &mut protocol.timeouts;
+        t.set_close(config.close_timeout);
+        t.set_ping_interval(config.ping_interval);
+        t.set_ping_timeout(config.ping_timeout);
+        t.set_idle(config.idle_timeout);
+        let mut conn = Connection::new(role, protocol);
         if !leftover.is_empty() {
             // Errors are recorded in the state and surface on the first read.
             let _ = conn.receive(leftover);
         }
-        Self {
-            inner: Inner {
-                io,
-                conn,
-                close_timeout: config.close_timeout,
-                max_write_buffer: config.max_write_buffer,
-                slow_reader: config.slow_reader,
-                phase: Phase::Open,
-                server_closed: false,
-                write_shutdown: false,
-                rx_released: false,
-                timers,
-                cold: None,
-            },
-        }
+        let mut inner = Inner {
+            io,
+            conn,
+            max_write_buffer: config.max_write_buffer,
+            slow_reader: config.slow_reader,
+            phase: Phase::Open,
+            server_closed: false,
+            write_shutdown: false,
+            rx_released: false,
+            cold: None,
+        };
+        inner.start_timers();
+        Self { inner }
     }
 
     pub(crate) fn with_subprotocol(mut self, p: Option<String>) -> Self {
@@ -303,9 +311,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         match queued {
             Ok(()) => poll_fn(|cx| self.inner.poll_flush_tx(cx)).await,
             Err(e @ Error::Protocol(_)) => {
-                let timeout = self.inner.close_timeout;
-                let flush = poll_fn(|cx| self.inner.poll_flush_tx(cx));
-                let _ = tokio::time::timeout(timeout, flush).await;
+                // Bounded by the close timeout, which the failure started in the core.
+                poll_fn(|cx| match self.inner.poll_flush_tx(cx) {
+                    Poll::Pending if !self.inner.close_timed_out(cx) => Poll::Pending,
+                    _ => Poll::Ready(()),
+                })
+                .await;
                 Err(e)
             }
             Err(e) => Err(e),
@@ -345,8 +356,8 @@ mod tests {
     /// stands for the transport, whose size is not this crate's.
     #[test]
     #[cfg(target_pointer_width = "64")]
-    fn a_socket_holds_at_most_336_bytes_beside_its_transport() {
+    fn a_socket_holds_at_most_320_bytes_beside_its_transport() {
         let size = std::mem::size_of::<WebSocket<()>>();
-        assert!(size <= 336, "WebSocket<()> is {size} bytes");
+        assert!(size <= 320, "WebSocket<()> is {size} bytes");
     }
 }

@@ -1,133 +1,79 @@
-//! Keepalive, idle and close timers.
+//! The socket's one timer, set to the core's next deadline.
+//!
+//! The deadlines themselves (keepalive pings and their answer, the idle timeout, the close
+//! timeout) live in the core ([`proto::Connection::poll_timeout`]): this file only sleeps
+//! until the next one and hands the core the time when it passes.
 
-use super::{Config, Inner};
+use super::{Inner, Phase};
 use crate::error::Error;
-use proto::CloseCode;
+use proto::{State, Timeout};
 use std::future::Future;
-use std::pin::Pin;
 use std::task::Context;
-use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
-/// Keepalive and idle deadlines, served by one sleep reset to the earliest of them.
-pub(super) struct Timers {
-    sleep: Pin<Box<Sleep>>,
-    ping_interval: Option<Duration>,
-    ping_timeout: Duration,
-    idle_timeout: Option<Duration>,
-    next_ping: Option<Instant>,
-    /// Set while a ping is unanswered: any bytes from the peer clear it.
-    pub(super) pong_deadline: Option<Instant>,
-    idle_deadline: Option<Instant>,
+/// The time as the core takes it: tokio's clock (which tests pause and advance).
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
-impl Timers {
-    pub(super) fn new(config: &Config) -> Option<Box<Self>> {
-        if config.ping_interval.is_none() && config.idle_timeout.is_none() {
-            return None;
-        }
-        let now = Instant::now();
-        let mut t = Self {
-            sleep: Box::pin(tokio::time::sleep_until(now)),
-            ping_interval: config.ping_interval,
-            ping_timeout: config.ping_timeout,
-            idle_timeout: config.idle_timeout,
-            next_ping: config.ping_interval.map(|i| now + i),
-            pong_deadline: None,
-            idle_deadline: config.idle_timeout.map(|i| now + i),
-        };
-        if let Some(d) = t.earliest() {
-            t.sleep.as_mut().reset(d);
-        }
-        Some(Box::new(t))
+impl<S> Inner<S> {
+    /// Starts the deadlines that count from the socket's creation (keepalive, idle).
+    pub(super) fn start_timers(&mut self) {
+        let _ = self.conn.poll_timeout(now);
     }
 
-    fn earliest(&self) -> Option<Instant> {
-        [self.next_ping, self.pong_deadline, self.idle_deadline]
-            .into_iter()
-            .flatten()
-            .min()
-    }
-}
-
-/// What a timer asks of the socket.
-pub(super) enum Due {
-    Nothing,
-    Ping,
-    PeerGone(Duration),
-    Idle,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
-    /// Polls the keepalive and idle timers and acts on what is due. `true`: something
-    /// changed (a ping or a close was queued, or the peer is gone).
-    pub(super) fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(t) = self.timers.as_mut() else {
+    /// Resets the timer to the core's next deadline and polls it; when it has passed, hands
+    /// the core the time. `true`: it fired (a ping or a close may be queued, or a deadline
+    /// ended the connection: see [`proto::Connection::timed_out`]).
+    #[inline]
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.conn.poll_timeout(now) else {
             return false;
         };
-        let Some(deadline) = t.earliest() else {
+        let deadline = Instant::from_std(deadline);
+        // Created on first use: a socket that never waits on a deadline (most close at
+        // once) never touches the runtime's timer wheel.
+        let sleep = self
+            .cold()
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        if sleep.as_mut().poll(cx).is_pending() {
             return false;
-        };
-        if t.sleep.deadline() != deadline {
-            t.sleep.as_mut().reset(deadline);
         }
-        if t.sleep.as_mut().poll(cx).is_pending() {
-            return false;
-        }
-        let now = Instant::now();
-        let due = if t.pong_deadline.is_some_and(|d| d <= now) {
-            Due::PeerGone(t.ping_timeout)
-        } else if t.idle_deadline.is_some_and(|d| d <= now) {
-            t.idle_deadline = None;
-            Due::Idle
-        } else if t.next_ping.is_some_and(|d| d <= now) {
-            t.next_ping = t.ping_interval.map(|i| now + i);
-            if t.pong_deadline.is_none() {
-                t.pong_deadline = Some(now + t.ping_timeout);
-            }
-            Due::Ping
-        } else {
-            Due::Nothing
-        };
-        match due {
-            Due::Nothing => false,
-            Due::Ping => {
-                // Only while open: nothing follows our close frame.
-                let _ = self.conn.send_ping(b"wsduplex keepalive");
-                true
-            }
-            Due::Idle => {
-                let _ = self.conn.close(CloseCode::GOING_AWAY, "idle timeout");
-                true
-            }
-            Due::PeerGone(after) => {
-                self.timers = None;
-                self.finish_with(Error::KeepaliveTimeout(after));
-                true
-            }
-        }
+        self.conn.handle_timeout(now());
+        true
     }
 
-    /// Arms the close timer on first use and polls it. Called only on paths that are about
-    /// to wait: a close that completes at once never touches the timer wheel (which costs a
-    /// wake-up of the runtime's driver).
-    pub(super) fn close_timer_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let timeout = self.close_timeout;
-        self.cold()
-            .close_timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)))
-            .as_mut()
-            .poll(cx)
-            .is_ready()
+    /// While messages flow (or our close waits for the peer's): polls the timer and ends the
+    /// stream if a deadline ended the connection. `true`: it fired, so look again at what
+    /// changed before waiting.
+    #[inline]
+    pub(super) fn poll_deadlines(&mut self, cx: &mut Context<'_>) -> bool {
+        // Once the protocol is finished, only `close_timed_out` looks at the timer: a close
+        // that completes without waiting never starts the close timeout.
+        if self.phase != Phase::Open
+            || !matches!(self.conn.state(), State::Open | State::Closing)
+            || !self.poll_timer(cx)
+        {
+            return false;
+        }
+        match self.conn.timed_out() {
+            Some(Timeout::Keepalive(after)) => self.finish_with(Error::KeepaliveTimeout(after)),
+            Some(Timeout::Close) => self.finish_with(Error::CloseTimeout),
+            _ => {}
+        }
+        true
     }
 
-    /// A text or binary message arrived: the idle timer starts again.
-    pub(super) fn data_arrived(&mut self) {
-        if let Some(t) = self.timers.as_mut() {
-            if let Some(idle) = t.idle_timeout {
-                t.idle_deadline = Some(Instant::now() + idle);
-            }
+    /// While closing the transport: whether the close timeout has passed (each step that
+    /// would wait gives up then).
+    pub(super) fn close_timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.conn.timed_out() != Some(Timeout::Close) {
+            self.poll_timer(cx);
         }
+        self.conn.timed_out() == Some(Timeout::Close)
     }
 }
