@@ -47,6 +47,7 @@ pub mod frame;
 pub mod handshake;
 pub mod mask;
 mod message;
+pub mod random;
 mod transmit;
 pub mod utf8;
 

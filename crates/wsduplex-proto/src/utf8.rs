@@ -270,6 +270,26 @@ mod tests {
     }
 
     #[test]
+    fn as_str_reads_what_std_reads() {
+        // `as_str` skips the check its constructors made: the text must be the same as the
+        // checked reading of the same bytes, for every way a `Utf8Bytes` is made.
+        for text in ["", "a", "héllo wörld", "€𝄞 ok", &"🎉".repeat(40)] {
+            let bytes = Bytes::copy_from_slice(text.as_bytes());
+            let checked = std::str::from_utf8(&bytes).unwrap();
+            let all = [
+                Utf8Bytes::try_from_bytes(bytes.clone()).unwrap(),
+                Utf8Bytes::from_validated(bytes.clone()),
+                Utf8Bytes::from(text),
+                Utf8Bytes::from(text.to_string()),
+            ];
+            for u in &all {
+                assert_eq!(u.as_str(), checked);
+                assert_eq!(u.as_str().as_ptr(), u.as_bytes().as_ptr());
+            }
+        }
+    }
+
+    #[test]
     fn utf8_bytes_rejects_invalid() {
         assert!(Utf8Bytes::try_from_bytes(Bytes::from_static(&[0xff])).is_err());
         assert_eq!(

@@ -1,6 +1,7 @@
 //! Which end a connection is, and its limits and switches.
 
 use crate::deflate::{DeflateConfig, DeflateParams};
+use crate::random::Random;
 use std::time::Duration;
 
 /// Which end of the connection this is; decides masking in both directions.
@@ -40,6 +41,8 @@ pub struct Config {
     /// The close timeout, keepalive pings and the idle timeout: see
     /// [`Connection::poll_timeout`](super::Connection::poll_timeout).
     pub timeouts: Timeouts,
+    /// The source of a client's masking keys (default: [`crate::random::os`]).
+    pub random: Random,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             compression_level: DeflateConfig::default().level,
             compression_threshold: DeflateConfig::default().threshold,
             timeouts: Timeouts::default(),
+            random: crate::random::os,
         }
     }
 }
@@ -89,6 +93,12 @@ impl Config {
     /// Sets [`Config::timeouts`].
     pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
         self.timeouts = timeouts;
+        self
+    }
+
+    /// Sets [`Config::random`].
+    pub fn random(mut self, random: Random) -> Self {
+        self.random = random;
         self
     }
 

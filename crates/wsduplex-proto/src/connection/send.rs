@@ -232,7 +232,11 @@ impl Connection {
     fn push_frame_rsv1(&mut self, opcode: OpCode, fin: bool, rsv1: bool, payload: Payload<'_>) {
         let mask = match self.role {
             // RFC 6455 §5.3: a fresh, unpredictable key for every frame.
-            Role::Client => Some(rand::random::<[u8; 4]>()),
+            Role::Client => {
+                let mut key = [0; 4];
+                (self.config.random)(&mut key);
+                Some(key)
+            }
             Role::Server => None,
         };
         let header = FrameHeader {
