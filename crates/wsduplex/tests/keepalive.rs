@@ -39,7 +39,20 @@ async fn a_peer_that_stops_answering_is_detected_and_closed() {
     // One interval to the ping, one timeout for the answer.
     assert!(started.elapsed() >= Duration::from_secs(2));
     assert!(server.recv().await.is_none());
-    drop(silent_client);
+    // Closed: the server (still alive here) shut the transport down without a close frame
+    // (none can reach a gone peer), so the client, reading at last, finds the ping and then
+    // an abrupt end.
+    let mut silent_client = silent_client;
+    match silent_client.recv().await {
+        Some(Ok(Message::Ping(p))) => assert_eq!(&p[..], b"wsduplex keepalive"),
+        other => panic!("expected the unanswered ping, got {other:?}"),
+    }
+    match silent_client.recv().await {
+        Some(Err(Error::Protocol(e))) => {
+            assert_eq!(e, wsduplex::proto::ProtocolError::UnexpectedEof)
+        }
+        other => panic!("expected the transport closed without a close frame, got {other:?}"),
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -4,11 +4,12 @@
 //! [`Connection::receive_buffer`] and call [`Connection::receive_buffered`]), then drain
 //! [`Connection::poll_event`], then write out [`Connection::poll_transmit`]. Commands
 //! (`send_*`, `close`) only queue bytes; nothing happens until the caller writes them.
+//! Before waiting for the transport, ask [`Connection::poll_timeout`] for the next deadline;
+//! when it passes, call [`Connection::handle_timeout`] (the `timers` module has the details).
 //!
-//! The module is split by concern: `config` (roles and limits), `decode` (input and
-//! [`Connection::poll_event`]), `fast` (the borrowed fast path,
-//! [`Connection::receive_with`]) and `send` (commands, [`Sender`], the transmit queue) and `timers` (deadlines,
-//! [`Connection::poll_timeout`]).
+//! The module is split by concern: `config` (roles, limits, timeouts), `decode` (input and
+//! [`Connection::poll_event`]), `fast` (the borrowed fast path, [`Connection::receive_with`]),
+//! `send` (commands, [`Sender`], the transmit queue) and `timers` (deadlines).
 
 mod config;
 mod decode;
