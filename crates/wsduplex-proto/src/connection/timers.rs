@@ -30,6 +30,11 @@ const KEEPALIVE_PING: &[u8] = b"wsduplex keepalive";
 const START_PING: u8 = 1;
 const START_IDLE: u8 = 2;
 
+/// What ended the connection (`Timers::timed_out`: a byte, where a `Timeout` would take
+/// 24).
+const TIMED_OUT_KEEPALIVE: u8 = 1;
+const TIMED_OUT_CLOSE: u8 = 2;
+
 /// Why a deadline ended the connection: see [`Connection::timed_out`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -55,7 +60,8 @@ pub(super) struct Timers {
     start: u8,
     /// The caller gave up on the transport ([`Connection::transport_error`]).
     transport_gone: bool,
-    timed_out: Option<Timeout>,
+    /// `TIMED_OUT_*`, 0 while no deadline has ended the connection.
+    timed_out: u8,
 }
 
 impl Timers {
@@ -79,14 +85,14 @@ impl Timers {
     /// Whether only closing the transport is left: keepalive and idle no longer apply.
     fn ended(&self, state: &State) -> bool {
         self.transport_gone
-            || self.timed_out.is_some()
+            || self.timed_out != 0
             || matches!(state, State::Closed | State::Failed(_))
     }
 
     /// Whether the close deadline should run but has not started.
     fn close_unstarted(&self, state: &State) -> bool {
-        let closing = *state != State::Open || self.transport_gone || self.timed_out.is_some();
-        closing && self.close.is_none() && self.timed_out != Some(Timeout::Close)
+        let closing = *state != State::Open || self.transport_gone || self.timed_out != 0;
+        closing && self.close.is_none() && self.timed_out != TIMED_OUT_CLOSE
     }
 
     fn needs_start(&self, state: &State) -> bool {
@@ -160,7 +166,7 @@ impl Connection {
         if !t.ended(&self.state) {
             if t.pong.is_some_and(|d| d <= now) {
                 // The peer is gone: no close frame can reach it, so none is sent.
-                t.timed_out = Some(Timeout::Keepalive(self.config.timeouts.ping_timeout()));
+                t.timed_out = TIMED_OUT_KEEPALIVE;
                 return;
             }
             let idle = t.idle.is_some_and(|d| d <= now);
@@ -189,14 +195,18 @@ impl Connection {
         }
         if t.close.is_some_and(|d| d <= now) {
             t.close = None;
-            t.timed_out = Some(Timeout::Close);
+            t.timed_out = TIMED_OUT_CLOSE;
         }
     }
 
     /// Output: the deadline that ended the connection, if one did. Once set, the caller
     /// closes the transport (the connection's [`Connection::state`] is left as it was).
     pub fn timed_out(&self) -> Option<Timeout> {
-        self.timers.as_ref()?.timed_out
+        match self.timers.as_ref()?.timed_out {
+            TIMED_OUT_KEEPALIVE => Some(Timeout::Keepalive(self.config.timeouts.ping_timeout())),
+            TIMED_OUT_CLOSE => Some(Timeout::Close),
+            _ => None,
+        }
     }
 
     /// Input: bytes from the peer were appended to [`Connection::receive_buffer`] (they are

@@ -34,7 +34,6 @@ impl<S> Inner<S> {
         // Created on first use: a socket that never waits on a deadline (most close at
         // once) never touches the runtime's timer wheel.
         let sleep = self
-            .cold()
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if sleep.deadline() != deadline {
