@@ -5,8 +5,9 @@
 //! ([`Connection::handle_timeout`]) and asks for the next deadline
 //! ([`Connection::poll_timeout`]), which covers the close timeout, keepalive pings and the
 //! idle timeout ([`Timeouts`]). permessage-deflate (RFC 7692) is negotiated by [`deflate`] and
-//! runs inside the [`Connection`] once [`Config::deflate`] holds the agreement. The `wsduplex` crate drives it over tokio; anything else
-//! (another runtime, a simulator, a fuzzer) can drive it the same way.
+//! runs inside the [`Connection`] once [`Config::deflate`] holds the agreement. The
+//! `wsduplex` crate drives it over tokio; anything else (another runtime, a simulator, a
+//! fuzzer) can drive it the same way.
 //!
 //! ```text
 //!   transport bytes ──receive()──▶ Connection ──poll_event()──▶ Message (text, binary,

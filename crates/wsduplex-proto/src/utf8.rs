@@ -254,7 +254,10 @@ mod tests {
     #[test]
     fn the_short_ascii_check_finds_a_high_byte_at_every_length_and_position() {
         // It is what lets short text skip validation (and `validate_str` skip the check).
-        for len in 0..80 {
+        // Under Miri (slow), the lengths around the 64-byte edge and a few below it.
+        let lengths =
+            (0..80).filter(|&len| !cfg!(miri) || len % 9 == 0 || (60..=68).contains(&len));
+        for len in lengths {
             let ascii: Vec<u8> = (0..len).map(|i| (i % 128) as u8).collect();
             assert_eq!(short_ascii(&ascii), len < 64, "{len}");
             for at in 0..len {

@@ -32,6 +32,10 @@ fn deflate_server(config: Config) -> Connection {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "zlib is too slow under Miri, and reaches no unsafe code of ours"
+)]
 fn messages_roundtrip_compressed_both_ways_with_and_without_context_takeover() {
     let text = "compress me, compress me, compress me ".repeat(50);
     for reset in [false, true] {
@@ -66,6 +70,10 @@ fn messages_roundtrip_compressed_both_ways_with_and_without_context_takeover() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "zlib is too slow under Miri, and reaches no unsafe code of ours"
+)]
 fn a_compressed_message_is_fragmented_with_rsv1_on_the_first_frame_only() {
     let (mut c, mut s) = pair(
         DeflateParams::default(),
@@ -83,6 +91,10 @@ fn a_compressed_message_is_fragmented_with_rsv1_on_the_first_frame_only() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "zlib is too slow under Miri, and reaches no unsafe code of ours"
+)]
 fn an_incoming_compressed_message_in_fragments_with_a_ping_between() {
     let mut s = deflate_server(Config::default());
     let c = compressed("Hello, fragmented world".as_bytes());
@@ -98,6 +110,10 @@ fn an_incoming_compressed_message_in_fragments_with_a_ping_between() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "zlib is too slow under Miri, and reaches no unsafe code of ours"
+)]
 fn the_rfc_example_and_small_messages_uncompressed_below_the_threshold() {
     let mut s = deflate_server(Config::default());
     // RFC 7692 §7.2.3.1, masked.
@@ -110,6 +126,10 @@ fn the_rfc_example_and_small_messages_uncompressed_below_the_threshold() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "zlib is too slow under Miri, and reaches no unsafe code of ours"
+)]
 fn rsv1_is_only_allowed_on_the_first_frame_of_a_data_message() {
     let cases: &[(&[Vec<u8>], bool)] = &[
         // Without the extension, RSV1 is a protocol error.
@@ -139,6 +159,10 @@ fn rsv1_is_only_allowed_on_the_first_frame_of_a_data_message() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "zlib is too slow under Miri, and reaches no unsafe code of ours"
+)]
 fn invalid_utf8_in_compressed_text_fails_with_1007_before_the_message_ends() {
     let mut s = deflate_server(Config::default());
     let mut bad = b"fine so far ".repeat(10);
@@ -151,6 +175,10 @@ fn invalid_utf8_in_compressed_text_fails_with_1007_before_the_message_ends() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "zlib is too slow under Miri, and reaches no unsafe code of ours"
+)]
 fn invalid_deflate_data_fails_with_1002() {
     let mut s = deflate_server(Config::default());
     let r = s.receive(&raw(0xc2, K, &[0xff; 8]));
@@ -158,6 +186,10 @@ fn invalid_deflate_data_fails_with_1002() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "zlib is too slow under Miri, and reaches no unsafe code of ours"
+)]
 fn a_compression_bomb_fails_with_1009_at_the_inflated_limit() {
     let max = 256 << 10;
     let mut s = deflate_server(Config::default().max_message_size(max));
@@ -171,6 +203,10 @@ fn a_compression_bomb_fails_with_1009_at_the_inflated_limit() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "zlib is too slow under Miri, and reaches no unsafe code of ours"
+)]
 fn context_is_released_when_idle_without_context_takeover() {
     let params = DeflateParams {
         server_no_context_takeover: true,
