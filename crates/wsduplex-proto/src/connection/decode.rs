@@ -105,7 +105,7 @@ impl Connection {
             let _ = self.decode();
         }
         let event = self.event.take();
-        if matches!(event, Some(Message::Text(_) | Message::Binary(_))) {
+        if self.timers.is_some() && matches!(event, Some(Message::Text(_) | Message::Binary(_))) {
             self.data_arrived();
         }
         event
