@@ -83,6 +83,10 @@ impl Connection {
 
     /// The transport reached end of file. Fails with [`ProtocolError::UnexpectedEof`] unless
     /// the closing handshake was complete.
+    ///
+    /// Next: drain [`Connection::poll_event`] (events decoded before the end are still
+    /// there), then close the transport; the close timeout, started at the next
+    /// [`Connection::poll_timeout`], bounds that.
     pub fn receive_eof(&mut self) -> Result<(), Error> {
         match &self.state {
             State::Closed => Ok(()),
