@@ -273,6 +273,10 @@ fn roundtrip(bits: u8, reset: bool, messages: &[Vec<u8>], split: usize) -> Vec<u
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "zlib is too slow under Miri, and reaches no unsafe code of ours"
+)]
 fn compress_inflate_roundtrip_every_window_with_and_without_context_takeover() {
     // The first two fit in the smallest window, so the second refers back to the first.
     let msgs = vec![
@@ -294,6 +298,10 @@ fn compress_inflate_roundtrip_every_window_with_and_without_context_takeover() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "zlib is too slow under Miri, and reaches no unsafe code of ours"
+)]
 fn rfc_7692_examples_inflate() {
     // §7.2.3.1: "Hello" compressed, a single frame.
     let mut i = Inflater::new(15, false);
@@ -328,6 +336,10 @@ fn rfc_7692_examples_inflate() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "zlib is too slow under Miri, and reaches no unsafe code of ours"
+)]
 fn garbage_is_corrupt() {
     let mut i = Inflater::new(15, false);
     let mut out = Vec::new();
@@ -365,6 +377,10 @@ pub(crate) fn zero_bomb(n: usize) -> Vec<u8> {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "zlib is too slow under Miri, and reaches no unsafe code of ours"
+)]
 fn a_compression_bomb_stops_at_the_limit_without_inflating_the_rest() {
     let bomb = zero_bomb(16 << 20);
     assert!(bomb.len() < 32 * 1024, "{} bytes", bomb.len());

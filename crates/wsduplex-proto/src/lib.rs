@@ -1,16 +1,21 @@
 //! # wsduplex-proto
 //!
-//! RFC 6455 WebSocket as pure logic: bytes in; bytes, events and errors out. No I/O, no
-//! async runtime, no clock. permessage-deflate (RFC 7692) is negotiated by [`deflate`] and
-//! runs inside the [`Connection`] once [`Config::deflate`] holds the agreement. The `wsduplex` crate drives it over tokio; anything else
-//! (another runtime, a simulator, a fuzzer) can drive it the same way.
+//! RFC 6455 WebSocket as pure logic: bytes in; bytes, events, errors and deadlines out. No
+//! I/O, no async runtime, no clock: the caller passes the time in
+//! ([`Connection::handle_timeout`]) and asks for the next deadline
+//! ([`Connection::poll_timeout`]), which covers the close timeout, keepalive pings and the
+//! idle timeout ([`Timeouts`]). permessage-deflate (RFC 7692) is negotiated by [`deflate`] and
+//! runs inside the [`Connection`] once [`Config::deflate`] holds the agreement. The
+//! `wsduplex` crate drives it over tokio; anything else (another runtime, a simulator, a
+//! fuzzer) can drive it the same way.
 //!
 //! ```text
 //!   transport bytes ──receive()──▶ Connection ──poll_event()──▶ Message (text, binary,
 //!                                      │                        ping, pong, close)
 //!   application ──send_*/close()──▶    │
-//!                                      └──poll_transmit()──▶ bytes to write (pongs,
-//!                                                            close replies, your frames)
+//!                                      ├──poll_transmit()──▶ bytes to write (pongs,
+//!   handle_timeout(now) ──────────▶    │                     close replies, your frames)
+//!                                      └──poll_timeout()───▶ the next deadline
 //! ```
 //!
 //! What it is not: an HTTP server. The [`handshake`] module parses and builds the one
@@ -43,11 +48,12 @@ pub mod frame;
 pub mod handshake;
 pub mod mask;
 mod message;
+pub mod random;
 mod transmit;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use connection::{Config, Connection, Role, Sender, State};
+pub use connection::{Config, Connection, Role, Sender, State, Timeout, Timeouts};
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{Error, ProtocolError, UsageError};
 pub use message::{Message, MessageRef};

@@ -211,6 +211,55 @@ async fn a_silent_client_hits_the_handshake_timeout() {
     assert!(matches!(r, Err(Error::HandshakeTimeout)), "{r:?}");
 }
 
+/// A transport that writes down, in one log shared by both ends, when its end shuts down
+/// and when it reads end of file.
+struct Logged {
+    io: DuplexStream,
+    end: &'static str,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl tokio::io::AsyncRead for Logged {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::task::ready!(std::pin::Pin::new(&mut self.io).poll_read(cx, buf));
+        if r.is_ok() && buf.filled().len() == before && buf.remaining() > 0 {
+            let line = format!("{} reads eof", self.end);
+            self.log.lock().unwrap().push(line);
+        }
+        std::task::Poll::Ready(r)
+    }
+}
+
+impl tokio::io::AsyncWrite for Logged {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::task::ready!(std::pin::Pin::new(&mut self.io).poll_shutdown(cx));
+        let line = format!("{} shuts down", self.end);
+        self.log.lock().unwrap().push(line);
+        std::task::Poll::Ready(r)
+    }
+}
+
 #[tokio::test]
 async fn the_server_closes_tcp_first_and_the_client_sees_it() {
     // Over loopback TCP, with close timeouts far longer than any wait here: a close that
@@ -294,6 +343,51 @@ async fn the_server_closes_tcp_first_and_the_client_sees_it() {
             other => panic!("the server's last item: {other:?}"),
         }
     }
+}
+
+/// The order of the closing, seen on a transport that logs it (RFC 6455 §7.1.1).
+#[tokio::test]
+async fn the_server_shuts_its_transport_down_before_the_client_does() {
+    let (a, b) = duplex(64 * 1024);
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (a, b) = (
+        Logged {
+            io: a,
+            end: "client",
+            log: log.clone(),
+        },
+        Logged {
+            io: b,
+            end: "server",
+            log: log.clone(),
+        },
+    );
+    let cfg = ServerConfig::default();
+    let server = tokio::spawn(async move { read_request(b, &cfg).await?.accept(&cfg).await });
+    let target = Target::parse("ws://localhost/").unwrap();
+    let (mut client, _) = client_handshake(a, &target, &ClientConfig::default())
+        .await
+        .unwrap();
+    let mut server = server.await.unwrap().unwrap();
+    let echo = tokio::spawn(async move {
+        while let Some(item) = server.recv().await {
+            item.unwrap();
+        }
+    });
+    client.close(CloseCode::NORMAL, "").await.unwrap();
+    // The client waits for the server's FIN: this returns long before the close timeout.
+    let r = tokio::time::timeout(Duration::from_secs(2), client.recv())
+        .await
+        .unwrap();
+    assert!(matches!(r, Some(Ok(Message::Close(_)))), "{r:?}");
+    assert!(client.recv().await.is_none());
+    echo.await.unwrap();
+    // RFC 6455 §7.1.1: the server closes the TCP connection first; the client closes its
+    // side once it has seen the server's.
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["server shuts down", "client reads eof", "client shuts down"]
+    );
 }
 
 #[tokio::test]

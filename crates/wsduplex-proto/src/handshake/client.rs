@@ -2,6 +2,7 @@
 
 use super::{accept_key, has_token, is_safe_value, is_token};
 use crate::deflate::{DeflateConfig, DeflateParams, NegotiationError};
+use crate::random::Random;
 use base64::Engine as _;
 use std::fmt::Write as _;
 
@@ -101,7 +102,15 @@ impl Request {
     /// A request for `path` (with query) on `host` (with `:port` when not the default),
     /// with a fresh random key.
     pub fn new(host: impl Into<String>, path: impl Into<String>) -> Self {
-        let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
+        Self::with_random(host, path, crate::random::os)
+    }
+
+    /// [`Request::new`] with the key's 16 bytes from `random` (RFC 6455 §4.1: randomly
+    /// selected; a fixed source is for tests).
+    pub fn with_random(host: impl Into<String>, path: impl Into<String>, random: Random) -> Self {
+        let mut nonce = [0; 16];
+        random(&mut nonce);
+        let key = base64::engine::general_purpose::STANDARD.encode(nonce);
         Self {
             host: host.into(),
             path: path.into(),
