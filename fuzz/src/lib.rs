@@ -497,6 +497,8 @@ impl Harness {
                     &State::Failed(ProtocolError::InvalidUtf8)
                 )
             }
+            // Failure is sticky: a failed connection gives its error again.
+            Err(Error::Protocol(e)) if before == State::Failed(e.clone()) => {}
             Err(e) => panic!("receive_with failed with {e:?}"),
         }
         if before != State::Open {

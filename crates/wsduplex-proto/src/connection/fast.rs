@@ -19,10 +19,15 @@ impl Connection {
     /// once [`Connection::buffered_amount`] reaches `max_buffered`, or `f` closes. Call
     /// [`Connection::poll_event`] next: it decodes whatever stopped it as usual (and an
     /// error there is the same error either way). Invalid UTF-8 fails here, as it would there.
+    /// Once the connection has failed, it returns that failure, as every input does.
     pub fn receive_with<F>(&mut self, max_buffered: usize, mut f: F) -> Result<usize, Error>
     where
         F: FnMut(MessageRef<'_>, Sender<'_>),
     {
+        // Failure is sticky: the same error as every other input gives.
+        if let State::Failed(e) = &self.state {
+            return Err(e.clone().into());
+        }
         // Between the fragments of a message, nothing can be whole.
         if self.state != State::Open
             || self.event.is_some()

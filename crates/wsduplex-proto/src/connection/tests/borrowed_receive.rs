@@ -115,6 +115,15 @@ fn invalid_utf8_fails_with_1007_as_poll_event_would() {
     assert_eq!(u16::from_be_bytes([body[0], body[1]]), 1007);
     assert!(matches!(s.state(), State::Failed(_)));
     assert!(s.receive_buffer().is_empty() && s.poll_event().is_none());
+    // Failure is sticky: a later call gives the same error, and hands nothing out.
+    s.receive_buffer()
+        .extend_from_slice(&raw(0x81, K, b"after"));
+    let (again, got) = echo_with(&mut s, usize::MAX);
+    assert!(got.is_empty());
+    assert!(
+        matches!(again, Err(Error::Protocol(ProtocolError::InvalidUtf8))),
+        "{again:?}"
+    );
 }
 
 #[test]
