@@ -4,34 +4,20 @@
 //! that breaks the offer. Each test names the rule it checks; the coverage run that found
 //! these paths is in `docs/testing.md`.
 
+mod common;
+
 use bytes::{Buf, BytesMut};
-use wsduplex_proto::frame::{FrameHeader, OpCode};
+use wsduplex_proto::frame::OpCode;
 use wsduplex_proto::handshake::client::{self, RequestError, ResponseError};
 use wsduplex_proto::handshake::server::{reason_phrase, HandshakeError, Limits, Request};
-use wsduplex_proto::mask::apply_mask;
 use wsduplex_proto::{
     CloseCode, CloseFrame, Config, Connection, DeflateConfig, Error, Message, MessageRef,
     ProtocolError, Role, State, UsageError, Utf8Bytes,
 };
 
-const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-
 /// A frame as a client sends it (masked).
 fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
-    let h = FrameHeader {
-        fin,
-        rsv1: false,
-        rsv2: false,
-        rsv3: false,
-        opcode,
-        mask: Some(KEY),
-        payload_len: payload.len() as u64,
-    };
-    let (head, n) = h.encode();
-    let mut out = head[..n].to_vec();
-    out.extend_from_slice(payload);
-    apply_mask(&mut out[n..], KEY, 0);
-    out
+    common::masked_frame(fin, false, opcode, payload)
 }
 
 fn text(payload: &[u8]) -> Vec<u8> {

@@ -1,31 +1,17 @@
 //! Inputs the fuzz targets (`fuzz/`) found to break the contract, kept as tests. Each names
 //! the target and the invariant it broke.
 
+mod common;
+
 use flate2::{Compress, Compression, FlushCompress};
-use wsduplex_proto::frame::{FrameHeader, OpCode};
+use wsduplex_proto::frame::OpCode;
 use wsduplex_proto::handshake::accept_key;
 use wsduplex_proto::handshake::client::{self, ResponseError, MAX_RESPONSE_HEAD};
-use wsduplex_proto::mask::apply_mask;
 use wsduplex_proto::{Config, Connection, DeflateParams, Error, Message, ProtocolError, Role};
 
-const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-
-/// A masked frame, as a client sends it.
+/// A masked final frame, as a client sends it.
 fn frame(opcode: OpCode, rsv1: bool, payload: &[u8]) -> Vec<u8> {
-    let h = FrameHeader {
-        fin: true,
-        rsv1,
-        rsv2: false,
-        rsv3: false,
-        opcode,
-        mask: Some(KEY),
-        payload_len: payload.len() as u64,
-    };
-    let (head, n) = h.encode();
-    let mut out = head[..n].to_vec();
-    out.extend_from_slice(payload);
-    apply_mask(&mut out[n..], KEY, 0);
-    out
+    common::masked_frame(true, rsv1, opcode, payload)
 }
 
 /// Raw DEFLATE with a sync flush, the `00 00 ff ff` tail removed (RFC 7692 §7.2.1).
