@@ -78,6 +78,23 @@ impl Replica {
     pub(crate) fn report_left(&self, room: &str, name: Arc<str>) {
         (self.on_leave)(room, name)
     }
+
+    /// Adds `name` to the roster unless it is there already.
+    fn enroll(&mut self, name: &Arc<str>) {
+        if !self.roster.contains(name) {
+            self.roster.push(name.clone());
+        }
+    }
+}
+
+/// Moves `mark` (the newest of Redis's numbers applied here) up to `seq` if `seq` is past
+/// it; whether it was. Numbers come again after a resync whose snapshot had them already.
+fn advance(mark: &mut u64, seq: u64) -> bool {
+    if seq <= *mark {
+        return false;
+    }
+    *mark = seq;
+    true
 }
 
 /// A message delivered locally after its publish failed: Redis may have run the publish
@@ -168,11 +185,7 @@ impl Room {
         let Some(replica) = s.replica.as_mut() else {
             return;
         };
-        if seq <= replica.presence_seq {
-            return;
-        }
-        replica.presence_seq = seq;
-        if replica.roster.iter().any(|n| &**n == name) {
+        if !advance(&mut replica.presence_seq, seq) || replica.roster.iter().any(|n| &**n == name) {
             return;
         }
         replica.roster.push(name.into());
@@ -199,9 +212,7 @@ impl Room {
         let name: Arc<str> = name.into();
         let replica = s.replica.as_mut()?;
         replica.presence_seq = replica.presence_seq.max(seq);
-        if !replica.roster.contains(&name) {
-            replica.roster.push(name.clone());
-        }
+        replica.enroll(&name);
         Some(self.enter(&mut s, name, since, Mailbox::new(queue), true))
     }
 
@@ -220,10 +231,7 @@ impl Room {
             return None;
         }
         let name: Arc<str> = name.into();
-        let replica = s.replica.as_mut()?;
-        if !replica.roster.contains(&name) {
-            replica.roster.push(name.clone());
-        }
+        s.replica.as_mut()?.enroll(&name);
         let mailbox = Mailbox::starting_after(queue, cursor);
         Some(self.enter(&mut s, name, since, mailbox, false))
     }
@@ -231,14 +239,12 @@ impl Room {
     /// A member (of any node) left.
     pub(crate) fn apply_left(&self, seq: u64, name: &str) {
         let mut s = self.lock();
-        let Some(replica) = s.replica.as_mut() else {
-            return;
-        };
-        if seq <= replica.presence_seq {
-            return;
+        if s.replica
+            .as_mut()
+            .is_some_and(|r| advance(&mut r.presence_seq, seq))
+        {
+            left_from_roster(&self.name, &mut s, name);
         }
-        replica.presence_seq = seq;
-        left_from_roster(&self.name, &mut s, name);
     }
 
     /// The backplane is down: a local member's `left` goes to the local members only.
@@ -348,10 +354,9 @@ fn apply_message(room: &str, s: &mut State, message: LogEntry) -> bool {
     let Some(replica) = s.replica.as_mut() else {
         return false;
     };
-    if id <= replica.last_applied {
+    if !advance(&mut replica.last_applied, id) {
         return false;
     }
-    replica.last_applied = id;
     // Ours, delivered locally when its publish failed: not again to those who got it.
     let doubt = token.and_then(|t| replica.in_doubt.iter().position(|d| *d.token == *t));
     let from_key = doubt
