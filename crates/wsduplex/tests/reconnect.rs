@@ -1,18 +1,13 @@
 //! The reconnecting client against a real loopback server that drops connections.
 
+mod common;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use wsduplex::reconnect::{Backoff, ReconnectingClient};
-use wsduplex::server::{read_request, ServerConfig};
+use wsduplex::reconnect::ReconnectingClient;
+use wsduplex::server::ServerConfig;
 use wsduplex::{ClientConfig, CloseCode, Message};
-
-fn fast() -> Backoff {
-    let mut b = Backoff::default();
-    b.initial = Duration::from_millis(5);
-    b.max = Duration::from_millis(50);
-    b
-}
 
 #[tokio::test]
 async fn reconnects_after_drops_and_reruns_the_hook() {
@@ -23,13 +18,7 @@ async fn reconnects_after_drops_and_reruns_the_hook() {
     tokio::spawn(async move {
         let cfg = ServerConfig::default();
         for n in 1.. {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut ws = read_request(tcp, &cfg)
-                .await
-                .unwrap()
-                .accept(&cfg)
-                .await
-                .unwrap();
+            let mut ws = common::accept_ws(&listener, &cfg).await;
             let Some(Ok(first)) = ws.recv().await else {
                 continue;
             };
@@ -50,12 +39,15 @@ async fn reconnects_after_drops_and_reruns_the_hook() {
     });
     let hooks = Arc::new(AtomicU32::new(0));
     let counter = hooks.clone();
-    let mut client =
-        ReconnectingClient::new(format!("ws://{addr}/"), ClientConfig::default(), fast())
-            .on_connect(move |ws| {
-                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-                Box::pin(async move { ws.send(format!("hello {n}")).await })
-            });
+    let mut client = ReconnectingClient::new(
+        format!("ws://{addr}/"),
+        ClientConfig::default(),
+        common::fast(),
+    )
+    .on_connect(move |ws| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        Box::pin(async move { ws.send(format!("hello {n}")).await })
+    });
     let run = async {
         assert_eq!(
             client.recv().await.unwrap().unwrap(),
@@ -103,7 +95,7 @@ async fn gives_up_after_max_attempts() {
             drop(tcp);
         }
     });
-    let mut backoff = fast();
+    let mut backoff = common::fast();
     backoff.max_attempts = Some(3);
     let mut client =
         ReconnectingClient::new(format!("ws://{addr}/"), ClientConfig::default(), backoff);

@@ -1,21 +1,16 @@
 //! `ReconnectingClient::send` while the connection is down: the message waits for the next
 //! connection and is delivered on it, or `send` returns an error; it is never lost silently.
 
+mod common;
+
 use std::time::Duration;
 use tokio::sync::mpsc;
-use wsduplex::reconnect::{Backoff, ReconnectingClient};
-use wsduplex::server::{read_request, ServerConfig};
+use wsduplex::reconnect::ReconnectingClient;
+use wsduplex::server::ServerConfig;
 use wsduplex::{ClientConfig, CloseCode, Message};
 
 /// The longest wait for anything here; a hang fails instead of blocking CI.
 const LIMIT: Duration = Duration::from_secs(15);
-
-fn fast() -> Backoff {
-    let mut b = Backoff::default();
-    b.initial = Duration::from_millis(5);
-    b.max = Duration::from_millis(50);
-    b
-}
 
 /// How the server ends connection number `n` after its first message.
 #[derive(Clone, Copy)]
@@ -45,13 +40,7 @@ async fn server(
     tokio::spawn(async move {
         let cfg = ServerConfig::default();
         for n in 1u32.. {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut ws = read_request(tcp, &cfg)
-                .await
-                .unwrap()
-                .accept(&cfg)
-                .await
-                .unwrap();
+            let mut ws = common::accept_ws(&listener, &cfg).await;
             let end = ends.get(n as usize - 1).copied().unwrap_or(End::Stay);
             let (got_tx, gone_tx) = (got_tx.clone(), gone_tx.clone());
             tokio::spawn(async move {
@@ -89,7 +78,7 @@ async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
 #[tokio::test]
 async fn a_send_while_disconnected_is_delivered_on_the_next_connection() {
     let (url, mut got, _gone) = server(vec![End::Close]).await;
-    let mut client = ReconnectingClient::new(url, ClientConfig::default(), fast());
+    let mut client = ReconnectingClient::new(url, ClientConfig::default(), common::fast());
     within("first send", client.send("one")).await.unwrap();
     assert_eq!(within("one", got.recv()).await, Some((1, "one".into())));
     match within("the close", client.recv()).await {
@@ -112,7 +101,7 @@ async fn a_send_while_disconnected_is_delivered_on_the_next_connection() {
 #[tokio::test]
 async fn a_send_that_fails_on_a_dropped_connection_lets_the_next_one_reconnect() {
     let (url, mut got, mut gone) = server(vec![End::Drop]).await;
-    let mut client = ReconnectingClient::new(url, ClientConfig::default(), fast());
+    let mut client = ReconnectingClient::new(url, ClientConfig::default(), common::fast());
     within("first send", client.send("m0")).await.unwrap();
     assert_eq!(within("m0", got.recv()).await, Some((1, "m0".into())));
     assert_eq!(within("the drop", gone.recv()).await, Some(1));
@@ -159,7 +148,7 @@ async fn a_send_with_no_server_fails_after_max_attempts() {
         .local_addr()
         .unwrap()
         .port();
-    let mut backoff = fast();
+    let mut backoff = common::fast();
     backoff.max_attempts = Some(3);
     let mut client = ReconnectingClient::new(
         format!("ws://127.0.0.1:{port}/"),

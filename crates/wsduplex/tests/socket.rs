@@ -1,6 +1,8 @@
 //! The tokio layer over in-memory duplex streams and loopback TCP: messages, split halves,
 //! cancel safety, closing, timeouts, backpressure, and HTTP on the same port.
 
+mod common;
+
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::time::Duration;
 use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -272,13 +274,7 @@ async fn the_server_closes_tcp_first_and_the_client_sees_it() {
         cfg.socket.close_timeout = long;
         let mut last = Vec::new();
         for _ in 0..2 {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut ws = read_request(tcp, &cfg)
-                .await
-                .unwrap()
-                .accept(&cfg)
-                .await
-                .unwrap();
+            let mut ws = common::accept_ws(&listener, &cfg).await;
             let mut item = None;
             while let Some(i) = ws.recv().await {
                 item = Some(i.unwrap());
