@@ -3,6 +3,8 @@
 //! not to check; `ws://` and `wss://` over the IPv6 loopback.
 
 mod common;
+#[path = "../../../tests/ipv6_loopback.rs"]
+mod ipv6_loopback;
 
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -326,31 +328,12 @@ fn bench_connect_and_idle_over_wss() {
     assert!(line.contains("plain ws:// only"), "{line}");
 }
 
-/// Whether this machine has the IPv6 loopback `::1` (in `/proc/net/if_inet6`); says
-/// loudly when it does not, so a skip is seen.
-fn has_ipv6_loopback() -> bool {
-    let found = std::fs::read_to_string("/proc/net/if_inet6").is_ok_and(|table| {
-        table
-            .lines()
-            .any(|l| l.starts_with("00000000000000000000000000000001 "))
-    });
-    if !found {
-        // Straight to stderr, past the test harness's capture.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** tls: no IPv6 loopback (::1 is not in /proc/net/if_inet6), SKIPPING the \
-             IPv6 test ***\n"
-        );
-    }
-    found
-}
-
 /// `wsduplex serve --listen [::1]:0`, plain and with TLS, and `wsduplex client` to
 /// `ws://[::1]:PORT` and `wss://[::1]:PORT` (the certificate checked for the address
 /// `::1`); the client's `Host` header is `[::1]:PORT`.
 #[test]
 fn ws_and_wss_over_the_ipv6_loopback() {
-    if !has_ipv6_loopback() {
+    if !ipv6_loopback::has_ipv6_loopback() {
         return;
     }
     let server = Server::start_with(&["--listen", "[::1]:0"]);

@@ -3,7 +3,9 @@
 //! TLS; TLS meeting plain TCP; `ws://` and `wss://` over the IPv6 loopback.
 #![cfg(feature = "tls")]
 
-use std::io::Write as _;
+#[path = "../../../tests/ipv6_loopback.rs"]
+mod ipv6_loopback;
+
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -331,28 +333,9 @@ async fn a_trusted_certificate_for_another_name_is_refused() {
     }
 }
 
-/// Whether this machine has the IPv6 loopback `::1` (in `/proc/net/if_inet6`); says
-/// loudly when it does not, so a skip is seen.
-fn has_ipv6_loopback() -> bool {
-    let found = std::fs::read_to_string("/proc/net/if_inet6").is_ok_and(|table| {
-        table
-            .lines()
-            .any(|l| l.starts_with("00000000000000000000000000000001 "))
-    });
-    if !found {
-        // Straight to stderr, past the test harness's capture.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** tls: no IPv6 loopback (::1 is not in /proc/net/if_inet6), SKIPPING the \
-             IPv6 test ***\n"
-        );
-    }
-    found
-}
-
 #[tokio::test]
 async fn ws_and_wss_over_the_ipv6_loopback() {
-    if !has_ipv6_loopback() {
+    if !ipv6_loopback::has_ipv6_loopback() {
         return;
     }
     let cert = tls::self_signed().unwrap();
