@@ -304,6 +304,13 @@ async fn peer_client_against_our_server(p: Peer, extra: &[&str]) {
     };
     let (url, _) = our_server().await;
     cmd.arg(&url).args(extra);
+    let (stdout, _) = run_peer_client(cmd).await;
+    eprintln!("{stdout}");
+}
+
+/// Runs the peer client `cmd` to its end (within [`TIMEOUT`]) and asserts that it exited
+/// with success: its stdout, and a report of both its outputs for assertion messages.
+async fn run_peer_client(mut cmd: Command) -> (String, String) {
     let out = tokio::time::timeout(TIMEOUT, tokio::task::spawn_blocking(move || cmd.output()))
         .await
         .expect("peer client timed out")
@@ -313,12 +320,13 @@ async fn peer_client_against_our_server(p: Peer, extra: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
+    let report = format!("--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
     assert!(
         out.status.success(),
-        "peer client failed ({})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        "peer client failed ({})\n{report}",
         out.status
     );
-    eprintln!("{stdout}");
+    (stdout.into_owned(), report)
 }
 
 async fn our_client_against_peer_server(p: Peer) {
@@ -395,17 +403,7 @@ async fn node_client_with_deflate_against_our_server() {
     };
     let (url, mut seen) = our_server().await;
     cmd.arg(&url);
-    let out = tokio::time::timeout(TIMEOUT, tokio::task::spawn_blocking(move || cmd.output()))
-        .await
-        .expect("peer client timed out")
-        .unwrap()
-        .expect("spawn peer client");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    let report = format!("--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
-    assert!(out.status.success(), "{}\n{report}", out.status);
+    let (stdout, report) = run_peer_client(cmd).await;
     // The messages the script sends, twice.
     let msgs = [
         Message::text("hello"),
