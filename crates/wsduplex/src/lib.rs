@@ -104,6 +104,7 @@ mod socket;
 #[cfg(feature = "tls")]
 pub mod tls;
 
+pub use http;
 pub use proto;
 pub use proto::{CloseCode, CloseFrame, DeflateConfig, Message, MessageRef, Utf8Bytes};
 
