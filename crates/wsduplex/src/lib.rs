@@ -108,7 +108,9 @@ pub use http;
 pub use proto;
 pub use proto::{CloseCode, CloseFrame, DeflateConfig, Message, MessageRef, Utf8Bytes};
 
-pub use client::{connect, connect_with, ClientConfig, ClientStream, Handshake};
+pub use client::{
+    connect, connect_with, ClientConfig, ClientRequest, ClientStream, Handshake, IntoClientRequest,
+};
 pub use error::{Error, Result};
 pub use proxy::{ProxyError, ProxySetting};
 pub use server::{accept, Incoming, ServerConfig};
