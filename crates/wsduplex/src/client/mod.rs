@@ -85,6 +85,19 @@ pub enum ClientStream {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
+impl ClientStream {
+    /// The TCP connection underneath (to a proxy, if the connection goes through one): its
+    /// `peer_addr`, `local_addr`, socket options. Over `wss://`, `Tls(s)`'s `s.get_ref().1`
+    /// is the TLS session (the server's certificates, ALPN).
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(s) => s,
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
 impl AsyncRead for ClientStream {
     fn poll_read(
         self: Pin<&mut Self>,
