@@ -261,8 +261,8 @@ pub async fn connect_with(
     #[cfg(not(feature = "tls"))]
     if target.tls {
         return Err(Error::Url(format!(
-            "{}: wss:// needs the tls feature of wsduplex",
-            target.host
+            "wss://{}{}: wss:// needs the tls feature of wsduplex",
+            target.host_header, target.path
         )));
     }
     let proxy = config.proxy.proxy_for(target)?;
