@@ -9,6 +9,7 @@
 //!                                                  ├─▶ reject()  (400 / 426 / 431)
 //!                                                  └─▶ respond() (plain HTTP: pages, APIs)
 //!  connect(url) ─▶ TCP (or a proxy tunnel) ─▶ (TLS for wss://) ─▶ client_handshake ──▶ WebSocket
+//!  http::Request<()> (hyper, axum) ─▶ ServerConfig::upgrade_http ─▶ http::Response 101 + Negotiated::websocket
 //! ```
 //!
 //! Whether a connection or a request may come in (connection limits, the Origin policy,
@@ -88,6 +89,64 @@
 //! }
 //! # }
 //! ```
+//!
+//! ## The `http` crate at the boundary
+//!
+//! A server that already has a request head as the [`http`] crate's (hyper, axum) puts it
+//! through the same front door ([`ServerConfig::upgrade_http`]: admission, authentication,
+//! the RFC 6455 checks, negotiation) and gets an [`http::Response`] to send: the `101`, or
+//! the refusal with its status, headers and reason. Our own HTTP/1.1 reader never builds
+//! `http` types; only this path pays for the conversion ([`server::http_types`]).
+//!
+//! ```
+//! use wsduplex::server::ServerConfig;
+//!
+//! /// What a hyper service does with an upgrade request's head.
+//! fn answer(config: &ServerConfig, head: &http::request::Parts) -> http::Response<String> {
+//!     match config.upgrade_http(head, None, None) {
+//!         // Send the 101; on the upgraded transport `io`, the socket is
+//!         // `upgrade.negotiated.websocket(io, &[])`.
+//!         Ok(upgrade) => upgrade.response.map(|()| String::new()),
+//!         Err(refused) => refused.into_response(),
+//!     }
+//! }
+//!
+//! let (head, ()) = http::Request::get("/chat").body(()).unwrap().into_parts();
+//! let refused = answer(&ServerConfig::default(), &head);
+//! assert_eq!(refused.status(), 400);
+//! assert_eq!(refused.body(), "missing Host header\n");
+//! ```
+//!
+//! A client connects with an `http::Request<()>` as well as a URL ([`IntoClientRequest`]):
+//! its headers go out as given, its `Sec-WebSocket-Protocol` lists the subprotocols to
+//! offer; the handshake's own headers are ours to set.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), wsduplex::Error> {
+//! let request = http::Request::get("wss://chat.example/chat/home")
+//!     .header("Authorization", "Bearer secret")
+//!     .header("Sec-WebSocket-Protocol", "chat.v2")
+//!     .body(())
+//!     .unwrap();
+//! let (ws, _handshake) = wsduplex::connect(request).await?;
+//! assert_eq!(ws.subprotocol(), Some("chat.v2"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The transport stays reachable: [`WebSocket::get_ref`] (the peer's address, the TLS
+//! session and the client's certificate), [`WebSocket::get_mut`], [`WebSocket::into_inner`];
+//! and a socket built from raw parts after a handshake done elsewhere records its
+//! subprotocol with [`WebSocket::with_subprotocol`].
+//!
+//! ```no_run
+//! # async fn run(listener: tokio::net::TcpListener) -> Result<(), wsduplex::Error> {
+//! let (tcp, _) = listener.accept().await?;
+//! let ws = wsduplex::accept(tcp).await?;
+//! println!("peer {}", ws.get_ref().peer_addr()?);
+//! # Ok(())
+//! # }
+//! ```
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -104,10 +163,13 @@ mod socket;
 #[cfg(feature = "tls")]
 pub mod tls;
 
+pub use http;
 pub use proto;
 pub use proto::{CloseCode, CloseFrame, DeflateConfig, Message, MessageRef, Utf8Bytes};
 
-pub use client::{connect, connect_with, ClientConfig, ClientStream, Handshake};
+pub use client::{
+    connect, connect_with, ClientConfig, ClientRequest, ClientStream, Handshake, IntoClientRequest,
+};
 pub use error::{Error, Result};
 pub use proxy::{ProxyError, ProxySetting};
 pub use server::{accept, Incoming, ServerConfig};

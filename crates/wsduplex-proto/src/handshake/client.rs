@@ -57,6 +57,21 @@ pub enum RequestError {
     /// A subprotocol name that is not a token.
     #[error("invalid subprotocol {0:?}")]
     InvalidSubprotocol(String),
+    /// A header the handshake sets itself (`Upgrade`, `Connection`, `Sec-WebSocket-Key`,
+    /// `Sec-WebSocket-Version`, `Sec-WebSocket-Extensions`), given with another value.
+    #[error("header {name} is set by the handshake (given {value:?})")]
+    HandshakeHeader {
+        /// The header's name.
+        name: String,
+        /// The value given.
+        value: String,
+    },
+    /// A method other than `GET` (RFC 6455 §4.1).
+    #[error("method {0} cannot open a websocket (GET only)")]
+    Method(String),
+    /// An HTTP version this client does not open WebSockets over.
+    #[error("{0} cannot carry this opening handshake (HTTP/1.1 only)")]
+    Version(String),
 }
 
 /// The client's opening request.

@@ -79,17 +79,22 @@ impl HandshakeError {
         }
     }
 
-    /// The complete refusal response: status, headers, the reason as a text body.
-    pub fn to_response(&self) -> Vec<u8> {
-        let extra: &[(&str, &str)] = match self {
+    /// The headers to answer with besides the body's: for `426`, the versions this server
+    /// speaks (RFC 6455 §4.4).
+    pub fn headers(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
             Self::UnsupportedVersion => {
                 &[("Sec-WebSocket-Version", "13"), ("Upgrade", "websocket")]
             }
             _ => &[],
-        };
+        }
+    }
+
+    /// The complete refusal response: status, headers, the reason as a text body.
+    pub fn to_response(&self) -> Vec<u8> {
         http_response(
             self.status(),
-            extra,
+            self.headers(),
             "text/plain; charset=utf-8",
             format!("{self}\n").as_bytes(),
         )

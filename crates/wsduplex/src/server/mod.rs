@@ -13,8 +13,10 @@
 //! is counted once in [`crate::metrics`]' handshakes, whichever way it is answered.
 
 pub mod admission;
+pub mod http_types;
 
 pub use admission::{Peer, Refusal, RETRY_AFTER_SECS};
+pub use http_types::{HttpHead, HttpRefusal, HttpUpgrade};
 
 use crate::auth::AuthHook;
 use crate::error::{Error, Result};
@@ -93,6 +95,20 @@ pub struct Negotiated {
     /// The socket's settings, with the permessage-deflate agreement in
     /// `socket.protocol.deflate` if one was reached.
     pub socket: Config,
+}
+
+impl Negotiated {
+    /// The socket for a transport whose `101` (from this agreement) was sent elsewhere:
+    /// by hyper after [`ServerConfig::upgrade_http`], say. `leftover` holds bytes read past
+    /// the request head (the first frames), if any.
+    pub fn websocket<S: AsyncRead + AsyncWrite + Unpin>(
+        self,
+        io: S,
+        leftover: &[u8],
+    ) -> WebSocket<S> {
+        WebSocket::from_raw(io, Role::Server, self.socket, leftover)
+            .with_subprotocol(self.subprotocol)
+    }
 }
 
 impl ServerConfig {

@@ -217,11 +217,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Self { inner }
     }
 
-    pub(crate) fn with_subprotocol(mut self, p: Option<String>) -> Self {
+    /// Records the subprotocol the opening handshake selected, for a socket built with
+    /// [`WebSocket::from_raw`] after a handshake done elsewhere (hyper, axum, a test):
+    /// [`WebSocket::subprotocol`] then reports it. `None` leaves it unset.
+    ///
+    /// ```
+    /// # use wsduplex::{proto::Role, Config, WebSocket};
+    /// # async fn f(io: tokio::net::TcpStream) {
+    /// let ws = WebSocket::from_raw(io, Role::Server, Config::default(), &[])
+    ///     .with_subprotocol(Some("chat".to_string()));
+    /// assert_eq!(ws.subprotocol(), Some("chat"));
+    /// # }
+    /// ```
+    pub fn with_subprotocol(mut self, p: Option<String>) -> Self {
         if let Some(p) = p {
             self.inner.cold().subprotocol = Some(p.into_boxed_str());
         }
         self
+    }
+
+    /// The transport, e.g. to read the peer's address (`get_ref().peer_addr()` on a
+    /// `TcpStream`) or, over TLS, its certificate (`get_ref().get_ref().1.peer_certificates()`
+    /// on a rustls server stream). Reading or writing it directly corrupts the WebSocket
+    /// stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner.io
+    }
+
+    /// The transport, mutably (to set socket options, say). Reading or writing it directly
+    /// corrupts the WebSocket stream.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner.io
+    }
+
+    /// Gives the transport back, ending the WebSocket without a closing handshake. Bytes
+    /// already read from the transport but not yet handed out as messages, and frames queued
+    /// but not yet written ([`WebSocket::buffered_amount`]), are dropped: call it once the
+    /// stream has ended (`recv` returned `None`), or to take over a transport on which
+    /// nothing is in flight.
+    pub fn into_inner(self) -> S {
+        self.inner.io
     }
 
     /// The subprotocol the handshake selected (the browser's `protocol`).

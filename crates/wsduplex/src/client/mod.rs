@@ -1,4 +1,9 @@
-//! The client side: `connect(url)` over TCP, or a handshake over any stream.
+//! The client side: `connect(url)` over TCP, or a handshake over any stream. `connect`
+//! takes a URL or an `http::Request<()>` ([`IntoClientRequest`], in `request`).
+
+mod request;
+
+pub use request::{ClientRequest, IntoClientRequest};
 
 use crate::error::{Error, Result};
 use crate::proxy::ProxySetting;
@@ -78,6 +83,19 @@ pub enum ClientStream {
     /// for it).
     #[cfg(feature = "tls")]
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl ClientStream {
+    /// The TCP connection underneath (to a proxy, if the connection goes through one): its
+    /// `peer_addr`, `local_addr`, socket options. Over `wss://`, `Tls(s)`'s `s.get_ref().1`
+    /// is the TLS session (the server's certificates, ALPN).
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(s) => s,
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => s.get_ref().0,
+        }
+    }
 }
 
 impl AsyncRead for ClientStream {
@@ -203,12 +221,31 @@ impl Target {
     }
 }
 
-/// Connects to a `ws://` or `wss://` URL with default settings.
-pub async fn connect(url: &str) -> Result<(WebSocket<ClientStream>, Handshake)> {
-    connect_with(url, &ClientConfig::default()).await
+/// Connects to a `ws://` or `wss://` URL (or an `http::Request<()>`, see
+/// [`IntoClientRequest`]) with default settings.
+pub async fn connect(
+    request: impl IntoClientRequest,
+) -> Result<(WebSocket<ClientStream>, Handshake)> {
+    connect_with(request, &ClientConfig::default()).await
 }
 
-/// Connects to a `ws://` or `wss://` URL. For `wss://`, the server's certificate is
+/// Connects to a `ws://` or `wss://` URL, or as an `http::Request<()>` says (its URI, its
+/// headers, the subprotocols of its `Sec-WebSocket-Protocol`: see [`IntoClientRequest`]).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), wsduplex::Error> {
+/// let request = http::Request::get("ws://127.0.0.1:8080/chat/home")
+///     .header("authorization", "Bearer secret")
+///     .header("sec-websocket-protocol", "chat.v2, chat.v1")
+///     .body(())
+///     .unwrap();
+/// let (ws, _handshake) = wsduplex::connect_with(request, &Default::default()).await?;
+/// println!("speaking {:?}", ws.subprotocol());
+/// # Ok(())
+/// # }
+/// ```
+///
+/// For `wss://`, the server's certificate is
 /// checked against the bundled web roots, the system's roots and
 /// [`ClientConfig::tls`], for the URL's host (also sent as SNI), within the handshake
 /// timeout.
@@ -216,22 +253,24 @@ pub async fn connect(url: &str) -> Result<(WebSocket<ClientStream>, Handshake)> 
 /// The connection goes through the proxy that [`ClientConfig::proxy`] selects for the URL
 /// (by default from the environment); with a proxy, TLS runs inside the tunnel.
 pub async fn connect_with(
-    url: &str,
+    request: impl IntoClientRequest,
     config: &ClientConfig,
 ) -> Result<(WebSocket<ClientStream>, Handshake)> {
-    let target = Target::parse(url)?;
+    let request = request.into_client_request()?;
+    let target = &request.target;
     #[cfg(not(feature = "tls"))]
     if target.tls {
         return Err(Error::Url(format!(
-            "{url}: wss:// needs the tls feature of wsduplex"
+            "wss://{}{}: wss:// needs the tls feature of wsduplex",
+            target.host_header, target.path
         )));
     }
-    let proxy = config.proxy.proxy_for(&target)?;
+    let proxy = config.proxy.proxy_for(target)?;
     let tcp = tokio::time::timeout(config.connect_timeout, async {
         match &proxy {
             None => Ok(TcpStream::connect((target.host.as_str(), target.port)).await?),
             // The tunnel's setup is part of establishing the connection.
-            Some(proxy) => crate::proxy::open_tunnel(proxy, &target).await,
+            Some(proxy) => crate::proxy::open_tunnel(proxy, target).await,
         }
     })
     .await
@@ -247,33 +286,63 @@ pub async fn connect_with(
         .map_err(|_| Error::HandshakeTimeout)??;
         // TLS 1.3: a server that refuses the client's certificate says so after the
         // client's side of the handshake, in an alert the first read returns.
-        return client_handshake(ClientStream::Tls(Box::new(tls)), &target, config)
+        return client_handshake_request(ClientStream::Tls(Box::new(tls)), &request, config)
             .await
             .map_err(|e| match e {
                 Error::Io(io) => crate::tls::handshake_error(io),
                 e => e,
             });
     }
-    client_handshake(ClientStream::Plain(tcp), &target, config).await
+    client_handshake_request(ClientStream::Plain(tcp), &request, config).await
 }
 
 /// Runs the client handshake over an established stream.
 pub async fn client_handshake<S>(
-    mut io: S,
+    io: S,
     target: &Target,
     config: &ClientConfig,
 ) -> Result<(WebSocket<S>, Handshake)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    handshake(io, target, None, config).await
+}
+
+/// [`client_handshake`] with a request's own `Origin`, subprotocols and headers (from an
+/// `http::Request`, see [`IntoClientRequest`]).
+pub async fn client_handshake_request<S>(
+    io: S,
+    request: &ClientRequest,
+    config: &ClientConfig,
+) -> Result<(WebSocket<S>, Handshake)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    handshake(io, &request.target, Some(request), config).await
+}
+
+async fn handshake<S>(
+    mut io: S,
+    target: &Target,
+    own: Option<&ClientRequest>,
+    config: &ClientConfig,
+) -> Result<(WebSocket<S>, Handshake)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut req = Request::new(target.host_header.clone(), target.path.clone());
-    if let Some(o) = &config.origin {
+    if let Some(o) = own
+        .and_then(|r| r.origin.as_ref())
+        .or(config.origin.as_ref())
+    {
         req = req.origin(o.clone())?;
     }
-    for p in &config.subprotocols {
+    let subprotocols = own.and_then(|r| r.subprotocols.as_ref());
+    for p in subprotocols.unwrap_or(&config.subprotocols) {
         req = req.subprotocol(p.clone())?;
     }
-    for (n, v) in &config.headers {
+    let own_headers = own.map_or(&[][..], |r| &r.headers[..]);
+    for (n, v) in config.headers.iter().chain(own_headers) {
         req = req.header(n.clone(), v.clone())?;
     }
     if let Some(d) = &config.deflate {
