@@ -19,6 +19,11 @@
 //! `wss://` works like `ws://` (feature `tls`, on by default: rustls with the *ring*
 //! provider); servers put a [`tls::TlsAcceptor`] in front of `read_request`.
 //!
+//! Servers speak HTTP/2 too with the feature `http2` (off by default; the `wsduplex`
+//! binary turns it on): `server::http2` answers WebSockets over extended CONNECT
+//! (RFC 8441) and the plain requests beside them, each stream through the same front door,
+//! over TLS (ALPN `h2`) or cleartext with prior knowledge (`h2c`).
+//!
 //! Clients go through HTTP `CONNECT` and SOCKS5 proxies, from [`ClientConfig::proxy`] or,
 //! by default, the `https_proxy`/`http_proxy`/`all_proxy`/`no_proxy` environment variables
 //! as curl and Python `websockets` read them: see [`proxy`].

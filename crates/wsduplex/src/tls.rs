@@ -258,6 +258,24 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The same acceptor offering HTTP/2 as well: ALPN `h2`, then `http/1.1`. Serve a
+/// connection as [`negotiated_http2`] says.
+#[cfg(feature = "http2")]
+pub fn offer_http2(acceptor: &TlsAcceptor) -> TlsAcceptor {
+    let mut config = (**acceptor.config()).clone();
+    config.alpn_protocols = vec![
+        crate::server::http2::ALPN_H2.to_vec(),
+        ALPN_HTTP_1_1.to_vec(),
+    ];
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// Whether the client chose HTTP/2 (ALPN `h2`) during the handshake.
+#[cfg(feature = "http2")]
+pub fn negotiated_http2<S>(tls: &TlsStream<S>) -> bool {
+    tls.get_ref().1.alpn_protocol() == Some(crate::server::http2::ALPN_H2)
+}
+
 /// An acceptor from a PEM certificate chain (leaf first) and a PEM private key.
 pub fn acceptor_from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(server_config(chain_pem, key_pem, None)?))

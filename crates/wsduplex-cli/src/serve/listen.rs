@@ -2,7 +2,7 @@
 //! the connection limits at accept, TLS, and reading the request head, before
 //! [`super::route`] decides who answers it.
 
-use super::{echo, route, Server};
+use super::{echo, http2, route, Server};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,7 +12,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use wsduplex::limits::Permit;
-use wsduplex::server::{read_request, Peer, Refusal};
+use wsduplex::server::http2::Prefaced;
+use wsduplex::server::{read_request_or_preface, FirstRequest, Peer, Refusal};
 use wsduplex::tls::TlsStream;
 use wsduplex::WebSocket;
 
@@ -134,18 +135,43 @@ async fn handle(
             // Boxed: the request's stage holds the head's buffer and the timers, and this
             // task's future is moved (copied) several times on its way into its task cell
             // and out of it. Allocated once in place, it costs one allocation instead.
-            let opened = Box::pin(serve_request(tcp, peer, &mut permit, &server, &mut stop)).await;
-            if let Some(ws) = opened {
-                echo::spawn(&tasks, ws, permit, stop, span);
+            let served = Box::pin(serve_request(tcp, peer, &mut permit, &server, &mut stop)).await;
+            match served {
+                Served::WebSocket(ws) => echo::spawn(&tasks, ws, permit, stop, span),
+                Served::Http2(io) => {
+                    let task =
+                        http2::serve(io, peer, permit, server, stop, tasks.clone(), span.clone());
+                    spawn_in(&tasks, task, span);
+                }
+                Served::Done => {}
             }
         }
         Some(_) => {
-            let opened = Box::pin(serve_tls(tcp, peer, &mut permit, &server, &mut stop)).await;
-            if let Some(ws) = opened {
-                echo::spawn(&tasks, ws, permit, stop, span);
+            let served = Box::pin(serve_tls(tcp, peer, &mut permit, &server, &mut stop)).await;
+            match served {
+                Served::WebSocket(ws) => echo::spawn(&tasks, ws, permit, stop, span),
+                Served::Http2(io) => {
+                    let task =
+                        http2::serve(io, peer, permit, server, stop, tasks.clone(), span.clone());
+                    spawn_in(&tasks, task, span);
+                }
+                Served::Done => {}
             }
         }
     }
+}
+
+/// How a connection's first request went.
+// Returned once and moved straight into the echo task, as the `Option<WebSocket>` before
+// it was: boxing the socket would cost an allocation per HTTP/1.1 connection.
+#[allow(clippy::large_enum_variant)]
+enum Served<S> {
+    /// Answered, or failed: nothing left to do.
+    Done,
+    /// A WebSocket for `/echo`: it gets a task of its own.
+    WebSocket(WebSocket<S>),
+    /// HTTP/2 (the `h2c` preface, or ALPN `h2`): [`http2::serve`] takes the connection.
+    Http2(Prefaced<S>),
 }
 
 /// Connection ids, for the logs.
@@ -179,17 +205,19 @@ fn refuse_now(tcp: TcpStream, refusal: &Refusal) {
     tracing::debug!("connection refused: {refusal}");
 }
 
-/// The TLS handshake, within the handshake timeout, then [`serve_request`]. A failed
-/// handshake ends this connection only. The TLS stream is boxed, so plain connections do
-/// not carry its size.
+/// The TLS handshake, within the handshake timeout, then HTTP/2 if the client chose it
+/// (ALPN `h2`), else [`serve_request`]. A failed handshake ends this connection only. The
+/// TLS stream is boxed, so plain connections do not carry its size.
 async fn serve_tls(
     tcp: TcpStream,
     peer: Peer,
     permit: &mut Permit,
     server: &Server,
     stop: &mut watch::Receiver<bool>,
-) -> Option<WebSocket<Box<TlsStream<TcpStream>>>> {
-    let acceptor = server.tls.as_ref()?;
+) -> Served<Box<TlsStream<TcpStream>>> {
+    let Some(acceptor) = server.tls.as_ref() else {
+        return Served::Done;
+    };
     let handshake = tokio::time::timeout(
         server.config.handshake_timeout,
         wsduplex::tls::accept(acceptor, tcp),
@@ -199,41 +227,46 @@ async fn serve_tls(
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 tracing::debug!("tls handshake failed: {e}");
-                return None;
+                return Served::Done;
             }
             Err(_) => {
                 tracing::debug!("tls handshake timed out");
-                return None;
+                return Served::Done;
             }
         },
-        _ = stop.wait_for(|stopped| *stopped) => return None,
+        _ = stop.wait_for(|stopped| *stopped) => return Served::Done,
     };
+    if wsduplex::tls::negotiated_http2(&tls) {
+        return Served::Http2(Prefaced::new(Default::default(), Box::new(tls)));
+    }
     serve_request(Box::new(tls), peer, permit, server, stop).await
 }
 
 /// Reads the request and lets the front door admit it (the per-client limit, the Origin
 /// allow-list), then routes it: a WebSocket for `/echo` is returned (it gets a task of its
-/// own); everything else is answered here.
+/// own); everything else is answered here. The HTTP/2 preface instead of a request
+/// (`h2c`) hands the connection back for [`http2::serve`].
 async fn serve_request<S>(
     io: S,
     peer: Peer,
     permit: &mut Permit,
     server: &Server,
     stop: &mut watch::Receiver<bool>,
-) -> Option<WebSocket<S>>
+) -> Served<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     // A client still sending its request when the server stops is simply dropped.
     let mut incoming = tokio::select! {
-        r = read_request(io, &server.config) => match r {
-            Ok(i) => i,
+        r = read_request_or_preface(io, &server.config) => match r {
+            Ok(FirstRequest::Http1(i)) => i,
+            Ok(FirstRequest::Http2(io)) => return Served::Http2(io),
             Err(e) => {
                 tracing::debug!("request refused: {e}");
-                return None;
+                return Served::Done;
             }
         },
-        _ = stop.wait_for(|stopped| *stopped) => return None,
+        _ = stop.wait_for(|stopped| *stopped) => return Served::Done,
     };
     incoming.set_peer(peer);
     if tracing::enabled!(tracing::Level::DEBUG) {
@@ -246,8 +279,11 @@ where
         Ok(i) => i,
         Err(e) => {
             tracing::debug!("{e}");
-            return None;
+            return Served::Done;
         }
     };
-    route::serve(incoming, server).await
+    match route::serve(incoming, server).await {
+        Some(ws) => Served::WebSocket(ws),
+        None => Served::Done,
+    }
 }

@@ -1,13 +1,16 @@
 //! `wsduplex serve`: the chat hub (`/` is the chat page; `/chat/ROOM`, `/poll/...`,
 //! `/api/...`), `/echo` echoes every message with its type, `/echo.html` is an echo test
-//! page; over TLS with `--tls-cert`/`--tls-key` or `--tls-self-signed`. Glue only: the flags
-//! and their translation into the libraries' settings are in `args`, the listeners and a
-//! connection's first steps in `listen`, who answers which path in `route`, the echo
-//! endpoint in `echo`, the metrics page in `metrics`; what is admitted is decided by the
-//! library's front door ([`wsduplex::server::admission`]).
+//! page; over TLS with `--tls-cert`/`--tls-key` or `--tls-self-signed`; HTTP/1.1, and HTTP/2
+//! (ALPN `h2`, or `h2c` with prior knowledge on the same port) with WebSockets over extended
+//! CONNECT. Glue only: the flags and their translation into the libraries' settings are in
+//! `args`, the listeners and a connection's first steps in `listen`, HTTP/2 connections in
+//! `http2`, who answers which path in `route`, the echo endpoint in `echo`, the metrics
+//! page in `metrics`; what is admitted is decided by the library's front door
+//! ([`wsduplex::server::admission`]).
 
 mod args;
 mod echo;
+mod http2;
 mod listen;
 mod metrics;
 mod route;
@@ -61,6 +64,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         _ => None,
     };
+    // HTTP/2 (RFC 8441 WebSockets, the page, the API) for clients that choose it.
+    let tls = tls.as_ref().map(wsduplex::tls::offer_http2);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

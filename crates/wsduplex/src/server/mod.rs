@@ -13,9 +13,13 @@
 //! is counted once in [`crate::metrics`]' handshakes, whichever way it is answered.
 
 pub mod admission;
+#[cfg(feature = "http2")]
+pub mod http2;
 pub mod http_types;
 
 pub use admission::{Peer, Refusal, RETRY_AFTER_SECS};
+#[cfg(feature = "http2")]
+pub use http2::{Http2Config, Http2Connection, Http2Error, Http2Request, Http2Stream};
 pub use http_types::{HttpHead, HttpRefusal, HttpUpgrade};
 
 use crate::auth::AuthHook;
@@ -155,7 +159,62 @@ impl<S> std::fmt::Debug for Incoming<S> {
 /// Reads one request head, within the configured size and time limits. A malformed or
 /// oversized head is answered (`400`/`431`) and the connection closed before this returns
 /// the error.
-pub async fn read_request<S>(mut io: S, config: &ServerConfig) -> Result<Incoming<S>>
+pub async fn read_request<S>(io: S, config: &ServerConfig) -> Result<Incoming<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match read_head(io, config, false).await? {
+        Head::Http1(incoming) => Ok(incoming),
+        // Not looked for.
+        Head::Preface(..) => Err(Error::Handshake(HandshakeError::MalformedRequest)),
+    }
+}
+
+/// What a connection starts with: an HTTP/1.1 request, or the HTTP/2 connection preface
+/// (`h2c` with prior knowledge, RFC 9113 §3.3).
+#[cfg(feature = "http2")]
+#[derive(Debug)]
+pub enum FirstRequest<S> {
+    /// An HTTP/1.1 request, read.
+    Http1(Incoming<S>),
+    /// The HTTP/2 preface: hand the connection (the bytes read so far included) to
+    /// [`http2::Http2Connection::handshake`].
+    Http2(http2::Prefaced<S>),
+}
+
+/// [`read_request`], or the HTTP/2 preface: `h2c` on the same port as HTTP/1.1. The
+/// preface is recognised in the bytes read for the request head, so an HTTP/1.1
+/// connection costs no extra read.
+#[cfg(feature = "http2")]
+pub async fn read_request_or_preface<S>(io: S, config: &ServerConfig) -> Result<FirstRequest<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    Ok(match read_head(io, config, true).await? {
+        Head::Http1(incoming) => FirstRequest::Http1(incoming),
+        Head::Preface(io, read) => FirstRequest::Http2(http2::Prefaced::new(read.freeze(), io)),
+    })
+}
+
+// Without `http2`, the preface is never looked for.
+#[cfg_attr(not(feature = "http2"), allow(dead_code))]
+enum Head<S> {
+    Http1(Incoming<S>),
+    Preface(S, BytesMut),
+}
+
+/// Whether `buf` starts like the HTTP/2 preface; `Some(true)` once all of it is there.
+#[cfg(feature = "http2")]
+fn preface(buf: &[u8]) -> Option<bool> {
+    http2::may_be_preface(buf).then_some(buf.len() >= http2::PREFACE.len())
+}
+
+#[cfg(not(feature = "http2"))]
+fn preface(_: &[u8]) -> Option<bool> {
+    None
+}
+
+async fn read_head<S>(mut io: S, config: &ServerConfig, h2c: bool) -> Result<Head<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -169,8 +228,15 @@ where
             if io.read_buf(&mut buf).await? == 0 {
                 return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
             }
+            if h2c {
+                match preface(&buf) {
+                    Some(true) => return Ok(None),
+                    Some(false) => continue,
+                    None => {}
+                }
+            }
             match Request::parse(&buf, &limits) {
-                Ok(Some(done)) => return Ok(done),
+                Ok(Some(done)) => return Ok(Some(done)),
                 Ok(None) => {}
                 Err(e) => return Err(Error::Handshake(e)),
             }
@@ -178,17 +244,18 @@ where
     })
     .await;
     match parsed {
-        Ok(Ok((request, n))) => {
+        Ok(Ok(Some((request, n)))) => {
             let leftover = buf.split_off(n);
-            Ok(Incoming {
+            Ok(Head::Http1(Incoming {
                 io,
                 request,
                 leftover,
                 peer: None,
                 admitted: false,
                 authenticated: false,
-            })
+            }))
         }
+        Ok(Ok(None)) => Ok(Head::Preface(io, buf)),
         Ok(Err(Error::Handshake(e))) => {
             let _ = write_and_close(&mut io, &e.to_response()).await;
             Err(Error::Handshake(e))

@@ -1,0 +1,104 @@
+//! HTTP/2 connections (`h2c` with prior knowledge, or TLS with ALPN `h2`): each stream's
+//! request goes through the front door and the same routes as over HTTP/1.1
+//! ([`super::route`]), a WebSocket on an extended CONNECT stream (RFC 8441) included.
+
+use super::listen::spawn_in;
+use super::{echo, route, Server};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+use wsduplex::limits::Permit;
+use wsduplex::server::http2::{Http2Config, Http2Connection, Http2Request, Prefaced};
+use wsduplex::server::Peer;
+
+/// Drives one HTTP/2 connection: its requests are served on tasks of their own, so a slow
+/// stream never holds up the connection. On shutdown, `GOAWAY`, then the open streams end
+/// (a WebSocket with 1001) before the connection does. `permit` counts the connection.
+pub(super) async fn serve<S>(
+    io: Prefaced<S>,
+    peer: Peer,
+    permit: Permit,
+    server: Arc<Server>,
+    mut stop: watch::Receiver<bool>,
+    tasks: TaskTracker,
+    span: tracing::Span,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handshake = tokio::time::timeout(
+        server.config.handshake_timeout,
+        Http2Connection::handshake(io, Http2Config::default()),
+    );
+    let mut conn = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return tracing::debug!("http/2 handshake failed: {e}"),
+            Err(_) => return tracing::debug!("http/2 handshake timed out"),
+        },
+        _ = stop.wait_for(|stopped| *stopped) => return,
+    };
+    let mut stopping = false;
+    loop {
+        let next = tokio::select! {
+            next = conn.accept() => next,
+            _ = stop.wait_for(|stopped| *stopped), if !stopping => {
+                stopping = true;
+                conn.graceful_shutdown();
+                continue;
+            }
+        };
+        match next {
+            Some(Ok(request)) => {
+                let task = stream(request, peer, server.clone(), stop.clone(), tasks.clone());
+                spawn_in(&tasks, task, span.clone());
+            }
+            Some(Err(e)) => {
+                tracing::debug!("{e}");
+                break;
+            }
+            None => break,
+        }
+    }
+    drop(permit);
+}
+
+/// One stream: the front door, then the route. A WebSocket counts against the connection
+/// limits as a connection of its own (so a client cannot open more WebSockets over one
+/// HTTP/2 connection than over as many HTTP/1.1 ones); a plain request does not.
+async fn stream(
+    request: Http2Request,
+    peer: Peer,
+    server: Arc<Server>,
+    stop: watch::Receiver<bool>,
+    tasks: TaskTracker,
+) {
+    let mut incoming = match request.into_incoming(&server.config) {
+        Ok(incoming) => incoming,
+        Err(e) => return tracing::debug!("http/2 request refused: {e}"),
+    };
+    incoming.set_peer(peer);
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let request = incoming.request();
+        let path = request.path().split('?').next().unwrap_or_default();
+        tracing::debug!("http/2 {} {path}", request.method());
+    }
+    let mut permit = None;
+    if incoming.is_upgrade() {
+        match server.config.open_connection(peer.addr) {
+            Ok(p) => permit = Some(p),
+            Err(refusal) => {
+                tracing::debug!("{refusal}");
+                let _ = incoming.refuse(&refusal).await;
+                return;
+            }
+        }
+    }
+    let incoming = match incoming.admit(&server.config, permit.as_mut()).await {
+        Ok(incoming) => incoming,
+        Err(e) => return tracing::debug!("{e}"),
+    };
+    if let (Some(ws), Some(permit)) = (route::serve(incoming, &server).await, permit) {
+        echo::spawn(&tasks, ws, permit, stop, tracing::Span::current());
+    }
+}

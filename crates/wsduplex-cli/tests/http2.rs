@@ -1,0 +1,358 @@
+//! `wsduplex serve` over HTTP/2 with prior knowledge (`h2c`), driven by the `h2` crate's
+//! client: WebSockets on extended CONNECT streams (RFC 8441) beside plain requests on one
+//! connection, and bad input on one stream while another keeps echoing.
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use common::*;
+use h2::client::SendRequest;
+use h2::{Reason, RecvStream, SendStream};
+use std::net::SocketAddr;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// An `h2c` connection to `addr`, its task spawned.
+async fn connect(addr: SocketAddr) -> SendRequest<Bytes> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client.ready().await.expect("ready")
+}
+
+/// A plain request; its status and body.
+async fn get(client: &mut SendRequest<Bytes>, addr: SocketAddr, path: &str) -> (u16, String) {
+    let request = http::Request::get(format!("http://{addr}{path}"))
+        .body(())
+        .unwrap();
+    let mut client = client.clone().ready().await.expect("ready");
+    let (response, _) = client.send_request(request, true).expect("send request");
+    let response = timeout(TIMEOUT, response).await.unwrap().expect("response");
+    let status = response.status().as_u16();
+    let body = read_to_end(response.into_body()).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn read_to_end(mut body: RecvStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    while let Some(chunk) = timeout(TIMEOUT, body.data()).await.unwrap() {
+        let chunk = chunk.expect("body");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        all.extend_from_slice(&chunk);
+    }
+    all
+}
+
+/// An extended CONNECT for `path` with `protocol` and extra headers; the response and the
+/// request's send half.
+async fn extended_connect(
+    client: &mut SendRequest<Bytes>,
+    addr: SocketAddr,
+    path: &str,
+    protocol: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (http::Response<RecvStream>, SendStream<Bytes>) {
+    let uri = match protocol {
+        Some(_) => format!("http://{addr}{path}"),
+        // A plain CONNECT names only an authority.
+        None => addr.to_string(),
+    };
+    let mut request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut request = request.body(()).unwrap();
+    if let Some(p) = protocol {
+        request.extensions_mut().insert(h2::ext::Protocol::from(p));
+    }
+    let mut client = client.clone().ready().await.expect("ready");
+    let (response, send) = client.send_request(request, false).expect("send request");
+    let response = timeout(TIMEOUT, response).await.unwrap().expect("response");
+    (response, send)
+}
+
+/// A WebSocket on a stream: frames out (masked), frames in.
+struct Ws {
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+    buf: BytesMut,
+}
+
+impl Ws {
+    async fn open(client: &mut SendRequest<Bytes>, addr: SocketAddr, path: &str) -> Self {
+        let version = [("sec-websocket-version", "13")];
+        let (response, send) =
+            extended_connect(client, addr, path, Some("websocket"), &version).await;
+        assert_eq!(response.status(), 200, "{response:?}");
+        Self {
+            send,
+            recv: response.into_body(),
+            buf: BytesMut::new(),
+        }
+    }
+
+    fn send_text(&mut self, text: &str) {
+        self.send
+            .send_data(masked(0x1, text.as_bytes()), false)
+            .unwrap();
+    }
+
+    /// The next frame's opcode and payload.
+    async fn frame(&mut self) -> (u8, Vec<u8>) {
+        loop {
+            if let Some((opcode, payload, n)) = parse_frame(&self.buf) {
+                let _ = self.buf.split_to(n);
+                return (opcode, payload);
+            }
+            let chunk = timeout(TIMEOUT, self.recv.data())
+                .await
+                .expect("a frame in time")
+                .expect("the stream is open")
+                .expect("data");
+            let _ = self.recv.flow_control().release_capacity(chunk.len());
+            self.buf.extend_from_slice(&chunk);
+        }
+    }
+
+    async fn echoes(&mut self, text: &str) {
+        self.send_text(text);
+        assert_eq!(self.frame().await, (0x1, text.as_bytes().to_vec()));
+    }
+}
+
+/// A masked client frame, FIN set, payload under 126 bytes.
+fn masked(opcode: u8, payload: &[u8]) -> Bytes {
+    assert!(payload.len() < 126);
+    let key = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&key);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    frame.into()
+}
+
+/// An unmasked server frame at the start of `buf`: opcode, payload, length in bytes.
+fn parse_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    assert_eq!(buf[1] & 0x80, 0, "server frames are not masked");
+    let (len, start) = match buf[1] & 0x7f {
+        126 => (
+            usize::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])),
+            4,
+        ),
+        127 => panic!("no test message is that long"),
+        n => (usize::from(n), 2),
+    };
+    let payload = buf.get(start..start + len)?.to_vec();
+    Some((buf[0] & 0x0f, payload, start + len))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_on_two_streams_beside_plain_requests() {
+    let server = Server::start();
+    let addr = server.addr;
+    let mut client = connect(addr).await;
+    let (status, body) = get(&mut client, addr, "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    // RFC 8441 §3: the server's SETTINGS came before its first response.
+    assert!(client.is_extended_connect_protocol_enabled());
+    let mut a = Ws::open(&mut client, addr, "/echo").await;
+    let mut b = Ws::open(&mut client, addr, "/echo").await;
+    a.send_text("one on a");
+    b.send_text("one on b");
+    assert_eq!(b.frame().await, (0x1, b"one on b".to_vec()));
+    assert_eq!(a.frame().await, (0x1, b"one on a".to_vec()));
+    for i in 0..20 {
+        a.echoes(&format!("a {i}")).await;
+        b.echoes(&format!("b {i}")).await;
+    }
+    // The chat page and the metrics answer on the same connection, the WebSockets open.
+    let (status, page) = get(&mut client, addr, "/").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<html") || page.contains("<!doctype"),
+        "{page:.80}"
+    );
+    let (status, metrics) = get(&mut client, addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("handshakes"), "{metrics:.200}");
+    let (status, _) = get(&mut client, addr, "/nowhere").await;
+    assert_eq!(status, 404);
+    // A close handshake on a stream.
+    a.send.send_data(masked(0x8, &[0x03, 0xe8]), false).unwrap();
+    assert_eq!(a.frame().await, (0x8, vec![0x03, 0xe8]));
+    b.echoes("b still here").await;
+    drop((a, b, client));
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_rooms_over_http2_streams() {
+    let server = Server::start();
+    let addr = server.addr;
+    let mut client = connect(addr).await;
+    let mut ws = Ws::open(&mut client, addr, "/chat/h2room").await;
+    // The hub greets a member first (its id, the room's history).
+    let (opcode, first) = ws.frame().await;
+    assert_eq!(opcode, 0x1, "{}", String::from_utf8_lossy(&first));
+    drop((ws, client));
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_extended_connects_get_a_status_and_the_other_stream_keeps_echoing() {
+    let server = Server::start();
+    let addr = server.addr;
+    let mut client = connect(addr).await;
+    let mut echo = Ws::open(&mut client, addr, "/echo").await;
+    echo.echoes("before").await;
+
+    let version = [("sec-websocket-version", "13")];
+    // CONNECT without :protocol: a tunnel, which this server does not open.
+    let (response, _) = extended_connect(&mut client, addr, "/echo", None, &[]).await;
+    assert_eq!(response.status(), 405);
+    echo.echoes("after a plain connect").await;
+
+    // RFC 8441 §4: a protocol this server does not speak.
+    let (response, _) =
+        extended_connect(&mut client, addr, "/echo", Some("not-websocket"), &version).await;
+    assert_eq!(response.status(), 501);
+    let body = read_to_end(response.into_body()).await;
+    assert_eq!(body, b"unsupported :protocol \"not-websocket\"\n");
+    echo.echoes("after an unknown protocol").await;
+
+    // A version other than 13, or none: 400 naming the version we speak.
+    for headers in [&[("sec-websocket-version", "8")][..], &[]] {
+        let (response, _) =
+            extended_connect(&mut client, addr, "/echo", Some("websocket"), headers).await;
+        assert_eq!(response.status(), 400, "{headers:?}");
+        assert_eq!(response.headers()["sec-websocket-version"], "13");
+        echo.echoes("after a bad version").await;
+    }
+
+    // Sec-WebSocket-Key is HTTP/1.1's (RFC 8441 §5): not needed, and a valid one (from a
+    // proxy that translated an HTTP/1.1 upgrade) is answered as HTTP/1.1 would answer it.
+    let (response, _) =
+        extended_connect(&mut client, addr, "/echo", Some("websocket"), &version).await;
+    assert_eq!(response.status(), 200);
+    assert!(!response.headers().contains_key("sec-websocket-accept"));
+    let with_key = [("sec-websocket-version", "13"), ("sec-websocket-key", KEY)];
+    let (response, _) =
+        extended_connect(&mut client, addr, "/echo", Some("websocket"), &with_key).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["sec-websocket-accept"],
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    );
+    assert!(!response.headers().contains_key("upgrade"));
+    echo.echoes("after a key").await;
+
+    // A WebSocket path that does not exist: 404 on the stream.
+    let (response, _) =
+        extended_connect(&mut client, addr, "/nowhere", Some("websocket"), &version).await;
+    assert_eq!(response.status(), 404);
+    echo.echoes("after a 404").await;
+
+    // A stream reset in the middle of a message: that stream ends, the others go on.
+    let mut doomed = Ws::open(&mut client, addr, "/echo").await;
+    doomed.echoes("doomed").await;
+    let mut partial = masked(0x1, &[b'x'; 100]).to_vec();
+    partial.truncate(30);
+    doomed.send.send_data(partial.into(), false).unwrap();
+    doomed.send.send_reset(Reason::CANCEL);
+    echo.echoes("after a reset").await;
+    let mut fresh = Ws::open(&mut client, addr, "/echo").await;
+    fresh.echoes("a new stream").await;
+    echo.echoes("still").await;
+    drop((echo, doomed, fresh, client));
+    server.stop();
+}
+
+/// `tests/interop/node/h2_client.js` against `base` (`http://` or `https://`); `None`
+/// without Node.
+fn node_h2_client(base: &str) -> Option<Output> {
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: node is not installed");
+        return None;
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/interop/node/h2_client.js"
+    );
+    let out = std::process::Command::new("node")
+        .args([script, base])
+        .output()
+        .expect("run node");
+    Some(Output {
+        status: out.status,
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+#[test]
+fn node_http2_client_over_h2c() {
+    let server = Server::start();
+    if let Some(out) = node_h2_client(&format!("http://{}", server.addr)) {
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(out.stdout_str(), "ok\n");
+    }
+    server.stop();
+}
+
+#[test]
+fn node_http2_client_over_tls_with_alpn() {
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--tls-self-signed",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn wsduplex serve");
+    let mut line = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("ready line")
+        .to_string();
+    assert!(base.starts_with("https://"), "{line}");
+    let out = node_h2_client(&base);
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Some(out) = out {
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(out.stdout_str(), "ok\n");
+    }
+}
+
+#[tokio::test]
+async fn http1_still_works_beside_h2c() {
+    let server = Server::start();
+    let mut tcp = connect_std(server.addr);
+    std::io::Write::write_all(&mut tcp, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (head, _) = read_head(&mut tcp);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    server.stop();
+}
+
+fn connect_std(addr: SocketAddr) -> std::net::TcpStream {
+    common::connect(addr)
+}

@@ -1,0 +1,381 @@
+//! HTTP/2 (RFC 9113) for the server: WebSockets over extended CONNECT (RFC 8441) and the
+//! plain requests that share the connection, each stream through the same front door as an
+//! HTTP/1.1 request.
+//!
+//! ```text
+//!  TLS with ALPN h2, or the h2c preface ─▶ Http2Connection::handshake (ENABLE_CONNECT_PROTOCOL = 1)
+//!    ─▶ accept ─▶ Http2Request ─▶ into_incoming ─▶ Incoming<Http2Stream> ─▶ admit, route, accept, respond
+//!                 (one per stream)  (RFC 8441 checks:        (as over HTTP/1.1; the `101`
+//!                                    405 / 501 / 400)          goes out as `200`)
+//! ```
+//!
+//! An extended CONNECT for `websocket` is handed to the front door as the HTTP/1.1 upgrade
+//! it stands for (RFC 8441 §5), so admission, authentication, subprotocol and
+//! permessage-deflate negotiation, the metrics and the routes are the ones of our HTTP/1.1
+//! path; the answers each route writes are turned into HEADERS and DATA by
+//! [`Http2Stream`]. A malformed or unsupported request is answered on its stream and the
+//! stream ends; the connection and its other streams go on. The `h2` crate answers the
+//! rest of RFC 9113 (connection-specific fields such as `Upgrade` or `Connection` make a
+//! request malformed: `RST_STREAM(PROTOCOL_ERROR)`; `SETTINGS_MAX_CONCURRENT_STREAMS`;
+//! header list sizes).
+//!
+//! Flow control: the connection window is the stream window times the streams allowed at
+//! once, so streams whose readers stop can never take the window of the others
+//! (see [`Http2Config`]).
+
+pub mod stream;
+
+pub use stream::Http2Stream;
+
+use super::{Incoming, ServerConfig};
+use crate::error::Result;
+use crate::metrics;
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::RecvStream;
+use http::header::{self, HeaderValue};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4), the first bytes of an `h2c` connection
+/// with prior knowledge.
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The ALPN protocol id of HTTP/2 over TLS.
+pub const ALPN_H2: &[u8] = b"h2";
+
+/// Whether `bytes`, the first bytes read from a connection, may be the start of
+/// [`PREFACE`] (all of them match it so far).
+pub fn may_be_preface(bytes: &[u8]) -> bool {
+    !bytes.is_empty() && PREFACE.starts_with(&bytes[..bytes.len().min(PREFACE.len())])
+}
+
+/// HTTP/2 settings of a server connection.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct Http2Config {
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`: streams a client may have open at once; more are
+    /// refused (`RST_STREAM(REFUSED_STREAM)`). Default 128.
+    pub max_concurrent_streams: u32,
+    /// `SETTINGS_INITIAL_WINDOW_SIZE`: bytes a client may send on a stream before its
+    /// reader takes them. Default 256 KiB. The connection's window is this times
+    /// [`max_concurrent_streams`](Self::max_concurrent_streams) (capped at 2³¹ − 1), so
+    /// that a stream whose reader stops never stalls the others.
+    pub stream_window: u32,
+    /// `SETTINGS_MAX_HEADER_LIST_SIZE`: larger request heads get `431`. Default 16 KiB.
+    pub max_header_list_size: u32,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 128,
+            stream_window: 256 * 1024,
+            max_header_list_size: 16 * 1024,
+        }
+    }
+}
+
+/// Why an HTTP/2 connection ended, or why a stream's request was refused before the front
+/// door saw it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Http2Error {
+    /// The connection failed (I/O, or the peer broke RFC 9113).
+    #[error("http/2 connection error")]
+    Connection(#[source] h2::Error),
+    /// `CONNECT` without `:protocol`: a tunnel, which an origin server does not open
+    /// (`405`).
+    #[error("connect without :protocol (this server is no proxy)")]
+    PlainConnect,
+    /// An extended CONNECT for a protocol other than `websocket` (`501`).
+    #[error("unsupported :protocol {0:?}")]
+    UnsupportedProtocol(String),
+    /// `Sec-WebSocket-Version` missing or not 13 (`400` with `Sec-WebSocket-Version: 13`:
+    /// HTTP/2 has no `426`, whose `Upgrade` field it forbids).
+    #[error("unsupported Sec-WebSocket-Version (expected 13)")]
+    UnsupportedVersion,
+}
+
+impl Http2Error {
+    /// The status a request refused so is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Connection(_) => 400,
+            Self::PlainConnect => 405,
+            Self::UnsupportedProtocol(_) => 501,
+            Self::UnsupportedVersion => 400,
+        }
+    }
+
+    fn headers(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Self::PlainConnect => &[("allow", "GET, HEAD, POST, DELETE")],
+            Self::UnsupportedVersion => &[("sec-websocket-version", "13")],
+            _ => &[],
+        }
+    }
+}
+
+/// A server's HTTP/2 connection: [`accept`](Self::accept) yields its requests, one per
+/// stream, and drives the connection (keep calling it while any stream is open).
+pub struct Http2Connection<T> {
+    conn: h2::server::Connection<T, Bytes>,
+}
+
+impl<T> std::fmt::Debug for Http2Connection<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http2Connection").finish_non_exhaustive()
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Http2Connection<T> {
+    /// Reads the client's preface and sends this server's settings, with
+    /// `SETTINGS_ENABLE_CONNECT_PROTOCOL = 1` (RFC 8441 §3). Bound it with a timeout.
+    pub async fn handshake(io: T, config: Http2Config) -> Result<Self> {
+        let streams = config.max_concurrent_streams.max(1);
+        let window = config.stream_window.clamp(65_535, (1 << 31) - 1);
+        let connection_window = u64::from(window) * u64::from(streams);
+        let mut builder = h2::server::Builder::new();
+        builder
+            .enable_connect_protocol()
+            .max_concurrent_streams(streams)
+            .initial_window_size(window)
+            .initial_connection_window_size(connection_window.min((1 << 31) - 1) as u32)
+            .max_header_list_size(config.max_header_list_size);
+        let conn = builder
+            .handshake(io)
+            .await
+            .map_err(Http2Error::Connection)?;
+        Ok(Self { conn })
+    }
+
+    /// The next request, once its head has arrived; `None` when the connection has ended
+    /// (after [`graceful_shutdown`](Self::graceful_shutdown), once its streams are done).
+    pub async fn accept(&mut self) -> Option<Result<Http2Request>> {
+        match self.conn.accept().await? {
+            Ok((request, respond)) => Some(Ok(Http2Request { request, respond })),
+            Err(e) => Some(Err(Http2Error::Connection(e).into())),
+        }
+    }
+
+    /// Sends `GOAWAY`: no new streams; the open ones go on until they end.
+    pub fn graceful_shutdown(&mut self) {
+        self.conn.graceful_shutdown();
+    }
+}
+
+/// One stream's request, not yet answered.
+pub struct Http2Request {
+    request: http::Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+}
+
+impl std::fmt::Debug for Http2Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http2Request")
+            .field("method", self.request.method())
+            .field("uri", self.request.uri())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Http2Request {
+    /// The request head as HTTP/2 carried it (`:protocol` is the [`h2::ext::Protocol`]
+    /// extension).
+    pub fn head(&self) -> &http::Request<RecvStream> {
+        &self.request
+    }
+
+    /// Whether this is an extended CONNECT (RFC 8441 §4), for any protocol.
+    pub fn is_extended_connect(&self) -> bool {
+        self.request.method() == http::Method::CONNECT
+            && self
+                .request
+                .extensions()
+                .get::<h2::ext::Protocol>()
+                .is_some()
+    }
+
+    /// The request as the front door reads it, with a stream that answers in HTTP/2. An
+    /// extended CONNECT for `websocket` becomes the HTTP/1.1 upgrade it stands for
+    /// (`GET` with `Upgrade`, `Connection`, and a `Sec-WebSocket-Key` unless the client
+    /// sent a valid one: RFC 8441 §5 drops the key; a proxy that translated an HTTP/1.1
+    /// upgrade keeps it, and its client then gets its `Sec-WebSocket-Accept`). A request
+    /// this cannot stand for is answered here (see [`Http2Error`], and `400`/`431` as
+    /// [`ServerConfig::http_request`] refuses a head) and its stream ends; the error says
+    /// why.
+    pub fn into_incoming(self, config: &ServerConfig) -> Result<Incoming<Http2Stream>> {
+        let Self {
+            request,
+            mut respond,
+        } = self;
+        let (mut parts, body) = request.into_parts();
+        let connect = parts.method == http::Method::CONNECT;
+        let mut synthetic_key = false;
+        if connect {
+            if let Err(e) = check_extended_connect(&parts) {
+                metrics::handshake(false);
+                refuse(&mut respond, e.status(), e.headers(), &e.to_string());
+                return Err(e.into());
+            }
+            parts.method = http::Method::GET;
+            let headers = &mut parts.headers;
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+            let valid =
+                matches!((keys.next(), keys.next()), (Some(k), None) if is_valid_key(k.as_bytes()));
+            if !valid {
+                // Any 16 bytes: nothing is derived from it over HTTP/2.
+                let key = HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAA==");
+                headers.insert(header::SEC_WEBSOCKET_KEY, key);
+                synthetic_key = true;
+            }
+        }
+        let head = match config.http_request(&parts) {
+            Ok(head) => head,
+            Err(e) => {
+                if connect {
+                    metrics::handshake(false);
+                }
+                refuse(&mut respond, e.status(), &[], &e.to_string());
+                return Err(e.into());
+            }
+        };
+        Ok(Incoming {
+            io: Http2Stream::new(body, respond, connect, synthetic_key),
+            request: head,
+            leftover: BytesMut::new(),
+            peer: None,
+            admitted: false,
+            authenticated: false,
+        })
+    }
+}
+
+/// RFC 8441 §4: `:protocol` names the protocol; RFC 6455 §4.1 (kept by RFC 8441 §5): the
+/// version is 13.
+fn check_extended_connect(parts: &http::request::Parts) -> std::result::Result<(), Http2Error> {
+    let Some(protocol) = parts.extensions.get::<h2::ext::Protocol>() else {
+        return Err(Http2Error::PlainConnect);
+    };
+    if !protocol.as_str().eq_ignore_ascii_case("websocket") {
+        return Err(Http2Error::UnsupportedProtocol(protocol.as_str().into()));
+    }
+    let mut versions = parts.headers.get_all(header::SEC_WEBSOCKET_VERSION).iter();
+    match (versions.next(), versions.next()) {
+        (Some(v), None) if v.as_bytes().trim_ascii() == b"13" => Ok(()),
+        _ => Err(Http2Error::UnsupportedVersion),
+    }
+}
+
+fn is_valid_key(key: &[u8]) -> bool {
+    let mut decoded = [0u8; 18];
+    matches!(
+        base64::engine::general_purpose::STANDARD.decode_slice(key.trim_ascii(), &mut decoded),
+        Ok(16)
+    )
+}
+
+/// Answers a refused request on its stream: the status, a one-line reason, the end of the
+/// stream (the `h2` crate then resets the client's side with `NO_ERROR` if it is still
+/// sending, RFC 9113 §8.1).
+fn refuse(respond: &mut SendResponse<Bytes>, status: u16, headers: &[(&str, &str)], reason: &str) {
+    let mut response = super::http_types::refusal_response(status, headers);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    match respond.send_response(response, false) {
+        Ok(mut send) => {
+            let _ = send.send_data(Bytes::from(format!("{reason}\n")), true);
+        }
+        Err(e) => tracing::debug!("http/2 refusal not sent: {e}"),
+    }
+}
+
+/// A connection whose first bytes were read already (looking for the HTTP/2 preface):
+/// reading yields them first.
+#[derive(Debug)]
+pub struct Prefaced<S> {
+    read: Bytes,
+    io: S,
+}
+
+impl<S> Prefaced<S> {
+    /// `io`, with `read` (bytes already read from it) to be read first.
+    pub fn new(read: Bytes, io: S) -> Self {
+        Self { read, io }
+    }
+
+    /// The transport.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefaced<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            let first = self.read.split_to(n);
+            buf.put_slice(&first);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefaced<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preface_is_recognised_from_its_first_byte() {
+        assert!(may_be_preface(b"P"));
+        assert!(may_be_preface(b"PRI * HTTP/2.0\r\n"));
+        assert!(may_be_preface(PREFACE));
+        assert!(may_be_preface(&[PREFACE, b"\0\0"].concat()));
+        assert!(!may_be_preface(b"GET / HTTP/1.1\r\n"));
+        assert!(!may_be_preface(b"POST"));
+        assert!(!may_be_preface(b""));
+    }
+}
