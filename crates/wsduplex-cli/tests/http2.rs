@@ -356,3 +356,84 @@ async fn http1_still_works_beside_h2c() {
 fn connect_std(addr: SocketAddr) -> std::net::TcpStream {
     common::connect(addr)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_nobody_reads_does_not_stall_the_others() {
+    let server = Server::start();
+    let addr = server.addr;
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    // The client's own connection window is large: what is tested is the server's side,
+    // which must keep serving `live` while `stalled`'s echoes are not read.
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(65_535)
+        .initial_connection_window_size(16 << 20)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut client = client.ready().await.expect("ready");
+    let mut stalled = Ws::open(&mut client, addr, "/echo").await;
+    let mut live = Ws::open(&mut client, addr, "/echo").await;
+    // About 1 MiB that the server echoes into a stream window of 64 KiB nobody reopens:
+    // the server stops reading `stalled` or closes it as a slow reader, and its small DATA
+    // frames must not use up the connection (its window, h2's budget for small frames).
+    let frame = masked(0x2, &[7; 125]);
+    // The server may close it as a slow reader (1008) on the way: the stream ends then.
+    for _ in 0..8_000 {
+        if stalled.send.send_data(frame.clone(), false).is_err() {
+            break;
+        }
+    }
+    for i in 0..50 {
+        live.echoes(&format!("live {i}")).await;
+    }
+    let (status, _) = get(&mut client, addr, "/healthz").await;
+    assert_eq!(status, 200);
+    // The stalled stream was served as far as its windows allowed.
+    assert_eq!(stalled.frame().await, (0x2, vec![7; 125]));
+    drop((stalled, live, client));
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_header_list_gets_431_and_the_connection_goes_on() {
+    let server = Server::start();
+    let addr = server.addr;
+    let mut client = connect(addr).await;
+    let mut echo = Ws::open(&mut client, addr, "/echo").await;
+    let request = http::Request::get(format!("http://{addr}/healthz"))
+        .header("x-padding", "x".repeat(20_000))
+        .body(())
+        .unwrap();
+    let mut ready = client.clone().ready().await.expect("ready");
+    let (response, _) = ready.send_request(request, true).expect("send request");
+    let response = timeout(TIMEOUT, response).await.unwrap().expect("response");
+    assert_eq!(response.status(), 431);
+    echo.echoes("after 431").await;
+    let (status, _) = get(&mut client, addr, "/healthz").await;
+    assert_eq!(status, 200);
+    drop((echo, client));
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_websocket_stream_counts_against_the_connection_limits() {
+    // The HTTP/2 connection is one connection, its first WebSocket the second.
+    let server = Server::start_on_loopback(&["--max-connections-per-client", "2"]);
+    let addr = server.addr;
+    let mut client = connect(addr).await;
+    let mut first = Ws::open(&mut client, addr, "/echo").await;
+    let version = [("sec-websocket-version", "13")];
+    let (response, _) =
+        extended_connect(&mut client, addr, "/echo", Some("websocket"), &version).await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "5");
+    // Plain requests are not WebSockets: not counted.
+    let (status, _) = get(&mut client, addr, "/healthz").await;
+    assert_eq!(status, 200);
+    first.echoes("the first still echoes").await;
+    drop((first, client));
+    server.stop();
+}
