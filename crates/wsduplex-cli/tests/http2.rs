@@ -241,6 +241,8 @@ async fn bad_extended_connects_get_a_status_and_the_other_stream_keeps_echoing()
         extended_connect(&mut client, addr, "/echo", Some("websocket"), &version).await;
     assert_eq!(response.status(), 200);
     assert!(!response.headers().contains_key("sec-websocket-accept"));
+    // Ends the stream (the server's echo task with it) before the next shadows it.
+    drop(response);
     let with_key = [("sec-websocket-version", "13"), ("sec-websocket-key", KEY)];
     let (response, _) =
         extended_connect(&mut client, addr, "/echo", Some("websocket"), &with_key).await;
@@ -250,6 +252,7 @@ async fn bad_extended_connects_get_a_status_and_the_other_stream_keeps_echoing()
         "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
     );
     assert!(!response.headers().contains_key("upgrade"));
+    drop(response);
     echo.echoes("after a key").await;
 
     // A WebSocket path that does not exist: 404 on the stream.
