@@ -440,3 +440,24 @@ async fn each_websocket_stream_counts_against_the_connection_limits() {
     drop((first, client));
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_http2_speaks_http1_only() {
+    let server = Server::start_on_loopback(&["--no-http2"]);
+    let addr = server.addr;
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    if let Ok(mut client) = client.ready().await {
+        let request = http::Request::get(format!("http://{addr}/healthz"))
+            .body(())
+            .unwrap();
+        if let Ok((response, _)) = client.send_request(request, true) {
+            let answered = timeout(TIMEOUT, response).await.unwrap();
+            assert!(answered.is_err(), "{answered:?}");
+        }
+    }
+    // The preface was read as a malformed HTTP/1.1 request: 400, then the end.
+    assert!(timeout(TIMEOUT, conn).await.unwrap().unwrap().is_err());
+    server.stop();
+}

@@ -31,6 +31,10 @@ pub struct Args {
     /// (for development: its SHA-256 fingerprint is printed on stderr).
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     pub(super) tls_self_signed: bool,
+    /// Speak HTTP/1.1 only: no ALPN h2 over TLS, no h2c. By default HTTP/2 is served on
+    /// the same port too, WebSockets over extended CONNECT (RFC 8441) included.
+    #[arg(long)]
+    pub(super) no_http2: bool,
     /// Ping every client this often (e.g. 30s); a client silent for --ping-timeout after a
     /// ping is disconnected. Off by default.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use wsduplex::limits::Permit;
 use wsduplex::server::http2::Prefaced;
-use wsduplex::server::{read_request_or_preface, FirstRequest, Peer, Refusal};
+use wsduplex::server::{read_request, read_request_or_preface, FirstRequest, Peer, Refusal};
 use wsduplex::tls::TlsStream;
 use wsduplex::WebSocket;
 
@@ -242,6 +242,20 @@ async fn serve_tls(
     serve_request(Box::new(tls), peer, permit, server, stop).await
 }
 
+/// The first request, or with HTTP/2 on, the `h2c` preface instead.
+async fn first_request<S>(io: S, server: &Server) -> wsduplex::Result<FirstRequest<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if server.http2 {
+        read_request_or_preface(io, &server.config).await
+    } else {
+        read_request(io, &server.config)
+            .await
+            .map(FirstRequest::Http1)
+    }
+}
+
 /// Reads the request and lets the front door admit it (the per-client limit, the Origin
 /// allow-list), then routes it: a WebSocket for `/echo` is returned (it gets a task of its
 /// own); everything else is answered here. The HTTP/2 preface instead of a request
@@ -258,7 +272,7 @@ where
 {
     // A client still sending its request when the server stops is simply dropped.
     let mut incoming = tokio::select! {
-        r = read_request_or_preface(io, &server.config) => match r {
+        r = first_request(io, server) => match r {
             Ok(FirstRequest::Http1(i)) => i,
             Ok(FirstRequest::Http2(io)) => return Served::Http2(io),
             Err(e) => {

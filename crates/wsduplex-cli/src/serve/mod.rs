@@ -35,6 +35,9 @@ struct Server {
     /// `/echo`'s WebSockets (see [`args::Configs::echo`]).
     echo: ServerConfig,
     tls: Option<TlsAcceptor>,
+    /// HTTP/2 beside HTTP/1.1: `h2c` looked for on cleartext connections (ALPN `h2` is in
+    /// `tls` when on).
+    http2: bool,
     hub: Hub,
     /// What the sockets and the front door count, per worker thread.
     metrics: Metrics,
@@ -65,7 +68,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     // HTTP/2 (RFC 8441 WebSockets, the page, the API) for clients that choose it.
-    let tls = tls.as_ref().map(wsduplex::tls::offer_http2);
+    let http2 = !args.no_http2;
+    let tls = if http2 {
+        tls.as_ref().map(wsduplex::tls::offer_http2)
+    } else {
+        tls
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -92,6 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config: server,
         echo,
         tls,
+        http2,
         hub: hub.clone(),
         metrics,
     });

@@ -14,8 +14,9 @@
 //! [`ServerConfig::upgrade_http`] runs the whole front door; the steps are public for a
 //! caller that routes in between.
 //!
-//! RFC 8441's extended `CONNECT` (WebSocket over HTTP/2) is not recognised here yet: an
-//! HTTP/2 head is checked as the HTTP/1.1 request it stands for, so it is refused (`400`).
+//! An HTTP/2 head is checked as the HTTP/1.1 request it stands for, so RFC 8441's extended
+//! `CONNECT` is refused here (`400`): our own HTTP/2 driver, `server::http2` (feature
+//! `http2`), answers it, turning it into that request first.
 
 use super::{Negotiated, Peer, Refusal, ServerConfig};
 use crate::error::Error;
