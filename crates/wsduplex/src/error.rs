@@ -78,7 +78,10 @@ pub enum Error {
     /// was dropped and the connection is closing with 1008 `too slow`.
     #[error("the peer reads too slowly: closing with 1008")]
     SlowReader,
-    /// An HTTP/2 connection failed, or a stream's extended CONNECT (RFC 8441) was refused.
+    /// An extended CONNECT (RFC 8441, WebSocket over HTTP/2) was refused.
+    #[error("request refused: {0}")]
+    ExtendedConnect(#[from] crate::server::http_types::ExtendedConnectError),
+    /// An HTTP/2 connection failed.
     #[cfg(feature = "http2")]
     #[error(transparent)]
     Http2(#[from] crate::server::http2::Http2Error),

@@ -255,9 +255,86 @@ fn an_http2_head_names_its_host_in_the_uri() {
     let converted = config.http_request(&request).unwrap();
     assert_eq!(converted.header("host"), Some(&b"chat.example"[..]));
     assert_eq!(converted.path(), "/x");
-    // Without RFC 8441 (not yet), it is not an upgrade: refused as our own path would.
+    // Not an upgrade: refused as our own path would (RFC 8441 has its own door, below).
     let refused = config.upgrade_http(&request, None, None).unwrap_err();
     assert_eq!(refused.response.status(), 400);
+}
+
+/// An extended CONNECT as an HTTP/2 server (hyper's) hands it over, `:protocol` aside.
+fn extended_connect(headers: &[(&str, &str)]) -> http::Request<()> {
+    let mut request = http::Request::connect("https://chat.example/chat?access_token=t")
+        .version(http::Version::HTTP_2);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(()).unwrap()
+}
+
+#[test]
+fn an_extended_connect_is_answered_200_with_the_same_agreement() {
+    let [_, rich, _] = configs();
+    let request = extended_connect(&[
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-protocol", "chat.v1, chat.v2"),
+        (
+            "sec-websocket-extensions",
+            "permessage-deflate; client_max_window_bits",
+        ),
+    ]);
+    let upgrade = rich
+        .upgrade_extended_connect(&request, Some("websocket"), None, None)
+        .unwrap();
+    let headers = upgrade.response.headers();
+    assert_eq!(upgrade.response.status(), 200);
+    assert_eq!(headers["sec-websocket-protocol"], "chat.v2");
+    assert!(headers["sec-websocket-extensions"]
+        .to_str()
+        .unwrap()
+        .starts_with("permessage-deflate"));
+    for http1_only in ["upgrade", "connection", "sec-websocket-accept"] {
+        assert!(!headers.contains_key(http1_only), "{http1_only}");
+    }
+    assert_eq!(upgrade.negotiated.subprotocol.as_deref(), Some("chat.v2"));
+    assert!(upgrade.negotiated.socket.protocol.deflate.is_some());
+    // A key from a proxy that translated an HTTP/1.1 upgrade gets its accept.
+    let with_key = extended_connect(&[("sec-websocket-version", "13"), ("sec-websocket-key", KEY)]);
+    let upgrade = rich
+        .upgrade_extended_connect(&with_key, Some("websocket"), None, None)
+        .unwrap();
+    assert_eq!(
+        upgrade.response.headers()["sec-websocket-accept"],
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    );
+}
+
+#[test]
+fn a_bad_extended_connect_gets_the_status_rfc_8441_calls_for() {
+    let [plain, rich, _] = configs();
+    let good = extended_connect(&[("sec-websocket-version", "13")]);
+    let status = |config: &ServerConfig, request: &http::Request<()>, protocol| {
+        let refused = config
+            .upgrade_extended_connect(request, protocol, None, None)
+            .unwrap_err();
+        (refused.response.status().as_u16(), refused)
+    };
+    let (code, refused) = status(&plain, &good, None);
+    assert_eq!(code, 405);
+    assert!(matches!(refused.error, Error::ExtendedConnect(_)));
+    assert_eq!(status(&plain, &good, Some("webtransport")).0, 501);
+    for version in [&[("sec-websocket-version", "8")][..], &[]] {
+        let (code, refused) = status(&plain, &extended_connect(version), Some("websocket"));
+        assert_eq!(code, 400);
+        assert_eq!(refused.response.headers()["sec-websocket-version"], "13");
+    }
+    // The front door's own refusals, in HTTP/2 form.
+    let without_token = http::Request::connect("https://chat.example/chat")
+        .version(http::Version::HTTP_2)
+        .header("sec-websocket-version", "13")
+        .body(())
+        .unwrap();
+    let (code, refused) = status(&rich, &without_token, Some("websocket"));
+    assert_eq!(code, 401);
+    assert!(refused.response.headers().contains_key("www-authenticate"));
 }
 
 /// A server on loopback that reads one request and hands its socket and request head to

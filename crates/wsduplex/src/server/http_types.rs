@@ -14,9 +14,12 @@
 //! [`ServerConfig::upgrade_http`] runs the whole front door; the steps are public for a
 //! caller that routes in between.
 //!
-//! An HTTP/2 head is checked as the HTTP/1.1 request it stands for, so RFC 8441's extended
-//! `CONNECT` is refused here (`400`): our own HTTP/2 driver, `server::http2` (feature
-//! `http2`), answers it, turning it into that request first.
+//! An HTTP/2 head is checked as the HTTP/1.1 request it stands for. RFC 8441's extended
+//! `CONNECT` (WebSocket over HTTP/2) has its own door,
+//! [`ServerConfig::upgrade_extended_connect`], for an HTTP/2 server that hands over the
+//! request's `:protocol`: it turns the request into that upgrade, then runs this one, and
+//! answers `200`. Our own HTTP/2 driver, `server::http2` (feature `http2`), does the same
+//! per stream.
 
 use super::{Negotiated, Peer, Refusal, ServerConfig};
 use crate::error::Error;
@@ -238,6 +241,172 @@ impl ServerConfig {
                 Err(Box::new(HttpRefusal::handshake(e)))
             }
         }
+    }
+    /// The whole front door for an extended CONNECT (RFC 8441: WebSocket over HTTP/2) that
+    /// an HTTP/2 server has read: hyper's with `enable_connect_protocol`, whose `:protocol`
+    /// is its `ext::Protocol` extension, passed as `protocol`. The request is checked as
+    /// the HTTP/1.1 upgrade it stands for, by [`upgrade_http`](Self::upgrade_http); the
+    /// answer is `200` with the subprotocol and permessage-deflate agreement, and the
+    /// stream is then the transport for [`Negotiated::websocket`]. A `CONNECT` without
+    /// `protocol`, or for another protocol, or with a version other than 13 is refused
+    /// with [`ExtendedConnectError`]'s status.
+    ///
+    /// ```
+    /// use wsduplex::ServerConfig;
+    ///
+    /// let config = ServerConfig::default();
+    /// let request = http::Request::connect("https://example.com/chat")
+    ///     .version(http::Version::HTTP_2)
+    ///     .header("sec-websocket-version", "13")
+    ///     .body(())
+    ///     .unwrap();
+    /// let upgrade = config
+    ///     .upgrade_extended_connect(&request, Some("websocket"), None, None)
+    ///     .unwrap();
+    /// assert_eq!(upgrade.response.status(), 200);
+    /// assert!(upgrade.response.headers().is_empty());
+    ///
+    /// let refused = config.upgrade_extended_connect(&request, Some("webtransport"), None, None);
+    /// assert_eq!(refused.unwrap_err().response.status(), 501);
+    /// ```
+    pub fn upgrade_extended_connect(
+        &self,
+        head: &impl HttpHead,
+        protocol: Option<&str>,
+        peer: Option<&Peer>,
+        permit: Option<&mut Permit>,
+    ) -> Result<HttpUpgrade, Box<HttpRefusal>> {
+        let mut method = head.method().clone();
+        let mut headers = head.headers().clone();
+        let synthetic_key = match extended_connect_as_upgrade(&mut method, protocol, &mut headers) {
+            Ok(synthetic) => synthetic,
+            Err(e) => {
+                metrics::handshake(false);
+                let (status, fields, reason) = (e.status(), e.headers(), e.to_string());
+                return Err(Box::new(HttpRefusal::new(status, fields, reason, e.into())));
+            }
+        };
+        let mut request = http::Request::new(());
+        *request.method_mut() = method;
+        *request.uri_mut() = head.uri().clone();
+        *request.version_mut() = head.version();
+        *request.headers_mut() = headers;
+        match self.upgrade_http(&request, peer, permit) {
+            Ok(mut upgrade) => {
+                into_http2_answer(&mut upgrade.response, synthetic_key);
+                Ok(upgrade)
+            }
+            Err(mut refusal) => {
+                into_http2_answer(&mut refusal.response, synthetic_key);
+                Err(refusal)
+            }
+        }
+    }
+}
+
+/// Why an extended CONNECT (RFC 8441, WebSocket over HTTP/2) was refused before the front
+/// door's own checks; answer with [`status`](Self::status) and
+/// [`headers`](Self::headers).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExtendedConnectError {
+    /// `CONNECT` without `:protocol`: a tunnel, which an origin server does not open
+    /// (`405`).
+    #[error("connect without :protocol (this server is no proxy)")]
+    PlainConnect,
+    /// A `:protocol` other than `websocket` (`501`).
+    #[error("unsupported :protocol {0:?}")]
+    UnsupportedProtocol(String),
+    /// `Sec-WebSocket-Version` missing or not 13: `400` with `Sec-WebSocket-Version: 13`
+    /// (HTTP/2 has no `426`, whose `Upgrade` field it forbids).
+    #[error("unsupported Sec-WebSocket-Version (expected 13)")]
+    UnsupportedVersion,
+}
+
+impl ExtendedConnectError {
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::PlainConnect => 405,
+            Self::UnsupportedProtocol(_) => 501,
+            Self::UnsupportedVersion => 400,
+        }
+    }
+
+    /// The headers to answer with: `Allow` for `405`, the version this server speaks for
+    /// a wrong one.
+    pub fn headers(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Self::PlainConnect => &[("allow", "GET, HEAD, POST, DELETE")],
+            Self::UnsupportedVersion => &[("sec-websocket-version", "13")],
+            Self::UnsupportedProtocol(_) => &[],
+        }
+    }
+}
+
+/// Turns an extended CONNECT (RFC 8441 §4, `protocol` its `:protocol`) into the HTTP/1.1
+/// upgrade it stands for (RFC 8441 §5), for the front door: `GET`, `Upgrade`,
+/// `Connection`, and a `Sec-WebSocket-Key` unless a valid one is there. True when the key
+/// was made up: its accept is then not sent (a proxy that translated an HTTP/1.1 upgrade,
+/// as Envoy does, passes its client's key on, and that client wants its accept).
+pub(crate) fn extended_connect_as_upgrade(
+    method: &mut http::Method,
+    protocol: Option<&str>,
+    headers: &mut http::HeaderMap,
+) -> Result<bool, ExtendedConnectError> {
+    use http::header;
+    let Some(protocol) = protocol else {
+        return Err(ExtendedConnectError::PlainConnect);
+    };
+    if !protocol.eq_ignore_ascii_case("websocket") {
+        return Err(ExtendedConnectError::UnsupportedProtocol(protocol.into()));
+    }
+    let mut versions = headers.get_all(header::SEC_WEBSOCKET_VERSION).iter();
+    if !matches!((versions.next(), versions.next()), (Some(v), None) if v.as_bytes().trim_ascii() == b"13")
+    {
+        return Err(ExtendedConnectError::UnsupportedVersion);
+    }
+    *method = http::Method::GET;
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    let valid = matches!((keys.next(), keys.next()), (Some(k), None) if is_valid_key(k.as_bytes()));
+    if !valid {
+        // Any 16 bytes: nothing is derived from it over HTTP/2.
+        let key = HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAA==");
+        headers.insert(header::SEC_WEBSOCKET_KEY, key);
+    }
+    Ok(!valid)
+}
+
+fn is_valid_key(key: &[u8]) -> bool {
+    use base64::Engine as _;
+    let mut decoded = [0u8; 18];
+    matches!(
+        base64::engine::general_purpose::STANDARD.decode_slice(key.trim_ascii(), &mut decoded),
+        Ok(16)
+    )
+}
+
+/// The HTTP/2 form of an answer to an upgrade: `200` for `101` (RFC 8441 §5; HTTP/2 has
+/// no `101`, RFC 9113 §8.6), no connection-specific fields (RFC 9113 §8.2.2), no
+/// `Sec-WebSocket-Accept` for a made-up key.
+pub(crate) fn into_http2_answer(response: &mut http::Response<()>, synthetic_key: bool) {
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        *response.status_mut() = http::StatusCode::OK;
+    }
+    let headers = response.headers_mut();
+    for name in [
+        "connection",
+        "upgrade",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+    ] {
+        headers.remove(name);
+    }
+    if synthetic_key {
+        headers.remove(http::header::SEC_WEBSOCKET_ACCEPT);
     }
 }
 

@@ -20,7 +20,7 @@ pub mod http_types;
 pub use admission::{Peer, Refusal, RETRY_AFTER_SECS};
 #[cfg(feature = "http2")]
 pub use http2::{Http2Config, Http2Connection, Http2Error, Http2Request, Http2Stream};
-pub use http_types::{HttpHead, HttpRefusal, HttpUpgrade};
+pub use http_types::{ExtendedConnectError, HttpHead, HttpRefusal, HttpUpgrade};
 
 use crate::auth::AuthHook;
 use crate::error::{Error, Result};

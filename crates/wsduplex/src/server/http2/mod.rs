@@ -6,7 +6,8 @@
 //!  TLS with ALPN h2, or the h2c preface ─▶ Http2Connection::handshake (ENABLE_CONNECT_PROTOCOL = 1)
 //!    ─▶ accept ─▶ Http2Request ─▶ into_incoming ─▶ Incoming<Http2Stream> ─▶ admit, route, accept, respond
 //!                 (one per stream)  (RFC 8441 checks:        (as over HTTP/1.1; the `101`
-//!                                    405 / 501 / 400)          goes out as `200`)
+//!                                    405 / 501 / 400,          goes out as `200`)
+//!                                    ExtendedConnectError)
 //! ```
 //!
 //! An extended CONNECT for `websocket` is handed to the front door as the HTTP/1.1 upgrade
@@ -27,10 +28,10 @@ pub mod stream;
 
 pub use stream::Http2Stream;
 
+use super::http_types::extended_connect_as_upgrade;
 use super::{Incoming, ServerConfig};
 use crate::error::Result;
 use crate::metrics;
-use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::RecvStream;
@@ -79,45 +80,13 @@ impl Default for Http2Config {
     }
 }
 
-/// Why an HTTP/2 connection ended, or why a stream's request was refused before the front
-/// door saw it.
+/// Why an HTTP/2 connection failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Http2Error {
     /// The connection failed (I/O, or the peer broke RFC 9113).
     #[error("http/2 connection error")]
     Connection(#[source] h2::Error),
-    /// `CONNECT` without `:protocol`: a tunnel, which an origin server does not open
-    /// (`405`).
-    #[error("connect without :protocol (this server is no proxy)")]
-    PlainConnect,
-    /// An extended CONNECT for a protocol other than `websocket` (`501`).
-    #[error("unsupported :protocol {0:?}")]
-    UnsupportedProtocol(String),
-    /// `Sec-WebSocket-Version` missing or not 13 (`400` with `Sec-WebSocket-Version: 13`:
-    /// HTTP/2 has no `426`, whose `Upgrade` field it forbids).
-    #[error("unsupported Sec-WebSocket-Version (expected 13)")]
-    UnsupportedVersion,
-}
-
-impl Http2Error {
-    /// The status a request refused so is answered with.
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::Connection(_) => 400,
-            Self::PlainConnect => 405,
-            Self::UnsupportedProtocol(_) => 501,
-            Self::UnsupportedVersion => 400,
-        }
-    }
-
-    fn headers(&self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            Self::PlainConnect => &[("allow", "GET, HEAD, POST, DELETE")],
-            Self::UnsupportedVersion => &[("sec-websocket-version", "13")],
-            _ => &[],
-        }
-    }
 }
 
 /// A server's HTTP/2 connection: [`accept`](Self::accept) yields its requests, one per
@@ -205,9 +174,11 @@ impl Http2Request {
     /// (`GET` with `Upgrade`, `Connection`, and a `Sec-WebSocket-Key` unless the client
     /// sent a valid one: RFC 8441 §5 drops the key; a proxy that translated an HTTP/1.1
     /// upgrade keeps it, and its client then gets its `Sec-WebSocket-Accept`). A request
-    /// this cannot stand for is answered here (see [`Http2Error`], and `400`/`431` as
-    /// [`ServerConfig::http_request`] refuses a head) and its stream ends; the error says
-    /// why.
+    /// this cannot stand for is answered here (see [`ExtendedConnectError`], and `400` or
+    /// `431` as [`ServerConfig::http_request`] refuses a head) and its stream ends; the
+    /// error says why.
+    ///
+    /// [`ExtendedConnectError`]: super::ExtendedConnectError
     pub fn into_incoming(self, config: &ServerConfig) -> Result<Incoming<Http2Stream>> {
         let Self {
             request,
@@ -217,23 +188,15 @@ impl Http2Request {
         let connect = parts.method == http::Method::CONNECT;
         let mut synthetic_key = false;
         if connect {
-            if let Err(e) = check_extended_connect(&parts) {
-                metrics::handshake(false);
-                refuse(&mut respond, e.status(), e.headers(), &e.to_string());
-                return Err(e.into());
-            }
-            parts.method = http::Method::GET;
-            let headers = &mut parts.headers;
-            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-            let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
-            let valid =
-                matches!((keys.next(), keys.next()), (Some(k), None) if is_valid_key(k.as_bytes()));
-            if !valid {
-                // Any 16 bytes: nothing is derived from it over HTTP/2.
-                let key = HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAA==");
-                headers.insert(header::SEC_WEBSOCKET_KEY, key);
-                synthetic_key = true;
+            let protocol = parts.extensions.get::<h2::ext::Protocol>();
+            let protocol = protocol.map(h2::ext::Protocol::as_str);
+            match extended_connect_as_upgrade(&mut parts.method, protocol, &mut parts.headers) {
+                Ok(synthetic) => synthetic_key = synthetic,
+                Err(e) => {
+                    metrics::handshake(false);
+                    refuse(&mut respond, e.status(), e.headers(), &e.to_string());
+                    return Err(e.into());
+                }
             }
         }
         let head = match config.http_request(&parts) {
@@ -255,30 +218,6 @@ impl Http2Request {
             authenticated: false,
         })
     }
-}
-
-/// RFC 8441 §4: `:protocol` names the protocol; RFC 6455 §4.1 (kept by RFC 8441 §5): the
-/// version is 13.
-fn check_extended_connect(parts: &http::request::Parts) -> std::result::Result<(), Http2Error> {
-    let Some(protocol) = parts.extensions.get::<h2::ext::Protocol>() else {
-        return Err(Http2Error::PlainConnect);
-    };
-    if !protocol.as_str().eq_ignore_ascii_case("websocket") {
-        return Err(Http2Error::UnsupportedProtocol(protocol.as_str().into()));
-    }
-    let mut versions = parts.headers.get_all(header::SEC_WEBSOCKET_VERSION).iter();
-    match (versions.next(), versions.next()) {
-        (Some(v), None) if v.as_bytes().trim_ascii() == b"13" => Ok(()),
-        _ => Err(Http2Error::UnsupportedVersion),
-    }
-}
-
-fn is_valid_key(key: &[u8]) -> bool {
-    let mut decoded = [0u8; 18];
-    matches!(
-        base64::engine::general_purpose::STANDARD.decode_slice(key.trim_ascii(), &mut decoded),
-        Ok(16)
-    )
 }
 
 /// Answers a refused request on its stream: the status, a one-line reason, the end of the

@@ -12,6 +12,7 @@
 //! the fields but the connection-specific ones (RFC 9113 §8.2.2). So each path answers
 //! both versions with the same code, and the HTTP/1.1 path pays nothing for it.
 
+use crate::server::http_types::into_http2_answer;
 use bytes::{Buf, Bytes};
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
@@ -115,25 +116,16 @@ fn response_head(head: &[u8], connect: bool, synthetic_key: bool) -> Option<http
     if !matches!(parsed.parse(head), Ok(httparse::Status::Complete(_))) {
         return None;
     }
-    let mut status = parsed.code?;
-    // RFC 8441 §5: the extended CONNECT is answered `200`; HTTP/2 has no `101`
-    // (RFC 9113 §8.6).
-    if status == 101 && connect {
-        status = 200;
-    }
     let mut response = http::Response::new(());
-    *response.status_mut() = http::StatusCode::from_u16(status).ok()?;
+    *response.status_mut() = http::StatusCode::from_u16(parsed.code?).ok()?;
     for field in parsed.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
-        let connection_specific = matches!(
-            name.as_str(),
-            "connection" | "upgrade" | "keep-alive" | "proxy-connection" | "transfer-encoding"
-        );
-        if connection_specific || (synthetic_key && name == http::header::SEC_WEBSOCKET_ACCEPT) {
-            continue;
-        }
         let value = HeaderValue::from_bytes(field.value).ok()?;
         response.headers_mut().append(name, value);
+    }
+    // Only an extended CONNECT is answered `101` (the upgrade it was turned into).
+    if connect || response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        into_http2_answer(&mut response, synthetic_key);
     }
     Some(response)
 }
