@@ -1,6 +1,8 @@
 //! `wsduplex serve` over HTTP/2 with prior knowledge (`h2c`), driven by the `h2` crate's
 //! client: WebSockets on extended CONNECT streams (RFC 8441) beside plain requests on one
-//! connection, and bad input on one stream while another keeps echoing.
+//! connection, bad input on one stream while another keeps echoing (hand-written frames
+//! for what no client library sends), limits, shutdown, and Node's `node:http2` over h2c
+//! and TLS.
 
 mod common;
 
@@ -459,5 +461,108 @@ async fn no_http2_speaks_http1_only() {
     }
     // The preface was read as a malformed HTTP/1.1 request: 400, then the end.
     assert!(timeout(TIMEOUT, conn).await.unwrap().unwrap().is_err());
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_http2_websockets_with_1001() {
+    let server = Server::start();
+    let addr = server.addr;
+    let mut client = connect(addr).await;
+    let mut ws = Ws::open(&mut client, addr, "/echo").await;
+    ws.echoes("before the signal").await;
+    wait_until_caught(server.pid(), 15);
+    server.signal("TERM");
+    let (opcode, payload) = ws.frame().await;
+    assert_eq!((opcode, &payload[..2]), (0x8, &[0x03, 0xe9][..]), "1001");
+    ws.send.send_data(masked(0x8, &[0x03, 0xe9]), true).unwrap();
+    drop((ws, client));
+    let exit = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap();
+    assert!(exit.status.success(), "{exit:?}");
+}
+
+/// An HTTP/2 frame: length, type, flags, stream id, payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A header block of literal fields, never indexed, no Huffman (RFC 7541 §6.2.3): what no
+/// client library sends for connection-specific fields, written by hand.
+fn literal_block(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in fields {
+        assert!(name.len() < 127 && value.len() < 127);
+        block.push(0x10);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    block
+}
+
+#[tokio::test]
+async fn http1_connection_fields_reset_their_stream_only() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start();
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    let authority = server.addr.to_string();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[])); // SETTINGS
+                                       // RFC 9113 §8.2.2: `Upgrade` and `Connection` make the request malformed.
+    let bad = literal_block(&[
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        (":scheme", "http"),
+        (":path", "/echo"),
+        (":authority", &authority),
+        ("sec-websocket-version", "13"),
+        ("upgrade", "websocket"),
+        ("connection", "upgrade"),
+    ]);
+    out.extend(frame(0x1, 0x4, 1, &bad)); // HEADERS, END_HEADERS
+    let good = literal_block(&[
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/healthz"),
+        (":authority", &authority),
+    ]);
+    out.extend(frame(0x1, 0x4 | 0x1, 3, &good)); // HEADERS, END_HEADERS | END_STREAM
+    tcp.write_all(&out).await.unwrap();
+    let (mut reset, mut answered) = (None, false);
+    let mut buf = Vec::new();
+    while reset.is_none() || !answered {
+        let mut chunk = [0u8; 4096];
+        let n = timeout(TIMEOUT, tcp.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "the connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+        while buf.len() >= 9 {
+            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, stream) = (buf[3], u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]));
+            let payload = buf[9..9 + len].to_vec();
+            buf.drain(..9 + len);
+            match (kind, stream) {
+                (0x7, _) => panic!("GOAWAY: the connection was torn down"),
+                (0x3, 1) => reset = Some(u32::from_be_bytes(payload[..4].try_into().unwrap())),
+                (0x1, 3) => answered = true,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(reset, Some(0x1), "RST_STREAM(PROTOCOL_ERROR)");
+    drop(tcp);
     server.stop();
 }
