@@ -566,3 +566,58 @@ async fn http1_connection_fields_reset_their_stream_only() {
     drop(tcp);
     server.stop();
 }
+
+/// A request with a body; its status and body.
+async fn post(
+    client: &mut SendRequest<Bytes>,
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
+    let request = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-length", body.len())
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    let mut client = client.clone().ready().await.expect("ready");
+    let (response, mut send) = client
+        .send_request(request, body.is_empty())
+        .expect("send request");
+    if !body.is_empty() {
+        send.send_data(Bytes::copy_from_slice(body.as_bytes()), true)
+            .unwrap();
+    }
+    let response = timeout(TIMEOUT, response).await.unwrap().expect("response");
+    let status = response.status().as_u16();
+    let body = read_to_end(response.into_body()).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polling_and_a_websocket_member_share_one_connection() {
+    let server = Server::start();
+    let addr = server.addr;
+    let mut client = connect(addr).await;
+    let mut member = Ws::open(&mut client, addr, "/chat/h2poll?name=ws").await;
+    let (status, opened) = post(&mut client, addr, "/poll/h2poll?name=poller", "").await;
+    assert_eq!(status, 200, "{opened}");
+    let session = opened
+        .split(r#""session":""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a session id")
+        .to_string();
+    let said = r#"{"type":"message","text":"from a poll over h2"}"#;
+    let (status, body) = post(&mut client, addr, &format!("/poll/session/{session}"), said).await;
+    assert_eq!(status, 202, "{body}");
+    // The member hears it on its stream.
+    loop {
+        let (opcode, payload) = member.frame().await;
+        assert_eq!(opcode, 0x1);
+        if String::from_utf8_lossy(&payload).contains("from a poll over h2") {
+            break;
+        }
+    }
+    drop((member, client));
+    server.stop();
+}
