@@ -621,3 +621,26 @@ async fn long_polling_and_a_websocket_member_share_one_connection() {
     drop((member, client));
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_a_busy_one_is_not() {
+    let server = Server::start_on_loopback(&["--handshake-timeout", "300ms"]);
+    let addr = server.addr;
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2");
+    let idle = tokio::spawn(conn);
+    let mut busy = connect(addr).await;
+    let mut ws = Ws::open(&mut busy, addr, "/echo").await;
+    // GOAWAY, then the end: the idle connection's task finishes on its own.
+    let ended = timeout(TIMEOUT, idle)
+        .await
+        .expect("closed in time")
+        .unwrap();
+    assert!(ended.is_ok(), "a graceful end: {ended:?}");
+    drop(client);
+    // The connection with an open WebSocket stays, well past the idle time.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    ws.echoes("still open").await;
+    drop((ws, busy));
+    server.stop();
+}

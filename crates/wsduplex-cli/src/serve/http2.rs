@@ -13,8 +13,9 @@ use wsduplex::server::http2::{Http2Config, Http2Connection, Http2Request, Prefac
 use wsduplex::server::Peer;
 
 /// Drives one HTTP/2 connection: its requests are served on tasks of their own, so a slow
-/// stream never holds up the connection. On shutdown, `GOAWAY`, then the open streams end
-/// (a WebSocket with 1001) before the connection does. `permit` counts the connection.
+/// stream never holds up the connection. On shutdown, or when no stream has been open for
+/// the handshake timeout, `GOAWAY`; the open streams end (a WebSocket with 1001) before
+/// the connection does. `permit` counts the connection.
 pub(super) async fn serve<S>(
     io: Prefaced<S>,
     peer: Peer,
@@ -38,6 +39,11 @@ pub(super) async fn serve<S>(
         },
         _ = stop.wait_for(|stopped| *stopped) => return,
     };
+    // A connection with no stream open for the time a request head may take is closed,
+    // as an HTTP/1.1 connection that sends no request is.
+    let idle = server.config.handshake_timeout;
+    let quiet = tokio::time::sleep(idle);
+    tokio::pin!(quiet);
     let mut stopping = false;
     loop {
         let next = tokio::select! {
@@ -47,9 +53,20 @@ pub(super) async fn serve<S>(
                 conn.graceful_shutdown();
                 continue;
             }
+            () = &mut quiet, if !stopping => {
+                if conn.has_streams() {
+                    quiet.as_mut().reset(tokio::time::Instant::now() + idle);
+                } else {
+                    tracing::debug!("http/2 connection idle: closing");
+                    stopping = true;
+                    conn.graceful_shutdown();
+                }
+                continue;
+            }
         };
         match next {
             Some(Ok(request)) => {
+                quiet.as_mut().reset(tokio::time::Instant::now() + idle);
                 let task = stream(request, peer, server.clone(), stop.clone(), tasks.clone());
                 spawn_in(&tasks, task, span.clone());
             }

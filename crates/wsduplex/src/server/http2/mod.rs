@@ -135,6 +135,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Http2Connection<T> {
     pub fn graceful_shutdown(&mut self) {
         self.conn.graceful_shutdown();
     }
+
+    /// Whether any stream is open: a connection without any for a while holds resources
+    /// for nothing (close it with [`graceful_shutdown`](Self::graceful_shutdown)).
+    pub fn has_streams(&self) -> bool {
+        self.conn.has_streams()
+    }
 }
 
 /// One stream's request, not yet answered.
