@@ -644,3 +644,26 @@ async fn an_idle_http2_connection_is_closed_a_busy_one_is_not() {
     drop((ws, busy));
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permessage_deflate_is_negotiated_over_http2_as_over_http1() {
+    let server = Server::start_on_loopback(&["--deflate"]);
+    let addr = server.addr;
+    let mut client = connect(addr).await;
+    let offer = [
+        ("sec-websocket-version", "13"),
+        (
+            "sec-websocket-extensions",
+            "permessage-deflate; client_max_window_bits",
+        ),
+    ];
+    let (response, send) =
+        extended_connect(&mut client, addr, "/echo", Some("websocket"), &offer).await;
+    assert_eq!(response.status(), 200);
+    let agreed = response.headers()["sec-websocket-extensions"]
+        .to_str()
+        .unwrap();
+    assert!(agreed.starts_with("permessage-deflate"), "{agreed}");
+    drop((response, send, client));
+    server.stop();
+}
