@@ -98,7 +98,12 @@ async fn stream(
     if tracing::enabled!(tracing::Level::DEBUG) {
         let request = incoming.request();
         let path = request.path().split('?').next().unwrap_or_default();
-        tracing::debug!("http/2 {} {path}", request.method());
+        let method = if incoming.is_upgrade() {
+            "websocket"
+        } else {
+            request.method()
+        };
+        tracing::debug!("http/2 {method} {path}");
     }
     let mut permit = None;
     if incoming.is_upgrade() {
