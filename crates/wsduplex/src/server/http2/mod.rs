@@ -23,6 +23,34 @@
 //! Flow control: the connection window is the stream window times the streams allowed at
 //! once, so streams whose readers stop can never take the window of the others
 //! (see [`Http2Config`]).
+//!
+//! A connection's loop, each stream on a task of its own (`wsduplex serve` adds limits,
+//! routes and shutdown):
+//!
+//! ```no_run
+//! use futures_util::{SinkExt, StreamExt};
+//! use wsduplex::server::http2::{Http2Config, Http2Connection};
+//! use wsduplex::{Message, ServerConfig};
+//!
+//! # async fn serve(tcp: tokio::net::TcpStream) -> wsduplex::Result<()> {
+//! let config = std::sync::Arc::new(ServerConfig::default());
+//! let mut conn = Http2Connection::handshake(tcp, Http2Config::default()).await?;
+//! while let Some(request) = conn.accept().await {
+//!     let config = config.clone();
+//!     tokio::spawn(async move {
+//!         let incoming = request?.into_incoming(&config)?;
+//!         let mut ws = incoming.accept(&config).await?; // answered `200`
+//!         while let Some(Ok(msg)) = ws.next().await {
+//!             if let Message::Text(_) | Message::Binary(_) = msg {
+//!                 ws.send(msg).await?;
+//!             }
+//!         }
+//!         Ok::<_, wsduplex::Error>(())
+//!     });
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod stream;
 
