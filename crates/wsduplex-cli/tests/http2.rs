@@ -513,7 +513,7 @@ fn literal_block(fields: &[(&str, &str)]) -> Vec<u8> {
 
 #[tokio::test]
 async fn http1_connection_fields_reset_their_stream_only() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let server = Server::start();
     let mut tcp = TcpStream::connect(server.addr).await.unwrap();
     let authority = server.addr.to_string();
@@ -541,30 +541,15 @@ async fn http1_connection_fields_reset_their_stream_only() {
     tcp.write_all(&out).await.unwrap();
     let (mut reset, mut answered) = (None, false);
     let mut buf = Vec::new();
-    while reset.is_none() || !answered {
-        let mut chunk = [0u8; 4096];
-        let n = timeout(TIMEOUT, tcp.read(&mut chunk))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "the connection closed");
-        buf.extend_from_slice(&chunk[..n]);
-        while buf.len() >= 9 {
-            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
-            if buf.len() < 9 + len {
-                break;
-            }
-            let (kind, stream) = (buf[3], u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]));
-            let payload = buf[9..9 + len].to_vec();
-            buf.drain(..9 + len);
-            match (kind, stream) {
-                (0x7, _) => panic!("GOAWAY: the connection was torn down"),
-                (0x3, 1) => reset = Some(u32::from_be_bytes(payload[..4].try_into().unwrap())),
-                (0x1, 3) => answered = true,
-                _ => {}
-            }
+    read_frames(&mut tcp, &mut buf, |kind, _, stream, payload| {
+        match (kind, stream) {
+            (0x3, 1) => reset = Some(u32::from_be_bytes(payload[..4].try_into().unwrap())),
+            (0x1, 3) => answered = true,
+            _ => {}
         }
-    }
+        reset.is_some() && answered
+    })
+    .await;
     assert_eq!(reset, Some(0x1), "RST_STREAM(PROTOCOL_ERROR)");
     drop(tcp);
     server.stop();
@@ -668,5 +653,84 @@ async fn permessage_deflate_is_negotiated_over_http2_as_over_http1() {
         .unwrap();
     assert!(agreed.starts_with("permessage-deflate"), "{agreed}");
     drop((response, send, client));
+    server.stop();
+}
+
+/// Reads HTTP/2 frames from `tcp` until `done` says so: (type, flags, stream, payload).
+async fn read_frames(
+    tcp: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    mut done: impl FnMut(u8, u8, u32, &[u8]) -> bool,
+) {
+    use tokio::io::AsyncReadExt;
+    loop {
+        while buf.len() >= 9 {
+            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buf[3], buf[4]);
+            let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            let payload: Vec<u8> = buf.drain(..9 + len).skip(9).collect();
+            assert_ne!(kind, 0x7, "GOAWAY: the connection was torn down");
+            if done(kind, flags, stream, &payload) {
+                return;
+            }
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let n = timeout(TIMEOUT, tcp.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "the connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn streams_beyond_the_concurrent_limit_are_refused_not_the_connection() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start();
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    let authority = server.addr.to_string();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[]));
+    tcp.write_all(&out).await.unwrap();
+    // The server's SETTINGS, acknowledged: its stream limit (128) applies from then on.
+    let mut buf = Vec::new();
+    read_frames(&mut tcp, &mut buf, |kind, flags, _, _| {
+        kind == 0x4 && flags & 1 == 0
+    })
+    .await;
+    let connect = literal_block(&[
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        (":scheme", "http"),
+        (":path", "/echo"),
+        (":authority", &authority),
+        ("sec-websocket-version", "13"),
+    ]);
+    let mut out = frame(0x4, 0x1, 0, &[]);
+    const OPENED: u32 = 300;
+    for i in 0..OPENED {
+        out.extend(frame(0x1, 0x4, 2 * i + 1, &connect));
+    }
+    tcp.write_all(&out).await.unwrap();
+    let (mut answered, mut refused) = (0, 0);
+    read_frames(&mut tcp, &mut buf, |kind, _, stream, payload| {
+        match kind {
+            0x1 if stream > 0 => answered += 1,
+            0x3 => {
+                // RST_STREAM(REFUSED_STREAM): the client may retry it.
+                assert_eq!(payload, 7u32.to_be_bytes(), "stream {stream}");
+                refused += 1;
+            }
+            _ => {}
+        }
+        answered + refused == OPENED
+    })
+    .await;
+    assert_eq!((answered, refused), (128, OPENED - 128));
+    drop(tcp);
     server.stop();
 }
