@@ -734,3 +734,80 @@ async fn streams_beyond_the_concurrent_limit_are_refused_not_the_connection() {
     drop(tcp);
     server.stop();
 }
+
+/// An HPACK integer with an `n`-bit prefix (RFC 7541 §5.1), `flags` in the prefix byte.
+fn hpack_int(flags: u8, n: u32, mut value: usize, out: &mut Vec<u8>) {
+    let max = (1usize << n) - 1;
+    if value < max {
+        out.push(flags | value as u8);
+        return;
+    }
+    out.push(flags | max as u8);
+    value -= max;
+    while value >= 128 {
+        out.push((value % 128) as u8 | 0x80);
+        value /= 128;
+    }
+    out.push(value as u8);
+}
+
+#[tokio::test]
+async fn an_hpack_bomb_is_stopped_and_other_connections_go_on() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start();
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    let authority = server.addr.to_string();
+    // 3 KB put in the dynamic table once, then named by one byte 2,000 times: 6 MB of
+    // header list from 5 KB on the wire.
+    let mut block = literal_block(&[
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/healthz"),
+        (":authority", &authority),
+    ]);
+    block.push(0x40); // literal with incremental indexing, new name
+    hpack_int(0, 7, 6, &mut block);
+    block.extend_from_slice(b"x-bomb");
+    hpack_int(0, 7, 3000, &mut block);
+    block.extend(std::iter::repeat_n(b'b', 3000));
+    block.extend(std::iter::repeat_n(0x80 | 62, 2000)); // indexed: the entry just added
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[]));
+    // HEADERS and CONTINUATION within the default frame size (16 KiB).
+    let mut chunks = block.chunks(16 * 1024).peekable();
+    let mut first = true;
+    while let Some(chunk) = chunks.next() {
+        let last = chunks.peek().is_none();
+        let (kind, flags) = if first { (0x1, 0x1) } else { (0x9, 0) };
+        out.extend(frame(kind, flags | if last { 0x4 } else { 0 }, 1, chunk));
+        first = false;
+    }
+    tcp.write_all(&out).await.unwrap();
+    // Refused on its stream (431), or the connection ends: either way, soon.
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let ended = timeout(TIMEOUT, async {
+        loop {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+            // A HEADERS on stream 1 with END_STREAM: the 431.
+            if answer.windows(5).any(|w| w == [0x1, 0x5, 0, 0, 0]) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "no answer to the bomb");
+    let mut client = connect(server.addr).await;
+    let (status, _) = get(&mut client, server.addr, "/healthz").await;
+    assert_eq!(status, 200);
+    drop((tcp, client));
+    // `client`'s connection task is not polled while `stop` blocks: the server does not
+    // wait the grace period for its answer to the GOAWAY.
+    let stopping = std::time::Instant::now();
+    server.stop();
+    assert!(stopping.elapsed() < std::time::Duration::from_secs(4));
+}

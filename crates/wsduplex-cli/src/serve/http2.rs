@@ -12,6 +12,10 @@ use wsduplex::limits::Permit;
 use wsduplex::server::http2::{Http2Config, Http2Connection, Http2Request, Prefaced};
 use wsduplex::server::Peer;
 
+/// How long a connection going away waits for the peer's answer to its GOAWAY's ping once
+/// it has no stream left.
+const GOAWAY_ROUND_TRIP: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Drives one HTTP/2 connection: its requests are served on tasks of their own, so a slow
 /// stream never holds up the connection. On shutdown, or when no stream has been open for
 /// the handshake timeout, `GOAWAY`; the open streams end (a WebSocket with 1001) before
@@ -44,29 +48,41 @@ pub(super) async fn serve<S>(
     let idle = server.config.handshake_timeout;
     let quiet = tokio::time::sleep(idle);
     tokio::pin!(quiet);
+    let later = |d| tokio::time::Instant::now() + d;
     let mut stopping = false;
+    let mut closing = false;
     loop {
         let next = tokio::select! {
             next = conn.accept() => next,
             _ = stop.wait_for(|stopped| *stopped), if !stopping => {
                 stopping = true;
                 conn.graceful_shutdown();
+                quiet.as_mut().reset(later(GOAWAY_ROUND_TRIP));
                 continue;
             }
-            () = &mut quiet, if !stopping => {
+            () = &mut quiet, if !closing => {
                 if conn.has_streams() {
-                    quiet.as_mut().reset(tokio::time::Instant::now() + idle);
+                    let wait = if stopping { GOAWAY_ROUND_TRIP } else { idle };
+                    quiet.as_mut().reset(later(wait));
+                } else if stopping {
+                    // Its streams are done; a peer that has not answered the GOAWAY's
+                    // ping by now is not waited for.
+                    closing = true;
+                    conn.abrupt_shutdown();
                 } else {
                     tracing::debug!("http/2 connection idle: closing");
                     stopping = true;
                     conn.graceful_shutdown();
+                    quiet.as_mut().reset(later(GOAWAY_ROUND_TRIP));
                 }
                 continue;
             }
         };
         match next {
             Some(Ok(request)) => {
-                quiet.as_mut().reset(tokio::time::Instant::now() + idle);
+                if !stopping {
+                    quiet.as_mut().reset(later(idle));
+                }
                 let task = stream(request, peer, server.clone(), stop.clone(), tasks.clone());
                 spawn_in(&tasks, task, span.clone());
             }

@@ -164,6 +164,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Http2Connection<T> {
         self.conn.graceful_shutdown();
     }
 
+    /// Sends `GOAWAY` and closes the connection once it is written; open streams are reset.
+    /// For a connection left without streams after
+    /// [`graceful_shutdown`](Self::graceful_shutdown) whose peer does not answer the ping
+    /// that ends it.
+    pub fn abrupt_shutdown(&mut self) {
+        self.conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+    }
+
     /// Whether any stream is open: a connection without any for a while holds resources
     /// for nothing (close it with [`graceful_shutdown`](Self::graceful_shutdown)).
     pub fn has_streams(&self) -> bool {
