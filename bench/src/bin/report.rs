@@ -21,12 +21,17 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Servers in table order: the subject, the peers, the ceiling.
-const SERVERS: [Server; 4] = [
+/// Servers in table order: the subject, the leader, the other peers, the ceiling.
+const SERVERS: [Server; 5] = [
     Server {
         key: "wsduplex",
         peer: false,
         colour: RGBColor(0xd9, 0x5f, 0x02),
+    },
+    Server {
+        key: "uwebsockets",
+        peer: true,
+        colour: RGBColor(0x1f, 0x78, 0xb4),
     },
     Server {
         key: "tokio-tungstenite",
@@ -46,6 +51,8 @@ const SERVERS: [Server; 4] = [
 ];
 const RAW: &str = "raw-tcp";
 const SUBJECT: &str = "wsduplex";
+/// The best peer (issue 18), the one every ratio in the summary is to.
+const LEADER: &str = "uwebsockets";
 
 struct Server {
     key: &'static str,
@@ -349,6 +356,19 @@ fn median(table: &Table, m: usize, server: &str) -> Option<f64> {
     table.get(&(m, server)).and_then(Sample::median)
 }
 
+/// The servers this run measured, in table order (a run may leave some out: `--servers`).
+fn present(table: &Table) -> Vec<&'static Server> {
+    SERVERS
+        .iter()
+        .filter(|s| table.keys().any(|&(_, key)| key == s.key))
+        .collect()
+}
+
+/// `server`'s median over `reference`'s for metric `m`.
+fn ratio(table: &Table, m: usize, server: &str, reference: &str) -> Option<f64> {
+    Some(median(table, m, server)? / median(table, m, reference)?)
+}
+
 /// The best peer's median for metric `m`.
 fn best_peer(table: &Table, m: usize) -> Option<(&'static str, f64)> {
     let better = METRICS[m].better;
@@ -370,6 +390,10 @@ fn display_name(meta: &Value, key: &str) -> String {
     match key {
         RAW => "raw TCP ceiling".to_string(),
         SUBJECT => "wsduplex".to_string(),
+        LEADER => match meta.pointer("/peers/uwebsockets").and_then(Value::as_str) {
+            Some(v) if !v.is_empty() => format!("uWebSockets {v}"),
+            _ => "uWebSockets".to_string(),
+        },
         _ => match meta
             .pointer(&format!("/peers/{key}"))
             .and_then(Value::as_str)
@@ -423,20 +447,21 @@ fn markdown(meta: &Value, end: &Value, table: &Table, svg_name: &str) -> String 
         str_at(meta, "/command"),
     );
 
-    // The summary, in the issue's shape.
+    // The summary, in the issue's shape, with wsduplex's ratios to the leader and the ceiling.
+    let servers = present(table);
     let _ = write!(out, "| scenario |");
-    for s in &SERVERS {
+    for s in &servers {
         let _ = write!(out, " {} |", display_name(meta, s.key));
     }
-    let _ = write!(out, "\n|---|");
-    for _ in &SERVERS {
+    let _ = write!(out, " wsduplex ÷ uWebSockets | wsduplex ÷ raw TCP |\n|---|");
+    for _ in 0..servers.len() + 2 {
         let _ = write!(out, "---|");
     }
     out.push('\n');
     let (mut any_load_bound, mut any_disturbed) = (false, false);
     for (scenario, title) in SCENARIOS {
         let _ = write!(out, "| {title} |");
-        for s in &SERVERS {
+        for s in &servers {
             let cells: Vec<String> = METRICS
                 .iter()
                 .enumerate()
@@ -456,9 +481,23 @@ fn markdown(meta: &Value, end: &Value, table: &Table, svg_name: &str) -> String 
                 .collect();
             let _ = write!(out, " {} |", cells.join("; "));
         }
+        for reference in [LEADER, RAW] {
+            let cells: Vec<String> = METRICS
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.scenario == scenario)
+                .map(|(i, _)| times(ratio(table, i, SUBJECT, reference)))
+                .collect();
+            let _ = write!(out, " {} |", cells.join("; "));
+        }
         out.push('\n');
     }
     out.push('\n');
+    let _ = writeln!(
+        out,
+        "A ratio divides wsduplex's median by the reference's; above 1 is better for \
+         msgs/s, MB/s and handshakes/s, worse for CPU, latency and memory.\n"
+    );
     if any_load_bound {
         let _ = writeln!(
             out,
@@ -477,6 +516,7 @@ fn markdown(meta: &Value, end: &Value, table: &Table, svg_name: &str) -> String 
     }
     let _ = writeln!(out, "![chart]({svg_name})\n");
 
+    leader_targets(&mut out, table);
     targets(&mut out, table);
     detail(&mut out, meta, table);
 
@@ -506,6 +546,58 @@ fn markdown(meta: &Value, end: &Value, table: &Table, svg_name: &str) -> String 
         );
     }
     out
+}
+
+/// Issue 18's targets for wsduplex, against uWebSockets in this run: ratios of medians, never
+/// absolute times. A throughput whose every run was disturbed checks nothing.
+fn leader_targets(out: &mut String, table: &Table) {
+    let m = |i: usize, s: &str| {
+        let sample = table.get(&(i, s))?;
+        (!sample.all_disturbed).then(|| sample.median())?
+    };
+    let vs = |i: usize, reference: &str| Some(m(i, SUBJECT)? / m(i, reference)?);
+    let mut rows: Vec<(&str, String, Option<bool>)> = Vec::new();
+    let (uws, raw) = (vs(1, LEADER), vs(1, RAW));
+    rows.push((
+        "A server CPU per message ≤ uWebSockets' and ≤ 1.05× raw TCP",
+        format!("{} uWebSockets; {} raw TCP", times(uws), times(raw)),
+        uws.zip(raw).map(|(u, r)| u <= 1.0 && r <= 1.05),
+    ));
+    let b = vs(2, LEADER);
+    rows.push((
+        "B MB/s ahead of uWebSockets (> 1×)",
+        times(b),
+        b.map(|r| r > 1.0),
+    ));
+    let d = vs(4, LEADER);
+    rows.push((
+        "D memory per idle connection ≤ uWebSockets'",
+        times(d),
+        d.map(|r| r <= 1.0),
+    ));
+    let e = vs(6, LEADER);
+    rows.push((
+        "E server CPU per handshake ≤ uWebSockets'",
+        times(e),
+        e.map(|r| r <= 1.0),
+    ));
+    let _ = writeln!(
+        out,
+        "## Issue 18's targets for wsduplex (against uWebSockets)\n"
+    );
+    let _ = writeln!(
+        out,
+        "| target | wsduplex ÷ reference | met |\n|---|---|---|"
+    );
+    for (target, value, met) in rows {
+        let met = match met {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "– (no undisturbed figure, or uWebSockets not in this run)",
+        };
+        let _ = writeln!(out, "| {target} | {value} | {met} |");
+    }
+    out.push('\n');
 }
 
 /// Issue 3's targets for wsduplex, checked against this run. A throughput whose every run
@@ -617,6 +709,7 @@ fn chart(path: &Path, meta: &Value, table: &Table) -> anyhow::Result<()> {
         low: f64,
         high: f64,
     }
+    let servers = present(table);
     let mut bars = Vec::new();
     for (i, metric) in METRICS.iter().enumerate() {
         let reference = median(table, i, RAW).or_else(|| {
@@ -633,7 +726,7 @@ fn chart(path: &Path, meta: &Value, table: &Table) -> anyhow::Result<()> {
             Better::Higher => v / reference,
             Better::Lower => reference / v.max(1e-9),
         };
-        for (slot, s) in SERVERS.iter().enumerate() {
+        for (slot, s) in servers.iter().enumerate() {
             let Some(sample) = table.get(&(i, s.key)) else {
                 continue;
             };
@@ -682,8 +775,8 @@ fn chart(path: &Path, meta: &Value, table: &Table) -> anyhow::Result<()> {
         [(0.0, 1.0), (groups as f64, 1.0)],
         BLACK.mix(0.4).stroke_width(1),
     ))?;
-    let width = 0.8 / SERVERS.len() as f64;
-    for (s_index, server) in SERVERS.iter().enumerate() {
+    let width = 0.8 / servers.len() as f64;
+    for (s_index, server) in servers.iter().enumerate() {
         let colour = server.colour;
         ctx.draw_series(bars.iter().filter(|b| b.slot == s_index).map(|b| {
             let x0 = b.group as f64 + 0.1 + width * b.slot as f64;
