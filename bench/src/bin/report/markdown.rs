@@ -60,6 +60,11 @@ pub(super) fn markdown(meta: &Value, end: &Value, table: &Table, svg_name: &str)
     out.push('\n');
     let (mut any_load_bound, mut any_disturbed) = (false, false);
     for (scenario, title) in SCENARIOS {
+        // A run may leave scenarios out (`--scenarios`).
+        let measured = table.keys().any(|&(m, _)| METRICS[m].scenario == scenario);
+        if !measured {
+            continue;
+        }
         let _ = write!(out, "| {title} |");
         for s in &servers {
             let cells: Vec<String> = METRICS
