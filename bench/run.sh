@@ -4,8 +4,8 @@
 # WSDUPLEX_UWS_DIR below), runs scenarios A–E with every server in turn, and writes
 # bench/results/NAME.{jsonl,md,svg}. See bench/README.md.
 #
-#   bench/run.sh                 # 5 runs of everything, 10-14 min, writes results/latest.*
-#   bench/run.sh --quick         # 1 short run, ~2 min, writes results/quick.*
+#   bench/run.sh                 # 5 runs of everything, 12-17 min, writes results/latest.*
+#   bench/run.sh --quick         # 1 short run, ~3 min, writes results/quick.*
 #   bench/run.sh --runs 3 --scenarios AC --servers wsduplex,raw-tcp --worktree --out mine
 #   bench/run.sh --runs 3 --servers uwebsockets,wsduplex,raw-tcp --out uws
 set -euo pipefail
