@@ -301,7 +301,7 @@ for sc in $(grep -o . <<<"$scenarios"); do
         n=${#server_list[@]}
         for i in $(seq 0 $((n - 1))); do
             s=${server_list[$(((i + run - 1) % n))]}
-            # The raw echo's memory says nothing about WebSocket servers (see README).
+            # The raw echo's memory says nothing about WebSocket servers (see bench/README.md).
             [ "$sc" = D ] && [ "$s" = raw-tcp ] && continue
             done_count=$((done_count + 1))
             wait_for_quiet
