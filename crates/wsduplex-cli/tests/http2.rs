@@ -126,11 +126,21 @@ impl Ws {
     }
 }
 
-/// A masked client frame, FIN set, payload under 126 bytes.
+/// A masked client frame, FIN set.
 fn masked(opcode: u8, payload: &[u8]) -> Bytes {
-    assert!(payload.len() < 126);
     let key = [0x37, 0xfa, 0x21, 0x3d];
-    let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
     frame.extend_from_slice(&key);
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
     frame.into()
@@ -147,7 +157,10 @@ fn parse_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
             usize::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])),
             4,
         ),
-        127 => panic!("no test message is that long"),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().unwrap()) as usize,
+            10,
+        ),
         n => (usize::from(n), 2),
     };
     let payload = buf.get(start..start + len)?.to_vec();
@@ -173,6 +186,11 @@ async fn websockets_on_two_streams_beside_plain_requests() {
         a.echoes(&format!("a {i}")).await;
         b.echoes(&format!("b {i}")).await;
     }
+    // A message larger than every window on the way, both ways, beside a small one.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    a.send.send_data(masked(0x2, &big), false).unwrap();
+    b.echoes("beside a big one").await;
+    assert_eq!(a.frame().await, (0x2, big));
     // The chat page and the metrics answer on the same connection, the WebSockets open.
     let (status, page) = get(&mut client, addr, "/").await;
     assert_eq!(status, 200);
