@@ -616,11 +616,29 @@ async fn long_polling_and_a_websocket_member_share_one_connection() {
     let said = r#"{"type":"message","text":"from a poll over h2"}"#;
     let (status, body) = post(&mut client, addr, &format!("/poll/session/{session}"), said).await;
     assert_eq!(status, 202, "{body}");
+    // HTTP/2 needs no Content-Length: the body ends with the stream.
+    let path = format!("http://{addr}/poll/session/{session}");
+    let request = http::Request::post(&path).body(()).unwrap();
+    let mut ready = client.clone().ready().await.expect("ready");
+    let (response, mut send) = ready.send_request(request, false).expect("send request");
+    let unsized_said = r#"{"type":"message","text":"no content-length"}"#;
+    send.send_data(Bytes::from_static(unsized_said.as_bytes()), true)
+        .unwrap();
+    let response = timeout(TIMEOUT, response).await.unwrap().expect("response");
+    assert_eq!(response.status(), 202);
+    // Unannounced and too large: 413 on its stream.
+    let request = http::Request::post(&path).body(()).unwrap();
+    let mut ready = client.clone().ready().await.expect("ready");
+    let (response, mut send) = ready.send_request(request, false).expect("send request");
+    send.send_data(Bytes::from(vec![b' '; 1_100_000]), true)
+        .unwrap();
+    let response = timeout(TIMEOUT, response).await.unwrap().expect("response");
+    assert_eq!(response.status(), 413);
     // The member hears it on its stream.
     loop {
         let (opcode, payload) = member.frame().await;
         assert_eq!(opcode, 0x1);
-        if String::from_utf8_lossy(&payload).contains("from a poll over h2") {
+        if String::from_utf8_lossy(&payload).contains("no content-length") {
             break;
         }
     }

@@ -106,7 +106,7 @@ async fn stream(
     stop: watch::Receiver<bool>,
     tasks: TaskTracker,
 ) {
-    let mut incoming = match request.into_incoming(&server.config) {
+    let mut incoming = match request.into_incoming(&server.config).await {
         Ok(incoming) => incoming,
         Err(e) => return tracing::debug!("http/2 request refused: {e}"),
     };

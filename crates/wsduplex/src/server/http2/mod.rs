@@ -38,7 +38,7 @@
 //! while let Some(request) = conn.accept().await {
 //!     let config = config.clone();
 //!     tokio::spawn(async move {
-//!         let incoming = request?.into_incoming(&config)?;
+//!         let incoming = request?.into_incoming(&config).await?;
 //!         let mut ws = incoming.accept(&config).await?; // answered `200`
 //!         while let Some(Ok(msg)) = ws.next().await {
 //!             if let Message::Text(_) | Message::Binary(_) = msg {
@@ -57,8 +57,8 @@ pub mod stream;
 pub use stream::Http2Stream;
 
 use super::http_types::extended_connect_as_upgrade;
-use super::{Incoming, ServerConfig};
-use crate::error::Result;
+use super::{BodyError, Incoming, ServerConfig};
+use crate::error::{Error, Result};
 use crate::metrics;
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
@@ -218,15 +218,17 @@ impl Http2Request {
     /// upgrade keeps it, and its client then gets its `Sec-WebSocket-Accept`). A request
     /// this cannot stand for is answered here (see [`ExtendedConnectError`], and `400` or
     /// `431` as [`ServerConfig::http_request`] refuses a head) and its stream ends; the
-    /// error says why.
+    /// error says why. A body without `Content-Length` (HTTP/2 ends a body with its
+    /// stream) is read first, at most [`MAX_UNSIZED_BODY`] within the handshake timeout
+    /// (else `413` or `408`), so that the front door reads it by its length.
     ///
     /// [`ExtendedConnectError`]: super::ExtendedConnectError
-    pub fn into_incoming(self, config: &ServerConfig) -> Result<Incoming<Http2Stream>> {
+    pub async fn into_incoming(self, config: &ServerConfig) -> Result<Incoming<Http2Stream>> {
         let Self {
             request,
             mut respond,
         } = self;
-        let (mut parts, body) = request.into_parts();
+        let (mut parts, mut body) = request.into_parts();
         let connect = parts.method == http::Method::CONNECT;
         let mut synthetic_key = false;
         if connect {
@@ -239,6 +241,26 @@ impl Http2Request {
                     refuse(&mut respond, e.status(), e.headers(), &e.to_string());
                     return Err(e.into());
                 }
+            }
+        }
+        let mut leftover = BytesMut::new();
+        let sized = parts.headers.contains_key(header::CONTENT_LENGTH);
+        if !connect && !sized && !body.is_end_stream() {
+            // HTTP/2 ends a body with its stream (RFC 9113 §8.1), where the front door reads
+            // a body by its Content-Length: the body is read here, within bounds, and its
+            // length named.
+            match read_unsized_body(&mut body, config.handshake_timeout).await {
+                Ok(read) => {
+                    parts
+                        .headers
+                        .insert(header::CONTENT_LENGTH, read.len().into());
+                    leftover = read;
+                }
+                Err(Error::Body(e)) => {
+                    refuse(&mut respond, e.status(), &[], &e.to_string());
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e),
             }
         }
         let head = match config.http_request(&parts) {
@@ -254,11 +276,44 @@ impl Http2Request {
         Ok(Incoming {
             io: Http2Stream::new(body, respond, connect, synthetic_key),
             request: head,
-            leftover: BytesMut::new(),
+            leftover,
             peer: None,
             admitted: false,
             authenticated: false,
         })
+    }
+}
+
+/// The most a request body without `Content-Length` may hold: larger ones get `413` (the
+/// routes of this server take at most 64 KiB).
+pub const MAX_UNSIZED_BODY: usize = 1024 * 1024;
+
+/// A whole body whose length was not announced, at most [`MAX_UNSIZED_BODY`], within
+/// `timeout`.
+async fn read_unsized_body(
+    body: &mut RecvStream,
+    timeout: std::time::Duration,
+) -> Result<BytesMut> {
+    let mut read = BytesMut::new();
+    let whole = tokio::time::timeout(timeout, async {
+        while let Some(chunk) = body.data().await {
+            // The stream failed (a reset): nobody to answer.
+            let chunk = chunk.map_err(|e| Error::Io(io::Error::other(e)))?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            let length = read.len() + chunk.len();
+            if length > MAX_UNSIZED_BODY {
+                let max = MAX_UNSIZED_BODY;
+                return Err(BodyError::TooLarge { length, max }.into());
+            }
+            read.extend_from_slice(&chunk);
+        }
+        Ok(())
+    })
+    .await;
+    match whole {
+        Ok(Ok(())) => Ok(read),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(BodyError::Timeout.into()),
     }
 }
 
