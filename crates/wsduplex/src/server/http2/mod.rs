@@ -284,9 +284,10 @@ impl Http2Request {
     }
 }
 
-/// The most a request body without `Content-Length` may hold: larger ones get `413` (the
-/// routes of this server take at most 64 KiB).
-pub const MAX_UNSIZED_BODY: usize = 1024 * 1024;
+/// The most a request body without `Content-Length` may hold: larger ones get `413`. It is
+/// read before the front door's checks, so it is kept below what a stream's window lets a
+/// client send unread anyway ([`Http2Config::stream_window`]).
+pub const MAX_UNSIZED_BODY: usize = 64 * 1024;
 
 /// A whole body whose length was not announced, at most [`MAX_UNSIZED_BODY`], within
 /// `timeout`.
