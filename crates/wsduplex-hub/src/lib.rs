@@ -45,6 +45,8 @@
 //! ```
 #![warn(missing_docs)]
 
+#[cfg(feature = "axum")]
+mod axum;
 mod backplane;
 mod event;
 mod http;
