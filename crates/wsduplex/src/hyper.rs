@@ -10,6 +10,9 @@
 //!
 //! The socket counts against [`ServerConfig::connections`] for its whole life (its
 //! [`Upgraded`] transport holds the permit); plain HTTP requests are hyper's, not counted.
+//! The metrics count on threads attached to a [`Metrics`](crate::metrics::Metrics), as on our
+//! own workers: give the runtime's threads to it when they start (an `Arc<Metrics>` and
+//! tokio's `Builder::on_thread_start(move || metrics.attach_current_thread())`).
 //! Serve connections with `with_upgrades()` (hyper's HTTP/1.1 builder; `axum::serve` does),
 //! or the upgrade never completes. The lower steps ([`accept_negotiated`], [`respond`],
 //! [`refuse`]) are public for a server that routes in between (the hub's axum router).

@@ -203,3 +203,27 @@ async fn a_config_in_state_replaces_the_extension() {
     let answer = raw(addr, &upgrade_head("Origin: http://evil.example\r\n")).await;
     assert!(answer.starts_with("HTTP/1.1 403 "), "{answer}");
 }
+
+#[tokio::test]
+async fn the_metrics_count_as_on_our_own_path() {
+    // The test's runtime has one thread: the server and the client count on it.
+    let metrics = wsduplex::metrics::Metrics::default();
+    metrics.attach_current_thread();
+    let mut config = ServerConfig::default();
+    config.allowed_origins = vec!["http://chat.example".into()];
+    let addr = start(example::app(config)).await;
+    let (mut ws, _) = wsduplex::connect(format!("ws://{addr}/echo"))
+        .await
+        .unwrap();
+    echo_once(&mut ws, "counted").await;
+    let answer = raw(addr, &upgrade_head("Origin: http://evil.example\r\n")).await;
+    assert!(answer.starts_with("HTTP/1.1 403 "), "{answer}");
+    let now = metrics.snapshot();
+    let handshakes = (
+        now.handshakes_accepted,
+        now.handshakes_refused,
+        now.refused_origin,
+    );
+    assert_eq!(handshakes, (1, 1, 1));
+    assert!(now.messages_in >= 1 && now.messages_out >= 1, "{now:?}");
+}
