@@ -21,7 +21,11 @@ use wsduplex_hub::{Hub, HubConfig};
 const LIMIT: Duration = Duration::from_secs(10);
 
 async fn start(config: ServerConfig) -> (SocketAddr, Hub) {
-    let hub = Hub::new(HubConfig::default());
+    start_hub(HubConfig::default(), config).await
+}
+
+async fn start_hub(hub: HubConfig, config: ServerConfig) -> (SocketAddr, Hub) {
+    let hub = Hub::new(hub);
     tokio::spawn(hub.clone().maintain());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -145,4 +149,35 @@ async fn the_front_door_applies_to_the_hubs_paths() {
         .unwrap();
     let (_ws, handshake) = wsduplex::connect(request).await.unwrap();
     assert_eq!(handshake.response.status, 101);
+}
+
+#[tokio::test]
+async fn the_push_api_reads_its_body_through_the_app() {
+    let mut hub = HubConfig::default();
+    hub.api_token = Some("push-token".into());
+    let (addr, _hub) = start_hub(hub, ServerConfig::default()).await;
+    let (mut reader, _) = join(addr, "/hub/chat/news?name=reader").await;
+    let push = |headers: &'static [&'static str]| {
+        let body = r#"{"text":"pushed","name":"bot"}"#;
+        common::http(
+            addr,
+            "POST",
+            "/hub/api/rooms/news/messages",
+            headers,
+            body,
+            LIMIT,
+        )
+    };
+    let r = push(&["Connection: close", "Authorization: Bearer push-token"]).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let event = next_of(&mut reader, "message").await;
+    assert_eq!(
+        (&event["text"], &event["name"]),
+        (&json!("pushed"), &json!("bot"))
+    );
+    assert_eq!(event["id"], r.body["id"]);
+    let r = push(&["Connection: close"]).await;
+    assert_eq!((r.status, &r.body["error"]), (401, &json!("unauthorized")));
+    let r = http(addr, "GET", "/hub/api/rooms/news", "").await;
+    assert_eq!(r.status, 401, "{}", r.body);
 }
