@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark, in one command: builds wsduplex (from the committed HEAD) and
-# the peers' echo servers, runs scenarios A–E with every server in turn, and writes
+# the peers' echo servers (uWebSockets' from its sources outside the repository, see
+# WSDUPLEX_UWS_DIR below), runs scenarios A–E with every server in turn, and writes
 # bench/results/NAME.{jsonl,md,svg}. See bench/README.md.
 #
-#   bench/run.sh                 # 5 runs of everything, 10-14 min, writes results/latest.*
-#   bench/run.sh --quick         # 1 short run, ~2 min, writes results/quick.*
+#   bench/run.sh                 # 5 runs of everything, 12-17 min, writes results/latest.*
+#   bench/run.sh --quick         # 1 short run, ~3 min, writes results/quick.*
 #   bench/run.sh --runs 3 --scenarios AC --servers wsduplex,raw-tcp --worktree --out mine
+#   bench/run.sh --runs 3 --servers uwebsockets,wsduplex,raw-tcp --out uws
 set -euo pipefail
 
 usage() {
@@ -16,19 +18,24 @@ usage: bench/run.sh [--runs N] [--quick] [--scenarios ABCDE] [--servers LIST] [-
   --runs N          runs per scenario and server (default 5)
   --quick           1 run, 1 s measured after 0.2 s of warm-up (default: 5 s after 1 s)
   --scenarios S     the scenarios to run, e.g. AC (default ABCDE)
-  --servers LIST    comma-separated, from: wsduplex,tokio-tungstenite,fastwebsockets,raw-tcp
+  --servers LIST    comma-separated, from: wsduplex,uwebsockets,tokio-tungstenite,
+                    fastwebsockets,raw-tcp (default: all of them)
   --worktree        benchmark the working tree's wsduplex instead of the committed HEAD
   --out NAME        write bench/results/NAME.{jsonl,md,svg} (default latest; quick with --quick)
   --no-wait         start each measurement at once, even if the machine is busy (by default
                     it waits up to 10 s for the CPUs to be 80% idle, 3 minutes in all)
 
 environment: BENCH_SERVER_CPU (default 0) and BENCH_LOAD_CPU (default 1), the cores to pin
-the server and the load generator to.
+the server and the load generator to. WSDUPLEX_UWS_DIR: uWebSockets' sources and build.sh
+(default: the repository's ../shared/peers/uwebsockets, then /work/shared/peers/uwebsockets);
+without them uwebsockets is left out, with a warning. Building it needs g++ and zlib1g-dev
+(installed with apt-get when missing and run as root).
 EOF
 }
 
 runs=5 quick=false scenarios=ABCDE worktree=false out= quiet_wait=10 quiet_budget=180 quiet_idle=80
-servers=wsduplex,tokio-tungstenite,fastwebsockets,raw-tcp
+default_servers=wsduplex,uwebsockets,tokio-tungstenite,fastwebsockets,raw-tcp
+servers=$default_servers
 while [ $# -gt 0 ]; do
     case $1 in
         --runs) runs=${2:?--runs needs a number}; shift ;;
@@ -53,7 +60,7 @@ fi
 IFS=, read -r -a server_list <<<"$servers"
 for s in "${server_list[@]}"; do
     case $s in
-        wsduplex|tokio-tungstenite|fastwebsockets|raw-tcp) ;;
+        wsduplex|uwebsockets|tokio-tungstenite|fastwebsockets|raw-tcp) ;;
         *) echo "run.sh: unknown server $s" >&2; exit 2 ;;
     esac
 done
@@ -100,11 +107,15 @@ else
     # in a copy, so the figures belong to $rev and nothing else.
     step "build wsduplex $rev (committed HEAD, exported to bench/target/head)"
     head=$bench_dir/target/head
-    if [ "$(cat "$head/rev" 2>/dev/null)" != "$rev" ]; then
+    # The export is keyed by the trees that build the server, not by the commit: a commit
+    # that only changes bench/, .ci/, docs/ or README.md reuses the last build (a fresh
+    # export has fresh mtimes, and cargo would rebuild everything).
+    key=$(git ls-tree HEAD | awk -F'\t' '$2 !~ /^(bench|\.ci|docs|README\.md)$/' | git hash-object --stdin)
+    if [ "$(cat "$head/rev" 2>/dev/null)" != "$key" ]; then
         rm -rf "$head/src"
         mkdir -p "$head/src"
         git archive HEAD | tar -x -C "$head/src"
-        echo "$rev" >"$head/rev"
+        echo "$key" >"$head/rev"
     fi
     CARGO_TARGET_DIR=$head/target cargo build --release --locked --quiet \
         --manifest-path "$head/src/Cargo.toml" -p wsduplex-cli
@@ -114,6 +125,24 @@ step "build the peers' echo servers and the report (bench/Cargo.toml)"
 cargo build --release --locked --quiet --manifest-path "$bench_dir/Cargo.toml"
 peers=$bench_dir/target/release
 wsduplex=$bin/wsduplex
+uws_version=
+if [[ " ${server_list[*]} " == *" uwebsockets "* ]]; then
+    step "build uWebSockets' echo server (bench/uws.sh)"
+    code=0
+    bash "$bench_dir/uws.sh" "$bin/uws-echo" || code=$?
+    if [ "$code" = 3 ]; then
+        # uws.sh said where it looked; say what that means for this run.
+        printf 'run.sh: WARNING: running without uwebsockets, the leader: no ratios to it in this report\n' >&2
+        kept=()
+        for s in "${server_list[@]}"; do [ "$s" = uwebsockets ] || kept+=("$s"); done
+        server_list=("${kept[@]}")
+        [ ${#server_list[@]} -gt 0 ] || die "no server left to run"
+    elif [ "$code" != 0 ]; then
+        die "cannot build uWebSockets' echo server (bench/uws.sh exit $code)"
+    else
+        uws_version=$(cat "$bin/uws-echo.version" 2>/dev/null || true)
+    fi
+fi
 
 # --- servers -------------------------------------------------------------------------------
 scratch=$(mktemp -d)
@@ -141,10 +170,36 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# uWebSockets' echo server binds the port on its command line (it cannot pick one): take a
+# port that was free a moment ago and retry with another if the server does not come up
+# (it exits without a word when the bind fails). Sets server_pid and server_addr.
+start_uws() {
+    local attempt port
+    for attempt in 1 2 3 4 5; do
+        port=$("$peers/free-port") || die "free-port failed"
+        : >"$scratch/server.out"
+        taskset -c "$server_cpu" "$bin/uws-echo" "$port" >"$scratch/server.out" 2>"$scratch/server.err" &
+        server_pid=$!
+        for _ in $(seq 100); do
+            if grep -qx "Listening on port $port" "$scratch/server.out"; then
+                server_addr=127.0.0.1:$port
+                return 0
+            fi
+            kill -0 "$server_pid" 2>/dev/null || break
+            sleep 0.05
+        done
+        echo "run.sh: uwebsockets did not listen on port $port (attempt $attempt of 5)" >&2
+        stop_server
+    done
+    cat "$scratch/server.err" >&2
+    die "uwebsockets did not start ($bin/uws-echo PORT)"
+}
+
 # Starts server $1 pinned to the server core; sets server_pid and server_addr.
 start_server() {
     local cmd
     case $1 in
+        uwebsockets) start_uws; return ;;
         wsduplex) cmd=("$wsduplex" serve --listen 127.0.0.1:0 --workers 1 --max-connections 0 --max-connections-per-client 0) ;;
         tokio-tungstenite) cmd=("$peers/tungstenite-echo" 127.0.0.1:0) ;;
         fastwebsockets) cmd=("$peers/fastwebsockets-echo" 127.0.0.1:0) ;;
@@ -209,6 +264,10 @@ json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')";
 command_line="bench/run.sh"
 $quick && command_line+=" --quick"
 [ "$runs" = 5 ] || $quick || command_line+=" --runs $runs"
+[ "$scenarios" = ABCDE ] || command_line+=" --scenarios $scenarios"
+[ "$servers" = "$default_servers" ] || command_line+=" --servers $servers"
+$worktree && command_line+=" --worktree"
+[ "$out" = "$($quick && echo quick || echo latest)" ] || command_line+=" --out $out"
 {
     printf '{"meta":{"rev":%s,"dirty":%s,"date":%s,"cpu":%s,"cores":%s,"kernel":%s,' \
         "$(json_str "$rev")" "$dirty" "$(json_str "$(date -u +%Y-%m-%dT%H:%MZ)")" \
@@ -220,8 +279,8 @@ $quick && command_line+=" --quick"
     printf '"idle_connections":%s,"idle_hold":%s,"server_cpu":%s,"load_cpu":%s,"command":%s,' \
         "$(json_str "$idle_connections")" "$(json_str "$idle_hold")" \
         "$(json_str "$server_cpu")" "$(json_str "$load_cpu")" "$(json_str "$command_line")"
-    printf '"peers":{"tokio-tungstenite":%s,"tungstenite":%s,"fastwebsockets":%s,"hyper":%s,"tokio":%s}}}\n' \
-        "$(json_str "$(version tokio-tungstenite)")" "$(json_str "$(version tungstenite)")" \
+    printf '"peers":{"uwebsockets":%s,"tokio-tungstenite":%s,"tungstenite":%s,"fastwebsockets":%s,"hyper":%s,"tokio":%s}}}\n' \
+        "$(json_str "$uws_version")" "$(json_str "$(version tokio-tungstenite)")" "$(json_str "$(version tungstenite)")" \
         "$(json_str "$(version fastwebsockets)")" "$(json_str "$(version hyper)")" \
         "$(json_str "$(version tokio)")"
 } >"$tmp"
@@ -242,7 +301,7 @@ for sc in $(grep -o . <<<"$scenarios"); do
         n=${#server_list[@]}
         for i in $(seq 0 $((n - 1))); do
             s=${server_list[$(((i + run - 1) % n))]}
-            # The raw echo's memory says nothing about WebSocket servers (see README).
+            # The raw echo's memory says nothing about WebSocket servers (see bench/README.md).
             [ "$sc" = D ] && [ "$s" = raw-tcp ] && continue
             done_count=$((done_count + 1))
             wait_for_quiet

@@ -16,7 +16,7 @@
 # dropped or refused.
 #
 #   bench/soak.sh                  # 10 minutes, the committed HEAD (built in bench/target/soak)
-#   bench/soak.sh --minutes 2      # the run in the README
+#   bench/soak.sh --minutes 2      # the run in docs/evidence.md
 #   bench/soak.sh --worktree       # the working tree's wsduplex instead
 #   bench/soak.sh --bin PATH       # a wsduplex binary already built
 set -euo pipefail

@@ -1,6 +1,6 @@
 //! Bad input against `wsduplex serve` (path `/echo`): every malformed handshake and every
 //! broken framing rule gets its documented answer, and after each one a well-behaved client
-//! on a fresh connection still gets its echo. The README's bad-input table lists the same cases.
+//! on a fresh connection still gets its echo. The bad-input table of docs/evidence.md lists the same cases.
 
 mod common;
 

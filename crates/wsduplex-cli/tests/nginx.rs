@@ -1,5 +1,5 @@
-//! `wsduplex serve` behind Debian's nginx, with the configuration of the README's
-//! "Deployment" section (read from README.md, so the two cannot drift apart): once plain,
+//! `wsduplex serve` behind Debian's nginx, with the configuration of docs/deployment.md
+//! (read from that file, so the two cannot drift apart): once plain,
 //! once with TLS terminated at nginx. Echo traffic goes through it with our client (text,
 //! binary, 1 MiB, ping/pong, close codes), and `--trust-proxy` is checked end to end: the
 //! server's debug log names the address nginx saw, not the one a client claims.
@@ -312,7 +312,7 @@ impl Nginx {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
-        let (http_part, server_part) = readme_snippet();
+        let (http_part, server_part) = deployment_snippet();
         let server_part = server_part.replace(
             "proxy_pass http://127.0.0.1:8080;",
             &format!("proxy_pass http://{upstream};"),
@@ -407,16 +407,19 @@ impl Drop for Nginx {
     }
 }
 
-/// The README's nginx block, split at `# in server { }`: what goes in `http { }` and what
-/// goes in `server { }`.
-fn readme_snippet() -> (String, String) {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-        .expect("read README.md");
-    let start = readme
+/// The nginx block of docs/deployment.md, split at `# in server { }`: what goes in
+/// `http { }` and what goes in `server { }`.
+fn deployment_snippet() -> (String, String) {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/deployment.md"
+    ))
+    .expect("read docs/deployment.md");
+    let start = doc
         .find("```nginx\n")
-        .expect("README has an nginx block")
+        .expect("docs/deployment.md has an nginx block")
         + 9;
-    let block = &readme[start..];
+    let block = &doc[start..];
     let block = &block[..block.find("```").expect("nginx block ends")];
     let (http, server) = block
         .split_once("# in server { }")

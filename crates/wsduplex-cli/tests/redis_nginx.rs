@@ -1,4 +1,4 @@
-//! The README's "Scale-out over Redis" example, run as written: the `redis-server` and the
+//! The example of docs/scale-out.md ("Scale-out over Redis"), run as written: the `redis-server` and the
 //! three `wsduplex serve --redis ...` nodes of its shell block (their arguments read from
 //! the block), and its nginx configuration (the ```conf block) in front, with the fixed
 //! ports (6379, 8080, 8081-8083) replaced by free loopback ports. Through nginx:
@@ -45,9 +45,9 @@ const POLL: Duration = Duration::from_millis(20);
 const ROOM: &str = "scale";
 
 #[tokio::test]
-async fn the_readme_deployment_works_as_written() {
+async fn the_documented_deployment_works_as_written() {
     let Some(nginx) = tools() else { return };
-    let example = Example::from_readme();
+    let example = Example::from_doc();
     let mut site = Deployment::start(&example, &nginx);
     for i in 0..site.nodes.len() {
         site.wait_for_redis(i).await;
@@ -183,10 +183,10 @@ async fn the_readme_deployment_works_as_written() {
 }
 
 // ---------------------------------------------------------------------------------------
-// The README's example
+// The example of docs/scale-out.md
 // ---------------------------------------------------------------------------------------
 
-/// What the README's shell block runs, and its nginx configuration.
+/// What the shell block of docs/scale-out.md runs, and its nginx configuration.
 struct Example {
     /// `redis-server`'s arguments.
     redis_args: Vec<String>,
@@ -199,16 +199,13 @@ struct Example {
 }
 
 impl Example {
-    fn from_readme() -> Self {
-        let readme =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-                .expect("read README.md");
-        let start = readme
-            .find("\n## Scale-out over Redis\n")
-            .expect("README has a 'Scale-out over Redis' section")
-            + 1;
-        let section = &readme[start..];
-        let section = &section[..section[1..].find("\n## ").map_or(section.len(), |i| i + 1)];
+    fn from_doc() -> Self {
+        let section = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/scale-out.md"
+        ))
+        .expect("read docs/scale-out.md");
+        let section = section.as_str();
         let sh = block(section, "sh");
         let conf = block(section, "conf").to_string();
 
@@ -255,7 +252,7 @@ impl Example {
                     node_ports = Some(ports);
                 }
                 "done" => {}
-                _ => panic!("the README's shell block runs {command:?}: this test cannot"),
+                _ => panic!("docs/scale-out.md's shell block runs {command:?}: this test cannot"),
             }
         }
         let example = Self {
@@ -348,7 +345,7 @@ fn set_flag(args: &mut [String], name: &str, value: String) {
 struct Deployment {
     /// nginx's address: where clients go.
     front: SocketAddr,
-    /// The push API's token, from the README's `--api-token`.
+    /// The push API's token, from the example's `--api-token`.
     token: String,
     // Dropped in this order: nginx, the nodes, Redis, then the directory.
     _nginx: Proc,
@@ -360,7 +357,7 @@ struct Deployment {
 }
 
 impl Deployment {
-    /// Starts what the README starts, on free loopback ports; Redis and nginx are ready
+    /// Starts what the example starts, on free loopback ports; Redis and nginx are ready
     /// when this returns, the nodes are listening (see [`Self::wait_for_redis`]).
     fn start(example: &Example, nginx_bin: &Path) -> Self {
         let dir = TempDir::new();
@@ -383,7 +380,7 @@ impl Deployment {
 
         // The nodes as written, their ports and Redis's replaced.
         let mut nodes = Vec::new();
-        for readme_port in &example.node_ports {
+        for doc_port in &example.node_ports {
             let port = free_port();
             let mut args = example.serve_args.clone();
             for a in &mut args {
@@ -395,30 +392,30 @@ impl Deployment {
             );
             assert!(url.ends_with(&format!(":{redis_port}")), "{url}");
             set_flag(&mut args, "--redis", url);
-            let node = Node::start(&args, &dir.0.join(format!("node-{readme_port}.log")));
+            let node = Node::start(&args, &dir.0.join(format!("node-{doc_port}.log")));
             assert_eq!(node.addr, SocketAddr::from(([127, 0, 0, 1], port)));
             nodes.push(node);
         }
 
-        // nginx with the README's block, its ports replaced, in a minimal main config.
+        // nginx with the example's block, its ports replaced, in a minimal main config.
         let front_port = free_port();
         let mut conf = example.conf.clone();
-        for (readme_port, node) in example.node_ports.iter().zip(&nodes) {
+        for (doc_port, node) in example.node_ports.iter().zip(&nodes) {
             conf = conf.replace(
-                &format!("server 127.0.0.1:{readme_port};"),
+                &format!("server 127.0.0.1:{doc_port};"),
                 &format!("server {};", node.addr),
             );
         }
-        let readme_front = &example.directives("listen")[0];
+        let doc_front = &example.directives("listen")[0];
         conf = conf.replace(
-            &format!("listen {readme_front};"),
+            &format!("listen {doc_front};"),
             &format!("listen 127.0.0.1:{front_port};"),
         );
         let fixed = example
             .node_ports
             .iter()
             .map(|p| format!(":{p};"))
-            .chain([format!("listen {readme_front};")]);
+            .chain([format!("listen {doc_front};")]);
         for left in fixed {
             assert!(!conf.contains(&left), "{left} left in:\n{conf}");
         }
@@ -606,7 +603,7 @@ impl Node {
         let mut command = Command::new(BIN);
         command
             .args(args)
-            // Settings of the test's environment would add to the README's flags.
+            // Settings of the test's environment would add to the example's flags.
             .env_remove("WSDUPLEX_AUTH_TOKEN")
             .env_remove("WSDUPLEX_API_TOKEN")
             .env_remove("WSDUPLEX_REDIS")
@@ -782,7 +779,7 @@ fn tools() -> Option<PathBuf> {
     // Straight to stderr, past the test harness's capture: a skip must be seen.
     let _ = writeln!(
         std::io::stderr(),
-        "\n*** {missing} not installed, SKIPPING the README's Redis + nginx example; apt-get \
+        "\n*** {missing} not installed, SKIPPING the Redis + nginx example of docs/scale-out.md; apt-get \
          install redis-server nginx (WSDUPLEX_REQUIRE_INTEROP=1 makes this fail) ***\n"
     );
     None

@@ -20,7 +20,7 @@
 //!   answer is the trusted hop that reported it.
 //! - `Forwarded` wins over `X-Forwarded-For` when both are present, so a proxy that only
 //!   appends `X-Forwarded-For` must set or clear `Forwarded` (the nginx configuration in
-//!   the README sets it).
+//!   docs/deployment.md sets it).
 //!
 //! ```
 //! use wsduplex::forwarded::{client_addr, Cidr};

@@ -5,8 +5,8 @@
 //! thread of their own (the [`Chatter`]). Each test checks three things: those clients are
 //! not disturbed (every message arrives, in order, and every round trip takes under 2 s), the
 //! server's memory stays bounded (VmRSS from `/proc/PID/status` before and after, against a
-//! generous bound), and the attacker gets the documented answer. The README's "Hostile
-//! clients and soak" table lists the same attacks with the figures these tests print (run
+//! generous bound), and the attacker gets the documented answer. The "Hostile clients and
+//! soak" table of docs/evidence.md lists the same attacks with the figures these tests print (run
 //! them with `--nocapture` to see them).
 //!
 //! Nothing sleeps to synchronise: conditions are polled with a deadline, and a socket timeout

@@ -13,20 +13,28 @@
 //! A measurement counts only if the load generator exited 0, the server was still alive,
 //! and nothing failed or mismatched; the others are reported as failed runs, never averaged.
 
+mod chart;
+mod markdown;
+
 use anyhow::{bail, Context as _};
-use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
+use chart::chart;
+use markdown::markdown;
+use plotters::style::RGBColor;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Servers in table order: the subject, the peers, the ceiling.
-const SERVERS: [Server; 4] = [
+/// Servers in table order: the subject, the leader, the other peers, the ceiling.
+const SERVERS: [Server; 5] = [
     Server {
         key: "wsduplex",
         peer: false,
         colour: RGBColor(0xd9, 0x5f, 0x02),
+    },
+    Server {
+        key: "uwebsockets",
+        peer: true,
+        colour: RGBColor(0x1f, 0x78, 0xb4),
     },
     Server {
         key: "tokio-tungstenite",
@@ -46,6 +54,8 @@ const SERVERS: [Server; 4] = [
 ];
 const RAW: &str = "raw-tcp";
 const SUBJECT: &str = "wsduplex";
+/// The best peer (issue 18), the one every ratio in the summary is to.
+const LEADER: &str = "uwebsockets";
 
 struct Server {
     key: &'static str,
@@ -349,6 +359,19 @@ fn median(table: &Table, m: usize, server: &str) -> Option<f64> {
     table.get(&(m, server)).and_then(Sample::median)
 }
 
+/// The servers this run measured, in table order (a run may leave some out: `--servers`).
+fn present(table: &Table) -> Vec<&'static Server> {
+    SERVERS
+        .iter()
+        .filter(|s| table.keys().any(|&(_, key)| key == s.key))
+        .collect()
+}
+
+/// `server`'s median over `reference`'s for metric `m`.
+fn ratio(table: &Table, m: usize, server: &str, reference: &str) -> Option<f64> {
+    Some(median(table, m, server)? / median(table, m, reference)?)
+}
+
 /// The best peer's median for metric `m`.
 fn best_peer(table: &Table, m: usize) -> Option<(&'static str, f64)> {
     let better = METRICS[m].better;
@@ -370,6 +393,10 @@ fn display_name(meta: &Value, key: &str) -> String {
     match key {
         RAW => "raw TCP ceiling".to_string(),
         SUBJECT => "wsduplex".to_string(),
+        LEADER => match meta.pointer("/peers/uwebsockets").and_then(Value::as_str) {
+            Some(v) if !v.is_empty() => format!("uWebSockets {v}"),
+            _ => "uWebSockets".to_string(),
+        },
         _ => match meta
             .pointer(&format!("/peers/{key}"))
             .and_then(Value::as_str)
@@ -378,352 +405,6 @@ fn display_name(meta: &Value, key: &str) -> String {
             None => key.to_string(),
         },
     }
-}
-
-fn markdown(meta: &Value, end: &Value, table: &Table, svg_name: &str) -> String {
-    let mut out = String::new();
-    let rev = str_at(meta, "/rev");
-    let runs = meta.get("runs").and_then(Value::as_u64).unwrap_or(0);
-    let _ = writeln!(out, "# wsduplex side-by-side benchmark\n");
-    let _ = writeln!(
-        out,
-        "wsduplex `{rev}`{} · {} · {} · {} cores ({}) · Linux {} · {} · load average at \
-         the start: {}\n",
-        if meta.get("dirty").and_then(Value::as_bool) == Some(true) {
-            " (with uncommitted changes)"
-        } else {
-            ""
-        },
-        str_at(meta, "/date"),
-        str_at(meta, "/cpu"),
-        meta.get("cores").and_then(Value::as_u64).unwrap_or(0),
-        format_args!(
-            "server on core {}, load generator on core {}",
-            str_at(meta, "/server_cpu"),
-            str_at(meta, "/load_cpu")
-        ),
-        str_at(meta, "/kernel"),
-        str_at(meta, "/rustc"),
-        str_at(meta, "/loadavg"),
-    );
-    let _ = writeln!(
-        out,
-        "Medians of {runs} run{} per server{}, servers interleaved; {} warm-up and {} \
-         measured per run (D: {} connections held {}). Reproduce with `{}`.\n",
-        if runs == 1 { "" } else { "s" },
-        if meta.get("quick").and_then(Value::as_bool) == Some(true) {
-            " (**quick run: indicative only**)"
-        } else {
-            ""
-        },
-        str_at(meta, "/warmup"),
-        str_at(meta, "/duration"),
-        str_at(meta, "/idle_connections"),
-        str_at(meta, "/idle_hold"),
-        str_at(meta, "/command"),
-    );
-
-    // The summary, in the issue's shape.
-    let _ = write!(out, "| scenario |");
-    for s in &SERVERS {
-        let _ = write!(out, " {} |", display_name(meta, s.key));
-    }
-    let _ = write!(out, "\n|---|");
-    for _ in &SERVERS {
-        let _ = write!(out, "---|");
-    }
-    out.push('\n');
-    let (mut any_load_bound, mut any_disturbed) = (false, false);
-    for (scenario, title) in SCENARIOS {
-        let _ = write!(out, "| {title} |");
-        for s in &SERVERS {
-            let cells: Vec<String> = METRICS
-                .iter()
-                .enumerate()
-                .filter(|(_, m)| m.scenario == scenario)
-                .map(|(i, m)| match table.get(&(i, s.key)) {
-                    None => "–".to_string(),
-                    Some(sample) => match sample.median() {
-                        None => "failed".to_string(),
-                        Some(v) => {
-                            let bound = m.better == Better::Higher && sample.is_load_bound();
-                            any_load_bound |= bound;
-                            any_disturbed |= sample.all_disturbed;
-                            format!("{}{}", (m.format)(v), marks(bound, sample.all_disturbed))
-                        }
-                    },
-                })
-                .collect();
-            let _ = write!(out, " {} |", cells.join("; "));
-        }
-        out.push('\n');
-    }
-    out.push('\n');
-    if any_load_bound {
-        let _ = writeln!(
-            out,
-            "† In most runs the load generator's own core was over {:.0}% busy: the server \
-             may be faster than this figure shows.\n",
-            LOAD_BOUND * 100.0
-        );
-    }
-    if any_disturbed {
-        let _ = writeln!(
-            out,
-            "‡ Every run of this figure was disturbed (neither the server nor the load \
-             generator used {:.0}% of its core): the machine's other work set the pace.\n",
-            UNDISTURBED * 100.0
-        );
-    }
-    let _ = writeln!(out, "![chart]({svg_name})\n");
-
-    targets(&mut out, table);
-    detail(&mut out, meta, table);
-
-    let _ = writeln!(out, "\n## Notes\n");
-    let _ = writeln!(
-        out,
-        "- Ratios divide the median by the reference's median; for CPU, latency and memory \
-         lower is better, so there a ratio above 1 means worse.\n\
-         - \"raw TCP ceiling\" is `raw-tcp-echo`, the cheapest echo the load generator \
-         accepts (a minimal frame echo, see bench/README.md); it is not measured in D.\n\
-         - Server CPU is user + system time of the server process over the measured window \
-         (from /proc), divided by the messages or handshakes completed in it.\n\
-         - \"busy\" is the median share of its core the server and the load generator used in \
-         the measured window. In a throughput run (A msgs/s, B, E handshakes/s) one of them \
-         should be near 100%; a run where neither reached {:.0}% is \"disturbed\" (the \
-         machine's other work set the pace) and left out of that figure's median and range, \
-         unless every run was. The CPU per message or handshake keeps every run: it is the \
-         steadier figure on a shared machine.",
-        UNDISTURBED * 100.0
-    );
-    if let Some(secs) = end.get("secs").and_then(Value::as_f64) {
-        let _ = writeln!(
-            out,
-            "- The whole run took {:.0} min {:.0} s.",
-            (secs / 60.0).floor(),
-            secs % 60.0
-        );
-    }
-    out
-}
-
-/// Issue 3's targets for wsduplex, checked against this run. A throughput whose every run
-/// was disturbed checks nothing.
-fn targets(out: &mut String, table: &Table) {
-    let m = |i: usize, s: &str| {
-        let sample = table.get(&(i, s))?;
-        (!sample.all_disturbed).then(|| sample.median())?
-    };
-    let ratio = |i: usize| Some(m(i, SUBJECT)? / m(i, RAW)?);
-    let mut rows: Vec<(&str, String, Option<bool>)> = Vec::new();
-    let (rate, cpu) = (ratio(0), ratio(1));
-    rows.push((
-        "A at the raw-TCP ceiling (≥ 0.95× its msgs/s), server CPU per message ≤ 1.05× raw TCP",
-        format!("{} msgs/s; {} CPU", times(rate), times(cpu)),
-        rate.zip(cpu).map(|(r, c)| r >= 0.95 && c <= 1.05),
-    ));
-    let b = ratio(2);
-    rows.push(("B ≥ 0.95× raw TCP", times(b), b.map(|r| r >= 0.95)));
-    let c = m(3, SUBJECT).zip(m(3, RAW)).map(|(w, r)| w - r);
-    rows.push((
-        "C p50 within 2 µs of raw TCP",
-        c.map_or("–".into(), |d| format!("{d:+.1} µs")),
-        c.map(|d| d <= 2.0),
-    ));
-    let d = m(4, SUBJECT);
-    rows.push((
-        "D ≤ 1 KiB per idle connection",
-        d.map_or("–".into(), bytes),
-        d.map(|v| v <= 1024.0),
-    ));
-    let e = m(6, SUBJECT);
-    rows.push((
-        "E ≤ 18 µs server CPU per handshake",
-        e.map_or("–".into(), nanos),
-        e.map(|v| v <= 18_000.0),
-    ));
-    let _ = writeln!(out, "## Issue 3's targets for wsduplex\n");
-    let _ = writeln!(out, "| target | wsduplex | met |\n|---|---|---|");
-    for (target, value, met) in rows {
-        let met = match met {
-            Some(true) => "yes",
-            Some(false) => "no",
-            None => "– (no undisturbed figure)",
-        };
-        let _ = writeln!(out, "| {target} | {value} | {met} |");
-    }
-    out.push('\n');
-}
-
-fn detail(out: &mut String, meta: &Value, table: &Table) {
-    let _ = writeln!(out, "## Every figure\n");
-    let _ = writeln!(
-        out,
-        "| scenario · figure | server | median | min–max | runs | ÷ best peer | ÷ raw TCP | \
-         busy: server, load |\n|---|---|---|---|---|---|---|---|"
-    );
-    for (i, metric) in METRICS.iter().enumerate() {
-        let best = best_peer(table, i);
-        let raw = median(table, i, RAW);
-        for s in &SERVERS {
-            let Some(sample) = table.get(&(i, s.key)) else {
-                continue;
-            };
-            let f = metric.format;
-            let med = sample.median();
-            let range = match (sample.min(), sample.max()) {
-                (Some(lo), Some(hi)) => format!("{} – {}", f(lo), f(hi)),
-                _ => "–".to_string(),
-            };
-            let mut runs = sample.values.len().to_string();
-            if sample.disturbed > 0 {
-                let _ = write!(runs, " (+{} disturbed)", sample.disturbed);
-            }
-            if sample.failed > 0 {
-                let _ = write!(runs, " (+{} failed)", sample.failed);
-            }
-            let vs = |reference: Option<f64>| times(med.zip(reference).map(|(v, r)| v / r));
-            let percent =
-                |v: &[f64]| median_of(v).map_or("–".into(), |b| format!("{:.0}%", b * 100.0));
-            let bound = metric.better == Better::Higher && sample.is_load_bound();
-            let _ = writeln!(
-                out,
-                "| {} {} | {} | {}{} | {} | {} | {} | {} | {}, {} |",
-                metric.scenario,
-                metric.name,
-                display_name(meta, s.key),
-                med.map_or("failed".into(), f),
-                marks(bound, sample.all_disturbed),
-                range,
-                runs,
-                vs(best.map(|b| b.1)),
-                vs(raw),
-                percent(&sample.server_busy),
-                percent(&sample.load_busy),
-            );
-        }
-    }
-}
-
-/// The chart: per figure, each server's median (bar) and min–max (whisker) relative to the
-/// raw-TCP ceiling, or for D (no raw figure) to the best server; inverted where lower is
-/// better, so that everywhere higher is better and the ceiling sits at 1.
-fn chart(path: &Path, meta: &Value, table: &Table) -> anyhow::Result<()> {
-    struct Bar {
-        group: usize,
-        slot: usize,
-        median: f64,
-        low: f64,
-        high: f64,
-    }
-    let mut bars = Vec::new();
-    for (i, metric) in METRICS.iter().enumerate() {
-        let reference = median(table, i, RAW).or_else(|| {
-            SERVERS
-                .iter()
-                .filter_map(|s| median(table, i, s.key))
-                .reduce(|a, b| match metric.better {
-                    Better::Higher => a.max(b),
-                    Better::Lower => a.min(b),
-                })
-        });
-        let Some(reference) = reference else { continue };
-        let norm = |v: f64| match metric.better {
-            Better::Higher => v / reference,
-            Better::Lower => reference / v.max(1e-9),
-        };
-        for (slot, s) in SERVERS.iter().enumerate() {
-            let Some(sample) = table.get(&(i, s.key)) else {
-                continue;
-            };
-            let (Some(med), Some(lo), Some(hi)) = (sample.median(), sample.min(), sample.max())
-            else {
-                continue;
-            };
-            let (a, b) = (norm(lo), norm(hi));
-            bars.push(Bar {
-                group: i,
-                slot,
-                median: norm(med),
-                low: a.min(b),
-                high: a.max(b),
-            });
-        }
-    }
-    // Headroom above the tallest whisker for the legend.
-    let top = bars.iter().map(|b| b.high).fold(1.0f64, f64::max).min(3.0) * 1.3;
-
-    let root = SVGBackend::new(path, (1100, 560)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let groups = METRICS.len();
-    let runs = meta.get("runs").and_then(Value::as_u64).unwrap_or(0);
-    let title = format!(
-        "wsduplex {} vs peers: median of {runs} run{} (whiskers: min–max)",
-        str_at(meta, "/rev"),
-        if runs == 1 { "" } else { "s" },
-    );
-    let mut ctx = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0f64..groups as f64, 0f64..top)?;
-    ctx.configure_mesh()
-        .disable_x_mesh()
-        .x_labels(0)
-        .y_max_light_lines(1)
-        .y_desc("relative to raw TCP (D: to the best); higher is better")
-        .label_style(("sans-serif", 13))
-        .axis_desc_style(("sans-serif", 14))
-        .draw()?;
-    // The ceiling.
-    ctx.draw_series(LineSeries::new(
-        [(0.0, 1.0), (groups as f64, 1.0)],
-        BLACK.mix(0.4).stroke_width(1),
-    ))?;
-    let width = 0.8 / SERVERS.len() as f64;
-    for (s_index, server) in SERVERS.iter().enumerate() {
-        let colour = server.colour;
-        ctx.draw_series(bars.iter().filter(|b| b.slot == s_index).map(|b| {
-            let x0 = b.group as f64 + 0.1 + width * b.slot as f64;
-            Rectangle::new(
-                [(x0 + 0.01, 0.0), (x0 + width - 0.01, b.median.min(top))],
-                colour.filled(),
-            )
-        }))?
-        .label(display_name(meta, server.key))
-        .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 12, y + 6)], colour.filled()));
-        ctx.draw_series(bars.iter().filter(|b| b.slot == s_index).map(|b| {
-            let x = b.group as f64 + 0.1 + width * (b.slot as f64 + 0.5);
-            ErrorBar::new_vertical(
-                x,
-                b.low.min(top),
-                b.median.min(top),
-                b.high.min(top),
-                BLACK.stroke_width(1),
-                6,
-            )
-        }))?;
-    }
-    // Group names under the axis, centred (plotters places f64 labels at round numbers).
-    let label = ("sans-serif", 13)
-        .into_font()
-        .color(&BLACK)
-        .pos(Pos::new(HPos::Center, VPos::Top));
-    for (g, metric) in METRICS.iter().enumerate() {
-        let (x, y) = ctx.backend_coord(&(g as f64 + 0.5, 0.0));
-        let name = format!("{} {}", metric.scenario, metric.name);
-        root.draw(&Text::new(name, (x, y + 10), label.clone()))?;
-    }
-    ctx.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 13))
-        .draw()?;
-    root.present()?;
-    Ok(())
 }
 
 fn marks(load_bound: bool, disturbed: bool) -> &'static str {
