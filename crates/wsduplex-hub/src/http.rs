@@ -1,13 +1,18 @@
 //! The hub's HTTP surface: the page, the WebSocket endpoint, long polling and the push API.
 //! Paths that are not the hub's are handed back to the server.
+//!
+//! The routes and their answers are written once, over [`Exchange`]: one request, whatever
+//! carries it (our own reader's [`Incoming`], or an axum request in `crate::axum`).
 
 use crate::event;
 use crate::poll::{Batch, PollError};
-use crate::{Hub, JoinError};
+use crate::{Hub, JoinError, Membership};
+use bytes::Bytes;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use wsduplex::auth::{Authenticate as _, TokenAuth};
-use wsduplex::server::{Incoming, ServerConfig};
+use wsduplex::proto::handshake::server::Request;
+use wsduplex::server::{Incoming, Negotiated, ServerConfig};
 
 const INDEX: &str = include_str!("../web/index.html");
 const SCRIPT: &str = include_str!("../web/chat.js");
@@ -19,11 +24,84 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; conn
                    img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 /// Largest request body (a client message or a push).
 const MAX_BODY: usize = 64 * 1024;
-const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const JSON: &str = "application/json";
 
+/// One request as the hub answers it. Each answer ends the exchange (`respond`, `join`); a
+/// refusal of the front door is answered by `admit` itself.
+pub(crate) trait Exchange: Sized {
+    /// The request head as the front door read it.
+    fn request(&self) -> &Request;
+    /// Where the hub's paths start on this server (`/hub` in an app that nests it there;
+    /// empty at the root): the page's links to its script and style carry it.
+    fn prefix(&self) -> &str {
+        ""
+    }
+    /// The front door ([`ServerConfig::admit`]; for a join also
+    /// [`ServerConfig::authenticate`]); `None`: refused, and answered.
+    async fn admit(self, config: &ServerConfig, join: bool) -> Option<Self>;
+    /// The request body, at most `max` bytes, within [`BODY_TIMEOUT`].
+    async fn read_body(&mut self, max: usize) -> wsduplex::Result<Bytes>;
+    /// A plain HTTP answer.
+    async fn respond(
+        self,
+        status: u16,
+        headers: &[(&str, &str)],
+        content_type: &str,
+        body: &[u8],
+    ) -> wsduplex::Result<()>;
+    /// The `101` with `agreed`, then the member on the socket until it leaves (here, or in
+    /// a task of its own).
+    async fn join(
+        self,
+        agreed: Negotiated,
+        member: Membership,
+        max_text: usize,
+    ) -> wsduplex::Result<()>;
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Exchange for Incoming<S> {
+    fn request(&self) -> &Request {
+        Incoming::request(self)
+    }
+
+    async fn admit(self, config: &ServerConfig, join: bool) -> Option<Self> {
+        let admitted = if join {
+            Incoming::authenticate(self, config).await
+        } else {
+            Incoming::admit(self, config, None).await
+        };
+        admitted.ok()
+    }
+
+    async fn read_body(&mut self, max: usize) -> wsduplex::Result<Bytes> {
+        Incoming::read_body(self, max, BODY_TIMEOUT).await
+    }
+
+    async fn respond(
+        self,
+        status: u16,
+        headers: &[(&str, &str)],
+        content_type: &str,
+        body: &[u8],
+    ) -> wsduplex::Result<()> {
+        Incoming::respond(self, status, headers, content_type, body).await
+    }
+
+    async fn join(
+        self,
+        agreed: Negotiated,
+        member: Membership,
+        max_text: usize,
+    ) -> wsduplex::Result<()> {
+        let close_timeout = agreed.socket.close_timeout;
+        let mut ws = self.accept_negotiated(agreed).await?;
+        crate::ws::run(&mut ws, member, max_text, close_timeout).await
+    }
+}
+
 /// A hub route, decided from the method and path alone.
-enum Route<'a> {
+pub(crate) enum Route<'a> {
     Asset(&'static str, &'static str),
     Chat(&'a str),
     PollOpen(&'a str),
@@ -36,7 +114,7 @@ enum Route<'a> {
     WrongMethod(&'static str),
 }
 
-fn route<'a>(method: &str, path: &'a str) -> Option<Route<'a>> {
+pub(crate) fn route<'a>(method: &str, path: &'a str) -> Option<Route<'a>> {
     let get = method == "GET" || method == "HEAD";
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let r = match (segments.as_slice(), method) {
@@ -62,6 +140,17 @@ fn route<'a>(method: &str, path: &'a str) -> Option<Route<'a>> {
         _ => return None,
     };
     Some(r)
+}
+
+/// The page with its links under `prefix` (its script finds the hub's paths from its own
+/// address).
+fn index_under(prefix: &str) -> String {
+    INDEX
+        .replace(
+            r#"href="chat.css""#,
+            &format!(r#"href="{prefix}/chat.css""#),
+        )
+        .replace(r#"src="chat.js""#, &format!(r#"src="{prefix}/chat.js""#))
 }
 
 /// The query parameters the hub reads.
@@ -155,27 +244,18 @@ impl Hub {
         None
     }
 
-    async fn answer<S>(
+    pub(crate) async fn answer<E: Exchange>(
         &self,
-        mut incoming: Incoming<S>,
+        incoming: E,
         route: Route<'_>,
         target: &str,
         config: &ServerConfig,
-    ) -> wsduplex::Result<()>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    ) -> wsduplex::Result<()> {
         // Joining needs what the server asks of any WebSocket (its auth hook); a session id,
         // once issued, is its own credential. Refusals are answered by the front door.
         let joins = matches!(route, Route::Chat(_) | Route::PollOpen(_));
-        let admitted = if joins {
-            incoming.authenticate(config).await
-        } else {
-            incoming.admit(config, None).await
-        };
-        incoming = match admitted {
-            Ok(i) => i,
-            Err(_) => return Ok(()),
+        let Some(mut incoming) = incoming.admit(config, joins).await else {
+            return Ok(());
         };
         let q = match query(target) {
             Ok(q) => q,
@@ -189,6 +269,14 @@ impl Hub {
                     ("Referrer-Policy", "no-referrer"),
                     ("Cache-Control", "no-cache"),
                 ];
+                let page;
+                let body = match incoming.prefix() {
+                    prefix if body == INDEX && !prefix.is_empty() => {
+                        page = index_under(prefix);
+                        &page
+                    }
+                    _ => body,
+                };
                 incoming
                     .respond(200, &headers, content_type, body.as_bytes())
                     .await
@@ -200,7 +288,7 @@ impl Hub {
                     .await
             }
             Route::Chat(room) => {
-                if !incoming.is_upgrade() {
+                if !incoming.request().is_upgrade() {
                     let headers = [("Upgrade", "websocket")];
                     let body = b"a WebSocket endpoint: open the page at / or connect with ws://\n";
                     return incoming.respond(426, &headers, "text/plain", body).await;
@@ -224,10 +312,9 @@ impl Hub {
                 let protocol = &mut agreed.socket.protocol;
                 protocol.max_message_size = protocol.max_message_size.min(max);
                 protocol.max_frame_size = protocol.max_frame_size.min(max);
-                let close_timeout = agreed.socket.close_timeout;
-                let mut ws = incoming.accept_negotiated(agreed).await?;
-                let max_text = self.inner.config.max_text;
-                crate::ws::run(&mut ws, member, max_text, close_timeout).await
+                incoming
+                    .join(agreed, member, self.inner.config.max_text)
+                    .await
             }
             Route::PollOpen(room) => {
                 let name = q.name.as_deref().unwrap_or("guest");
@@ -247,7 +334,7 @@ impl Hub {
                 Err(e) => respond_poll_error(incoming, e).await,
             },
             Route::PollSend(id) => {
-                let body = match incoming.read_body(MAX_BODY, BODY_TIMEOUT).await {
+                let body = match incoming.read_body(MAX_BODY).await {
                     Ok(b) => b,
                     Err(e) => return respond_body_error(incoming, e).await,
                 };
@@ -261,10 +348,10 @@ impl Hub {
                 Err(e) => respond_poll_error(incoming, e).await,
             },
             Route::Push(room) => {
-                if let Some(refused) = self.check_token(&incoming) {
+                if let Some(refused) = self.check_token(incoming.request()) {
                     return refused.send(incoming).await;
                 }
-                let body = match incoming.read_body(MAX_BODY, BODY_TIMEOUT).await {
+                let body = match incoming.read_body(MAX_BODY).await {
                     Ok(b) => b,
                     Err(e) => return respond_body_error(incoming, e).await,
                 };
@@ -296,7 +383,7 @@ impl Hub {
                 }
             }
             Route::Cut(room, name) => {
-                if let Some(refused) = self.check_token(&incoming) {
+                if let Some(refused) = self.check_token(incoming.request()) {
                     return refused.send(incoming).await;
                 }
                 match self.cut(room, &decode_segment(name)).await {
@@ -306,7 +393,7 @@ impl Hub {
                 }
             }
             Route::Room(room) => {
-                if let Some(refused) = self.check_token(&incoming) {
+                if let Some(refused) = self.check_token(incoming.request()) {
                     return refused.send(incoming).await;
                 }
                 match self.members(room).await {
@@ -328,17 +415,11 @@ impl Hub {
     /// `None` if the request carries the API token as `Authorization: Bearer` (never a
     /// cookie: a page must not push with its user's credentials); else why not. Without a
     /// configured token the API does not exist (`404`).
-    fn check_token<S: AsyncRead + AsyncWrite + Unpin>(
-        &self,
-        incoming: &Incoming<S>,
-    ) -> Option<Refused> {
+    fn check_token(&self, request: &Request) -> Option<Refused> {
         let Some(token) = &self.inner.config.api_token else {
             return Some(Refused::Off);
         };
-        match TokenAuth::new([token])
-            .bearer_only()
-            .check(incoming.request())
-        {
+        match TokenAuth::new([token]).bearer_only().check(request) {
             Ok(()) => None,
             Err(_) => Some(Refused::Token),
         }
@@ -351,10 +432,7 @@ enum Refused {
 }
 
 impl Refused {
-    async fn send<S: AsyncRead + AsyncWrite + Unpin>(
-        self,
-        incoming: Incoming<S>,
-    ) -> wsduplex::Result<()> {
+    async fn send<E: Exchange>(self, incoming: E) -> wsduplex::Result<()> {
         match self {
             Self::Off => {
                 let why = "the push API is off (start the server with --api-token)";
@@ -373,8 +451,8 @@ fn no_store() -> [(&'static str, &'static str); 1] {
     [("Cache-Control", "no-store")]
 }
 
-async fn respond_error<S: AsyncRead + AsyncWrite + Unpin>(
-    incoming: Incoming<S>,
+async fn respond_error<E: Exchange>(
+    incoming: E,
     status: u16,
     error: &str,
     message: &str,
@@ -383,10 +461,7 @@ async fn respond_error<S: AsyncRead + AsyncWrite + Unpin>(
     incoming.respond(status, &[], JSON, &body).await
 }
 
-async fn respond_join_error<S: AsyncRead + AsyncWrite + Unpin>(
-    incoming: Incoming<S>,
-    e: JoinError,
-) -> wsduplex::Result<()> {
+async fn respond_join_error<E: Exchange>(incoming: E, e: JoinError) -> wsduplex::Result<()> {
     let code = match e {
         JoinError::Name(crate::NameError::Room) => "bad_room",
         JoinError::Name(_) => "bad_name",
@@ -397,10 +472,7 @@ async fn respond_join_error<S: AsyncRead + AsyncWrite + Unpin>(
     respond_error(incoming, e.status(), code, &e.to_string()).await
 }
 
-async fn respond_poll_error<S: AsyncRead + AsyncWrite + Unpin>(
-    incoming: Incoming<S>,
-    e: PollError,
-) -> wsduplex::Result<()> {
+async fn respond_poll_error<E: Exchange>(incoming: E, e: PollError) -> wsduplex::Result<()> {
     match e {
         PollError::UnknownSession => {
             let why = "no such session (it expired or ended): open a new one with since";
@@ -417,10 +489,7 @@ async fn respond_poll_error<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn respond_body_error<S: AsyncRead + AsyncWrite + Unpin>(
-    incoming: Incoming<S>,
-    e: wsduplex::Error,
-) -> wsduplex::Result<()> {
+async fn respond_body_error<E: Exchange>(incoming: E, e: wsduplex::Error) -> wsduplex::Result<()> {
     match e {
         wsduplex::Error::Body(b) => {
             respond_error(incoming, b.status(), "bad_body", &b.to_string()).await

@@ -43,8 +43,14 @@
 //! }
 //! # }
 //! ```
+//!
+//! In an axum 0.8 application (feature `axum`), `Hub::router` answers the same paths, with
+//! the same code and front door, under any prefix: `app.nest("/hub", hub.router(config))`
+//! (example: `examples/axum_chat.rs`).
 #![warn(missing_docs)]
 
+#[cfg(feature = "axum")]
+mod axum;
 mod backplane;
 mod event;
 mod http;

@@ -19,6 +19,9 @@
 /** `/?token=T` in the page's address: sent as `access_token` when joining (a server started
  * with --auth-token asks for it; a browser cannot set headers on a WebSocket). */
 const ACCESS_TOKEN = new URLSearchParams(location.search).get('token');
+/** The hub's paths sit beside this script: `/` when the hub is served at the root, `/hub/`
+ * when an app mounts it under a prefix (`Hub::router`). */
+const BASE = document.currentScript ? new URL('.', document.currentScript.src).pathname : '/';
 const BACKOFF_START_MS = 250;
 const BACKOFF_CAP_MS = 5000;
 /** A WebSocket still CONNECTING after this long counts as one that failed to open. */
@@ -217,7 +220,7 @@ class Chat {
     } else if (conn && conn.kind === 'longpoll') {
       conn.abort.abort();
       if (conn.sid) {
-        fetch(`/poll/session/${conn.sid}`, { method: 'DELETE', keepalive: true }).catch(() => {});
+        fetch(`${BASE}poll/session/${conn.sid}`, { method: 'DELETE', keepalive: true }).catch(() => {});
       }
     }
     this.view.setState('closed');
@@ -279,7 +282,7 @@ class Chat {
 
   openWebSocket(g) {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const url = `${scheme}//${location.host}/chat/${encodeURIComponent(this.room)}?${this.query()}`;
+    const url = `${scheme}//${location.host}${BASE}chat/${encodeURIComponent(this.room)}?${this.query()}`;
     let ws;
     try {
       ws = new WebSocket(url);
@@ -354,7 +357,7 @@ class Chat {
     this.conn = { kind: 'longpoll', sid: null, cursor: 0, abort };
     let response;
     try {
-      response = await fetch(`/poll/${encodeURIComponent(this.room)}?${this.query()}`, {
+      response = await fetch(`${BASE}poll/${encodeURIComponent(this.room)}?${this.query()}`, {
         method: 'POST',
         signal: abort.signal,
         cache: 'no-store',
@@ -398,7 +401,7 @@ class Chat {
       let response;
       let body;
       try {
-        response = await fetch(`/poll/session/${conn.sid}?cursor=${conn.cursor}`, {
+        response = await fetch(`${BASE}poll/session/${conn.sid}?cursor=${conn.cursor}`, {
           signal: conn.abort.signal,
           cache: 'no-store',
         });
@@ -451,7 +454,7 @@ class Chat {
       while (this.outbox.length && g === this.gen && !this.stopped) {
         let response;
         try {
-          response = await fetch(`/poll/session/${conn.sid}`, {
+          response = await fetch(`${BASE}poll/session/${conn.sid}`, {
             method: 'POST',
             headers: { 'Content-Type': 'application/json' },
             body: JSON.stringify({ type: 'message', text: this.outbox[0] }),

@@ -122,6 +122,12 @@
 //! assert_eq!(refused.body(), "missing Host header\n");
 //! ```
 //!
+//! With the `hyper` feature, `wsduplex::hyper::upgrade` does all of it for a hyper 1.x service (the
+//! `101`, then a future of the socket, which holds its place in the connection limits); with
+//! `axum`, the `wsduplex::axum::WebSocketUpgrade` extractor does it in axum's style
+//! (`ws.protocols(["chat"]).on_upgrade(|ws| async move { ... })`). Neither is in the default
+//! build. Examples: `examples/hyper_echo.rs`, `examples/axum_echo.rs`.
+//!
 //! A client connects with an `http::Request<()>` as well as a URL ([`IntoClientRequest`]):
 //! its headers go out as given, its `Sec-WebSocket-Protocol` lists the subprotocols to
 //! offer; the handshake's own headers are ours to set.
@@ -155,10 +161,14 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+#[cfg(feature = "axum")]
+pub mod axum;
 mod buffers;
 pub mod client;
 mod error;
 pub mod forwarded;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;

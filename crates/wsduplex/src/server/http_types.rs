@@ -114,11 +114,11 @@ impl HttpRefusal {
         }
     }
 
-    fn handshake(e: HandshakeError) -> Self {
+    pub(crate) fn handshake(e: HandshakeError) -> Self {
         Self::new(e.status(), e.headers(), e.to_string(), e.into())
     }
 
-    fn refused(r: Refusal) -> Self {
+    pub(crate) fn refused(r: Refusal) -> Self {
         Self::new(r.status(), r.headers(), r.to_string(), r.into())
     }
 
@@ -217,6 +217,18 @@ impl ServerConfig {
         let request = self
             .http_request(head)
             .map_err(|e| Box::new(HttpRefusal::handshake(e)))?;
+        self.upgrade_request(request, peer, permit)
+    }
+
+    /// [`upgrade_http`](Self::upgrade_http) for a head already converted with
+    /// [`http_request`](Self::http_request) (by an extractor that reads it before the
+    /// settings are final, say): the front door from [`admit`](Self::admit) on.
+    pub fn upgrade_request(
+        &self,
+        request: Request,
+        peer: Option<&Peer>,
+        permit: Option<&mut Permit>,
+    ) -> Result<HttpUpgrade, Box<HttpRefusal>> {
         let checked = self
             .admit(&request, peer, permit)
             .and_then(|()| self.authenticate(&request, peer));
