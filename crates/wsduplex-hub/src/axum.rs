@@ -21,10 +21,11 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use std::sync::Arc;
 use wsduplex::http;
-use wsduplex::hyper::{accept_negotiated, open_connection, refuse, respond, OnUpgrade};
+use wsduplex::hyper::{
+    accept_negotiated, open_connection, read_head, refuse, respond, Head, OnUpgrade,
+};
 use wsduplex::limits::Permit;
 use wsduplex::proto::handshake::server::Request;
-use wsduplex::server::http_types::refusal_response;
 use wsduplex::server::{BodyError, Negotiated, Peer, ServerConfig};
 
 impl Hub {
@@ -79,26 +80,20 @@ impl Hub {
         };
         let path = target.split('?').next().unwrap_or_default();
         let prefix = prefix(path, parts.extensions.get::<OriginalUri>());
-        let head = match config.http_request(&parts) {
+        let head = match read_head(config, &parts, &parts.extensions) {
             Ok(head) => head,
-            Err(e) => {
-                let mut response = refusal_response(e.status(), e.headers());
-                let value = http::HeaderValue::from_static("text/plain; charset=utf-8");
-                response
-                    .headers_mut()
-                    .insert(http::header::CONTENT_TYPE, value);
-                return response.map(|()| Body::from(format!("{e}\n")));
-            }
+            Err(refused) => return refused.map(Body::new),
         };
-        let method = head.method().to_string();
+        let method = head.request().method().to_string();
         let Some(route) = route(&method, path) else {
-            return respond(&head, 404, &[], "text/plain", &b"not found\n"[..]).map(Body::new);
+            let not_found = respond(head.request(), 404, &[], "text/plain", &b"not found\n"[..]);
+            return not_found.map(Body::new);
         };
         let mut out = None;
         let exchange = AxumExchange {
             peer: wsduplex::axum::peer(&parts.extensions),
             on_upgrade: parts.extensions.remove::<OnUpgrade>(),
-            request: head,
+            head,
             body: Some(body),
             permit: None,
             prefix,
@@ -132,7 +127,7 @@ fn prefix(path: &str, original: Option<&OriginalUri>) -> String {
 
 /// An axum request as the hub answers it: the answer goes to `out`.
 struct AxumExchange<'a> {
-    request: Request,
+    head: Head,
     body: Option<Body>,
     on_upgrade: Option<OnUpgrade>,
     peer: Option<Peer>,
@@ -144,7 +139,7 @@ struct AxumExchange<'a> {
 
 impl Exchange for AxumExchange<'_> {
     fn request(&self) -> &Request {
-        &self.request
+        self.head.request()
     }
 
     fn prefix(&self) -> &str {
@@ -156,22 +151,22 @@ impl Exchange for AxumExchange<'_> {
         let mut checked = Ok(());
         // Our own server counts every connection from its accept; here the app's own routes
         // are not ours to count: a WebSocket member is, for as long as it stays.
-        if join && self.request.is_upgrade() {
+        if join && self.head.request().is_upgrade() {
             match open_connection(config, peer) {
                 Ok(permit) => self.permit = Some(permit),
                 Err(refusal) => checked = Err(refusal),
             }
         }
         let checked = checked
-            .and_then(|()| config.admit(&self.request, peer, self.permit.as_mut()))
+            .and_then(|()| config.admit(self.head.request(), peer, self.permit.as_mut()))
             .and_then(|()| match join {
-                true => config.authenticate(&self.request, peer),
+                true => config.authenticate(self.head.request(), peer),
                 false => Ok(()),
             });
         match checked {
             Ok(()) => Some(self),
             Err(refusal) => {
-                *self.out = Some(refuse(&self.request, &refusal).map(Body::new));
+                *self.out = Some(refuse(self.head.request(), &refusal).map(Body::new));
                 None
             }
         }
@@ -179,7 +174,8 @@ impl Exchange for AxumExchange<'_> {
 
     async fn read_body(&mut self, max: usize) -> wsduplex::Result<Bytes> {
         let announced = self
-            .request
+            .head
+            .request()
             .header("content-length")
             .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok());
         if let Some(length) = announced.filter(|&n| n > max) {
@@ -210,7 +206,7 @@ impl Exchange for AxumExchange<'_> {
         body: &[u8],
     ) -> wsduplex::Result<()> {
         let body = Bytes::copy_from_slice(body);
-        let response = respond(&self.request, status, headers, content_type, body);
+        let response = respond(self.head.request(), status, headers, content_type, body);
         *self.out = Some(response.map(Body::new));
         Ok(())
     }
@@ -224,12 +220,12 @@ impl Exchange for AxumExchange<'_> {
         let Some(on_upgrade) = self.on_upgrade else {
             // Not over hyper's HTTP/1.1 (the request carries no upgrade handle).
             let body = &b"this connection cannot be upgraded\n"[..];
-            let response = respond(&self.request, 500, &[], "text/plain", body);
+            let response = respond(self.head.request(), 500, &[], "text/plain", body);
             *self.out = Some(response.map(Body::new));
             return Ok(());
         };
         let close_timeout = agreed.socket.close_timeout;
-        let upgraded = accept_negotiated(&self.request, agreed, on_upgrade, self.permit);
+        let upgraded = accept_negotiated(&self.head, agreed, on_upgrade, self.permit);
         let (response, upgrading) = match upgraded {
             Ok(accepted) => accepted,
             Err(refused) => {

@@ -6,7 +6,7 @@
 //! ```
 
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Extension, Router};
 use std::net::SocketAddr;
 use wsduplex::axum::WebSocketUpgrade;
@@ -29,7 +29,7 @@ async fn main() -> std::io::Result<()> {
 /// `/echo` (WebSocket) and `/` (a line of text), with `config` for every upgrade.
 pub fn app(config: ServerConfig) -> Router {
     Router::new()
-        .route("/echo", get(echo))
+        .route("/echo", any(echo))
         .route("/", get(|| async { "a WebSocket echo at /echo\n" }))
         .layer(Extension(config))
 }

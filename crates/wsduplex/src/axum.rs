@@ -49,7 +49,7 @@
 // per upgrade request, so its size costs nothing a box would save.
 #![allow(clippy::result_large_err)]
 
-use crate::hyper::{upgrade_with, Upgraded, Upgrading};
+use crate::hyper::{read_head, upgrade_with, Head, Upgraded, Upgrading};
 use crate::server::{Peer, ServerConfig};
 use crate::socket::WebSocket;
 use ::axum::body::Body;
@@ -57,7 +57,7 @@ use ::axum::extract::{ConnectInfo, FromRequestParts};
 use ::axum::response::Response;
 use ::hyper::upgrade::OnUpgrade;
 use http::request::Parts;
-use proto::handshake::server::{HandshakeError, Request};
+use proto::handshake::server::Request;
 use proto::DeflateConfig;
 use std::convert::Infallible;
 use std::future::Future;
@@ -67,7 +67,7 @@ use std::net::SocketAddr;
 /// [`on_upgrade`](Self::on_upgrade). It never rejects: a request that is not a valid
 /// upgrade is answered by `on_upgrade` as `wsduplex serve` answers it (`400`, `426`...).
 pub struct WebSocketUpgrade {
-    head: Result<Request, HandshakeError>,
+    head: Result<Head, http::Response<crate::hyper::Body>>,
     on_upgrade: Option<OnUpgrade>,
     config: ServerConfig,
     peer: Option<Peer>,
@@ -93,7 +93,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             .unwrap_or_default();
         let peer = peer(&parts.extensions);
         Ok(Self {
-            head: config.http_request(&*parts),
+            head: read_head(&config, &*parts, &parts.extensions),
             on_upgrade: parts.extensions.remove::<OnUpgrade>(),
             config,
             peer,
@@ -161,7 +161,7 @@ impl WebSocketUpgrade {
     /// The request as the front door read it (its path and headers), unless its head was
     /// refused.
     pub fn request(&self) -> Option<&Request> {
-        self.head.as_ref().ok()
+        self.head.as_ref().ok().map(Head::request)
     }
 
     /// Runs the front door and answers: the `101`, with `callback` spawned on the socket

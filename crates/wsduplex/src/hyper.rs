@@ -14,7 +14,10 @@
 //! own workers: give the runtime's threads to it when they start (an `Arc<Metrics>` and
 //! tokio's `Builder::on_thread_start(move || metrics.attach_current_thread())`).
 //! Serve connections with `with_upgrades()` (hyper's HTTP/1.1 builder; `axum::serve` does),
-//! or the upgrade never completes. The lower steps ([`accept_negotiated`], [`respond`],
+//! or the upgrade never completes. With the feature `http2` too, WebSockets over HTTP/2
+//! (RFC 8441 extended CONNECT) take the same call: serve HTTP/2 with
+//! `enable_connect_protocol()` (`axum::serve` does with axum's `http2` feature), and the
+//! answer is the `200` RFC 8441 asks for. The lower steps ([`accept_negotiated`], [`respond`],
 //! [`refuse`]) are public for a server that routes in between (the hub's axum router).
 //!
 //! ```no_run
@@ -49,13 +52,17 @@
 use crate::error::{Error, Result};
 use crate::limits::Permit;
 use crate::metrics::{self, RefusedBy};
-use crate::server::http_types::{refusal_response, switching_protocols};
+#[cfg(feature = "http2")]
+use crate::server::http_types::extended_connect_head;
+use crate::server::http_types::{
+    into_http2_answer, refusal_response, switching_protocols, HttpHead,
+};
 use crate::server::{HttpRefusal, Negotiated, Peer, Refusal, ServerConfig};
 use crate::socket::WebSocket;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use hyper_util::rt::TokioIo;
-use proto::handshake::server::{HandshakeError, Request};
+use proto::handshake::server::Request;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -82,30 +89,108 @@ pub fn upgrade<B>(
     config: &ServerConfig,
     peer: Option<Peer>,
 ) -> std::result::Result<(http::Response<Body>, Upgrading), http::Response<Body>> {
-    let head = config.http_request(&*request);
+    let head = read_head(config, &*request, request.extensions());
     let on_upgrade = ::hyper::upgrade::on(request);
     upgrade_with(head, Some(on_upgrade), config, peer)
 }
 
-/// [`upgrade`] from a head already converted (or refused) by [`ServerConfig::http_request`].
+/// An upgrade request's head as the front door reads it from hyper: an HTTP/1.1 upgrade,
+/// or an HTTP/2 extended CONNECT (RFC 8441) read as the upgrade it stands for, whose
+/// answer is then `200` rather than `101`. Made by [`read_head`].
+#[derive(Debug, Clone)]
+pub struct Head {
+    request: Request,
+    /// Over HTTP/2: whether the `Sec-WebSocket-Key` was made up (its accept is not sent).
+    extended_connect: Option<bool>,
+}
+
+impl Head {
+    /// The request as the front door reads it (for an extended CONNECT, the `GET` upgrade
+    /// it stands for).
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+
+    /// Whether the request is an HTTP/2 extended CONNECT.
+    pub fn is_extended_connect(&self) -> bool {
+        self.extended_connect.is_some()
+    }
+
+    /// The answer's HTTP/2 form for an extended CONNECT (`200`, no connection-specific
+    /// fields); an HTTP/1.1 answer as it is.
+    fn answer<B>(&self, response: http::Response<B>) -> http::Response<B> {
+        answer(self.extended_connect, response)
+    }
+}
+
+fn answer<B>(extended_connect: Option<bool>, mut response: http::Response<B>) -> http::Response<B> {
+    if let Some(synthetic_key) = extended_connect {
+        into_http2_answer(&mut response, synthetic_key);
+    }
+    response
+}
+
+/// Reads a hyper request head (a request's, or axum's `Parts`) as the front door does
+/// ([`ServerConfig::http_request`]): too large, malformed or otherwise refused heads get
+/// their answer. An HTTP/2 `CONNECT` is an extended CONNECT (RFC 8441) with the
+/// `:protocol` hyper keeps in `extensions` (served with `enable_connect_protocol`); one
+/// without it, for another protocol or another version is refused as
+/// [`ServerConfig::upgrade_extended_connect`] refuses it (`405`, `501`, `400`).
+pub fn read_head(
+    config: &ServerConfig,
+    head: &impl HttpHead,
+    extensions: &http::Extensions,
+) -> std::result::Result<Head, http::Response<Body>> {
+    let _ = extensions;
+    #[cfg(feature = "http2")]
+    if head.version() == http::Version::HTTP_2 && head.method() == http::Method::CONNECT {
+        let protocol = extensions.get::<::hyper::ext::Protocol>();
+        let converted = extended_connect_head(head, protocol.map(|p| p.as_str()));
+        let (request, synthetic_key) = converted.map_err(|e| {
+            metrics::handshake(false);
+            body(HttpRefusal::extended_connect(e))
+        })?;
+        let extended_connect = Some(synthetic_key);
+        return match config.http_request(&request) {
+            Ok(request) => Ok(Head {
+                request,
+                extended_connect,
+            }),
+            Err(e) => Err(body(HttpRefusal::handshake(e))),
+        };
+    }
+    match config.http_request(head) {
+        Ok(request) => Ok(Head {
+            request,
+            extended_connect: None,
+        }),
+        Err(e) => Err(body(HttpRefusal::handshake(e))),
+    }
+}
+
+/// [`upgrade`] from a head already read (or refused) by [`read_head`].
 pub(crate) fn upgrade_with(
-    head: std::result::Result<Request, HandshakeError>,
+    head: std::result::Result<Head, http::Response<Body>>,
     on_upgrade: Option<OnUpgrade>,
     config: &ServerConfig,
     peer: Option<Peer>,
 ) -> std::result::Result<(http::Response<Body>, Upgrading), http::Response<Body>> {
     let mut permit =
         open_connection(config, peer.as_ref()).map_err(|r| body(HttpRefusal::refused(r)))?;
-    let request = head.map_err(|e| body(HttpRefusal::handshake(e)))?;
+    let Head {
+        request,
+        extended_connect,
+    } = head?;
     let upgrade = config
         .upgrade_request(request, peer.as_ref(), Some(&mut permit))
-        .map_err(|r| body(*r))?;
+        .map_err(|r| answer(extended_connect, body(*r)))?;
     let upgrading = Upgrading {
         on_upgrade,
         negotiated: Some(upgrade.negotiated),
         permit: Some(permit),
     };
-    Ok((upgrade.response.map(|()| Body::default()), upgrading))
+    let response = upgrade.response.map(|()| Body::default());
+    Ok((answer(extended_connect, response), upgrading))
 }
 
 fn body(refusal: HttpRefusal) -> http::Response<Body> {
@@ -128,19 +213,20 @@ pub fn open_connection(
     }
 }
 
-/// The `101` for a request the front door has admitted and authenticated, with an agreement
-/// from [`ServerConfig::negotiate`] (possibly adjusted), and the future of its socket on
-/// `on_upgrade` (take it with `hyper::upgrade::on`): what [`Incoming::accept_negotiated`]
-/// does on our own path, counted alike. `permit` goes with the socket.
+/// The `101` (over HTTP/2, the `200`) for a request the front door has admitted and
+/// authenticated, with an agreement from [`ServerConfig::negotiate`] (possibly adjusted),
+/// and the future of its socket on `on_upgrade` (take it with `hyper::upgrade::on`): what
+/// [`Incoming::accept_negotiated`] does on our own path, counted alike. `permit` goes with
+/// the socket.
 ///
 /// [`Incoming::accept_negotiated`]: crate::Incoming::accept_negotiated
 pub fn accept_negotiated(
-    request: &Request,
+    head: &Head,
     negotiated: Negotiated,
     on_upgrade: OnUpgrade,
     permit: Option<Permit>,
 ) -> std::result::Result<(http::Response<Body>, Upgrading), http::Response<Body>> {
-    match switching_protocols(request, &negotiated) {
+    match switching_protocols(&head.request, &negotiated) {
         Ok(response) => {
             metrics::handshake(true);
             let upgrading = Upgrading {
@@ -148,11 +234,11 @@ pub fn accept_negotiated(
                 negotiated: Some(negotiated),
                 permit,
             };
-            Ok((response.map(|()| Body::default()), upgrading))
+            Ok((head.answer(response.map(|()| Body::default())), upgrading))
         }
         Err(e) => {
             metrics::handshake(false);
-            Err(body(HttpRefusal::handshake(e)))
+            Err(head.answer(body(HttpRefusal::handshake(e))))
         }
     }
 }

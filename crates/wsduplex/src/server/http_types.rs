@@ -118,6 +118,11 @@ impl HttpRefusal {
         Self::new(e.status(), e.headers(), e.to_string(), e.into())
     }
 
+    pub(crate) fn extended_connect(e: ExtendedConnectError) -> Self {
+        let (status, fields, reason) = (e.status(), e.headers(), e.to_string());
+        Self::new(status, fields, reason, e.into())
+    }
+
     pub(crate) fn refused(r: Refusal) -> Self {
         Self::new(r.status(), r.headers(), r.to_string(), r.into())
     }
@@ -288,21 +293,13 @@ impl ServerConfig {
         peer: Option<&Peer>,
         permit: Option<&mut Permit>,
     ) -> Result<HttpUpgrade, Box<HttpRefusal>> {
-        let mut method = head.method().clone();
-        let mut headers = head.headers().clone();
-        let synthetic_key = match extended_connect_as_upgrade(&mut method, protocol, &mut headers) {
-            Ok(synthetic) => synthetic,
+        let (request, synthetic_key) = match extended_connect_head(head, protocol) {
+            Ok(converted) => converted,
             Err(e) => {
                 metrics::handshake(false);
-                let (status, fields, reason) = (e.status(), e.headers(), e.to_string());
-                return Err(Box::new(HttpRefusal::new(status, fields, reason, e.into())));
+                return Err(Box::new(HttpRefusal::extended_connect(e)));
             }
         };
-        let mut request = http::Request::new(());
-        *request.method_mut() = method;
-        *request.uri_mut() = head.uri().clone();
-        *request.version_mut() = head.version();
-        *request.headers_mut() = headers;
         match self.upgrade_http(&request, peer, permit) {
             Ok(mut upgrade) => {
                 into_http2_answer(&mut upgrade.response, synthetic_key);
@@ -356,6 +353,23 @@ impl ExtendedConnectError {
     }
 }
 
+/// The HTTP/1.1 upgrade head an extended CONNECT stands for (see
+/// [`extended_connect_as_upgrade`]), and whether its key was made up.
+pub(crate) fn extended_connect_head(
+    head: &impl HttpHead,
+    protocol: Option<&str>,
+) -> Result<(http::Request<()>, bool), ExtendedConnectError> {
+    let mut method = head.method().clone();
+    let mut headers = head.headers().clone();
+    let synthetic_key = extended_connect_as_upgrade(&mut method, protocol, &mut headers)?;
+    let mut request = http::Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = head.uri().clone();
+    *request.version_mut() = head.version();
+    *request.headers_mut() = headers;
+    Ok((request, synthetic_key))
+}
+
 /// Turns an extended CONNECT (RFC 8441 §4, `protocol` its `:protocol`) into the HTTP/1.1
 /// upgrade it stands for (RFC 8441 §5), for the front door: `GET`, `Upgrade`,
 /// `Connection`, and a `Sec-WebSocket-Key` unless a valid one is there. True when the key
@@ -403,7 +417,7 @@ fn is_valid_key(key: &[u8]) -> bool {
 /// The HTTP/2 form of an answer to an upgrade: `200` for `101` (RFC 8441 §5; HTTP/2 has
 /// no `101`, RFC 9113 §8.6), no connection-specific fields (RFC 9113 §8.2.2), no
 /// `Sec-WebSocket-Accept` for a made-up key.
-pub(crate) fn into_http2_answer(response: &mut http::Response<()>, synthetic_key: bool) {
+pub(crate) fn into_http2_answer<B>(response: &mut http::Response<B>, synthetic_key: bool) {
     if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         *response.status_mut() = http::StatusCode::OK;
     }
