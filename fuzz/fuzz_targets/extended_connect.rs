@@ -32,11 +32,11 @@ fuzz_target!(|data: &[u8]| {
         None | Some("-") => None,
         Some(p) => Some(p),
     };
-    let Ok(method) = http::Method::from_bytes(lines.next().unwrap_or("CONNECT").as_bytes())
-    else {
+    let Ok(method) = http::Method::from_bytes(lines.next().unwrap_or("CONNECT").as_bytes()) else {
         return;
     };
-    let Ok(uri) = format!("https://example.com{}", lines.next().unwrap_or("/")).parse::<http::Uri>()
+    let Ok(uri) =
+        format!("https://example.com{}", lines.next().unwrap_or("/")).parse::<http::Uri>()
     else {
         return;
     };
@@ -45,7 +45,9 @@ fuzz_target!(|data: &[u8]| {
     *request.uri_mut() = uri;
     *request.version_mut() = http::Version::HTTP_2;
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(name.trim().as_bytes()),
             http::HeaderValue::from_bytes(value.trim().as_bytes()),
@@ -54,7 +56,11 @@ fuzz_target!(|data: &[u8]| {
         };
         request.headers_mut().append(name, value);
     }
-    let keys: Vec<_> = request.headers().get_all("sec-websocket-key").iter().collect();
+    let keys: Vec<_> = request
+        .headers()
+        .get_all("sec-websocket-key")
+        .iter()
+        .collect();
     let one_valid_key = keys.len() == 1 && {
         use base64::Engine as _;
         let mut out = [0u8; 18];
@@ -82,7 +88,10 @@ fuzz_target!(|data: &[u8]| {
             }
             if let Some(p) = headers.get("sec-websocket-protocol") {
                 assert!(offered("sec-websocket-protocol"));
-                assert!(config.subprotocols.iter().any(|s| s.as_bytes() == p.as_bytes()));
+                assert!(config
+                    .subprotocols
+                    .iter()
+                    .any(|s| s.as_bytes() == p.as_bytes()));
             }
             // The HTTP/1.1 upgrade it stands for agrees to the same.
             let mut h1 = http::Request::new(());
@@ -99,7 +108,11 @@ fuzz_target!(|data: &[u8]| {
                 .upgrade_http(&h1, None, None)
                 .expect("the HTTP/1.1 upgrade it stands for is accepted too");
             for name in ["sec-websocket-extensions", "sec-websocket-protocol"] {
-                assert_eq!(over_h1.response.headers().get(name), headers.get(name), "{name}");
+                assert_eq!(
+                    over_h1.response.headers().get(name),
+                    headers.get(name),
+                    "{name}"
+                );
             }
         }
         Err(refusal) => {
