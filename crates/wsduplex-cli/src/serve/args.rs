@@ -59,6 +59,13 @@ pub struct Args {
     /// one the proxy reports. From any other peer the headers are ignored.
     #[arg(long, value_name = "CIDR")]
     trust_proxy: Vec<Cidr>,
+    /// TCP load balancers in this range (repeatable, or comma-separated) send a PROXY
+    /// protocol v1 or v2 header (HAProxy send-proxy, nginx stream proxy_protocol, AWS
+    /// NLB): their connections must start with one, and its address is the client's for
+    /// the per-client limit and the logs. A header from any other source closes its
+    /// connection.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', num_args = 1..)]
+    proxy_protocol: Vec<Cidr>,
     /// Chat: messages each room keeps for newcomers and for resumes with `since`.
     #[arg(long, value_name = "N", default_value_t = 100)]
     history: usize,
@@ -195,6 +202,7 @@ impl Args {
         server.connections =
             ConnectionLimiter::new(self.max_connections, self.max_connections_per_client);
         server.trusted_proxies = self.trust_proxy.clone();
+        server.proxy_protocol = self.proxy_protocol.clone();
         server.allowed_origins = self.allow_origin.clone();
         server.dangerous_allow_any_origin = self.dangerous_allow_any_origin;
         let mut echo = server.clone();

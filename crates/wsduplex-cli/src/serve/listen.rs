@@ -13,7 +13,9 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use wsduplex::limits::Permit;
 use wsduplex::server::http2::Prefaced;
-use wsduplex::server::{read_request, read_request_or_preface, FirstRequest, Peer, Refusal};
+use wsduplex::server::{
+    proxy_protocol, read_request, read_request_or_preface, FirstRequest, Peer, Refusal,
+};
 use wsduplex::tls::TlsStream;
 use wsduplex::WebSocket;
 
@@ -93,7 +95,7 @@ pub(super) fn worker(
                             let task = handle(tcp, peer, permit, server, stop, tasks.clone(), span.clone());
                             spawn_in(&tasks, task, span);
                         }
-                        Err(e) => refuse_now(tcp, &e),
+                        Err(e) => refuse_now(&tcp, &e),
                     },
                     // Out of descriptors and the like: keep serving the others.
                     Err(e) => {
@@ -129,7 +131,14 @@ async fn handle(
     if !cfg!(target_os = "linux") {
         let _ = tcp.set_nodelay(true);
     }
-    let peer = Peer::new(peer.ip(), server.tls.is_some());
+    let client = match proxy_header(&tcp, peer, &mut permit, &server, &mut stop).await {
+        Some(client) => client,
+        None => return,
+    };
+    if client != peer {
+        span.record("client", tracing::field::display(client));
+    }
+    let peer = Peer::new(client.ip(), server.tls.is_some());
     match &server.tls {
         None => {
             // Boxed: the request's stage holds the head's buffer and the timers, and this
@@ -177,11 +186,12 @@ enum Served<S> {
 /// Connection ids, for the logs.
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
-/// The span every log line of a connection is in: `conn{id=7 peer=127.0.0.1:5050}`. When
-/// logging is below `info` it is disabled and costs nothing.
+/// The span every log line of a connection is in: `conn{id=7 peer=127.0.0.1:5050}`, with
+/// `client=` when a PROXY protocol header named another address. When logging is below
+/// `info` it is disabled and costs nothing.
 fn connection_span(peer: SocketAddr) -> tracing::Span {
     let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
-    tracing::info_span!("conn", id, peer = %peer)
+    tracing::info_span!("conn", id, peer = %peer, client = tracing::field::Empty)
 }
 
 /// Spawns a connection's task inside its span, or bare when the span is disabled (no bytes
@@ -200,9 +210,55 @@ where
 
 /// Over a limit at accept: the front door's answer if the socket takes it at once (never
 /// waiting on this client), then close.
-fn refuse_now(tcp: TcpStream, refusal: &Refusal) {
+fn refuse_now(tcp: &TcpStream, refusal: &Refusal) {
     let _ = tcp.try_write(&refusal.to_response());
     tracing::debug!("connection refused: {refusal}");
+}
+
+/// The client's address: the connection's own, or behind a `--proxy-protocol` balancer
+/// the one its PROXY protocol header carries (read before TLS and the request, within the
+/// handshake timeout), then counted against the per-client limit. `None`: the connection
+/// is closed, logged: a source that must send a header sent none, a malformed or a
+/// truncated one; another source sent one; or the client is over its limit (`429`).
+async fn proxy_header(
+    tcp: &TcpStream,
+    peer: SocketAddr,
+    permit: &mut Permit,
+    server: &Server,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<SocketAddr> {
+    let config = &server.config;
+    if config.proxy_protocol.is_empty() {
+        return Some(peer);
+    }
+    let timeout = config.handshake_timeout;
+    if !config.expects_proxy_header(peer.ip()) {
+        let start = tokio::select! {
+            start = proxy_protocol::peek_start(tcp, timeout) => start,
+            _ = stop.wait_for(|stopped| *stopped) => return None,
+        };
+        if proxy_protocol::looks_like_header(&start) {
+            tracing::warn!(%peer, "PROXY protocol header from a source not in --proxy-protocol: closed");
+            return None;
+        }
+        return Some(peer);
+    }
+    let header = tokio::select! {
+        header = proxy_protocol::read_header(tcp, timeout) => header,
+        _ = stop.wait_for(|stopped| *stopped) => return None,
+    };
+    let client = match header {
+        Ok(header) => header.source().unwrap_or(peer),
+        Err(e) => {
+            tracing::warn!(%peer, "{e} from a --proxy-protocol source: closed");
+            return None;
+        }
+    };
+    if let Err(refusal) = config.attribute_client(permit, client.ip()) {
+        refuse_now(tcp, &refusal);
+        return None;
+    }
+    Some(client)
 }
 
 /// The TLS handshake, within the handshake timeout, then HTTP/2 if the client chose it

@@ -123,6 +123,23 @@ impl ServerConfig {
         self.trusted_proxies.iter().any(|c| c.contains(peer))
     }
 
+    /// Whether connections from `peer` must start with a PROXY protocol header
+    /// ([`ServerConfig::proxy_protocol`]).
+    pub fn expects_proxy_header(&self, peer: IpAddr) -> bool {
+        self.proxy_protocol.iter().any(|c| c.contains(peer))
+    }
+
+    /// Counts a connection whose permit [`open_connection`](Self::open_connection) took
+    /// from a PROXY protocol source against `client`, the address its header carries:
+    /// the per-client limit as for a direct client (`429`), counted in the metrics.
+    pub fn attribute_client(&self, permit: &mut Permit, client: IpAddr) -> Result<(), Refusal> {
+        let client = client_addr(client, std::iter::empty(), &[]);
+        self.connections
+            .attribute(permit, client)
+            .inspect_err(|_| metrics::refused(RefusedBy::PerClient))?;
+        Ok(())
+    }
+
     /// Counts a new connection against [`ServerConfig::connections`]: the total and, unless
     /// `peer` is a trusted proxy (whose clients are known only from the request's headers),
     /// its address, so that requests that never finish count against their sender. The
@@ -131,7 +148,9 @@ impl ServerConfig {
         let mut permit = self.connections.try_open().inspect_err(|_| {
             metrics::refused(RefusedBy::MaxConnections);
         })?;
-        if !self.is_trusted(peer) {
+        // Behind a trusted proxy the client is known from the request's headers, behind a
+        // PROXY protocol balancer from the header before it: counted then.
+        if !self.is_trusted(peer) && !self.expects_proxy_header(peer) {
             // In canonical form, as `client_addr` gives it.
             let client = client_addr(peer, std::iter::empty(), &[]);
             self.connections

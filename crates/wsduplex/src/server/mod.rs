@@ -16,6 +16,7 @@ pub mod admission;
 #[cfg(feature = "http2")]
 pub mod http2;
 pub mod http_types;
+pub mod proxy_protocol;
 
 pub use admission::{Peer, Refusal, RETRY_AFTER_SECS};
 #[cfg(feature = "http2")]
@@ -60,6 +61,12 @@ pub struct ServerConfig {
     /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers are believed (see
     /// [`crate::forwarded`]): the client address is then the one they report.
     pub trusted_proxies: Vec<Cidr>,
+    /// TCP load balancers that put a PROXY protocol header (v1 or v2, see
+    /// [`proxy_protocol`]) before their client's bytes: connections from these sources
+    /// must start with one, and the address it carries is the client's. Their
+    /// connections are counted against the per-client limit once the header is read
+    /// ([`ServerConfig::attribute_client`]), not at accept.
+    pub proxy_protocol: Vec<Cidr>,
     /// Origins (`https://chat.example.com`) whose pages may open WebSockets and send unsafe
     /// requests (any method but `GET` and `HEAD`); others get `403`. Requests without an
     /// `Origin` header (not from a browser) are not affected. Empty: the default rule of
@@ -83,6 +90,7 @@ impl Default for ServerConfig {
             auth: None,
             connections: ConnectionLimiter::new(0, 0),
             trusted_proxies: Vec::new(),
+            proxy_protocol: Vec::new(),
             allowed_origins: Vec::new(),
             dangerous_allow_any_origin: false,
         }
