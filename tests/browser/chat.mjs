@@ -9,8 +9,9 @@
 //   1. alice and bob chat over WebSocket and see each other in the members list;
 //   2. carol, forced onto long polling, chats with them; everyone holds the same messages in
 //      the same order (ids, senders and texts compared);
-//   3. dave's WebSocket upgrade is refused (his page's sockets are pointed at a path the
-//      server does not upgrade): the page falls back to long polling by itself;
+//   3. dave's WebSocket upgrade and event stream are refused (his page's sockets and streams
+//      point at paths the server does not serve): the page falls back, through Server-Sent
+//      Events, to long polling by itself;
 //   4. alice's socket is cut by the server (DELETE /api/rooms/e2e/members/alice, no close
 //      handshake) and 3 messages are pushed at once (POST /api/rooms/e2e/messages): her page
 //      goes through "reconnecting" back to "open" and shows each of them once, in order;
@@ -96,6 +97,14 @@ async function openPage(label, query, { viewport = { width: 1100, height: 720 },
       window.WebSocket = class extends Real {
         constructor(url, protocols) {
           super(String(url).replace('/chat/', '/no-upgrade-here/'), protocols);
+        }
+      };
+      // A proxy that buffers responses breaks event streams too: the page's next choice
+      // after WebSocket (Server-Sent Events) fails as well, and long polling is left.
+      const RealSource = window.EventSource;
+      window.EventSource = class extends RealSource {
+        constructor(url, init) {
+          super(String(url).replace('/sse/', '/no-stream-here/'), init);
         }
       };
     });

@@ -211,6 +211,29 @@ impl Exchange for AxumExchange<'_> {
         Ok(())
     }
 
+    async fn stream(
+        self,
+        headers: &[(&str, &str)],
+        content_type: &str,
+        body: crate::sse::EventStream,
+    ) -> wsduplex::Result<()> {
+        use futures_util::StreamExt as _;
+        // hyper drops the body when the client leaves, and the stream's session with it.
+        let body = Body::from_stream(body.map(Ok::<Bytes, std::convert::Infallible>));
+        let mut response = Response::new(body);
+        for (name, value) in headers.iter().chain([&("content-type", content_type)]) {
+            let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_str(value),
+            ) else {
+                continue;
+            };
+            response.headers_mut().insert(name, value);
+        }
+        *self.out = Some(response);
+        Ok(())
+    }
+
     async fn join(
         self,
         agreed: Negotiated,

@@ -6,6 +6,7 @@
 
 use crate::event;
 use crate::poll::{Batch, PollError};
+use crate::sse::{self, EventStream};
 use crate::{Hub, JoinError, Membership};
 use bytes::Bytes;
 use std::time::Duration;
@@ -50,6 +51,14 @@ pub(crate) trait Exchange: Sized {
         content_type: &str,
         body: &[u8],
     ) -> wsduplex::Result<()>;
+    /// A `200` whose body is `body`'s chunks, written as they come until the stream ends or
+    /// the client leaves (Server-Sent Events).
+    async fn stream(
+        self,
+        headers: &[(&str, &str)],
+        content_type: &str,
+        body: EventStream,
+    ) -> wsduplex::Result<()>;
     /// The `101` with `agreed`, then the member on the socket until it leaves (here, or in
     /// a task of its own).
     async fn join(
@@ -88,6 +97,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange for Incoming<S> {
         Incoming::respond(self, status, headers, content_type, body).await
     }
 
+    async fn stream(
+        self,
+        headers: &[(&str, &str)],
+        content_type: &str,
+        mut body: EventStream,
+    ) -> wsduplex::Result<()> {
+        use futures_util::StreamExt as _;
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        // Over HTTP/1.1 the end of the request side is the client leaving; over HTTP/2 a
+        // GET's request ends at once, and a reset shows in the writes.
+        let read_end_is_goodbye = !self.is_http2();
+        let mut io = self.respond_streamed(200, headers, content_type).await?;
+        let mut reading = true;
+        let mut sink = [0u8; 256];
+        loop {
+            tokio::select! {
+                chunk = body.next() => match chunk {
+                    Some(chunk) => {
+                        io.write_all(&chunk).await?;
+                        io.flush().await?;
+                    }
+                    None => break,
+                },
+                read = io.read(&mut sink), if reading => match read {
+                    Ok(0) | Err(_) if read_end_is_goodbye => break,
+                    Ok(0) | Err(_) => reading = false,
+                    Ok(_) => {}
+                },
+            }
+        }
+        let _ = io.shutdown().await;
+        Ok(())
+    }
+
     async fn join(
         self,
         agreed: Negotiated,
@@ -105,6 +148,7 @@ pub(crate) enum Route<'a> {
     Asset(&'static str, &'static str),
     Chat(&'a str),
     PollOpen(&'a str),
+    Sse(&'a str),
     PollRead(&'a str),
     PollSend(&'a str),
     PollClose(&'a str),
@@ -127,6 +171,9 @@ pub(crate) fn route<'a>(method: &str, path: &'a str) -> Option<Route<'a>> {
         (["poll"], "POST") => Route::PollOpen("lobby"),
         (["poll", room], "POST") => Route::PollOpen(room),
         (["poll"] | ["poll", _], _) => Route::WrongMethod("POST"),
+        (["sse"], "GET") => Route::Sse("lobby"),
+        (["sse", room], "GET") => Route::Sse(room),
+        (["sse"] | ["sse", _], _) => Route::WrongMethod("GET"),
         (["poll", "session", id], _) if get => Route::PollRead(id),
         (["poll", "session", id], "POST") => Route::PollSend(id),
         (["poll", "session", id], "DELETE") => Route::PollClose(id),
@@ -253,10 +300,16 @@ impl Hub {
     ) -> wsduplex::Result<()> {
         // Joining needs what the server asks of any WebSocket (its auth hook); a session id,
         // once issued, is its own credential. Refusals are answered by the front door.
-        let joins = matches!(route, Route::Chat(_) | Route::PollOpen(_));
+        let joins = matches!(route, Route::Chat(_) | Route::PollOpen(_) | Route::Sse(_));
         let Some(mut incoming) = incoming.admit(config, joins).await else {
             return Ok(());
         };
+        if incoming.request().is_upgrade() && !matches!(route, Route::Chat(_)) {
+            // Not a 200 with the page: over HTTP/2 a 2xx to an extended CONNECT opens the
+            // WebSocket (RFC 8441 §5), and the client would read the page as frames.
+            let body = b"no websocket endpoint here; try /chat/ROOM\n";
+            return incoming.respond(404, &[], "text/plain", body).await;
+        }
         let q = match query(target) {
             Ok(q) => q,
             Err(why) => return respond_error(incoming, 400, "bad_request", why).await,
@@ -322,6 +375,19 @@ impl Hub {
                     Ok((id, batch)) => {
                         let body = batch_json(Some(&id), &batch);
                         incoming.respond(200, &no_store(), JSON, &body).await
+                    }
+                    Err(e) => respond_poll_error(incoming, e).await,
+                }
+            }
+            Route::Sse(room) => {
+                let name = q.name.as_deref().unwrap_or("guest");
+                let since = sse::resume_from(incoming.request(), q.since);
+                match self.poll_open(room, name, since).await {
+                    Ok((id, first)) => {
+                        // No caching, and no buffering in nginx (it would hold events back).
+                        let headers = [("Cache-Control", "no-store"), ("X-Accel-Buffering", "no")];
+                        let body = sse::stream(self.clone(), id, first);
+                        incoming.stream(&headers, "text/event-stream", body).await
                     }
                     Err(e) => respond_poll_error(incoming, e).await,
                 }

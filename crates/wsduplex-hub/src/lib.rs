@@ -59,6 +59,7 @@ mod metrics;
 pub mod names;
 mod poll;
 mod room;
+mod sse;
 mod ws;
 
 pub use backplane::redis::{InvalidRedisUrl, RedisConfig};

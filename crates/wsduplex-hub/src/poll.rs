@@ -196,7 +196,7 @@ impl Hub {
         }
     }
 
-    fn session_ended(&self, id: &str) {
+    pub(crate) fn session_ended(&self, id: &str) {
         self.sessions().remove(id);
         self.inner.nodes.forget_session(id);
     }
@@ -268,6 +268,9 @@ impl Hub {
         let nodes = &self.inner.nodes;
         match removed {
             Some(session) => {
+                // A read still waiting (a `GET`, an SSE stream) answers at once.
+                session.generation.fetch_add(1, Ordering::SeqCst);
+                session.member.mailbox.nudge();
                 drop(session);
                 nodes.forget_session(id);
                 Ok(())

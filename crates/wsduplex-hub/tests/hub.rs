@@ -592,6 +592,18 @@ async fn page_and_assets() {
     let r = http(addr, "POST", "/", &[], "").await;
     assert_eq!(r.status, 405);
     assert_eq!(http(addr, "GET", "/elsewhere", &[], "").await.status, 404);
+    // An upgrade to a path that is no WebSocket gets no 200 (over HTTP/2 a 2xx would open
+    // the WebSocket): the page, the stream, a session's read, a room's API.
+    let upgrade = [
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+    ];
+    for path in ["/", "/chat.js", "/sse/r", "/api/rooms/r", "/poll/session/x"] {
+        let r = http(addr, "GET", path, &upgrade, "").await;
+        assert_eq!(r.status, 404, "{path}: {}", r.head);
+    }
 }
 
 /// A hub whose server takes the `wsduplex_token` cookie (the front door's default Origin

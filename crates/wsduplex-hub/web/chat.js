@@ -4,10 +4,11 @@
 // inline script or style), so everything below builds the DOM with createElement and
 // textContent: user text is never parsed as HTML.
 //
-// One Chat per joined room. It talks to the hub over a WebSocket (/chat/ROOM) or, when the
-// WebSocket cannot open (an upgrade blocked on the way) or when `?transport=longpoll` asks for
-// it, over long polling (/poll/...). Either way the events are the same objects and go
-// through the same handler. A lost connection is retried with exponential backoff and
+// One Chat per joined room. It talks to the hub over a WebSocket (/chat/ROOM); when the
+// WebSocket cannot open (an upgrade blocked on the way), over Server-Sent Events (/sse/ROOM,
+// sending through /poll/session/ID); when those cannot open either, over long polling
+// (/poll/...). `?transport=websocket|sse|longpoll` forces one. Whatever the transport, the
+// events are the same objects and go through the same handler. A lost connection is retried with exponential backoff and
 // resumed with `since=<last id seen>`; message ids are deduplicated, so a message is shown
 // once whatever the transport replays.
 //
@@ -170,14 +171,14 @@ class Chat {
   /**
    * @param {string} room
    * @param {string} name the name asked for (kept for every reconnect)
-   * @param {boolean} forceLongpoll `?transport=longpoll`
+   * @param {string|null} forced `?transport=websocket|sse|longpoll`, or null to choose
    * @param {ChatView} view
    * @param {(reason: string) => void} onRefused the server refused the room or the name
    */
-  constructor(room, name, forceLongpoll, view, onRefused) {
+  constructor(room, name, forced, view, onRefused) {
     this.room = room;
     this.name = name;
-    this.forceLongpoll = forceLongpoll;
+    this.forced = forced;
     this.view = view;
     this.onRefused = onRefused;
 
@@ -190,13 +191,15 @@ class Chat {
 
     this.gen = 0; // bumped by every connection attempt: callbacks of older ones are ignored
     this.attempt = 0; // consecutive failures, for the backoff
-    this.conn = null; // { kind: 'websocket', ws } | { kind: 'longpoll', sid, cursor, abort }
+    this.conn = null; // { kind: 'websocket', ws } | { kind: 'sse', es, sid } | { kind: 'longpoll', sid, cursor, abort }
     this.welcomed = false; // the current connection has delivered its welcome
     this.retryTimer = 0;
     this.stopped = false;
 
     this.wsEverOpened = false;
-    this.wsBlocked = false; // a WebSocket failed before it opened: use long polling
+    this.wsBlocked = false; // a WebSocket failed before it opened: use SSE
+    this.sseEverOpened = false;
+    this.sseBlocked = false; // an event stream failed before it opened: use long polling
     this.outbox = []; // texts not yet handed to a live connection
     this.posting = false; // a long-poll send is in flight (they go one at a time, in order)
     this.sendFailures = 0;
@@ -217,8 +220,9 @@ class Chat {
     this.conn = null;
     if (conn && conn.kind === 'websocket') {
       conn.ws.close(1000, 'bye');
-    } else if (conn && conn.kind === 'longpoll') {
-      conn.abort.abort();
+    } else if (conn) {
+      if (conn.kind === 'sse') conn.es.close();
+      else conn.abort.abort();
       if (conn.sid) {
         fetch(`${BASE}poll/session/${conn.sid}`, { method: 'DELETE', keepalive: true }).catch(() => {});
       }
@@ -233,7 +237,9 @@ class Chat {
   }
 
   get transport() {
-    return this.forceLongpoll || this.wsBlocked ? 'longpoll' : 'websocket';
+    if (this.forced) return this.forced;
+    if (!this.wsBlocked) return 'websocket';
+    return !this.sseBlocked && typeof EventSource === 'function' ? 'sse' : 'longpoll';
   }
 
   connect() {
@@ -242,6 +248,7 @@ class Chat {
     this.welcomed = false;
     this.view.setTransport(this.transport);
     if (this.transport === 'websocket') this.openWebSocket(g);
+    else if (this.transport === 'sse') this.openSse(g);
     else this.openLongPoll(g);
   }
 
@@ -262,6 +269,7 @@ class Chat {
     const conn = this.conn;
     this.conn = null;
     if (conn && conn.kind === 'longpoll') conn.abort.abort();
+    if (conn && conn.kind === 'sse') conn.es.close();
     if (conn && conn.kind === 'websocket' && conn.ws.readyState < WebSocket.CLOSING) conn.ws.close();
     if (note) this.view.addNote(note, 'warn');
     this.view.setState(this.welcomedOnce ? 'reconnecting' : 'connecting');
@@ -336,17 +344,84 @@ class Chat {
 
   wsFailedToOpen(g, why) {
     if (g !== this.gen || this.stopped) return;
-    if (!this.wsEverOpened && !this.forceLongpoll) {
-      // An upgrade that never worked here (a proxy that strips it, say): long polling
-      // carries the same protocol over plain requests. Switch at once, without backoff.
+    if (!this.wsEverOpened && !this.forced) {
+      // An upgrade that never worked here (a proxy that strips it, say): an event stream,
+      // or else long polling, carries the same protocol over plain requests. Switch at
+      // once, without backoff.
       this.wsBlocked = true;
-      this.view.addNote(`${why}: switching to long polling`, 'warn');
+      const next = this.transport === 'sse' ? 'Server-Sent Events' : 'long polling';
+      this.view.addNote(`${why}: switching to ${next}`, 'warn');
       this.gen++;
       this.conn = null;
       this.connect();
       return;
     }
     // It worked before: the server is more likely down than the path blocked.
+    this.lost(g, `${why}; retrying`);
+  }
+
+  // ---- Server-Sent Events -------------------------------------------------------------
+
+  openSse(g) {
+    const url = `${BASE}sse/${encodeURIComponent(this.room)}?${this.query()}`;
+    let es;
+    try {
+      es = new EventSource(url);
+    } catch (e) {
+      this.sseFailedToOpen(g, String(e));
+      return;
+    }
+    const conn = { kind: 'sse', es, sid: null };
+    this.conn = conn;
+    let opened = false;
+    // The stream names its session first: what we say goes to POST /poll/session/ID.
+    es.addEventListener('session', (e) => {
+      if (g !== this.gen) return;
+      try {
+        conn.sid = JSON.parse(e.data).session;
+      } catch {
+        return;
+      }
+      opened = true;
+      this.sseEverOpened = true;
+    });
+    es.onmessage = (e) => {
+      if (g !== this.gen) return;
+      let event;
+      try {
+        event = JSON.parse(e.data);
+      } catch {
+        this.view.addNote('the server sent something that is not JSON', 'error');
+        return;
+      }
+      this.handle(g, event);
+    };
+    es.onerror = () => {
+      if (g !== this.gen || this.stopped) return;
+      if (!opened) {
+        es.close();
+        this.sseFailedToOpen(g, 'the event stream did not open');
+      } else if (es.readyState === EventSource.CLOSED) {
+        this.lost(g, 'connection lost; reconnecting');
+      } else {
+        // The browser reconnects by itself and sends the last id it saw (Last-Event-ID):
+        // the next welcome resumes from there, under a new session.
+        this.welcomed = false;
+        this.view.setState('reconnecting');
+      }
+    };
+  }
+
+  sseFailedToOpen(g, why) {
+    if (g !== this.gen || this.stopped) return;
+    if (!this.sseEverOpened && !this.forced) {
+      this.sseBlocked = true;
+      this.view.addNote(`${why}: switching to long polling`, 'warn');
+      this.gen++;
+      this.conn = null;
+      this.connect();
+      return;
+    }
     this.lost(g, `${why}; retrying`);
   }
 
@@ -366,7 +441,10 @@ class Chat {
       if (g !== this.gen) return;
       // Plain HTTP failed too: the server is down, not the upgrade blocked; unless long
       // polling was asked for, give the WebSocket another chance next time.
-      if (!this.forceLongpoll && !this.wsEverOpened) this.wsBlocked = false;
+      if (!this.forced && !this.wsEverOpened) {
+        this.wsBlocked = false;
+        this.sseBlocked = false;
+      }
       this.lost(g, this.welcomedOnce ? 'cannot reach the server; retrying' : null);
       return;
     }
@@ -484,7 +562,7 @@ class Chat {
     if (this.outbox.length && g !== this.gen) this.flush();
   }
 
-  // ---- Events (the same for both transports) ------------------------------------------
+  // ---- Events (the same for every transport) ------------------------------------------
 
   handle(g, event) {
     if (g !== this.gen || !event || typeof event !== 'object') return;
@@ -566,11 +644,12 @@ function main() {
   const chatSection = $('chat');
   const text = $('text');
   const params = new URLSearchParams(location.search);
-  const forced = params.get('transport') === 'longpoll';
+  const asked = params.get('transport');
+  const forced = ['websocket', 'sse', 'longpoll'].includes(asked) ? asked : null;
   let chat = null;
 
-  view.setTransport(forced ? 'longpoll' : 'websocket');
-  $('join-longpoll').checked = forced;
+  view.setTransport(forced || 'websocket');
+  $('join-longpoll').checked = forced === 'longpoll';
 
   const showJoin = (error) => {
     chatSection.hidden = true;
@@ -581,7 +660,7 @@ function main() {
     $('join-name').focus();
   };
 
-  const join = (room, name, longpoll) => {
+  const join = (room, name, transport) => {
     const problem = checkRoom(room) || checkName(name);
     if (problem) {
       view.setState('closed');
@@ -600,7 +679,7 @@ function main() {
     } catch {
       // storage disabled: nothing to remember
     }
-    chat = new Chat(room, name.trim(), longpoll, view, (reason) => showJoin(reason));
+    chat = new Chat(room, name.trim(), transport, view, (reason) => showJoin(reason));
     chat.start();
     text.focus();
   };
@@ -613,7 +692,7 @@ function main() {
     const q = new URLSearchParams({ room, name: name.trim() });
     if (longpoll) q.set('transport', 'longpoll');
     history.replaceState(null, '', `?${q}`);
-    join(room, name, longpoll);
+    join(room, name, longpoll ? 'longpoll' : null);
   });
 
   $('compose').addEventListener('submit', (e) => {

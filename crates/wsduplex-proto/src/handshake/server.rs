@@ -135,19 +135,39 @@ pub fn http_response(
     content_type: &str,
     body: &[u8],
 ) -> Vec<u8> {
+    let mut out = response_head(status, headers, content_type, Some(body.len()));
+    out.extend_from_slice(body);
+    out
+}
+
+/// The head of a response whose body follows it until the connection closes (a stream of
+/// Server-Sent Events): no `Content-Length`, `Connection: close`, so that an HTTP/1.1 client
+/// reads the body to the end of the connection (RFC 9112 §6.3).
+pub fn http_response_streamed(
+    status: u16,
+    headers: &[(&str, &str)],
+    content_type: &str,
+) -> Vec<u8> {
+    response_head(status, headers, content_type, None)
+}
+
+fn response_head(
+    status: u16,
+    headers: &[(&str, &str)],
+    content_type: &str,
+    length: Option<usize>,
+) -> Vec<u8> {
     let mut head = String::with_capacity(160);
     let _ = write!(head, "HTTP/1.1 {status} {}\r\n", reason_phrase(status));
     for (name, value) in headers {
         let _ = write!(head, "{name}: {value}\r\n");
     }
-    let _ = write!(
-        head,
-        "Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let mut out = head.into_bytes();
-    out.extend_from_slice(body);
-    out
+    let _ = write!(head, "Content-Type: {content_type}\r\n");
+    if let Some(length) = length {
+        let _ = write!(head, "Content-Length: {length}\r\n");
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    head.into_bytes()
 }
 
 /// A parsed request head. Holds the raw bytes and ranges into them: one buffer, no copies

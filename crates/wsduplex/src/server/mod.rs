@@ -30,7 +30,9 @@ use crate::limits::{ConnectionLimiter, Permit};
 use crate::metrics;
 use crate::socket::{Config, WebSocket};
 use bytes::{Bytes, BytesMut};
-use proto::handshake::server::{http_response, HandshakeError, Limits, Request};
+use proto::handshake::server::{
+    http_response, http_response_streamed, HandshakeError, Limits, Request,
+};
 use proto::{DeflateConfig, Role};
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,6 +155,9 @@ pub struct Incoming<S> {
     admitted: bool,
     /// [`Incoming::authenticate`] passed.
     authenticated: bool,
+    /// A stream of an HTTP/2 connection: its request side ends with the request, not when
+    /// the client leaves.
+    http2: bool,
 }
 
 impl<S> std::fmt::Debug for Incoming<S> {
@@ -261,6 +266,7 @@ where
                 peer: None,
                 admitted: false,
                 authenticated: false,
+                http2: false,
             }))
         }
         Ok(Ok(None)) => Ok(Head::Preface(io, buf)),
@@ -282,6 +288,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
     /// The request.
     pub fn request(&self) -> &Request {
         &self.request
+    }
+
+    /// Whether the request came on an HTTP/2 stream (feature `http2`): reading its transport
+    /// ends with the request's body, not when the client leaves.
+    pub fn is_http2(&self) -> bool {
+        self.http2
     }
 
     /// The request target, e.g. `/echo?x=1`.
@@ -484,6 +496,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
         };
         write_and_close(&mut self.io, &bytes).await?;
         Ok(())
+    }
+
+    /// Answers with the head of a response whose body the caller writes to the returned
+    /// transport until it ends it by closing (a stream of Server-Sent Events, say): no
+    /// `Content-Length`, `Connection: close`. Over HTTP/2 the head goes out as HEADERS and
+    /// the body as the stream's DATA. The transport can also be read: over HTTP/1.1 (not
+    /// [`is_http2`](Self::is_http2)) its end means the client left.
+    pub async fn respond_streamed(
+        mut self,
+        status: u16,
+        headers: &[(&str, &str)],
+        content_type: &str,
+    ) -> Result<S> {
+        let head = http_response_streamed(status, headers, content_type);
+        self.io.write_all(&head).await?;
+        self.io.flush().await?;
+        Ok(self.io)
     }
 }
 

@@ -280,6 +280,7 @@ impl Http2Request {
             peer: None,
             admitted: false,
             authenticated: false,
+            http2: true,
         })
     }
 }
