@@ -167,6 +167,8 @@ mod buffers;
 pub mod client;
 mod error;
 pub mod forwarded;
+#[cfg(feature = "http2")]
+mod http2_body;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 pub mod limits;
