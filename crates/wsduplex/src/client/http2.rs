@@ -257,6 +257,7 @@ async fn within_timeout<T>(
 enum Opened {
     Http2(SendRequest<Bytes>),
     /// `wss://` whose server chose `http/1.1`.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     Http1(ClientStream),
 }
 
@@ -302,7 +303,7 @@ where
         .initial_connection_window_size(CONNECTION_WINDOW)
         .handshake::<T, Bytes>(io)
         .await
-        .map_err(Http2Error::Connection)?;
+        .map_err(Http2Error::Handshake)?;
     let mut ping = conn.ping_pong();
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -314,7 +315,7 @@ where
     if let Some(ping) = ping.as_mut() {
         ping.ping(h2::Ping::opaque())
             .await
-            .map_err(Http2Error::Connection)?;
+            .map_err(Http2Error::Handshake)?;
     }
     // RFC 8441 §3: no extended CONNECT unless the server sent the setting.
     if !send.is_extended_connect_protocol_enabled() {

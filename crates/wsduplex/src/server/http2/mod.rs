@@ -115,6 +115,10 @@ pub enum Http2Error {
     /// The connection failed (I/O, or the peer broke RFC 9113).
     #[error("http/2 connection error")]
     Connection(#[source] h2::Error),
+    /// A client's HTTP/2 handshake failed: the server may not speak HTTP/2 (a cleartext
+    /// server without `h2c`).
+    #[error("http/2 handshake failed (does the server speak http/2?)")]
+    Handshake(#[source] h2::Error),
     /// A client's stream failed before its answer (reset, or refused by the server).
     #[error("http/2 stream error")]
     Stream(#[source] h2::Error),
