@@ -20,6 +20,9 @@ struct Options {
     acceptor: Option<TlsAcceptor>,
     /// Drop each connection once its first WebSocket ends.
     one_stream_per_connection: bool,
+    /// Reset every stream of a connection after its first (a connection that still looks
+    /// alive but takes no more WebSockets).
+    refuse_after_first: bool,
 }
 
 /// An HTTP/2 echo server on `127.0.0.1:0`, with the count of TCP connections it accepted.
@@ -60,12 +63,19 @@ where
         return;
     };
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut streams = 0;
     loop {
         let request = tokio::select! {
             r = conn.accept() => r,
             _ = done_rx.recv(), if options.one_stream_per_connection => return,
         };
         let Some(Ok(request)) = request else { return };
+        streams += 1;
+        if options.refuse_after_first && streams > 1 {
+            // Dropped unanswered: h2 resets the stream.
+            drop(request);
+            continue;
+        }
         let (config, done) = (config.clone(), done_tx.clone());
         tokio::spawn(async move {
             if request.head().uri().path() == "/forbidden" {
@@ -221,6 +231,28 @@ async fn a_dead_pooled_connection_is_replaced() {
         while let Some(Ok(_)) = ws.recv().await {}
         assert_eq!(accepted.load(Ordering::SeqCst), round);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_that_resets_the_connect_is_replaced() {
+    let (addr, accepted) = serve(Options {
+        refuse_after_first: true,
+        ..Options::default()
+    })
+    .await;
+    let config = h2_config(Http2::Always);
+    let url = format!("ws://{addr}/echo");
+    let (mut first, _) = wsduplex::connect_with(&url, &config).await.unwrap();
+    // The pooled connection is alive, and resets this CONNECT: a new one carries it.
+    let (mut second, _) = wsduplex::connect_with(&url, &config).await.unwrap();
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        config.http2_pool.connections(),
+        1,
+        "the refusing one left the pool"
+    );
+    echo(&mut first).await;
+    echo(&mut second).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -196,8 +196,8 @@ impl AsyncWrite for Http2ClientStream {
     }
 }
 
-/// The window a stream may receive unread, and the connection's (streams times it, as
-/// the server does), so that one socket nobody reads does not stall the others.
+/// The window a stream may receive unread, and the connection's (256 streams' worth), so
+/// that one socket nobody reads does not stall the others.
 const STREAM_WINDOW: u32 = 256 * 1024;
 const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
 
@@ -218,14 +218,12 @@ pub(super) async fn connect(
         let streams = conn.streams.clone();
         match within_timeout(config, extended_connect(conn, request, config)).await {
             // The connection died or went away since it was last used (the server's idle
-            // timeout, a restart): it leaves the pool, and a new one is opened.
-            Err(Error::Http2(Http2Error::Connection(_) | Http2Error::Stream(_))) => {
-                let mut connections = origin.lock().await;
-                connections.retain(|c| !Arc::ptr_eq(&c.streams, &streams));
-            }
+            // timeout, GOAWAY, a restart): it leaves the pool, and a new one is opened.
+            Err(Error::Http2(Http2Error::Connection(_) | Http2Error::Stream(_))) => {}
             done => return done,
         }
         connections = origin.lock().await;
+        connections.retain(|c| !Arc::ptr_eq(&c.streams, &streams));
     }
     let conn = match open_connection(request, config).await? {
         Opened::Http2(send) => {

@@ -80,9 +80,10 @@ impl Default for ClientConfig {
 /// What the opening handshake exchanged.
 #[derive(Clone, Debug)]
 pub struct Handshake {
-    /// The request head as sent.
+    /// The request head as sent (over HTTP/2: its pseudo-headers and fields, a
+    /// `name: value` line each).
     pub request: String,
-    /// The response head as received.
+    /// The response head as received (over HTTP/2: `:status` and the fields).
     pub response_head: String,
     /// The checked response.
     pub response: Response,
