@@ -80,6 +80,11 @@ pub struct Args {
     no_deflate: bool,
     #[command(flatten)]
     deflate_args: DeflateArgs,
+    /// Open the WebSocket over HTTP/2 (RFC 8441 extended CONNECT): `always` (the default;
+    /// h2c with prior knowledge for ws://, ALPN h2 for wss://), `auto` (wss://: HTTP/2 if
+    /// the server chooses it in ALPN, else HTTP/1.1) or `never`.
+    #[arg(long, value_name = "WHEN", num_args = 0..=1, require_equals = true, default_missing_value = "always", value_enum)]
+    http2: Option<crate::http2_flag::When>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -166,6 +171,7 @@ async fn client(args: Args) -> anyhow::Result<ExitCode> {
     config.socket.ping_interval = args.ping_interval;
     config.socket.ping_timeout = args.ping_timeout;
     config.deflate = (args.deflate || !args.no_deflate).then(|| args.deflate_args.config());
+    config.http2 = args.http2.map_or_else(Default::default, Into::into);
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut sending = !args.echo;
     let backoff = Backoff::default();

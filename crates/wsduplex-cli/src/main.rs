@@ -4,6 +4,7 @@
 mod args;
 mod bench;
 mod client;
+mod http2_flag;
 mod serve;
 
 use clap::{Parser, Subcommand};

@@ -23,6 +23,9 @@
 //! binary turns it on): `server::http2` answers WebSockets over extended CONNECT
 //! (RFC 8441) and the plain requests beside them, each stream through the same front door,
 //! over TLS (ALPN `h2`) or cleartext with prior knowledge (`h2c`).
+//! Clients open theirs over HTTP/2 as `ClientConfig::http2` says (never by default, when
+//! the server chooses `h2` in ALPN, or always), several to one origin sharing a connection
+//! through `ClientConfig::http2_pool` (`client::http2`).
 //!
 //! Clients go through HTTP `CONNECT` and SOCKS5 proxies, from [`ClientConfig::proxy`] or,
 //! by default, the `https_proxy`/`http_proxy`/`all_proxy`/`no_proxy` environment variables
@@ -167,6 +170,8 @@ mod buffers;
 pub mod client;
 mod error;
 pub mod forwarded;
+#[cfg(feature = "http2")]
+mod http2_body;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 pub mod limits;

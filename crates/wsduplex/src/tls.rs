@@ -162,6 +162,35 @@ where
     connector.connect(name, io).await.map_err(handshake_error)
 }
 
+/// [`connect`] offering `h2` in ALPN: with `and_http1` also `http/1.1` (the server picks),
+/// else `h2` alone. Whether the server picked `h2` is [`client_negotiated_http2`].
+#[cfg(feature = "http2")]
+pub async fn connect_offering_http2<S>(
+    io: S,
+    host: &str,
+    options: &TlsOptions,
+    and_http1: bool,
+) -> Result<tokio_rustls::client::TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| config_error(&format!("{host} is not a valid tls server name"), e))?;
+    let mut config = (*options.to_rustls_config()?).clone();
+    config.alpn_protocols = vec![crate::server::http2::ALPN_H2.to_vec()];
+    if and_http1 {
+        config.alpn_protocols.push(ALPN_HTTP_1_1.to_vec());
+    }
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    connector.connect(name, io).await.map_err(handshake_error)
+}
+
+/// Whether the server chose HTTP/2 (ALPN `h2`) for a client connection.
+#[cfg(feature = "http2")]
+pub fn client_negotiated_http2<S>(tls: &tokio_rustls::client::TlsStream<S>) -> bool {
+    tls.get_ref().1.alpn_protocol() == Some(crate::server::http2::ALPN_H2)
+}
+
 /// Runs the server TLS handshake over `io`. A client that breaks off or is refused gives
 /// [`Error::Tls`] or [`Error::Io`]; nothing is sent beyond the TLS alert.
 pub async fn accept<S>(acceptor: &TlsAcceptor, io: S) -> Result<TlsStream<S>>

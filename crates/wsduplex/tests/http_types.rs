@@ -407,7 +407,7 @@ async fn a_client_from_an_http_request_sends_its_headers_and_subprotocols() {
         panic!("ws:// is plain TCP")
     };
     assert_eq!(tcp.peer_addr().unwrap(), addr);
-    assert_eq!(ws.get_ref().tcp().peer_addr().unwrap(), addr);
+    assert_eq!(ws.get_ref().tcp().unwrap().peer_addr().unwrap(), addr);
     ws.send("hi").await.unwrap();
     assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("hi"));
 }
@@ -567,7 +567,7 @@ async fn get_ref_reaches_the_tls_peer_certificate() {
     ));
     let url = format!("wss://127.0.0.1:{}/", addr.port());
     let (mut ws, _) = wsduplex::connect_with(&url, &config).await.unwrap();
-    assert_eq!(ws.get_ref().tcp().peer_addr().unwrap(), addr);
+    assert_eq!(ws.get_ref().tcp().unwrap().peer_addr().unwrap(), addr);
     let ClientStream::Tls(tls) = ws.get_ref() else {
         panic!("wss:// is TLS")
     };

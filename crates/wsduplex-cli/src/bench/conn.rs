@@ -69,6 +69,11 @@ impl Endpoint {
         Ok(self)
     }
 
+    /// The client TLS settings for `wss://`.
+    pub(crate) fn tls_options(&self) -> Option<&TlsOptions> {
+        self.tls.as_ref().map(|(options, _)| options)
+    }
+
     /// A request with a fresh key.
     pub(crate) fn request(&self) -> Request {
         Request::new(self.host_header.clone(), self.path.clone())

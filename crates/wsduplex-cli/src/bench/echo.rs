@@ -5,6 +5,7 @@ use super::conn::{self, Endpoint};
 use super::pipeline::{Pipeline, Shape};
 use super::report::{self, Latency, Outcome, Tally};
 use super::{measure_and_join, parse_duration, rate, rate_line, Common, Fleet, Link, Ready};
+use crate::http2_flag::When;
 use anyhow::bail;
 use serde::Serialize;
 use std::cell::RefCell;
@@ -12,7 +13,8 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use wsduplex::ClientStream;
+use wsduplex::client::{Http2, Http2Pool};
+use wsduplex::{ClientConfig, ClientStream};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -36,6 +38,20 @@ pub struct Args {
     /// Load before the measured window, not recorded.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     warmup: Duration,
+    /// Open the WebSockets over HTTP/2 (RFC 8441): `always` (the default; h2c with prior
+    /// knowledge for ws://) or `auto` (wss://: if the server chooses h2 in ALPN). Each load
+    /// thread's connections share HTTP/2 connections (see --http2-streams). Implies
+    /// --via-socket.
+    #[arg(long, value_name = "WHEN", num_args = 0..=1, require_equals = true, default_missing_value = "always", value_enum)]
+    http2: Option<When>,
+    /// With --http2: WebSockets per HTTP/2 connection [default: all of a load thread's
+    /// WebSockets on one connection, up to the server's SETTINGS_MAX_CONCURRENT_STREAMS].
+    #[arg(long, value_name = "N", requires = "http2")]
+    http2_streams: Option<usize>,
+    /// Drive each connection with wsduplex's own `WebSocket` (as --http2 must) instead of
+    /// the hand-written frame pipeline: to compare HTTP/1.1 and HTTP/2 with one client.
+    #[arg(long)]
+    via_socket: bool,
 }
 
 /// Connections a thread opens at once (more would only overflow the server's backlog).
@@ -47,6 +63,17 @@ struct Plan {
     endpoint: Endpoint,
     connections: usize,
     shape: Shape,
+    /// `--via-socket` or `--http2`: the client settings (each thread gets its own pool).
+    socket: Option<SocketPlan>,
+}
+
+struct SocketPlan {
+    url: String,
+    config: ClientConfig,
+    streams_per_connection: Option<usize>,
+    size: usize,
+    in_flight: usize,
+    binary: bool,
 }
 
 #[derive(Serialize)]
@@ -74,13 +101,39 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.connections == 0 || args.in_flight == 0 {
         bail!("--connections and --in-flight must be at least 1");
     }
-    let endpoint = args.common.endpoint()?.plain_only("echo")?;
+    if args.http2_streams == Some(0) {
+        bail!("--http2-streams must be at least 1");
+    }
+    let via_socket = args.via_socket || args.http2.is_some();
+    let mut endpoint = args.common.endpoint()?;
+    if !via_socket {
+        endpoint = endpoint.plain_only("echo")?;
+    }
+    let socket = via_socket.then(|| {
+        let mut config = ClientConfig::default();
+        // Like the pipeline: no compression, no proxy from the environment.
+        config.deflate = None;
+        config.proxy = wsduplex::ProxySetting::None;
+        if let Some(options) = endpoint.tls_options() {
+            config.tls = options.clone();
+        }
+        config.http2 = args.http2.map_or(Http2::Never, Http2::from);
+        SocketPlan {
+            url: args.common.url.clone(),
+            config,
+            streams_per_connection: args.http2_streams,
+            size: args.size,
+            in_flight: args.in_flight,
+            binary: args.binary,
+        }
+    });
     let probe = args.common.probe()?;
     let threads = args.common.threads(args.connections);
     let plan = Arc::new(Plan {
         endpoint,
         connections: args.connections,
         shape: Shape::new(args.size, args.in_flight, args.binary, run_key()),
+        socket,
     });
     let fleet = Fleet::start(threads, move |i, link| {
         worker(plan.clone(), i, threads, link)
@@ -171,6 +224,9 @@ fn run_key() -> [u8; 4] {
 }
 
 async fn worker(plan: Arc<Plan>, index: usize, threads: usize, link: Link) -> Tally {
+    if let Some(socket) = &plan.socket {
+        return socket_worker(socket, &plan, index, threads, link).await;
+    }
     let stats = Rc::new(RefCell::new(Tally::new()));
     let ids = (index..plan.connections).step_by(threads);
     let late = link
@@ -187,6 +243,52 @@ async fn worker(plan: Arc<Plan>, index: usize, threads: usize, link: Link) -> Ta
                 Pipeline::new(&plan.shape, id as u64)
                     .run(stream, leftover, &control, &counter, &stats)
                     .await
+            }
+        })
+        .await;
+    if late > 0 {
+        let mut s = stats.borrow_mut();
+        s.errors += late as u64;
+        s.first_error.get_or_insert(format!(
+            "{late} connections still waited for echoes {} s after the end",
+            GRACE.as_secs()
+        ));
+    }
+    stats.replace(Tally::new())
+}
+
+/// [`worker`] with `--via-socket` or `--http2`: each connection a library `WebSocket`,
+/// the thread's connections sharing one HTTP/2 pool.
+async fn socket_worker(
+    socket: &SocketPlan,
+    plan: &Plan,
+    index: usize,
+    threads: usize,
+    link: Link,
+) -> Tally {
+    let stats = Rc::new(RefCell::new(Tally::new()));
+    let mut config = socket.config.clone();
+    config.http2_pool = match socket.streams_per_connection {
+        Some(n) => Http2Pool::with_streams_per_connection(n),
+        None => Http2Pool::new(),
+    };
+    let config = Rc::new(config);
+    let ids = (index..plan.connections).step_by(threads);
+    let late = link
+        .connections(ids, OPENING, GRACE, &stats, |id, opening| {
+            let (config, stats) = (config.clone(), stats.clone());
+            let (control, counter) = (link.control.clone(), link.counter.clone());
+            let url = socket.url.clone();
+            let (size, depth, binary) = (socket.size, socket.in_flight, socket.binary);
+            async move {
+                let connect = async { Ok(wsduplex::connect_with(url, &config).await?.0) };
+                let Some(ws) = opening.open(connect).await else {
+                    return Ok(());
+                };
+                super::socket_echo::run(
+                    ws, id as u64, size, depth, binary, &control, &counter, &stats,
+                )
+                .await
             }
         })
         .await;

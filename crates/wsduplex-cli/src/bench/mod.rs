@@ -19,6 +19,7 @@ mod echo;
 mod idle;
 mod pipeline;
 mod report;
+mod socket_echo;
 
 pub(crate) use crate::args::parse_duration;
 use report::{Probe, Progress, Tally};
@@ -286,10 +287,7 @@ struct Opening {
 impl Opening {
     /// Runs `open` in its turn and reports the result: the stream and the bytes that followed
     /// the handshake, or None when it failed (the error goes in the report, not to the caller).
-    async fn open(
-        self,
-        open: impl Future<Output = anyhow::Result<(wsduplex::ClientStream, Vec<u8>)>>,
-    ) -> Option<(wsduplex::ClientStream, Vec<u8>)> {
+    async fn open<T>(self, open: impl Future<Output = anyhow::Result<T>>) -> Option<T> {
         let permit = self.gate.acquire().await;
         let opened = open.await;
         drop(permit);

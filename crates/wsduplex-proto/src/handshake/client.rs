@@ -45,6 +45,13 @@ pub enum ResponseError {
     /// The server's permessage-deflate answer breaks RFC 7692 or what was offered.
     #[error("invalid permessage-deflate response: {0}")]
     InvalidDeflate(NegotiationError),
+    /// Over HTTP/2 (RFC 8441 §5), the extended CONNECT was answered with a status other
+    /// than `200`.
+    #[error("server answered {status} to the extended connect instead of 200")]
+    ExtendedConnectStatus {
+        /// The HTTP status.
+        status: u16,
+    },
 }
 
 /// A request option that cannot go on the wire.
@@ -265,6 +272,72 @@ impl Request {
         if accepts.next().map(str::trim) != Some(expected.as_str()) || accepts.next().is_some() {
             return Err(ResponseError::BadAccept);
         }
+        let (subprotocol, deflate) = self.negotiated(&headers)?;
+        Ok(Some((
+            Response {
+                status,
+                headers,
+                subprotocol,
+                deflate,
+            },
+            n,
+        )))
+    }
+
+    /// The fields of this request over HTTP/2 (RFC 8441 §4), lowercase, for an extended
+    /// CONNECT whose `:authority` and `:path` are the host and path given to
+    /// [`Request::new`]: `sec-websocket-version`, `origin`, `sec-websocket-protocol`,
+    /// `sec-websocket-extensions` and the extra headers. RFC 8441 §5 has no
+    /// `Sec-WebSocket-Key`, `Upgrade` or `Connection`.
+    pub fn http2_fields(&self) -> Vec<(String, String)> {
+        let mut fields = vec![("sec-websocket-version".to_string(), "13".to_string())];
+        if let Some(o) = &self.origin {
+            fields.push(("origin".to_string(), o.clone()));
+        }
+        if !self.subprotocols.is_empty() {
+            let offer = self.subprotocols.join(", ");
+            fields.push(("sec-websocket-protocol".to_string(), offer));
+        }
+        if let Some(d) = &self.deflate {
+            fields.push(("sec-websocket-extensions".to_string(), d.offer()));
+        }
+        for (n, v) in &self.headers {
+            fields.push((n.to_ascii_lowercase(), v.clone()));
+        }
+        fields
+    }
+
+    /// Checks the response to an extended CONNECT (RFC 8441 §5): status `200`, then the
+    /// subprotocol and extensions as over HTTP/1.1. The stream's DATA are the frames.
+    pub fn check_http2_response(
+        &self,
+        status: u16,
+        headers: Vec<(String, String)>,
+    ) -> Result<Response, ResponseError> {
+        if status != 200 {
+            return Err(ResponseError::ExtendedConnectStatus { status });
+        }
+        let (subprotocol, deflate) = self.negotiated(&headers)?;
+        Ok(Response {
+            status,
+            headers,
+            subprotocol,
+            deflate,
+        })
+    }
+
+    /// The subprotocol and permessage-deflate agreement a response's headers select.
+    #[allow(clippy::type_complexity)]
+    fn negotiated(
+        &self,
+        headers: &[(String, String)],
+    ) -> Result<(Option<String>, Option<DeflateParams>), ResponseError> {
+        let all = |name: &'static str| {
+            headers
+                .iter()
+                .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
         // RFC 6455 §4.1: a subprotocol or extension the client did not offer fails.
         let mut protocols = all("sec-websocket-protocol");
         let subprotocol = match (protocols.next().map(str::trim), protocols.next()) {
@@ -289,15 +362,7 @@ impl Request {
                     e => ResponseError::InvalidDeflate(e),
                 })?,
         };
-        Ok(Some((
-            Response {
-                status,
-                headers,
-                subprotocol,
-                deflate,
-            },
-            n,
-        )))
+        Ok((subprotocol, deflate))
     }
 }
 
@@ -406,5 +471,44 @@ mod tests {
             let err = req.parse_response(response(&req, extra).as_bytes()).unwrap_err();
             assert!(err.to_string().contains(what), "{extra}: {err}");
         }
+    }
+
+    #[test]
+    fn an_extended_connect_answer_is_checked_as_over_http1() {
+        let req = Request::new("h:1", "/p")
+            .subprotocol("chat")
+            .unwrap()
+            .deflate(DeflateConfig::default());
+        let fields = req.http2_fields();
+        assert!(fields
+            .iter()
+            .any(|(n, v)| n == "sec-websocket-version" && v == "13"));
+        assert!(fields
+            .iter()
+            .any(|(n, v)| n == "sec-websocket-protocol" && v == "chat"));
+        assert!(fields.iter().any(|(n, _)| n == "sec-websocket-extensions"));
+        assert!(!fields
+            .iter()
+            .any(|(n, _)| n == "sec-websocket-key" || n == "upgrade"));
+        let h = |n: &str, v: &str| (n.to_string(), v.to_string());
+        let ok = req
+            .check_http2_response(
+                200,
+                vec![
+                    h("sec-websocket-protocol", "chat"),
+                    h("sec-websocket-extensions", "permessage-deflate"),
+                ],
+            )
+            .unwrap();
+        assert_eq!(ok.subprotocol.as_deref(), Some("chat"));
+        assert!(ok.deflate.is_some());
+        assert_eq!(
+            req.check_http2_response(403, vec![]).unwrap_err(),
+            ResponseError::ExtendedConnectStatus { status: 403 }
+        );
+        assert!(matches!(
+            req.check_http2_response(200, vec![h("sec-websocket-protocol", "other")]),
+            Err(ResponseError::UnofferedSubprotocol(_))
+        ));
     }
 }

@@ -1,8 +1,13 @@
 //! The client side: `connect(url)` over TCP, or a handshake over any stream. `connect`
-//! takes a URL or an `http::Request<()>` ([`IntoClientRequest`], in `request`).
+//! takes a URL or an `http::Request<()>` ([`IntoClientRequest`], in `request`). With the
+//! `http2` feature, over HTTP/2 too (RFC 8441, in `http2`: [`ClientConfig::http2`]).
 
+#[cfg(feature = "http2")]
+pub mod http2;
 mod request;
 
+#[cfg(feature = "http2")]
+pub use http2::{Http2, Http2ClientStream, Http2Pool};
 pub use request::{ClientRequest, IntoClientRequest};
 
 use crate::error::{Error, Result};
@@ -43,6 +48,12 @@ pub struct ClientConfig {
     /// browsers, Node's `ws` and Python's `websockets` do: it costs nothing unless the
     /// server accepts. `None`: not offered.
     pub deflate: Option<DeflateConfig>,
+    /// When to open the WebSocket over HTTP/2 (RFC 8441): by default never.
+    #[cfg(feature = "http2")]
+    pub http2: http2::Http2,
+    /// The HTTP/2 connections that connects with this config (and its clones) share.
+    #[cfg(feature = "http2")]
+    pub http2_pool: http2::Http2Pool,
 }
 
 impl Default for ClientConfig {
@@ -58,6 +69,10 @@ impl Default for ClientConfig {
             tls: crate::tls::TlsOptions::default(),
             proxy: ProxySetting::default(),
             deflate: Some(DeflateConfig::default()),
+            #[cfg(feature = "http2")]
+            http2: http2::Http2::Never,
+            #[cfg(feature = "http2")]
+            http2_pool: http2::Http2Pool::new(),
         }
     }
 }
@@ -65,9 +80,10 @@ impl Default for ClientConfig {
 /// What the opening handshake exchanged.
 #[derive(Clone, Debug)]
 pub struct Handshake {
-    /// The request head as sent.
+    /// The request head as sent (over HTTP/2: its pseudo-headers and fields, a
+    /// `name: value` line each).
     pub request: String,
-    /// The response head as received.
+    /// The response head as received (over HTTP/2: `:status` and the fields).
     pub response_head: String,
     /// The checked response.
     pub response: Response,
@@ -83,17 +99,23 @@ pub enum ClientStream {
     /// for it).
     #[cfg(feature = "tls")]
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// A stream of an HTTP/2 connection (RFC 8441), which other streams may share.
+    #[cfg(feature = "http2")]
+    Http2(http2::Http2ClientStream),
 }
 
 impl ClientStream {
     /// The TCP connection underneath (to a proxy, if the connection goes through one): its
     /// `peer_addr`, `local_addr`, socket options. Over `wss://`, `Tls(s)`'s `s.get_ref().1`
-    /// is the TLS session (the server's certificates, ALPN).
-    pub fn tcp(&self) -> &TcpStream {
+    /// is the TLS session (the server's certificates, ALPN). `None` over HTTP/2, whose
+    /// connection belongs to its task and its streams.
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Self::Plain(s) => s,
+            Self::Plain(s) => Some(s),
             #[cfg(feature = "tls")]
-            Self::Tls(s) => s.get_ref().0,
+            Self::Tls(s) => Some(s.get_ref().0),
+            #[cfg(feature = "http2")]
+            Self::Http2(_) => None,
         }
     }
 }
@@ -108,6 +130,8 @@ impl AsyncRead for ClientStream {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -122,6 +146,8 @@ impl AsyncWrite for ClientStream {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
     fn poll_write_vectored(
@@ -133,6 +159,8 @@ impl AsyncWrite for ClientStream {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
     fn is_write_vectored(&self) -> bool {
@@ -140,6 +168,8 @@ impl AsyncWrite for ClientStream {
             Self::Plain(s) => s.is_write_vectored(),
             #[cfg(feature = "tls")]
             Self::Tls(s) => s.is_write_vectored(),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => s.is_write_vectored(),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -147,6 +177,8 @@ impl AsyncWrite for ClientStream {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -154,6 +186,8 @@ impl AsyncWrite for ClientStream {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "http2")]
+            Self::Http2(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -252,19 +286,24 @@ pub async fn connect(
 ///
 /// The connection goes through the proxy that [`ClientConfig::proxy`] selects for the URL
 /// (by default from the environment); with a proxy, TLS runs inside the tunnel.
+///
+/// With the `http2` feature, [`ClientConfig::http2`] may put the WebSocket on a stream of
+/// an HTTP/2 connection (RFC 8441), shared through [`ClientConfig::http2_pool`].
 pub async fn connect_with(
     request: impl IntoClientRequest,
     config: &ClientConfig,
 ) -> Result<(WebSocket<ClientStream>, Handshake)> {
     let request = request.into_client_request()?;
-    let target = &request.target;
-    #[cfg(not(feature = "tls"))]
-    if target.tls {
-        return Err(Error::Url(format!(
-            "wss://{}{}: wss:// needs the tls feature of wsduplex",
-            target.host_header, target.path
-        )));
+    #[cfg(feature = "http2")]
+    if config.http2 != http2::Http2::Never {
+        return http2::connect(&request, config).await;
     }
+    connect_http1(&request, config).await
+}
+
+/// The TCP connection to `target`, through the configured proxy, within the connect
+/// timeout.
+pub(crate) async fn open_tcp(target: &Target, config: &ClientConfig) -> Result<TcpStream> {
     let proxy = config.proxy.proxy_for(target)?;
     let tcp = tokio::time::timeout(config.connect_timeout, async {
         match &proxy {
@@ -276,6 +315,22 @@ pub async fn connect_with(
     .await
     .map_err(|_| Error::ConnectTimeout)??;
     tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
+
+async fn connect_http1(
+    request: &ClientRequest,
+    config: &ClientConfig,
+) -> Result<(WebSocket<ClientStream>, Handshake)> {
+    let target = &request.target;
+    #[cfg(not(feature = "tls"))]
+    if target.tls {
+        return Err(Error::Url(format!(
+            "wss://{}{}: wss:// needs the tls feature of wsduplex",
+            target.host_header, target.path
+        )));
+    }
+    let tcp = open_tcp(target, config).await?;
     #[cfg(feature = "tls")]
     if target.tls {
         let tls = tokio::time::timeout(
@@ -286,14 +341,14 @@ pub async fn connect_with(
         .map_err(|_| Error::HandshakeTimeout)??;
         // TLS 1.3: a server that refuses the client's certificate says so after the
         // client's side of the handshake, in an alert the first read returns.
-        return client_handshake_request(ClientStream::Tls(Box::new(tls)), &request, config)
+        return client_handshake_request(ClientStream::Tls(Box::new(tls)), request, config)
             .await
             .map_err(|e| match e {
                 Error::Io(io) => crate::tls::handshake_error(io),
                 e => e,
             });
     }
-    client_handshake_request(ClientStream::Plain(tcp), &request, config).await
+    client_handshake_request(ClientStream::Plain(tcp), request, config).await
 }
 
 /// Runs the client handshake over an established stream.
@@ -321,15 +376,12 @@ where
     handshake(io, &request.target, Some(request), config).await
 }
 
-async fn handshake<S>(
-    mut io: S,
+/// The opening request: the config's settings, then the request's own.
+fn build_request(
     target: &Target,
     own: Option<&ClientRequest>,
     config: &ClientConfig,
-) -> Result<(WebSocket<S>, Handshake)>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Result<Request> {
     let mut req = Request::new(target.host_header.clone(), target.path.clone());
     if let Some(o) = own
         .and_then(|r| r.origin.as_ref())
@@ -348,6 +400,19 @@ where
     if let Some(d) = &config.deflate {
         req = req.deflate(d.clone());
     }
+    Ok(req)
+}
+
+async fn handshake<S>(
+    mut io: S,
+    target: &Target,
+    own: Option<&ClientRequest>,
+    config: &ClientConfig,
+) -> Result<(WebSocket<S>, Handshake)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let req = build_request(target, own, config)?;
     let request_bytes = req.to_bytes();
     let fut = async {
         io.write_all(&request_bytes).await?;

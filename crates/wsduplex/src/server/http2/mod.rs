@@ -115,6 +115,22 @@ pub enum Http2Error {
     /// The connection failed (I/O, or the peer broke RFC 9113).
     #[error("http/2 connection error")]
     Connection(#[source] h2::Error),
+    /// A client's HTTP/2 handshake failed: the server may not speak HTTP/2 (a cleartext
+    /// server without `h2c`).
+    #[error("http/2 handshake failed (does the server speak http/2?)")]
+    Handshake(#[source] h2::Error),
+    /// A client's stream failed before its answer (reset, or refused by the server).
+    #[error("http/2 stream error")]
+    Stream(#[source] h2::Error),
+    /// The server does not accept WebSockets over HTTP/2: its settings lack
+    /// `SETTINGS_ENABLE_CONNECT_PROTOCOL = 1` (RFC 8441 §3).
+    #[error(
+        "the server does not accept websockets over http/2 (no SETTINGS_ENABLE_CONNECT_PROTOCOL)"
+    )]
+    NoExtendedConnect,
+    /// HTTP/2 was required over TLS and the server did not choose `h2` in ALPN.
+    #[error("the server did not choose http/2 (alpn h2)")]
+    NotNegotiated,
 }
 
 /// A server's HTTP/2 connection: [`accept`](Self::accept) yields its requests, one per

@@ -4,7 +4,7 @@
 //! Reading yields the stream's DATA and releases its flow-control window as the bytes are
 //! taken (RFC 9113 §6.9): a reader that stops reading stops its own stream only. Writing
 //! waits for send capacity before each DATA frame, so nothing is buffered beyond what the
-//! peer's windows allow.
+//! peer's windows allow. The client's streams share this code (`http2_body`).
 //!
 //! Until its response head is written, the stream takes the HTTP/1.1 head that every answer
 //! of this server starts with (`Incoming::respond`, the `101` of `accept`) and sends it as
@@ -12,14 +12,15 @@
 //! the fields but the connection-specific ones (RFC 9113 §8.2.2). So each path answers
 //! both versions with the same code, and the HTTP/1.1 path pays nothing for it.
 
+use crate::http2_body::{self, h2_to_io, Body};
 use crate::server::http_types::into_http2_answer;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::header::{HeaderName, HeaderValue};
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The longest response head taken before it is sent as HEADERS.
@@ -28,9 +29,7 @@ const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 /// An HTTP/2 stream as a byte stream: the request's DATA in, the response out (see the
 /// [module docs](self)). Built by [`Http2Request::into_incoming`](super::Http2Request::into_incoming).
 pub struct Http2Stream {
-    recv: RecvStream,
-    /// DATA received and not yet read.
-    chunk: Bytes,
+    body: Body,
     send: Send,
     /// An extended CONNECT: its `101` is answered `200`.
     connect: bool,
@@ -57,7 +56,7 @@ impl std::fmt::Debug for Http2Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Http2Stream")
             .field("connect", &self.connect)
-            .field("buffered", &self.chunk.len())
+            .field("buffered", &self.body.chunk.len())
             .finish_non_exhaustive()
     }
 }
@@ -70,8 +69,7 @@ impl Http2Stream {
         synthetic_key: bool,
     ) -> Self {
         Self {
-            recv,
-            chunk: Bytes::new(),
+            body: Body::new(recv),
             send: Send::Head {
                 respond,
                 head: Vec::new(),
@@ -86,7 +84,7 @@ impl Http2Stream {
         match &self.send {
             Send::Body { send, .. } => send.stream_id(),
             Send::Head { respond, .. } => respond.stream_id(),
-            Send::Failed => self.recv.stream_id(),
+            Send::Failed => self.body.recv.stream_id(),
         }
     }
 
@@ -130,46 +128,13 @@ fn response_head(head: &[u8], connect: bool, synthetic_key: bool) -> Option<http
     Some(response)
 }
 
-fn h2_to_io(e: h2::Error) -> io::Error {
-    if e.is_io() {
-        e.into_io().unwrap_or_else(|| io::ErrorKind::Other.into())
-    } else {
-        match e.reason() {
-            Some(Reason::NO_ERROR | Reason::CANCEL | Reason::STREAM_CLOSED) => {
-                io::Error::new(io::ErrorKind::BrokenPipe, e)
-            }
-            _ => io::Error::other(e),
-        }
-    }
-}
-
 impl AsyncRead for Http2Stream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        while this.chunk.is_empty() {
-            match ready!(this.recv.poll_data(cx)) {
-                None => return Poll::Ready(Ok(())),
-                Some(Ok(data)) => this.chunk = data,
-                Some(Err(e)) => {
-                    return Poll::Ready(match e.reason() {
-                        // The peer ended the stream without an error: end of input.
-                        Some(Reason::NO_ERROR) => Ok(()),
-                        _ => Err(h2_to_io(e)),
-                    });
-                }
-            }
-        }
-        let n = this.chunk.len().min(buf.remaining());
-        buf.put_slice(&this.chunk[..n]);
-        this.chunk.advance(n);
-        // RFC 9113 §6.9: the window reopens as the reader takes the bytes, not when they
-        // arrive, so a stream nobody reads stalls itself only.
-        let _ = this.recv.flow_control().release_capacity(n);
-        Poll::Ready(Ok(()))
+        self.body.poll_read(cx, buf)
     }
 }
 
@@ -206,23 +171,7 @@ impl AsyncWrite for Http2Stream {
                 if *ended {
                     return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
                 }
-                if buf.is_empty() {
-                    return Poll::Ready(Ok(0));
-                }
-                if send.capacity() == 0 {
-                    send.reserve_capacity(buf.len());
-                    while send.capacity() == 0 {
-                        match ready!(send.poll_capacity(cx)) {
-                            Some(Ok(_)) => {}
-                            Some(Err(e)) => return Poll::Ready(Err(h2_to_io(e))),
-                            None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-                        }
-                    }
-                }
-                let n = buf.len().min(send.capacity());
-                send.send_data(Bytes::copy_from_slice(&buf[..n]), false)
-                    .map_err(h2_to_io)?;
-                Poll::Ready(Ok(n))
+                http2_body::poll_send(send, cx, buf)
             }
             Send::Failed => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
         }
@@ -243,11 +192,7 @@ impl AsyncWrite for Http2Stream {
                 Poll::Ready(Ok(()))
             }
             Send::Body { send, ended } => {
-                if !*ended {
-                    *ended = true;
-                    // The peer may have reset the stream already: then it is closed anyway.
-                    let _ = send.send_data(Bytes::new(), true);
-                }
+                http2_body::end(send, ended);
                 Poll::Ready(Ok(()))
             }
             Send::Failed => Poll::Ready(Ok(())),
