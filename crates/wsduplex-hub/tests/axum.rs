@@ -181,3 +181,33 @@ async fn the_push_api_reads_its_body_through_the_app() {
     let r = http(addr, "GET", "/hub/api/rooms/news", "").await;
     assert_eq!(r.status, 401, "{}", r.body);
 }
+
+/// Over HTTP/2 (axum::serve speaks h2c with prior knowledge and enables extended CONNECT):
+/// a member joins `/hub/chat/ROOM` with our HTTP/2 client, chats with an HTTP/1.1 member,
+/// and its connection carries a second member beside it.
+#[tokio::test]
+async fn members_join_over_http2_beside_http1() {
+    use wsduplex::client::Http2;
+    let (addr, _hub) = start(ServerConfig::default()).await;
+    let (mut ann, _) = join(addr, "/hub/chat/h2?name=ann").await;
+    let mut config = wsduplex::ClientConfig::default();
+    config.http2 = Http2::Always;
+    let url = format!("ws://{addr}/hub/chat/h2?name=bob");
+    let (mut bob, handshake) = wsduplex::connect_with(&url, &config).await.unwrap();
+    assert_eq!(handshake.response.status, 200, "RFC 8441: 200, not 101");
+    let welcome = common::next(&mut bob).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    say(&mut bob, "bob over h2").await;
+    assert_eq!(next_of(&mut ann, "message").await["text"], "bob over h2");
+    say(&mut ann, "ann over h1").await;
+    // Bob sees his own message too, in the room's order.
+    assert_eq!(next_of(&mut bob, "message").await["text"], "bob over h2");
+    assert_eq!(next_of(&mut bob, "message").await["text"], "ann over h1");
+    // A second member through the same config, whose pool shares the HTTP/2 connection.
+    let url = format!("ws://{addr}/hub/chat/h2?name=cat");
+    let (mut cat, _) = wsduplex::connect_with(&url, &config).await.unwrap();
+    assert_eq!(
+        common::next(&mut cat).await["members"],
+        json!(["ann", "bob", "cat"])
+    );
+}
