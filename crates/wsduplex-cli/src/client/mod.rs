@@ -1,86 +1,19 @@
 //! `wsduplex client URL`: stdin lines go out as text messages, received messages come out
-//! on stdout one per line. `/ping [data]` and `/close [code [reason]]` are commands.
+//! on stdout one per line. `/ping [data]` and `/close [code [reason]]` are commands. The
+//! flags are in `args`, reading stdin lines and printing messages in `input`.
 
-use crate::args::{parse_duration, DeflateArgs};
+mod args;
+mod input;
+
+pub use args::Args;
+
 use anyhow::{bail, Context as _};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use input::{parse_line, print_message, Command};
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 use wsduplex::reconnect::Backoff;
 use wsduplex::{ClientConfig, ClientStream, CloseCode, CloseFrame, Message, WebSocket};
-
-#[derive(clap::Args)]
-pub struct Args {
-    /// ws:// or wss:// URL to connect to.
-    url: String,
-    /// Extra request header, 'Name: value' (repeatable).
-    #[arg(short = 'H', long = "header", value_name = "HEADER")]
-    headers: Vec<String>,
-    /// Subprotocol to offer (repeatable, most preferred first).
-    #[arg(long = "subprotocol", value_name = "PROTOCOL")]
-    subprotocols: Vec<String>,
-    /// Origin header to send.
-    #[arg(long)]
-    origin: Option<String>,
-    /// Print the handshake request and response headers to stderr.
-    #[arg(short, long)]
-    verbose: bool,
-    /// Send every received message back unchanged; stdin is not read.
-    #[arg(long)]
-    echo: bool,
-    /// Print binary messages as raw bytes instead of hex.
-    #[arg(long)]
-    binary_raw: bool,
-    /// wss://: also trust the CA certificates in this PEM file (repeatable).
-    #[arg(long, value_name = "FILE")]
-    cacert: Vec<PathBuf>,
-    /// wss://: client certificate chain (PEM) for mutual TLS.
-    #[arg(long, value_name = "FILE", requires = "key")]
-    cert: Option<PathBuf>,
-    /// wss://: the PEM private key of --cert.
-    #[arg(long, value_name = "FILE", requires = "cert")]
-    key: Option<PathBuf>,
-    /// wss://: do not check the server's certificate. Dangerous: anyone on the path can
-    /// read and change the traffic.
-    #[arg(short = 'k', long)]
-    insecure: bool,
-    /// Connect through this proxy: http://host:port (CONNECT) or socks5h://host:port, with
-    /// user:pass@ before the host for authentication. Default: https_proxy (wss://) or
-    /// http_proxy (ws://), then all_proxy, unless no_proxy matches the host.
-    #[arg(long, value_name = "URL")]
-    proxy: Option<String>,
-    /// Connect directly, whatever the proxy environment variables say.
-    #[arg(long, conflicts_with = "proxy")]
-    no_proxy: bool,
-    /// Send a ping this often (e.g. 30s) and give up on a server silent for --ping-timeout.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    ping_interval: Option<Duration>,
-    /// How long the server may stay silent after a keepalive ping.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "20s")]
-    ping_timeout: Duration,
-    /// Time allowed to open the TCP connection.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
-    connect_timeout: Duration,
-    /// Time allowed for the TLS and WebSocket handshakes.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
-    handshake_timeout: Duration,
-    /// When the connection drops (or cannot be opened), connect again with exponential
-    /// backoff and jitter; stdin keeps going to the new connection. Ends when stdin ends
-    /// or after /close.
-    #[arg(long)]
-    reconnect: bool,
-    /// Offer permessage-deflate (RFC 7692); the default, as in browsers, Node's ws and
-    /// Python's websockets.
-    #[arg(long, overrides_with = "no_deflate")]
-    deflate: bool,
-    /// Do not offer permessage-deflate.
-    #[arg(long, overrides_with = "deflate", conflicts_with = "DeflateArgs")]
-    no_deflate: bool,
-    #[command(flatten)]
-    deflate_args: DeflateArgs,
-}
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -91,41 +24,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // (the connection may end while the user has not typed anything).
     rt.shutdown_background();
     result
-}
-
-/// What a stdin line asks for.
-#[derive(Debug, PartialEq)]
-enum Command {
-    Text(String),
-    Ping(String),
-    Close(CloseCode, String),
-}
-
-fn parse_line(line: &str) -> anyhow::Result<Command> {
-    let cmd = |name: &str| line == name || line.starts_with(&format!("{name} "));
-    if cmd("/ping") {
-        return Ok(Command::Ping(
-            line["/ping".len()..].trim_start().to_string(),
-        ));
-    }
-    if cmd("/close") {
-        let rest = line["/close".len()..].trim_start();
-        if rest.is_empty() {
-            return Ok(Command::Close(CloseCode::NORMAL, String::new()));
-        }
-        let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-        let code: u16 = code
-            .parse()
-            .with_context(|| format!("invalid close code {code:?}"))?;
-        return Ok(Command::Close(CloseCode::new(code), reason.to_string()));
-    }
-    // "//text" sends "/text".
-    Ok(Command::Text(
-        line.strip_prefix('/')
-            .filter(|l| l.starts_with('/'))
-            .unwrap_or(line)
-            .to_string(),
-    ))
 }
 
 fn print_head(prefix: &str, head: &str) {
@@ -321,56 +219,5 @@ async fn session(
                 None => return Ok(end),
             }
         }
-    }
-}
-
-fn print_message(msg: &Message, binary_raw: bool, verbose: bool) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match msg {
-        Message::Text(t) => writeln!(out, "{t}")?,
-        Message::Binary(b) if binary_raw => out.write_all(b)?,
-        Message::Binary(b) => {
-            let mut hex = String::with_capacity(b.len() * 2 + 1);
-            for byte in b.iter() {
-                hex.push(char::from_digit((byte >> 4) as u32, 16).unwrap_or('0'));
-                hex.push(char::from_digit((byte & 15) as u32, 16).unwrap_or('0'));
-            }
-            hex.push('\n');
-            out.write_all(hex.as_bytes())?;
-        }
-        Message::Pong(p) => eprintln!("pong: {}", String::from_utf8_lossy(p)),
-        Message::Ping(p) if verbose => eprintln!("ping: {}", String::from_utf8_lossy(p)),
-        _ => {}
-    }
-    out.flush()?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lines_parse_into_commands() {
-        assert_eq!(parse_line("hello").unwrap(), Command::Text("hello".into()));
-        assert_eq!(parse_line("/ping").unwrap(), Command::Ping("".into()));
-        assert_eq!(
-            parse_line("/ping a b").unwrap(),
-            Command::Ping("a b".into())
-        );
-        assert_eq!(
-            parse_line("/close").unwrap(),
-            Command::Close(CloseCode::NORMAL, "".into())
-        );
-        assert_eq!(
-            parse_line("/close 4000 bye now").unwrap(),
-            Command::Close(CloseCode::new(4000), "bye now".into())
-        );
-        assert!(parse_line("/close abc").is_err());
-        assert_eq!(parse_line("//ping").unwrap(), Command::Text("/ping".into()));
-        assert_eq!(
-            parse_line("/pingpong").unwrap(),
-            Command::Text("/pingpong".into())
-        );
     }
 }
