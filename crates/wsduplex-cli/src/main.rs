@@ -4,6 +4,9 @@
 mod args;
 mod bench;
 mod client;
+mod exec;
+mod lines;
+mod listen;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +38,9 @@ enum Command {
     Client(client::Args),
     /// Load generator: echo throughput and latency, handshake rate, idle connections.
     Bench(bench::Args),
+    /// Accept a WebSocket (or, with --broadcast, every one): stdin lines are sent, received
+    /// messages printed; for testing a client.
+    Listen(listen::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +58,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Client(args) => client::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Listen(args) => listen::run(args),
     };
     match result {
         Ok(code) => code,

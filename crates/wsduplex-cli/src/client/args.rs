@@ -1,6 +1,8 @@
 //! `wsduplex client`'s flags.
 
 use crate::args::{parse_duration, DeflateArgs};
+use crate::lines::{BinaryInput, Encoding};
+use base64::Engine as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,7 +14,12 @@ pub struct Args {
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub(super) headers: Vec<String>,
     /// Subprotocol to offer (repeatable, most preferred first).
-    #[arg(long = "subprotocol", value_name = "PROTOCOL")]
+    #[arg(
+        short = 's',
+        long = "subprotocol",
+        visible_alias = "protocol",
+        value_name = "PROTOCOL"
+    )]
     pub(super) subprotocols: Vec<String>,
     /// Origin header to send.
     #[arg(long)]
@@ -20,11 +27,36 @@ pub struct Args {
     /// Print the handshake request and response headers to stderr.
     #[arg(short, long)]
     pub(super) verbose: bool,
+    /// No status lines on stderr (pongs, notes, reconnections): errors only.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub(super) quiet: bool,
+    /// Authenticate with HTTP Basic: sends `Authorization: Basic base64(USER:PASS)`.
+    #[arg(long, value_name = "USER:PASS", value_parser = basic_auth)]
+    pub(super) basic_auth: Option<String>,
+    /// Send binary messages: each input line as hex or base64, or all of the input (raw)
+    /// as one message. Commands (/ping, /close...) still work; "//" is not an escape.
+    #[arg(long, value_name = "ENCODING", value_enum)]
+    pub(super) binary: Option<BinaryInput>,
+    /// How received binary messages are printed [default: as --binary's lines, else hex].
+    #[arg(long, value_name = "ENCODING", value_enum)]
+    pub(super) print_binary: Option<Encoding>,
+    /// When the input ends, keep receiving until the server closes (instead of closing).
+    #[arg(short = 'n', long)]
+    pub(super) no_close: bool,
+    /// Send one message (the first input line), print one reply, and close.
+    #[arg(short = '1', long)]
+    pub(super) one_message: bool,
+    /// Run CMD and bridge it to the connection instead of the terminal: each line of its
+    /// stdout is a message, each received message a line on its stdin (websocat's sh-c:).
+    /// Its exit closes the connection (1000); the connection's end closes its stdin. CMD
+    /// runs under sh -c if it has shell syntax.
+    #[arg(long, value_name = "CMD", conflicts_with = "echo")]
+    pub(super) exec: Option<String>,
     /// Send every received message back unchanged; stdin is not read.
     #[arg(long)]
     pub(super) echo: bool,
-    /// Print binary messages as raw bytes instead of hex.
-    #[arg(long)]
+    /// Print binary messages as raw bytes (--print-binary raw).
+    #[arg(long, conflicts_with = "print_binary")]
     pub(super) binary_raw: bool,
     /// wss://: also trust the CA certificates in this PEM file (repeatable).
     #[arg(long, value_name = "FILE")]
@@ -73,4 +105,26 @@ pub struct Args {
     pub(super) no_deflate: bool,
     #[command(flatten)]
     pub(super) deflate_args: DeflateArgs,
+}
+
+impl Args {
+    /// How received binary messages are printed.
+    pub(super) fn encoding(&self) -> Encoding {
+        match (self.binary_raw, self.print_binary) {
+            (true, _) => Encoding::Raw,
+            (false, Some(e)) => e,
+            (false, None) => Encoding::for_input(self.binary),
+        }
+    }
+}
+
+/// `--basic-auth USER:PASS` as the Authorization header's value (RFC 7617).
+fn basic_auth(s: &str) -> Result<String, String> {
+    if !s.contains(':') {
+        return Err("expected USER:PASS".into());
+    }
+    Ok(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(s)
+    ))
 }
