@@ -432,6 +432,7 @@ fn misuse_gets_one_error_line() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
+    let closed_str = closed.to_string();
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_addr = busy.local_addr().unwrap().to_string();
     let unreachable = format!("ws://{closed}/");
@@ -443,6 +444,11 @@ fn misuse_gets_one_error_line() {
             "cannot connect",
         ),
         ("unreachable host", vec!["client", &unreachable], "refused"),
+        (
+            "no scheme, unreachable",
+            vec!["client", &closed_str],
+            "ws:// assumed",
+        ),
         (
             "--exec with a missing program",
             vec![

@@ -47,19 +47,24 @@ struct Io {
     exec: bool,
 }
 
-/// wscat's habit: `localhost:8080/x` means `ws://localhost:8080/x`.
-fn with_scheme(url: &str, quiet: bool) -> String {
+/// wscat's habit: `localhost:8080/x` means `ws://localhost:8080/x`. The URL, and whether
+/// the scheme was added (said once connected, or in the error: one line either way).
+fn with_scheme(url: &str) -> (String, bool) {
     if url.contains("://") {
-        return url.to_string();
+        (url.to_string(), false)
+    } else {
+        (format!("ws://{url}"), true)
     }
-    if !quiet {
-        eprintln!("wsduplex: no scheme in {url:?}, connecting to ws://{url}");
-    }
-    format!("ws://{url}")
 }
 
 async fn client(args: Args) -> anyhow::Result<ExitCode> {
-    let url = with_scheme(&args.url, args.quiet);
+    let (url, assumed) = with_scheme(&args.url);
+    let assumed_note = if assumed {
+        " (no scheme given: ws:// assumed)"
+    } else {
+        ""
+    };
+    let mut noted = false;
     let mut config = ClientConfig::default();
     config.origin = args.origin.clone();
     config.subprotocols = args.subprotocols.clone();
@@ -132,9 +137,12 @@ async fn client(args: Args) -> anyhow::Result<ExitCode> {
     loop {
         let connected = wsduplex::connect_with(url.as_str(), &config)
             .await
-            .with_context(|| format!("cannot connect to {url}"));
+            .with_context(|| format!("cannot connect to {url}{assumed_note}"));
         let end = match connected {
             Ok((ws, handshake)) => {
+                if assumed && !args.quiet && !std::mem::replace(&mut noted, true) {
+                    eprintln!("wsduplex: no scheme in {:?}: connected to {url}", args.url);
+                }
                 if args.verbose {
                     print_head(">", &handshake.request);
                     print_head("<", &handshake.response_head);
