@@ -8,7 +8,7 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// ws:// or wss:// URL to connect to.
+    /// ws:// or wss:// URL to connect to (without a scheme, ws:// is assumed, as wscat does).
     pub(super) url: String,
     /// Extra request header, 'Name: value' (repeatable).
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
