@@ -104,11 +104,12 @@ async fn listen(args: Args) -> anyhow::Result<ExitCode> {
         let rx = tx.subscribe();
         let conn = tokio::spawn(connection(ws, peer, rx, encoding, args.quiet));
         tokio::pin!(conn);
+        let mut reading = true;
         loop {
             tokio::select! {
                 ended = &mut conn => return ended?,
-                line = stdin.next_line() => {
-                    send_line(&tx, line, &mut line_no, args.binary)?;
+                line = stdin.next_line(), if reading => {
+                    reading = send_line(&tx, line, &mut line_no, args.binary)?;
                 }
             }
         }
