@@ -351,6 +351,32 @@ fn listen_accepts_one_connection_both_ways() {
 }
 
 #[test]
+fn listen_answers_plain_http_and_waits_for_a_websocket() {
+    let (mut server, addr) = listen(&[]);
+    // Not an upgrade: answered by the library, and listen keeps waiting.
+    let resp = http(
+        addr,
+        format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes(),
+    );
+    assert!(resp.status >= 400, "{resp:?}");
+    let mut ws = Ws::connect(addr, "/");
+    ws.send(TEXT, b"after the refusal");
+    assert_eq!(server.next_line(), "after the refusal");
+    // A close code other than 1000/1001: listen exits 1 and says why, on one line.
+    ws.send_close(4000, "bye");
+    assert_eq!(ws.expect_close().0, Some(4000));
+    server.close_stdin();
+    let (status, _, stderr) = server.wait();
+    assert!(!status.success(), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("wsduplex:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("4000 bye"), "{stderr}");
+}
+
+#[test]
 fn listen_binary_lines_and_printing() {
     let (mut server, addr) = listen(&["--binary", "hex", "--print-binary", "base64"]);
     let mut client = Running::spawn(&["client", "--binary", "hex", &format!("ws://{addr}/")]);
