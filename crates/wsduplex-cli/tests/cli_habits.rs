@@ -329,6 +329,23 @@ fn listen_exec_runs_one_program_per_connection() {
     drop(server);
 }
 
+/// A server runs for long: each connection's program must be reaped when it ends, not
+/// left a zombie until the server exits.
+#[test]
+#[cfg(target_os = "linux")]
+fn listen_exec_reaps_each_program() {
+    let (server, addr) = listen(&["--exec", "sh -c 'echo $$; exec cat'"]);
+    let out = run(&["client", "-1", &format!("ws://{addr}/")], b"");
+    assert!(out.status.success(), "{out:?}");
+    let pid = out.stdout_str().trim().to_string();
+    assert!(pid.parse::<u32>().is_ok(), "{out:?}");
+    // Gone from /proc: exited and waited for (a zombie keeps its entry).
+    eventually("the program reaped", TIMEOUT, || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    drop(server);
+}
+
 // ---------------------------------------------------------------------------------------
 // listen
 // ---------------------------------------------------------------------------------------
