@@ -4,10 +4,14 @@
 mod args;
 mod bench;
 mod client;
+mod exec;
+mod generate;
 mod http2_flag;
+mod lines;
+mod listen;
 mod serve;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 /// jemalloc: glibc's malloc leaves about 300 bytes of free fragments around the 128-byte
 /// aligned blocks tokio allocates for every connection (measured with 10,000 idle
@@ -36,6 +40,13 @@ enum Command {
     Client(client::Args),
     /// Load generator: echo throughput and latency, handshake rate, idle connections.
     Bench(bench::Args),
+    /// Accept a WebSocket (or, with --broadcast, every one): stdin lines are sent, received
+    /// messages printed; for testing a client.
+    Listen(listen::Args),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(generate::CompletionsArgs),
+    /// Print the man page (roff) on stdout, or write one per command with --out DIR.
+    Man(generate::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +64,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Client(args) => client::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Listen(args) => listen::run(args),
+        Command::Completions(args) => generate::completions(args, Cli::command()),
+        Command::Man(args) => generate::man(args, Cli::command()),
     };
     match result {
         Ok(code) => code,

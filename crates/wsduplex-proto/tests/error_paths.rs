@@ -400,6 +400,30 @@ fn client_request_options_and_malformed_responses() {
     assert_eq!(resp.header("x-missing"), None);
 }
 
+/// A redirect is refused (never followed) with its `Location`, so the user can see where
+/// to go; other statuses carry none.
+#[test]
+fn client_refuses_a_redirect_and_reports_its_location() {
+    let req = client::Request::new("example.com", "/chat");
+    let moved = b"HTTP/1.1 301 Moved Permanently\r\nLocation: wss://example.com/chat\r\n\r\n";
+    let err = req.parse_response(moved).unwrap_err();
+    assert_eq!(
+        err,
+        ResponseError::Status {
+            status: 301,
+            reason: "Moved Permanently".into(),
+            location: Some("wss://example.com/chat".into()),
+        }
+    );
+    assert!(err.to_string().contains("wss://example.com/chat"), "{err}");
+    let not_found = b"HTTP/1.1 404 Not Found\r\nLocation: /x\r\n\r\n";
+    let err = req.parse_response(not_found).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "server answered 404 Not Found instead of 101"
+    );
+}
+
 /// RFC 7692 §7.1.2.1: a server that answers with a larger `server_max_window_bits` than
 /// the client offered fails the handshake.
 #[test]

@@ -16,48 +16,48 @@ use wsduplex_hub::HubConfig;
 #[command(mut_group("DeflateArgs", |g| g.requires("deflate")))]
 pub struct Args {
     /// Address to listen on (port 0 picks a free port; the ready line shows it).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, help_heading = "Listening", default_value = "127.0.0.1:8080")]
     pub(super) listen: String,
     /// Worker threads, each with its own runtime and listener (default: one per core).
-    #[arg(long)]
+    #[arg(long, help_heading = "Listening")]
     pub(super) workers: Option<usize>,
     /// Serve TLS (https:// and wss://) with this PEM certificate chain, leaf first.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(long, help_heading = "TLS", value_name = "FILE", requires = "tls_key")]
     pub(super) tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, help_heading = "TLS", value_name = "FILE", requires = "tls_cert")]
     pub(super) tls_key: Option<PathBuf>,
     /// Serve TLS with a certificate generated at start for localhost, 127.0.0.1 and ::1
     /// (for development: its SHA-256 fingerprint is printed on stderr).
-    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    #[arg(long, help_heading = "TLS", conflicts_with_all = ["tls_cert", "tls_key"])]
     pub(super) tls_self_signed: bool,
     /// Speak HTTP/1.1 only: no ALPN h2 over TLS, no h2c. By default HTTP/2 is served on
     /// the same port too, WebSockets over extended CONNECT (RFC 8441) included.
-    #[arg(long)]
+    #[arg(long, help_heading = "Listening")]
     pub(super) no_http2: bool,
     /// Ping every client this often (e.g. 30s); a client silent for --ping-timeout after a
     /// ping is disconnected. Off by default.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, help_heading = "Keepalive", value_name = "DURATION", value_parser = parse_duration)]
     ping_interval: Option<Duration>,
     /// How long a client may stay silent after a keepalive ping.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "20s")]
+    #[arg(long, help_heading = "Keepalive", value_name = "DURATION", value_parser = parse_duration, default_value = "20s")]
     ping_timeout: Duration,
     /// Close connections with 1001 when no message arrives for this long. Off by default.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, help_heading = "Keepalive", value_name = "DURATION", value_parser = parse_duration)]
     idle_timeout: Option<Duration>,
     /// Time a client has to send its request (and finish TLS).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, help_heading = "Limits", value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     handshake_timeout: Duration,
     /// Accept permessage-deflate (RFC 7692) from clients that offer it. Off by default, as
     /// in Node's ws: every compressed connection keeps zlib state and spends CPU.
-    #[arg(long)]
+    #[arg(long, help_heading = "Deflate")]
     deflate: bool,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Deflate")]
     deflate_args: DeflateArgs,
     /// Believe Forwarded / X-Forwarded-For from peers in this range (e.g. 127.0.0.1/32
     /// for an nginx on the same host; repeatable): the client address logged is then the
     /// one the proxy reports. From any other peer the headers are ignored.
-    #[arg(long, value_name = "CIDR")]
+    #[arg(long, help_heading = "Access", value_name = "CIDR")]
     trust_proxy: Vec<Cidr>,
     /// TCP load balancers in this range (repeatable, or comma-separated) send a PROXY
     /// protocol v1 or v2 header (HAProxy send-proxy, nginx stream proxy_protocol, AWS
@@ -67,18 +67,19 @@ pub struct Args {
     #[arg(long, value_name = "CIDR", value_delimiter = ',', num_args = 1..)]
     proxy_protocol: Vec<Cidr>,
     /// Chat: messages each room keeps for newcomers and for resumes with `since`.
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    #[arg(long, help_heading = "Hub", value_name = "N", default_value_t = 100)]
     history: usize,
     /// Chat: events queued per member; a member that falls this far behind is closed with
     /// 4008 and resumes with `since`.
-    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, help_heading = "Hub", value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     send_queue: u32,
     /// Chat: how long a long-polling GET waits for new events.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "25s")]
+    #[arg(long, help_heading = "Hub", value_name = "DURATION", value_parser = parse_duration, default_value = "25s")]
     poll_timeout: Duration,
     /// Chat: the bearer token of the push API (POST /api/rooms/ROOM/messages); the API is
     /// off without it. Read from WSDUPLEX_API_TOKEN if set.
     #[arg(
+        help_heading = "Hub",
         long,
         value_name = "TOKEN",
         env = "WSDUPLEX_API_TOKEN",
@@ -92,6 +93,7 @@ pub struct Args {
     /// node started with the same URL serves the same rooms, in one order, with the same ids
     /// and a shared history. Read from WSDUPLEX_REDIS if set. Default: this process alone.
     #[arg(
+        help_heading = "Redis",
         long,
         value_name = "URL",
         env = "WSDUPLEX_REDIS",
@@ -102,6 +104,7 @@ pub struct Args {
     /// /chat) or a long-polling session, as `Authorization: Bearer TOKEN`, the query
     /// parameter `access_token=TOKEN`, or the cookie `wsduplex_token=TOKEN`; others get 401.
     #[arg(
+        help_heading = "Access",
         long,
         value_name = "TOKEN",
         env = "WSDUPLEX_AUTH_TOKEN",
@@ -110,44 +113,54 @@ pub struct Args {
     auth_token: Vec<String>,
     /// Largest message a client may send (e.g. 16MiB, 64KiB, 1000); larger ones are closed
     /// with 1009. Also bounds a compressed message once inflated.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16MiB")]
+    #[arg(long, help_heading = "Limits", value_name = "SIZE", value_parser = parse_size, default_value = "16MiB")]
     max_message_size: u64,
     /// Largest frame a client may send; larger ones are closed with 1009 from the header,
     /// before any payload is read.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16MiB")]
+    #[arg(long, help_heading = "Limits", value_name = "SIZE", value_parser = parse_size, default_value = "16MiB")]
     max_frame_size: u64,
     /// Most frames a client's message may arrive in; more are closed with 1009 "too many
     /// fragments" (0: no limit).
-    #[arg(long, value_name = "N", default_value_t = 131_072)]
+    #[arg(
+        long,
+        help_heading = "Limits",
+        value_name = "N",
+        default_value_t = 131_072
+    )]
     max_fragments: u32,
     /// Outgoing bytes queued for one connection beyond which its client counts as a slow
     /// reader (see --slow-reader).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1MiB")]
+    #[arg(long, help_heading = "Limits", value_name = "SIZE", value_parser = parse_size, default_value = "1MiB")]
     send_buffer: u64,
     /// /echo: what happens to a client that reads more slowly than it sends, once
     /// --send-buffer bytes wait for it. wait: stop reading from it until it catches up
     /// (nothing lost); drop: drop the echoes that do not fit; close: close it with 1008
     /// "too slow". Chat members that fall --send-queue events behind are always closed with
     /// 4008.
-    #[arg(long, value_name = "POLICY", value_enum, default_value_t = SlowReaderArg::Wait)]
+    #[arg(long, help_heading = "Limits", value_name = "POLICY", value_enum, default_value_t = SlowReaderArg::Wait)]
     slow_reader: SlowReaderArg,
     /// Connections open at once, at most; beyond it a new connection gets 503 (0: no limit).
-    #[arg(long, value_name = "N", default_value_t = 50_000)]
+    #[arg(
+        long,
+        help_heading = "Limits",
+        value_name = "N",
+        default_value_t = 50_000
+    )]
     max_connections: usize,
     /// Connections open at once from one client address (the one --trust-proxy proxies
     /// report, else the peer's), at most; beyond it 429 (0: no limit).
-    #[arg(long, value_name = "N", default_value_t = 256)]
+    #[arg(long, help_heading = "Limits", value_name = "N", default_value_t = 256)]
     max_connections_per_client: usize,
     /// Accept WebSocket upgrades and chat POSTs only from pages of this origin (e.g.
     /// `https://chat.example.com`; repeatable): others get 403. Requests without an Origin
     /// header (non-browser clients) are not affected. Default: any origin, except that a
     /// request let in by the wsduplex_token cookie must come from this server's own origin.
-    #[arg(long, value_name = "ORIGIN")]
+    #[arg(long, help_heading = "Access", value_name = "ORIGIN")]
     allow_origin: Vec<String>,
     /// Let pages of any origin open WebSockets with the wsduplex_token cookie (no
     /// same-origin check; --allow-origin, if given, still applies). Only for a server whose
     /// cookie grants nothing worth stealing.
-    #[arg(long)]
+    #[arg(long, help_heading = "Access")]
     dangerous_allow_any_origin: bool,
 }
 

@@ -20,12 +20,15 @@ pub enum ResponseError {
         max: usize,
     },
     /// The status is not `101`.
-    #[error("server answered {status} {reason} instead of 101")]
+    #[error("server answered {status} {reason} instead of 101{}", redirect_note(.location.as_deref()))]
     Status {
         /// The HTTP status.
         status: u16,
         /// The reason phrase.
         reason: String,
+        /// The `Location` header of a redirect (3xx), which this client does not follow:
+        /// shown so the user can connect there.
+        location: Option<String>,
     },
     /// No `Upgrade: websocket`.
     #[error("response lacks Upgrade: websocket")]
@@ -52,6 +55,12 @@ pub enum ResponseError {
         /// The HTTP status.
         status: u16,
     },
+}
+
+fn redirect_note(location: Option<&str>) -> String {
+    location.map_or(String::new(), |l| {
+        format!(" (redirect to {l:?}, not followed)")
+    })
 }
 
 /// A request option that cannot go on the wire.
@@ -250,9 +259,16 @@ impl Request {
             })
             .collect();
         if status != 101 {
+            let location = (300..400).contains(&status).then(|| {
+                headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("location"))
+                    .map(|(_, v)| v.clone())
+            });
             return Err(ResponseError::Status {
                 status,
                 reason: resp.reason.unwrap_or("").to_string(),
+                location: location.flatten(),
             });
         }
         let all = |name: &'static str| {
