@@ -256,6 +256,20 @@ pub async fn connect_with(
     request: impl IntoClientRequest,
     config: &ClientConfig,
 ) -> Result<(WebSocket<ClientStream>, Handshake)> {
+    connect_wrapped(request, config, |io| io).await
+}
+
+/// [`connect_with`], with the transport wrapped by `wrap` once it is connected (after TLS,
+/// before the opening handshake): a [`Tap`](crate::tap::Tap) that sees every byte, say.
+pub async fn connect_wrapped<S, W>(
+    request: impl IntoClientRequest,
+    config: &ClientConfig,
+    wrap: W,
+) -> Result<(WebSocket<S>, Handshake)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    W: FnOnce(ClientStream) -> S,
+{
     let request = request.into_client_request()?;
     let target = &request.target;
     #[cfg(not(feature = "tls"))]
@@ -286,14 +300,14 @@ pub async fn connect_with(
         .map_err(|_| Error::HandshakeTimeout)??;
         // TLS 1.3: a server that refuses the client's certificate says so after the
         // client's side of the handshake, in an alert the first read returns.
-        return client_handshake_request(ClientStream::Tls(Box::new(tls)), &request, config)
+        return client_handshake_request(wrap(ClientStream::Tls(Box::new(tls))), &request, config)
             .await
             .map_err(|e| match e {
                 Error::Io(io) => crate::tls::handshake_error(io),
                 e => e,
             });
     }
-    client_handshake_request(ClientStream::Plain(tcp), &request, config).await
+    client_handshake_request(wrap(ClientStream::Plain(tcp)), &request, config).await
 }
 
 /// Runs the client handshake over an established stream.
