@@ -4,6 +4,8 @@
 mod args;
 mod bench;
 mod client;
+mod frames;
+mod relay;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +37,8 @@ enum Command {
     Client(client::Args),
     /// Load generator: echo throughput and latency, handshake rate, idle connections.
     Bench(bench::Args),
+    /// Relay WebSockets to an upstream server; --trace prints every frame both ways.
+    Relay(relay::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Client(args) => client::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Relay(args) => relay::run(args),
     };
     match result {
         Ok(code) => code,
