@@ -194,7 +194,8 @@ fn text_frame(f: &TracedFrame) -> String {
         bit(f.rsv1),
         bit(f.rsv2),
         bit(f.rsv3),
-        f.mask.map_or("unmasked".to_string(), |k| format!("mask={}", hex(&k))),
+        f.mask
+            .map_or("unmasked".to_string(), |k| format!("mask={}", hex(&k))),
         f.payload_len,
     );
     let text = f.message_opcode == OpCode::Text;

@@ -62,8 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let upstream = wsduplex::client::Target::parse(&args.to).context("--to")?;
     let mut client = ClientConfig::default();
     for path in &args.cacert {
-        let pem =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         client.tls.extra_ca_pem.push(pem);
     }
     client.tls.dangerous_accept_invalid_certs = args.insecure;
@@ -113,11 +112,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     start,
                     printer: relay.printer.clone(),
                 };
-                log.event(&format!("client {peer} connected"), &[("event", "accepted".into()), ("peer", peer.to_string().into())]);
+                log.event(
+                    &format!("client {peer} connected"),
+                    &[
+                        ("event", "accepted".into()),
+                        ("peer", peer.to_string().into()),
+                    ],
+                );
                 let tcp = frames::tap(
                     tcp,
                     true,
-                    Ends { client: "client", server: "relay" },
+                    Ends {
+                        client: "client",
+                        server: "relay",
+                    },
                     id,
                     start,
                     relay.printer.clone(),
@@ -200,11 +208,10 @@ where
         server: "upstream",
     };
     let id = log.id;
-    let upstream =
-        wsduplex::client::connect_wrapped(url.as_str(), &config, move |io| {
-            frames::tap(io, false, ends, id, start, printer)
-        })
-        .await;
+    let upstream = wsduplex::client::connect_wrapped(url.as_str(), &config, move |io| {
+        frames::tap(io, false, ends, id, start, printer)
+    })
+    .await;
     let (up, handshake) = match upstream {
         Ok(u) => u,
         Err(e) => {
@@ -224,7 +231,9 @@ where
                 ],
             );
             let body = format!("upstream {}: {e}\n", relay.upstream.host_header);
-            let _ = incoming.respond(status, &[], "text/plain", body.as_bytes()).await;
+            let _ = incoming
+                .respond(status, &[], "text/plain", body.as_bytes())
+                .await;
             return;
         }
     };
@@ -292,8 +301,9 @@ fn forwarded(name: &str) -> bool {
 /// `--to`'s URL with the client's path appended to its path (and the queries joined).
 fn upstream_url(to: &wsduplex::client::Target, request_path: &str) -> String {
     let split = |p: &str| -> (String, Option<String>) {
-        p.split_once('?')
-            .map_or((p.to_string(), None), |(p, q)| (p.to_string(), Some(q.to_string())))
+        p.split_once('?').map_or((p.to_string(), None), |(p, q)| {
+            (p.to_string(), Some(q.to_string()))
+        })
     };
     let ((base, base_query), (path, query)) = (split(&to.path), split(request_path));
     let mut joined = format!("{}{path}", base.trim_end_matches('/'));
@@ -384,8 +394,10 @@ async fn forward<A, B>(
             Some(Err(e)) => {
                 let (code, reason) = passed_on(&e, side);
                 log.error(
-                    &format!("{name} failed: {e} ({}); closing the other side with {code}",
-                        own_code(&e).map_or("no close frame".to_string(), |c| c.to_string())),
+                    &format!(
+                        "{name} failed: {e} ({}); closing the other side with {code}",
+                        own_code(&e).map_or("no close frame".to_string(), |c| c.to_string())
+                    ),
                     &[
                         ("event", "error".into()),
                         ("side", name.into()),
@@ -483,7 +495,12 @@ mod tests {
 
     #[test]
     fn handshake_and_hop_by_hop_headers_stay_behind() {
-        for h in ["Host", "Sec-WebSocket-Key", "Connection", "sec-websocket-protocol"] {
+        for h in [
+            "Host",
+            "Sec-WebSocket-Key",
+            "Connection",
+            "sec-websocket-protocol",
+        ] {
             assert!(!forwarded(h), "{h}");
         }
         for h in ["Authorization", "Cookie", "User-Agent"] {
