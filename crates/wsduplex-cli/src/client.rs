@@ -2,6 +2,7 @@
 //! on stdout one per line. `/ping [data]` and `/close [code [reason]]` are commands.
 
 use crate::args::{parse_duration, DeflateArgs};
+use crate::frames::TracedStream;
 use anyhow::{bail, Context as _};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 use wsduplex::reconnect::Backoff;
-use wsduplex::{ClientConfig, ClientStream, CloseCode, CloseFrame, Message, WebSocket};
+use wsduplex::{ClientConfig, CloseCode, CloseFrame, Message, WebSocket};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,9 +25,10 @@ pub struct Args {
     /// Origin header to send.
     #[arg(long)]
     origin: Option<String>,
-    /// Print the handshake request and response headers to stderr.
-    #[arg(short, long)]
-    verbose: bool,
+    /// Print the handshake request and response headers to stderr; -vv: every frame both
+    /// ways, as `wsduplex relay --trace` does (docs/relay.md).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
     /// Send every received message back unchanged; stdin is not read.
     #[arg(long)]
     echo: bool,
@@ -171,12 +173,12 @@ async fn client(args: Args) -> anyhow::Result<ExitCode> {
     let backoff = Backoff::default();
     let mut failures = 0;
     loop {
-        let connected = wsduplex::connect_with(&args.url, &config)
+        let connected = crate::frames::connect(&args.url, &config, args.verbose >= 2)
             .await
             .with_context(|| format!("cannot connect to {}", args.url));
         let end = match connected {
             Ok((ws, handshake)) => {
-                if args.verbose {
+                if args.verbose == 1 {
                     print_head(">", &handshake.request);
                     print_head("<", &handshake.response_head);
                 }
@@ -193,7 +195,7 @@ async fn client(args: Args) -> anyhow::Result<ExitCode> {
             tokio::time::sleep(delay).await;
             continue;
         }
-        return end.exit_code(args.verbose);
+        return end.exit_code(args.verbose > 0);
     }
 }
 
@@ -255,7 +257,7 @@ impl SessionEnd {
 /// Runs one connection: stdin lines out, messages in, until the connection ends.
 async fn session(
     args: &Args,
-    mut ws: WebSocket<ClientStream>,
+    mut ws: WebSocket<TracedStream>,
     stdin: &mut Lines<BufReader<Stdin>>,
     sending: &mut bool,
 ) -> anyhow::Result<SessionEnd> {
@@ -301,7 +303,7 @@ async fn session(
             },
             item = ws.recv() => match item {
                 Some(Ok(msg)) => {
-                    print_message(&msg, args.binary_raw, args.verbose)?;
+                    print_message(&msg, args.binary_raw, args.verbose > 0)?;
                     match msg {
                         Message::Close(frame) => end.close = Some(frame),
                         msg if msg.is_data() => {

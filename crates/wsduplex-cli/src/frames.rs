@@ -4,11 +4,13 @@
 
 use serde_json::{Map, Value};
 use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use wsduplex::proto::frame::OpCode;
 use wsduplex::proto::trace::{Direction, TraceEvent, TracedFrame, Tracer};
 use wsduplex::tap::Tap;
+use wsduplex::{ClientConfig, ClientStream, Handshake, WebSocket};
 
 /// Characters of text (or bytes of binary, in hex) shown per frame in the text format.
 const SHOWN: usize = 60;
@@ -94,6 +96,39 @@ pub fn tap<S>(
         Tap::client(io, on_bytes)
     }
 }
+
+/// A client's transport, traced or not.
+pub type TracedStream = Tap<ClientStream>;
+
+/// Connects as [`wsduplex::connect_with`] does; with `trace`, every frame of the
+/// connection is printed on stderr (`wsduplex client -vv`).
+pub async fn connect(
+    url: &str,
+    config: &ClientConfig,
+    trace: bool,
+) -> wsduplex::Result<(WebSocket<TracedStream>, Handshake)> {
+    let printer = trace.then(|| {
+        Arc::new(Printer {
+            format: Format::Text,
+            stderr: true,
+        })
+    });
+    let ends = Ends {
+        client: "client",
+        server: "server",
+    };
+    let (start, conn) = (
+        Instant::now(),
+        CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
+    );
+    wsduplex::client::connect_wrapped(url, config, move |io| {
+        tap(io, false, ends, conn, start, printer)
+    })
+    .await
+}
+
+/// A client's connections (more than one with --reconnect), numbering its trace.
+static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
 fn seconds(start: Instant) -> f64 {
     (start.elapsed().as_secs_f64() * 1e6).round() / 1e6

@@ -296,9 +296,9 @@ async fn our_client_through_the_relay_to_serve_every_frame_traced() {
         );
     }
     // The client's close reached upstream with its reason; each end echoed its code.
-    let bye = (4000, "bye".to_string());
-    assert_eq!(trace.closes("client", "relay"), [bye.clone()]);
-    assert_eq!(trace.closes("relay", "upstream"), [bye]);
+    let bye = || vec![(4000, "bye".to_string())];
+    assert_eq!(trace.closes("client", "relay"), bye());
+    assert_eq!(trace.closes("relay", "upstream"), bye());
     assert_eq!(trace.closes("relay", "client")[0].0, 4000);
     assert_eq!(trace.closes("upstream", "relay")[0].0, 4000);
     // The four handshake heads, and deflate agreed on both connections.
@@ -321,14 +321,15 @@ fn node_client_through_the_relay_to_python_fragmented_and_compressed() {
     let Some(mut node) = Peer::Node.command("relay_client", skipped) else {
         return;
     };
-    let mut upstream = python
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn python server");
-    let _kill = KillOnDrop(upstream.id());
+    let mut upstream = KillOnDrop(
+        python
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn python server"),
+    );
     let mut port = String::new();
-    BufReader::new(upstream.stdout.take().unwrap())
+    BufReader::new(upstream.0.stdout.take().unwrap())
         .read_line(&mut port)
         .expect("python prints its port");
     let relay = Relay::start(&format!("ws://127.0.0.1:{}", port.trim()));
@@ -402,11 +403,12 @@ fn node_client_through_the_relay_to_python_fragmented_and_compressed() {
 }
 
 /// Kills a peer process when the test ends, however it ends.
-struct KillOnDrop(u32);
+struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.to_string()).status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -507,4 +509,39 @@ fn an_upstream_refusal_reaches_the_client_with_its_status() {
     upstream.finish();
     let stderr = relay.stop();
     assert!(stderr.contains("answering the client 403"), "{stderr}");
+}
+
+#[test]
+fn client_vv_traces_its_own_frames_on_stderr() {
+    let server = Server::start_on_loopback(&["--deflate", "--workers", "1"]);
+    let long = "xyz".repeat(40);
+    let out = common::run(
+        &["client", "-vv", &server.url("/echo")],
+        format!("hi\n{long}\n").as_bytes(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout_str(), format!("hi\n{long}\n"));
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let find = |needle: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in\n{}", out.stderr))
+            .to_string()
+    };
+    assert!(find("client→server").contains("GET /echo HTTP/1.1"));
+    assert!(find("server→client").contains("101 Switching Protocols"));
+    let hi = find("\"hi\"");
+    assert!(
+        hi.contains("client→server") && hi.contains("TEXT   fin=1 rsv=000 mask="),
+        "{hi}"
+    );
+    // The long text went out compressed: RSV1, its inflated length, the text cut at 60.
+    let compressed = find("inflated=120 message=120");
+    assert!(compressed.contains("rsv=100 mask="), "{compressed}");
+    assert!(
+        compressed.ends_with(&format!("\"{}…\"", &long[..60])),
+        "{compressed}"
+    );
+    assert!(find("CLOSE").contains("code=1000"));
 }
