@@ -378,6 +378,8 @@ async fn forward<A, B>(
     // Once the other side is closed, messages are read and dropped: this side's closing
     // handshake still has to be read to its end.
     let mut other_gone = false;
+    // A failure says what it passes on itself.
+    let mut failed = false;
     let (code, reason) = loop {
         match from.recv().await {
             Some(Ok(Message::Close(frame))) => {
@@ -406,6 +408,7 @@ async fn forward<A, B>(
                         ("passed_on", code.as_u16().into()),
                     ],
                 );
+                failed = true;
                 break (code, reason);
             }
             None => break (gone_code(side), format!("{name} closed")),
@@ -413,7 +416,7 @@ async fn forward<A, B>(
     };
     from_ended.store(true, Ordering::Relaxed);
     // An ended side has nothing left to be told (its own close or failure came first).
-    if !to_ended.load(Ordering::Relaxed) && to.close(code, &reason).await.is_ok() {
+    if !to_ended.load(Ordering::Relaxed) && to.close(code, &reason).await.is_ok() && !failed {
         log.event(
             &format!("{name} closed; closing the other side with {code} {reason:?}"),
             &[
