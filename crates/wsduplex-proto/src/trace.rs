@@ -568,6 +568,11 @@ fn inflate(
         } else {
             inflater.inflate(step, &mut buf, u64::MAX)
         };
+        // What inflated before an error counts: the same whatever the input's pieces.
+        out.len += buf.len() as u64;
+        message.inflated_len += buf.len() as u64;
+        let room = preview.saturating_sub(out.data.len());
+        out.data.extend_from_slice(&buf[..room.min(buf.len())]);
         if result.is_err() {
             message.corrupt = true;
             message.utf8 = None;
@@ -576,10 +581,6 @@ fn inflate(
                 .get_or_insert(ProtocolError::InvalidCompressedData);
             return;
         }
-        out.len += buf.len() as u64;
-        message.inflated_len += buf.len() as u64;
-        let room = preview.saturating_sub(out.data.len());
-        out.data.extend_from_slice(&buf[..room.min(buf.len())]);
         if let Some(v) = message.utf8.as_mut() {
             if v.feed(&buf).is_err() {
                 message.utf8 = None;

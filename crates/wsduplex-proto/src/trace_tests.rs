@@ -347,3 +347,138 @@ fn large_payloads_keep_a_bounded_preview() {
         (16, 100_000, Some(100_000))
     );
 }
+
+mod properties {
+    use super::*;
+    use crate::{Config, Connection, Role};
+    use bytes::Buf;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Sent {
+        Text(String),
+        Binary(Vec<u8>),
+    }
+
+    fn sent() -> impl Strategy<Value = Sent> {
+        prop_oneof![
+            "[a-zé ]{0,200}".prop_map(Sent::Text),
+            prop::collection::vec(any::<u8>(), 0..200).prop_map(Sent::Binary),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// What our own client sends (fragmented or not, compressed or not), in pieces of
+        /// any size, the tracer sees whole and unbroken: each message's frames rebuild it.
+        #[test]
+        fn the_tracer_sees_what_a_connection_sent(
+            messages in prop::collection::vec(sent(), 1..6),
+            deflate in any::<bool>(),
+            fragment in prop::option::of(1usize..48),
+            piece in 1usize..40,
+        ) {
+            let agreed = deflate.then(DeflateParams::default);
+            let policy = DeflateConfig { threshold: 0, ..DeflateConfig::default() };
+            let config = Config::default().deflate(agreed, &policy).fragment_size(fragment);
+            let mut client = Connection::new(Role::Client, config);
+            for m in &messages {
+                match m {
+                    Sent::Text(t) => client.send_text(t.as_str()).unwrap(),
+                    Sent::Binary(b) => client.send_binary(b).unwrap(),
+                }
+            }
+            client.close(CloseCode::NORMAL, "bye").unwrap();
+            let mut wire = Vec::new();
+            while let Some(tx) = client.poll_transmit() {
+                wire.extend_from_slice(&tx.copy_to_bytes(tx.remaining()));
+            }
+            let mut t = Tracer::upgraded(agreed);
+            for p in wire.chunks(piece) {
+                t.receive(Direction::FromClient, p);
+            }
+            let mut rebuilt: Vec<(OpCode, Vec<u8>)> = Vec::new();
+            let mut close = None;
+            for f in frames(&mut t) {
+                prop_assert!(f.error.is_none(), "{:?}", f);
+                prop_assert!(f.mask.is_some());
+                let data = f.inflated.as_ref().map_or(f.payload.clone(), |i| i.data.clone());
+                match f.opcode {
+                    OpCode::Continuation => rebuilt.last_mut().unwrap().1.extend(data),
+                    OpCode::Close => close = f.close.clone(),
+                    op => rebuilt.push((op, data)),
+                }
+            }
+            let want: Vec<(OpCode, Vec<u8>)> = messages
+                .iter()
+                .map(|m| match m {
+                    Sent::Text(t) => (OpCode::Text, t.as_bytes().to_vec()),
+                    Sent::Binary(b) => (OpCode::Binary, b.clone()),
+                })
+                .collect();
+            prop_assert_eq!(rebuilt, want);
+            prop_assert_eq!(close, Some((CloseCode::NORMAL, "bye".to_string())));
+        }
+
+        /// Arbitrary bytes, both ways, in any pieces: no panic, and the same events
+        /// whatever the pieces (but for what a corrupt compressed message inflated to).
+        #[test]
+        fn any_bytes_in_any_pieces_give_the_same_events(
+            client in prop::collection::vec(any::<u8>(), 0..400),
+            server in prop::collection::vec(any::<u8>(), 0..400),
+            deflate in any::<bool>(),
+            piece in 1usize..40,
+        ) {
+            let agreed = deflate.then(DeflateParams::default);
+            let run = |n: usize| {
+                let mut t = Tracer::upgraded(agreed).with_preview(16);
+                for (c, s) in client.chunks(n).zip(server.chunks(n)) {
+                    t.receive(Direction::FromClient, c);
+                    t.receive(Direction::FromServer, s);
+                }
+                let (c, s) = (client.len().div_ceil(n), server.len().div_ceil(n));
+                for rest in client.chunks(n).skip(s.min(c)) {
+                    t.receive(Direction::FromClient, rest);
+                }
+                for rest in server.chunks(n).skip(c.min(s)) {
+                    t.receive(Direction::FromServer, rest);
+                }
+                let mut by_side: [Vec<TraceEvent>; 2] = Default::default();
+                // Where the input of a corrupt compressed message is cut decides how much
+                // zlib inflates before it notices, and so whether bad DEFLATE or bad UTF-8
+                // in what it inflated shows first (as for an endpoint): from the first of
+                // either to the message's end, both count as one corruption, and what was
+                // inflated is left out of the comparison.
+                let mut corrupt = [false; 2];
+                while let Some(mut e) = t.poll_event() {
+                    if let TraceEvent::Frame(f) = &mut e {
+                        let c = &mut corrupt[f.from as usize];
+                        let bad = f.inflated.is_some()
+                            && matches!(
+                                f.error,
+                                Some(ProtocolError::InvalidCompressedData | ProtocolError::InvalidUtf8)
+                            );
+                        if bad {
+                            f.error = (!*c).then_some(ProtocolError::InvalidCompressedData);
+                            *c = true;
+                        }
+                        if *c {
+                            f.inflated = None;
+                        }
+                        if f.fin && !f.opcode.is_control() {
+                            *c = false;
+                        }
+                    }
+                    let from = match &e {
+                        TraceEvent::Frame(f) => f.from,
+                        TraceEvent::Lost { from, .. } | TraceEvent::Head { from, .. } => *from,
+                    };
+                    by_side[from as usize].push(e);
+                }
+                by_side
+            };
+            prop_assert_eq!(run(piece), run(usize::MAX));
+        }
+    }
+}
