@@ -291,6 +291,13 @@ impl Tracer {
         self.events.pop_front()
     }
 
+    /// The frame `from` is in the middle of: its header is read, its payload is not whole
+    /// yet (`payload` holds what arrived, within the preview; `error` what its header
+    /// broke). `None` between frames. Shows a large frame while it arrives.
+    pub fn frame_in_progress(&self, from: Direction) -> Option<&TracedFrame> {
+        self.sides[from as usize].frame.as_ref()
+    }
+
     /// The permessage-deflate agreement in use, if any.
     pub fn deflate(&self) -> Option<&DeflateParams> {
         self.deflate.as_ref()

@@ -337,6 +337,19 @@ fn large_payloads_keep_a_bounded_preview() {
         (16, 100_000, true)
     );
     let compressed = Deflater::new(6, 15, false).compress(&big).to_vec();
+    // A frame shows while it arrives, with what its header broke.
+    let mut arriving = Tracer::upgraded(None);
+    arriving.receive(
+        Direction::FromServer,
+        &[0xA2, 127, 0, 0, 1, 0, 0, 0, 0, 0, 7],
+    );
+    let f = arriving.frame_in_progress(Direction::FromServer).unwrap();
+    assert_eq!(f.payload_len, 1 << 40);
+    assert_eq!(
+        (f.payload.clone(), f.error.clone()),
+        (vec![7], Some(ProtocolError::ReservedBits))
+    );
+    assert!(arriving.poll_event().is_none());
     t.receive(
         Direction::FromServer,
         &frame(true, 0x40, 0x2, &compressed, None),
