@@ -66,6 +66,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         client.tls.extra_ca_pem.push(pem);
     }
     client.tls.dangerous_accept_invalid_certs = args.insecure;
+    // Each side's close is answered with the other side's reply, once it comes: what the
+    // other side was still sending is delivered first (see `forward`).
+    client.socket.protocol = client.socket.protocol.clone().defer_close_reply(true);
+    let mut server = ServerConfig::default();
+    server.socket.protocol = server.socket.protocol.clone().defer_close_reply(true);
     let format = if args.trace_json {
         Some(Format::Json)
     } else {
@@ -74,7 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let relay = Arc::new(Relay {
         upstream,
         client,
-        server: ServerConfig::default(),
+        server,
         printer: format.map(|format| {
             Arc::new(Printer {
                 format,
@@ -344,17 +349,17 @@ where
     let (mut client_rx, mut client_tx) = client.split();
     let (mut up_rx, mut up_tx) = upstream.split();
     // Whether each side has ended (both directions run in this task).
-    let (client_ended, up_ended) = (AtomicBool::new(false), AtomicBool::new(false));
+    let (client_state, up_state) = (Closing::default(), Closing::default());
     tokio::join!(
         forward(
-            (&mut client_rx, &client_ended),
-            (&mut up_tx, &up_ended),
+            (&mut client_rx, &client_state),
+            (&mut up_tx, &up_state),
             Side::Client,
             log
         ),
         forward(
-            (&mut up_rx, &up_ended),
-            (&mut client_tx, &client_ended),
+            (&mut up_rx, &up_state),
+            (&mut client_tx, &client_state),
             Side::Upstream,
             log
         ),
@@ -365,9 +370,14 @@ where
 /// Passes `from`'s messages to `to` until `from` ends, then closes `to` as `from` ended:
 /// with its close code and reason, or with the code of its protocol error. Pings and
 /// pongs stay on their own connection (each end answers its own pings).
+///
+/// Both sockets defer their answer to a peer's close (`defer_close_reply`): a side that
+/// closed is still open for sending, so what the other side sends until it answers is
+/// delivered, and the other side's close is the answer. Only a side that failed or whose
+/// closing handshake is over counts as ended.
 async fn forward<A, B>(
-    (from, from_ended): (&mut ReadHalf<A>, &AtomicBool),
-    (to, to_ended): (&mut WriteHalf<B>, &AtomicBool),
+    (from, from_state): (&mut ReadHalf<A>, &Closing),
+    (to, to_state): (&mut WriteHalf<B>, &Closing),
     side: Side,
     log: &Log,
 ) where
@@ -380,12 +390,15 @@ async fn forward<A, B>(
     let mut other_gone = false;
     // A failure says what it passes on itself.
     let mut failed = false;
+    let mut closed = false;
     let (code, reason) = loop {
         match from.recv().await {
             Some(Ok(Message::Close(frame))) => {
                 let (code, reason) = frame.map_or((CloseCode::NORMAL, String::new()), |f| {
                     (f.code, f.reason.as_str().to_string())
                 });
+                // A close that answers ours ends the side; a first close awaits our answer.
+                closed = true;
                 break (code, reason);
             }
             Some(Ok(msg)) if msg.is_data() && !other_gone => {
@@ -414,9 +427,18 @@ async fn forward<A, B>(
             None => break (gone_code(side), format!("{name} closed")),
         }
     };
-    from_ended.store(true, Ordering::Relaxed);
-    // An ended side has nothing left to be told (its own close or failure came first).
-    if !to_ended.load(Ordering::Relaxed) && to.close(code, &reason).await.is_ok() && !failed {
+    // Ended: failed, gone, or its close answered ours. A first close awaits our answer.
+    if failed || !closed || from_state.told.load(Ordering::Relaxed) {
+        from_state.ended.store(true, Ordering::Relaxed);
+    }
+    // An ended side has nothing left to be told, a told one has it already.
+    let untold = !to_state.ended.load(Ordering::Relaxed) && !to_state.told.load(Ordering::Relaxed);
+    if !untold {
+        return;
+    }
+    // Before the close goes out: the answer may come while this waits for the write.
+    to_state.told.store(true, Ordering::Relaxed);
+    if to.close(code, &reason).await.is_ok() && !failed {
         log.event(
             &format!("{name} closed; closing the other side with {code} {reason:?}"),
             &[
@@ -427,6 +449,16 @@ async fn forward<A, B>(
             ],
         );
     }
+}
+
+/// Where one side's closing stands (both directions run in one task; atomics only because
+/// the task must be `Send`).
+#[derive(Default)]
+struct Closing {
+    /// It failed, or its closing handshake is over: nothing more to tell it.
+    ended: AtomicBool,
+    /// We sent it a close (passing the other side's on).
+    told: AtomicBool,
 }
 
 /// The close code this side's connection was failed with, if a close frame was sent.

@@ -545,3 +545,26 @@ fn client_vv_traces_its_own_frames_on_stderr() {
     );
     assert!(find("CLOSE").contains("code=1000"));
 }
+
+/// The relay answers a client's close with upstream's reply, once it comes: what upstream
+/// was still sending arrives first, as it would without the relay.
+#[test]
+fn a_client_that_closes_at_once_still_gets_the_replies_in_flight() {
+    let server = Server::start_on_loopback(&["--workers", "1"]);
+    let relay = Relay::start(&server.url(""));
+    // stdin ends right after the lines: the client closes before any echo can arrive.
+    let out = common::run(
+        &["client", &format!("ws://{}/echo", relay.addr)],
+        b"one\ntwo\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout_str(), "one\ntwo\n");
+    let trace = relay.trace();
+    let relay_to_client: Vec<_> = trace
+        .frames("relay", "client")
+        .into_iter()
+        .map(|f| f["opcode"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(relay_to_client, ["text", "text", "close"]);
+    relay.stop();
+}
