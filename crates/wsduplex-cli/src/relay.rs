@@ -348,7 +348,7 @@ where
 {
     let (mut client_rx, mut client_tx) = client.split();
     let (mut up_rx, mut up_tx) = upstream.split();
-    // Whether each side has ended (both directions run in this task).
+    // Where each side's closing stands (both directions run in this task).
     let (client_state, up_state) = (Closing::default(), Closing::default());
     tokio::join!(
         forward(
