@@ -5,10 +5,12 @@ mod args;
 mod bench;
 mod client;
 mod exec;
+mod frames;
 mod generate;
 mod http2_flag;
 mod lines;
 mod listen;
+mod relay;
 mod serve;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
@@ -47,6 +49,8 @@ enum Command {
     Completions(generate::CompletionsArgs),
     /// Print the man page (roff) on stdout, or write one per command with --out DIR.
     Man(generate::ManArgs),
+    /// Relay WebSockets to an upstream server; --trace prints every frame both ways.
+    Relay(relay::Args),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Command::Listen(args) => listen::run(args),
         Command::Completions(args) => generate::completions(args, Cli::command()),
         Command::Man(args) => generate::man(args, Cli::command()),
+        Command::Relay(args) => relay::run(args),
     };
     match result {
         Ok(code) => code,

@@ -49,6 +49,7 @@ pub mod handshake;
 pub mod mask;
 mod message;
 pub mod random;
+pub mod trace;
 mod transmit;
 pub mod utf8;
 

@@ -180,6 +180,7 @@ pub mod proxy;
 pub mod reconnect;
 pub mod server;
 mod socket;
+pub mod tap;
 #[cfg(feature = "tls")]
 pub mod tls;
 

@@ -24,9 +24,10 @@ pub struct Args {
     /// Origin header to send.
     #[arg(long)]
     pub(super) origin: Option<String>,
-    /// Print the handshake request and response headers to stderr.
-    #[arg(short, long)]
-    pub(super) verbose: bool,
+    /// Print the handshake request and response headers to stderr; -vv: every frame both
+    /// ways, as `wsduplex relay --trace` does (docs/relay.md).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub(super) verbose: u8,
     /// No status lines on stderr (pongs, notes, reconnections): errors only.
     #[arg(short, long, conflicts_with = "verbose")]
     pub(super) quiet: bool,

@@ -16,7 +16,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt as _, AsyncWrite, BufReader, Lines};
 use wsduplex::reconnect::Backoff;
-use wsduplex::{ClientConfig, ClientStream, CloseCode, CloseFrame, Message, WebSocket};
+use crate::frames::TracedStream;
+use wsduplex::{ClientConfig, CloseCode, CloseFrame, Message, WebSocket};
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -136,7 +137,7 @@ async fn client(args: Args) -> anyhow::Result<ExitCode> {
     let backoff = Backoff::default();
     let mut failures = 0;
     loop {
-        let connected = wsduplex::connect_with(url.as_str(), &config)
+        let connected = crate::frames::connect(url.as_str(), &config, args.verbose >= 2)
             .await
             .with_context(|| format!("cannot connect to {url}{assumed_note}"));
         let end = match connected {
@@ -144,7 +145,7 @@ async fn client(args: Args) -> anyhow::Result<ExitCode> {
                 if assumed && !args.quiet && !std::mem::replace(&mut noted, true) {
                     eprintln!("wsduplex: no scheme in {:?}: connected to {url}", args.url);
                 }
-                if args.verbose {
+                if args.verbose == 1 {
                     print_head(">", &handshake.request);
                     print_head("<", &handshake.response_head);
                 }
@@ -163,7 +164,7 @@ async fn client(args: Args) -> anyhow::Result<ExitCode> {
             tokio::time::sleep(delay).await;
             continue;
         }
-        let code = end.exit_code(args.verbose);
+        let code = end.exit_code(args.verbose > 0);
         // The connection is over: the program's stdin closes, and it is reaped.
         drop(io);
         if let Some(child) = child {
@@ -231,7 +232,7 @@ impl SessionEnd {
 /// Runs one connection: stdin lines out, messages in, until the connection ends.
 async fn session(
     args: &Args,
-    mut ws: WebSocket<ClientStream>,
+    mut ws: WebSocket<TracedStream>,
     io: &mut Io,
     sending: &mut bool,
 ) -> anyhow::Result<SessionEnd> {
@@ -301,7 +302,7 @@ async fn session(
                     let extra = msg.is_data() && args.one_message && end.received > 0;
                     if !extra {
                         let shown =
-                            print_message(&mut io.output, &msg, encoding, args.verbose, args.quiet)
+                            print_message(&mut io.output, &msg, encoding, args.verbose > 0, args.quiet)
                                 .await;
                         // A program that stopped reading is not an error: its exit decides.
                         if let (Err(e), false) = (shown, io.exec) {
@@ -338,7 +339,7 @@ async fn session(
 /// The input has ended: close normally and wait for the server's reply, or with
 /// `--no-close` (or `-1` before its reply) keep receiving until the server closes. On a
 /// failed connection the close is an error that the read side reports.
-async fn input_ended(args: &Args, ws: &mut WebSocket<ClientStream>, end: &mut SessionEnd) {
+async fn input_ended(args: &Args, ws: &mut WebSocket<TracedStream>, end: &mut SessionEnd) {
     if args.no_close || (args.one_message && end.received == 0) {
         return;
     }

@@ -31,6 +31,14 @@ pub struct Config {
     /// Accept unmasked frames from a client. RFC 6455 §5.1 says a server MUST NOT: only for
     /// testing against broken peers.
     pub dangerous_accept_unmasked_frames: bool,
+    /// Leave the answer to the peer's close to the application: the close is reported, the
+    /// connection stays open for sending, and [`Connection::close`](super::Connection::close)
+    /// sends the answer with the application's own code and reason. RFC 6455 §5.5.1 lets an
+    /// endpoint finish sending before it answers; a relay uses this to pass the close on
+    /// and answer with the other side's reply, delivering what was still in flight. Off by
+    /// default: the close is answered at once, echoing its code. Until the application
+    /// answers, nothing the peer sends is read and no close timeout runs.
+    pub defer_close_reply: bool,
     /// permessage-deflate as agreed in the opening handshake (`None`: not negotiated; RSV1
     /// then fails the connection). [`Config::max_message_size`] applies to the inflated size.
     pub deflate: Option<DeflateParams>,
@@ -53,6 +61,7 @@ impl Default for Config {
             max_fragments: 1 << 17,
             fragment_size: None,
             dangerous_accept_unmasked_frames: false,
+            defer_close_reply: false,
             deflate: None,
             compression_level: DeflateConfig::default().level,
             compression_threshold: DeflateConfig::default().threshold,
@@ -78,6 +87,12 @@ impl Config {
     /// Sets [`Config::max_fragments`].
     pub fn max_fragments(mut self, n: u32) -> Self {
         self.max_fragments = n;
+        self
+    }
+
+    /// Sets [`Config::defer_close_reply`].
+    pub fn defer_close_reply(mut self, on: bool) -> Self {
+        self.defer_close_reply = on;
         self
     }
 

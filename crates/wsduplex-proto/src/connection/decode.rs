@@ -68,6 +68,10 @@ impl Connection {
                     self.rx.clear();
                     return Ok(());
                 }
+                State::Open if self.close_received != 0 => {
+                    self.rx.clear();
+                    return Ok(());
+                }
                 State::Open | State::Closing => {}
             }
             if self.event.is_some() {
@@ -91,6 +95,11 @@ impl Connection {
         match &self.state {
             State::Closed => Ok(()),
             State::Failed(e) => Err(e.clone().into()),
+            // A deferred close the peer did not wait to hear: the handshake is over.
+            State::Open if self.close_received != 0 => {
+                self.state = State::Closed;
+                Ok(())
+            }
             State::Open | State::Closing => {
                 // The peer is gone: no close frame can reach it (and 1006 is never sent).
                 self.state = State::Failed(ProtocolError::UnexpectedEof);
@@ -355,11 +364,16 @@ impl Connection {
             }
         };
         self.close_received = frame.as_ref().map_or(1005, |f| f.code.as_u16());
-        if self.state == State::Open {
-            // RFC 6455 §5.5.1: answer a close with a close, echoing the status code.
-            self.queue_close(frame.as_ref().map(|f| (f.code, "")));
+        if self.state == State::Open && self.config.defer_close_reply {
+            // RFC 6455 §5.5.1 lets an endpoint finish sending before it answers: the
+            // application answers with `close`, and may send until then.
+        } else {
+            if self.state == State::Open {
+                // RFC 6455 §5.5.1: answer a close with a close, echoing the status code.
+                self.queue_close(frame.as_ref().map(|f| (f.code, "")));
+            }
+            self.state = State::Closed;
         }
-        self.state = State::Closed;
         self.drop_message();
         self.frame = None;
         self.rx.clear();

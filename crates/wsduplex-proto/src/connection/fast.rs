@@ -28,8 +28,10 @@ impl Connection {
         if let State::Failed(e) = &self.state {
             return Err(e.clone().into());
         }
-        // Between the fragments of a message, nothing can be whole.
+        // Between the fragments of a message, nothing can be whole; after the peer's close
+        // (its answer deferred), nothing it sends is data.
         if self.state != State::Open
+            || self.close_received != 0
             || self.event.is_some()
             || (self.message.is_some() && self.frame.is_none())
         {

@@ -125,7 +125,12 @@ impl Connection {
             State::Failed(e) => return Err(e.clone().into()),
         }
         self.queue_close(body);
-        self.state = State::Closing;
+        // With a deferred answer (`Config::defer_close_reply`) this close is the answer.
+        self.state = if self.close_received != 0 {
+            State::Closed
+        } else {
+            State::Closing
+        };
         Ok(())
     }
 

@@ -202,13 +202,18 @@ const STREAM_WINDOW: u32 = 256 * 1024;
 const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
 
 /// Opens a WebSocket as `config.http2` says (not [`Http2::Never`]).
-pub(super) async fn connect(
+pub(super) async fn connect<S, W>(
     request: &ClientRequest,
     config: &ClientConfig,
-) -> Result<(WebSocket<ClientStream>, Handshake)> {
+    wrap: W,
+) -> Result<(WebSocket<S>, Handshake)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    W: FnOnce(ClientStream) -> S,
+{
     let target = &request.target;
     if config.http2 == Http2::WhenOffered && !target.tls {
-        return super::connect_http1(request, config).await;
+        return super::connect_http1(request, config, wrap).await;
     }
     let pool = &config.http2_pool;
     let origin = pool.origin((target.tls, target.host.clone(), target.port));
@@ -220,7 +225,7 @@ pub(super) async fn connect(
             // The connection died or went away since it was last used (the server's idle
             // timeout, GOAWAY, a restart): it leaves the pool, and a new one is opened.
             Err(Error::Http2(Http2Error::Connection(_) | Http2Error::Stream(_))) => {}
-            done => return done,
+            done => return done.map(|opened| opened.websocket(wrap)),
         }
         connections = origin.lock().await;
         connections.retain(|c| !Arc::ptr_eq(&c.streams, &streams));
@@ -236,11 +241,33 @@ pub(super) async fn connect(
         }
         Opened::Http1(io) => {
             drop(connections);
-            return super::client_handshake_request(io, request, config).await;
+            return super::client_handshake_request(wrap(io), request, config).await;
         }
     };
     drop(connections);
-    within_timeout(config, extended_connect(conn, request, config)).await
+    let opened = within_timeout(config, extended_connect(conn, request, config)).await?;
+    Ok(opened.websocket(wrap))
+}
+
+/// An answered extended CONNECT: its stream, before it becomes a socket.
+struct Connected {
+    stream: Http2ClientStream,
+    socket: crate::Config,
+    handshake: Handshake,
+}
+
+impl Connected {
+    /// The socket on the stream, wrapped by `wrap`.
+    fn websocket<S, W>(self, wrap: W) -> (WebSocket<S>, Handshake)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        W: FnOnce(ClientStream) -> S,
+    {
+        let io = wrap(ClientStream::Http2(self.stream));
+        let subprotocol = self.handshake.response.subprotocol.clone();
+        let ws = WebSocket::from_raw(io, Role::Client, self.socket, &[]).with_subprotocol(subprotocol);
+        (ws, self.handshake)
+    }
 }
 
 async fn within_timeout<T>(
@@ -327,7 +354,7 @@ async fn extended_connect(
     conn: Pooled,
     request: &ClientRequest,
     config: &ClientConfig,
-) -> Result<(WebSocket<ClientStream>, Handshake)> {
+) -> Result<Connected> {
     let req = super::build_request(&request.target, Some(request), config)?;
     let target = &request.target;
     let scheme = if target.tls { "https" } else { "http" };
@@ -383,12 +410,14 @@ async fn extended_connect(
     if let Some(policy) = &config.deflate {
         socket.protocol = socket.protocol.deflate(checked.deflate, policy);
     }
-    let ws = WebSocket::from_raw(ClientStream::Http2(stream), Role::Client, socket, &[])
-        .with_subprotocol(checked.subprotocol.clone());
     let handshake = Handshake {
         request: text,
         response_head,
         response: checked,
     };
-    Ok((ws, handshake))
+    Ok(Connected {
+        stream,
+        socket,
+        handshake,
+    })
 }

@@ -293,12 +293,27 @@ pub async fn connect_with(
     request: impl IntoClientRequest,
     config: &ClientConfig,
 ) -> Result<(WebSocket<ClientStream>, Handshake)> {
+    connect_wrapped(request, config, |io| io).await
+}
+
+/// [`connect_with`], with the transport wrapped by `wrap` once it is connected (after TLS,
+/// before the opening handshake; over HTTP/2, the WebSocket's stream once the extended
+/// CONNECT is answered): a [`Tap`](crate::tap::Tap) that sees every byte, say.
+pub async fn connect_wrapped<S, W>(
+    request: impl IntoClientRequest,
+    config: &ClientConfig,
+    wrap: W,
+) -> Result<(WebSocket<S>, Handshake)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    W: FnOnce(ClientStream) -> S,
+{
     let request = request.into_client_request()?;
     #[cfg(feature = "http2")]
     if config.http2 != http2::Http2::Never {
-        return http2::connect(&request, config).await;
+        return http2::connect(&request, config, wrap).await;
     }
-    connect_http1(&request, config).await
+    connect_http1(&request, config, wrap).await
 }
 
 /// The TCP connection to `target`, through the configured proxy, within the connect
@@ -318,10 +333,15 @@ pub(crate) async fn open_tcp(target: &Target, config: &ClientConfig) -> Result<T
     Ok(tcp)
 }
 
-async fn connect_http1(
+async fn connect_http1<S, W>(
     request: &ClientRequest,
     config: &ClientConfig,
-) -> Result<(WebSocket<ClientStream>, Handshake)> {
+    wrap: W,
+) -> Result<(WebSocket<S>, Handshake)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    W: FnOnce(ClientStream) -> S,
+{
     let target = &request.target;
     #[cfg(not(feature = "tls"))]
     if target.tls {
@@ -341,14 +361,14 @@ async fn connect_http1(
         .map_err(|_| Error::HandshakeTimeout)??;
         // TLS 1.3: a server that refuses the client's certificate says so after the
         // client's side of the handshake, in an alert the first read returns.
-        return client_handshake_request(ClientStream::Tls(Box::new(tls)), request, config)
+        return client_handshake_request(wrap(ClientStream::Tls(Box::new(tls))), request, config)
             .await
             .map_err(|e| match e {
                 Error::Io(io) => crate::tls::handshake_error(io),
                 e => e,
             });
     }
-    client_handshake_request(ClientStream::Plain(tcp), request, config).await
+    client_handshake_request(wrap(ClientStream::Plain(tcp)), request, config).await
 }
 
 /// Runs the client handshake over an established stream.

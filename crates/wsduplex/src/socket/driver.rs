@@ -72,6 +72,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             }
             if let Some(ev) = self.conn.poll_event() {
                 if let Message::Close(_) = ev {
+                    if *self.conn.state() == State::Open {
+                        // A deferred answer (`defer_close_reply`): the application hears
+                        // the close now, sends what it still has, then answers.
+                        return Poll::Ready(Some(Ok(ev)));
+                    }
                     self.cold().final_close = Some(ev);
                     continue;
                 }
