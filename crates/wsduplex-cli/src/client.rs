@@ -83,6 +83,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    #[cfg(not(feature = "deflate"))]
+    if args.deflate {
+        anyhow::bail!("--deflate: this wsduplex was built without the `deflate` feature");
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

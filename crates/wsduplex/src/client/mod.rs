@@ -35,6 +35,7 @@ pub struct ClientConfig {
     pub socket: Config,
     /// TLS settings for `wss://` URLs (extra CAs, client certificate, ...).
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub tls: crate::tls::TlsOptions,
     /// Which proxy to go through: by default the environment's (`https_proxy`,
     /// `http_proxy`, `all_proxy`, `no_proxy`), as curl does; see [`crate::proxy`].
@@ -82,6 +83,7 @@ pub enum ClientStream {
     /// `wss://` (boxed: a TLS session is large, and a plain connection should not pay
     /// for it).
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
