@@ -171,14 +171,13 @@ fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::listen::listen;
 
     /// `handle` skips `set_nodelay` on Linux because accepted sockets inherit it: without it,
     /// every small echo would wait for Nagle's algorithm.
     #[tokio::test]
-    #[cfg(target_os = "linux")]
     async fn accepted_connections_have_nodelay() {
         let listeners = listen("127.0.0.1:0".parse().unwrap(), 2).unwrap();
         let addr = listeners[0].local_addr().unwrap();
