@@ -18,7 +18,7 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 /// jemalloc: glibc's malloc leaves about 300 bytes of free fragments around the 128-byte
 /// aligned blocks tokio allocates for every connection (measured with 10,000 idle
 /// connections: 1.25 KiB each with glibc, under 1 KiB with jemalloc; docs/performance.md).
-#[cfg(not(target_env = "msvc"))]
+#[cfg(unix)]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use std::process::ExitCode;

@@ -53,6 +53,7 @@ impl Hub {
     /// axum::serve(listener, app).await
     /// # }
     /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
     pub fn router<S>(&self, config: ServerConfig) -> Router<S>
     where
         S: Clone + Send + Sync + 'static,

@@ -28,6 +28,7 @@ struct ChatMessage<'a> {
 
 /// A message without its type and id, for the backplane (see [`message_tail`]).
 #[derive(Serialize)]
+#[cfg(feature = "redis")]
 struct Tail<'a> {
     room: &'a str,
     name: &'a str,
@@ -68,6 +69,7 @@ pub(crate) fn message(id: u64, room: &str, name: &str, text: &str, ts: u64) -> U
 }
 
 /// A message this node delivered on its own while the backplane was down.
+#[cfg(feature = "redis")]
 pub(crate) fn local_message(id: u64, room: &str, name: &str, text: &str, ts: u64) -> Utf8Bytes {
     encode(&ChatMessage {
         r#type: "message",
@@ -85,6 +87,7 @@ pub(crate) const MESSAGE_HEAD: &str = r#"{"type":"message","id":"#;
 
 /// A message's JSON after `"id":N,`. The backplane's publish script writes
 /// `MESSAGE_HEAD`, the id, `,` and this, so every node delivers the same bytes.
+#[cfg(feature = "redis")]
 pub(crate) fn message_tail(room: &str, name: &str, text: &str, ts: u64) -> String {
     let json = serde_json::to_string(&Tail {
         room,
@@ -252,6 +255,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "redis")]
     fn head_id_and_tail_make_the_message() {
         let tail = message_tail("lobby", "al\"ice", "<b>hi</b>", 123);
         let assembled = format!("{MESSAGE_HEAD}{},{tail}", 7);
@@ -269,6 +273,7 @@ mod tests {
     #[test]
     fn known_ids() {
         assert_eq!(known_id(&message(41, "r", "a", "x", 1)), Some(41));
+        #[cfg(feature = "redis")]
         assert_eq!(known_id(&local_message(1_000_041, "r", "a", "x", 1)), None);
         let h = [message(7, "r", "a", "last_id", 1)];
         let w = welcome("r", "c", ["a"].into_iter(), 9, h.iter(), false);

@@ -4,8 +4,8 @@
 //!
 //! What it is not: a transport (that is `wsduplex`), or a broker. By default everything is
 //! in memory in one process; rooms span the worker threads of that process. With
-//! [`Hub::with_redis`] the hub is one node of many: Redis orders each room's events and
-//! keeps its history, and every node delivers to its own members.
+//! `Hub::with_redis` (feature `redis`) the hub is one node of many: Redis orders each
+//! room's events and keeps its history, and every node delivers to its own members.
 //!
 //! Data flow: a member's message goes to its room, which (under the room's lock) assigns
 //! the next id, encodes the event once, keeps it in history, and pushes the same bytes into
@@ -47,6 +47,18 @@
 //! In an axum 0.8 application (feature `axum`), `Hub::router` answers the same paths, with
 //! the same code and front door, under any prefix: `app.nest("/hub", hub.router(config))`
 //! (example: `examples/axum_chat.rs`).
+//!
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `redis` | on | `Hub::with_redis` and `RedisConfig`: one node of many, rooms shared through Redis (plain, TLS, Sentinel) |
+//! | `deflate` | on | permessage-deflate on the hub's WebSockets when the `ServerConfig` enables it (forwards `wsduplex/deflate`) |
+//! | `axum` | off | `Hub::router`: the hub as an axum 0.8 `Router` |
+//!
+//! The hub needs no TLS of its own: it depends on `wsduplex` without its default features,
+//! and a server in front of it that terminates TLS enables `wsduplex/tls` itself.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 #[cfg(feature = "axum")]
@@ -62,6 +74,8 @@ mod room;
 mod sse;
 mod ws;
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use backplane::redis::{InvalidRedisUrl, RedisConfig};
 pub use event::BadMessage;
 pub use mailbox::Ended;
@@ -239,6 +253,8 @@ impl Hub {
     /// lives in Redis, so a client can resume with `since` on any node. Nothing connects
     /// until [`Hub::maintain`] runs (it connects, reconnects with backoff, and keeps this
     /// node's presence alive).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn with_redis(mut config: HubConfig, redis: RedisConfig) -> Result<Self, InvalidRedisUrl> {
         config.session_ttl = session_ttl(&config);
         let backplane =
@@ -403,3 +419,8 @@ impl Hub {
         tokio::join!(sessions, self.inner.nodes.run());
     }
 }
+
+/// The README's example, compiled as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

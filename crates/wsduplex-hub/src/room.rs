@@ -59,6 +59,7 @@ impl Room {
     }
 
     /// A room whose events a backplane orders.
+    #[cfg(feature = "redis")]
     pub(crate) fn with_replica(name: &str, history_len: usize, replica: Replica) -> Self {
         Self::with(name, history_len, Some(Box::new(replica)))
     }

@@ -1,4 +1,6 @@
+use super::codec::TAIL;
 use super::*;
+use flate2::{Compress, Compression, FlushCompress};
 
 fn policy() -> DeflateConfig {
     DeflateConfig::default()

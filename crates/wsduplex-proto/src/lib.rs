@@ -38,6 +38,14 @@
 //!     other => panic!("unexpected {other:?}"),
 //! }
 //! ```
+//!
+//! ## Features
+//!
+//! - `deflate` (on by default): permessage-deflate compression (zlib-rs through `flate2`).
+//!   Without it the [`deflate`] module's negotiation types remain, so code that configures
+//!   deflate compiles either way, but nothing is ever agreed: a server declines every offer,
+//!   a client offers nothing, and a [`Connection`] ignores [`Config::deflate`].
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 pub mod close;
@@ -60,3 +68,8 @@ pub use error::{Error, ProtocolError, UsageError};
 pub use message::{Message, MessageRef};
 pub use transmit::Transmit;
 pub use utf8::Utf8Bytes;
+
+/// The README's example, compiled as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

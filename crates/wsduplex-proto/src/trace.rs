@@ -428,7 +428,7 @@ impl Side {
             }
             let compressed = h.rsv1 && deflate.is_some();
             if compressed && self.inflater.is_none() {
-                self.inflater = deflate.map(|d| new_inflater(d, self.from));
+                self.inflater = deflate.and_then(|d| new_inflater(d, self.from));
             }
             self.message = Some(MessageState {
                 opcode: h.opcode,
@@ -535,16 +535,23 @@ impl Side {
 }
 
 /// The inflater for what `from` compresses: RFC 7692 §7.1 gives each direction its own
-/// window and context takeover.
-fn new_inflater(d: &DeflateParams, from: Direction) -> Inflater {
-    match from {
+/// window and context takeover. Built without the feature `deflate`, none (no connection
+/// of this build agrees to compression, so a frame with RSV1 is reported as such).
+#[cfg(feature = "deflate")]
+fn new_inflater(d: &DeflateParams, from: Direction) -> Option<Inflater> {
+    Some(match from {
         Direction::FromClient => {
             Inflater::new(d.client_max_window_bits, d.client_no_context_takeover)
         }
         Direction::FromServer => {
             Inflater::new(d.server_max_window_bits, d.server_no_context_takeover)
         }
-    }
+    })
+}
+
+#[cfg(not(feature = "deflate"))]
+fn new_inflater(_: &DeflateParams, _: Direction) -> Option<Inflater> {
+    None
 }
 
 /// Inflates a piece of a compressed message (or, with `end`, its final flush) into the
@@ -621,6 +628,7 @@ fn close_body(frame: &mut TracedFrame) {
     }
 }
 
-#[cfg(test)]
+// They compress with the core's `Deflater`, which a build without `deflate` lacks.
+#[cfg(all(test, feature = "deflate"))]
 #[path = "trace_tests.rs"]
 mod tests;

@@ -3,11 +3,14 @@
 
 mod common;
 
+#[cfg(feature = "deflate")]
 use flate2::{Compress, Compression, FlushCompress};
 use wsduplex_proto::frame::OpCode;
 use wsduplex_proto::handshake::accept_key;
 use wsduplex_proto::handshake::client::{self, ResponseError, MAX_RESPONSE_HEAD};
-use wsduplex_proto::{Config, Connection, DeflateParams, Error, Message, ProtocolError, Role};
+#[cfg(feature = "deflate")]
+use wsduplex_proto::DeflateParams;
+use wsduplex_proto::{Config, Connection, Error, Message, ProtocolError, Role};
 
 /// A masked final frame, as a client sends it.
 fn frame(opcode: OpCode, rsv1: bool, payload: &[u8]) -> Vec<u8> {
@@ -15,6 +18,7 @@ fn frame(opcode: OpCode, rsv1: bool, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Raw DEFLATE with a sync flush, the `00 00 ff ff` tail removed (RFC 7692 §7.2.1).
+#[cfg(feature = "deflate")]
 fn deflate(data: &[u8]) -> Vec<u8> {
     let mut z = Compress::new(Compression::default(), false);
     let mut out = Vec::with_capacity(data.len() + 64);
@@ -27,6 +31,7 @@ fn deflate(data: &[u8]) -> Vec<u8> {
     out
 }
 
+#[cfg(feature = "deflate")]
 fn deflate_server(max_message_size: u64) -> Connection {
     let mut config = Config::default().max_message_size(max_message_size);
     config.deflate = Some(DeflateParams::default());
@@ -34,6 +39,7 @@ fn deflate_server(max_message_size: u64) -> Connection {
 }
 
 /// Feeds `input` in pieces of `piece` bytes; returns the first error.
+#[cfg(feature = "deflate")]
 fn feed(c: &mut Connection, input: &[u8], piece: usize) -> Result<(), Error> {
     for p in input.chunks(piece) {
         c.receive(p)?;
@@ -68,6 +74,7 @@ fn every_call_fails_after_eof_even_with_an_event_waiting() {
 /// corrupt block before the text was checked. The close code must not depend on how TCP
 /// split the stream.
 #[test]
+#[cfg(feature = "deflate")]
 fn invalid_text_before_corrupt_deflate_data_is_1007_however_it_is_split() {
     // The fuzzer's input: a fixed-Huffman block that inflates to 0xb1 (never valid UTF-8),
     // then a distance reaching back before the start of the stream.
@@ -88,6 +95,7 @@ fn invalid_text_before_corrupt_deflate_data_is_1007_however_it_is_split() {
 }
 
 #[test]
+#[cfg(feature = "deflate")]
 fn invalid_text_before_the_inflated_limit_is_1007_however_it_is_split() {
     let mut text = b"a\xff".to_vec();
     text.resize(10_000, b'b');
@@ -118,6 +126,7 @@ fn invalid_text_before_the_inflated_limit_is_1007_however_it_is_split() {
 /// 1009 in pieces: with the output full, zlib still decodes the next symbol and reports it
 /// corrupt. The limit comes first in the stream, so it wins either way.
 #[test]
+#[cfg(feature = "deflate")]
 fn passing_the_inflated_limit_before_corrupt_data_is_1009_however_it_is_split() {
     // The fuzzer's input (unmasked): 257+ bytes of output, then distance code 30.
     let payload = [

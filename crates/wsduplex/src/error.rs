@@ -45,11 +45,13 @@ pub enum Error {
     /// The TLS handshake failed: the certificate is not trusted or not for this host, no
     /// common protocol version or cipher suite, a client certificate was refused, etc.
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     #[error("tls handshake failed")]
     Tls(#[source] rustls::Error),
     /// The TLS settings cannot be used: an unreadable or invalid PEM file, a key that does
     /// not match its certificate, a host name that cannot be a TLS server name.
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     #[error("invalid tls settings: {what}")]
     TlsConfig {
         /// What is wrong, e.g. `no private key in key.pem`.
@@ -83,6 +85,7 @@ pub enum Error {
     ExtendedConnect(#[from] crate::server::http_types::ExtendedConnectError),
     /// An HTTP/2 connection failed.
     #[cfg(feature = "http2")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http2")))]
     #[error(transparent)]
     Http2(#[from] crate::server::http2::Http2Error),
 }

@@ -161,10 +161,23 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tls` | on | `wss://` for the client, [`tls`] acceptors for servers (rustls with *ring*) |
+//! | `deflate` | on | permessage-deflate (the core's `deflate`); without it a server never agrees to the extension and a client never offers it |
+//! | `self-signed` | off | `tls::self_signed`: a development certificate generated at run time (`rcgen`); implies `tls` |
+//! | `http2` | off | `server::http2`: WebSockets over HTTP/2 extended CONNECT (RFC 8441), `h2c` and ALPN `h2`, for servers |
+//! | `hyper` | off | `wsduplex::hyper::upgrade` for hyper 1.x servers |
+//! | `axum` | off | the `wsduplex::axum::WebSocketUpgrade` extractor for axum 0.8 (implies `hyper`) |
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 pub mod auth;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 mod buffers;
 pub mod client;
@@ -173,6 +186,7 @@ pub mod forwarded;
 #[cfg(feature = "http2")]
 mod http2_body;
 #[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub mod hyper;
 pub mod limits;
 pub mod metrics;
@@ -182,6 +196,7 @@ pub mod server;
 mod socket;
 pub mod tap;
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub mod tls;
 
 pub use http;
@@ -195,3 +210,8 @@ pub use error::{Error, Result};
 pub use proxy::{ProxyError, ProxySetting};
 pub use server::{accept, Incoming, ServerConfig};
 pub use socket::{Config, ReadHalf, Reply, SlowReader, WebSocket, WriteHalf};
+
+/// The README's example, compiled as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -8,7 +8,8 @@
 //! The client side needs nothing but a `wss://` URL ([`crate::connect`]); [`TlsOptions`] (in
 //! [`crate::ClientConfig::tls`]) adds CA certificates, a client certificate, or (for tests)
 //! turns verification off. A server wraps each accepted TCP stream with a
-//! [`TlsAcceptor`] from [`acceptor_from_pem_files`] or [`self_signed`] before
+//! [`TlsAcceptor`] from [`acceptor_from_pem_files`] or `self_signed` (feature
+//! `self-signed`: a development certificate made at start-up) before
 //! [`crate::server::read_request`]:
 //!
 //! ```no_run
@@ -290,6 +291,7 @@ pub fn server_config(
 /// The same acceptor offering HTTP/2 as well: ALPN `h2`, then `http/1.1`. Serve a
 /// connection as [`negotiated_http2`] says.
 #[cfg(feature = "http2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http2")))]
 pub fn offer_http2(acceptor: &TlsAcceptor) -> TlsAcceptor {
     let mut config = (**acceptor.config()).clone();
     config.alpn_protocols = vec![
@@ -301,6 +303,7 @@ pub fn offer_http2(acceptor: &TlsAcceptor) -> TlsAcceptor {
 
 /// Whether the client chose HTTP/2 (ALPN `h2`) during the handshake.
 #[cfg(feature = "http2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http2")))]
 pub fn negotiated_http2<S>(tls: &TlsStream<S>) -> bool {
     tls.get_ref().1.alpn_protocol() == Some(crate::server::http2::ALPN_H2)
 }
@@ -329,6 +332,8 @@ pub fn acceptor_from_pem_files(
 }
 
 /// A freshly generated self-signed certificate and an acceptor that serves it.
+#[cfg(feature = "self-signed")]
+#[cfg_attr(docsrs, doc(cfg(feature = "self-signed")))]
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct SelfSigned {
@@ -343,6 +348,7 @@ pub struct SelfSigned {
     pub fingerprint: String,
 }
 
+#[cfg(feature = "self-signed")]
 impl std::fmt::Debug for SelfSigned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SelfSigned")
@@ -353,6 +359,8 @@ impl std::fmt::Debug for SelfSigned {
 
 /// Generates a self-signed certificate for `localhost`, `127.0.0.1` and `::1`, for
 /// development: clients must be told to trust it (its PEM, or the fingerprint by eye).
+#[cfg(feature = "self-signed")]
+#[cfg_attr(docsrs, doc(cfg(feature = "self-signed")))]
 pub fn self_signed() -> Result<SelfSigned> {
     let names = vec![
         "localhost".to_string(),
@@ -458,6 +466,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "self-signed")]
     fn self_signed_certificates_load() {
         let s = self_signed().unwrap();
         assert_eq!(s.fingerprint.len(), 32 * 3 - 1);

@@ -525,7 +525,7 @@ async fn from_raw_with_a_subprotocol_and_the_transport_back() {
     assert_eq!(&got, b"raw");
 }
 
-#[cfg(feature = "tls")]
+#[cfg(feature = "self-signed")]
 #[tokio::test]
 async fn get_ref_reaches_the_tls_peer_certificate() {
     use wsduplex::tls;

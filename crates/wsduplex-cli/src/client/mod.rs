@@ -9,6 +9,7 @@ mod input;
 pub use args::Args;
 
 use crate::exec::Exec;
+use crate::frames::TracedStream;
 use crate::lines::BinaryInput;
 use anyhow::{anyhow, bail, Context as _};
 use input::{parse_line, print_message, Command, LineError};
@@ -16,10 +17,13 @@ use std::path::Path;
 use std::process::ExitCode;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt as _, AsyncWrite, BufReader, Lines};
 use wsduplex::reconnect::Backoff;
-use crate::frames::TracedStream;
 use wsduplex::{ClientConfig, CloseCode, CloseFrame, Message, WebSocket};
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    #[cfg(not(feature = "deflate"))]
+    if args.deflate {
+        anyhow::bail!("--deflate: this wsduplex was built without the `deflate` feature");
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

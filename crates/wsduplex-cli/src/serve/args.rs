@@ -51,7 +51,7 @@ pub struct Args {
     /// Accept permessage-deflate (RFC 7692) from clients that offer it. Off by default, as
     /// in Node's ws: every compressed connection keeps zlib state and spends CPU.
     #[arg(long, help_heading = "Deflate")]
-    deflate: bool,
+    pub(super) deflate: bool,
     #[command(flatten, next_help_heading = "Deflate")]
     deflate_args: DeflateArgs,
     /// Believe Forwarded / X-Forwarded-For from peers in this range (e.g. 127.0.0.1/32

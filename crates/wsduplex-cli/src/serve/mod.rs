@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use wsduplex::metrics::Metrics;
 use wsduplex::server::ServerConfig;
 use wsduplex::tls::TlsAcceptor;
-use wsduplex_hub::{Hub, RedisConfig};
+use wsduplex_hub::Hub;
 
 /// The running server, shared by every worker and connection.
 struct Server {
@@ -47,6 +47,7 @@ struct Server {
 /// `SO_REUSEPORT` listener on the same port, so the kernel spreads connections and no lock
 /// is shared on the hot path. The main thread waits for SIGINT/SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    built_with(&args)?;
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -90,7 +91,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Rooms span the workers: one hub, shared.
     let hub = match args.redis.filter(|u| !u.is_empty()) {
         None => Hub::new(hub),
-        Some(url) => Hub::with_redis(hub, RedisConfig::new(url)).context("--redis")?,
+        #[cfg(feature = "redis")]
+        Some(url) => {
+            let redis = wsduplex_hub::RedisConfig::new(url);
+            Hub::with_redis(hub, redis).context("--redis")?
+        }
+        // Refused by `built_with`.
+        #[cfg(not(feature = "redis"))]
+        Some(_) => Hub::new(hub),
     };
     rt.spawn(hub.clone().maintain());
     let metrics = Metrics::default().with_close_codes(&wsduplex_hub::CLOSE_CODES);
@@ -128,6 +136,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Refuses, before anything listens, what this build cannot do: `--redis` without the
+/// feature `redis`, `--deflate` without `deflate`.
+fn built_with(args: &Args) -> anyhow::Result<()> {
+    if !cfg!(feature = "redis") && args.redis.as_ref().is_some_and(|u| !u.is_empty()) {
+        anyhow::bail!("--redis: this wsduplex was built without the `redis` feature");
+    }
+    if !cfg!(feature = "deflate") && args.deflate {
+        anyhow::bail!("--deflate: this wsduplex was built without the `deflate` feature");
+    }
+    Ok(())
+}
+
 /// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere). Installed before the port is
 /// announced.
 #[cfg(unix)]
@@ -151,14 +171,13 @@ fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::listen::listen;
 
     /// `handle` skips `set_nodelay` on Linux because accepted sockets inherit it: without it,
     /// every small echo would wait for Nagle's algorithm.
     #[tokio::test]
-    #[cfg(target_os = "linux")]
     async fn accepted_connections_have_nodelay() {
         let listeners = listen("127.0.0.1:0".parse().unwrap(), 2).unwrap();
         let addr = listeners[0].local_addr().unwrap();

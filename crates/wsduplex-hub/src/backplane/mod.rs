@@ -10,11 +10,16 @@
 //!   members and long polling work as in a hub of one. A room then carries a [`Replica`]:
 //!   what its node knows beyond its own members.
 //!
-//! The one backplane is [`redis::RedisBackplane`] (`redis/`).
+//! The one backplane is `redis::RedisBackplane` (`redis/`, feature `redis`). Built without
+//! it, no backplane exists and nothing builds [`Nodes::Many`], but the seam stays as it is,
+//! so the rest of the hub has no feature gates.
+#![cfg_attr(not(feature = "redis"), allow(dead_code))]
 
+#[cfg(feature = "redis")]
 pub(crate) mod redis;
 
-pub(crate) use redis::{Replica, SessionInfo};
+#[cfg(feature = "redis")]
+pub(crate) use redis::Replica;
 
 use crate::room::{Joined, Room};
 use crate::{names, Hub, JoinError};
@@ -23,6 +28,30 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a room of many nodes knows beyond its own members: never built without a backplane.
+#[cfg(not(feature = "redis"))]
+pub(crate) enum Replica {}
+
+#[cfg(not(feature = "redis"))]
+impl Replica {
+    pub(crate) fn roster(&self) -> &[Arc<str>] {
+        match *self {}
+    }
+
+    pub(crate) fn report_left(&self, _room: &str, _name: Arc<str>) {
+        match *self {}
+    }
+}
+
+/// A long-polling session as the backplane has it.
+pub(crate) struct SessionInfo {
+    pub(crate) room: String,
+    pub(crate) name: String,
+    pub(crate) node: String,
+    /// `(cursor, last message id up to it)`.
+    pub(crate) cursors: Vec<(u64, u64)>,
+}
 
 /// A room's members (in the order they joined) and its last message id.
 pub(crate) type RoomState = (Vec<String>, u64);

@@ -41,6 +41,7 @@ pub struct Config {
     pub defer_close_reply: bool,
     /// permessage-deflate as agreed in the opening handshake (`None`: not negotiated; RSV1
     /// then fails the connection). [`Config::max_message_size`] applies to the inflated size.
+    /// Ignored when built without the feature `deflate`.
     pub deflate: Option<DeflateParams>,
     /// zlib level for outgoing compressed messages, 0 to 9.
     pub compression_level: u32,

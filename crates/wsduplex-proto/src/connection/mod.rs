@@ -22,7 +22,9 @@ pub use send::Sender;
 pub use timers::Timeout;
 
 use crate::close::CloseCode;
-use crate::deflate::{DeflateParams, Deflater, Inflater};
+#[cfg(feature = "deflate")]
+use crate::deflate::DeflateParams;
+use crate::deflate::{Deflater, Inflater};
 use crate::error::{Error, ProtocolError};
 use crate::frame::FrameHeader;
 use crate::message::Message;
@@ -78,7 +80,8 @@ struct RxMessage {
 }
 
 /// The permessage-deflate codecs, present only when the extension was agreed (boxed: a
-/// connection without it pays one pointer).
+/// connection without it pays one pointer). Never built without the feature `deflate`.
+#[cfg_attr(not(feature = "deflate"), allow(dead_code))]
 struct DeflateState {
     deflater: Deflater,
     inflater: Inflater,
@@ -89,6 +92,7 @@ struct DeflateState {
 }
 
 impl DeflateState {
+    #[cfg(feature = "deflate")]
     fn new(role: Role, params: &DeflateParams, config: &Config) -> Self {
         let (own_bits, own_reset, peer_bits, peer_reset) = match role {
             Role::Server => (
@@ -151,10 +155,15 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// A connection whose opening handshake has completed.
     pub fn new(role: Role, config: Config) -> Self {
+        #[cfg(feature = "deflate")]
         let deflate = config
             .deflate
             .as_ref()
             .map(|p| Box::new(DeflateState::new(role, p, &config)));
+        // Nothing to compress with: an agreement set by hand is ignored, and a compressed
+        // frame from the peer then fails the connection (RSV1 not negotiated, 1002).
+        #[cfg(not(feature = "deflate"))]
+        let deflate = None;
         let timers = timers::Timers::new(&config.timeouts);
         Self {
             role,

@@ -154,8 +154,12 @@ impl Request {
     }
 
     /// Offers permessage-deflate (RFC 7692) as `policy` says; the server may accept it.
+    /// Built without the feature `deflate`, nothing is offered (and an answer that enables
+    /// the extension anyway is refused as unoffered).
     pub fn deflate(mut self, policy: DeflateConfig) -> Self {
-        self.deflate = Some(policy);
+        if cfg!(feature = "deflate") {
+            self.deflate = Some(policy);
+        }
         self
     }
 
@@ -461,6 +465,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "deflate")]
     fn a_deflate_offer_is_sent_and_its_answer_checked() {
         let req = Request::new("h", "/").deflate(DeflateConfig::default());
         let s = String::from_utf8(req.to_bytes()).unwrap();
@@ -490,6 +495,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "deflate")]
     fn an_extended_connect_answer_is_checked_as_over_http1() {
         let req = Request::new("h:1", "/p")
             .subprotocol("chat")
@@ -526,5 +532,18 @@ mod tests {
             req.check_http2_response(200, vec![h("sec-websocket-protocol", "other")]),
             Err(ResponseError::UnofferedSubprotocol(_))
         ));
+    }
+
+    /// Built without compression, a client offers nothing, and a server that enables the
+    /// extension anyway fails the handshake.
+    #[test]
+    #[cfg(not(feature = "deflate"))]
+    fn without_the_feature_no_deflate_is_offered() {
+        let req = Request::new("h", "/").deflate(DeflateConfig::default());
+        let s = String::from_utf8(req.to_bytes()).unwrap();
+        assert!(!s.contains("Sec-WebSocket-Extensions"), "{s}");
+        let enabled = response(&req, "Sec-WebSocket-Extensions: permessage-deflate\r\n");
+        let err = req.parse_response(enabled.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("not offered"), "{err}");
     }
 }

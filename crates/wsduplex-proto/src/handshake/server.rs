@@ -456,6 +456,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "deflate")]
     fn deflate_is_negotiated_from_the_offers_and_answered() {
         let offer = GOOD.replace(
             "Sec-WebSocket-Version",
@@ -472,6 +473,20 @@ mod tests {
         ));
         assert_eq!(
             parse(GOOD).negotiate_deflate(&DeflateConfig::default()),
+            None
+        );
+    }
+
+    /// Built without compression, a server declines every offer.
+    #[test]
+    #[cfg(not(feature = "deflate"))]
+    fn without_the_feature_deflate_is_never_agreed() {
+        let offer = GOOD.replace(
+            "Sec-WebSocket-Version",
+            "Sec-WebSocket-Extensions: permessage-deflate\r\nSec-WebSocket-Version",
+        );
+        assert_eq!(
+            parse(&offer).negotiate_deflate(&DeflateConfig::default()),
             None
         );
     }

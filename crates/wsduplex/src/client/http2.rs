@@ -265,7 +265,8 @@ impl Connected {
     {
         let io = wrap(ClientStream::Http2(self.stream));
         let subprotocol = self.handshake.response.subprotocol.clone();
-        let ws = WebSocket::from_raw(io, Role::Client, self.socket, &[]).with_subprotocol(subprotocol);
+        let ws =
+            WebSocket::from_raw(io, Role::Client, self.socket, &[]).with_subprotocol(subprotocol);
         (ws, self.handshake)
     }
 }

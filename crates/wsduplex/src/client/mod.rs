@@ -40,6 +40,7 @@ pub struct ClientConfig {
     pub socket: Config,
     /// TLS settings for `wss://` URLs (extra CAs, client certificate, ...).
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub tls: crate::tls::TlsOptions,
     /// Which proxy to go through: by default the environment's (`https_proxy`,
     /// `http_proxy`, `all_proxy`, `no_proxy`), as curl does; see [`crate::proxy`].
@@ -98,6 +99,7 @@ pub enum ClientStream {
     /// `wss://` (boxed: a TLS session is large, and a plain connection should not pay
     /// for it).
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     /// A stream of an HTTP/2 connection (RFC 8441), which other streams may share.
     #[cfg(feature = "http2")]

@@ -14,12 +14,14 @@
 
 pub mod admission;
 #[cfg(feature = "http2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http2")))]
 pub mod http2;
 pub mod http_types;
 pub mod proxy_protocol;
 
 pub use admission::{Peer, Refusal, RETRY_AFTER_SECS};
 #[cfg(feature = "http2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http2")))]
 pub use http2::{Http2Config, Http2Connection, Http2Error, Http2Request, Http2Stream};
 pub use http_types::{ExtendedConnectError, HttpHead, HttpRefusal, HttpUpgrade};
 
@@ -186,6 +188,7 @@ where
 /// What a connection starts with: an HTTP/1.1 request, or the HTTP/2 connection preface
 /// (`h2c` with prior knowledge, RFC 9113 §3.3).
 #[cfg(feature = "http2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http2")))]
 #[derive(Debug)]
 pub enum FirstRequest<S> {
     /// An HTTP/1.1 request, read.
@@ -199,6 +202,7 @@ pub enum FirstRequest<S> {
 /// preface is recognised in the bytes read for the request head, so an HTTP/1.1
 /// connection costs no extra read.
 #[cfg(feature = "http2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http2")))]
 pub async fn read_request_or_preface<S>(io: S, config: &ServerConfig) -> Result<FirstRequest<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,

@@ -36,9 +36,8 @@ mod sentinel;
 mod url;
 
 pub(crate) use room::Replica;
-pub(crate) use scripts::SessionInfo;
 
-use super::{Backplane, BoxFuture, RoomState, SessionHook};
+use super::{Backplane, BoxFuture, RoomState, SessionHook, SessionInfo};
 use crate::event;
 use crate::room::{Joined, Room};
 use crate::JoinError;

@@ -6,6 +6,7 @@
 
 use super::keys::Keys;
 use super::room::{LogEntry, SyncState};
+use crate::backplane::SessionInfo;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{RedisError, Script, ScriptInvocation, Value};
 use wsduplex::Utf8Bytes;
@@ -59,15 +60,6 @@ pub(crate) struct Resynced {
     pub(crate) messages: Vec<LogEntry>,
     pub(crate) missed: bool,
     pub(crate) conflicts: Vec<String>,
-}
-
-/// A long-polling session as Redis has it.
-pub(crate) struct SessionInfo {
-    pub(crate) room: String,
-    pub(crate) name: String,
-    pub(crate) node: String,
-    /// `(cursor, last message id up to it)`.
-    pub(crate) cursors: Vec<(u64, u64)>,
 }
 
 pub(crate) struct Scripts {

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::deflate::tests::zero_bomb;
+use crate::deflate::DeflateParams;
 
 fn pair(params: DeflateParams, config: Config) -> (Connection, Connection) {
     let config = Config {

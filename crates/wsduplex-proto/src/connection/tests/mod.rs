@@ -5,14 +5,34 @@
 
 use super::*;
 use crate::close::{CloseCode, CloseFrame};
-use crate::deflate::DeflateParams;
 use crate::error::UsageError;
 use crate::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
 use bytes::{Buf, Bytes};
 
 mod borrowed_receive;
+#[cfg(feature = "deflate")]
 mod deflate_7692;
+
+/// Built without compression, an agreement set by hand is ignored: the peer's compressed
+/// frame is an RSV1 nobody negotiated (RFC 6455 §5.2: fail the connection, 1002), and this
+/// end sends uncompressed.
+#[test]
+#[cfg(not(feature = "deflate"))]
+fn without_the_feature_a_deflate_agreement_is_ignored() {
+    let config = Config {
+        deflate: Some(crate::deflate::DeflateParams::default()),
+        compression_threshold: 0,
+        ..Config::default()
+    };
+    let mut c = Connection::new(Role::Client, config.clone());
+    c.send_text("hello hello hello").unwrap();
+    let tx = take_tx(&mut c);
+    assert_eq!(tx[0], 0x81, "FIN, no RSV1, text");
+    let mut s = Connection::new(Role::Server, config);
+    let r = s.receive(&raw(0xc1, K, b"anything"));
+    assert_failed_with(&mut s, r, CloseCode::PROTOCOL_ERROR);
+}
 
 /// Encodes one raw frame, masking when a key is given.
 fn raw(b0: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
