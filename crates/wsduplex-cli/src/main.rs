@@ -54,7 +54,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return misuse(e),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WSDUPLEX_LOG")
@@ -80,4 +83,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// clap's answer to a misuse in one line on stderr, exit 2 (as clap exits); help and version
+/// are printed as clap prints them.
+fn misuse(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return match e.use_stderr() {
+            true => ExitCode::from(2),
+            false => ExitCode::SUCCESS,
+        };
+    }
+    // The first paragraph is the error (a list of missing arguments goes on indented
+    // lines); usage and tips follow a blank line.
+    let text = e.render().to_string();
+    let first = text.split("\n\n").next().unwrap_or_default();
+    let line = first
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_start_matches("error: ")
+        .to_string();
+    eprintln!("wsduplex: {line} (see --help)");
+    ExitCode::from(2)
 }

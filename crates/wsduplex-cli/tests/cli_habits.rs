@@ -598,3 +598,39 @@ fn man_prints_roff_and_writes_one_page_per_command() {
     assert!(listen.contains("broadcast"), "{listen}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Wrong flags and values are misuse too: one line on stderr (clap's error, without its
+/// usage block), exit 2; `--help` still prints the whole help on stdout.
+#[test]
+fn flag_misuse_is_one_line_and_help_is_whole() {
+    for args in [
+        &["client", "--nope", "ws://127.0.0.1:9/"][..],
+        &["serve", "--listen"],
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-connections",
+            "lots",
+        ],
+        &["frobnicate"],
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--deflate-no-context-takeover",
+        ],
+    ] {
+        let out = run(args, b"");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let line = out.assert_one_line_error();
+        assert!(line.ends_with("(see --help)"), "{args:?}: {line}");
+        assert!(!line.contains("Usage"), "{args:?}: {line}");
+    }
+    let help = run(&["client", "--help"], b"");
+    assert!(help.status.success(), "{help:?}");
+    assert!(
+        help.stdout_str().contains("Usage: wsduplex client"),
+        "{help:?}"
+    );
+}

@@ -329,7 +329,7 @@ fn bad_values_are_refused_before_anything_starts() {
                 "127.0.0.1:0",
                 "--deflate-no-context-takeover",
             ],
-            "the following required arguments were not provided:\n  --deflate",
+            "the following required arguments were not provided: --deflate",
         ),
         (
             &["client", "--no-deflate", "--deflate-level", "1", url],
