@@ -1,6 +1,7 @@
 // Headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core) on the chat page's
 // Server-Sent Events transport (crates/wsduplex-hub/web/chat.js, GET /sse/ROOM in
-// docs/hub.md): run by crates/wsduplex-cli/tests/sse_browser.rs, installed by ./setup.sh.
+// docs/hub.md): run by `chromium_sse_transport` in crates/wsduplex-cli/tests/chat_browser.rs,
+// installed by ./setup.sh.
 //
 //   node tests/browser/sse.mjs http://HOST:PORT API_TOKEN
 //

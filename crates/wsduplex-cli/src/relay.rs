@@ -94,7 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let listener = TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let stop = stop_signal()?;
+        let stop = crate::serve::stop_signal()?;
         println!("listening on ws://{}", listener.local_addr()?);
         let ids = AtomicU64::new(0);
         tokio::pin!(stop);
@@ -486,28 +486,6 @@ fn gone_code(side: Side) -> CloseCode {
         Side::Client => CloseCode::GOING_AWAY,
         Side::Upstream => CloseCode::BAD_GATEWAY,
     }
-}
-
-/// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere).
-#[cfg(unix)]
-fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = sigint.recv() => {}
-            _ = sigterm.recv() => {}
-        }
-    })
-}
-
-/// Resolves on Ctrl-C.
-#[cfg(not(unix))]
-fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
 }
 
 #[cfg(test)]

@@ -149,9 +149,9 @@ fn built_with(args: &Args) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere). Installed before the port is
-/// announced.
+/// announced. `relay` stops on the same signals.
 #[cfg(unix)]
-fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -165,7 +165,7 @@ fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 
 /// Resolves on Ctrl-C.
 #[cfg(not(unix))]
-fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
     })
