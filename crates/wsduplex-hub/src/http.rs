@@ -5,12 +5,13 @@
 //! carries it (our own reader's [`Incoming`], or an axum request in `crate::axum`).
 
 use crate::event;
+use crate::identity::Access;
 use crate::poll::{Batch, PollError};
 use crate::{Hub, JoinError, Membership};
 use bytes::Bytes;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use wsduplex::auth::{Authenticate as _, TokenAuth};
+use wsduplex::auth::{Authenticate as _, Identity, TokenAuth};
 use wsduplex::proto::handshake::server::Request;
 use wsduplex::server::{Incoming, Negotiated, ServerConfig};
 
@@ -40,6 +41,8 @@ pub(crate) trait Exchange: Sized {
     /// The front door ([`ServerConfig::admit`]; for a join also
     /// [`ServerConfig::authenticate`]); `None`: refused, and answered.
     async fn admit(self, config: &ServerConfig, join: bool) -> Option<Self>;
+    /// Who made the request, once a join's `admit` let it in.
+    fn identity(&self) -> Option<&Identity>;
     /// The request body, at most `max` bytes, within [`BODY_TIMEOUT`].
     async fn read_body(&mut self, max: usize) -> wsduplex::Result<Bytes>;
     /// A plain HTTP answer.
@@ -57,6 +60,7 @@ pub(crate) trait Exchange: Sized {
         agreed: Negotiated,
         member: Membership,
         max_text: usize,
+        access: Access,
     ) -> wsduplex::Result<()>;
 }
 
@@ -72,6 +76,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange for Incoming<S> {
             Incoming::admit(self, config, None).await
         };
         admitted.ok()
+    }
+
+    fn identity(&self) -> Option<&Identity> {
+        Incoming::identity(self)
     }
 
     async fn read_body(&mut self, max: usize) -> wsduplex::Result<Bytes> {
@@ -93,10 +101,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange for Incoming<S> {
         agreed: Negotiated,
         member: Membership,
         max_text: usize,
+        access: Access,
     ) -> wsduplex::Result<()> {
         let close_timeout = agreed.socket.close_timeout;
         let mut ws = self.accept_negotiated(agreed).await?;
-        crate::ws::run(&mut ws, member, max_text, close_timeout).await
+        crate::ws::run(&mut ws, member, max_text, close_timeout, access).await
     }
 }
 
@@ -261,6 +270,16 @@ impl Hub {
             Ok(q) => q,
             Err(why) => return respond_error(incoming, 400, "bad_request", why).await,
         };
+        let access = Access::new(
+            incoming.identity().cloned().unwrap_or_default(),
+            config.auth.clone(),
+        );
+        if let Route::Chat(room) | Route::PollOpen(room) = route {
+            if !access.may_read(room) {
+                let why = "you may not read this room";
+                return respond_error(incoming, 403, "forbidden", why).await;
+            }
+        }
         match route {
             Route::Asset(content_type, body) => {
                 let headers = [
@@ -293,7 +312,7 @@ impl Hub {
                     let body = b"a WebSocket endpoint: open the page at / or connect with ws://\n";
                     return incoming.respond(426, &headers, "text/plain", body).await;
                 }
-                let name = q.name.as_deref().unwrap_or("guest");
+                let name = access.name(q.name.as_deref());
                 let member = match self.join(room, name, q.since).await {
                     Ok(m) => m,
                     Err(e) => {
@@ -312,13 +331,12 @@ impl Hub {
                 let protocol = &mut agreed.socket.protocol;
                 protocol.max_message_size = protocol.max_message_size.min(max);
                 protocol.max_frame_size = protocol.max_frame_size.min(max);
-                incoming
-                    .join(agreed, member, self.inner.config.max_text)
-                    .await
+                let max_text = self.inner.config.max_text;
+                incoming.join(agreed, member, max_text, access).await
             }
             Route::PollOpen(room) => {
-                let name = q.name.as_deref().unwrap_or("guest");
-                match self.poll_open(room, name, q.since).await {
+                let name = access.name(q.name.as_deref()).to_string();
+                match self.poll_open(room, &name, q.since, access).await {
                     Ok((id, batch)) => {
                         let body = batch_json(Some(&id), &batch);
                         incoming.respond(200, &no_store(), JSON, &body).await
@@ -339,7 +357,8 @@ impl Hub {
                     Err(e) => return respond_body_error(incoming, e).await,
                 };
                 match self.poll_send(id, &body).await {
-                    Ok(()) => incoming.respond(202, &[], JSON, br#"{"ok":true}"#).await,
+                    Ok(None) => incoming.respond(202, &[], JSON, br#"{"ok":true}"#).await,
+                    Ok(Some(event)) => incoming.respond(200, &[], JSON, event.as_bytes()).await,
                     Err(e) => respond_poll_error(incoming, e).await,
                 }
             }
@@ -485,6 +504,18 @@ async fn respond_poll_error<E: Exchange>(incoming: E, e: PollError) -> wsduplex:
         PollError::Bad(bad) => {
             let body = bad.to_event();
             incoming.respond(400, &[], JSON, body.as_bytes()).await
+        }
+        PollError::Expired => {
+            let why = "the token expired: open a new session with a new token and since";
+            let body = error_json("token_expired", why);
+            let headers = [(
+                "WWW-Authenticate",
+                r#"Bearer realm="wsduplex", error="invalid_token""#,
+            )];
+            incoming.respond(401, &headers, JSON, &body).await
+        }
+        PollError::Event(status, event) => {
+            incoming.respond(status, &[], JSON, event.as_bytes()).await
         }
     }
 }

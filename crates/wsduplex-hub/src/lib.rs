@@ -54,6 +54,7 @@ mod axum;
 mod backplane;
 mod event;
 mod http;
+mod identity;
 mod mailbox;
 mod metrics;
 pub mod names;
@@ -63,6 +64,7 @@ mod ws;
 
 pub use backplane::redis::{InvalidRedisUrl, RedisConfig};
 pub use event::BadMessage;
+pub use identity::CLOSE_TOKEN_EXPIRED;
 pub use mailbox::Ended;
 pub use metrics::CLOSE_CODES;
 pub use names::NameError;

@@ -107,8 +107,8 @@
 //! use wsduplex::server::ServerConfig;
 //!
 //! /// What a hyper service does with an upgrade request's head.
-//! fn answer(config: &ServerConfig, head: &http::request::Parts) -> http::Response<String> {
-//!     match config.upgrade_http(head, None, None) {
+//! async fn answer(config: &ServerConfig, head: &http::request::Parts) -> http::Response<String> {
+//!     match config.upgrade_http(head, None, None).await {
 //!         // Send the 101; on the upgraded transport `io`, the socket is
 //!         // `upgrade.negotiated.websocket(io, &[])`.
 //!         Ok(upgrade) => upgrade.response.map(|()| String::new()),
@@ -116,10 +116,12 @@
 //!     }
 //! }
 //!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let (head, ()) = http::Request::get("/chat").body(()).unwrap().into_parts();
-//! let refused = answer(&ServerConfig::default(), &head);
+//! let refused = answer(&ServerConfig::default(), &head).await;
 //! assert_eq!(refused.status(), 400);
 //! assert_eq!(refused.body(), "missing Host header\n");
+//! # });
 //! ```
 //!
 //! With the `hyper` feature, `wsduplex::hyper::upgrade` does all of it for a hyper 1.x service (the

@@ -279,7 +279,7 @@ impl Http2Request {
             leftover,
             peer: None,
             admitted: false,
-            authenticated: false,
+            identity: None,
         })
     }
 }
