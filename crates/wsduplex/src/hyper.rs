@@ -28,7 +28,7 @@
 //!     mut request: http::Request<hyper::body::Incoming>,
 //!     config: ServerConfig,
 //! ) -> http::Response<Full<bytes::Bytes>> {
-//!     match upgrade(&mut request, &config, None) {
+//!     match upgrade(&mut request, &config, None).await {
 //!         Ok((response, upgrading)) => {
 //!             tokio::spawn(async move {
 //!                 let Ok(mut ws) = upgrading.await else { return };

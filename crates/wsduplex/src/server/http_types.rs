@@ -212,8 +212,9 @@ impl ServerConfig {
     /// );
     /// // Then, on the upgraded transport: `upgrade.negotiated.websocket(io, &[])`.
     ///
-    /// let refused = config.upgrade_http(&http::Request::get("/chat").body(()).unwrap(), None, None);
-    /// assert_eq!(refused.await.unwrap_err().response.status(), 400);
+    /// let bad = http::Request::get("/chat").body(()).unwrap();
+    /// let refused = config.upgrade_http(&bad, None, None).await;
+    /// assert_eq!(refused.unwrap_err().response.status(), 400);
     /// # });
     /// ```
     ///
