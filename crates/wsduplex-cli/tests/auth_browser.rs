@@ -41,7 +41,11 @@ fn run(server: &Server, args: &[&str], what: &str) {
 #[test]
 fn chromium_with_auth_token() {
     let server = Server::start_on_loopback(&["--auth-token", "the-right-token"]);
-    run(&server, &["the-right-token", "a-wrong-token", "typed"], "--auth-token");
+    run(
+        &server,
+        &["the-right-token", "a-wrong-token", "typed"],
+        "--auth-token",
+    );
     server.stop();
 }
 
@@ -55,10 +59,19 @@ fn chromium_with_jwt() {
     let exp = jsonwebtoken::get_current_timestamp() + 600;
     let sign = |key: &[u8]| {
         let claims = json!({"sub": "u-alice", "name": "Alice", "exp": exp});
-        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(key)).unwrap()
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(key),
+        )
+        .unwrap()
     };
     let (good, bad) = (sign(SECRET.as_bytes()), sign(b"another secret"));
-    run(&server, &[&good, &bad, "Alice", SECRET], "--jwt-secret-file");
+    run(
+        &server,
+        &[&good, &bad, "Alice", SECRET],
+        "--jwt-secret-file",
+    );
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

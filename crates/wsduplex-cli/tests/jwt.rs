@@ -45,8 +45,7 @@ fn server(extra: &[&str]) -> Server {
     let secret = file("secret", format!("{SECRET}\n").as_bytes());
     let mut args = vec!["--jwt-secret-file", secret.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let server = Server::start_on_loopback(&args);
-    server
+    Server::start_on_loopback(&args)
 }
 
 /// The next text frame as JSON; `None` at a close frame (its code in `close`).

@@ -151,8 +151,9 @@ pub struct Incoming<S> {
     peer: Option<Peer>,
     /// [`Incoming::admit`] passed: not checked again when the request is handed on.
     admitted: bool,
-    /// Who [`Incoming::authenticate`] found made the request (set once it passed).
-    identity: Option<Identity>,
+    /// Who [`Incoming::authenticate`] found made the request (set once it passed); boxed,
+    /// as most requests (an echo, a page) never have one.
+    identity: Option<Box<Identity>>,
 }
 
 impl<S> std::fmt::Debug for Incoming<S> {
@@ -340,7 +341,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
         }
         match config.authenticate(&this.request, this.peer.as_ref()).await {
             Ok(identity) => {
-                this.identity = Some(identity);
+                this.identity = Some(Box::new(identity));
                 Ok(this)
             }
             Err(refusal) => {
@@ -352,7 +353,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
 
     /// Who made the request, once [`Incoming::authenticate`] let it in.
     pub fn identity(&self) -> Option<&Identity> {
-        self.identity.as_ref()
+        self.identity.as_deref()
     }
 
     /// Answers a refusal of the front door and closes the connection.
