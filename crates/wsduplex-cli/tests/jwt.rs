@@ -321,3 +321,70 @@ fn rs256_from_a_public_key_file() {
     drop(ws);
     server.stop();
 }
+
+/// Over HTTP/2 (h2c, RFC 8441's extended CONNECT): the same front door, the same identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_streams_too() {
+    let server = server(&[]);
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let open = move |token: String| {
+        let client = client.clone();
+        let addr = server.addr;
+        async move {
+            let mut request = http::Request::builder()
+                .method(http::Method::CONNECT)
+                .uri(format!(
+                    "http://{addr}/chat/lobby?name=Mallory&access_token={token}"
+                ))
+                .header("sec-websocket-version", "13")
+                .body(())
+                .unwrap();
+            request
+                .extensions_mut()
+                .insert(h2::ext::Protocol::from("websocket"));
+            let mut client = client.ready().await.unwrap();
+            let (response, send) = client.send_request(request, false).unwrap();
+            let response = tokio::time::timeout(TIMEOUT, response)
+                .await
+                .unwrap()
+                .unwrap();
+            (response, send)
+        }
+    };
+    let expired = token(json!({"sub": "u1", "exp": now() - 600}));
+    let (refused, _) = open(expired).await;
+    assert_eq!(refused.status(), 401);
+    let (response, _send) = open(alice(600)).await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut buf = Vec::new();
+    // The welcome: one unmasked text frame (its length fits 16 bits).
+    let welcome = loop {
+        let chunk = tokio::time::timeout(TIMEOUT, body.data())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        buf.extend_from_slice(&chunk);
+        let (len, start) = match buf.get(1).map(|b| b & 0x7f) {
+            Some(126) if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+            Some(n) if n < 126 => (usize::from(n), 2),
+            _ => continue,
+        };
+        if buf.len() >= start + len {
+            break serde_json::from_slice::<Value>(&buf[start..start + len]).unwrap();
+        }
+    };
+    assert_eq!(
+        (&welcome["type"], &welcome["name"]),
+        (&json!("welcome"), &json!("Alice"))
+    );
+    // The connection ends with its last handle: the server need not wait for it.
+    drop((body, _send, open));
+    server.stop();
+}
