@@ -388,3 +388,20 @@ async fn over_http2_streams_too() {
     drop((body, _send, open));
     server.stop();
 }
+
+/// A token in the `wsduplex_token` cookie is sent by the browser from any page: another
+/// origin's upgrade is refused (cross-site WebSocket hijacking), the server's own page joins.
+#[test]
+fn a_cookie_token_needs_the_same_origin() {
+    let server = server(&[]);
+    let cookie = format!("Cookie: theme=dark; wsduplex_token={}\r\n", alice(600));
+    let evil = format!("{cookie}Origin: http://evil.example\r\n");
+    let (status, body) = upgrade_status(&server, "/chat/lobby", &evil);
+    assert_eq!((status, body.trim()), (403, "origin not allowed"));
+    let own = format!("{cookie}Origin: http://{}\r\n", server.addr);
+    let request = upgrade_request(server.addr, "/chat/lobby?name=Mallory", &own);
+    let (mut ws, _) = Ws::connect_with(server.addr, &request);
+    assert_eq!(next_of(&mut ws, "welcome")["name"], "Alice");
+    drop(ws);
+    server.stop();
+}
