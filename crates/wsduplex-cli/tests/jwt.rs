@@ -294,6 +294,13 @@ fn bad_key_files_are_one_line_errors() {
     assert!(out
         .assert_one_line_error()
         .contains("the JWT secret is empty"));
+    let out = common::run(
+        &["serve", "--listen", "127.0.0.1:0", "--jwt-audience", "chat"],
+        b"",
+    );
+    assert!(out
+        .assert_one_line_error()
+        .contains("need --jwt-secret-file or --jwt-public-key"));
 }
 
 #[test]
