@@ -274,6 +274,9 @@ impl Hub {
             incoming.identity().cloned().unwrap_or_default(),
             config.auth.clone(),
         );
+        // A session whose member has an identity stays on the node that checked it: another
+        // node answers 404, and the client opens a session there with its token and `since`.
+        let adopt = config.auth.as_ref().is_none_or(|hook| !hook.identifies());
         if let Route::Chat(room) | Route::PollOpen(room) = route {
             if !access.may_read(room) {
                 let why = "you may not read this room";
@@ -344,7 +347,7 @@ impl Hub {
                     Err(e) => respond_poll_error(incoming, e).await,
                 }
             }
-            Route::PollRead(id) => match self.poll_read(id, q.cursor.unwrap_or(0)).await {
+            Route::PollRead(id) => match self.poll_read(id, q.cursor.unwrap_or(0), adopt).await {
                 Ok(batch) => {
                     let body = batch_json(None, &batch);
                     incoming.respond(200, &no_store(), JSON, &body).await
@@ -356,7 +359,7 @@ impl Hub {
                     Ok(b) => b,
                     Err(e) => return respond_body_error(incoming, e).await,
                 };
-                match self.poll_send(id, &body).await {
+                match self.poll_send(id, &body, adopt).await {
                     Ok(None) => incoming.respond(202, &[], JSON, br#"{"ok":true}"#).await,
                     Ok(Some(event)) => incoming.respond(200, &[], JSON, event.as_bytes()).await,
                     Err(e) => respond_poll_error(incoming, e).await,

@@ -118,14 +118,20 @@ impl Hub {
             cursors: Mutex::new(BTreeMap::from([(0, 0)])),
         });
         self.sessions().insert(id.clone(), session);
-        let batch = self.poll_read(&id, 0).await?;
+        let batch = self.poll_read(&id, 0, false).await?;
         Ok((id, batch))
     }
 
-    /// A session of this node, or one taken over from another node.
-    async fn session_here(&self, id: &str, cursor: u64) -> Result<Arc<Session>, PollError> {
+    /// A session of this node, or (with `adopt`) one taken over from another node.
+    async fn session_here(
+        &self,
+        id: &str,
+        cursor: u64,
+        adopt: bool,
+    ) -> Result<Arc<Session>, PollError> {
         match self.session(id) {
             Ok(session) => Ok(session),
+            Err(unknown) if !adopt => Err(unknown),
             Err(unknown) => self.adopt(id, cursor).await?.ok_or(unknown),
         }
     }
@@ -163,8 +169,8 @@ impl Hub {
                 mailbox: joined.mailbox,
                 nodes: nodes.clone(),
             },
-            // Identities do not travel with a session to another node yet: a moved
-            // session keeps the room it was opened in, with no expiry.
+            // Taken over only from a server without authentication (see `poll_read`): the
+            // anonymous identity is the one it had.
             access: Mutex::new(Access::default()),
             last_seen: Mutex::new(Instant::now()),
             generation: AtomicU64::new(0),
@@ -221,9 +227,16 @@ impl Hub {
     }
 
     /// Acknowledges events up to `cursor` and returns the ones after it, waiting up to the
-    /// poll timeout for the first.
-    pub(crate) async fn poll_read(&self, id: &str, cursor: u64) -> Result<Batch, PollError> {
-        let session = self.session_here(id, cursor).await?;
+    /// poll timeout for the first. `adopt`: a session of another node may be taken over
+    /// (not when members have identities: those stay on the node that checked them, and
+    /// the client opens a new session here with its token and `since`).
+    pub(crate) async fn poll_read(
+        &self,
+        id: &str,
+        cursor: u64,
+        adopt: bool,
+    ) -> Result<Batch, PollError> {
+        let session = self.session_here(id, cursor, adopt).await?;
         if session.access().is_expired() {
             self.session_ended(id);
             return Err(PollError::Expired);
@@ -256,16 +269,17 @@ impl Hub {
         }
     }
 
-    /// A client message from a session (of this node, or of another: then sent from here
-    /// in its member's name).
+    /// A client message from a session (of this node, or with `adopt` of another: then
+    /// sent from here in its member's name).
     pub(crate) async fn poll_send(
         &self,
         id: &str,
         body: &[u8],
+        adopt: bool,
     ) -> Result<Option<Utf8Bytes>, PollError> {
         let session = match self.session(id) {
             Ok(session) => session,
-            Err(unknown) if !is_session_id(id) => return Err(unknown),
+            Err(unknown) if !adopt || !is_session_id(id) => return Err(unknown),
             // A session of another node: sent from here in its member's name.
             Err(unknown) => {
                 let nodes = &self.inner.nodes;
@@ -378,7 +392,7 @@ mod tests {
         assert_eq!(hub.session_count(), 0);
         assert!(hub.members("r").await.unwrap().unwrap().0.is_empty());
         assert!(hub
-            .poll_send(&id, br#"{"type":"message","text":"x"}"#)
+            .poll_send(&id, br#"{"type":"message","text":"x"}"#, true)
             .await
             .is_err());
     }
@@ -397,7 +411,7 @@ mod tests {
         for i in 0..3 {
             hub.publish("r", "p", &format!("m{i}")).await.unwrap();
         }
-        assert!(hub.poll_read(&id, 1).await.is_err());
+        assert!(hub.poll_read(&id, 1, true).await.is_err());
         assert_eq!(hub.session_count(), 0);
     }
 }

@@ -181,17 +181,27 @@ where
 
 /// A shared authentication hook, as [`crate::ServerConfig::auth`] holds it.
 #[derive(Clone)]
-pub struct AuthHook(Arc<dyn Identify>);
+pub struct AuthHook {
+    hook: Arc<dyn Identify>,
+    /// Whether it may say who a request is (else every request it lets in is anonymous).
+    identifies: bool,
+}
 
 impl AuthHook {
     /// Wraps a synchronous hook: the requests it lets in are [`Identity::anonymous`].
     pub fn new(hook: impl Authenticate + 'static) -> Self {
-        Self(Arc::new(Anonymous(hook)))
+        Self {
+            hook: Arc::new(Anonymous(hook)),
+            identifies: false,
+        }
     }
 
     /// Wraps an asynchronous hook that says who made the request.
     pub fn identify_with(hook: impl Identify + 'static) -> Self {
-        Self(Arc::new(hook))
+        Self {
+            hook: Arc::new(hook),
+            identifies: true,
+        }
     }
 
     /// A hook from a closure that reads what it needs from the request (a cookie, say) and
@@ -217,12 +227,22 @@ impl AuthHook {
         F: Fn(&Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Authenticated, Denied>> + Send + 'static,
     {
-        Self(Arc::new(FromFn(hook)))
+        Self {
+            hook: Arc::new(FromFn(hook)),
+            identifies: true,
+        }
+    }
+
+    /// Whether the hook may tell users apart (made by [`identify_with`](Self::identify_with)
+    /// or [`from_fn`](Self::from_fn)); a synchronous [`Authenticate`] lets everyone in as
+    /// [`Identity::anonymous`].
+    pub fn identifies(&self) -> bool {
+        self.identifies
     }
 
     /// Runs the hook.
     pub async fn identify(&self, request: &Request) -> Result<Authenticated, Denied> {
-        self.0.identify(request).await
+        self.hook.identify(request).await
     }
 
     /// Checks a token sent on an open connection (the hub's `refresh` message) as the
