@@ -290,7 +290,7 @@ try {
   // ---- the join form, and a name the server refuses ---------------------------------------
   const form = await openPage('form', '');
   await form.locator('#join').waitFor({ timeout: STEP_MS });
-  expect((await form.textContent('#state')) === 'closed', 'form: #state should be "closed" before joining');
+  expect((await form.textContent('#state')) === 'not connected', 'form: #state should be a neutral "not connected" before joining');
   await form.screenshot({ path: join(shots, 'chat-join.png') });
   await form.fill('#join-name', 'erin');
   await form.fill('#join-room', 'e2e-form');

@@ -37,7 +37,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve an echo endpoint at /echo and a test page at /.
-    Serve(serve::Args),
+    // Boxed: many more flags than the other commands.
+    Serve(Box<serve::Args>),
     /// Connect to a WebSocket URL: stdin lines are sent, received messages printed.
     Client(client::Args),
     /// Load generator: echo throughput and latency, handshake rate, idle connections.
@@ -68,7 +69,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Client(args) => client::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Listen(args) => listen::run(args),

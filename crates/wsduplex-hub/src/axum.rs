@@ -11,6 +11,7 @@
 //! ```
 
 use crate::http::{route, Exchange, BODY_TIMEOUT};
+use crate::identity::Access;
 use crate::{Hub, Membership};
 use ::axum::body::Body;
 use ::axum::extract::{OriginalUri, Request as AxumRequest};
@@ -20,6 +21,7 @@ use ::axum::Router;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use std::sync::Arc;
+use wsduplex::auth::Identity;
 use wsduplex::http;
 use wsduplex::hyper::{
     accept_negotiated, open_connection, read_head, refuse, respond, Head, OnUpgrade,
@@ -97,6 +99,7 @@ impl Hub {
             head,
             body: Some(body),
             permit: None,
+            identity: None,
             prefix,
             out: &mut out,
         };
@@ -134,6 +137,8 @@ struct AxumExchange<'a> {
     peer: Option<Peer>,
     /// A WebSocket member's place in the connection limits, taken at admission.
     permit: Option<Permit>,
+    /// Who made it, once a join was let in.
+    identity: Option<Identity>,
     prefix: String,
     out: &'a mut Option<Response>,
 }
@@ -158,19 +163,30 @@ impl Exchange for AxumExchange<'_> {
                 Err(refusal) => checked = Err(refusal),
             }
         }
-        let checked = checked
+        let checked = match checked
             .and_then(|()| config.admit(self.head.request(), peer, self.permit.as_mut()))
-            .and_then(|()| match join {
-                true => config.authenticate(self.head.request(), peer),
-                false => Ok(()),
-            });
+        {
+            Ok(()) if join => config
+                .authenticate(self.head.request(), peer)
+                .await
+                .map(Some),
+            Ok(()) => Ok(None),
+            Err(refusal) => Err(refusal),
+        };
         match checked {
-            Ok(()) => Some(self),
+            Ok(identity) => {
+                self.identity = identity;
+                Some(self)
+            }
             Err(refusal) => {
                 *self.out = Some(refuse(self.head.request(), &refusal).map(Body::new));
                 None
             }
         }
+    }
+
+    fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
     }
 
     async fn read_body(&mut self, max: usize) -> wsduplex::Result<Bytes> {
@@ -240,6 +256,7 @@ impl Exchange for AxumExchange<'_> {
         agreed: Negotiated,
         member: Membership,
         max_text: usize,
+        access: Access,
     ) -> wsduplex::Result<()> {
         let Some(on_upgrade) = self.on_upgrade else {
             // Not over hyper's HTTP/1.1 (the request carries no upgrade handle).
@@ -261,7 +278,7 @@ impl Exchange for AxumExchange<'_> {
         tokio::spawn(async move {
             let run = async {
                 let mut ws = upgrading.await?;
-                crate::ws::run(&mut ws, member, max_text, close_timeout).await
+                crate::ws::run(&mut ws, member, max_text, close_timeout, access).await
             };
             if let Err(e) = run.await {
                 tracing::debug!("hub member: {e}");

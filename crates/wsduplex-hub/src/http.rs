@@ -5,18 +5,20 @@
 //! carries it (our own reader's [`Incoming`], or an axum request in `crate::axum`).
 
 use crate::event;
+use crate::identity::Access;
 use crate::poll::{Batch, PollError};
 use crate::sse::{self, EventStream};
 use crate::{Hub, JoinError, Membership};
 use bytes::Bytes;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use wsduplex::auth::{Authenticate as _, TokenAuth};
+use wsduplex::auth::{Authenticate as _, Identity, TokenAuth};
 use wsduplex::proto::handshake::server::Request;
 use wsduplex::server::{Incoming, Negotiated, ServerConfig};
 
 const INDEX: &str = include_str!("../web/index.html");
 const SCRIPT: &str = include_str!("../web/chat.js");
+const VIEW: &str = include_str!("../web/view.js");
 const STYLE: &str = include_str!("../web/chat.css");
 
 /// The page may load its own script and style and connect back to this origin, nothing
@@ -41,6 +43,8 @@ pub(crate) trait Exchange: Sized {
     /// The front door ([`ServerConfig::admit`]; for a join also
     /// [`ServerConfig::authenticate`]); `None`: refused, and answered.
     async fn admit(self, config: &ServerConfig, join: bool) -> Option<Self>;
+    /// Who made the request, once a join's `admit` let it in.
+    fn identity(&self) -> Option<&Identity>;
     /// The request body, at most `max` bytes, within [`BODY_TIMEOUT`].
     async fn read_body(&mut self, max: usize) -> wsduplex::Result<Bytes>;
     /// A plain HTTP answer.
@@ -66,6 +70,7 @@ pub(crate) trait Exchange: Sized {
         agreed: Negotiated,
         member: Membership,
         max_text: usize,
+        access: Access,
     ) -> wsduplex::Result<()>;
 }
 
@@ -81,6 +86,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange for Incoming<S> {
             Incoming::admit(self, config, None).await
         };
         admitted.ok()
+    }
+
+    fn identity(&self) -> Option<&Identity> {
+        Incoming::identity(self)
     }
 
     async fn read_body(&mut self, max: usize) -> wsduplex::Result<Bytes> {
@@ -136,10 +145,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange for Incoming<S> {
         agreed: Negotiated,
         member: Membership,
         max_text: usize,
+        access: Access,
     ) -> wsduplex::Result<()> {
         let close_timeout = agreed.socket.close_timeout;
         let mut ws = self.accept_negotiated(agreed).await?;
-        crate::ws::run(&mut ws, member, max_text, close_timeout).await
+        crate::ws::run(&mut ws, member, max_text, close_timeout, access).await
     }
 }
 
@@ -164,8 +174,11 @@ pub(crate) fn route<'a>(method: &str, path: &'a str) -> Option<Route<'a>> {
     let r = match (segments.as_slice(), method) {
         ([""] | ["index.html"], _) if get => Route::Asset("text/html; charset=utf-8", INDEX),
         (["chat.js"], _) if get => Route::Asset("text/javascript; charset=utf-8", SCRIPT),
+        (["view.js"], _) if get => Route::Asset("text/javascript; charset=utf-8", VIEW),
         (["chat.css"], _) if get => Route::Asset("text/css; charset=utf-8", STYLE),
-        ([""] | ["index.html"] | ["chat.js"] | ["chat.css"], _) => Route::WrongMethod("GET, HEAD"),
+        ([""] | ["index.html"] | ["chat.js"] | ["view.js"] | ["chat.css"], _) => {
+            Route::WrongMethod("GET, HEAD")
+        }
         (["chat"], _) => Route::Chat("lobby"),
         (["chat", room], _) => Route::Chat(room),
         (["poll"], "POST") => Route::PollOpen("lobby"),
@@ -198,6 +211,7 @@ fn index_under(prefix: &str) -> String {
             &format!(r#"href="{prefix}/chat.css""#),
         )
         .replace(r#"src="chat.js""#, &format!(r#"src="{prefix}/chat.js""#))
+        .replace(r#"src="view.js""#, &format!(r#"src="{prefix}/view.js""#))
 }
 
 /// The query parameters the hub reads.
@@ -314,6 +328,19 @@ impl Hub {
             Ok(q) => q,
             Err(why) => return respond_error(incoming, 400, "bad_request", why).await,
         };
+        let access = Access::new(
+            incoming.identity().cloned().unwrap_or_default(),
+            config.auth.clone(),
+        );
+        // A session whose member has an identity stays on the node that checked it: another
+        // node answers 404, and the client opens a session there with its token and `since`.
+        let adopt = config.auth.as_ref().is_none_or(|hook| !hook.identifies());
+        if let Route::Chat(room) | Route::PollOpen(room) | Route::Sse(room) = route {
+            if !access.may_read(room) {
+                let why = "you may not read this room";
+                return respond_error(incoming, 403, "forbidden", why).await;
+            }
+        }
         match route {
             Route::Asset(content_type, body) => {
                 let headers = [
@@ -346,7 +373,7 @@ impl Hub {
                     let body = b"a WebSocket endpoint: open the page at / or connect with ws://\n";
                     return incoming.respond(426, &headers, "text/plain", body).await;
                 }
-                let name = q.name.as_deref().unwrap_or("guest");
+                let name = access.name(q.name.as_deref());
                 let member = match self.join(room, name, q.since).await {
                     Ok(m) => m,
                     Err(e) => {
@@ -365,13 +392,12 @@ impl Hub {
                 let protocol = &mut agreed.socket.protocol;
                 protocol.max_message_size = protocol.max_message_size.min(max);
                 protocol.max_frame_size = protocol.max_frame_size.min(max);
-                incoming
-                    .join(agreed, member, self.inner.config.max_text)
-                    .await
+                let max_text = self.inner.config.max_text;
+                incoming.join(agreed, member, max_text, access).await
             }
             Route::PollOpen(room) => {
-                let name = q.name.as_deref().unwrap_or("guest");
-                match self.poll_open(room, name, q.since).await {
+                let name = access.name(q.name.as_deref()).to_string();
+                match self.poll_open(room, &name, q.since, access).await {
                     Ok((id, batch)) => {
                         let body = batch_json(Some(&id), &batch);
                         incoming.respond(200, &no_store(), JSON, &body).await
@@ -380,9 +406,9 @@ impl Hub {
                 }
             }
             Route::Sse(room) => {
-                let name = q.name.as_deref().unwrap_or("guest");
+                let name = access.name(q.name.as_deref()).to_string();
                 let since = sse::resume_from(incoming.request(), q.since);
-                match self.poll_open(room, name, since).await {
+                match self.poll_open(room, &name, since, access).await {
                     Ok((id, first)) => {
                         // No caching, and no buffering in nginx (it would hold events back).
                         let headers = [("Cache-Control", "no-store"), ("X-Accel-Buffering", "no")];
@@ -392,7 +418,7 @@ impl Hub {
                     Err(e) => respond_poll_error(incoming, e).await,
                 }
             }
-            Route::PollRead(id) => match self.poll_read(id, q.cursor.unwrap_or(0)).await {
+            Route::PollRead(id) => match self.poll_read(id, q.cursor.unwrap_or(0), adopt).await {
                 Ok(batch) => {
                     let body = batch_json(None, &batch);
                     incoming.respond(200, &no_store(), JSON, &body).await
@@ -404,8 +430,9 @@ impl Hub {
                     Ok(b) => b,
                     Err(e) => return respond_body_error(incoming, e).await,
                 };
-                match self.poll_send(id, &body).await {
-                    Ok(()) => incoming.respond(202, &[], JSON, br#"{"ok":true}"#).await,
+                match self.poll_send(id, &body, adopt).await {
+                    Ok(None) => incoming.respond(202, &[], JSON, br#"{"ok":true}"#).await,
+                    Ok(Some(event)) => incoming.respond(200, &[], JSON, event.as_bytes()).await,
                     Err(e) => respond_poll_error(incoming, e).await,
                 }
             }
@@ -551,6 +578,18 @@ async fn respond_poll_error<E: Exchange>(incoming: E, e: PollError) -> wsduplex:
         PollError::Bad(bad) => {
             let body = bad.to_event();
             incoming.respond(400, &[], JSON, body.as_bytes()).await
+        }
+        PollError::Expired => {
+            let why = "the token expired: open a new session with a new token and since";
+            let body = error_json("token_expired", why);
+            let headers = [(
+                "WWW-Authenticate",
+                r#"Bearer realm="wsduplex", error="invalid_token""#,
+            )];
+            incoming.respond(401, &headers, JSON, &body).await
+        }
+        PollError::Event(status, event) => {
+            incoming.respond(status, &[], JSON, event.as_bytes()).await
         }
     }
 }

@@ -66,6 +66,7 @@ mod axum;
 mod backplane;
 mod event;
 mod http;
+mod identity;
 mod mailbox;
 mod metrics;
 pub mod names;
@@ -78,6 +79,7 @@ mod ws;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use backplane::redis::{InvalidRedisUrl, RedisConfig};
 pub use event::BadMessage;
+pub use identity::CLOSE_TOKEN_EXPIRED;
 pub use mailbox::Ended;
 pub use metrics::CLOSE_CODES;
 pub use names::NameError;

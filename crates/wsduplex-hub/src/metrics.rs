@@ -17,7 +17,7 @@ pub(crate) fn overflow() {
 
 /// The close codes the hub sends besides RFC 6455's, to count one by one
 /// ([`wsduplex::metrics::Metrics::with_close_codes`]).
-pub const CLOSE_CODES: [u16; 1] = [crate::CLOSE_TOO_SLOW];
+pub const CLOSE_CODES: [u16; 2] = [crate::CLOSE_TOO_SLOW, crate::CLOSE_TOKEN_EXPIRED];
 
 impl Hub {
     /// Members removed because their queue was full, by every hub of this process, so far.

@@ -8,6 +8,7 @@
 //! branch: for a hub of one node its session calls do nothing.
 
 use crate::event::{self, parse_inbound};
+use crate::identity::{self, Access};
 use crate::mailbox::Ended;
 use crate::{BadMessage, Hub, JoinError, Membership};
 use std::collections::BTreeMap;
@@ -23,6 +24,8 @@ const MAX_EVENTS: usize = 256;
 
 pub(crate) struct Session {
     member: Membership,
+    /// Who it is: its rooms, and when its token expires.
+    access: Mutex<Access>,
     last_seen: Mutex<Instant>,
     /// Bumped by every `GET`: an older `GET` still waiting answers at once when it sees a
     /// newer one (a browser retrying after a timeout, say).
@@ -40,6 +43,13 @@ impl Session {
     fn last_seen(&self) -> Instant {
         *self.last_seen.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn access(&self) -> Access {
+        self.access
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// A long-polling request that cannot be served.
@@ -53,6 +63,10 @@ pub(crate) enum PollError {
     TooManySessions,
     /// The client message was refused (`400`, with an `error` event).
     Bad(BadMessage),
+    /// The session's token expired (`401`): the session is closed.
+    Expired,
+    /// Answered with this status and `error` event (a forbidden room, a refused refresh).
+    Event(u16, Utf8Bytes),
 }
 
 /// A session id as [`Hub::poll_open`] makes them: 32 lowercase hex digits.
@@ -86,6 +100,7 @@ impl Hub {
         room: &str,
         name: &str,
         since: Option<u64>,
+        access: Access,
     ) -> Result<(String, Batch), PollError> {
         if self.sessions().len() >= self.inner.config.max_sessions {
             return Err(PollError::TooManySessions);
@@ -97,19 +112,26 @@ impl Hub {
         let id = format!("{:032x}", rand::random::<u128>());
         let session = Arc::new(Session {
             member,
+            access: Mutex::new(access),
             last_seen: Mutex::new(Instant::now()),
             generation: AtomicU64::new(0),
             cursors: Mutex::new(BTreeMap::from([(0, 0)])),
         });
         self.sessions().insert(id.clone(), session);
-        let batch = self.poll_read(&id, 0).await?;
+        let batch = self.poll_read(&id, 0, false).await?;
         Ok((id, batch))
     }
 
-    /// A session of this node, or one taken over from another node.
-    async fn session_here(&self, id: &str, cursor: u64) -> Result<Arc<Session>, PollError> {
+    /// A session of this node, or (with `adopt`) one taken over from another node.
+    async fn session_here(
+        &self,
+        id: &str,
+        cursor: u64,
+        adopt: bool,
+    ) -> Result<Arc<Session>, PollError> {
         match self.session(id) {
             Ok(session) => Ok(session),
+            Err(unknown) if !adopt => Err(unknown),
             Err(unknown) => self.adopt(id, cursor).await?.ok_or(unknown),
         }
     }
@@ -147,6 +169,9 @@ impl Hub {
                 mailbox: joined.mailbox,
                 nodes: nodes.clone(),
             },
+            // Taken over only from a server without authentication (see `poll_read`): the
+            // anonymous identity is the one it had.
+            access: Mutex::new(Access::default()),
             last_seen: Mutex::new(Instant::now()),
             generation: AtomicU64::new(0),
             cursors: Mutex::new(BTreeMap::from([(cursor, since.unwrap_or(0))])),
@@ -202,9 +227,20 @@ impl Hub {
     }
 
     /// Acknowledges events up to `cursor` and returns the ones after it, waiting up to the
-    /// poll timeout for the first.
-    pub(crate) async fn poll_read(&self, id: &str, cursor: u64) -> Result<Batch, PollError> {
-        let session = self.session_here(id, cursor).await?;
+    /// poll timeout for the first. `adopt`: a session of another node may be taken over
+    /// (not when members have identities: those stay on the node that checked them, and
+    /// the client opens a new session here with its token and `since`).
+    pub(crate) async fn poll_read(
+        &self,
+        id: &str,
+        cursor: u64,
+        adopt: bool,
+    ) -> Result<Batch, PollError> {
+        let session = self.session_here(id, cursor, adopt).await?;
+        if session.access().is_expired() {
+            self.session_ended(id);
+            return Err(PollError::Expired);
+        }
         session.touch();
         let generation = session.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let mailbox = session.member.mailbox.clone();
@@ -233,12 +269,17 @@ impl Hub {
         }
     }
 
-    /// A client message from a session (of this node, or of another: then sent from here
-    /// in its member's name).
-    pub(crate) async fn poll_send(&self, id: &str, body: &[u8]) -> Result<(), PollError> {
+    /// A client message from a session (of this node, or with `adopt` of another: then
+    /// sent from here in its member's name).
+    pub(crate) async fn poll_send(
+        &self,
+        id: &str,
+        body: &[u8],
+        adopt: bool,
+    ) -> Result<Option<Utf8Bytes>, PollError> {
         let session = match self.session(id) {
             Ok(session) => session,
-            Err(unknown) if !is_session_id(id) => return Err(unknown),
+            Err(unknown) if !adopt || !is_session_id(id) => return Err(unknown),
             // A session of another node: sent from here in its member's name.
             Err(unknown) => {
                 let nodes = &self.inner.nodes;
@@ -249,17 +290,34 @@ impl Hub {
                     .publish(self, &info.room, &info.name, &text)
                     .await
                     .map_err(PollError::Join)?;
-                return Ok(());
+                return Ok(None);
             }
         };
         if session.member.ended().is_some() {
             self.session_ended(id);
             return Err(PollError::UnknownSession);
         }
+        let mut access = session.access();
+        if access.is_expired() {
+            self.session_ended(id);
+            return Err(PollError::Expired);
+        }
         session.touch();
+        if let Some(token) = identity::refresh_token(body) {
+            access
+                .refresh(&token)
+                .await
+                .map_err(|e| PollError::Event(401, e.to_event()))?;
+            let event = access.refreshed_event();
+            *session.access.lock().unwrap_or_else(|p| p.into_inner()) = access;
+            return Ok(Some(event));
+        }
         let text = parse_inbound(body, self.inner.config.max_text).map_err(PollError::Bad)?;
+        if !access.may_write(session.member.room()) {
+            return Err(PollError::Event(403, identity::forbidden_write()));
+        }
         session.member.say(&text).await;
-        Ok(())
+        Ok(None)
     }
 
     /// Ends a session (its member leaves the room), wherever it is.
@@ -324,7 +382,10 @@ mod tests {
     #[tokio::test]
     async fn unused_sessions_expire_and_leave_their_room() {
         let hub = Hub::new(HubConfig::default());
-        let (id, (cursor, events)) = hub.poll_open("r", "lp", None).await.unwrap();
+        let (id, (cursor, events)) = hub
+            .poll_open("r", "lp", None, Default::default())
+            .await
+            .unwrap();
         assert_eq!((cursor, events.len()), (1, 1));
         assert_eq!(hub.members("r").await.unwrap().unwrap().0, ["lp"]);
         // Not yet.
@@ -334,7 +395,7 @@ mod tests {
         assert_eq!(hub.session_count(), 0);
         assert!(hub.members("r").await.unwrap().unwrap().0.is_empty());
         assert!(hub
-            .poll_send(&id, br#"{"type":"message","text":"x"}"#)
+            .poll_send(&id, br#"{"type":"message","text":"x"}"#, true)
             .await
             .is_err());
     }
@@ -345,12 +406,15 @@ mod tests {
             queue: 3,
             ..HubConfig::default()
         });
-        let (id, _) = hub.poll_open("r", "lp", None).await.unwrap();
+        let (id, _) = hub
+            .poll_open("r", "lp", None, Default::default())
+            .await
+            .unwrap();
         // The welcome is still unacknowledged: two more fit, the third overflows.
         for i in 0..3 {
             hub.publish("r", "p", &format!("m{i}")).await.unwrap();
         }
-        assert!(hub.poll_read(&id, 1).await.is_err());
+        assert!(hub.poll_read(&id, 1, true).await.is_err());
         assert_eq!(hub.session_count(), 0);
     }
 }

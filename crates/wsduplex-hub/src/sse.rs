@@ -70,7 +70,12 @@ pub(crate) fn stream(hub: Hub, id: String, first: Batch) -> EventStream {
         if let Some(first) = s.first.take() {
             return Some((first, s));
         }
-        let read = s.session.hub.poll_read(&s.session.id, s.cursor).await;
+        // The stream holds its session here: never one taken over from another node.
+        let read = s
+            .session
+            .hub
+            .poll_read(&s.session.id, s.cursor, false)
+            .await;
         match read {
             Ok(batch) => {
                 s.cursor = batch.0;
@@ -114,7 +119,10 @@ mod tests {
     #[tokio::test]
     async fn the_stream_names_its_session_then_carries_ids_and_ends_with_it() {
         let hub = Hub::new(HubConfig::default());
-        let (id, first) = hub.poll_open("r", "ann", None).await.unwrap();
+        let (id, first) = hub
+            .poll_open("r", "ann", None, Default::default())
+            .await
+            .unwrap();
         let mut s = stream(hub.clone(), id.clone(), first);
         let head = String::from_utf8(s.next().await.unwrap().to_vec()).unwrap();
         assert!(head.starts_with("retry: 1000\nevent: session\n"), "{head}");
@@ -141,7 +149,10 @@ mod tests {
     #[tokio::test]
     async fn a_closed_session_ends_the_stream() {
         let hub = Hub::new(HubConfig::default());
-        let (id, first) = hub.poll_open("r", "ann", None).await.unwrap();
+        let (id, first) = hub
+            .poll_open("r", "ann", None, Default::default())
+            .await
+            .unwrap();
         let mut s = stream(hub.clone(), id.clone(), first);
         let _ = s.next().await;
         hub.poll_close(&id).await.unwrap();

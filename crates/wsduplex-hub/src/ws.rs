@@ -2,11 +2,12 @@
 //! socket in batches, written together when the socket next waits for input.
 
 use crate::event::{parse_inbound, BadMessage};
+use crate::identity::{self, Access, CLOSE_TOKEN_EXPIRED};
 use crate::mailbox::Ended;
 use crate::{Membership, CLOSE_TOO_SLOW};
 use futures_core::Stream;
 use futures_sink::Sink;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future as _};
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
@@ -23,24 +24,35 @@ enum Step {
     Inbound(Option<wsduplex::Result<Message>>),
     Outbound,
     Ended(Ended),
+    /// The credentials expired, and no `refresh` came.
+    Expired,
 }
 
 /// Runs a member until either side ends: the client closes or fails, the member is cut
-/// (the transport is dropped with no close frame), too slow (close 4008), or the hub stops
-/// (close 1001).
+/// (the transport is dropped with no close frame), too slow (close 4008), its token expires
+/// (close 4001), or the hub stops (close 1001).
 pub(crate) async fn run<S>(
     ws: &mut WebSocket<S>,
     member: Membership,
     max_text: usize,
     close_timeout: Duration,
+    mut access: Access,
 ) -> wsduplex::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut batch: Vec<Utf8Bytes> = Vec::new();
     let mailbox = member.mailbox.clone();
+    let mut expiry = access
+        .deadline()
+        .map(|at| Box::pin(tokio::time::sleep_until(at)));
     loop {
         let step = poll_fn(|cx| {
+            if let Some(sleep) = expiry.as_mut() {
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Step::Expired);
+                }
+            }
             // The socket first: it also writes what the last batch queued.
             if let Poll::Ready(item) = Pin::new(&mut *ws).poll_next(cx) {
                 return Poll::Ready(Step::Inbound(item));
@@ -59,7 +71,22 @@ where
         .await;
         match step {
             Step::Inbound(Some(Ok(Message::Text(text)))) => {
+                if let Some(token) = identity::refresh_token(text.as_bytes()) {
+                    match access.refresh(&token).await {
+                        Ok(()) => {
+                            expiry = access
+                                .deadline()
+                                .map(|at| Box::pin(tokio::time::sleep_until(at)));
+                            queue(ws, access.refreshed_event())?;
+                        }
+                        Err(e) => queue(ws, e.to_event())?,
+                    }
+                    continue;
+                }
                 match parse_inbound(text.as_bytes(), max_text) {
+                    Ok(_) if !access.may_write(member.room()) => {
+                        queue(ws, identity::forbidden_write())?;
+                    }
                     Ok(text) => {
                         member.say(&text).await;
                     }
@@ -78,11 +105,12 @@ where
                 }
             }
             Step::Ended(Ended::Cut) => return Ok(()),
-            Step::Ended(why) => {
+            step @ (Step::Ended(_) | Step::Expired) => {
                 // Leave the room now: the closing handshake may take a while.
                 drop(member);
-                let (code, reason) = match why {
-                    Ended::Overflow => (CloseCode::from(CLOSE_TOO_SLOW), "too slow"),
+                let (code, reason) = match step {
+                    Step::Expired => (CloseCode::from(CLOSE_TOKEN_EXPIRED), "token expired"),
+                    Step::Ended(Ended::Overflow) => (CloseCode::from(CLOSE_TOO_SLOW), "too slow"),
                     _ => (CloseCode::GOING_AWAY, "server shutting down"),
                 };
                 // A member too slow to read may not take the close frame either.

@@ -151,6 +151,42 @@ async fn the_front_door_applies_to_the_hubs_paths() {
     assert_eq!(handshake.response.status, 101);
 }
 
+/// An application's own asynchronous hook, through the app: the member's name is the
+/// identity's, a room it may not read is refused, a room it may not write refuses its
+/// messages.
+#[tokio::test]
+async fn identities_apply_through_the_app() {
+    use wsduplex::auth::{AuthHook, Authenticated, Credential, Denied, Identity, RoomSet};
+    let mut config = ServerConfig::default();
+    config.auth = Some(AuthHook::from_fn(|request| {
+        let known = request.path().contains("access_token=ann-session");
+        async move {
+            tokio::task::yield_now().await;
+            if !known {
+                return Err(Denied::unauthorized("no session"));
+            }
+            let rooms = (RoomSet::of(["lobby", "news"]), RoomSet::of(["lobby"]));
+            let ann = Identity::user("u-ann")
+                .with_name("Ann")
+                .with_rooms(rooms.0, rooms.1);
+            Ok(Authenticated::new(ann, Credential::Query))
+        }
+    }));
+    let (addr, _hub) = start(config).await;
+    let (_lobby, welcome) = join(addr, "/hub/chat/lobby?name=eve&access_token=ann-session").await;
+    assert_eq!(welcome["name"], "Ann", "{welcome}");
+    let (mut news, _) = join(addr, "/hub/chat/news?access_token=ann-session").await;
+    say(&mut news, "read only here").await;
+    let e = next_of(&mut news, "error").await;
+    assert_eq!(e["error"], "forbidden", "{e}");
+    let url = format!("ws://{addr}/hub/chat/secret?access_token=ann-session");
+    let refused = wsduplex::connect(url.as_str()).await.unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+    let url = format!("ws://{addr}/hub/chat/lobby?access_token=forged");
+    let refused = wsduplex::connect(url.as_str()).await.unwrap_err();
+    assert!(refused.to_string().contains("401"), "{refused}");
+}
+
 #[tokio::test]
 async fn the_push_api_reads_its_body_through_the_app() {
     let mut hub = HubConfig::default();

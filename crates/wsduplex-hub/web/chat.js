@@ -12,14 +12,57 @@
 // resumed with `since=<last id seen>`; message ids are deduplicated, so a message is shown
 // once whatever the transport replays.
 //
-// The states shown in #state: connecting (first connection), open (welcome received),
-// reconnecting (lost, retrying), closed (not joined, left, or refused).
+// The states shown in #state: idle (nothing opened yet), connecting (first connection), open
+// (welcome received), reconnecting (lost, retrying), closed (left, or refused).
+//
+// A server started with --auth-token or a JWT key answers 401 without a token: the page then
+// asks for one (#auth) instead of retrying, keeps it for the tab (sessionStorage: a reload
+// goes on with it) and sends it as `access_token` on the WebSocket URL (a browser cannot set
+// headers there) and as `Authorization: Bearer` on every fetch. A token that expires on an
+// open connection (close 4001) is asked for again.
 
 'use strict';
 
-/** `/?token=T` in the page's address: sent as `access_token` when joining (a server started
- * with --auth-token asks for it; a browser cannot set headers on a WebSocket). */
-const ACCESS_TOKEN = new URLSearchParams(location.search).get('token');
+/** docs/hub.md: the close code of a token that expired on an open connection. */
+const CLOSE_TOKEN_EXPIRED = 4001;
+const TOKEN_KEY = 'wsduplex-token';
+
+/** The access token: `/?token=T` in the page's address, or the one typed when the server
+ * answered 401; kept in sessionStorage, for this tab only. */
+const auth = {
+  token: null,
+  load() {
+    const given = new URLSearchParams(location.search).get('token');
+    if (given) this.set(given);
+    else {
+      try {
+        this.token = sessionStorage.getItem(TOKEN_KEY);
+      } catch {
+        // storage disabled: asked again after a reload
+      }
+    }
+  },
+  set(token) {
+    this.token = token;
+    try {
+      sessionStorage.setItem(TOKEN_KEY, token);
+    } catch {
+      // storage disabled
+    }
+  },
+  forget() {
+    this.token = null;
+    try {
+      sessionStorage.removeItem(TOKEN_KEY);
+    } catch {
+      // storage disabled
+    }
+  },
+  headers(extra = {}) {
+    return this.token ? { ...extra, Authorization: `Bearer ${this.token}` } : extra;
+  },
+};
+auth.load();
 /** The hub's paths sit beside this script: `/` when the hub is served at the root, `/hub/`
  * when an app mounts it under a prefix (`Hub::router`). */
 const BASE = document.currentScript ? new URL('.', document.currentScript.src).pathname : '/';
@@ -34,29 +77,11 @@ const MAX_TEXT = 4096;
 const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 // eslint-disable-next-line no-control-regex
 const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
-const NAME_COLOURS = 8;
-
-const $ = (id) => document.getElementById(id);
-
-/** Builds an element; `text` goes in as a text node, never as markup. */
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 /** Exponential backoff with jitter: ~250 ms, ~500 ms, ... capped at ~5 s. */
 function backoff(attempt) {
   const base = Math.min(BACKOFF_CAP_MS, BACKOFF_START_MS * 2 ** Math.min(attempt, 10));
   return Math.round(base * (0.75 + Math.random() * 0.5));
-}
-
-/** One of NAME_COLOURS classes, stable per name (a colour per sender, without inline style). */
-function colourClass(name) {
-  let h = 0;
-  for (const c of name) h = (h * 31 + c.codePointAt(0)) >>> 0;
-  return `c${h % NAME_COLOURS}`;
 }
 
 /** The client-side half of the documented rules; the server has the last word. */
@@ -83,90 +108,6 @@ function reasonOf(body) {
   return text || 'refused by the server';
 }
 
-class ChatView {
-  constructor() {
-    this.state = $('state');
-    this.transport = $('transport');
-    this.messages = $('messages');
-    this.members = $('members');
-    this.count = $('count');
-    this.me = $('me');
-    this.roomName = $('room-name');
-  }
-
-  setState(state) {
-    if (this.state.textContent !== state) this.state.textContent = state;
-    this.state.dataset.state = state;
-  }
-
-  setTransport(kind) {
-    if (this.transport.textContent !== kind) this.transport.textContent = kind;
-  }
-
-  clear() {
-    this.messages.replaceChildren();
-    this.members.replaceChildren();
-    this.count.textContent = '';
-    this.me.textContent = '';
-  }
-
-  /** Runs `change` and keeps the list scrolled to the bottom if it was there before. */
-  stickToBottom(change) {
-    const list = this.messages;
-    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 48;
-    change();
-    if (atBottom) list.scrollTop = list.scrollHeight;
-  }
-
-  /** A chat message, placed by id (they arrive in order; the scan is for safety). */
-  addMessage(m, mine) {
-    const li = el('li', mine ? 'msg mine' : 'msg');
-    li.dataset.id = String(m.id);
-    const head = el('div', 'head');
-    head.append(el('span', `name ${colourClass(m.name)}`, m.name));
-    if (typeof m.ts === 'number') {
-      const d = new Date(m.ts);
-      const time = el('time', 'time', d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }));
-      time.dateTime = d.toISOString();
-      time.title = d.toLocaleString();
-      head.append(time);
-    }
-    li.append(head, el('p', 'text', m.text));
-    this.stickToBottom(() => {
-      // Ids arrive in increasing order, so this appends; an older id (never seen so far)
-      // would go before the first newer message.
-      let node = this.messages.lastElementChild;
-      while (node && !node.classList.contains('msg')) node = node.previousElementSibling;
-      if (!node || Number(node.dataset.id) < m.id) {
-        this.messages.append(li);
-        return;
-      }
-      const newer = [...this.messages.querySelectorAll('.msg')].find((n) => Number(n.dataset.id) > m.id);
-      this.messages.insertBefore(li, newer);
-    });
-  }
-
-  /** A muted line: joined, left, reconnects, errors. */
-  addNote(text, kind = 'info') {
-    const li = el('li', `sys ${kind}`);
-    li.append(el('span', '', text));
-    this.stickToBottom(() => this.messages.append(li));
-  }
-
-  setMembers(names, me) {
-    // You first, then everyone else in the order they came.
-    const ordered = names.includes(me) ? [me, ...names.filter((n) => n !== me)] : names;
-    const items = ordered.map((name) => {
-      const li = el('li', name === me ? 'me' : '', name);
-      li.prepend(el('span', `dot ${colourClass(name)}`));
-      return li;
-    });
-    this.members.replaceChildren(...items);
-    this.count.textContent = String(names.length);
-    this.me.textContent = me;
-  }
-}
-
 class Chat {
   /**
    * @param {string} room
@@ -174,13 +115,15 @@ class Chat {
    * @param {string|null} forced `?transport=websocket|sse|longpoll`, or null to choose
    * @param {ChatView} view
    * @param {(reason: string) => void} onRefused the server refused the room or the name
+   * @param {(reason: string) => void} onUnauthorized the server wants a (new) token
    */
-  constructor(room, name, forced, view, onRefused) {
+  constructor(room, name, forced, view, onRefused, onUnauthorized) {
     this.room = room;
     this.name = name;
     this.forced = forced;
     this.view = view;
     this.onRefused = onRefused;
+    this.onUnauthorized = onUnauthorized;
 
     this.me = null; // the name the server gave us (maybe with a suffix)
     this.members = [];
@@ -224,10 +167,31 @@ class Chat {
       if (conn.kind === 'sse') conn.es.close();
       else conn.abort.abort();
       if (conn.sid) {
-        fetch(`${BASE}poll/session/${conn.sid}`, { method: 'DELETE', keepalive: true }).catch(() => {});
+        fetch(`${BASE}poll/session/${conn.sid}`, { method: 'DELETE', keepalive: true, headers: auth.headers() }).catch(() => {});
       }
     }
     this.view.setState('closed');
+  }
+
+  /** Goes on after a stop (a page restored from the back/forward cache), resuming with
+   * `since` from the last message seen. */
+  restart() {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.attempt = 0;
+    this.view.setState(this.welcomedOnce ? 'reconnecting' : 'connecting');
+    this.connect();
+  }
+
+  /** A new token was typed: try again at once, the WebSocket first (a refusal before it
+   * opens falls back to long polling, whose 401 the page can read). */
+  retryWithToken() {
+    this.stopped = false;
+    this.attempt = 0;
+    this.wsBlocked = false;
+    this.wsEverOpened = false;
+    this.view.setState(this.welcomedOnce ? 'reconnecting' : 'connecting');
+    this.connect();
   }
 
   send(text) {
@@ -252,10 +216,12 @@ class Chat {
     else this.openLongPoll(g);
   }
 
-  query() {
+  /** The query of a join; the token goes in it for a WebSocket only (fetches carry it as
+   * a header). */
+  query(withToken) {
     const q = new URLSearchParams({ name: this.name });
     if (this.resume) q.set('since', String(this.lastId));
-    if (ACCESS_TOKEN) q.set('access_token', ACCESS_TOKEN);
+    if (withToken && auth.token) q.set('access_token', auth.token);
     return q.toString();
   }
 
@@ -278,6 +244,16 @@ class Chat {
     this.retryTimer = setTimeout(() => this.connect(), delay);
   }
 
+  /** The server wants a token (none, a wrong one, or one that expired): ask for it rather
+   * than retry. */
+  unauthorized(g, reason) {
+    if (g !== this.gen || this.stopped) return;
+    this.stop();
+    auth.forget();
+    this.view.addNote(`access token needed: ${reason}`, 'warn');
+    this.onUnauthorized(reason);
+  }
+
   /** The server refused the room or the name: nothing to retry. */
   refused(g, reason) {
     if (g !== this.gen || this.stopped) return;
@@ -290,7 +266,7 @@ class Chat {
 
   openWebSocket(g) {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const url = `${scheme}//${location.host}${BASE}chat/${encodeURIComponent(this.room)}?${this.query()}`;
+    const url = `${scheme}//${location.host}${BASE}chat/${encodeURIComponent(this.room)}?${this.query(true)}`;
     let ws;
     try {
       ws = new WebSocket(url);
@@ -332,6 +308,10 @@ class Chat {
       if (g !== this.gen || this.stopped) return;
       if (!opened) {
         this.wsFailedToOpen(g, `WebSocket closed before it opened (${e.code})`);
+        return;
+      }
+      if (e.code === CLOSE_TOKEN_EXPIRED) {
+        this.unauthorized(g, 'the access token expired');
         return;
       }
       let note = 'connection lost';
@@ -432,8 +412,9 @@ class Chat {
     this.conn = { kind: 'longpoll', sid: null, cursor: 0, abort };
     let response;
     try {
-      response = await fetch(`${BASE}poll/${encodeURIComponent(this.room)}?${this.query()}`, {
+      response = await fetch(`${BASE}poll/${encodeURIComponent(this.room)}?${this.query(false)}`, {
         method: 'POST',
+        headers: auth.headers(),
         signal: abort.signal,
         cache: 'no-store',
       });
@@ -449,8 +430,12 @@ class Chat {
       return;
     }
     if (g !== this.gen) return;
-    if (response.status === 400) {
+    if (response.status === 400 || response.status === 403) {
       this.refused(g, reasonOf(await response.text().catch(() => '')));
+      return;
+    }
+    if (response.status === 401) {
+      this.unauthorized(g, reasonOf(await response.text().catch(() => '')));
       return;
     }
     if (!response.ok) {
@@ -480,6 +465,7 @@ class Chat {
       let body;
       try {
         response = await fetch(`${BASE}poll/session/${conn.sid}?cursor=${conn.cursor}`, {
+          headers: auth.headers(),
           signal: conn.abort.signal,
           cache: 'no-store',
         });
@@ -493,6 +479,10 @@ class Chat {
       if (response && response.status === 404) {
         // Expired or cut: a new session resumes from the last id seen.
         this.lost(g, 'session ended; reconnecting');
+        return;
+      }
+      if (response && response.status === 401) {
+        this.unauthorized(g, 'the access token expired');
         return;
       }
       if (!response || !body) {
@@ -534,7 +524,7 @@ class Chat {
         try {
           response = await fetch(`${BASE}poll/session/${conn.sid}`, {
             method: 'POST',
-            headers: { 'Content-Type': 'application/json' },
+            headers: auth.headers({ 'Content-Type': 'application/json' }),
             body: JSON.stringify({ type: 'message', text: this.outbox[0] }),
           });
         } catch {
@@ -546,6 +536,10 @@ class Chat {
         this.sendFailures = 0;
         if (response.status === 404) {
           this.lost(g, 'session ended; reconnecting');
+          return;
+        }
+        if (response.status === 401) {
+          this.unauthorized(g, 'the access token expired');
           return;
         }
         this.outbox.shift();
@@ -641,6 +635,7 @@ function main() {
   const view = new ChatView();
   const joinForm = $('join');
   const joinError = $('join-error');
+  const authForm = $('auth');
   const chatSection = $('chat');
   const text = $('text');
   const params = new URLSearchParams(location.search);
@@ -653,6 +648,7 @@ function main() {
 
   const showJoin = (error) => {
     chatSection.hidden = true;
+    authForm.hidden = true;
     joinForm.hidden = false;
     $('where').hidden = true;
     joinError.hidden = !error;
@@ -660,10 +656,20 @@ function main() {
     $('join-name').focus();
   };
 
+  const askToken = (reason) => {
+    chatSection.hidden = true;
+    joinForm.hidden = true;
+    authForm.hidden = false;
+    $('auth-reason').textContent = reason;
+    $('auth-token').value = '';
+    $('auth-token').focus();
+  };
+
   const join = (room, name, transport) => {
     const problem = checkRoom(room) || checkName(name);
     if (problem) {
-      view.setState('closed');
+      // Red only once something was open: the landing form stays neutral.
+      view.setState(chat ? 'closed' : 'idle');
       showJoin(problem);
       return;
     }
@@ -679,7 +685,7 @@ function main() {
     } catch {
       // storage disabled: nothing to remember
     }
-    chat = new Chat(room, name.trim(), transport, view, (reason) => showJoin(reason));
+    chat = new Chat(room, name.trim(), transport, view, (reason) => showJoin(reason), askToken);
     chat.start();
     text.focus();
   };
@@ -693,6 +699,17 @@ function main() {
     if (longpoll) q.set('transport', 'longpoll');
     history.replaceState(null, '', `?${q}`);
     join(room, name, longpoll ? 'longpoll' : null);
+  });
+
+  authForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const token = $('auth-token').value.trim();
+    if (!token) return;
+    auth.set(token);
+    authForm.hidden = true;
+    chatSection.hidden = false;
+    if (chat) chat.retryWithToken();
+    text.focus();
   });
 
   $('compose').addEventListener('submit', (e) => {
@@ -718,6 +735,10 @@ function main() {
   // A clean goodbye when the page goes away (the server would notice anyway).
   window.addEventListener('pagehide', () => {
     if (chat) chat.stop();
+  });
+  // Back from the back/forward cache: the page is as it was, its connection is not.
+  window.addEventListener('pageshow', (e) => {
+    if (e.persisted && chat && authForm.hidden) chat.restart();
   });
 
   const room = params.get('room');

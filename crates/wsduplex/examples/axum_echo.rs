@@ -35,7 +35,7 @@ pub fn app(config: ServerConfig) -> Router {
 }
 
 async fn echo(ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(run)
+    ws.on_upgrade(run).await
 }
 
 /// Echoes every message; replies are queued and go out when the socket next waits.

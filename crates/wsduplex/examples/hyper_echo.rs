@@ -37,8 +37,8 @@ pub async fn serve(listener: TcpListener, config: ServerConfig) -> std::io::Resu
         tokio::spawn(async move {
             let peer = Peer::new(addr.ip(), false);
             let service = service_fn(move |request| {
-                let response = handle(request, &config, peer);
-                async move { Ok::<_, Infallible>(response) }
+                let config = config.clone();
+                async move { Ok::<_, Infallible>(handle(request, &config, peer).await) }
             });
             // `with_upgrades`: hyper hands the connection over after the 101.
             let served = http1::Builder::new()
@@ -51,7 +51,7 @@ pub async fn serve(listener: TcpListener, config: ServerConfig) -> std::io::Resu
     }
 }
 
-fn handle(
+async fn handle(
     mut request: http::Request<Incoming>,
     config: &ServerConfig,
     peer: Peer,
@@ -61,7 +61,7 @@ fn handle(
         *response.status_mut() = http::StatusCode::NOT_FOUND;
         return response;
     }
-    match wsduplex::hyper::upgrade(&mut request, config, Some(peer)) {
+    match wsduplex::hyper::upgrade(&mut request, config, Some(peer)).await {
         Ok((response, upgrading)) => {
             tokio::spawn(async move {
                 match upgrading.await {

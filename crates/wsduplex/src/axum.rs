@@ -34,6 +34,7 @@
 //!                 }
 //!             }
 //!         })
+//!         .await
 //! }
 //!
 //! # async fn run() -> std::io::Result<()> {
@@ -166,12 +167,12 @@ impl WebSocketUpgrade {
 
     /// Runs the front door and answers: the `101`, with `callback` spawned on the socket
     /// once axum hands over the connection; or the refusal.
-    pub fn on_upgrade<F, Fut>(self, callback: F) -> Response
+    pub async fn on_upgrade<F, Fut>(self, callback: F) -> Response
     where
         F: FnOnce(WebSocket<Upgraded>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        match self.upgrade() {
+        match self.upgrade().await {
             Ok((response, upgrading)) => {
                 tokio::spawn(async move {
                     match upgrading.await {
@@ -187,8 +188,8 @@ impl WebSocketUpgrade {
 
     /// Runs the front door: the `101` and the future of the socket (for a caller that
     /// drives it itself), or the refusal.
-    pub fn upgrade(self) -> Result<(Response, Upgrading), Response> {
-        match upgrade_with(self.head, self.on_upgrade, &self.config, self.peer) {
+    pub async fn upgrade(self) -> Result<(Response, Upgrading), Response> {
+        match upgrade_with(self.head, self.on_upgrade, &self.config, self.peer).await {
             Ok((response, upgrading)) => Ok((response.map(Body::new), upgrading)),
             Err(refused) => Err(refused.map(Body::new)),
         }

@@ -28,7 +28,7 @@
 //!     mut request: http::Request<hyper::body::Incoming>,
 //!     config: ServerConfig,
 //! ) -> http::Response<Full<bytes::Bytes>> {
-//!     match upgrade(&mut request, &config, None) {
+//!     match upgrade(&mut request, &config, None).await {
 //!         Ok((response, upgrading)) => {
 //!             tokio::spawn(async move {
 //!                 let Ok(mut ws) = upgrading.await else { return };
@@ -49,6 +49,7 @@
 // per upgrade request, so its size costs nothing a box would save.
 #![allow(clippy::result_large_err)]
 
+use crate::auth::Identity;
 use crate::error::{Error, Result};
 use crate::limits::Permit;
 use crate::metrics::{self, RefusedBy};
@@ -84,14 +85,14 @@ pub type Body = http_body_util::Full<Bytes>;
 ///
 /// `peer`: what the transport knows of the client (its address, TLS or not), for the
 /// per-client limit and the same-origin rule; `None` checks neither against the transport.
-pub fn upgrade<B>(
+pub async fn upgrade<B>(
     request: &mut http::Request<B>,
     config: &ServerConfig,
     peer: Option<Peer>,
 ) -> std::result::Result<(http::Response<Body>, Upgrading), http::Response<Body>> {
     let head = read_head(config, &*request, request.extensions());
     let on_upgrade = ::hyper::upgrade::on(request);
-    upgrade_with(head, Some(on_upgrade), config, peer)
+    upgrade_with(head, Some(on_upgrade), config, peer).await
 }
 
 /// An upgrade request's head as the front door reads it from hyper: an HTTP/1.1 upgrade,
@@ -169,7 +170,7 @@ pub fn read_head(
 }
 
 /// [`upgrade`] from a head already read (or refused) by [`read_head`].
-pub(crate) fn upgrade_with(
+pub(crate) async fn upgrade_with(
     head: std::result::Result<Head, http::Response<Body>>,
     on_upgrade: Option<OnUpgrade>,
     config: &ServerConfig,
@@ -183,11 +184,13 @@ pub(crate) fn upgrade_with(
     } = head?;
     let upgrade = config
         .upgrade_request(request, peer.as_ref(), Some(&mut permit))
+        .await
         .map_err(|r| answer(extended_connect, body(*r)))?;
     let upgrading = Upgrading {
         on_upgrade,
         negotiated: Some(upgrade.negotiated),
         permit: Some(permit),
+        identity: Some(upgrade.identity),
     };
     let response = upgrade.response.map(|()| Body::default());
     Ok((answer(extended_connect, response), upgrading))
@@ -233,6 +236,7 @@ pub fn accept_negotiated(
                 on_upgrade: Some(on_upgrade),
                 negotiated: Some(negotiated),
                 permit,
+                identity: None,
             };
             Ok((head.answer(response.map(|()| Body::default())), upgrading))
         }
@@ -291,6 +295,7 @@ pub struct Upgrading {
     on_upgrade: Option<OnUpgrade>,
     negotiated: Option<Negotiated>,
     permit: Option<Permit>,
+    identity: Option<Identity>,
 }
 
 impl std::fmt::Debug for Upgrading {
@@ -305,6 +310,12 @@ impl Upgrading {
     /// The subprotocol the `101` agreed to, if any.
     pub fn subprotocol(&self) -> Option<&str> {
         self.negotiated.as_ref()?.subprotocol.as_deref()
+    }
+
+    /// Who made the request, as [`ServerConfig::auth`] found out ([`upgrade`]; `None` from
+    /// [`accept_negotiated`], whose caller authenticated it).
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
     }
 }
 

@@ -110,8 +110,8 @@
 //! use wsduplex::server::ServerConfig;
 //!
 //! /// What a hyper service does with an upgrade request's head.
-//! fn answer(config: &ServerConfig, head: &http::request::Parts) -> http::Response<String> {
-//!     match config.upgrade_http(head, None, None) {
+//! async fn answer(config: &ServerConfig, head: &http::request::Parts) -> http::Response<String> {
+//!     match config.upgrade_http(head, None, None).await {
 //!         // Send the 101; on the upgraded transport `io`, the socket is
 //!         // `upgrade.negotiated.websocket(io, &[])`.
 //!         Ok(upgrade) => upgrade.response.map(|()| String::new()),
@@ -119,10 +119,12 @@
 //!     }
 //! }
 //!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let (head, ()) = http::Request::get("/chat").body(()).unwrap().into_parts();
-//! let refused = answer(&ServerConfig::default(), &head);
+//! let refused = answer(&ServerConfig::default(), &head).await;
 //! assert_eq!(refused.status(), 400);
 //! assert_eq!(refused.body(), "missing Host header\n");
+//! # });
 //! ```
 //!
 //! With the `hyper` feature, `wsduplex::hyper::upgrade` does all of it for a hyper 1.x service (the
@@ -169,7 +171,8 @@
 //! | `tls` | on | `wss://` for the client, [`tls`] acceptors for servers (rustls with *ring*) |
 //! | `deflate` | on | permessage-deflate (the core's `deflate`); without it a server never agrees to the extension and a client never offers it |
 //! | `self-signed` | off | `tls::self_signed`: a development certificate generated at run time (`rcgen`); implies `tls` |
-//! | `http2` | off | `server::http2`: WebSockets over HTTP/2 extended CONNECT (RFC 8441), `h2c` and ALPN `h2`, for servers |
+//! | `http2` | off | WebSockets over HTTP/2 extended CONNECT (RFC 8441): `server::http2` (`h2c` and ALPN `h2`) and the client's `client::Http2` |
+//! | `jwt` | off | `auth::JwtAuth`: JSON Web Tokens as the authentication hook (`jsonwebtoken`) |
 //! | `hyper` | off | `wsduplex::hyper::upgrade` for hyper 1.x servers |
 //! | `axum` | off | the `wsduplex::axum::WebSocketUpgrade` extractor for axum 0.8 (implies `hyper`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]

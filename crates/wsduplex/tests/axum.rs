@@ -81,6 +81,7 @@ async fn chat(ws: WebSocketUpgrade) -> Response {
                 while ws.recv().await.is_some() {}
             }
         })
+        .await
 }
 
 #[tokio::test]
@@ -191,7 +192,7 @@ async fn a_config_in_state_replaces_the_extension() {
         axum::extract::State(config): axum::extract::State<ServerConfig>,
         ws: WebSocketUpgrade,
     ) -> Response {
-        ws.config(config).on_upgrade(|_| async {})
+        ws.config(config).on_upgrade(|_| async {}).await
     }
     let mut config = ServerConfig::default();
     config.allowed_origins = vec!["http://chat.example".into()];

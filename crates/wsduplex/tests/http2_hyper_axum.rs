@@ -214,7 +214,7 @@ async fn hypers_http2_server_takes_the_same_upgrade_call() {
         let (tcp, _) = listener.accept().await.unwrap();
         let service = hyper::service::service_fn(|mut request| async move {
             let config = ServerConfig::default();
-            let answer = match wsduplex::hyper::upgrade(&mut request, &config, None) {
+            let answer = match wsduplex::hyper::upgrade(&mut request, &config, None).await {
                 Ok((response, upgrading)) => {
                     tokio::spawn(async move {
                         let mut ws = upgrading.await.unwrap();

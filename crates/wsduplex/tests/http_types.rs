@@ -97,7 +97,7 @@ fn ours(config: &ServerConfig, head: &str) -> Answer {
     };
     let checked = config
         .admit(&request, None, None)
-        .and_then(|()| config.authenticate(&request, None));
+        .and_then(|()| now(config.authenticate(&request, None)).map(drop));
     if let Err(refusal) = checked {
         return answer_of_bytes(&refusal.to_response());
     }
@@ -112,12 +112,12 @@ fn ours(config: &ServerConfig, head: &str) -> Answer {
 /// The `http` path, through `upgrade_http`, from a request and from its parts.
 fn theirs(config: &ServerConfig, head: &str) -> Answer {
     let request = to_http(head);
-    let from_request = match config.upgrade_http(&request, None, None) {
+    let from_request = match now(config.upgrade_http(&request, None, None)) {
         Ok(upgrade) => answer_of_http(&upgrade.response, ""),
         Err(refusal) => answer_of_http(&refusal.response, &refusal.body),
     };
     let (parts, ()) = request.into_parts();
-    let from_parts = match config.upgrade_http(&parts, None, None) {
+    let from_parts = match now(config.upgrade_http(&parts, None, None)) {
         Ok(upgrade) => answer_of_http(&upgrade.response, ""),
         Err(refusal) => answer_of_http(&refusal.response, &refusal.body),
     };
@@ -216,7 +216,7 @@ fn the_http_path_answers_as_our_own_path_does() {
         "GET / HTTP/1.1",
         &format!("{BEARER}Sec-WebSocket-Protocol: chat.v1, chat.v2\r\nSec-WebSocket-Extensions: permessage-deflate\r\n"),
     );
-    let upgrade = rich.upgrade_http(&to_http(&offer), None, None).unwrap();
+    let upgrade = now(rich.upgrade_http(&to_http(&offer), None, None)).unwrap();
     let headers = upgrade.response.headers();
     assert_eq!(
         headers["sec-websocket-accept"],
@@ -228,9 +228,8 @@ fn the_http_path_answers_as_our_own_path_does() {
     assert!(upgrade.negotiated.socket.protocol.deflate.is_some());
     assert_eq!(upgrade.request.path(), "/");
     // A refusal carries its error and its body together.
-    let refused = rich
-        .upgrade_http(&to_http(&head("GET / HTTP/1.1", "")), None, None)
-        .unwrap_err();
+    let refused =
+        now(rich.upgrade_http(&to_http(&head("GET / HTTP/1.1", "")), None, None)).unwrap_err();
     assert!(
         matches!(refused.error, Error::Denied(_)),
         "{:?}",
@@ -256,7 +255,7 @@ fn an_http2_head_names_its_host_in_the_uri() {
     assert_eq!(converted.header("host"), Some(&b"chat.example"[..]));
     assert_eq!(converted.path(), "/x");
     // Not an upgrade: refused as our own path would (RFC 8441 has its own door, below).
-    let refused = config.upgrade_http(&request, None, None).unwrap_err();
+    let refused = now(config.upgrade_http(&request, None, None)).unwrap_err();
     assert_eq!(refused.response.status(), 400);
 }
 
@@ -281,9 +280,8 @@ fn an_extended_connect_is_answered_200_with_the_same_agreement() {
             "permessage-deflate; client_max_window_bits",
         ),
     ]);
-    let upgrade = rich
-        .upgrade_extended_connect(&request, Some("websocket"), None, None)
-        .unwrap();
+    let upgrade =
+        now(rich.upgrade_extended_connect(&request, Some("websocket"), None, None)).unwrap();
     let headers = upgrade.response.headers();
     assert_eq!(upgrade.response.status(), 200);
     assert_eq!(headers["sec-websocket-protocol"], "chat.v2");
@@ -298,9 +296,8 @@ fn an_extended_connect_is_answered_200_with_the_same_agreement() {
     assert!(upgrade.negotiated.socket.protocol.deflate.is_some());
     // A key from a proxy that translated an HTTP/1.1 upgrade gets its accept.
     let with_key = extended_connect(&[("sec-websocket-version", "13"), ("sec-websocket-key", KEY)]);
-    let upgrade = rich
-        .upgrade_extended_connect(&with_key, Some("websocket"), None, None)
-        .unwrap();
+    let upgrade =
+        now(rich.upgrade_extended_connect(&with_key, Some("websocket"), None, None)).unwrap();
     assert_eq!(
         upgrade.response.headers()["sec-websocket-accept"],
         "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
@@ -312,9 +309,8 @@ fn a_bad_extended_connect_gets_the_status_rfc_8441_calls_for() {
     let [plain, rich, _] = configs();
     let good = extended_connect(&[("sec-websocket-version", "13")]);
     let status = |config: &ServerConfig, request: &http::Request<()>, protocol| {
-        let refused = config
-            .upgrade_extended_connect(request, protocol, None, None)
-            .unwrap_err();
+        let refused =
+            now(config.upgrade_extended_connect(request, protocol, None, None)).unwrap_err();
         (refused.response.status().as_u16(), refused)
     };
     let (code, refused) = status(&plain, &good, None);
@@ -478,7 +474,10 @@ async fn upgrade_http_then_a_socket_on_the_transport() {
         let mut config = ServerConfig::default();
         config.subprotocols = vec!["echo".into()];
         config.deflate = Some(Default::default());
-        let upgrade = config.upgrade_http(&to_http(&head), None, None).unwrap();
+        let upgrade = config
+            .upgrade_http(&to_http(&head), None, None)
+            .await
+            .unwrap();
         let mut out = format!("HTTP/1.1 {}\r\n", upgrade.response.status());
         for (n, v) in upgrade.response.headers() {
             out.push_str(&format!("{n}: {}\r\n", v.to_str().unwrap()));
@@ -581,4 +580,13 @@ async fn get_ref_reaches_the_tls_peer_certificate() {
     let certs = seen_rx.await.unwrap();
     assert_eq!(certs.len(), 1);
     assert_eq!(tls::fingerprint(certs[0].as_ref()), client.fingerprint);
+}
+
+/// The hooks in these tests are synchronous: the front door's future is ready at once.
+fn now<T>(f: impl std::future::Future<Output = T>) -> T {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(f).poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("a synchronous hook was not ready"),
+    }
 }

@@ -4,7 +4,7 @@
 use crate::args::{parse_duration, parse_size, DeflateArgs};
 use std::path::PathBuf;
 use std::time::Duration;
-use wsduplex::auth::{AuthHook, TokenAuth};
+use wsduplex::auth::{AuthHook, JwtAuth, TokenAuth};
 use wsduplex::forwarded::Cidr;
 use wsduplex::limits::ConnectionLimiter;
 use wsduplex::server::ServerConfig;
@@ -111,6 +111,21 @@ pub struct Args {
         hide_env_values = true
     )]
     auth_token: Vec<String>,
+    /// Require a JWT signed with HS256 by the secret in this file (its bytes, a trailing
+    /// newline dropped) to open a WebSocket or a long-polling session; the member's id,
+    /// name and rooms come from its claims (docs/auth.md).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["auth_token", "jwt_public_key"])]
+    jwt_secret_file: Option<PathBuf>,
+    /// Require a JWT signed with RS256 or ES256 by the key whose public half (PEM) is in
+    /// this file, as --jwt-secret-file does.
+    #[arg(long, value_name = "PATH", conflicts_with = "auth_token")]
+    jwt_public_key: Option<PathBuf>,
+    /// With a JWT key: require this `aud` claim.
+    #[arg(long, value_name = "AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// With a JWT key: require this `iss` claim.
+    #[arg(long, value_name = "ISSUER")]
+    jwt_issuer: Option<String>,
     /// Largest message a client may send (e.g. 16MiB, 64KiB, 1000); larger ones are closed
     /// with 1009. Also bounds a compressed message once inflated.
     #[arg(long, help_heading = "Limits", value_name = "SIZE", value_parser = parse_size, default_value = "16MiB")]
@@ -193,8 +208,45 @@ pub(super) struct Configs {
 }
 
 impl Args {
-    /// The one step from flags to the libraries' settings.
-    pub(super) fn configs(&self) -> Configs {
+    /// The JWT check of --jwt-secret-file or --jwt-public-key, its key read now (before
+    /// the server says it is ready).
+    pub(super) fn jwt(&self) -> anyhow::Result<Option<AuthHook>> {
+        use anyhow::Context as _;
+        let auth = match (&self.jwt_secret_file, &self.jwt_public_key) {
+            (Some(path), _) => {
+                let secret = std::fs::read(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let secret = secret.strip_suffix(b"\n").unwrap_or(&secret);
+                let secret = secret.strip_suffix(b"\r").unwrap_or(secret);
+                JwtAuth::hs256(secret).with_context(|| path.display().to_string())?
+            }
+            (None, Some(path)) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                JwtAuth::public_key_pem(&pem).with_context(|| path.display().to_string())?
+            }
+            (None, None) => {
+                if self.jwt_audience.is_some() || self.jwt_issuer.is_some() {
+                    anyhow::bail!(
+                        "--jwt-audience and --jwt-issuer need --jwt-secret-file or --jwt-public-key"
+                    );
+                }
+                return Ok(None);
+            }
+        };
+        let auth = match &self.jwt_audience {
+            Some(aud) => auth.audience(aud),
+            None => auth,
+        };
+        let auth = match &self.jwt_issuer {
+            Some(iss) => auth.issuer(iss),
+            None => auth,
+        };
+        Ok(Some(AuthHook::identify_with(auth)))
+    }
+
+    /// The one step from flags to the libraries' settings; `jwt` from [`Args::jwt`].
+    pub(super) fn configs(&self, jwt: Option<AuthHook>) -> Configs {
         let mut server = ServerConfig::default();
         server.handshake_timeout = self.handshake_timeout;
         server.socket.ping_interval = self.ping_interval;
@@ -211,6 +263,9 @@ impl Args {
         let tokens: Vec<&String> = self.auth_token.iter().filter(|t| !t.is_empty()).collect();
         if !tokens.is_empty() {
             server.auth = Some(AuthHook::new(TokenAuth::new(tokens)));
+        }
+        if jwt.is_some() {
+            server.auth = jwt;
         }
         server.connections =
             ConnectionLimiter::new(self.max_connections, self.max_connections_per_client);

@@ -56,6 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot resolve {}", args.listen))?
         .next()
         .with_context(|| format!("{} resolves to no address", args.listen))?;
+    let jwt = args.jwt()?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(wsduplex::tls::acceptor_from_pem_files(cert, key)?),
         _ if args.tls_self_signed => {
@@ -87,7 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let stop_signal = stop_signal()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("listening on {scheme}://{addr}");
-    let Configs { server, echo, hub } = args.configs();
+    let Configs { server, echo, hub } = args.configs(jwt);
     // Rooms span the workers: one hub, shared.
     let hub = match args.redis.filter(|u| !u.is_empty()) {
         None => Hub::new(hub),

@@ -1,6 +1,7 @@
 //! Delivery under load and through failures, across nodes: one room with concurrent senders
 //! on two nodes gets one order everywhere; a long-polling session whose node dies goes on
-//! on another node with nothing lost and nothing twice.
+//! on another node with nothing lost and nothing twice; one whose member has an identity
+//! stays on its node.
 
 #[path = "../common/load.rs"]
 mod load;
@@ -29,13 +30,7 @@ async fn concurrent_senders_on_two_nodes_give_every_member_one_order() {
             (hub, rt, addr)
         })
         .collect();
-    for (hub, _, _) in &nodes {
-        let deadline = Instant::now() + LIMIT;
-        while hub.is_connected() != Some(true) {
-            assert!(Instant::now() < deadline, "a node never connected");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    all_connected(&nodes).await;
     let addrs: Vec<_> = nodes.iter().map(|n| n.2).collect();
     let load = Load {
         senders: 8,
@@ -51,6 +46,17 @@ async fn concurrent_senders_on_two_nodes_give_every_member_one_order() {
 }
 
 /// The chat messages in a poll answer, as texts: a welcome's history, then live messages.
+/// Waits (bounded) until every node's backplane is connected.
+async fn all_connected(nodes: &[(Hub, tokio::runtime::Runtime, std::net::SocketAddr)]) {
+    for (hub, _, _) in nodes {
+        let deadline = Instant::now() + LIMIT;
+        while hub.is_connected() != Some(true) {
+            assert!(Instant::now() < deadline, "a node never connected");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 fn texts(body: &Value) -> Vec<String> {
     let mut out = Vec::new();
     for e in body["events"].as_array().unwrap() {
@@ -144,4 +150,50 @@ async fn a_long_polling_session_survives_its_node_crashing() {
 
 fn poll(sid: &str, cursor: u64) -> String {
     format!("/poll/session/{sid}?cursor={cursor}")
+}
+
+/// A member with an identity (here read-only) keeps it: its long-polling session is not
+/// taken over by another node, where it would have none; that node answers 404 (the client
+/// opens a session there with its token and `since`) and nothing is sent in its name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_with_an_identity_is_not_taken_over_by_another_node() {
+    use wsduplex::auth::{AuthHook, Authenticated, Credential, Identity, RoomSet};
+    let Some(redis) = Redis::start() else { return };
+    let mut server = ServerConfig::default();
+    server.auth = Some(AuthHook::from_fn(|_| async {
+        let reader = Identity::user("u-reader").with_rooms(RoomSet::all(), RoomSet::none());
+        Ok(Authenticated::new(reader, Credential::Authorization))
+    }));
+    let nodes: Vec<(Hub, tokio::runtime::Runtime, std::net::SocketAddr)> = (0..2)
+        .map(|_| {
+            let hub = Hub::with_redis(HubConfig::default(), RedisConfig::new(redis.url())).unwrap();
+            let (rt, addr) = crate::common::serve::start(&hub, server.clone());
+            (hub, rt, addr)
+        })
+        .collect();
+    all_connected(&nodes).await;
+    let (a, b) = (nodes[0].2, nodes[1].2);
+    let (status, open) = http(a, "POST", "/poll/ro", "").await;
+    assert_eq!(status, 200, "{open}");
+    let sid = open["session"].as_str().unwrap();
+    let path = format!("/poll/session/{sid}");
+    let body = r#"{"type":"message","text":"not allowed"}"#;
+    let (status, refused) = http(a, "POST", &path, body).await;
+    assert_eq!(
+        (status, &refused["error"]),
+        (403, &Value::from("forbidden"))
+    );
+    let (status, _) = http(b, "POST", &path, body).await;
+    assert_eq!(status, 404, "sent in its name from another node");
+    let (status, _) = http(b, "GET", &format!("{path}?cursor=1"), "").await;
+    assert_eq!(status, 404, "taken over by another node");
+    // Nothing was stored: a newcomer's history is empty.
+    let (status, other) = http(b, "POST", "/poll/ro", "").await;
+    assert_eq!(status, 200);
+    let history = &other["events"][0]["history"];
+    assert_eq!(history.as_array().map(Vec::len), Some(0), "{history}");
+    for (hub, rt, _) in nodes {
+        hub.shutdown();
+        rt.shutdown_background();
+    }
 }

@@ -25,7 +25,7 @@
 //!   open a WebSocket with the user's cookie (cross-site WebSocket hijacking).
 
 use super::ServerConfig;
-use crate::auth::Denied;
+use crate::auth::{Authenticated, Denied, Identity};
 use crate::forwarded::client_addr;
 use crate::limits::{LimitError, Permit};
 use crate::metrics::{self, RefusedBy};
@@ -186,20 +186,29 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// The checks of a route that opens a WebSocket or a session: [`ServerConfig::auth`],
-    /// then, for credentials a browser sends by itself, the same-origin rule of the
-    /// [module docs](self).
-    pub fn authenticate(&self, request: &Request, peer: Option<&Peer>) -> Result<(), Refusal> {
+    /// The checks of a route that opens a WebSocket or a session: [`ServerConfig::auth`]
+    /// (which may take its time: a session looked up in a database), then, for credentials
+    /// a browser sends by itself, the same-origin rule of the [module docs](self). Says who
+    /// made the request: [`Identity::anonymous`] without a hook.
+    pub async fn authenticate(
+        &self,
+        request: &Request,
+        peer: Option<&Peer>,
+    ) -> Result<Identity, Refusal> {
         let Some(hook) = &self.auth else {
-            return Ok(());
+            return Ok(Identity::anonymous());
         };
-        let credential = hook.authenticate(request)?;
+        let Authenticated {
+            identity,
+            credential,
+            ..
+        } = hook.identify(request).await?;
         let checked_elsewhere = !self.allowed_origins.is_empty() || self.dangerous_allow_any_origin;
         if checked_elsewhere || !is_unsafe(request) || !credential.is_ambient(request) {
-            return Ok(());
+            return Ok(identity);
         }
         let Some(origin) = request.header("origin") else {
-            return Ok(());
+            return Ok(identity);
         };
         let via_proxy = peer.is_some_and(|p| self.is_trusted(p.addr));
         let tls = match peer {
@@ -208,7 +217,7 @@ impl ServerConfig {
             None => None,
         };
         if is_same_origin(origin, request.header("host"), tls, via_proxy) {
-            Ok(())
+            Ok(identity)
         } else {
             metrics::refused(RefusedBy::Origin);
             Err(Refusal::Origin)
@@ -299,10 +308,23 @@ mod tests {
         tls: false,
     };
 
+    /// The hooks here are synchronous: their futures are ready at once.
+    fn now<T>(f: impl std::future::Future<Output = T>) -> T {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::pin!(f).poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("a synchronous hook was not ready"),
+        }
+    }
+
+    fn auth(c: &ServerConfig, r: &Request, peer: Option<&Peer>) -> Result<(), Refusal> {
+        now(c.authenticate(r, peer)).map(drop)
+    }
+
     #[test]
     fn cookie_credentials_need_the_same_origin_by_default() {
         let c = with_tokens();
-        let check = |method: &str, extra: &str| c.authenticate(&req(method, extra), Some(&PEER));
+        let check = |method: &str, extra: &str| auth(&c, &req(method, extra), Some(&PEER));
         let evil = format!("{COOKIE}Origin: http://evil.example\r\n");
         assert_eq!(check("WS", &evil), Err(Refusal::Origin));
         assert_eq!(check("POST", &evil), Err(Refusal::Origin));
@@ -316,9 +338,9 @@ mod tests {
         let https = format!("{COOKIE}Origin: https://chat.example:8080\r\n");
         assert_eq!(check("WS", &https), Err(Refusal::Origin));
         let tls = Peer { tls: true, ..PEER };
-        assert_eq!(c.authenticate(&req("WS", &https), Some(&tls)), Ok(()));
+        assert_eq!(auth(&c, &req("WS", &https), Some(&tls)), Ok(()));
         assert_eq!(
-            c.authenticate(&req("WS", &https), None),
+            auth(&c, &req("WS", &https), None),
             Ok(()),
             "unknown transport"
         );
@@ -337,17 +359,17 @@ mod tests {
         let evil = format!("{COOKIE}Origin: http://evil.example\r\n");
         let mut c = with_tokens();
         c.dangerous_allow_any_origin = true;
-        assert_eq!(c.authenticate(&req("WS", &evil), Some(&PEER)), Ok(()));
+        assert_eq!(auth(&c, &req("WS", &evil), Some(&PEER)), Ok(()));
         let mut c = with_tokens();
         c.allowed_origins = vec!["http://evil.example".into()];
         assert_eq!(c.admit(&req("WS", &evil), Some(&PEER), None), Ok(()));
-        assert_eq!(c.authenticate(&req("WS", &evil), Some(&PEER)), Ok(()));
+        assert_eq!(auth(&c, &req("WS", &evil), Some(&PEER)), Ok(()));
         let other = "Origin: http://chat.example:8080\r\n";
         assert_eq!(c.admit(&req("WS", other), None, None), Err(Refusal::Origin));
         assert_eq!(c.admit(&req("GET", other), None, None), Ok(()), "safe");
         // Without auth, no default check at all.
         let c = ServerConfig::default();
-        assert_eq!(c.authenticate(&req("WS", &evil), Some(&PEER)), Ok(()));
+        assert_eq!(auth(&c, &req("WS", &evil), Some(&PEER)), Ok(()));
     }
 
     #[test]

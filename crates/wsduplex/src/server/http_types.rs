@@ -22,6 +22,7 @@
 //! per stream.
 
 use super::{Negotiated, Peer, Refusal, ServerConfig};
+use crate::auth::Identity;
 use crate::error::Error;
 use crate::limits::Permit;
 use crate::metrics;
@@ -85,6 +86,8 @@ pub struct HttpUpgrade {
     pub negotiated: Negotiated,
     /// The request as the front door read it (its path, headers, for routing or logs).
     pub request: Request,
+    /// Who made it ([`ServerConfig::authenticate`]).
+    pub identity: Identity,
 }
 
 /// A refused request: send `response` with `body`, then close the connection.
@@ -200,7 +203,8 @@ impl ServerConfig {
     ///     .header("sec-websocket-version", "13")
     ///     .body(())
     ///     .unwrap();
-    /// let upgrade = config.upgrade_http(&request, None, None).unwrap();
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let upgrade = config.upgrade_http(&request, None, None).await.unwrap();
     /// assert_eq!(upgrade.response.status(), 101);
     /// assert_eq!(
     ///     upgrade.response.headers()["sec-websocket-accept"],
@@ -208,12 +212,14 @@ impl ServerConfig {
     /// );
     /// // Then, on the upgraded transport: `upgrade.negotiated.websocket(io, &[])`.
     ///
-    /// let refused = config.upgrade_http(&http::Request::get("/chat").body(()).unwrap(), None, None);
+    /// let bad = http::Request::get("/chat").body(()).unwrap();
+    /// let refused = config.upgrade_http(&bad, None, None).await;
     /// assert_eq!(refused.unwrap_err().response.status(), 400);
+    /// # });
     /// ```
     ///
     /// [`Incoming::accept`]: super::Incoming::accept
-    pub fn upgrade_http(
+    pub async fn upgrade_http(
         &self,
         head: &impl HttpHead,
         peer: Option<&Peer>,
@@ -222,27 +228,31 @@ impl ServerConfig {
         let request = self
             .http_request(head)
             .map_err(|e| Box::new(HttpRefusal::handshake(e)))?;
-        self.upgrade_request(request, peer, permit)
+        self.upgrade_request(request, peer, permit).await
     }
 
     /// [`upgrade_http`](Self::upgrade_http) for a head already converted with
     /// [`http_request`](Self::http_request) (by an extractor that reads it before the
     /// settings are final, say): the front door from [`admit`](Self::admit) on.
-    pub fn upgrade_request(
+    pub async fn upgrade_request(
         &self,
         request: Request,
         peer: Option<&Peer>,
         permit: Option<&mut Permit>,
     ) -> Result<HttpUpgrade, Box<HttpRefusal>> {
-        let checked = self
-            .admit(&request, peer, permit)
-            .and_then(|()| self.authenticate(&request, peer));
-        if let Err(refusal) = checked {
-            if request.is_upgrade() {
-                metrics::handshake(false);
+        let checked = match self.admit(&request, peer, permit) {
+            Ok(()) => self.authenticate(&request, peer).await,
+            Err(refusal) => Err(refusal),
+        };
+        let identity = match checked {
+            Ok(identity) => identity,
+            Err(refusal) => {
+                if request.is_upgrade() {
+                    metrics::handshake(false);
+                }
+                return Err(Box::new(HttpRefusal::refused(refusal)));
             }
-            return Err(Box::new(HttpRefusal::refused(refusal)));
-        }
+        };
         let negotiated = self.negotiate(&request);
         match switching_protocols(&request, &negotiated) {
             Ok(response) => {
@@ -251,6 +261,7 @@ impl ServerConfig {
                     response,
                     negotiated,
                     request,
+                    identity,
                 })
             }
             Err(e) => {
@@ -277,16 +288,19 @@ impl ServerConfig {
     ///     .header("sec-websocket-version", "13")
     ///     .body(())
     ///     .unwrap();
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let upgrade = config
     ///     .upgrade_extended_connect(&request, Some("websocket"), None, None)
+    ///     .await
     ///     .unwrap();
     /// assert_eq!(upgrade.response.status(), 200);
     /// assert!(upgrade.response.headers().is_empty());
     ///
     /// let refused = config.upgrade_extended_connect(&request, Some("webtransport"), None, None);
-    /// assert_eq!(refused.unwrap_err().response.status(), 501);
+    /// assert_eq!(refused.await.unwrap_err().response.status(), 501);
+    /// # });
     /// ```
-    pub fn upgrade_extended_connect(
+    pub async fn upgrade_extended_connect(
         &self,
         head: &impl HttpHead,
         protocol: Option<&str>,
@@ -300,7 +314,7 @@ impl ServerConfig {
                 return Err(Box::new(HttpRefusal::extended_connect(e)));
             }
         };
-        match self.upgrade_http(&request, peer, permit) {
+        match self.upgrade_http(&request, peer, permit).await {
             Ok(mut upgrade) => {
                 into_http2_answer(&mut upgrade.response, synthetic_key);
                 Ok(upgrade)

@@ -25,7 +25,7 @@ pub use admission::{Peer, Refusal, RETRY_AFTER_SECS};
 pub use http2::{Http2Config, Http2Connection, Http2Error, Http2Request, Http2Stream};
 pub use http_types::{ExtendedConnectError, HttpHead, HttpRefusal, HttpUpgrade};
 
-use crate::auth::AuthHook;
+use crate::auth::{AuthHook, Identity};
 use crate::error::{Error, Result};
 use crate::forwarded::Cidr;
 use crate::limits::{ConnectionLimiter, Permit};
@@ -155,8 +155,9 @@ pub struct Incoming<S> {
     peer: Option<Peer>,
     /// [`Incoming::admit`] passed: not checked again when the request is handed on.
     admitted: bool,
-    /// [`Incoming::authenticate`] passed.
-    authenticated: bool,
+    /// Who [`Incoming::authenticate`] found made the request (set once it passed); boxed,
+    /// as most requests (an echo, a page) never have one.
+    identity: Option<Box<Identity>>,
     /// A stream of an HTTP/2 connection: its request side ends with the request, not when
     /// the client leaves.
     http2: bool,
@@ -269,7 +270,7 @@ where
                 leftover,
                 peer: None,
                 admitted: false,
-                authenticated: false,
+                identity: None,
                 http2: false,
             }))
         }
@@ -351,12 +352,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
     /// `403`) and closes the connection.
     pub async fn authenticate(self, config: &ServerConfig) -> Result<Self> {
         let mut this = self.admit(config, None).await?;
-        if this.authenticated {
+        if this.identity.is_some() {
             return Ok(this);
         }
-        match config.authenticate(&this.request, this.peer.as_ref()) {
-            Ok(()) => {
-                this.authenticated = true;
+        match config.authenticate(&this.request, this.peer.as_ref()).await {
+            Ok(identity) => {
+                this.identity = Some(Box::new(identity));
                 Ok(this)
             }
             Err(refusal) => {
@@ -364,6 +365,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
                 Err(refusal.into())
             }
         }
+    }
+
+    /// Who made the request, once [`Incoming::authenticate`] let it in.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_deref()
     }
 
     /// Answers a refusal of the front door and closes the connection.

@@ -295,7 +295,7 @@ impl Http2Request {
             leftover,
             peer: None,
             admitted: false,
-            authenticated: false,
+            identity: None,
             http2: true,
         })
     }

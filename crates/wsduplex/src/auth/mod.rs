@@ -1,5 +1,12 @@
 //! Authentication of opening requests: a hook that sees the request (method, target,
-//! headers, cookies) before anything is accepted, and a ready-made token check.
+//! headers, cookies) before anything is accepted and says who made it (an [`Identity`]),
+//! and two ready-made checks: shared-secret tokens ([`TokenAuth`]) and JSON Web Tokens
+//! (`JwtAuth`, feature `jwt`).
+//!
+//! A hook is asynchronous ([`Identify`], or a closure for [`AuthHook::from_fn`]), so it
+//! may look a session up in a database or ask another service; a synchronous
+//! [`Authenticate`] (any `Fn(&Request) -> Result<(), Denied>`) still works, and lets its
+//! requests in as [`Identity::anonymous`].
 //!
 //! Browsers cannot set headers on a WebSocket, so [`TokenAuth`] takes the token from any of
 //! the three places a client can put it: `Authorization: Bearer TOKEN`, the query parameter
@@ -16,8 +23,19 @@
 //! assert_eq!(auth.check(&parse("GET /chat HTTP/1.1\r\nHost: x\r\n\r\n")).unwrap_err().status(), 401);
 //! ```
 
-use proto::handshake::server::Request;
+mod identity;
+#[cfg(feature = "jwt")]
+mod jwt;
+
+pub use identity::{Identity, RoomSet};
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub use jwt::{JwtAuth, JwtKeyError};
+
+use proto::handshake::server::{Limits, Request};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 /// Why a request was refused: answered with its status (`401` or `403`) and reason.
@@ -107,24 +125,144 @@ where
     }
 }
 
-/// A shared [`Authenticate`], as [`crate::ServerConfig::auth`] holds it.
+/// What an [`Identify`] hook answers for a request it lets in: who made it, and which
+/// credential told (for the same-origin rule of cookies).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Authenticated {
+    /// Who made the request.
+    pub identity: Identity,
+    /// Where the credential was.
+    pub credential: Credential,
+}
+
+impl Authenticated {
+    /// `identity`, let in by `credential`.
+    pub fn new(identity: Identity, credential: Credential) -> Self {
+        Self {
+            identity,
+            credential,
+        }
+    }
+}
+
+/// The future an [`Identify`] hook returns.
+pub type IdentifyFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Authenticated, Denied>> + Send + 'a>>;
+
+/// An asynchronous authentication hook: finds out who made a request (a session looked up
+/// in a database, a token checked by another service) or refuses it.
+pub trait Identify: Send + Sync {
+    /// The identity behind `request`, or why it is refused.
+    fn identify<'a>(&'a self, request: &'a Request) -> IdentifyFuture<'a>;
+}
+
+/// A synchronous [`Authenticate`] as an [`Identify`]: anonymous, every room.
+struct Anonymous<A>(A);
+
+impl<A: Authenticate> Identify for Anonymous<A> {
+    fn identify<'a>(&'a self, request: &'a Request) -> IdentifyFuture<'a> {
+        let checked = self
+            .0
+            .authenticate(request)
+            .map(|credential| Authenticated::new(Identity::anonymous(), credential));
+        Box::pin(std::future::ready(checked))
+    }
+}
+
+struct FromFn<F>(F);
+
+impl<F, Fut> Identify for FromFn<F>
+where
+    F: Fn(&Request) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<Authenticated, Denied>> + Send + 'static,
+{
+    fn identify<'a>(&'a self, request: &'a Request) -> IdentifyFuture<'a> {
+        Box::pin((self.0)(request))
+    }
+}
+
+/// A shared authentication hook, as [`crate::ServerConfig::auth`] holds it.
 #[derive(Clone)]
-pub struct AuthHook(Arc<dyn Authenticate>);
+pub struct AuthHook {
+    hook: Arc<dyn Identify>,
+    /// Whether it may say who a request is (else every request it lets in is anonymous).
+    identifies: bool,
+}
 
 impl AuthHook {
-    /// Wraps a hook.
+    /// Wraps a synchronous hook: the requests it lets in are [`Identity::anonymous`].
     pub fn new(hook: impl Authenticate + 'static) -> Self {
-        Self(Arc::new(hook))
+        Self {
+            hook: Arc::new(Anonymous(hook)),
+            identifies: false,
+        }
+    }
+
+    /// Wraps an asynchronous hook that says who made the request.
+    pub fn identify_with(hook: impl Identify + 'static) -> Self {
+        Self {
+            hook: Arc::new(hook),
+            identifies: true,
+        }
+    }
+
+    /// A hook from a closure that reads what it needs from the request (a cookie, say) and
+    /// returns a future of the answer:
+    ///
+    /// ```
+    /// use wsduplex::auth::{AuthHook, Authenticated, Credential, Denied, Identity};
+    ///
+    /// let hook = AuthHook::from_fn(|request| {
+    ///     let session = request.header("cookie").map(<[u8]>::to_vec);
+    ///     async move {
+    ///         // Look `session` up in a database here.
+    ///         match session {
+    ///             Some(_) => Ok(Authenticated::new(Identity::user("42"), Credential::Cookie)),
+    ///             None => Err(Denied::unauthorized("no session")),
+    ///         }
+    ///     }
+    /// });
+    /// # drop(hook);
+    /// ```
+    pub fn from_fn<F, Fut>(hook: F) -> Self
+    where
+        F: Fn(&Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Authenticated, Denied>> + Send + 'static,
+    {
+        Self {
+            hook: Arc::new(FromFn(hook)),
+            identifies: true,
+        }
+    }
+
+    /// Whether the hook may tell users apart (made by [`identify_with`](Self::identify_with)
+    /// or [`from_fn`](Self::from_fn)); a synchronous [`Authenticate`] lets everyone in as
+    /// [`Identity::anonymous`].
+    pub fn identifies(&self) -> bool {
+        self.identifies
     }
 
     /// Runs the hook.
-    pub fn check(&self, request: &Request) -> Result<(), Denied> {
-        self.0.check(request)
+    pub async fn identify(&self, request: &Request) -> Result<Authenticated, Denied> {
+        self.hook.identify(request).await
     }
 
-    /// Runs the hook; says which credential let the request through.
-    pub fn authenticate(&self, request: &Request) -> Result<Credential, Denied> {
-        self.0.authenticate(request)
+    /// Checks a token sent on an open connection (the hub's `refresh` message) as the
+    /// hook checks one in `Authorization: Bearer`: the same hook, the same rules.
+    pub async fn refresh(&self, token: &str) -> Result<Identity, Denied> {
+        if token.is_empty() || token.bytes().any(|b| b.is_ascii_control()) {
+            return Err(Denied::unauthorized("malformed token"));
+        }
+        let head =
+            format!("GET / HTTP/1.1\r\nHost: refresh\r\nAuthorization: Bearer {token}\r\n\r\n");
+        let mut limits = Limits::default();
+        limits.max_head_size = head.len() + 1;
+        let request = match Request::parse(head.as_bytes(), &limits) {
+            Ok(Some((request, _))) => request,
+            _ => return Err(Denied::unauthorized("malformed token")),
+        };
+        self.identify(&request).await.map(|a| a.identity)
     }
 }
 
@@ -132,6 +270,42 @@ impl fmt::Debug for AuthHook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("AuthHook")
     }
+}
+
+/// The tokens a request carries, in the order they are looked for: `Authorization:
+/// Bearer`, then (unless `bearer_only`) the `access_token` query parameter, then the
+/// `wsduplex_token` cookie. `found_header`: an `Authorization` header of another scheme.
+fn tokens(request: &Request, bearer_only: bool) -> (Vec<(Credential, Vec<u8>)>, bool) {
+    let mut found = Vec::new();
+    let mut other_header = false;
+    if let Some(v) = request.header("authorization") {
+        match v.strip_prefix(b"Bearer ") {
+            Some(t) => found.push((Credential::Authorization, t.trim_ascii().to_vec())),
+            None => other_header = true,
+        }
+    }
+    if bearer_only {
+        return (found, other_header);
+    }
+    if let Some((_, query)) = request.path().split_once('?') {
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            if k == QUERY_PARAM {
+                found.push((Credential::Query, v.as_bytes().to_vec()));
+            }
+        }
+    }
+    for cookies in request.header_all("cookie") {
+        for pair in cookies.split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            if let Some(v) = pair
+                .strip_prefix(COOKIE.as_bytes())
+                .and_then(|r| r.strip_prefix(b"="))
+            {
+                found.push((Credential::Cookie, v.to_vec()));
+            }
+        }
+    }
+    (found, other_header)
 }
 
 /// Accepts requests that carry one of the given tokens (compared in constant time).
@@ -190,50 +364,15 @@ impl Authenticate for TokenAuth {
     }
 
     fn authenticate(&self, request: &Request) -> Result<Credential, Denied> {
-        let mut found = false;
-        if let Some(v) = request.header("authorization") {
-            found = true;
-            if let Some(t) = v.strip_prefix(b"Bearer ") {
-                if self.accepts(t.trim_ascii()) {
-                    return Ok(Credential::Authorization);
-                }
-            }
+        let (found, other_header) = tokens(request, self.bearer_only);
+        if let Some((credential, _)) = found.iter().find(|(_, t)| self.accepts(t)) {
+            return Ok(*credential);
         }
-        if self.bearer_only {
-            return Err(Denied::unauthorized(if found {
-                "wrong token"
-            } else {
-                "a token is required (Authorization: Bearer)"
-            }));
-        }
-        if let Some((_, query)) = request.path().split_once('?') {
-            for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-                if k == QUERY_PARAM {
-                    found = true;
-                    if self.accepts(v.as_bytes()) {
-                        return Ok(Credential::Query);
-                    }
-                }
-            }
-        }
-        for cookies in request.header_all("cookie") {
-            for pair in cookies.split(|&b| b == b';') {
-                let pair = pair.trim_ascii();
-                if let Some(v) = pair
-                    .strip_prefix(COOKIE.as_bytes())
-                    .and_then(|r| r.strip_prefix(b"="))
-                {
-                    found = true;
-                    if self.accepts(v) {
-                        return Ok(Credential::Cookie);
-                    }
-                }
-            }
-        }
-        Err(Denied::unauthorized(if found {
-            "wrong token"
-        } else {
-            "a token is required (Authorization: Bearer, ?access_token= or the wsduplex_token cookie)"
+        let any = other_header || !found.is_empty();
+        Err(Denied::unauthorized(match (any, self.bearer_only) {
+            (true, _) => "wrong token",
+            (false, true) => "a token is required (Authorization: Bearer)",
+            (false, false) => "a token is required (Authorization: Bearer, ?access_token= or the wsduplex_token cookie)",
         }))
     }
 }
