@@ -15,11 +15,13 @@
 
 mod clients;
 mod report;
+mod tracker;
+mod wire;
 
 use super::parse_duration;
 use super::report::{latency, Probe};
 use anyhow::{bail, Context as _};
-use clients::{Counts, Hub, Measured, Shared, Tracker, Wire};
+use clients::Hub;
 use hdrhistogram::Histogram;
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
@@ -28,6 +30,8 @@ use std::process::{Child, ChildStdout, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tracker::{Measured, Shared, Tracker};
+use wire::{Counts, Wire};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -350,7 +354,7 @@ async fn publish_round(
         bail!("{} of {n} subscribers joined", shared.joined());
     }
     let wire = Arc::new(Wire::default());
-    let marker = clients::text(0, total, shared.nanos());
+    let marker = tracker::text(0, total, shared.nanos());
     clients::publish(hub, &server.token, &wire, &marker).await?;
     let marked = tokio::time::timeout(
         SETUP,
@@ -369,7 +373,7 @@ async fn publish_round(
     for seq in 1..=total {
         let at = start + Duration::from_secs_f64(period * (seq - 1) as f64);
         tokio::time::sleep_until(at).await;
-        let text = clients::text(seq, total, shared.nanos());
+        let text = tracker::text(seq, total, shared.nanos());
         clients::publish(hub, &server.token, &wire, &text).await?;
     }
     let took = start.elapsed().as_secs_f64();
@@ -545,7 +549,7 @@ fn step_up(
 
 /// Not a limit of load: a subscriber saw the room out of order.
 fn is_disorder(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.is::<clients::OutOfOrder>())
+    e.chain().any(|c| c.is::<tracker::OutOfOrder>())
 }
 
 fn ms(d: Duration) -> f64 {
