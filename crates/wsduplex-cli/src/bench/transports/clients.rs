@@ -65,11 +65,21 @@ async fn read_websocket<S: AsyncRead + AsyncWrite + Unpin>(
     tracker: &mut Tracker,
 ) -> anyhow::Result<()> {
     while let Some(message) = ws.recv().await {
-        if let Message::Text(t) = message? {
-            if tracker.event(t.as_bytes())? {
-                ws.close(wsduplex::CloseCode::NORMAL, "").await?;
-                return Ok(());
+        match message? {
+            Message::Text(t) => {
+                if tracker.event(t.as_bytes())? {
+                    ws.close(wsduplex::CloseCode::NORMAL, "").await?;
+                    return Ok(());
+                }
             }
+            Message::Close(Some(frame)) => {
+                bail!(
+                    "the server closed the connection: {} {}",
+                    u16::from(frame.code),
+                    frame.reason
+                )
+            }
+            _ => {}
         }
     }
     bail!("the server closed the connection")

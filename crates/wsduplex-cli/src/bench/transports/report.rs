@@ -184,13 +184,30 @@ fn sustained(r: &Row, max_rate: u32) -> String {
     }
 }
 
-/// Why a step is the limit, in a table cell.
+/// Why a step is the limit, in a table cell (the steps' list has it whole).
 fn short(s: &Step) -> String {
     let why = s.why.as_deref().unwrap_or_default();
+    let known = [
+        (
+            "unknown_session",
+            "a poller's session ended: its queue overflowed",
+        ),
+        (" 4008", "a subscriber was closed as too slow (4008)"),
+        (
+            "ended the event stream",
+            "a stream ended: its queue overflowed",
+        ),
+        (
+            "messages in time",
+            "messages still undelivered after the drain",
+        ),
+    ];
     if why.starts_with("p99") || why.starts_with("the publisher") {
-        why.to_string()
-    } else {
-        format!("failed: {}", why.chars().take(60).collect::<String>()).replace('|', "/")
+        return why.to_string();
+    }
+    match known.iter().find(|(pattern, _)| why.contains(pattern)) {
+        Some((_, said)) => said.to_string(),
+        None => why.chars().take(60).collect::<String>().replace('|', "/"),
     }
 }
 
