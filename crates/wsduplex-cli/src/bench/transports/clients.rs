@@ -66,11 +66,9 @@ async fn read_websocket<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> anyhow::Result<()> {
     while let Some(message) = ws.recv().await {
         match message? {
-            Message::Text(t) => {
-                if tracker.event(t.as_bytes())? {
-                    ws.close(wsduplex::CloseCode::NORMAL, "").await?;
-                    return Ok(());
-                }
+            Message::Text(t) if tracker.event(t.as_bytes())? => {
+                ws.close(wsduplex::CloseCode::NORMAL, "").await?;
+                return Ok(());
             }
             Message::Close(Some(frame)) => {
                 bail!(
