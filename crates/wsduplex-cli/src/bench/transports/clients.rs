@@ -67,6 +67,7 @@ async fn read_websocket<S: AsyncRead + AsyncWrite + Unpin>(
     while let Some(message) = ws.recv().await {
         match message? {
             Message::Text(t) if tracker.event(t.as_bytes())? => {
+                tracker.shared().everyone_done().await;
                 ws.close(wsduplex::CloseCode::NORMAL, "").await?;
                 return Ok(());
             }
@@ -160,6 +161,9 @@ async fn poll(
         anyhow::Ok(())
     }
     .await;
+    if result.is_ok() {
+        tracker.shared().everyone_done().await;
+    }
     // Leave the room at once rather than after the session's time-to-live.
     let _ = exchange(hub.addr, wire, "DELETE", &get, "", b"").await;
     result
@@ -191,6 +195,7 @@ async fn sse(hub: &Hub, name: &str, wire: &Arc<Wire>, tracker: &mut Tracker) -> 
             let done = sse_event(&buf[..end], tracker)?;
             buf.drain(..end + 2);
             if done {
+                tracker.shared().everyone_done().await;
                 return Ok(());
             }
         }
@@ -259,7 +264,7 @@ mod tests {
 
     #[test]
     fn sse_events_skip_the_session_and_read_data_lines() {
-        let shared = Shared::new(Instant::now());
+        let shared = Shared::new(Instant::now(), 1);
         let mut t = Tracker::new(shared, Arc::new(Wire::default()));
         let session = b"event: session\ndata: {\"session\":\"ab\"}";
         assert!(!sse_event(session, &mut t).unwrap());

@@ -54,7 +54,7 @@ pub struct Args {
     duration: Duration,
     /// The step-up's ceiling: after the measured run, the rate doubles each step (up to this)
     /// until latency climbs or messages back up (0 or at most --rate: no step-up).
-    #[arg(long, value_name = "RATE", default_value_t = 1280)]
+    #[arg(long, value_name = "RATE", default_value_t = 2560)]
     max_rate: u32,
     /// How long each step of the step-up posts.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
@@ -244,7 +244,7 @@ async fn round(
         ),
     };
     let total = (f64::from(rate) * length.as_secs_f64()).ceil().max(1.0) as u64;
-    let shared = Shared::new(epoch);
+    let shared = Shared::new(epoch, n as usize);
     let (give_up, deadline) = watch::channel(None::<tokio::time::Instant>);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
@@ -262,6 +262,8 @@ async fn round(
             shared.ended();
             let result = match ran {
                 Some(Ok(())) => tracker.measured().context("left before the last message"),
+                // It had them all, and was waiting for the others.
+                None if tracker.finished() => tracker.measured().context("no window"),
                 Some(Err(e)) => Err(e),
                 None => Err(anyhow::Error::new(Late).context(format!(
                     "received {} of {total} messages in time",

@@ -62,6 +62,7 @@ impl Order {
 pub(super) struct Shared {
     /// The one clock of publish stamps and receipts.
     epoch: Instant,
+    subscribers: usize,
     joined: AtomicUsize,
     marked: AtomicUsize,
     done: AtomicUsize,
@@ -70,9 +71,10 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub(super) fn new(epoch: Instant) -> Arc<Self> {
+    pub(super) fn new(epoch: Instant, subscribers: usize) -> Arc<Self> {
         Arc::new(Self {
             epoch,
+            subscribers,
             joined: AtomicUsize::new(0),
             marked: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
@@ -100,6 +102,13 @@ impl Shared {
     /// A subscriber's task is over.
     pub(super) fn ended(&self) {
         self.arrive(&self.ended);
+    }
+
+    /// Waits until every subscriber has the last message. A subscriber that has it waits
+    /// for this before it leaves: the others would get its `left` in the same read as their
+    /// last message, and count those bytes.
+    pub(super) async fn everyone_done(&self) {
+        self.wait(|s| s.done() >= s.subscribers).await;
     }
 
     /// Waits until `ready` holds.
@@ -178,6 +187,10 @@ impl Tracker {
             latency: histogram(),
             delivered: 0,
         }
+    }
+
+    pub(super) fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     pub(super) fn wire(&self) -> &Arc<Wire> {
@@ -291,7 +304,7 @@ mod tests {
 
     #[test]
     fn a_tracker_measures_between_the_markers_and_fails_on_a_gap() {
-        let shared = Shared::new(Instant::now());
+        let shared = Shared::new(Instant::now(), 2);
         let wire = Arc::new(Wire::default());
         let mut t = Tracker::new(shared.clone(), wire.clone());
         t.event(br#"{"type":"welcome","last_id":7,"history":[]}"#)
