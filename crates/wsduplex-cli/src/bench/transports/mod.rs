@@ -630,3 +630,29 @@ impl Measurement {
         self.round.publisher.requests
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_message_fails_the_run_at_any_rate_and_lateness_is_only_a_limit() {
+        let shared = Shared::new(Instant::now(), 1);
+        let mut t = Tracker::new(shared, Arc::new(Wire::default()));
+        t.event(br#"{"type":"welcome","last_id":0}"#).unwrap();
+        let m = |id: u64, seq: u64| {
+            format!(
+                r#"{{"type":"message","id":{id},"text":"{}"}}"#,
+                tracker::text(seq, 5, 0)
+            )
+        };
+        t.event(m(1, 0).as_bytes()).unwrap();
+        let lost = t.event(m(3, 2).as_bytes()).unwrap_err();
+        // As a round reports it: wrapped in the subscriber's context.
+        let lost = lost.context("subscriber 0 (sse)");
+        assert!(is_disorder(&lost), "{lost:#}");
+        assert!(format!("{lost:#}").contains("message 2 lost (got 3 next)"));
+        let late = anyhow::Error::new(Late).context("received 1 of 5 messages in time");
+        assert!(!is_disorder(&late));
+    }
+}
