@@ -444,14 +444,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 args.duration.as_secs_f64()
             ),
         );
-        let measured = rt.block_on(round(
-            transport,
-            &server,
-            args.subscribers,
-            args.rate,
-            args.duration,
-            epoch,
-        ));
+        let measured = interruptible(
+            &rt,
+            round(
+                transport,
+                &server,
+                args.subscribers,
+                args.rate,
+                args.duration,
+                epoch,
+            ),
+        )?;
         let round = match measured {
             Ok(r) => r,
             Err(e) => {
@@ -459,7 +462,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let steps = step_up(&args, &rt, transport, &server, &round, epoch, &mut failures);
+        let steps = step_up(&args, &rt, transport, &server, &round, epoch, &mut failures)?;
         measurements.push(Measurement {
             transport,
             round,
@@ -503,7 +506,7 @@ fn step_up(
     base: &Round,
     epoch: Instant,
     failures: &mut Vec<String>,
-) -> Vec<report::Step> {
+) -> anyhow::Result<Vec<report::Step>> {
     let mut steps = Vec::new();
     let base_p99 = Duration::from_nanos(base.latency.value_at_quantile(0.99));
     let limit = base_p99
@@ -513,14 +516,17 @@ fn step_up(
     while rate < args.max_rate {
         rate = rate.saturating_mul(2).min(args.max_rate);
         progress(args, format!("{}: step at {rate} msg/s", transport.name()));
-        let measured = rt.block_on(round(
-            transport,
-            server,
-            args.subscribers,
-            rate,
-            args.step_duration,
-            epoch,
-        ));
+        let measured = interruptible(
+            rt,
+            round(
+                transport,
+                server,
+                args.subscribers,
+                rate,
+                args.step_duration,
+                epoch,
+            ),
+        )?;
         let step = match measured {
             Ok(r) => {
                 let p99 = Duration::from_nanos(r.latency.value_at_quantile(0.99));
@@ -560,7 +566,21 @@ fn step_up(
             break;
         }
     }
-    steps
+    Ok(steps)
+}
+
+/// Runs `round` on `rt` until it ends or Ctrl-C, which ends the whole run: the error goes
+/// up through `run`, whose servers are dropped (so stopped) on the way.
+fn interruptible<T>(
+    rt: &tokio::runtime::Runtime,
+    round: impl std::future::Future<Output = T>,
+) -> anyhow::Result<T> {
+    rt.block_on(async {
+        tokio::select! {
+            done = round => Ok(done),
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        }
+    })
 }
 
 /// A subscriber still waiting for messages when the round gave up.
