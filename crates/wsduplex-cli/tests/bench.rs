@@ -240,3 +240,40 @@ fn a_server_that_replays_old_payloads_fails_the_run() {
         }
     }));
 }
+
+#[test]
+fn transports_measures_every_transport_and_writes_the_table_and_chart() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-transports");
+    let _ = std::fs::remove_dir_all(&dir);
+    let flags = "-n 3 --rate 20 --duration 1s --max-rate 40 --step-duration 300ms --quiet";
+    let mut args = vec!["transports"];
+    args.extend(flags.split_whitespace());
+    args.extend(["--out", dir.to_str().unwrap()]);
+    let out = bench(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let table = std::fs::read_to_string(dir.join("transports.md")).unwrap();
+    // Every transport has its row, and 3 subscribers × 20 messages delivered.
+    for t in ["ws", "ws-h2", "sse", "longpoll", "poll"] {
+        assert!(table.contains(&format!("\n| {t} | ")), "{t}: {table}");
+        assert!(table.contains(&format!(" {t} 60")), "{t}: {table}");
+    }
+    assert!(stdout.contains("| ws-h2 | "), "{stdout}");
+    let svg = std::fs::read_to_string(dir.join("transports.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("longpoll"), "{svg}");
+}
+
+#[test]
+fn transports_usage_errors_are_one_line() {
+    let out = Command::new(BIN)
+        .args(["bench", "transports", "--url", "http://127.0.0.1:9"])
+        .env_remove("WSDUPLEX_API_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--url needs --api-token"), "{stderr}");
+    let out = bench(&["transports", "--transports", "carrier-pigeon"]);
+    assert!(!out.status.success());
+}

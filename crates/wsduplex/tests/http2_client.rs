@@ -1,7 +1,8 @@
 //! The client over HTTP/2 (RFC 8441) against this crate's own HTTP/2 server on loopback:
 //! `h2c` and TLS with ALPN, echo beyond the initial window, subprotocol and deflate, the
 //! pool sharing one connection (the listener counts them) and replacing a dead one, and
-//! the errors for a server without the setting and for a refused CONNECT.
+//! the errors for a server without the setting and for a refused CONNECT; the handshake
+//! over a connection the caller opened (`client_handshake_http2`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -342,6 +343,42 @@ async fn when_offered_uses_http1_where_h2_is_not_chosen() {
     // and the client refuses.)
     assert!(
         matches!(err, Error::Tls(_) | Error::Http2(Http2Error::NotNegotiated)),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_over_a_stream_of_ones_own_echoes_and_pools_nothing() {
+    let (addr, accepted) = serve(Options::default()).await;
+    let config = h2_config(Http2::Never);
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut ws, handshake) =
+        wsduplex::client::client_handshake_http2(tcp, format!("ws://{addr}/echo"), &config)
+            .await
+            .unwrap();
+    // HTTP/2 whatever `config.http2` says: the caller chose it by calling this.
+    assert!(matches!(ws.get_ref(), ClientStream::Http2(_)));
+    assert!(handshake.response_head.starts_with(":status: 200"));
+    assert_eq!(ws.subprotocol(), Some("chat"));
+    echo(&mut ws).await;
+    close_cleanly(&mut ws).await;
+    assert_eq!(config.http2_pool.connections(), 0);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    // Not HTTP/2 on the other side: the handshake's error, not a hang.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut tcp, b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            .await;
+    });
+    let tcp = tokio::net::TcpStream::connect(silent).await.unwrap();
+    let err = wsduplex::client::client_handshake_http2(tcp, format!("ws://{silent}/"), &config)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Http2(Http2Error::Handshake(_))),
         "{err:?}"
     );
 }

@@ -20,6 +20,7 @@ mod idle;
 mod pipeline;
 mod report;
 mod socket_echo;
+mod transports;
 
 pub(crate) use crate::args::parse_duration;
 use report::{Probe, Progress, Tally};
@@ -47,6 +48,10 @@ enum Mode {
     Connect(connect::Args),
     /// Hold N idle connections open and report the server's memory per connection.
     Idle(idle::Args),
+    /// One hub, N subscribers on each transport in turn (WebSocket over HTTP/1.1 and
+    /// HTTP/2, SSE, long polling, polling once a second): bytes, requests, latency and
+    /// server CPU per delivered message, and the highest rate each keeps up with.
+    Transports(transports::Args),
 }
 
 /// Options every mode takes.
@@ -92,6 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         Mode::Echo(a) => echo::run(a),
         Mode::Connect(a) => connect::run(a),
         Mode::Idle(a) => idle::run(a),
+        Mode::Transports(a) => transports::run(a),
     }
 }
 

@@ -271,6 +271,32 @@ impl Connected {
     }
 }
 
+/// The WebSocket over HTTP/2 (RFC 8441) on a connection the caller opened: the HTTP/2
+/// handshake over `io` (prior knowledge, as `h2c`; or a TLS session whose ALPN chose `h2`),
+/// then the extended CONNECT of `request`, within the handshake timeout, as
+/// [`connect_with`](super::connect_with) does with [`Http2::Always`]. The connection is not
+/// pooled: it carries this WebSocket alone, and ends with it. What it is for: a transport
+/// of one's own underneath (a load generator counting the bytes on the wire, a socket
+/// made elsewhere).
+pub async fn client_handshake_http2<S>(
+    io: S,
+    request: impl super::IntoClientRequest,
+    config: &ClientConfig,
+) -> Result<(WebSocket<ClientStream>, Handshake)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let request = request.into_client_request()?;
+    within_timeout(config, async {
+        let conn = Pooled {
+            send: handshake(io).await?,
+            streams: Arc::new(()),
+        };
+        extended_connect(conn, &request, config).await
+    })
+    .await
+}
+
 async fn within_timeout<T>(
     config: &ClientConfig,
     f: impl std::future::Future<Output = Result<T>>,

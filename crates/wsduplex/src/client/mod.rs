@@ -7,7 +7,7 @@ pub mod http2;
 mod request;
 
 #[cfg(feature = "http2")]
-pub use http2::{Http2, Http2ClientStream, Http2Pool};
+pub use http2::{client_handshake_http2, Http2, Http2ClientStream, Http2Pool};
 pub use request::{ClientRequest, IntoClientRequest};
 
 use crate::error::{Error, Result};
