@@ -295,6 +295,7 @@ where
         extended_connect(conn, &request, config).await
     })
     .await
+    .map(|connected| connected.websocket(|io| io))
 }
 
 async fn within_timeout<T>(
