@@ -253,6 +253,15 @@ pub(crate) fn known_id(event: &Utf8Bytes) -> Option<u64> {
     None
 }
 
+/// The room of a message, welcome or presence event: the first `"room"` field, which comes
+/// before anything a client wrote (room names hold no quote).
+pub(crate) fn room_of(event: &Utf8Bytes) -> Option<&str> {
+    let json = event.as_str();
+    let at = json.find(r#""room":""#)? + r#""room":""#.len();
+    let len = json[at..].find('"')?;
+    Some(&json[at..at + len])
+}
+
 /// What a client may send (besides `refresh`, see `identity.rs`).
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -418,6 +427,16 @@ mod tests {
             (&v["id"], &v["local"]),
             (&serde_json::json!(8), &Value::Bool(true))
         );
+    }
+
+    #[test]
+    fn rooms_of_events() {
+        let m = message(1, "r-1", "a", Body::Text(r#""room":"x""#), 1);
+        assert_eq!(room_of(&m), Some("r-1"));
+        let w = welcome("w", "c", ["a"].into_iter(), 1, [m].iter(), false);
+        assert_eq!(room_of(&w), Some("w"));
+        assert_eq!(room_of(&presence("left", "p", "a")), Some("p"));
+        assert_eq!(room_of(&error("e", "m")), None);
     }
 
     #[test]

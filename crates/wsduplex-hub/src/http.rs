@@ -422,7 +422,7 @@ impl Hub {
                     Ok((id, first)) => {
                         // No caching, and no buffering in nginx (it would hold events back).
                         let headers = [("Cache-Control", "no-store"), ("X-Accel-Buffering", "no")];
-                        let body = sse::stream(self.clone(), id, first);
+                        let body = sse::stream(self.clone(), id, room.to_string(), first);
                         incoming.stream(&headers, "text/event-stream", body).await
                     }
                     Err(e) => respond_poll_error(incoming, e).await,

@@ -11,7 +11,9 @@
 //! the next id, encodes the event once, keeps it in history, and pushes the same bytes into
 //! every member's bounded mailbox. Each WebSocket member's task drains its mailbox into its
 //! socket; a long-polling session hands its mailbox out by cursor. A member whose mailbox
-//! overflows is removed (close `4008`) and can resume with `since`. With Redis, the id
+//! overflows is removed (close `4008`) and can resume with `since`. A connection may follow
+//! many rooms (`subscribe`, `unsubscribe`): it has one mailbox, and each room it follows
+//! pushes into it, so the slow-member rule is the connection's. With Redis, the id
 //! comes from a script in Redis, and the room does the rest when the message comes back on
 //! the room's channel, in the same order on every node.
 //!
