@@ -343,6 +343,7 @@ impl Hub {
                 .await
                 .map_err(|e| PollError::Event(401, e.to_event()))?;
             let event = access.refreshed_event();
+            session.subs.lock().await.keep_readable(&access);
             *session.access.lock().unwrap_or_else(|p| p.into_inner()) = access;
             return Ok(Some(event));
         }

@@ -103,6 +103,25 @@ impl Subscriptions {
         }
     }
 
+    /// After a `refresh`: leaves the rooms the new identity may not read, each answered
+    /// with an `error` (`forbidden`, naming it) and `unsubscribed`.
+    pub(crate) fn keep_readable(&mut self, access: &Access) {
+        let mut i = 0;
+        while i < self.rooms.len() {
+            if access.may_read(self.rooms[i].room()) {
+                i += 1;
+                continue;
+            }
+            let member = self.rooms.remove(i);
+            let room = member.room().to_string();
+            drop(member);
+            let why = "the refreshed credentials may not read this room";
+            self.mailbox
+                .push(event::room_error(&room, "forbidden", why));
+            self.mailbox.push(event::unsubscribed(&room));
+        }
+    }
+
     async fn subscribe(
         &mut self,
         room: &str,

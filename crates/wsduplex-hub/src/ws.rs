@@ -80,6 +80,7 @@ where
                                 .deadline()
                                 .map(|at| Box::pin(tokio::time::sleep_until(at)));
                             queue(ws, access.refreshed_event())?;
+                            subs.keep_readable(&access);
                         }
                         Err(e) => queue(ws, e.to_event())?,
                     }

@@ -317,6 +317,51 @@ fn hook() -> AuthHook {
     })
 }
 
+/// Reads and writes the rooms of its token (comma-separated), from `?access_token=` or, on
+/// a `refresh`, `Authorization: Bearer`.
+fn hook_by_token() -> AuthHook {
+    AuthHook::from_fn(|r: &Request| {
+        let bearer = r.header("authorization").map(|v| v[7..].to_vec());
+        let query = r
+            .path()
+            .split_once("access_token=")
+            .map(|(_, t)| t.as_bytes().to_vec());
+        let token = String::from_utf8(bearer.or(query).unwrap_or_default()).unwrap();
+        async move {
+            let rooms = RoomSet::of(token.split(',').filter(|p| !p.is_empty()));
+            let identity = Identity::user("u1").with_rooms(rooms.clone(), rooms);
+            Ok::<_, Denied>(Authenticated::new(identity, Credential::Query))
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_refresh_that_drops_a_room_unsubscribes_it() {
+    let (addr, hub) = start_with(config(), Some(hook_by_token())).await;
+    let (mut ws, _) = join(addr, "/chat/a?access_token=a,b").await;
+    send(&mut ws, json!({"type": "subscribe", "room": "b"})).await;
+    next_of(&mut ws, "welcome").await;
+    send(&mut ws, json!({"type": "refresh", "token": "a"})).await;
+    let mut seen = Vec::new();
+    while seen
+        .last()
+        .is_none_or(|e: &Value| e["type"] != "unsubscribed")
+    {
+        seen.push(next(&mut ws).await);
+    }
+    assert!(seen.iter().any(|e| e["type"] == "refreshed"), "{seen:?}");
+    let e = seen.iter().find(|e| e["type"] == "error").unwrap();
+    assert_eq!(
+        (&e["error"], &e["room"]),
+        (&json!("forbidden"), &json!("b"))
+    );
+    assert_eq!(seen.last().unwrap()["room"], "b");
+    assert!(hub.members("b").await.unwrap().unwrap().0.is_empty());
+    // Room a stays.
+    send(&mut ws, json!({"type": "message", "text": "still"})).await;
+    assert_eq!(next_of(&mut ws, "message").await["room"], "a");
+}
+
 #[tokio::test]
 async fn permissions_are_checked_room_by_room() {
     let (addr, hub) = start_with(config(), Some(hook())).await;
