@@ -10,9 +10,11 @@
 //!                                                                   └─▶ 101, the member's task spawned on the upgrade
 //! ```
 
+use crate::event::Limits;
 use crate::http::{route, Exchange, BODY_TIMEOUT};
 use crate::identity::Access;
-use crate::{Hub, Membership};
+use crate::subscriptions::Subscriptions;
+use crate::Hub;
 use ::axum::body::Body;
 use ::axum::extract::{OriginalUri, Request as AxumRequest};
 use ::axum::response::Response;
@@ -254,8 +256,8 @@ impl Exchange for AxumExchange<'_> {
     async fn join(
         self,
         agreed: Negotiated,
-        member: Membership,
-        max_text: usize,
+        subs: Subscriptions,
+        limits: Limits,
         access: Access,
     ) -> wsduplex::Result<()> {
         let Some(on_upgrade) = self.on_upgrade else {
@@ -278,7 +280,7 @@ impl Exchange for AxumExchange<'_> {
         tokio::spawn(async move {
             let run = async {
                 let mut ws = upgrading.await?;
-                crate::ws::run(&mut ws, member, max_text, close_timeout, access).await
+                crate::ws::run(&mut ws, subs, limits, close_timeout, access).await
             };
             if let Err(e) = run.await {
                 tracing::debug!("hub member: {e}");

@@ -12,13 +12,57 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// What a message carries: chat text, or any JSON value (`data`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Body<'a> {
+    Text(&'a str),
+    Data(&'a serde_json::Value),
+}
+
+impl<'a> Body<'a> {
+    fn text(self) -> Option<&'a str> {
+        match self {
+            Self::Text(t) => Some(t),
+            Self::Data(_) => None,
+        }
+    }
+
+    fn data(self) -> Option<&'a serde_json::Value> {
+        match self {
+            Self::Text(_) => None,
+            Self::Data(d) => Some(d),
+        }
+    }
+}
+
+/// A message's body as parsed: owned, checked against the limits.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Payload {
+    Text(String),
+    Data(serde_json::Value),
+}
+
+impl Payload {
+    pub(crate) fn body(&self) -> Body<'_> {
+        match self {
+            Self::Text(t) => Body::Text(t),
+            Self::Data(d) => Body::Data(d),
+        }
+    }
+}
+
+// `text` or `data` comes before `ts`, so that a message's JSON always ends with `"ts":N}`
+// or `"ts":N,"local":true}` (see `known_id`), whatever the data holds.
 #[derive(Serialize)]
 struct ChatMessage<'a> {
     r#type: &'static str,
     id: u64,
     room: &'a str,
     name: &'a str,
-    text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a serde_json::Value>,
     ts: u64,
     /// Delivered by this node alone while the backplane was down (not in the history the
     /// backplane keeps for every node).
@@ -32,7 +76,10 @@ struct ChatMessage<'a> {
 struct Tail<'a> {
     room: &'a str,
     name: &'a str,
-    text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a serde_json::Value>,
     ts: u64,
 }
 
@@ -49,6 +96,15 @@ struct ErrorEvent<'a> {
     r#type: &'static str,
     error: &'a str,
     message: &'a str,
+    /// The room the refused request named, if it named one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Unsubscribed<'a> {
+    r#type: &'static str,
+    room: &'a str,
 }
 
 fn encode(value: &impl Serialize) -> Utf8Bytes {
@@ -56,13 +112,14 @@ fn encode(value: &impl Serialize) -> Utf8Bytes {
     Utf8Bytes::from(serde_json::to_string(value).unwrap_or_default())
 }
 
-pub(crate) fn message(id: u64, room: &str, name: &str, text: &str, ts: u64) -> Utf8Bytes {
+pub(crate) fn message(id: u64, room: &str, name: &str, body: Body<'_>, ts: u64) -> Utf8Bytes {
     encode(&ChatMessage {
         r#type: "message",
         id,
         room,
         name,
-        text,
+        text: body.text(),
+        data: body.data(),
         ts,
         local: false,
     })
@@ -70,13 +127,14 @@ pub(crate) fn message(id: u64, room: &str, name: &str, text: &str, ts: u64) -> U
 
 /// A message this node delivered on its own while the backplane was down.
 #[cfg(feature = "redis")]
-pub(crate) fn local_message(id: u64, room: &str, name: &str, text: &str, ts: u64) -> Utf8Bytes {
+pub(crate) fn local_message(id: u64, room: &str, name: &str, body: Body<'_>, ts: u64) -> Utf8Bytes {
     encode(&ChatMessage {
         r#type: "message",
         id,
         room,
         name,
-        text,
+        text: body.text(),
+        data: body.data(),
         ts,
         local: true,
     })
@@ -88,11 +146,12 @@ pub(crate) const MESSAGE_HEAD: &str = r#"{"type":"message","id":"#;
 /// A message's JSON after `"id":N,`. The backplane's publish script writes
 /// `MESSAGE_HEAD`, the id, `,` and this, so every node delivers the same bytes.
 #[cfg(feature = "redis")]
-pub(crate) fn message_tail(room: &str, name: &str, text: &str, ts: u64) -> String {
+pub(crate) fn message_tail(room: &str, name: &str, body: Body<'_>, ts: u64) -> String {
     let json = serde_json::to_string(&Tail {
         room,
         name,
-        text,
+        text: body.text(),
+        data: body.data(),
         ts,
     })
     .unwrap_or_default();
@@ -113,6 +172,25 @@ pub(crate) fn error(error: &str, message: &str) -> Utf8Bytes {
         r#type: "error",
         error,
         message,
+        room: None,
+    })
+}
+
+/// An `error` event about a request that named `room`.
+pub(crate) fn room_error(room: &str, error: &str, message: &str) -> Utf8Bytes {
+    encode(&ErrorEvent {
+        r#type: "error",
+        error,
+        message,
+        room: Some(room),
+    })
+}
+
+/// The answer to an `unsubscribe`: no event of `room` follows it.
+pub(crate) fn unsubscribed(room: &str) -> Utf8Bytes {
+    encode(&Unsubscribed {
+        r#type: "unsubscribed",
+        room,
     })
 }
 
@@ -175,11 +253,57 @@ pub(crate) fn known_id(event: &Utf8Bytes) -> Option<u64> {
     None
 }
 
-/// What a client may send.
+/// The room of a message, welcome or presence event: the first `"room"` field, which comes
+/// before anything a client wrote (room names hold no quote).
+pub(crate) fn room_of(event: &Utf8Bytes) -> Option<&str> {
+    let json = event.as_str();
+    let at = json.find(r#""room":""#)? + r#""room":""#.len();
+    let len = json[at..].find('"')?;
+    Some(&json[at..at + len])
+}
+
+/// What a client may send (besides `refresh`, see `identity.rs`).
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
-enum Inbound {
-    Message { text: String },
+enum Wire {
+    Message {
+        room: Option<String>,
+        text: Option<String>,
+        data: Option<serde_json::Value>,
+    },
+    Subscribe {
+        room: String,
+        since: Option<u64>,
+    },
+    Unsubscribe {
+        room: String,
+    },
+}
+
+/// A client message, parsed and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Inbound {
+    /// To `room`, or without one to the connection's first room.
+    Message {
+        room: Option<String>,
+        payload: Payload,
+    },
+    Subscribe {
+        room: String,
+        since: Option<u64>,
+    },
+    Unsubscribe {
+        room: String,
+    },
+}
+
+/// The limits a client message is checked against.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Characters of `text`.
+    pub(crate) max_text: usize,
+    /// Bytes of `data`, encoded as compact JSON.
+    pub(crate) max_data: usize,
 }
 
 /// A client message that cannot be accepted: answered with an `error` event, and the
@@ -188,7 +312,9 @@ enum Inbound {
 #[non_exhaustive]
 pub enum BadMessage {
     /// Not a JSON object with a known `type` and its fields.
-    #[error(r#"expected {{"type":"message","text":"..."}}"#)]
+    #[error(
+        r#"expected {{"type":"message","room":"...","text":"..."}} (or "data" instead of "text"), {{"type":"subscribe","room":"..."}} or {{"type":"unsubscribe","room":"..."}}"#
+    )]
     Malformed,
     /// The text is empty or only white space.
     #[error("empty message")]
@@ -196,6 +322,12 @@ pub enum BadMessage {
     /// The text has more characters than allowed.
     #[error("message over {max} characters")]
     TooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// The `data` value, encoded, has more bytes than allowed.
+    #[error("data over {max} bytes")]
+    DataTooLarge {
         /// The limit.
         max: usize,
     },
@@ -210,7 +342,7 @@ impl BadMessage {
         match self {
             Self::Malformed | Self::Binary => "bad_message",
             Self::Empty => "empty",
-            Self::TooLong { .. } => "too_long",
+            Self::TooLong { .. } | Self::DataTooLarge { .. } => "too_long",
         }
     }
 
@@ -219,12 +351,38 @@ impl BadMessage {
     }
 }
 
-/// Parses a client message and returns its text.
-pub(crate) fn parse_inbound(json: &[u8], max_chars: usize) -> Result<String, BadMessage> {
-    let Ok(Inbound::Message { text }) = serde_json::from_slice(json) else {
-        return Err(BadMessage::Malformed);
-    };
-    check_text(text, max_chars)
+/// Parses and checks a client message.
+pub(crate) fn parse_inbound(json: &[u8], limits: Limits) -> Result<Inbound, BadMessage> {
+    let wire: Wire = serde_json::from_slice(json).map_err(|_| BadMessage::Malformed)?;
+    Ok(match wire {
+        Wire::Message { room, text, data } => {
+            let payload = check_payload(text, data, limits)?;
+            Inbound::Message { room, payload }
+        }
+        Wire::Subscribe { room, since } => Inbound::Subscribe { room, since },
+        Wire::Unsubscribe { room } => Inbound::Unsubscribe { room },
+    })
+}
+
+/// Exactly one of `text` and `data` (`"data":null` counts as none), within the limits.
+pub(crate) fn check_payload(
+    text: Option<String>,
+    data: Option<serde_json::Value>,
+    limits: Limits,
+) -> Result<Payload, BadMessage> {
+    match (text, data) {
+        (Some(text), None) => Ok(Payload::Text(check_text(text, limits.max_text)?)),
+        (None, Some(data)) => {
+            let size = serde_json::to_vec(&data).map_or(usize::MAX, |v| v.len());
+            match size <= limits.max_data {
+                true => Ok(Payload::Data(data)),
+                false => Err(BadMessage::DataTooLarge {
+                    max: limits.max_data,
+                }),
+            }
+        }
+        _ => Err(BadMessage::Malformed),
+    }
 }
 
 pub(crate) fn check_text(text: String, max_chars: usize) -> Result<String, BadMessage> {
@@ -245,7 +403,7 @@ mod tests {
 
     #[test]
     fn message_fields() {
-        let m = message(7, "lobby", "al\"ice", "<b>hi</b>", 123);
+        let m = message(7, "lobby", "al\"ice", Body::Text("<b>hi</b>"), 123);
         let v: Value = serde_json::from_str(m.as_str()).unwrap();
         assert_eq!(
             v,
@@ -257,13 +415,14 @@ mod tests {
     #[test]
     #[cfg(feature = "redis")]
     fn head_id_and_tail_make_the_message() {
-        let tail = message_tail("lobby", "al\"ice", "<b>hi</b>", 123);
+        let tail = message_tail("lobby", "al\"ice", Body::Text("<b>hi</b>"), 123);
         let assembled = format!("{MESSAGE_HEAD}{},{tail}", 7);
         assert_eq!(
             assembled,
-            message(7, "lobby", "al\"ice", "<b>hi</b>", 123).as_str()
+            message(7, "lobby", "al\"ice", Body::Text("<b>hi</b>"), 123).as_str()
         );
-        let v: Value = serde_json::from_str(local_message(8, "r", "a", "x", 1).as_str()).unwrap();
+        let v: Value =
+            serde_json::from_str(local_message(8, "r", "a", Body::Text("x"), 1).as_str()).unwrap();
         assert_eq!(
             (&v["id"], &v["local"]),
             (&serde_json::json!(8), &Value::Bool(true))
@@ -271,11 +430,27 @@ mod tests {
     }
 
     #[test]
+    fn rooms_of_events() {
+        let m = message(1, "r-1", "a", Body::Text(r#""room":"x""#), 1);
+        assert_eq!(room_of(&m), Some("r-1"));
+        let w = welcome("w", "c", ["a"].into_iter(), 1, [m].iter(), false);
+        assert_eq!(room_of(&w), Some("w"));
+        assert_eq!(room_of(&presence("left", "p", "a")), Some("p"));
+        assert_eq!(room_of(&error("e", "m")), None);
+    }
+
+    #[test]
     fn known_ids() {
-        assert_eq!(known_id(&message(41, "r", "a", "x", 1)), Some(41));
+        assert_eq!(
+            known_id(&message(41, "r", "a", Body::Text("x"), 1)),
+            Some(41)
+        );
         #[cfg(feature = "redis")]
-        assert_eq!(known_id(&local_message(1_000_041, "r", "a", "x", 1)), None);
-        let h = [message(7, "r", "a", "last_id", 1)];
+        assert_eq!(
+            known_id(&local_message(1_000_041, "r", "a", Body::Text("x"), 1)),
+            None
+        );
+        let h = [message(7, "r", "a", Body::Text("last_id"), 1)];
         let w = welcome("r", "c", ["a"].into_iter(), 9, h.iter(), false);
         assert_eq!(known_id(&w), Some(9));
         assert_eq!(known_id(&presence("joined", "r", "a")), None);
@@ -283,7 +458,10 @@ mod tests {
 
     #[test]
     fn welcome_splices_history() {
-        let h = [message(1, "r", "a", "x", 1), message(2, "r", "b", "y", 2)];
+        let h = [
+            message(1, "r", "a", Body::Text("x"), 1),
+            message(2, "r", "b", Body::Text("y"), 2),
+        ];
         let w = welcome("r", "c", ["a", "b", "c"].into_iter(), 2, h.iter(), false);
         let v: Value = serde_json::from_str(w.as_str()).unwrap();
         assert_eq!(v["type"], "welcome");
@@ -297,11 +475,23 @@ mod tests {
         assert_eq!(v["gap"], true);
     }
 
+    fn text(t: &str) -> Result<Inbound, BadMessage> {
+        Ok(Inbound::Message {
+            room: None,
+            payload: Payload::Text(t.into()),
+        })
+    }
+
+    const L: Limits = Limits {
+        max_text: 10,
+        max_data: 16,
+    };
+
     #[test]
     fn inbound() {
         assert_eq!(
-            parse_inbound(br#"{"type":"message","text":"hi"}"#, 10),
-            Ok("hi".into())
+            parse_inbound(br#"{"type":"message","text":"hi"}"#, L),
+            text("hi")
         );
         for bad in [
             &b"nope"[..],
@@ -309,21 +499,58 @@ mod tests {
             br#"{"type":"shout","text":"hi"}"#,
             br#"{"type":"message"}"#,
             br#"{"type":"message","text":5}"#,
+            br#"{"type":"message","text":"a","data":1}"#,
+            br#"{"type":"subscribe"}"#,
+            br#"{"type":"subscribe","room":"r","since":-1}"#,
         ] {
-            assert_eq!(parse_inbound(bad, 10), Err(BadMessage::Malformed));
+            assert_eq!(parse_inbound(bad, L), Err(BadMessage::Malformed));
         }
         assert_eq!(
-            parse_inbound(br#"{"type":"message","text":"  "}"#, 10),
+            parse_inbound(br#"{"type":"message","text":"  "}"#, L),
             Err(BadMessage::Empty)
         );
         assert_eq!(
-            parse_inbound(r#"{"type":"message","text":"ééééé"}"#.as_bytes(), 5),
-            Ok("ééééé".into()),
+            parse_inbound(r#"{"type":"message","text":"ééééé"}"#.as_bytes(), L),
+            text("ééééé"),
             "characters, not bytes"
         );
         assert_eq!(
-            parse_inbound(br#"{"type":"message","text":"123456"}"#, 5),
-            Err(BadMessage::TooLong { max: 5 })
+            parse_inbound(br#"{"type":"message","text":"12345678901"}"#, L),
+            Err(BadMessage::TooLong { max: 10 })
         );
+        assert_eq!(
+            parse_inbound(br#"{"type":"message","room":"r","data":{"a": [1, 2]}}"#, L),
+            Ok(Inbound::Message {
+                room: Some("r".into()),
+                payload: Payload::Data(serde_json::json!({"a":[1,2]}))
+            })
+        );
+        // The encoded size counts, not the client's spacing.
+        assert!(parse_inbound(br#"{"type":"message","data":"12345678901234"}"#, L).is_ok());
+        assert_eq!(
+            parse_inbound(br#"{"type":"message","data":"123456789012345"}"#, L),
+            Err(BadMessage::DataTooLarge { max: 16 })
+        );
+        assert_eq!(
+            parse_inbound(br#"{"type":"subscribe","room":"r","since":4}"#, L),
+            Ok(Inbound::Subscribe {
+                room: "r".into(),
+                since: Some(4)
+            })
+        );
+        assert_eq!(
+            parse_inbound(br#"{"type":"unsubscribe","room":"r"}"#, L),
+            Ok(Inbound::Unsubscribe { room: "r".into() })
+        );
+    }
+
+    #[test]
+    fn data_messages_end_like_text_messages() {
+        let d = serde_json::json!({"ts": 1, "local": true});
+        let m = message(3, "r", "a", Body::Data(&d), 9);
+        assert!(m.as_str().ends_with(r#","ts":9}"#));
+        assert_eq!(known_id(&m), Some(3));
+        let v: Value = serde_json::from_str(m.as_str()).unwrap();
+        assert_eq!((&v["data"], v.get("text")), (&d, None));
     }
 }

@@ -4,11 +4,13 @@
 //! The routes and their answers are written once, over [`Exchange`]: one request, whatever
 //! carries it (our own reader's [`Incoming`], or an axum request in `crate::axum`).
 
-use crate::event;
+use crate::event::{self, Body, Limits};
 use crate::identity::Access;
 use crate::poll::{Batch, PollError};
 use crate::sse::{self, EventStream};
-use crate::{Hub, JoinError, Membership};
+use crate::subscriptions::Subscriptions;
+use crate::BadMessage;
+use crate::{Hub, JoinError};
 use bytes::Bytes;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -25,7 +27,7 @@ const STYLE: &str = include_str!("../web/chat.css");
 /// else: no inline script, no third party.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                    img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
-/// Largest request body (a client message or a push).
+/// Largest request body (a client message or a push), unless `max_data` asks for more.
 const MAX_BODY: usize = 64 * 1024;
 pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const JSON: &str = "application/json";
@@ -68,8 +70,8 @@ pub(crate) trait Exchange: Sized {
     async fn join(
         self,
         agreed: Negotiated,
-        member: Membership,
-        max_text: usize,
+        subs: Subscriptions,
+        limits: Limits,
         access: Access,
     ) -> wsduplex::Result<()>;
 }
@@ -143,13 +145,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange for Incoming<S> {
     async fn join(
         self,
         agreed: Negotiated,
-        member: Membership,
-        max_text: usize,
+        subs: Subscriptions,
+        limits: Limits,
         access: Access,
     ) -> wsduplex::Result<()> {
         let close_timeout = agreed.socket.close_timeout;
         let mut ws = self.accept_negotiated(agreed).await?;
-        crate::ws::run(&mut ws, member, max_text, close_timeout, access).await
+        crate::ws::run(&mut ws, subs, limits, close_timeout, access).await
     }
 }
 
@@ -271,6 +273,11 @@ fn error_json(error: &str, message: &str) -> Vec<u8> {
 }
 
 impl Hub {
+    /// Largest request body: room for `max_data` bytes of data, escaped at worst.
+    fn max_body(&self) -> usize {
+        MAX_BODY.max(self.inner.config.max_data.saturating_mul(6) + 1024)
+    }
+
     /// Whether `path` (without its query) is one of the hub's, whatever the method: what
     /// [`Hub::serve`] answers rather than hands back.
     pub fn owns(path: &str) -> bool {
@@ -374,7 +381,7 @@ impl Hub {
                     return incoming.respond(426, &headers, "text/plain", body).await;
                 }
                 let name = access.name(q.name.as_deref());
-                let member = match self.join(room, name, q.since).await {
+                let first = match self.join(room, name, q.since).await {
                     Ok(m) => m,
                     Err(e) => {
                         let body = format!("{e}\n");
@@ -386,14 +393,17 @@ impl Hub {
                 let mut agreed = config.negotiate(incoming.request());
                 // Members speak the hub's own JSON events, not a subprotocol.
                 agreed.subprotocol = None;
-                // A chat message is at most max_text characters (4 bytes each, 6 escaped);
-                // anything far larger is not a chat message.
-                let max = (self.inner.config.max_text as u64 * 6 + 1024).max(64 * 1024);
+                // A chat message is at most max_text characters (4 bytes each, 6 escaped),
+                // or max_data bytes of data (6 bytes each at worst once escaped in a
+                // string); anything far larger is not a chat message.
+                let limits = self.limits();
+                let text = limits.max_text as u64 * 6;
+                let max = (text.max(limits.max_data as u64 * 6) + 1024).max(64 * 1024);
                 let protocol = &mut agreed.socket.protocol;
                 protocol.max_message_size = protocol.max_message_size.min(max);
                 protocol.max_frame_size = protocol.max_frame_size.min(max);
-                let max_text = self.inner.config.max_text;
-                incoming.join(agreed, member, max_text, access).await
+                let subs = Subscriptions::new(self.clone(), first, name);
+                incoming.join(agreed, subs, limits, access).await
             }
             Route::PollOpen(room) => {
                 let name = access.name(q.name.as_deref()).to_string();
@@ -412,7 +422,7 @@ impl Hub {
                     Ok((id, first)) => {
                         // No caching, and no buffering in nginx (it would hold events back).
                         let headers = [("Cache-Control", "no-store"), ("X-Accel-Buffering", "no")];
-                        let body = sse::stream(self.clone(), id, first);
+                        let body = sse::stream(self.clone(), id, room.to_string(), first);
                         incoming.stream(&headers, "text/event-stream", body).await
                     }
                     Err(e) => respond_poll_error(incoming, e).await,
@@ -426,7 +436,7 @@ impl Hub {
                 Err(e) => respond_poll_error(incoming, e).await,
             },
             Route::PollSend(id) => {
-                let body = match incoming.read_body(MAX_BODY).await {
+                let body = match incoming.read_body(self.max_body()).await {
                     Ok(b) => b,
                     Err(e) => return respond_body_error(incoming, e).await,
                 };
@@ -444,30 +454,34 @@ impl Hub {
                 if let Some(refused) = self.check_token(incoming.request()) {
                     return refused.send(incoming).await;
                 }
-                let body = match incoming.read_body(MAX_BODY).await {
+                let body = match incoming.read_body(self.max_body()).await {
                     Ok(b) => b,
                     Err(e) => return respond_body_error(incoming, e).await,
                 };
                 #[derive(serde::Deserialize)]
                 struct Push {
-                    text: String,
+                    text: Option<String>,
+                    data: Option<serde_json::Value>,
                     name: Option<String>,
                 }
+                let why =
+                    r#"expected {"text":"..."} or {"data":ANY}, and "name":"optional sender""#;
                 let push: Push = match serde_json::from_slice(&body) {
                     Ok(p) => p,
-                    Err(_) => {
-                        let why = r#"expected {"text":"...","name":"optional sender"}"#;
-                        return respond_error(incoming, 400, "bad_message", why).await;
-                    }
+                    Err(_) => return respond_error(incoming, 400, "bad_message", why).await,
                 };
-                let text = match event::check_text(push.text, self.inner.config.max_text) {
-                    Ok(t) => t,
+                let payload = match event::check_payload(push.text, push.data, self.limits()) {
+                    Ok(p) => p,
+                    Err(BadMessage::Malformed) => {
+                        return respond_error(incoming, 400, "bad_message", why).await
+                    }
                     Err(bad) => {
                         return respond_error(incoming, 400, bad.code(), &bad.to_string()).await
                     }
                 };
                 let name = push.name.as_deref().unwrap_or("api");
-                match self.publish(room, name, &text).await {
+                let body: Body<'_> = payload.body();
+                match self.publish_body(room, name, body).await {
                     Ok(id) => {
                         let body = format!(r#"{{"id":{id}}}"#);
                         incoming.respond(201, &[], JSON, body.as_bytes()).await

@@ -108,11 +108,6 @@ impl Access {
     }
 }
 
-/// The `error` event for a message to a room the member may not write to.
-pub(crate) fn forbidden_write() -> Utf8Bytes {
-    event::error("forbidden", "you may not write to this room")
-}
-
 /// The token of a `{"type":"refresh","token":"..."}` client message, if it is one.
 pub(crate) fn refresh_token(json: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]

@@ -11,7 +11,9 @@
 //! the next id, encodes the event once, keeps it in history, and pushes the same bytes into
 //! every member's bounded mailbox. Each WebSocket member's task drains its mailbox into its
 //! socket; a long-polling session hands its mailbox out by cursor. A member whose mailbox
-//! overflows is removed (close `4008`) and can resume with `since`. With Redis, the id
+//! overflows is removed (close `4008`) and can resume with `since`. A connection may follow
+//! many rooms (`subscribe`, `unsubscribe`): it has one mailbox, and each room it follows
+//! pushes into it, so the slow-member rule is the connection's. With Redis, the id
 //! comes from a script in Redis, and the room does the rest when the message comes back on
 //! the room's channel, in the same order on every node.
 //!
@@ -73,6 +75,7 @@ pub mod names;
 mod poll;
 mod room;
 mod sse;
+mod subscriptions;
 mod ws;
 
 #[cfg(feature = "redis")]
@@ -85,6 +88,8 @@ pub use metrics::CLOSE_CODES;
 pub use names::NameError;
 
 use backplane::Nodes;
+use event::Body;
+use mailbox::Mailbox;
 use room::Room;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,6 +110,10 @@ pub struct HubConfig {
     pub queue: usize,
     /// Longest chat message, in characters.
     pub max_text: usize,
+    /// Largest `data` of a message, in bytes of compact JSON.
+    pub max_data: usize,
+    /// Rooms one connection (a WebSocket, a long-polling session) may follow at once.
+    pub max_subscriptions: usize,
     /// How long a long-polling `GET` waits for an event before answering with none.
     pub poll_timeout: Duration,
     /// A long-polling session with no request for this long is closed (at least
@@ -121,13 +130,16 @@ pub struct HubConfig {
 }
 
 impl Default for HubConfig {
-    /// History 100, queue 256, 4096 characters, poll timeout 25 s, sessions expire after
-    /// 60 s, 10,000 sessions, 10,000 rooms, no API token.
+    /// History 100, queue 256, 4096 characters, 16 KiB of data, 100 subscriptions per
+    /// connection, poll timeout 25 s, sessions expire after 60 s, 10,000 sessions, 10,000
+    /// rooms, no API token.
     fn default() -> Self {
         Self {
             history: 100,
             queue: 256,
             max_text: 4096,
+            max_data: 16 * 1024,
+            max_subscriptions: 100,
             poll_timeout: Duration::from_secs(25),
             session_ttl: Duration::from_secs(60),
             max_sessions: 10_000,
@@ -229,7 +241,16 @@ impl Membership {
     /// With Redis unreachable, the message goes to this node's members only (see
     /// `docs/hub.md`).
     pub async fn say(&self, text: &str) -> u64 {
-        self.nodes.say(&self.room, &self.name, text).await
+        self.send(Body::Text(text)).await
+    }
+
+    /// Sends a message with `data` (any JSON value) instead of text; returns its id.
+    pub async fn say_data(&self, data: &serde_json::Value) -> u64 {
+        self.send(Body::Data(data)).await
+    }
+
+    pub(crate) async fn send(&self, body: Body<'_>) -> u64 {
+        self.nodes.say(&self.room, &self.name, body).await
     }
 
     /// Why delivery to this member ended, if it has.
@@ -294,6 +315,14 @@ impl Hub {
         &self.inner.config
     }
 
+    /// What a client message is checked against.
+    pub(crate) fn limits(&self) -> event::Limits {
+        event::Limits {
+            max_text: self.inner.config.max_text,
+            max_data: self.inner.config.max_data,
+        }
+    }
+
     fn rooms(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Room>>> {
         self.inner.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -340,13 +369,25 @@ impl Hub {
         name: &str,
         since: Option<u64>,
     ) -> Result<Membership, JoinError> {
+        let mailbox = Arc::new(Mailbox::new(self.inner.config.queue));
+        self.join_into(room, name, since, mailbox).await
+    }
+
+    /// [`Hub::join`] with the events going to `mailbox`: a connection's, shared by every
+    /// room it follows.
+    pub(crate) async fn join_into(
+        &self,
+        room: &str,
+        name: &str,
+        since: Option<u64>,
+        mailbox: Arc<Mailbox>,
+    ) -> Result<Membership, JoinError> {
         let name = names::validate_name(name)?;
         let room = self.room(room)?;
-        let queue = self.inner.config.queue;
         let joined = self
             .inner
             .nodes
-            .join(room.clone(), name, since, queue)
+            .join(room.clone(), name, since, mailbox)
             .await
             .map_err(|e| match self.is_shutting_down() {
                 true => JoinError::ShuttingDown,
@@ -364,8 +405,27 @@ impl Hub {
     /// Delivers a message to `room` from `name` (the push API); returns its id. Without a
     /// backplane this never waits.
     pub async fn publish(&self, room: &str, name: &str, text: &str) -> Result<u64, JoinError> {
+        self.publish_body(room, name, Body::Text(text)).await
+    }
+
+    /// [`Hub::publish`] with `data` (any JSON value) instead of text.
+    pub async fn publish_data(
+        &self,
+        room: &str,
+        name: &str,
+        data: &serde_json::Value,
+    ) -> Result<u64, JoinError> {
+        self.publish_body(room, name, Body::Data(data)).await
+    }
+
+    pub(crate) async fn publish_body(
+        &self,
+        room: &str,
+        name: &str,
+        body: Body<'_>,
+    ) -> Result<u64, JoinError> {
         let name = names::validate_name(name)?;
-        self.inner.nodes.publish(self, room, name, text).await
+        self.inner.nodes.publish(self, room, name, body).await
     }
 
     /// Cuts the connections of every member of `room` called `name`, without a closing

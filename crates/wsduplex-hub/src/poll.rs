@@ -7,13 +7,14 @@
 //! the client's cursor, with a welcome first. [`crate::backplane::Nodes`] holds that
 //! branch: for a hub of one node its session calls do nothing.
 
-use crate::event::{self, parse_inbound};
+use crate::event::{self, parse_inbound, Inbound};
 use crate::identity::{self, Access};
-use crate::mailbox::Ended;
+use crate::mailbox::{Ended, Mailbox};
+use crate::subscriptions::Subscriptions;
 use crate::{BadMessage, Hub, JoinError, Membership};
 use std::collections::BTreeMap;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Instant;
@@ -23,7 +24,16 @@ use wsduplex::Utf8Bytes;
 const MAX_EVENTS: usize = 256;
 
 pub(crate) struct Session {
-    member: Membership,
+    /// Its rooms; locked while a request subscribes (which may wait for the backplane).
+    subs: tokio::sync::Mutex<Subscriptions>,
+    /// The connection's mailbox, every room's events in one queue.
+    mailbox: Arc<Mailbox>,
+    /// The room it opened in, and its name there: what a backplane records to move it.
+    room: Arc<str>,
+    name: Arc<str>,
+    /// It subscribed or unsubscribed: it stays on this node (another node answers `404`,
+    /// and the client opens a session there and subscribes again with `since`).
+    pinned: AtomicBool,
     /// Who it is: its rooms, and when its token expires.
     access: Mutex<Access>,
     last_seen: Mutex<Instant>,
@@ -32,8 +42,10 @@ pub(crate) struct Session {
     generation: AtomicU64,
     /// With a backplane: cursor → the last message id among the events up to it, for the
     /// cursors the client may still send.
-    cursors: Mutex<BTreeMap<u64, u64>>,
+    cursors: Mutex<Cursors>,
 }
+
+type Cursors = BTreeMap<u64, u64>;
 
 impl Session {
     fn touch(&self) {
@@ -42,6 +54,24 @@ impl Session {
 
     fn last_seen(&self) -> Instant {
         *self.last_seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn new(hub: &Hub, member: Membership, name: &str, access: Access, cursors: Cursors) -> Self {
+        Self {
+            mailbox: member.mailbox.clone(),
+            room: member.room.name.clone(),
+            name: member.name.clone(),
+            subs: tokio::sync::Mutex::new(Subscriptions::new(hub.clone(), member, name)),
+            pinned: AtomicBool::new(false),
+            access: Mutex::new(access),
+            last_seen: Mutex::new(Instant::now()),
+            generation: AtomicU64::new(0),
+            cursors: Mutex::new(cursors),
+        }
+    }
+
+    fn ended(&self) -> Option<Ended> {
+        self.mailbox.ended()
     }
 
     fn access(&self) -> Access {
@@ -110,13 +140,8 @@ impl Hub {
             .await
             .map_err(PollError::Join)?;
         let id = format!("{:032x}", rand::random::<u128>());
-        let session = Arc::new(Session {
-            member,
-            access: Mutex::new(access),
-            last_seen: Mutex::new(Instant::now()),
-            generation: AtomicU64::new(0),
-            cursors: Mutex::new(BTreeMap::from([(0, 0)])),
-        });
+        let cursors = BTreeMap::from([(0, 0)]);
+        let session = Arc::new(Session::new(self, member, name, access, cursors));
         self.sessions().insert(id.clone(), session);
         let batch = self.poll_read(&id, 0, false).await?;
         Ok((id, batch))
@@ -153,29 +178,27 @@ impl Hub {
             .max_by_key(|(c, _)| *c)
             .map(|(_, last)| *last);
         let room = self.room(&info.room).map_err(PollError::Join)?;
-        let queue = self.inner.config.queue;
+        let mailbox = Arc::new(Mailbox::starting_after(self.inner.config.queue, cursor));
+        let asked = info.name.clone();
         let taken = nodes
-            .take_over(room.clone(), id.to_string(), info, cursor, since, queue)
+            .take_over(room.clone(), id.to_string(), info, since, mailbox)
             .await
             .map_err(PollError::Join)?;
         let Some(joined) = taken else {
             return Ok(None);
         };
-        let session = Arc::new(Session {
-            member: Membership {
-                room,
-                key: joined.key,
-                name: joined.name,
-                mailbox: joined.mailbox,
-                nodes: nodes.clone(),
-            },
-            // Taken over only from a server without authentication (see `poll_read`): the
-            // anonymous identity is the one it had.
-            access: Mutex::new(Access::default()),
-            last_seen: Mutex::new(Instant::now()),
-            generation: AtomicU64::new(0),
-            cursors: Mutex::new(BTreeMap::from([(cursor, since.unwrap_or(0))])),
-        });
+        let member = Membership {
+            room,
+            key: joined.key,
+            name: joined.name,
+            mailbox: joined.mailbox,
+            nodes: nodes.clone(),
+        };
+        let cursors = BTreeMap::from([(cursor, since.unwrap_or(0))]);
+        // Taken over only from a server without authentication (see `poll_read`): the
+        // anonymous identity is the one it had.
+        let session = Session::new(self, member, &asked, Access::default(), cursors);
+        let session = Arc::new(session);
         self.sessions().insert(id.to_string(), session.clone());
         Ok(Some(session))
     }
@@ -183,7 +206,7 @@ impl Hub {
     /// With a backplane: records what the cursor of an answer stands for (before the client
     /// can send it to another node), and that the session is alive.
     async fn remember(&self, id: &str, session: &Session, asked: u64, batch: &Batch) {
-        if !self.inner.nodes.moves_sessions() {
+        if !self.inner.nodes.moves_sessions() || session.pinned.load(Ordering::SeqCst) {
             return;
         }
         let (cursor, events) = batch;
@@ -202,7 +225,7 @@ impl Hub {
             }
             (last, stale)
         };
-        let (room, name) = (session.member.room(), session.member.name());
+        let (room, name) = (&*session.room, &*session.name);
         let cursor = (*cursor, last);
         let recorded = self
             .inner
@@ -217,7 +240,7 @@ impl Hub {
         let removed = self.sessions().remove(id);
         if let Some(session) = removed {
             session.generation.fetch_add(1, Ordering::SeqCst);
-            session.member.mailbox.nudge();
+            session.mailbox.nudge();
         }
     }
 
@@ -243,7 +266,7 @@ impl Hub {
         }
         session.touch();
         let generation = session.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let mailbox = session.member.mailbox.clone();
+        let mailbox = session.mailbox.clone();
         let wait = poll_fn(|cx| {
             if session.generation.load(Ordering::SeqCst) != generation {
                 return Poll::Ready(Ok((cursor, Vec::new())));
@@ -284,16 +307,27 @@ impl Hub {
             Err(unknown) => {
                 let nodes = &self.inner.nodes;
                 let info = nodes.find_session(id).await.ok_or(unknown)?;
-                let text =
-                    parse_inbound(body, self.inner.config.max_text).map_err(PollError::Bad)?;
+                let payload = match parse_inbound(body, self.limits()) {
+                    Ok(Inbound::Message {
+                        room: None,
+                        payload,
+                    }) => payload,
+                    Ok(Inbound::Message {
+                        room: Some(r),
+                        payload,
+                    }) if r == info.room => payload,
+                    // Subscribing pins a session to its node: the client opens one here.
+                    Ok(_) => return Err(PollError::UnknownSession),
+                    Err(bad) => return Err(PollError::Bad(bad)),
+                };
                 nodes
-                    .publish(self, &info.room, &info.name, &text)
+                    .publish(self, &info.room, &info.name, payload.body())
                     .await
                     .map_err(PollError::Join)?;
                 return Ok(None);
             }
         };
-        if session.member.ended().is_some() {
+        if session.ended().is_some() {
             self.session_ended(id);
             return Err(PollError::UnknownSession);
         }
@@ -309,14 +343,21 @@ impl Hub {
                 .await
                 .map_err(|e| PollError::Event(401, e.to_event()))?;
             let event = access.refreshed_event();
+            session.subs.lock().await.keep_readable(&access);
             *session.access.lock().unwrap_or_else(|p| p.into_inner()) = access;
             return Ok(Some(event));
         }
-        let text = parse_inbound(body, self.inner.config.max_text).map_err(PollError::Bad)?;
-        if !access.may_write(session.member.room()) {
-            return Err(PollError::Event(403, identity::forbidden_write()));
+        let request = parse_inbound(body, self.limits()).map_err(PollError::Bad)?;
+        if !matches!(request, Inbound::Message { .. })
+            && !session.pinned.swap(true, Ordering::SeqCst)
+        {
+            // It follows rooms another node would not know of: it stays here.
+            self.inner.nodes.forget_session(id);
         }
-        session.member.say(&text).await;
+        let mut subs = session.subs.lock().await;
+        subs.handle(request, &access)
+            .await
+            .map_err(|r| PollError::Event(r.status, r.event))?;
         Ok(None)
     }
 
@@ -328,7 +369,7 @@ impl Hub {
             Some(session) => {
                 // A read still waiting (a `GET`, an SSE stream) answers at once.
                 session.generation.fetch_add(1, Ordering::SeqCst);
-                session.member.mailbox.nudge();
+                session.mailbox.nudge();
                 drop(session);
                 nodes.forget_session(id);
                 Ok(())
@@ -352,8 +393,7 @@ impl Hub {
             let ids: Vec<String> = sessions
                 .iter()
                 .filter(|(_, s)| {
-                    now.saturating_duration_since(s.last_seen()) >= ttl
-                        || s.member.ended().is_some()
+                    now.saturating_duration_since(s.last_seen()) >= ttl || s.ended().is_some()
                 })
                 .map(|(id, _)| id.clone())
                 .collect();

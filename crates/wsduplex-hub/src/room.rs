@@ -9,7 +9,7 @@
 //! only: whom a welcome and `members` list, and where a departure goes.
 
 use crate::backplane::Replica;
-use crate::event;
+use crate::event::{self, Body};
 use crate::mailbox::{Ended, Mailbox};
 use crate::names::unique_name;
 use std::collections::VecDeque;
@@ -86,14 +86,19 @@ impl Room {
 
     /// Adds a member. `since`: the last id the client has seen (a resume). `None` if the
     /// room is shut (the hub is stopping).
-    pub(crate) fn join(&self, wanted: &str, since: Option<u64>, queue: usize) -> Option<Joined> {
+    pub(crate) fn join(
+        &self,
+        wanted: &str,
+        since: Option<u64>,
+        mailbox: Arc<Mailbox>,
+    ) -> Option<Joined> {
         let mut s = self.lock();
         if s.shut {
             return None;
         }
         let name: Arc<str> =
             unique_name(wanted, |n| s.members.iter().any(|m| &*m.name == n)).into();
-        Some(self.enter(&mut s, name, since, Mailbox::new(queue), true))
+        Some(self.enter(&mut s, name, since, mailbox, true))
     }
 
     /// Welcomes `name` (already in the roster of a replica) in `mailbox`, tells the others
@@ -103,7 +108,7 @@ impl Room {
         s: &mut State,
         name: Arc<str>,
         since: Option<u64>,
-        mailbox: Mailbox,
+        mailbox: Arc<Mailbox>,
         announce: bool,
     ) -> Joined {
         let (from, gap) = match since {
@@ -136,7 +141,6 @@ impl Room {
                 event::welcome(&self.name, &name, members, s.last_id, history, gap)
             }
         };
-        let mailbox = Arc::new(mailbox);
         mailbox.push(welcome);
         if announce {
             broadcast(&self.name, s, event::presence("joined", &self.name, &name));
@@ -163,11 +167,11 @@ impl Room {
     }
 
     /// Assigns the next id, keeps the message in history and delivers it to every member.
-    pub(crate) fn publish(&self, name: &str, text: &str) -> u64 {
+    pub(crate) fn publish(&self, name: &str, body: Body<'_>) -> u64 {
         let mut s = self.lock();
         s.last_id += 1;
         let id = s.last_id;
-        let encoded = event::message(id, &self.name, name, text, event::now_ms());
+        let encoded = event::message(id, &self.name, name, body, event::now_ms());
         keep(&mut s, id, &encoded);
         broadcast(&self.name, &mut s, encoded);
         s.last_active = Instant::now();

@@ -18,6 +18,10 @@
 //!  : keepalive                                   a comment when idle for the poll timeout,
 //!                                                so that idle proxies keep the stream
 //! ```
+//!
+//! A session may follow more rooms (`subscribe` through its `POST`); ids are per room, and
+//! the browser resumes the stream's own room (the URL's) with `Last-Event-ID`, so only that
+//! room's events carry `id:`. The client resubscribes the others with their own `since`.
 
 use crate::event;
 use crate::poll::{Batch, PollError};
@@ -41,13 +45,14 @@ pub(crate) fn resume_from(request: &Request, since: Option<u64>) -> Option<u64> 
     last.or(since)
 }
 
-/// The events of `batch` in the stream's format.
-fn encode(out: &mut String, (_, events): &Batch) {
+/// The events of `batch` in the stream's format; events of `room` carry their ids.
+fn encode(out: &mut String, room: &str, (_, events): &Batch) {
     if events.is_empty() {
         out.push_str(": keepalive\n\n");
     }
     for e in events {
-        if let Some(id) = event::known_id(e) {
+        let id = event::known_id(e).filter(|_| event::room_of(e) == Some(room));
+        if let Some(id) = id {
             let _ = writeln!(out, "id: {id}");
         }
         // An event is one line of JSON: newlines in its text are escaped.
@@ -58,11 +63,12 @@ fn encode(out: &mut String, (_, events): &Batch) {
 /// The stream of session `id`, opened with `first` (its welcome): the session event, then
 /// every batch as it comes. The session ends with the stream (the client left) and the
 /// stream with the session (cut, too slow, closed with `DELETE`).
-pub(crate) fn stream(hub: Hub, id: String, first: Batch) -> EventStream {
+pub(crate) fn stream(hub: Hub, id: String, room: String, first: Batch) -> EventStream {
     let mut head = format!("retry: 1000\nevent: session\ndata: {{\"session\":\"{id}\"}}\n\n");
-    encode(&mut head, &first);
+    encode(&mut head, &room, &first);
     let state = Reader {
         session: Session { hub, id },
+        room,
         cursor: first.0,
         first: Some(Bytes::from(head)),
     };
@@ -80,7 +86,7 @@ pub(crate) fn stream(hub: Hub, id: String, first: Batch) -> EventStream {
             Ok(batch) => {
                 s.cursor = batch.0;
                 let mut out = String::new();
-                encode(&mut out, &batch);
+                encode(&mut out, &s.room, &batch);
                 Some((Bytes::from(out), s))
             }
             Err(PollError::UnknownSession) => None,
@@ -94,6 +100,8 @@ pub(crate) fn stream(hub: Hub, id: String, first: Batch) -> EventStream {
 
 struct Reader {
     session: Session,
+    /// The room of the URL: the one `Last-Event-ID` resumes.
+    room: String,
     cursor: u64,
     first: Option<Bytes>,
 }
@@ -123,7 +131,7 @@ mod tests {
             .poll_open("r", "ann", None, Default::default())
             .await
             .unwrap();
-        let mut s = stream(hub.clone(), id.clone(), first);
+        let mut s = stream(hub.clone(), id.clone(), "r".into(), first);
         let head = String::from_utf8(s.next().await.unwrap().to_vec()).unwrap();
         assert!(head.starts_with("retry: 1000\nevent: session\n"), "{head}");
         assert!(
@@ -153,7 +161,7 @@ mod tests {
             .poll_open("r", "ann", None, Default::default())
             .await
             .unwrap();
-        let mut s = stream(hub.clone(), id.clone(), first);
+        let mut s = stream(hub.clone(), id.clone(), "r".into(), first);
         let _ = s.next().await;
         hub.poll_close(&id).await.unwrap();
         assert!(s.next().await.is_none());

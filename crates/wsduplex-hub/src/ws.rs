@@ -1,10 +1,12 @@
-//! A WebSocket member: client messages go to the room; the member's mailbox drains into the
-//! socket in batches, written together when the socket next waits for input.
+//! A WebSocket member: client messages go to their rooms (or subscribe and unsubscribe);
+//! the connection's mailbox, fed by every room it follows, drains into the socket in
+//! batches, written together when the socket next waits for input.
 
-use crate::event::{parse_inbound, BadMessage};
+use crate::event::{parse_inbound, BadMessage, Limits};
 use crate::identity::{self, Access, CLOSE_TOKEN_EXPIRED};
 use crate::mailbox::Ended;
-use crate::{Membership, CLOSE_TOO_SLOW};
+use crate::subscriptions::Subscriptions;
+use crate::CLOSE_TOO_SLOW;
 use futures_core::Stream;
 use futures_sink::Sink;
 use std::future::{poll_fn, Future as _};
@@ -33,8 +35,8 @@ enum Step {
 /// (close 4001), or the hub stops (close 1001).
 pub(crate) async fn run<S>(
     ws: &mut WebSocket<S>,
-    member: Membership,
-    max_text: usize,
+    mut subs: Subscriptions,
+    limits: Limits,
     close_timeout: Duration,
     mut access: Access,
 ) -> wsduplex::Result<()>
@@ -42,7 +44,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut batch: Vec<Utf8Bytes> = Vec::new();
-    let mailbox = member.mailbox.clone();
+    let mailbox = subs.mailbox().clone();
     let mut expiry = access
         .deadline()
         .map(|at| Box::pin(tokio::time::sleep_until(at)));
@@ -78,17 +80,17 @@ where
                                 .deadline()
                                 .map(|at| Box::pin(tokio::time::sleep_until(at)));
                             queue(ws, access.refreshed_event())?;
+                            subs.keep_readable(&access);
                         }
                         Err(e) => queue(ws, e.to_event())?,
                     }
                     continue;
                 }
-                match parse_inbound(text.as_bytes(), max_text) {
-                    Ok(_) if !access.may_write(member.room()) => {
-                        queue(ws, identity::forbidden_write())?;
-                    }
-                    Ok(text) => {
-                        member.say(&text).await;
+                match parse_inbound(text.as_bytes(), limits) {
+                    Ok(request) => {
+                        if let Err(refused) = subs.handle(request, &access).await {
+                            queue(ws, refused.event)?;
+                        }
                     }
                     Err(bad) => queue(ws, bad.to_event())?,
                 }
@@ -106,8 +108,8 @@ where
             }
             Step::Ended(Ended::Cut) => return Ok(()),
             step @ (Step::Ended(_) | Step::Expired) => {
-                // Leave the room now: the closing handshake may take a while.
-                drop(member);
+                // Leave the rooms now: the closing handshake may take a while.
+                drop(subs);
                 let (code, reason) = match step {
                     Step::Expired => (CloseCode::from(CLOSE_TOKEN_EXPIRED), "token expired"),
                     Step::Ended(Ended::Overflow) => (CloseCode::from(CLOSE_TOO_SLOW), "too slow"),

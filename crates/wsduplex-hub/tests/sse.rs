@@ -245,3 +245,37 @@ async fn an_idle_stream_gets_comments_and_refusals_are_json() {
     let wrong = common::http(addr, "POST", "/sse/r", &["Connection: close"], "", LIMIT).await;
     assert_eq!(wrong.status, 405);
 }
+
+/// A stream that follows a second room gets its events too, but only the stream's own room
+/// carries `id:` (the browser resumes that room with `Last-Event-ID`; ids are per room).
+#[tokio::test]
+async fn a_stream_subscribes_to_another_room_whose_events_carry_no_event_id() {
+    let (addr, hub) = start(HubConfig::default()).await;
+    let mut sse = Sse::open(addr, "/sse/home?name=sam", &[]).await;
+    let sid = sse.session().await;
+    sse.next_of("welcome").await;
+    hub.publish("away", "api", "first").await.unwrap();
+    let body = serde_json::json!({"type": "subscribe", "room": "away"}).to_string();
+    let path = format!("/poll/session/{sid}");
+    let r = common::http(addr, "POST", &path, &[], &body, LIMIT).await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let welcome = sse.next_of("welcome").await;
+    assert_eq!((&welcome.data["room"], welcome.id), (&"away".into(), None));
+    for i in 0..3 {
+        hub.publish("home", "api", &format!("h{i}")).await.unwrap();
+        hub.publish("away", "api", &format!("a{i}")).await.unwrap();
+    }
+    for i in 0..3 {
+        let home = sse.next_of("message").await;
+        assert_eq!(
+            (&home.data["text"], home.id),
+            (&format!("h{i}").into(), Some(i + 1))
+        );
+        let away = sse.next_of("message").await;
+        assert_eq!(
+            (&away.data["text"], away.id),
+            (&format!("a{i}").into(), None)
+        );
+        assert_eq!(away.data["id"], i + 2, "the room's own id is in the data");
+    }
+}

@@ -72,7 +72,9 @@ class ChatView {
       time.title = d.toLocaleString();
       head.append(time);
     }
-    li.append(head, el('p', 'text', m.text));
+    // A message carries text, or data (any JSON value: shown as JSON, as text).
+    const body = typeof m.text === 'string' ? m.text : JSON.stringify(m.data);
+    li.append(head, el('p', 'text', body));
     this.stickToBottom(() => {
       // Ids arrive in increasing order, so this appends; an older id (never seen so far)
       // would go before the first newer message.

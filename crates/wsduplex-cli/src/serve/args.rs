@@ -73,6 +73,13 @@ pub struct Args {
     /// 4008 and resumes with `since`.
     #[arg(long, help_heading = "Hub", value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     send_queue: u32,
+    /// Chat: rooms one connection may follow at once (subscribe beyond it: an error event).
+    #[arg(long, help_heading = "Hub", value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    max_subscriptions: u32,
+    /// Chat: largest `data` of a message, in bytes of compact JSON (from members and the
+    /// push API).
+    #[arg(long, help_heading = "Hub", value_name = "BYTES", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    max_data: u32,
     /// Chat: how long a long-polling GET waits for new events.
     #[arg(long, help_heading = "Hub", value_name = "DURATION", value_parser = parse_duration, default_value = "25s")]
     poll_timeout: Duration,
@@ -278,6 +285,8 @@ impl Args {
         let mut hub = HubConfig::default();
         hub.history = self.history;
         hub.queue = self.send_queue as usize;
+        hub.max_subscriptions = self.max_subscriptions as usize;
+        hub.max_data = self.max_data as usize;
         hub.poll_timeout = self.poll_timeout;
         hub.api_token = self.api_token.clone().filter(|t| !t.is_empty());
         Configs { server, echo, hub }

@@ -21,6 +21,8 @@ pub(crate) mod redis;
 #[cfg(feature = "redis")]
 pub(crate) use redis::Replica;
 
+use crate::event::Body;
+use crate::mailbox::Mailbox;
 use crate::room::{Joined, Room};
 use crate::{names, Hub, JoinError};
 use std::future::Future;
@@ -73,7 +75,7 @@ pub(crate) trait Backplane: Send + Sync {
         room: Arc<Room>,
         name: String,
         since: Option<u64>,
-        queue: usize,
+        mailbox: Arc<Mailbox>,
     ) -> BoxFuture<'_, Result<Joined, JoinError>>;
 
     /// Publishes a message and returns its id. Delivery to this node's members happens
@@ -84,7 +86,7 @@ pub(crate) trait Backplane: Send + Sync {
         room_name: &'a str,
         room: Option<Arc<Room>>,
         name: &'a str,
-        text: &'a str,
+        body: Body<'a>,
     ) -> BoxFuture<'a, Result<u64, JoinError>>;
 
     /// Cuts `name` wherever it is connected: how many were cut here, else 1 if a live
@@ -141,15 +143,15 @@ pub(crate) trait Backplane: Send + Sync {
     fn find_session<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Option<SessionInfo>>;
 
     /// Moves a session's member to this node. Its welcome (members now, messages after
-    /// `since`) is the event after the client's `cursor`. `Ok(None)`: the session is gone.
+    /// `since`) is the event after the client's `cursor` in `mailbox` (which starts after
+    /// it). `Ok(None)`: the session is gone.
     fn take_over(
         &self,
         room: Arc<Room>,
         session: String,
         info: SessionInfo,
-        cursor: u64,
         since: Option<u64>,
-        queue: usize,
+        mailbox: Arc<Mailbox>,
     ) -> BoxFuture<'_, Result<Option<Joined>, JoinError>>;
 
     /// Closes a session wherever it is.
@@ -195,21 +197,23 @@ impl Nodes {
         room: Arc<Room>,
         name: &str,
         since: Option<u64>,
-        queue: usize,
+        mailbox: Arc<Mailbox>,
     ) -> Result<Joined, JoinError> {
         match self {
-            Self::One => room.join(name, since, queue).ok_or(JoinError::ShuttingDown),
-            Self::Many(b) => b.join(room, name.to_string(), since, queue).await,
+            Self::One => room
+                .join(name, since, mailbox)
+                .ok_or(JoinError::ShuttingDown),
+            Self::Many(b) => b.join(room, name.to_string(), since, mailbox).await,
         }
     }
 
     /// A member's message to its room; returns its id. A hub of one node delivers it
     /// before returning, and never waits.
-    pub(crate) async fn say(&self, room: &Arc<Room>, name: &str, text: &str) -> u64 {
+    pub(crate) async fn say(&self, room: &Arc<Room>, name: &str, body: Body<'_>) -> u64 {
         match self {
-            Self::One => room.publish(name, text),
+            Self::One => room.publish(name, body),
             Self::Many(b) => {
-                let published = b.publish(&room.name, Some(room.clone()), name, text);
+                let published = b.publish(&room.name, Some(room.clone()), name, body);
                 // A member's room is loaded: the message is delivered locally at worst.
                 published.await.unwrap_or_default()
             }
@@ -223,15 +227,15 @@ impl Nodes {
         hub: &Hub,
         room: &str,
         name: &str,
-        text: &str,
+        body: Body<'_>,
     ) -> Result<u64, JoinError> {
         match self {
             // The room keeps the message for those who join later: it is created.
-            Self::One => Ok(hub.room(room)?.publish(name, text)),
+            Self::One => Ok(hub.room(room)?.publish(name, body)),
             // The history is the backplane's: only a room this node follows delivers here.
             Self::Many(b) => {
                 let room = names::validate_room(room)?;
-                b.publish(room, hub.room_here(room), name, text).await
+                b.publish(room, hub.room_here(room), name, body).await
             }
         }
     }
@@ -309,14 +313,13 @@ impl Nodes {
         room: Arc<Room>,
         session: String,
         info: SessionInfo,
-        cursor: u64,
         since: Option<u64>,
-        queue: usize,
+        mailbox: Arc<Mailbox>,
     ) -> Result<Option<Joined>, JoinError> {
         match self {
             Self::One => Ok(None),
             Self::Many(b) => {
-                let taken = b.take_over(room, session, info, cursor, since, queue);
+                let taken = b.take_over(room, session, info, since, mailbox);
                 taken.await
             }
         }

@@ -39,6 +39,7 @@ pub async fn next(ws: &mut Ws) -> Value {
 }
 
 /// The next event of `kind`, skipping others (presence, say).
+#[allow(dead_code)] // not every test binary uses it
 pub async fn next_of(ws: &mut Ws, kind: &str) -> Value {
     loop {
         let v = next(ws).await;
@@ -49,6 +50,7 @@ pub async fn next_of(ws: &mut Ws, kind: &str) -> Value {
 }
 
 /// Sends a chat message.
+#[allow(dead_code)] // not every test binary uses it
 pub async fn say(ws: &mut Ws, text: &str) {
     let msg = json!({"type": "message", "text": text}).to_string();
     ws.send(msg).await.unwrap();

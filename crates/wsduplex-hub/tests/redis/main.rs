@@ -2,7 +2,8 @@
 //! on a free loopback port with no persistence, and hubs in this process, each on its own
 //! runtime (so a node can die at once, as a killed process would: its sockets close,
 //! nothing says goodbye) on `127.0.0.1:0`. Here: one plain Redis; `tls`: `rediss://`;
-//! `sentinel`: a master, a replica and a sentinel, and failovers.
+//! `sentinel`: a master, a replica and a sentinel, and failovers; `rooms`: many rooms on one
+//! connection and `data` across nodes.
 //!
 //! Without `redis-server` these tests print a note and pass; `WSDUPLEX_REQUIRE_INTEROP=1`
 //! (CI) makes that a failure.
@@ -10,6 +11,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod delivery;
+mod rooms;
 mod sentinel;
 mod support;
 mod tls;

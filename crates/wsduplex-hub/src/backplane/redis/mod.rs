@@ -38,7 +38,8 @@ mod url;
 pub(crate) use room::Replica;
 
 use super::{Backplane, BoxFuture, RoomState, SessionHook, SessionInfo};
-use crate::event;
+use crate::event::{self, Body};
+use crate::mailbox::Mailbox;
 use crate::room::{Joined, Room};
 use crate::JoinError;
 use ::redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
@@ -126,9 +127,10 @@ struct Link {
 struct Pending {
     room: Arc<Room>,
     since: Option<u64>,
-    queue: usize,
-    /// A moving session: the client's cursor.
-    cursor: Option<u64>,
+    /// Where the member's events go (a moving session's starts after the client's cursor).
+    mailbox: Arc<Mailbox>,
+    /// A moving session.
+    moving: bool,
     admitted: oneshot::Sender<Joined>,
 }
 
@@ -258,14 +260,14 @@ impl RedisBackplane {
     async fn admit_with<F, Fut>(
         &self,
         link: &Link,
-        pending: (Arc<Room>, Option<u64>, usize, Option<u64>),
+        pending: (Arc<Room>, Option<u64>, Arc<Mailbox>, bool),
         reserve: F,
     ) -> Result<Option<Joined>, JoinError>
     where
         F: FnOnce(u64, MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = Result<bool, Failure>>,
     {
-        let (room, since, queue, cursor) = pending;
+        let (room, since, mailbox, moving) = pending;
         let (admitted, mut joined) = oneshot::channel();
         let token = {
             let mut waiting = lock(&self.pending);
@@ -278,8 +280,8 @@ impl RedisBackplane {
             let entry = Pending {
                 room,
                 since,
-                queue,
-                cursor,
+                mailbox,
+                moving,
                 admitted,
             };
             waiting.insert(token, entry);
@@ -341,13 +343,13 @@ impl Backplane for RedisBackplane {
         room: Arc<Room>,
         name: String,
         since: Option<u64>,
-        queue: usize,
+        mailbox: Arc<Mailbox>,
     ) -> BoxFuture<'_, Result<Joined, JoinError>> {
         Box::pin(async move {
             self.ensure_loaded(&room).await?;
             let link = self.link().ok_or(JoinError::Unavailable)?;
             let keys = self.keys(&room.name);
-            let pending = (room, since, queue, None);
+            let pending = (room, since, mailbox, false);
             let joined = self
                 .admit_with(&link, pending, |token, mut conn| async move {
                     let ttl = self.ttl_ms();
@@ -367,15 +369,15 @@ impl Backplane for RedisBackplane {
         room_name: &'a str,
         room: Option<Arc<Room>>,
         name: &'a str,
-        text: &'a str,
+        body: Body<'a>,
     ) -> BoxFuture<'a, Result<u64, JoinError>> {
         Box::pin(async move {
             // Delivered to this node's members only, when Redis did not take it; `doubt` is
             // the token of a publish that failed but may have run in Redis.
             let here = |doubt: Option<&str>| match &room {
                 Some(room) if room.is_loaded() => Ok(match doubt {
-                    Some(token) => room.publish_in_doubt(name, text, token),
-                    None => room.publish_local(name, text),
+                    Some(token) => room.publish_in_doubt(name, body, token),
+                    None => room.publish_local(name, body),
                 }),
                 _ => Err(JoinError::Unavailable),
             };
@@ -383,7 +385,7 @@ impl Backplane for RedisBackplane {
                 return here(None);
             };
             let keys = self.keys(room_name);
-            let tail = event::message_tail(room_name, name, text, event::now_ms());
+            let tail = event::message_tail(room_name, name, body, event::now_ms());
             let n = self.published.fetch_add(1, Ordering::Relaxed);
             let token = format!("{}-{n}", self.node);
             let mut conn = link.conn.clone();
@@ -530,16 +532,15 @@ impl Backplane for RedisBackplane {
         room: Arc<Room>,
         session: String,
         info: SessionInfo,
-        cursor: u64,
         since: Option<u64>,
-        queue: usize,
+        mailbox: Arc<Mailbox>,
     ) -> BoxFuture<'_, Result<Option<Joined>, JoinError>> {
         Box::pin(async move {
             self.ensure_loaded(&room).await?;
             let link = self.link().ok_or(JoinError::Unavailable)?;
             let keys = self.keys(&room.name);
             let key = self.session_key(&session);
-            let pending = (room, since, queue, Some(cursor));
+            let pending = (room, since, mailbox, true);
             self.admit_with(&link, pending, |token, mut conn| async move {
                 let (node, ttl) = (&self.node, self.ttl_ms());
                 self.scripts

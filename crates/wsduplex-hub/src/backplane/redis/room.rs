@@ -14,7 +14,7 @@
 //!   ([`Room::publish_local`], [`Room::left_locally`]); a publish that failed after it may
 //!   have reached Redis is *in doubt* ([`Room::publish_in_doubt`]) until the next resync.
 
-use crate::event;
+use crate::event::{self, Body};
 use crate::mailbox::{Ended, Mailbox};
 use crate::room::{broadcast, deliver, keep, Joined, Room, State};
 use std::collections::{HashSet, VecDeque};
@@ -203,7 +203,7 @@ impl Room {
         seq: u64,
         name: &str,
         since: Option<u64>,
-        queue: usize,
+        mailbox: Arc<Mailbox>,
     ) -> Option<Joined> {
         let mut s = self.lock();
         if s.shut {
@@ -213,7 +213,7 @@ impl Room {
         let replica = s.replica.as_mut()?;
         replica.presence_seq = replica.presence_seq.max(seq);
         replica.enroll(&name);
-        Some(self.enter(&mut s, name, since, Mailbox::new(queue), true))
+        Some(self.enter(&mut s, name, since, mailbox, true))
     }
 
     /// A long-polling session that moved here from another node: the member is already in
@@ -223,8 +223,7 @@ impl Room {
         &self,
         name: &str,
         since: Option<u64>,
-        queue: usize,
-        cursor: u64,
+        mailbox: Arc<Mailbox>,
     ) -> Option<Joined> {
         let mut s = self.lock();
         if s.shut {
@@ -232,7 +231,6 @@ impl Room {
         }
         let name: Arc<str> = name.into();
         s.replica.as_mut()?.enroll(&name);
-        let mailbox = Mailbox::starting_after(queue, cursor);
         Some(self.enter(&mut s, name, since, mailbox, false))
     }
 
@@ -255,18 +253,18 @@ impl Room {
 
     /// The backplane is down: the message goes to this node's members only, with an id of
     /// their own (see [`LOCAL_ID_GAP`]) and `"local":true`, and stays out of history.
-    pub(crate) fn publish_local(&self, name: &str, text: &str) -> u64 {
+    pub(crate) fn publish_local(&self, name: &str, body: Body<'_>) -> u64 {
         let mut s = self.lock();
-        self.publish_local_in(&mut s, name, text)
+        self.publish_local_in(&mut s, name, body)
     }
 
     /// [`Room::publish_local`] for a message whose publish failed after it may have reached
     /// Redis (`token` is what it was tagged with there). If it comes back in the sequence
     /// before the next resync has settled it, the members who got it here are not given it
     /// again; everyone else is (and it is in history, with its id from Redis).
-    pub(crate) fn publish_in_doubt(&self, name: &str, text: &str, token: &str) -> u64 {
+    pub(crate) fn publish_in_doubt(&self, name: &str, body: Body<'_>, token: &str) -> u64 {
         let mut s = self.lock();
-        let id = self.publish_local_in(&mut s, name, text);
+        let id = self.publish_local_in(&mut s, name, body);
         let keys_below = s.next_key;
         if let Some(replica) = s.replica.as_mut() {
             if replica.in_doubt.len() >= MAX_IN_DOUBT {
@@ -282,7 +280,7 @@ impl Room {
         id
     }
 
-    fn publish_local_in(&self, s: &mut State, name: &str, text: &str) -> u64 {
+    fn publish_local_in(&self, s: &mut State, name: &str, body: Body<'_>) -> u64 {
         if let Some(replica) = s.replica.as_mut() {
             if !replica.local_ids {
                 replica.local_ids = true;
@@ -291,7 +289,7 @@ impl Room {
         }
         s.last_id += 1;
         let id = s.last_id;
-        let encoded = event::local_message(id, &self.name, name, text, event::now_ms());
+        let encoded = event::local_message(id, &self.name, name, body, event::now_ms());
         broadcast(&self.name, s, encoded);
         s.last_active = Instant::now();
         id
@@ -423,7 +421,7 @@ mod tests {
     fn logged(id: u64, text: &str, token: Option<&str>) -> LogEntry {
         LogEntry {
             id,
-            encoded: event::message(id, "r", "alice", text, 1),
+            encoded: event::message(id, "r", "alice", Body::Text(text), 1),
             token: token.map(String::from),
         }
     }
@@ -432,12 +430,16 @@ mod tests {
     fn a_message_in_doubt_comes_back_once_to_those_who_got_it() {
         let room = Room::with_replica("r", 10, Replica::new(Arc::new(|_: &str, _| {})));
         room.apply_snapshot(snapshot(&[], 0, Vec::new(), 0));
-        let alice = room.admit(1, "alice", None, 10).unwrap();
+        let alice = room
+            .admit(1, "alice", None, Arc::new(Mailbox::new(10)))
+            .unwrap();
         assert!(texts(&alice).is_empty());
-        room.publish_in_doubt("alice", "frozen", "n-1");
+        room.publish_in_doubt("alice", Body::Text("frozen"), "n-1");
         assert_eq!(texts(&alice), ["frozen"]);
         // Came later (it did not get the local copy): it gets the one from Redis.
-        let bob = room.admit(2, "bob", None, 10).unwrap();
+        let bob = room
+            .admit(2, "bob", None, Arc::new(Mailbox::new(10)))
+            .unwrap();
         texts(&bob);
         room.apply_message(logged(1, "frozen", Some("n-1")));
         room.apply_message(logged(2, "next", Some("n-2")));
@@ -447,16 +449,18 @@ mod tests {
         assert_eq!(room.last_applied(), 2);
 
         // In the resync's messages; a doubt recorded after the resync started is kept.
-        room.publish_in_doubt("alice", "again", "n-3");
+        room.publish_in_doubt("alice", Body::Text("again"), "n-3");
         let state = room.sync_state();
-        room.publish_in_doubt("alice", "later", "n-4");
+        room.publish_in_doubt("alice", Body::Text("later"), "n-4");
         for member in [&alice, &bob] {
             assert_eq!(texts(member), ["again", "later"]);
         }
         let back = vec![logged(3, "again", Some("n-3"))];
         room.apply_snapshot(snapshot(&["alice", "bob"], 3, back, state.doubts_upto));
         room.apply_message(logged(4, "later", Some("n-4")));
-        let carol = room.admit(3, "carol", Some(2), 10).unwrap();
+        let carol = room
+            .admit(3, "carol", Some(2), Arc::new(Mailbox::new(10)))
+            .unwrap();
         for member in [&alice, &bob] {
             assert!(texts(member).is_empty());
         }
@@ -467,7 +471,7 @@ mod tests {
         );
 
         // Settled by a resync that did not see it: if it shows up after all, it is new.
-        room.publish_in_doubt("alice", "lost", "n-5");
+        room.publish_in_doubt("alice", Body::Text("lost"), "n-5");
         let state = room.sync_state();
         room.apply_snapshot(snapshot(
             &["alice", "bob"],

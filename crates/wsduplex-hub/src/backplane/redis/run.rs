@@ -299,7 +299,7 @@ impl RedisBackplane {
                 }
                 let pending = lock(&self.pending).remove(&token);
                 match pending {
-                    Some(p) => match p.room.admit(seq, name, p.since, p.queue) {
+                    Some(p) => match p.room.admit(seq, name, p.since, p.mailbox) {
                         Some(joined) => {
                             if let Err(joined) = p.admitted.send(joined) {
                                 // The client went away meanwhile.
@@ -329,10 +329,10 @@ impl RedisBackplane {
                     Some(Pending {
                         room,
                         since,
-                        queue,
-                        cursor: Some(cursor),
+                        mailbox,
+                        moving: true,
                         admitted,
-                    }) => match room.admit_moved(name, since, queue, cursor) {
+                    }) => match room.admit_moved(name, since, mailbox) {
                         Some(joined) => {
                             if let Err(joined) = admitted.send(joined) {
                                 room.leave(joined.key);
