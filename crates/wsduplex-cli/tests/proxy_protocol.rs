@@ -109,6 +109,30 @@ async fn echoes(ws: &mut WebSocket<TcpStream>, text: &str) {
     }
 }
 
+/// Waits (bounded) until the server holds no connection but the one asking
+/// (`wsduplex_connections_open` in `/metrics`).
+fn settled(addr: SocketAddr) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let r = http(
+            addr,
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        let open = r.body_str().lines().find_map(|l| {
+            let n = l.strip_prefix("wsduplex_connections_open ")?;
+            n.trim().parse::<u64>().ok()
+        });
+        if open == Some(1) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connections still open: {open:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// SIGTERM, a clean exit, and what the server logged.
 fn stop(server: Server) -> String {
     wait_until_caught(server.pid(), 15);
@@ -256,6 +280,9 @@ fn without_the_header_every_client_looks_alike_unless_the_limit_is_off() {
     // The per-client limit (2 here) sees one client: the balancer.
     let server = Server::start_on_loopback(&["--max-connections-per-client", "2"]);
     let haproxy = Balancer::haproxy(&bin, server.addr, false);
+    // The probe that saw HAProxy listen went through it too, as one more connection from
+    // the balancer: wait until the server has let it go.
+    settled(server.addr);
     runtime().block_on(async {
         let mut open_ones = Vec::new();
         for i in 0..2 {
