@@ -289,17 +289,7 @@ class Chat {
       this.wsEverOpened = true;
       clearTimeout(openTimer);
     };
-    ws.onmessage = (e) => {
-      if (g !== this.gen) return;
-      let event;
-      try {
-        event = JSON.parse(e.data);
-      } catch {
-        this.view.addNote('the server sent something that is not JSON', 'error');
-        return;
-      }
-      this.handle(g, event);
-    };
+    ws.onmessage = (e) => this.received(g, e.data);
     ws.onerror = () => {
       // Always followed by close, which decides what to do.
     };
@@ -365,17 +355,7 @@ class Chat {
       opened = true;
       this.sseEverOpened = true;
     });
-    es.onmessage = (e) => {
-      if (g !== this.gen) return;
-      let event;
-      try {
-        event = JSON.parse(e.data);
-      } catch {
-        this.view.addNote('the server sent something that is not JSON', 'error');
-        return;
-      }
-      this.handle(g, event);
-    };
+    es.onmessage = (e) => this.received(g, e.data);
     es.onerror = () => {
       if (g !== this.gen || this.stopped) return;
       if (!opened) {
@@ -557,6 +537,19 @@ class Chat {
   }
 
   // ---- Events (the same for every transport) ------------------------------------------
+
+  /** One event as text from a WebSocket message or an SSE `data:` line. */
+  received(g, text) {
+    if (g !== this.gen) return;
+    let event;
+    try {
+      event = JSON.parse(text);
+    } catch {
+      this.view.addNote('the server sent something that is not JSON', 'error');
+      return;
+    }
+    this.handle(g, event);
+  }
 
   handle(g, event) {
     if (g !== this.gen || !event || typeof event !== 'object') return;
