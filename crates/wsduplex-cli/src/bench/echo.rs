@@ -246,15 +246,7 @@ async fn worker(plan: Arc<Plan>, index: usize, threads: usize, link: Link) -> Ta
             }
         })
         .await;
-    if late > 0 {
-        let mut s = stats.borrow_mut();
-        s.errors += late as u64;
-        s.first_error.get_or_insert(format!(
-            "{late} connections still waited for echoes {} s after the end",
-            GRACE.as_secs()
-        ));
-    }
-    stats.replace(Tally::new())
+    finish(&stats, late)
 }
 
 /// [`worker`] with `--via-socket` or `--http2`: each connection a library `WebSocket`,
@@ -292,6 +284,12 @@ async fn socket_worker(
             }
         })
         .await;
+    finish(&stats, late)
+}
+
+/// The thread's tally, with the connections still waiting `late` after the end counted as
+/// errors.
+fn finish(stats: &RefCell<Tally>, late: usize) -> Tally {
     if late > 0 {
         let mut s = stats.borrow_mut();
         s.errors += late as u64;
