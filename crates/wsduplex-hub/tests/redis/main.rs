@@ -19,7 +19,7 @@ mod tls;
 use common::{join, next, next_of, say, Ws};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use support::{http, members_become, Node, Redis};
+use support::{connected_nodes, http, members_become, Node, Redis};
 
 /// Upper bound for anything a test waits for; a hang fails instead of blocking CI.
 const LIMIT: Duration = Duration::from_secs(15);
@@ -47,12 +47,7 @@ fn summary(m: &Value) -> (u64, String, String) {
 #[tokio::test]
 async fn clients_on_three_nodes_chat_with_the_same_ids_in_the_same_order() {
     let Some(redis) = Redis::start() else { return };
-    let nodes: Vec<Node> = (0..3)
-        .map(|_| Node::start(&redis, Duration::from_secs(15)))
-        .collect();
-    for n in &nodes {
-        n.connected(true).await;
-    }
+    let nodes = connected_nodes(&redis, 3).await;
     let (mut alice, w) = join(nodes[0].addr, "/chat/lobby?name=alice").await;
     assert_eq!(
         (&w["members"], &w["last_id"]),
@@ -206,12 +201,7 @@ async fn redis_restarts_local_members_chat_meanwhile_and_then_chat_resumes() {
     let Some(mut redis) = Redis::start() else {
         return;
     };
-    let nodes: Vec<Node> = (0..2)
-        .map(|_| Node::start(&redis, Duration::from_secs(15)))
-        .collect();
-    for n in &nodes {
-        n.connected(true).await;
-    }
+    let nodes = connected_nodes(&redis, 2).await;
     let (mut alice, _) = join(nodes[0].addr, "/chat/x?name=alice").await;
     let (mut amy, _) = join(nodes[0].addr, "/chat/x?name=amy").await;
     let (mut bob, _) = join(nodes[1].addr, "/chat/x?name=bob").await;
@@ -313,12 +303,7 @@ async fn a_redis_that_stops_answering_counts_as_down_until_it_answers_again() {
 #[tokio::test]
 async fn a_message_sent_as_redis_froze_is_delivered_once_everywhere() {
     let Some(redis) = Redis::start() else { return };
-    let nodes: Vec<Node> = (0..2)
-        .map(|_| Node::start(&redis, Duration::from_secs(15)))
-        .collect();
-    for n in &nodes {
-        n.connected(true).await;
-    }
+    let nodes = connected_nodes(&redis, 2).await;
     let (mut alice, _) = join(nodes[0].addr, "/chat/fz?name=alice").await;
     let (mut amy, _) = join(nodes[0].addr, "/chat/fz?name=amy").await;
     let (mut bob, _) = join(nodes[1].addr, "/chat/fz?name=bob").await;
@@ -497,12 +482,7 @@ async fn room_state_and_cuts_work_on_a_node_without_the_room() {
     let Some(mut redis) = Redis::start() else {
         return;
     };
-    let nodes: Vec<Node> = (0..3)
-        .map(|_| Node::start(&redis, Duration::from_secs(15)))
-        .collect();
-    for n in &nodes {
-        n.connected(true).await;
-    }
+    let nodes = connected_nodes(&redis, 3).await;
     let (mut alice, _) = join(nodes[0].addr, "/chat/st?name=alice").await;
     let (mut bob, _) = join(nodes[1].addr, "/chat/st?name=bob").await;
     next_of(&mut alice, "joined").await;

@@ -4,9 +4,8 @@
 //! on its node.
 
 use crate::common::{join, next_of, Ws};
-use crate::support::{http, Node, Redis};
+use crate::support::{connected_nodes, http, Redis};
 use serde_json::{json, Value};
-use std::time::Duration;
 
 async fn send(ws: &mut Ws, v: Value) {
     ws.send(v.to_string()).await.unwrap();
@@ -15,12 +14,7 @@ async fn send(ws: &mut Ws, v: Value) {
 #[tokio::test]
 async fn subscriptions_and_data_cross_nodes() {
     let Some(redis) = Redis::start() else { return };
-    let nodes: Vec<Node> = (0..3)
-        .map(|_| Node::start(&redis, Duration::from_secs(15)))
-        .collect();
-    for n in &nodes {
-        n.connected(true).await;
-    }
+    let nodes = connected_nodes(&redis, 3).await;
     // One socket on node 0 follows a and b.
     let (mut multi, _) = join(nodes[0].addr, "/chat/a?name=multi").await;
     send(&mut multi, json!({"type": "subscribe", "room": "b"})).await;

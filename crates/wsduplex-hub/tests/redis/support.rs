@@ -361,6 +361,17 @@ pub struct Node {
     rt: Option<tokio::runtime::Runtime>,
 }
 
+/// `n` nodes on `redis` (presence kept 15 s), each once its backplane is connected.
+pub async fn connected_nodes(redis: &Redis, n: usize) -> Vec<Node> {
+    let nodes: Vec<Node> = (0..n)
+        .map(|_| Node::start(redis, Duration::from_secs(15)))
+        .collect();
+    for node in &nodes {
+        node.connected(true).await;
+    }
+    nodes
+}
+
 impl Node {
     pub fn start(redis: &Redis, presence_ttl: Duration) -> Self {
         Self::with_url(&redis.url(), presence_ttl)
