@@ -255,21 +255,27 @@ async fn crowd(front: SocketAddr, second_refused: bool) {
     }
 }
 
+/// [`crowd`] through a balancer (started by `balancer` in front of a `wsduplex serve
+/// EXTRA --max-connections-per-client LIMIT`): with a limit of 1, a second connection from
+/// one source is refused; with 0 (none), it is let in.
+fn crowd_through(extra: &[&str], limit: &str, balancer: impl FnOnce(SocketAddr) -> Balancer) {
+    let mut args = extra.to_vec();
+    args.extend(["--max-connections-per-client", limit]);
+    let server = Server::start_on_loopback(&args);
+    let front = balancer(server.addr);
+    runtime().block_on(crowd(front.front, limit != "0"));
+    drop(front);
+    stop(server);
+}
+
 #[test]
 fn haproxy_send_proxy_v2_gives_each_client_its_own_address() {
     let Some(bin) = find("haproxy", &["/usr/sbin/haproxy", "/usr/bin/haproxy"]) else {
         return;
     };
-    let server = Server::start_on_loopback(&[
-        "--proxy-protocol",
-        "127.0.0.1/32",
-        "--max-connections-per-client",
-        "1",
-    ]);
-    let haproxy = Balancer::haproxy(&bin, server.addr, true);
-    runtime().block_on(crowd(haproxy.front, true));
-    drop(haproxy);
-    stop(server);
+    crowd_through(&["--proxy-protocol", "127.0.0.1/32"], "1", |upstream| {
+        Balancer::haproxy(&bin, upstream, true)
+    });
 }
 
 #[test]
@@ -304,11 +310,9 @@ fn without_the_header_every_client_looks_alike_unless_the_limit_is_off() {
     drop(haproxy);
     stop(server);
     // What docs/deployment.md says to do then.
-    let server = Server::start_on_loopback(&["--max-connections-per-client", "0"]);
-    let haproxy = Balancer::haproxy(&bin, server.addr, false);
-    runtime().block_on(crowd(haproxy.front, false));
-    drop(haproxy);
-    stop(server);
+    crowd_through(&[], "0", |upstream| {
+        Balancer::haproxy(&bin, upstream, false)
+    });
 }
 
 #[test]
@@ -322,16 +326,9 @@ fn nginx_stream_proxy_protocol_gives_each_client_its_own_address() {
     ) else {
         return;
     };
-    let server = Server::start_on_loopback(&[
-        "--proxy-protocol",
-        "127.0.0.1/32",
-        "--max-connections-per-client",
-        "1",
-    ]);
-    let nginx = Balancer::nginx(&bin, &module, server.addr);
-    runtime().block_on(crowd(nginx.front, true));
-    drop(nginx);
-    stop(server);
+    crowd_through(&["--proxy-protocol", "127.0.0.1/32"], "1", |upstream| {
+        Balancer::nginx(&bin, &module, upstream)
+    });
 }
 
 // ---------------------------------------------------------------------------------------
