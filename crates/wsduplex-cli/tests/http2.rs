@@ -299,25 +299,8 @@ async fn bad_extended_connects_get_a_status_and_the_other_stream_keeps_echoing()
 /// `tests/interop/node/h2_client.js` against `base` (`http://` or `https://`); `None`
 /// without Node (a failure with `WSDUPLEX_REQUIRE_INTEROP=1`).
 fn node_h2_client(base: &str) -> Option<Output> {
-    if std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        if std::env::var_os("WSDUPLEX_REQUIRE_INTEROP").is_some_and(|v| v == "1") {
-            panic!("node is not installed");
-        }
-        eprintln!("\n*** node is not installed: SKIPPING the node:http2 test ***\n");
-        return None;
-    }
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/interop/node/h2_client.js"
-    );
-    let out = std::process::Command::new("node")
-        .args([script, base])
-        .output()
-        .expect("run node");
+    let mut node = node_script("h2_client.js", "the node:http2 test")?;
+    let out = node.arg(base).output().expect("run node");
     Some(Output {
         status: out.status,
         stdout: out.stdout,

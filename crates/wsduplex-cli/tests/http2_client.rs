@@ -213,23 +213,7 @@ fn node_h2_server() -> Option<(
     u16,
     std::io::Lines<impl std::io::BufRead>,
 )> {
-    if std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        if std::env::var_os("WSDUPLEX_REQUIRE_INTEROP").is_some_and(|v| v == "1") {
-            panic!("node is not installed");
-        }
-        eprintln!("\n*** node is not installed: SKIPPING the node:http2 server test ***\n");
-        return None;
-    }
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/interop/node/h2_server.js"
-    );
-    let mut child = std::process::Command::new("node")
-        .arg(script)
+    let mut child = node_script("h2_server.js", "the node:http2 server test")?
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .spawn()

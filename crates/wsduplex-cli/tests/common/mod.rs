@@ -247,6 +247,24 @@ impl Output {
     }
 }
 
+/// `node tests/interop/node/SCRIPT` (Node's own modules only, nothing from npm), or `None`
+/// with a note when Node is not installed (a failure with `WSDUPLEX_REQUIRE_INTEROP=1`);
+/// `what` names the test that skips.
+#[allow(dead_code)] // not every test binary runs Node
+pub fn node_script(script: &str, what: &str) -> Option<Command> {
+    if Command::new("node").arg("--version").output().is_err() {
+        if std::env::var_os("WSDUPLEX_REQUIRE_INTEROP").is_some_and(|v| v == "1") {
+            panic!("node is not installed");
+        }
+        eprintln!("\n*** node is not installed: SKIPPING {what} ***\n");
+        return None;
+    }
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop/node");
+    let mut cmd = Command::new("node");
+    cmd.arg(format!("{dir}/{script}"));
+    Some(cmd)
+}
+
 /// Runs `wsduplex ARGS` with `stdin` as its whole input (then EOF), bounded by
 /// [`TIMEOUT`].
 pub fn run(args: &[&str], stdin: &[u8]) -> Output {
