@@ -279,8 +279,10 @@ impl Exchange for AxumExchange<'_> {
         *self.out = Some(response.map(Body::new));
         tokio::spawn(async move {
             let run = async {
+                let hub = subs.hub().clone();
                 let mut ws = upgrading.await?;
-                crate::ws::run(&mut ws, subs, limits, close_timeout, access).await
+                let ending = crate::ws::run(&mut ws, subs, limits, close_timeout, access).await?;
+                hub.member_ended(ws, ending).await
             };
             if let Err(e) = run.await {
                 tracing::debug!("hub member: {e}");

@@ -76,7 +76,7 @@ pub(crate) trait Exchange: Sized {
     ) -> wsduplex::Result<()>;
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Exchange for Incoming<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Exchange for Incoming<S> {
     fn request(&self) -> &Request {
         Incoming::request(self)
     }
@@ -150,8 +150,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange for Incoming<S> {
         access: Access,
     ) -> wsduplex::Result<()> {
         let close_timeout = agreed.socket.close_timeout;
+        let hub = subs.hub().clone();
         let mut ws = self.accept_negotiated(agreed).await?;
-        crate::ws::run(&mut ws, subs, limits, close_timeout, access).await
+        let ending = crate::ws::run(&mut ws, subs, limits, close_timeout, access).await?;
+        hub.member_ended(ws, ending).await
+    }
+}
+
+impl Hub {
+    /// A member's frames and messages: a chat message is at most max_text characters (4
+    /// bytes each, 6 escaped), or max_data bytes of data (6 bytes each at worst once escaped
+    /// in a string); anything far larger is not a chat message.
+    pub(crate) fn limit_member(&self, protocol: &mut wsduplex::proto::Config) {
+        let limits = self.limits();
+        let text = limits.max_text as u64 * 6;
+        let max = (text.max(limits.max_data as u64 * 6) + 1024).max(64 * 1024);
+        protocol.max_message_size = protocol.max_message_size.min(max);
+        protocol.max_frame_size = protocol.max_frame_size.min(max);
     }
 }
 
@@ -298,7 +313,7 @@ impl Hub {
         config: &ServerConfig,
     ) -> Option<Incoming<S>>
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
         let target = incoming.path().to_string();
         let path = target.split('?').next().unwrap_or_default();
@@ -393,15 +408,8 @@ impl Hub {
                 let mut agreed = config.negotiate(incoming.request());
                 // Members speak the hub's own JSON events, not a subprotocol.
                 agreed.subprotocol = None;
-                // A chat message is at most max_text characters (4 bytes each, 6 escaped),
-                // or max_data bytes of data (6 bytes each at worst once escaped in a
-                // string); anything far larger is not a chat message.
+                self.limit_member(&mut agreed.socket.protocol);
                 let limits = self.limits();
-                let text = limits.max_text as u64 * 6;
-                let max = (text.max(limits.max_data as u64 * 6) + 1024).max(64 * 1024);
-                let protocol = &mut agreed.socket.protocol;
-                protocol.max_message_size = protocol.max_message_size.min(max);
-                protocol.max_frame_size = protocol.max_frame_size.min(max);
                 let subs = Subscriptions::new(self.clone(), first, name);
                 incoming.join(agreed, subs, limits, access).await
             }

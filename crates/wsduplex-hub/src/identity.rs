@@ -59,6 +59,10 @@ impl Access {
         }
     }
 
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
     pub(crate) fn may_read(&self, room: &str) -> bool {
         self.identity.read.contains(room)
     }

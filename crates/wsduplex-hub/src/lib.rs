@@ -67,6 +67,7 @@
 mod axum;
 mod backplane;
 mod event;
+mod handover;
 mod http;
 mod identity;
 mod mailbox;
@@ -82,6 +83,7 @@ mod ws;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use backplane::redis::{InvalidRedisUrl, RedisConfig};
 pub use event::BadMessage;
+pub use handover::{HandedMember, HandoverError, HubState, MemberState, HANDOVER_VERSION};
 pub use identity::CLOSE_TOKEN_EXPIRED;
 pub use mailbox::Ended;
 pub use metrics::CLOSE_CODES;
@@ -206,6 +208,8 @@ struct Inner {
     shutting_down: AtomicBool,
     /// One node, or one of many.
     nodes: Nodes,
+    /// Where members stopped for a hand-over go (`Hub::hand_members_to`).
+    handover: Mutex<Option<handover::Sink>>,
 }
 
 /// A member of a room. Dropping it leaves the room (the others get `left`).
@@ -294,6 +298,7 @@ impl Hub {
                 sessions: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
                 nodes,
+                handover: Mutex::new(None),
             }),
         };
         let inner = Arc::downgrade(&hub.inner);

@@ -16,6 +16,9 @@ pub enum Ended {
     Cut,
     /// The hub is shutting down.
     Shutdown,
+    /// The hub is being handed to a new process (`Hub::freeze`): the member stops once its
+    /// queue is sent, and the new process takes it on.
+    HandedOver,
 }
 
 pub(crate) struct Mailbox {
@@ -117,8 +120,8 @@ impl Mailbox {
         let mut s = self.lock();
         match s.ended {
             Some(why @ (Ended::Overflow | Ended::Cut)) => return Poll::Ready(Err(why)),
-            Some(Ended::Shutdown) if s.events.is_empty() => {
-                return Poll::Ready(Err(Ended::Shutdown))
+            Some(why @ (Ended::Shutdown | Ended::HandedOver)) if s.events.is_empty() => {
+                return Poll::Ready(Err(why))
             }
             _ => {}
         }
@@ -130,6 +133,15 @@ impl Mailbox {
         out.extend(s.events.drain(..n));
         s.first_seq += n as u64;
         Poll::Ready(Ok(()))
+    }
+
+    /// Everything still queued (a member handed over takes it along, however full its
+    /// socket's buffer).
+    pub(crate) fn take_all(&self) -> Vec<Utf8Bytes> {
+        let mut s = self.lock();
+        let n = s.events.len();
+        s.first_seq += n as u64;
+        s.events.drain(..).collect()
     }
 
     /// WebSocket consumer, while the socket cannot take more: ready only when delivery

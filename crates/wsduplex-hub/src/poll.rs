@@ -285,7 +285,7 @@ impl Hub {
                 self.remember(id, &session, cursor, &batch).await;
                 Ok(batch)
             }
-            Ok(Err(Ended::Overflow | Ended::Cut | Ended::Shutdown)) => {
+            Ok(Err(Ended::Overflow | Ended::Cut | Ended::Shutdown | Ended::HandedOver)) => {
                 self.session_ended(id);
                 Err(PollError::UnknownSession)
             }

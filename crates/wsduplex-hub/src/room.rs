@@ -37,6 +37,11 @@ pub(crate) struct State {
     pub(crate) shut: bool,
     /// `None` in a hub of one node.
     pub(crate) replica: Option<Box<Replica>>,
+    /// A hand-over: the last id when the members were stopped (each member's mailbox had
+    /// every event up to it), and whether the room has been written down for the new
+    /// process (nothing is published here after that: `handover.rs`).
+    pub(crate) frozen_at: Option<u64>,
+    pub(crate) exported: bool,
 }
 
 pub(crate) struct Member {
@@ -76,6 +81,8 @@ impl Room {
                 last_active: Instant::now(),
                 shut: false,
                 replica,
+                frozen_at: None,
+                exported: false,
             }),
         }
     }
@@ -167,8 +174,12 @@ impl Room {
     }
 
     /// Assigns the next id, keeps the message in history and delivers it to every member.
+    /// Returns 0 (no message has that id) once the room was handed to another process.
     pub(crate) fn publish(&self, name: &str, body: Body<'_>) -> u64 {
         let mut s = self.lock();
+        if s.exported {
+            return 0;
+        }
         s.last_id += 1;
         let id = s.last_id;
         let encoded = event::message(id, &self.name, name, body, event::now_ms());
@@ -205,6 +216,72 @@ impl Room {
         for m in &s.members {
             m.mailbox.end(Ended::Shutdown);
         }
+    }
+
+    /// A hand-over begins: nobody is admitted, and every member's delivery ends with
+    /// `HandedOver` once its queue is sent. Returns the last id: every member has every
+    /// message up to it.
+    pub(crate) fn freeze(&self) -> u64 {
+        let mut s = self.lock();
+        s.shut = true;
+        let last_id = s.last_id;
+        let last = *s.frozen_at.get_or_insert(last_id);
+        for m in &s.members {
+            m.mailbox.end(Ended::HandedOver);
+        }
+        last
+    }
+
+    /// The room as the new process takes it: its last id and history. Nothing is published
+    /// here afterwards.
+    pub(crate) fn export(&self) -> (u64, Vec<(u64, Utf8Bytes)>) {
+        let mut s = self.lock();
+        s.exported = true;
+        (s.last_id, s.history.iter().cloned().collect())
+    }
+
+    /// A room as another process handed it over.
+    pub(crate) fn restore(
+        &self,
+        last_id: u64,
+        history: impl IntoIterator<Item = (u64, Utf8Bytes)>,
+    ) {
+        let mut s = self.lock();
+        s.last_id = last_id;
+        s.history = history.into_iter().collect();
+        while s.history.len() > s.history_len {
+            s.history.pop_front();
+        }
+    }
+
+    /// A member handed over from another process takes its seat again, under the name it
+    /// had, unannounced (it never left): its mailbox gets, from history, the messages after
+    /// `seen` (published while the hand-over went on). `None` if a message after `seen` is
+    /// no longer in history (the caller closes the connection: the client resumes with
+    /// `since`), or if the room is shut.
+    pub(crate) fn seat(&self, name: Arc<str>, seen: u64, mailbox: Arc<Mailbox>) -> Option<Joined> {
+        let mut s = self.lock();
+        if s.shut {
+            return None;
+        }
+        let first_kept = s.history.front().map_or(s.last_id + 1, |(id, _)| *id);
+        if seen < s.last_id && seen + 1 < first_kept {
+            return None;
+        }
+        for (id, event) in &s.history {
+            if *id > seen && !mailbox.push(event.clone()) {
+                return None;
+            }
+        }
+        let key = s.next_key;
+        s.next_key += 1;
+        s.members.push(Member {
+            key,
+            name: name.clone(),
+            mailbox: mailbox.clone(),
+        });
+        s.last_active = Instant::now();
+        Some(Joined { key, name, mailbox })
     }
 
     /// The members (of every node, with a backplane) and the last id.

@@ -61,6 +61,35 @@ impl Subscriptions {
         }
     }
 
+    /// A member handed over from another process, seated again in `rooms` (in the order
+    /// it had subscribed).
+    pub(crate) fn resumed(
+        hub: Hub,
+        mailbox: Arc<Mailbox>,
+        name: &str,
+        rooms: Vec<Membership>,
+    ) -> Self {
+        Self {
+            hub,
+            mailbox,
+            name: name.to_string(),
+            rooms,
+        }
+    }
+
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    pub(crate) fn memberships(&self) -> &[Membership] {
+        &self.rooms
+    }
+
+    /// The name asked for.
+    pub(crate) fn asked(&self) -> &str {
+        &self.name
+    }
+
     pub(crate) fn mailbox(&self) -> &Arc<Mailbox> {
         &self.mailbox
     }

@@ -30,16 +30,26 @@ enum Step {
     Expired,
 }
 
+/// How a member's run ended.
+pub(crate) enum Ending {
+    /// The connection is over (closed, failed, or cut).
+    Done,
+    /// The hub is being handed to a new process: the member is stopped with its queue
+    /// written into the socket's buffer (not yet sent), and this is what the new process
+    /// needs to go on with it.
+    HandedOver(crate::handover::MemberState),
+}
+
 /// Runs a member until either side ends: the client closes or fails, the member is cut
 /// (the transport is dropped with no close frame), too slow (close 4008), its token expires
-/// (close 4001), or the hub stops (close 1001).
+/// (close 4001), or the hub stops (close 1001); or until the hub is handed over.
 pub(crate) async fn run<S>(
     ws: &mut WebSocket<S>,
     mut subs: Subscriptions,
     limits: Limits,
     close_timeout: Duration,
     mut access: Access,
-) -> wsduplex::Result<()>
+) -> wsduplex::Result<Ending>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -100,13 +110,19 @@ where
             }
             Step::Inbound(Some(Ok(_))) => {}
             Step::Inbound(Some(Err(e))) => return Err(e),
-            Step::Inbound(None) => return Ok(()),
+            Step::Inbound(None) => return Ok(Ending::Done),
             Step::Outbound => {
                 for event in batch.drain(..) {
                     queue(ws, event)?;
                 }
             }
-            Step::Ended(Ended::Cut) => return Ok(()),
+            Step::Ended(Ended::Cut) => return Ok(Ending::Done),
+            Step::Ended(Ended::HandedOver) => {
+                for event in batch.drain(..).chain(mailbox.take_all()) {
+                    queue(ws, event)?;
+                }
+                return Ok(Ending::HandedOver(subs.hand_over(&access)));
+            }
             step @ (Step::Ended(_) | Step::Expired) => {
                 // Leave the rooms now: the closing handshake may take a while.
                 drop(subs);
@@ -120,7 +136,7 @@ where
                 while let Some(item) = ws.recv().await {
                     item?;
                 }
-                return Ok(());
+                return Ok(Ending::Done);
             }
         }
     }

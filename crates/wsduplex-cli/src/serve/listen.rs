@@ -324,7 +324,7 @@ async fn serve_request<S>(
     stop: &mut watch::Receiver<bool>,
 ) -> Served<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     // A client still sending its request when the server stops is simply dropped.
     let mut incoming = tokio::select! {

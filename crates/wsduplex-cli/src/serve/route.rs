@@ -40,7 +40,7 @@ fn route(method: &str, path: &str, upgrade: bool) -> Route {
 /// own.
 pub(super) async fn serve<S>(incoming: Incoming<S>, server: &Server) -> Option<WebSocket<S>>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let path = incoming.path().split('?').next().unwrap_or_default();
     let route = route(incoming.request().method(), path, incoming.is_upgrade());

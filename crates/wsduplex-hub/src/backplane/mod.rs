@@ -231,7 +231,11 @@ impl Nodes {
     ) -> Result<u64, JoinError> {
         match self {
             // The room keeps the message for those who join later: it is created.
-            Self::One => Ok(hub.room(room)?.publish(name, body)),
+            // 0: the room was handed to another process.
+            Self::One => match hub.room(room)?.publish(name, body) {
+                0 => Err(JoinError::ShuttingDown),
+                id => Ok(id),
+            },
             // The history is the backplane's: only a room this node follows delivers here.
             Self::Many(b) => {
                 let room = names::validate_room(room)?;

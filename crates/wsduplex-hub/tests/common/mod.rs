@@ -57,6 +57,7 @@ pub async fn say(ws: &mut Ws, text: &str) {
 }
 
 /// What [`http`] got back: the status, the head, and the body as JSON (`Null` if it is not).
+#[allow(dead_code)] // not every test binary makes requests
 pub struct Resp {
     pub status: u16,
     #[allow(dead_code)] // not every test binary looks at the head
@@ -66,6 +67,7 @@ pub struct Resp {
 
 /// One HTTP request on a fresh connection (`headers` are whole lines; a body goes as JSON);
 /// the server closes the connection after its response, which must come within `wait`.
+#[allow(dead_code)] // not every test binary makes requests
 pub async fn http(
     addr: SocketAddr,
     method: &str,

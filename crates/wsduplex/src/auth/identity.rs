@@ -40,6 +40,11 @@ impl RoomSet {
         self.all
     }
 
+    /// The patterns it was made of ([`RoomSet::of`]); empty for [`RoomSet::all`].
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
     /// Whether `room` is in the set.
     pub fn contains(&self, room: &str) -> bool {
         self.all

@@ -1,0 +1,250 @@
+//! The hub handed to another hub (issue 19, the hub's part): members stopped with their
+//! sockets, the rooms written down and read back (through serde), and the members resumed
+//! on the new hub over the same TCP connections: no close, no presence event, ids going on
+//! with no gap and no duplicate, a message published during the hand-over delivered once.
+//! The process boundary (file descriptors, the socket's state) is `wsduplex serve
+//! --take-over`'s, tested in the CLI's tests.
+
+mod common;
+
+use common::{join, next, next_of, Ws};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use wsduplex::server::ServerConfig;
+use wsduplex::{CloseCode, Message};
+use wsduplex_hub::{HandedMember, HandoverError, Hub, HubConfig, HubState, MemberState};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn server() -> ServerConfig {
+    let mut server = ServerConfig::default();
+    server.socket.close_timeout = Duration::from_secs(2);
+    server
+}
+
+async fn start(config: HubConfig) -> (SocketAddr, Hub) {
+    let hub = Hub::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(common::serve::serve(listener, hub.clone(), server()));
+    (addr, hub)
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(v.to_string()).await.unwrap();
+}
+
+/// Freezes `old`, collects its `n` members, and writes its rooms down (through JSON, as
+/// bytes would travel).
+async fn hand_over(old: &Hub, n: usize) -> (HubState, Vec<HandedMember<TcpStream>>) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    old.hand_members_to::<TcpStream>(tx);
+    old.freeze().unwrap();
+    let mut members = Vec::new();
+    while members.len() < n {
+        let m = tokio::time::timeout(LIMIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        members.push(m);
+    }
+    let state = old.export_state().unwrap();
+    let state: HubState = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+    (state, members)
+}
+
+fn resume_all(new: &Hub, members: Vec<HandedMember<TcpStream>>) {
+    for m in members {
+        let (new, state) = (new.clone(), roundtrip(&m.state));
+        tokio::spawn(async move { new.resume_member(m.socket, state, &server()).await });
+    }
+}
+
+fn roundtrip(state: &MemberState) -> MemberState {
+    serde_json::from_str(&serde_json::to_string(state).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn members_move_to_a_new_hub_over_their_own_connections() {
+    let (addr, old) = start(HubConfig::default()).await;
+    let (mut alice, _) = join(addr, "/chat/lobby?name=alice").await;
+    let (mut bob, _) = join(addr, "/chat/lobby?name=alice").await; // unique: alice-2
+    send(&mut bob, json!({"type": "subscribe", "room": "news"})).await;
+    let welcome = next_of(&mut bob, "welcome").await;
+    assert_eq!(welcome["room"], "news");
+    let (mut carol, _) = join(addr, "/chat/news?name=carol").await;
+    for (i, text) in ["one", "two"].iter().enumerate() {
+        send(&mut alice, json!({"type": "message", "text": text})).await;
+        let got = next_of(&mut bob, "message").await;
+        assert_eq!(
+            (got["id"].as_u64(), &got["text"]),
+            (Some(i as u64 + 1), &json!(text))
+        );
+    }
+    // Everything before the hand-over read: what comes next is the test's.
+    for _ in 0..2 {
+        next_of(&mut alice, "message").await;
+    }
+    let ports = [&alice, &bob, &carol].map(|ws| ws.get_ref().tcp().unwrap().local_addr().unwrap());
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    old.hand_members_to::<TcpStream>(tx);
+    old.freeze().unwrap();
+    let mut members = Vec::new();
+    while members.len() < 3 {
+        members.push(
+            tokio::time::timeout(LIMIT, rx.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    // Published after the members stopped, before the rooms were written down: delivered
+    // by the new hub, once.
+    old.publish("news", "api", "during").await.unwrap();
+    let state = old.export_state().unwrap();
+    let state: HubState = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+    // Nothing is published on the old hub afterwards.
+    assert!(old.publish("news", "api", "lost").await.is_err());
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let new_addr = listener.local_addr().unwrap();
+    let new = Hub::new(HubConfig::default());
+    new.import_state(state).unwrap();
+    tokio::spawn(common::serve::serve(listener, new.clone(), server()));
+    resume_all(&new, members);
+
+    // The message published during the hand-over, once, with the next id of its room.
+    for ws in [&mut bob, &mut carol] {
+        let got = next(ws).await;
+        assert_eq!(
+            (got["type"].as_str(), got["text"].as_str()),
+            (Some("message"), Some("during"))
+        );
+        assert_eq!(
+            (got["room"].as_str(), got["id"].as_u64()),
+            (Some("news"), Some(1))
+        );
+    }
+    // Ids go on; names are the ones they had; no presence event came from the move.
+    send(&mut alice, json!({"type": "message", "text": "three"})).await;
+    for ws in [&mut alice, &mut bob] {
+        let got = next(ws).await;
+        assert_eq!(
+            (got["type"].as_str(), got["id"].as_u64()),
+            (Some("message"), Some(3)),
+            "{got}"
+        );
+        assert_eq!(got["name"], "alice");
+    }
+    send(
+        &mut bob,
+        json!({"type": "message", "room": "news", "text": "x"}),
+    )
+    .await;
+    for ws in [&mut bob, &mut carol] {
+        let got = next(ws).await;
+        assert_eq!(
+            (got["id"].as_u64(), got["name"].as_str()),
+            (Some(2), Some("alice")),
+            "{got}"
+        );
+    }
+    // The same TCP connections.
+    let now = [&alice, &bob, &carol].map(|ws| ws.get_ref().tcp().unwrap().local_addr().unwrap());
+    assert_eq!(ports, now);
+    // A newcomer on the new hub sees the moved members, and is announced to them.
+    let (_dave, welcome) = join(new_addr, "/chat/lobby?name=dave").await;
+    assert_eq!(welcome["members"], json!(["alice", "alice-2", "dave"]));
+    assert_eq!(welcome["last_id"], 3);
+    let joined = next(&mut alice).await;
+    assert_eq!(
+        (joined["type"].as_str(), joined["name"].as_str()),
+        (Some("joined"), Some("dave"))
+    );
+}
+
+#[tokio::test]
+async fn a_member_whose_messages_left_history_is_closed_to_resume() {
+    let mut config = HubConfig::default();
+    config.history = 2;
+    let (addr, old) = start(config.clone()).await;
+    let (mut alice, _) = join(addr, "/chat/r?name=alice").await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    old.hand_members_to::<TcpStream>(tx);
+    old.freeze().unwrap();
+    let member = tokio::time::timeout(LIMIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    // Three messages during the hand-over: history keeps two.
+    for i in 0..3 {
+        old.publish("r", "api", &format!("m{i}")).await.unwrap();
+    }
+    let new = Hub::new(config);
+    new.import_state(old.export_state().unwrap()).unwrap();
+    resume_all(&new, vec![member]);
+    let item = tokio::time::timeout(LIMIT, alice.recv()).await.unwrap();
+    match item {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::GOING_AWAY),
+        other => panic!("expected a 1001 close, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn without_a_sink_members_are_closed_with_1001_and_history_moves() {
+    let (addr, old) = start(HubConfig::default()).await;
+    let (mut alice, _) = join(addr, "/chat/r?name=alice").await;
+    send(&mut alice, json!({"type": "message", "text": "kept"})).await;
+    next_of(&mut alice, "message").await;
+    old.freeze().unwrap();
+    let item = tokio::time::timeout(LIMIT, alice.recv()).await.unwrap();
+    assert!(
+        matches!(&item, Some(Ok(Message::Close(Some(f)))) if f.code == CloseCode::GOING_AWAY),
+        "{item:?}"
+    );
+    let new_hub = Hub::new(HubConfig::default());
+    let (state, _) = hand_over(&old, 0).await;
+    new_hub.import_state(state).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let new_addr = listener.local_addr().unwrap();
+    tokio::spawn(common::serve::serve(listener, new_hub, server()));
+    // The client resumes on the new hub with `since`: nothing lost, nothing twice.
+    let (_ws, welcome) = join(new_addr, "/chat/r?name=alice&since=0").await;
+    let texts: Vec<_> = welcome["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].clone())
+        .collect();
+    assert_eq!(texts, [json!("kept")]);
+    assert_eq!(welcome["last_id"], 1);
+}
+
+#[tokio::test]
+async fn a_state_of_another_version_is_refused() {
+    let old = Hub::new(HubConfig::default());
+    old.freeze().unwrap();
+    let mut state = serde_json::to_value(old.export_state().unwrap()).unwrap();
+    state["version"] = json!(99);
+    let state: HubState = serde_json::from_value(state).unwrap();
+    let new = Hub::new(HubConfig::default());
+    let err = new.import_state(state).unwrap_err();
+    assert!(
+        matches!(err, HandoverError::Version { found: 99, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("version 99"), "{err}");
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn a_hub_on_redis_keeps_its_rooms_there() {
+    let redis = wsduplex_hub::RedisConfig::new("redis://127.0.0.1:1");
+    let hub = Hub::with_redis(HubConfig::default(), redis).unwrap();
+    assert!(matches!(hub.freeze(), Err(HandoverError::Backplane)));
+    assert!(matches!(hub.export_state(), Err(HandoverError::Backplane)));
+}
