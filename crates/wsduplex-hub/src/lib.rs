@@ -66,6 +66,7 @@
 #[cfg(feature = "axum")]
 mod axum;
 mod backplane;
+pub mod client;
 mod event;
 mod http;
 mod identity;

@@ -82,12 +82,16 @@ pub type OnConnect = Box<
         + Send,
 >;
 
+/// What makes the request of each attempt, given the consecutive failures so far.
+pub type RequestFn = Box<dyn FnMut(u32) -> http::Request<()> + Send>;
+
 /// A client connection that comes back after it drops.
 pub struct ReconnectingClient {
     url: String,
     config: ClientConfig,
     backoff: Backoff,
     on_connect: Option<OnConnect>,
+    request: Option<RequestFn>,
     ws: Option<WebSocket<ClientStream>>,
     /// Consecutive failures (connects that failed or connections that died at once).
     failures: u32,
@@ -114,6 +118,7 @@ impl ReconnectingClient {
             config,
             backoff,
             on_connect: None,
+            request: None,
             ws: None,
             failures: 0,
             connected_at: None,
@@ -136,6 +141,18 @@ impl ReconnectingClient {
         self
     }
 
+    /// Makes the request of each attempt instead of connecting to the URL given to
+    /// [`Self::new`] (which then only names the client in logs): `make` gets the number of
+    /// consecutive failures so far, so it can put a resume point in the query (the hub's
+    /// `since`), a fresh token in a header, or try another server after a failure.
+    pub fn request_with<F>(mut self, make: F) -> Self
+    where
+        F: FnMut(u32) -> http::Request<()> + Send + 'static,
+    {
+        self.request = Some(Box::new(make));
+        self
+    }
+
     /// How many connections were established so far.
     pub fn connections(&self) -> u64 {
         self.connections
@@ -155,8 +172,12 @@ impl ReconnectingClient {
                 tracing::info!(url = %self.url, ?delay, attempt = self.failures + 1, "reconnecting");
                 tokio::time::sleep(delay).await;
             }
+            let request = self.request.as_mut().map(|make| make(self.failures));
             let attempt = async {
-                let (mut ws, _) = connect_with(&self.url, &self.config).await?;
+                let (mut ws, _) = match request {
+                    Some(request) => connect_with(request, &self.config).await?,
+                    None => connect_with(&self.url, &self.config).await?,
+                };
                 if let Some(hook) = self.on_connect.as_mut() {
                     hook(&mut ws).await?;
                 }
