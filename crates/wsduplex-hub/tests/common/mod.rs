@@ -14,6 +14,7 @@ use wsduplex::{ClientStream, Message, WebSocket};
 pub type Ws = WebSocket<ClientStream>;
 
 /// Joins with `path` (`/chat/ROOM?name=...`) and returns the socket and its welcome.
+#[allow(dead_code)] // not every test binary uses it
 pub async fn join(addr: SocketAddr, path: &str) -> (Ws, Value) {
     let (mut ws, _) = wsduplex::connect(&format!("ws://{addr}{path}"))
         .await
@@ -57,6 +58,7 @@ pub async fn say(ws: &mut Ws, text: &str) {
 }
 
 /// What [`http`] got back: the status, the head, and the body as JSON (`Null` if it is not).
+#[allow(dead_code)] // not every test binary uses it
 pub struct Resp {
     pub status: u16,
     #[allow(dead_code)] // not every test binary looks at the head
@@ -66,6 +68,7 @@ pub struct Resp {
 
 /// One HTTP request on a fresh connection (`headers` are whole lines; a body goes as JSON);
 /// the server closes the connection after its response, which must come within `wait`.
+#[allow(dead_code)] // not every test binary uses it
 pub async fn http(
     addr: SocketAddr,
     method: &str,
