@@ -113,3 +113,49 @@ async fn gives_up_after_max_attempts() {
     assert!(client.recv().await.is_none());
     assert_eq!(attempts.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn request_with_makes_each_attempts_request() {
+    // A port nobody listens on (bound, then released), and a server that echoes the path
+    // and the header of each request it upgrades.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let live = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let cfg = ServerConfig::default();
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let incoming = wsduplex::server::read_request(tcp, &cfg).await.unwrap();
+            let request = incoming.request();
+            let seen = format!(
+                "{} {}",
+                request.path(),
+                String::from_utf8_lossy(request.header("x-attempt").unwrap_or_default())
+            );
+            let mut ws = incoming.accept(&cfg).await.unwrap();
+            ws.send(seen).await.unwrap();
+            while ws.recv().await.is_some() {}
+        }
+    });
+    let mut client = ReconnectingClient::new(
+        "ws://example.invalid/",
+        ClientConfig::default(),
+        common::fast(),
+    )
+    .request_with(move |failures| {
+        // The first server until it fails, then the second.
+        let addr = if failures == 0 { dead } else { live };
+        wsduplex::http::Request::get(format!("ws://{addr}/room?since={failures}"))
+            .header("x-attempt", failures.to_string())
+            .body(())
+            .unwrap()
+    });
+    let first = tokio::time::timeout(Duration::from_secs(20), client.recv())
+        .await
+        .unwrap();
+    assert_eq!(first.unwrap().unwrap(), Message::text("/room?since=1 1"));
+    assert_eq!(client.connections(), 1);
+}

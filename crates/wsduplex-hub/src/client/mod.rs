@@ -281,9 +281,7 @@ impl HubClient {
     pub async fn close(mut self) -> wsduplex::Result<()> {
         self.client.close(CloseCode::NORMAL, "").await?;
         while let Some(item) = self.client.recv().await {
-            if let Err(e) = item {
-                return Err(e);
-            }
+            item?;
         }
         Ok(())
     }
