@@ -16,23 +16,23 @@
 //! ```no_run
 //! use wsduplex_hub::client::{HubClient, HubClientConfig, HubEvent};
 //!
-//! # async fn run() -> wsduplex::Result<()> {
-//! let mut config = HubClientConfig::default();
-//! config.room = "alerts".into(); // the first room; more with `subscribe`
-//! config.name = Some("ops-bot".into());
-//! let mut hub = HubClient::connect("ws://127.0.0.1:8080", config).await?;
-//! hub.subscribe("deploys", None).await?;
-//! hub.publish_data("alerts", serde_json::json!({"disk": 0.93})).await?;
-//! while let Some(event) = hub.next_event().await {
-//!     match event {
-//!         HubEvent::Message(m) => println!("{} #{} {:?}", m.room, m.id, m.body),
-//!         HubEvent::Welcome(w) if w.gap => eprintln!("{}: some messages were lost", w.room),
-//!         HubEvent::Disconnected { reason, .. } => eprintln!("reconnecting: {reason}"),
-//!         _ => {}
+//! async fn run() -> wsduplex::Result<()> {
+//!     let mut config = HubClientConfig::default();
+//!     config.room = "alerts".into(); // the first room; more with `subscribe`
+//!     config.name = Some("ops-bot".into());
+//!     let mut hub = HubClient::connect("ws://127.0.0.1:8080", config).await?;
+//!     hub.subscribe("deploys", None).await?;
+//!     hub.publish_data("alerts", serde_json::json!({"disk": 0.93})).await?;
+//!     while let Some(event) = hub.next_event().await {
+//!         match event {
+//!             HubEvent::Message(m) => println!("{} #{} {:?}", m.room, m.id, m.body),
+//!             HubEvent::Welcome(w) if w.gap => eprintln!("{}: messages were lost", w.room),
+//!             HubEvent::Disconnected { reason, .. } => eprintln!("reconnecting: {reason}"),
+//!             _ => {}
+//!         }
 //!     }
+//!     Ok(())
 //! }
-//! # Ok(())
-//! # }
 //! ```
 
 mod events;
