@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 use wsduplex::auth::{AuthHook, Authenticated, Credential, Denied, Identity, RoomSet};
+use wsduplex::proto::handshake::client::ResponseError;
 use wsduplex::proto::handshake::server::Request;
 use wsduplex::server::ServerConfig;
 use wsduplex_hub::client::{Body, HubClient, HubClientConfig, HubEvent};
@@ -335,6 +336,30 @@ async fn identities_forbidden_rooms_refresh_and_an_expired_token() {
     };
     let texts: Vec<_> = w.history.iter().map(|m| m.body.as_text()).collect();
     assert_eq!((w.resumed, texts), (true, vec![Some("meanwhile")]));
+}
+
+#[tokio::test]
+async fn a_refused_first_connection_is_an_error_at_once() {
+    let server = Server::start(HubConfig::default(), Some(hook()));
+    let status = |token: Option<&str>, room: &str| {
+        let mut c = config(room, "x");
+        c.token = token.map(str::to_string);
+        let url = server.url();
+        async move {
+            match HubClient::connect(&url, c).await {
+                Err(wsduplex::Error::Response(ResponseError::Status { status, .. })) => status,
+                other => panic!("expected a refusal: {other:?}"),
+            }
+        }
+    };
+    assert_eq!(status(None, "a").await, 401, "no token");
+    assert_eq!(status(Some("u1|a|a|60000"), "secret").await, 403);
+    let too_long = "r".repeat(65);
+    assert_eq!(
+        status(Some("u1|*|*|60000"), &too_long).await,
+        400,
+        "a bad room"
+    );
 }
 
 #[tokio::test]

@@ -85,6 +85,9 @@ pub type OnConnect = Box<
 /// What makes the request of each attempt, given the consecutive failures so far.
 pub type RequestFn = Box<dyn FnMut(u32) -> http::Request<()> + Send>;
 
+/// Says whether a failed attempt's error is final.
+pub type GiveUpFn = Box<dyn FnMut(&Error) -> bool + Send>;
+
 /// A client connection that comes back after it drops.
 pub struct ReconnectingClient {
     url: String,
@@ -92,6 +95,7 @@ pub struct ReconnectingClient {
     backoff: Backoff,
     on_connect: Option<OnConnect>,
     request: Option<RequestFn>,
+    give_up: Option<GiveUpFn>,
     ws: Option<WebSocket<ClientStream>>,
     /// Consecutive failures (connects that failed or connections that died at once).
     failures: u32,
@@ -119,6 +123,7 @@ impl ReconnectingClient {
             backoff,
             on_connect: None,
             request: None,
+            give_up: None,
             ws: None,
             failures: 0,
             connected_at: None,
@@ -153,6 +158,17 @@ impl ReconnectingClient {
         self
     }
 
+    /// Ends the client at an attempt whose error `stop` says is final (a `403` that no
+    /// retry will change, say), as exhausted `max_attempts` would: that error is returned,
+    /// then `recv` returns `None`.
+    pub fn give_up_when<F>(mut self, stop: F) -> Self
+    where
+        F: FnMut(&Error) -> bool + Send + 'static,
+    {
+        self.give_up = Some(Box::new(stop));
+        self
+    }
+
     /// How many connections were established so far.
     pub fn connections(&self) -> u64 {
         self.connections
@@ -164,7 +180,7 @@ impl ReconnectingClient {
     }
 
     /// Connects (waiting out the backoff) unless connected. Fails only when
-    /// `max_attempts` consecutive attempts failed.
+    /// `max_attempts` consecutive attempts failed, or `give_up_when` says so.
     async fn ensure_connected(&mut self) -> Result<&mut WebSocket<ClientStream>> {
         while self.ws.is_none() {
             if self.failures > 0 || self.connections > 0 {
@@ -192,11 +208,11 @@ impl ReconnectingClient {
                 Err(e) => {
                     self.failures += 1;
                     tracing::warn!(url = %self.url, error = %e, "connect failed");
-                    if self
+                    let exhausted = self
                         .backoff
                         .max_attempts
-                        .is_some_and(|m| self.failures >= m)
-                    {
+                        .is_some_and(|m| self.failures >= m);
+                    if exhausted || self.give_up.as_mut().is_some_and(|stop| stop(&e)) {
                         return Err(e);
                     }
                 }
@@ -221,7 +237,8 @@ impl ReconnectingClient {
 
     /// The next message. A lost connection is reported once (`Err`, or the server's
     /// `Close`), and the call after that reconnects. `None` only after [`Self::close`], or
-    /// once `max_attempts` is exhausted (then the last error came first).
+    /// once `max_attempts` is exhausted or an error was final for
+    /// [`Self::give_up_when`] (then that error came first).
     pub async fn recv(&mut self) -> Option<Result<Message>> {
         loop {
             if self.closed_by_us && self.ws.is_none() {

@@ -159,3 +159,48 @@ async fn request_with_makes_each_attempts_request() {
     assert_eq!(first.unwrap().unwrap(), Message::text("/room?since=1 1"));
     assert_eq!(client.connections(), 1);
 }
+
+#[tokio::test]
+async fn give_up_when_ends_the_client_at_a_final_error() {
+    // A server that refuses every upgrade with 403, counting the attempts.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let attempts = Arc::new(AtomicU32::new(0));
+    let seen = attempts.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            seen.fetch_add(1, Ordering::SeqCst);
+            let mut head = [0u8; 1024];
+            let _ = tcp.read(&mut head).await;
+            let refusal = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n";
+            let _ = tcp.write_all(refusal).await;
+        }
+    });
+    let final_status = |e: &wsduplex::Error| {
+        matches!(
+            e,
+            wsduplex::Error::Response(wsduplex::proto::handshake::client::ResponseError::Status {
+                status: 403,
+                ..
+            })
+        )
+    };
+    let mut client = ReconnectingClient::new(
+        format!("ws://{addr}/"),
+        ClientConfig::default(),
+        common::fast(),
+    )
+    .give_up_when(final_status);
+    let r = tokio::time::timeout(Duration::from_secs(20), client.recv())
+        .await
+        .unwrap();
+    assert!(matches!(&r, Some(Err(e)) if final_status(e)), "{r:?}");
+    assert!(client.recv().await.is_none());
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        1,
+        "no retry after a final error"
+    );
+}

@@ -43,8 +43,10 @@ pub use events::{Body, ChatMessage, ErrorEvent, HubEvent, Presence, Welcome};
 use serde_json::json;
 use state::State;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use wsduplex::proto::handshake::client::ResponseError;
 use wsduplex::reconnect::{Backoff, ReconnectingClient};
 use wsduplex::{ClientConfig, CloseCode, Message};
 
@@ -113,8 +115,10 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 impl HubClient {
     /// Connects to the hub at `url`, its base (`ws://host:8080`, or `wss://host/hub` for a
     /// hub under a prefix): the connection joins `config.room` at `URL/chat/ROOM`. Waits
-    /// for the room's welcome (the first event), retrying as `config.backoff` says; fails
-    /// for a URL that is not `ws://` or `wss://`, or when the attempts run out.
+    /// for the room's welcome (the first event), retrying as `config.backoff` says. Fails
+    /// for a URL that is not `ws://` or `wss://`, when the attempts run out, or at once
+    /// when the hub refuses with a `4xx` status (`400` a bad room or name, `401` a refused
+    /// token, `403` a room the token may not read): that error says which.
     pub async fn connect(url: &str, config: HubClientConfig) -> wsduplex::Result<Self> {
         let mut urls = vec![url.to_string()];
         urls.extend(config.fallback_urls.iter().cloned());
@@ -134,9 +138,20 @@ impl HubClient {
             config.since,
         )));
         let (for_request, for_hook) = (state.clone(), state.clone());
+        let connected = Arc::new(AtomicBool::new(false));
+        let connected_before = connected.clone();
         let client = ReconnectingClient::new(url, config.client, config.backoff)
             .request_with(move |failures| lock(&for_request).request(failures))
+            // A first connection refused with 4xx (a bad room or name, a refused token, a
+            // room it may not read) will be refused again: `connect` says so at once.
+            // Later, a refusal may pass (a node restarting behind a proxy, a new token),
+            // so the client retries.
+            .give_up_when(move |e| {
+                !connected_before.load(Ordering::Relaxed)
+                    && matches!(e, wsduplex::Error::Response(ResponseError::Status { status, .. }) if (400..500).contains(status))
+            })
             .on_connect(move |ws| {
+                connected.store(true, Ordering::Relaxed);
                 let messages = lock(&for_hook).resubscribe();
                 Box::pin(async move {
                     for message in messages {
