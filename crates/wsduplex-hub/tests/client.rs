@@ -341,8 +341,8 @@ async fn identities_forbidden_rooms_refresh_and_an_expired_token() {
 #[tokio::test]
 async fn a_refused_first_connection_is_an_error_at_once() {
     let server = Server::start(HubConfig::default(), Some(hook()));
-    let status = |token: Option<&str>, room: &str| {
-        let mut c = config(room, "x");
+    let status = |token: Option<&str>, room: &str, name: &str| {
+        let mut c = config(room, name);
         c.token = token.map(str::to_string);
         let url = server.url();
         async move {
@@ -352,22 +352,37 @@ async fn a_refused_first_connection_is_an_error_at_once() {
             }
         }
     };
-    assert_eq!(status(None, "a").await, 401, "no token");
-    assert_eq!(status(Some("u1|a|a|60000"), "secret").await, 403);
-    let too_long = "r".repeat(65);
-    assert_eq!(
-        status(Some("u1|*|*|60000"), &too_long).await,
-        400,
-        "a bad room"
-    );
+    assert_eq!(status(None, "a", "x").await, 401, "no token");
+    assert_eq!(status(Some("u1|a|a|60000"), "secret", "x").await, 403);
+    let anonymous = Server::start(HubConfig::default(), None);
+    match HubClient::connect(&anonymous.url(), config("a", "bell\u{7}")).await {
+        Err(wsduplex::Error::Response(ResponseError::Status { status, .. })) => {
+            assert_eq!(status, 400, "a bad name")
+        }
+        other => panic!("expected a refusal: {other:?}"),
+    }
 }
 
 #[tokio::test]
-async fn a_url_that_is_not_a_websocket_url_is_refused_at_once() {
+async fn a_bad_url_room_or_token_is_refused_before_any_attempt() {
     for url in ["http://127.0.0.1:1", "not a url"] {
         let err = HubClient::connect(url, HubClientConfig::default())
             .await
             .unwrap_err();
         assert!(matches!(err, wsduplex::Error::Url(_)), "{url}: {err}");
     }
+    // A room against the hub's rules, a token that cannot be a header: refused before
+    // any attempt (nothing listens at port 1).
+    let err = HubClient::connect("ws://127.0.0.1:1", config("a b", "x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, wsduplex::Error::Url(_)), "{err}");
+    let mut c = config("a", "x");
+    c.token = Some("line\nbreak".into());
+    let err = HubClient::connect("ws://127.0.0.1:1", c).await.unwrap_err();
+    assert!(matches!(err, wsduplex::Error::Request(_)), "{err}");
+    assert!(
+        !err.to_string().contains("break"),
+        "the token is not shown: {err}"
+    );
 }

@@ -46,7 +46,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use wsduplex::proto::handshake::client::ResponseError;
+use wsduplex::proto::handshake::client::{RequestError, ResponseError};
 use wsduplex::reconnect::{Backoff, ReconnectingClient};
 use wsduplex::{ClientConfig, CloseCode, Message};
 
@@ -108,6 +108,14 @@ impl std::fmt::Debug for HubClient {
     }
 }
 
+/// A token goes in an `Authorization` header: it must be a valid header value.
+fn check_token(token: &str) -> wsduplex::Result<()> {
+    match wsduplex::http::HeaderValue::from_str(token) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(RequestError::InvalidHeader("authorization: (the token)".into()).into()),
+    }
+}
+
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -118,8 +126,15 @@ impl HubClient {
     /// for the room's welcome (the first event), retrying as `config.backoff` says. Fails
     /// for a URL that is not `ws://` or `wss://`, when the attempts run out, or at once
     /// when the hub refuses with a `4xx` status (`400` a bad room or name, `401` a refused
-    /// token, `403` a room the token may not read): that error says which.
+    /// token, `403` a room the token may not read): that error says which. A room that
+    /// breaks the hub's rules or a token that cannot be a header value fail before any
+    /// attempt.
     pub async fn connect(url: &str, config: HubClientConfig) -> wsduplex::Result<Self> {
+        crate::names::validate_room(&config.room)
+            .map_err(|e| wsduplex::Error::Url(format!("{}: {e}", config.room)))?;
+        if let Some(token) = &config.token {
+            check_token(token)?;
+        }
         let mut urls = vec![url.to_string()];
         urls.extend(config.fallback_urls.iter().cloned());
         for url in &urls {
@@ -179,6 +194,9 @@ impl HubClient {
     /// The next event, in the order the server sent them (each room's in its order).
     /// After [`HubEvent::Disconnected`], the next call reconnects. `None` after
     /// [`HubClient::close`], or once `backoff.max_attempts` consecutive attempts failed.
+    ///
+    /// Cancel-safe: dropping the future loses no event, so it can wait in
+    /// `tokio::select!` beside the calls that publish (a reconnect under way starts over).
     pub async fn next_event(&mut self) -> Option<HubEvent> {
         loop {
             if let Some(event) = self.ready.pop_front() {
@@ -198,6 +216,13 @@ impl HubClient {
     }
 
     fn received(&mut self, message: Message) {
+        let connections = self.client.connections();
+        if connections > self.seen_connections {
+            if self.seen_connections > 0 {
+                self.ready.push_back(HubEvent::Reconnected);
+            }
+            self.seen_connections = connections;
+        }
         let text = match message {
             Message::Text(text) => text,
             Message::Close(frame) => {
@@ -209,13 +234,6 @@ impl HubClient {
             }
             _ => return,
         };
-        let connections = self.client.connections();
-        if connections > self.seen_connections {
-            if self.seen_connections > 0 {
-                self.ready.push_back(HubEvent::Reconnected);
-            }
-            self.seen_connections = connections;
-        }
         match serde_json::from_str(text.as_str()) {
             Ok(wire) => self.ready.extend(lock(&self.state).apply(wire)),
             // A newer server's event: not ours to interpret.
@@ -273,6 +291,7 @@ impl HubClient {
     /// `bad_token`), or kept for the next connection if it is down (as after a close
     /// `4001`, token expired).
     pub async fn refresh(&mut self, token: &str) -> wsduplex::Result<()> {
+        check_token(token)?;
         let connected = self.client.is_connected();
         lock(&self.state).set_token(token.to_string(), connected);
         if connected {
