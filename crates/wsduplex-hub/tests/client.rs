@@ -215,6 +215,36 @@ async fn three_rooms_resume_after_a_restart_with_nothing_lost_or_twice() {
     client.close().await.unwrap();
 }
 
+/// `next_event` dropped each time the other branch of a `select!` wins loses nothing.
+#[tokio::test]
+async fn next_event_waits_in_select_beside_publishing() {
+    let server = Server::start(HubConfig::default(), None);
+    let mut client = HubClient::connect(&server.url(), config("s", "sel"))
+        .await
+        .unwrap();
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    let (mut sent, mut got) = (0, Vec::new());
+    let all = async {
+        while got.len() < 50 {
+            tokio::select! {
+                event = client.next_event() => match event {
+                    Some(HubEvent::Message(m)) => got.push(m.id),
+                    Some(_) => {}
+                    None => panic!("ended"),
+                },
+                _ = tick.tick(), if sent < 50 => {
+                    sent += 1;
+                    client.publish_text("s", &sent.to_string()).await.unwrap();
+                }
+            }
+        }
+    };
+    tokio::time::timeout(LIMIT, all)
+        .await
+        .expect("not every message came");
+    assert_eq!(got, (1..=50).collect::<Vec<u64>>());
+}
+
 #[tokio::test]
 async fn messages_that_left_history_meanwhile_are_reported_as_a_gap() {
     let mut hub_config = HubConfig::default();
