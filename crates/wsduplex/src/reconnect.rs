@@ -1,5 +1,7 @@
 //! A client that reconnects by itself: exponential backoff with jitter and an upper bound,
 //! and a hook that runs on every new connection (to authenticate or subscribe again).
+//! Optionally, each attempt's request is made afresh (`request_with`: a resume point, a new
+//! token, another server), and an error no retry will change ends it (`give_up_when`).
 //!
 //! Messages are not buffered across connections: a message sent while the connection is
 //! down waits for the next connection; one lost in a drop is lost (resume at the
