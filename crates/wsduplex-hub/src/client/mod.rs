@@ -162,8 +162,14 @@ impl HubClient {
             // Later, a refusal may pass (a node restarting behind a proxy, a new token),
             // so the client retries.
             .give_up_when(move |e| {
-                !connected_before.load(Ordering::Relaxed)
-                    && matches!(e, wsduplex::Error::Response(ResponseError::Status { status, .. }) if (400..500).contains(status))
+                let refused = matches!(
+                    e,
+                    wsduplex::Error::Response(ResponseError::Status {
+                        status: 400..=499,
+                        ..
+                    })
+                );
+                refused && !connected_before.load(Ordering::Relaxed)
             })
             .on_connect(move |ws| {
                 connected.store(true, Ordering::Relaxed);
