@@ -116,6 +116,17 @@ fn check_token(token: &str) -> wsduplex::Result<()> {
     }
 }
 
+/// A lost connection, as an event.
+fn disconnected(e: &wsduplex::Error) -> HubEvent {
+    HubEvent::Disconnected {
+        code: None,
+        reason: match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
+}
+
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -210,13 +221,7 @@ impl HubClient {
             }
             match self.client.recv().await? {
                 Ok(message) => self.received(message),
-                Err(e) => self.ready.push_back(HubEvent::Disconnected {
-                    code: None,
-                    reason: match std::error::Error::source(&e) {
-                        Some(source) => format!("{e}: {source}"),
-                        None => e.to_string(),
-                    },
-                }),
+                Err(e) => self.ready.push_back(disconnected(&e)),
             }
         }
     }
@@ -247,6 +252,18 @@ impl HubClient {
         }
     }
 
+    /// Sends on the connection (connecting first if it is down). A send that finds the
+    /// connection gone reports it as [`HubEvent::Disconnected`] too, as `next_event` would.
+    async fn send(&mut self, message: String) -> wsduplex::Result<()> {
+        let sent = self.client.send(message).await;
+        if let Err(e) = &sent {
+            if !self.client.is_connected() {
+                self.ready.push_back(disconnected(e));
+            }
+        }
+        sent
+    }
+
     /// Follows `room` too (now and after every reconnect), after `since` if given (else
     /// from its recent history). Answered by a [`HubEvent::Welcome`], or an
     /// [`HubEvent::Error`] naming the room (`forbidden`, `too_many_subscriptions`...).
@@ -256,7 +273,7 @@ impl HubClient {
         // is left as it is.
         if self.client.is_connected() && new {
             let message = state::subscribe_message(room, since);
-            self.client.send(message).await?;
+            self.send(message).await?;
         }
         Ok(())
     }
@@ -271,7 +288,7 @@ impl HubClient {
             return Ok(());
         }
         let message = json!({"type": "unsubscribe", "room": room}).to_string();
-        self.client.send(message).await
+        self.send(message).await
     }
 
     /// Sends chat text to `room` (one the client follows); it comes back as a
@@ -279,7 +296,7 @@ impl HubClient {
     /// the connection is down.
     pub async fn publish_text(&mut self, room: &str, text: &str) -> wsduplex::Result<()> {
         let message = json!({"type": "message", "room": room, "text": text}).to_string();
-        self.client.send(message).await
+        self.send(message).await
     }
 
     /// Sends `data` (any JSON value but `null`) to `room`, as [`HubClient::publish_text`].
@@ -289,7 +306,7 @@ impl HubClient {
         data: serde_json::Value,
     ) -> wsduplex::Result<()> {
         let message = json!({"type": "message", "room": room, "data": data}).to_string();
-        self.client.send(message).await
+        self.send(message).await
     }
 
     /// A new token: sent as a `refresh` on the open connection (answered by
@@ -302,7 +319,7 @@ impl HubClient {
         lock(&self.state).set_token(token.to_string(), connected);
         if connected {
             let message = json!({"type": "refresh", "token": token}).to_string();
-            self.client.send(message).await?;
+            self.send(message).await?;
         }
         Ok(())
     }

@@ -86,8 +86,13 @@ impl State {
     }
 
     /// The request of an attempt: [`Self::url`], and the token as `Authorization: Bearer`
-    /// (kept out of the URL, which logs show).
+    /// (kept out of the URL, which logs show): the last one given to `refresh` unless the
+    /// hub refused it.
     pub(super) fn request(&mut self, failures: u32) -> http::Request<()> {
+        // A refresh the lost connection never answered: its token is the newer.
+        if let Some(token) = self.pending_token.take() {
+            self.token = Some(token);
+        }
         let mut request = http::Request::get(self.url(failures));
         if let Some(token) = &self.token {
             request = request.header("authorization", format!("Bearer {token}"));
@@ -326,9 +331,17 @@ mod tests {
         let e = r#"{"type":"error","error":"forbidden","message":"m","room":"a"}"#;
         s.apply(wire(e));
         assert_eq!(s.rooms().len(), 1, "a write refused in a followed room");
-        // A refresh's token is used once it is accepted.
+        // A refresh's token is used once it is accepted, not if it is refused, and if no
+        // answer came before the connection was lost.
         s.set_token("new".into(), true);
         s.apply(wire(r#"{"type":"refreshed","expires":null}"#));
         assert_eq!(s.request(0).headers()["authorization"], "Bearer new");
+        s.set_token("bad".into(), true);
+        s.apply(wire(
+            r#"{"type":"error","error":"bad_token","message":"m"}"#,
+        ));
+        assert_eq!(s.request(0).headers()["authorization"], "Bearer new");
+        s.set_token("unanswered".into(), true);
+        assert_eq!(s.request(0).headers()["authorization"], "Bearer unanswered");
     }
 }
