@@ -311,8 +311,8 @@ impl HubClient {
 
     /// A new token: sent as a `refresh` on the open connection (answered by
     /// [`HubEvent::Refreshed`], then used for the next connections too, or by an error
-    /// `bad_token`), or kept for the next connection if it is down (as after a close
-    /// `4001`, token expired).
+    /// `bad_token`, then not), or kept for the next connection if it is down (as after a
+    /// close `4001`, token expired: until then, the client retries with the expired one).
     pub async fn refresh(&mut self, token: &str) -> wsduplex::Result<()> {
         check_token(token)?;
         let connected = self.client.is_connected();
