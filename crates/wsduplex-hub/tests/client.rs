@@ -395,7 +395,11 @@ async fn a_refused_first_connection_is_an_error_at_once() {
 
 #[tokio::test]
 async fn a_bad_url_room_or_token_is_refused_before_any_attempt() {
-    for url in ["http://127.0.0.1:1", "not a url"] {
+    for url in [
+        "http://127.0.0.1:1",
+        "not a url",
+        "ws://127.0.0.1:1/hub?x=1",
+    ] {
         let err = HubClient::connect(url, HubClientConfig::default())
             .await
             .unwrap_err();

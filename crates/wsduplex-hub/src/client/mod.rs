@@ -155,6 +155,12 @@ impl HubClient {
             if !matches!(uri.scheme_str(), Some("ws" | "wss")) {
                 return Err(wsduplex::Error::Url(format!("{url}: not ws:// or wss://")));
             }
+            // `/chat/ROOM?...` is appended to it.
+            if uri.query().is_some() {
+                return Err(wsduplex::Error::Url(format!(
+                    "{url}: a base URL has no query"
+                )));
+            }
         }
         let state = Arc::new(Mutex::new(State::new(
             urls,
