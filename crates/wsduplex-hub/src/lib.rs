@@ -50,6 +50,10 @@
 //! the same code and front door, under any prefix: `app.nest("/hub", hub.router(config))`
 //! (example: `examples/axum_chat.rs`).
 //!
+//! [`client`] is the other end: a typed Rust client of the same protocol over `wsduplex`'s
+//! reconnecting client, which follows rooms across reconnects and resumes each with `since`
+//! (no duplicates, gaps reported).
+//!
 //! ## Features
 //!
 //! | feature | default | what it adds |
@@ -66,6 +70,7 @@
 #[cfg(feature = "axum")]
 mod axum;
 mod backplane;
+pub mod client;
 mod event;
 mod handover;
 mod http;

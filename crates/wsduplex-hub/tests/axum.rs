@@ -1,7 +1,7 @@
 //! The hub inside an axum app (feature `axum`): the `axum_chat` example's app on
 //! 127.0.0.1:0, the hub nested under `/hub`: its page, two WebSocket members chatting and a
-//! long-polling member seeing the same messages in the same order, and the front door's
-//! refusals.
+//! long-polling member seeing the same messages in the same order, the hub client under
+//! the prefix, and the front door's refusals.
 
 #[allow(dead_code)]
 #[path = "../examples/axum_chat.rs"]
@@ -130,6 +130,34 @@ async fn websocket_and_long_polling_members_chat_through_the_app() {
         texts,
         ["hello from alice", "hello from bob", "hello from lp"]
     );
+}
+
+/// The hub client given the prefix as its base URL (with a trailing slash too).
+#[tokio::test]
+async fn the_hub_client_works_under_the_prefix() {
+    use wsduplex_hub::client::{Body, HubClient, HubClientConfig, HubEvent};
+    let (addr, _hub) = start(ServerConfig::default()).await;
+    for base in [format!("ws://{addr}/hub"), format!("ws://{addr}/hub/")] {
+        let mut config = HubClientConfig::default();
+        config.room = "one".into();
+        let mut client = HubClient::connect(&base, config).await.unwrap();
+        client.subscribe("two", None).await.unwrap();
+        client
+            .publish_data("two", json!({"via": base}))
+            .await
+            .unwrap();
+        let message = loop {
+            let event = tokio::time::timeout(LIMIT, client.next_event()).await;
+            if let HubEvent::Message(m) = event.unwrap().unwrap() {
+                break m;
+            }
+        };
+        assert_eq!(
+            (message.room.as_str(), message.body),
+            ("two", Body::Data(json!({"via": base})))
+        );
+        client.close().await.unwrap();
+    }
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! Many rooms on one connection, and `data` messages (issue 16 §1): subscribe and
 //! unsubscribe over a WebSocket and a long-polling session, the per-connection limit,
 //! permissions per room, data with ids, history and `since`, and `/chat/ROOM` as before.
+//! Tests of the wire format use a raw WebSocket; those of behaviour (permissions, refresh),
+//! the hub client.
 
 mod common;
 
@@ -12,6 +14,7 @@ use tokio::net::TcpListener;
 use wsduplex::auth::{AuthHook, Authenticated, Credential, Denied, Identity, RoomSet};
 use wsduplex::proto::handshake::server::Request;
 use wsduplex::server::ServerConfig;
+use wsduplex_hub::client::{Body, HubClient, HubClientConfig, HubEvent};
 use wsduplex_hub::{Hub, HubConfig};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -317,8 +320,8 @@ fn hook() -> AuthHook {
     })
 }
 
-/// Reads and writes the rooms of its token (comma-separated), from `?access_token=` or, on
-/// a `refresh`, `Authorization: Bearer`.
+/// Reads and writes the rooms of its token (comma-separated), from `?access_token=` or
+/// `Authorization: Bearer` (as the hub client sends it, and as a `refresh` carries it).
 fn hook_by_token() -> AuthHook {
     AuthHook::from_fn(|r: &Request| {
         let bearer = r.header("authorization").map(|v| v[7..].to_vec());
@@ -335,68 +338,86 @@ fn hook_by_token() -> AuthHook {
     })
 }
 
+/// A hub client of `addr` in `room`, with `token` if any, once welcomed.
+async fn client(addr: SocketAddr, room: &str, token: Option<&str>) -> HubClient {
+    let mut c = HubClientConfig::default();
+    c.room = room.into();
+    c.token = token.map(str::to_string);
+    let mut client = HubClient::connect(&format!("ws://{addr}"), c)
+        .await
+        .unwrap();
+    welcomed(&mut client, room).await;
+    client
+}
+
+/// The next event that is not presence.
+async fn event(client: &mut HubClient) -> HubEvent {
+    loop {
+        let event = tokio::time::timeout(LIMIT, client.next_event())
+            .await
+            .expect("no event in time")
+            .expect("the client ended");
+        if !matches!(event, HubEvent::Joined(_) | HubEvent::Left(_)) {
+            return event;
+        }
+    }
+}
+
+async fn welcomed(client: &mut HubClient, room: &str) {
+    match event(client).await {
+        HubEvent::Welcome(w) if w.room == room => {}
+        other => panic!("expected the welcome of {room}: {other:?}"),
+    }
+}
+
+/// The next event, which must be an error: its code and room.
+async fn refused(client: &mut HubClient) -> (String, Option<String>) {
+    match event(client).await {
+        HubEvent::Error(e) => (e.error, e.room),
+        other => panic!("expected an error: {other:?}"),
+    }
+}
+
+fn forbidden(room: &str) -> (String, Option<String>) {
+    ("forbidden".into(), Some(room.into()))
+}
+
 #[tokio::test]
 async fn a_refresh_that_drops_a_room_unsubscribes_it() {
     let (addr, hub) = start_with(config(), Some(hook_by_token())).await;
-    let (mut ws, _) = join(addr, "/chat/a?access_token=a,b").await;
-    send(&mut ws, json!({"type": "subscribe", "room": "b"})).await;
-    next_of(&mut ws, "welcome").await;
-    send(&mut ws, json!({"type": "refresh", "token": "a"})).await;
-    let mut seen = Vec::new();
-    while seen
-        .last()
-        .is_none_or(|e: &Value| e["type"] != "unsubscribed")
-    {
-        seen.push(next(&mut ws).await);
-    }
-    assert!(seen.iter().any(|e| e["type"] == "refreshed"), "{seen:?}");
-    let e = seen.iter().find(|e| e["type"] == "error").unwrap();
-    assert_eq!(
-        (&e["error"], &e["room"]),
-        (&json!("forbidden"), &json!("b"))
-    );
-    assert_eq!(seen.last().unwrap()["room"], "b");
+    let mut c = client(addr, "a", Some("a,b")).await;
+    c.subscribe("b", None).await.unwrap();
+    welcomed(&mut c, "b").await;
+    c.refresh("a").await.unwrap();
+    assert!(matches!(event(&mut c).await, HubEvent::Refreshed { .. }));
+    assert_eq!(refused(&mut c).await, forbidden("b"));
+    let unsubscribed = HubEvent::Unsubscribed { room: "b".into() };
+    assert_eq!(event(&mut c).await, unsubscribed);
     assert!(hub.members("b").await.unwrap().unwrap().0.is_empty());
     // Room a stays.
-    send(&mut ws, json!({"type": "message", "text": "still"})).await;
-    assert_eq!(next_of(&mut ws, "message").await["room"], "a");
+    c.publish_text("a", "still").await.unwrap();
+    assert!(matches!(event(&mut c).await, HubEvent::Message(m) if m.room == "a"));
 }
 
 #[tokio::test]
 async fn permissions_are_checked_room_by_room() {
     let (addr, hub) = start_with(config(), Some(hook())).await;
-    let (mut ws, _) = join(addr, "/chat/a").await;
-    send(&mut ws, json!({"type": "subscribe", "room": "secret"})).await;
-    let e = next(&mut ws).await;
-    assert_eq!(
-        (&e["error"], &e["room"]),
-        (&json!("forbidden"), &json!("secret")),
-        "{e}"
-    );
+    let mut c = client(addr, "a", None).await;
+    c.subscribe("secret", None).await.unwrap();
+    assert_eq!(refused(&mut c).await, forbidden("secret"));
     assert!(hub.members("secret").await.unwrap().is_none());
-    send(&mut ws, json!({"type": "subscribe", "room": "pub-1"})).await;
-    next_of(&mut ws, "welcome").await;
-    send(
-        &mut ws,
-        json!({"type": "message", "room": "pub-1", "text": "no"}),
-    )
-    .await;
-    let e = next(&mut ws).await;
-    assert_eq!(
-        (&e["error"], &e["room"]),
-        (&json!("forbidden"), &json!("pub-1")),
-        "{e}"
-    );
-    send(
-        &mut ws,
-        json!({"type": "message", "room": "a", "data": {"ok": true}}),
-    )
-    .await;
-    let m = next_of(&mut ws, "message").await;
-    assert_eq!(
-        (&m["room"], &m["data"]),
-        (&json!("a"), &json!({"ok": true}))
-    );
+    c.subscribe("pub-1", None).await.unwrap();
+    welcomed(&mut c, "pub-1").await;
+    c.publish_text("pub-1", "no").await.unwrap();
+    assert_eq!(refused(&mut c).await, forbidden("pub-1"));
+    c.publish_data("a", json!({"ok": true})).await.unwrap();
+    match event(&mut c).await {
+        HubEvent::Message(m) => assert_eq!(
+            (m.room.as_str(), m.body),
+            ("a", Body::Data(json!({"ok": true})))
+        ),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(
         hub.members("pub-1").await.unwrap().unwrap().1,
         0,

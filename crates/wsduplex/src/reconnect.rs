@@ -1,5 +1,7 @@
 //! A client that reconnects by itself: exponential backoff with jitter and an upper bound,
 //! and a hook that runs on every new connection (to authenticate or subscribe again).
+//! Optionally, each attempt's request is made afresh (`request_with`: a resume point, a new
+//! token, another server), and an error no retry will change ends it (`give_up_when`).
 //!
 //! Messages are not buffered across connections: a message sent while the connection is
 //! down waits for the next connection; one lost in a drop is lost (resume at the
@@ -82,12 +84,20 @@ pub type OnConnect = Box<
         + Send,
 >;
 
+/// What makes the request of each attempt, given the consecutive failures so far.
+pub type RequestFn = Box<dyn FnMut(u32) -> http::Request<()> + Send>;
+
+/// Says whether a failed attempt's error is final.
+pub type GiveUpFn = Box<dyn FnMut(&Error) -> bool + Send>;
+
 /// A client connection that comes back after it drops.
 pub struct ReconnectingClient {
     url: String,
     config: ClientConfig,
     backoff: Backoff,
     on_connect: Option<OnConnect>,
+    request: Option<RequestFn>,
+    give_up: Option<GiveUpFn>,
     ws: Option<WebSocket<ClientStream>>,
     /// Consecutive failures (connects that failed or connections that died at once).
     failures: u32,
@@ -114,6 +124,8 @@ impl ReconnectingClient {
             config,
             backoff,
             on_connect: None,
+            request: None,
+            give_up: None,
             ws: None,
             failures: 0,
             connected_at: None,
@@ -136,6 +148,29 @@ impl ReconnectingClient {
         self
     }
 
+    /// Makes the request of each attempt instead of connecting to the URL given to
+    /// [`Self::new`] (which then only names the client in logs): `make` gets the number of
+    /// consecutive failures so far, so it can put a resume point in the query (the hub's
+    /// `since`), a fresh token in a header, or try another server after a failure.
+    pub fn request_with<F>(mut self, make: F) -> Self
+    where
+        F: FnMut(u32) -> http::Request<()> + Send + 'static,
+    {
+        self.request = Some(Box::new(make));
+        self
+    }
+
+    /// Ends the client at an attempt whose error `stop` says is final (a `403` that no
+    /// retry will change, say), as exhausted `max_attempts` would: that error is returned,
+    /// then `recv` returns `None`.
+    pub fn give_up_when<F>(mut self, stop: F) -> Self
+    where
+        F: FnMut(&Error) -> bool + Send + 'static,
+    {
+        self.give_up = Some(Box::new(stop));
+        self
+    }
+
     /// How many connections were established so far.
     pub fn connections(&self) -> u64 {
         self.connections
@@ -147,7 +182,7 @@ impl ReconnectingClient {
     }
 
     /// Connects (waiting out the backoff) unless connected. Fails only when
-    /// `max_attempts` consecutive attempts failed.
+    /// `max_attempts` consecutive attempts failed, or `give_up_when` says so.
     async fn ensure_connected(&mut self) -> Result<&mut WebSocket<ClientStream>> {
         while self.ws.is_none() {
             if self.failures > 0 || self.connections > 0 {
@@ -155,8 +190,12 @@ impl ReconnectingClient {
                 tracing::info!(url = %self.url, ?delay, attempt = self.failures + 1, "reconnecting");
                 tokio::time::sleep(delay).await;
             }
+            let request = self.request.as_mut().map(|make| make(self.failures));
             let attempt = async {
-                let (mut ws, _) = connect_with(&self.url, &self.config).await?;
+                let (mut ws, _) = match request {
+                    Some(request) => connect_with(request, &self.config).await?,
+                    None => connect_with(&self.url, &self.config).await?,
+                };
                 if let Some(hook) = self.on_connect.as_mut() {
                     hook(&mut ws).await?;
                 }
@@ -171,11 +210,11 @@ impl ReconnectingClient {
                 Err(e) => {
                     self.failures += 1;
                     tracing::warn!(url = %self.url, error = %e, "connect failed");
-                    if self
+                    let exhausted = self
                         .backoff
                         .max_attempts
-                        .is_some_and(|m| self.failures >= m)
-                    {
+                        .is_some_and(|m| self.failures >= m);
+                    if exhausted || self.give_up.as_mut().is_some_and(|stop| stop(&e)) {
                         return Err(e);
                     }
                 }
@@ -200,7 +239,8 @@ impl ReconnectingClient {
 
     /// The next message. A lost connection is reported once (`Err`, or the server's
     /// `Close`), and the call after that reconnects. `None` only after [`Self::close`], or
-    /// once `max_attempts` is exhausted (then the last error came first).
+    /// once `max_attempts` is exhausted or an error was final for
+    /// [`Self::give_up_when`] (then that error came first).
     pub async fn recv(&mut self) -> Option<Result<Message>> {
         loop {
             if self.closed_by_us && self.ws.is_none() {

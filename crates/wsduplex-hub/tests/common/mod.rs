@@ -14,6 +14,7 @@ use wsduplex::{ClientStream, Message, WebSocket};
 pub type Ws = WebSocket<ClientStream>;
 
 /// Joins with `path` (`/chat/ROOM?name=...`) and returns the socket and its welcome.
+#[allow(dead_code)] // not every test binary uses it
 pub async fn join(addr: SocketAddr, path: &str) -> (Ws, Value) {
     let (mut ws, _) = wsduplex::connect(&format!("ws://{addr}{path}"))
         .await

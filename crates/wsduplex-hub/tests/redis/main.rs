@@ -3,7 +3,8 @@
 //! runtime (so a node can die at once, as a killed process would: its sockets close,
 //! nothing says goodbye) on `127.0.0.1:0`. Here: one plain Redis; `tls`: `rediss://`;
 //! `sentinel`: a master, a replica and a sentinel, and failovers; `rooms`: many rooms on one
-//! connection and `data` across nodes.
+//! connection and `data` across nodes; `hub_client`: the Rust hub client on three nodes
+//! (rooms, `data`, JWT permissions, a node killed under it).
 //!
 //! Without `redis-server` these tests print a note and pass; `WSDUPLEX_REQUIRE_INTEROP=1`
 //! (CI) makes that a failure.
@@ -11,6 +12,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod delivery;
+mod hub_client;
 mod rooms;
 mod sentinel;
 mod support;

@@ -378,6 +378,13 @@ impl Node {
     }
 
     pub fn with_url(url: &str, presence_ttl: Duration) -> Self {
+        let mut server = ServerConfig::default();
+        server.socket.close_timeout = Duration::from_secs(2);
+        Self::with_server(url, presence_ttl, server)
+    }
+
+    /// A node whose server has `server`'s front door (an authentication hook, say).
+    pub fn with_server(url: &str, presence_ttl: Duration, server: ServerConfig) -> Self {
         capture_logs();
         let mut config = HubConfig::default();
         config.api_token = Some(TOKEN.into());
@@ -387,8 +394,6 @@ impl Node {
         backplane.timeout = Duration::from_millis(500);
         backplane.max_backoff = Duration::from_millis(200);
         let hub = Hub::with_redis(config, backplane).unwrap();
-        let mut server = ServerConfig::default();
-        server.socket.close_timeout = Duration::from_secs(2);
         let (rt, addr) = common::serve::start(&hub, server);
         Self {
             addr,
