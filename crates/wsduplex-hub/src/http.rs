@@ -22,6 +22,9 @@ const INDEX: &str = include_str!("../web/index.html");
 const SCRIPT: &str = include_str!("../web/chat.js");
 const VIEW: &str = include_str!("../web/view.js");
 const STYLE: &str = include_str!("../web/chat.css");
+/// The JavaScript client (docs/js-client.md): the page imports it, and so may any app; the
+/// npm package in `clients/js/` holds a copy, checked by `tests/js_client.rs`.
+const CLIENT_JS: &str = include_str!("../web/wsduplex.js");
 
 /// The page may load its own script and style and connect back to this origin, nothing
 /// else: no inline script, no third party.
@@ -178,7 +181,8 @@ pub(crate) fn route<'a>(method: &str, path: &'a str) -> Option<Route<'a>> {
         (["chat.js"], _) if get => Route::Asset("text/javascript; charset=utf-8", SCRIPT),
         (["view.js"], _) if get => Route::Asset("text/javascript; charset=utf-8", VIEW),
         (["chat.css"], _) if get => Route::Asset("text/css; charset=utf-8", STYLE),
-        ([""] | ["index.html"] | ["chat.js"] | ["view.js"] | ["chat.css"], _) => {
+        (["wsduplex.js"], _) if get => Route::Asset("text/javascript; charset=utf-8", CLIENT_JS),
+        ([""] | ["index.html"] | ["chat.js"] | ["view.js"] | ["chat.css"] | ["wsduplex.js"], _) => {
             Route::WrongMethod("GET, HEAD")
         }
         (["chat"], _) => Route::Chat("lobby"),
@@ -355,7 +359,14 @@ impl Hub {
                     ("X-Content-Type-Options", "nosniff"),
                     ("Referrer-Policy", "no-referrer"),
                     ("Cache-Control", "no-cache"),
+                    // The client module may be imported by pages of other origins (module
+                    // scripts are fetched with CORS); it is public, like the page.
+                    ("Access-Control-Allow-Origin", "*"),
                 ];
+                let headers = match body == CLIENT_JS {
+                    true => &headers[..],
+                    false => &headers[..4],
+                };
                 let page;
                 let body = match incoming.prefix() {
                     prefix if body == INDEX && !prefix.is_empty() => {
