@@ -1,0 +1,105 @@
+//! The JavaScript client (`crates/wsduplex-hub/web/wsduplex.js`, published from `clients/js`;
+//! docs/js-client.md) against the real `wsduplex serve --api-token TOKEN`, in Node with `ws`
+//! (`tests/interop/node/js_client.mjs`) and in headless Chromium
+//! (`tests/browser/js_client.mjs`, the module imported from the server). Both run
+//! `tests/interop/node/js_client_scenario.mjs`: three rooms on one connection, `data`
+//! published and pushed, the connection cut by the server, then the server restarted on the
+//! same port; the exact `[id, n]` sequence of every room is checked (no loss, no duplicate,
+//! the restarted rooms read again after a `reset`). Also: the TypeScript declarations name
+//! exactly what the module exports. Without node, `ws`, Chromium or `playwright-core` these
+//! tests print a note and pass, unless `WSDUPLEX_REQUIRE_INTEROP=1` (CI).
+
+mod common;
+
+mod browser_harness;
+
+use browser_harness::run_driven;
+use common::Server;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The server's `--api-token`: the scenario cuts its own connection and pushes with it.
+const TOKEN: &str = "js-client-test-token";
+
+/// `node tests/interop/node/SCRIPT`, or `None` (after a loud note) without node or `ws`.
+fn node_with_ws(script: &str, what: &str) -> Option<Command> {
+    let cmd = common::node_script(script, what)?;
+    let ws = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/interop/node/node_modules/ws/package.json");
+    if ws.exists() {
+        return Some(cmd);
+    }
+    if std::env::var_os("WSDUPLEX_REQUIRE_INTEROP").is_some_and(|v| v == "1") {
+        panic!("{what}: node ws is not installed: run tests/interop/setup.sh");
+    }
+    eprintln!("\n*** node ws is not installed: SKIPPING {what}; run tests/interop/setup.sh ***\n");
+    None
+}
+
+/// Runs `cmd` (given the server's URL, the token and the mode `restart`) against a fresh
+/// server, restarting that server on the same port when the script prints `restart`.
+fn resume_across_a_restart(mut cmd: Command, what: &str) {
+    let server = Server::start_on_loopback(&["--api-token", TOKEN]);
+    let addr = server.addr.to_string();
+    cmd.arg(format!("http://{addr}/")).args([TOKEN, "restart"]);
+    let mut server = Some(server);
+    let mut restarts = 0;
+    let (status, stdout, stderr) = run_driven(cmd, |line| {
+        if line == "restart" {
+            server.take().expect("a server").stop();
+            server = Some(Server::start_with(&[
+                "--listen",
+                &addr,
+                "--api-token",
+                TOKEN,
+            ]));
+            restarts += 1;
+        }
+    });
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{what} failed ({})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        status.map_or("killed after the timeout".to_string(), |s| s.to_string()),
+    );
+    assert_eq!(restarts, 1, "{stdout}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.contains("ok {"), "{stdout}");
+    // The sequences, shown with --nocapture.
+    eprintln!("--- {what} ---\n{stdout}");
+    server.take().expect("a server").stop();
+}
+
+#[test]
+fn node_client_resumes_every_room_across_a_cut_and_a_restart() {
+    let what = "the JS client in Node";
+    let Some(cmd) = node_with_ws("js_client.mjs", what) else {
+        return;
+    };
+    resume_across_a_restart(cmd, what);
+}
+
+#[test]
+fn chromium_client_resumes_every_room_across_a_cut_and_a_restart() {
+    let what = "the JS client in Chromium";
+    let Some(path) = browser_harness::script("js_client.mjs", what) else {
+        return;
+    };
+    let mut cmd = Command::new("node");
+    cmd.arg(path);
+    resume_across_a_restart(cmd, what);
+}
+
+#[test]
+fn typescript_declarations_match_the_exports() {
+    let what = "the JS client's declarations check";
+    let Some(mut cmd) = common::node_script("js_client_types.mjs", what) else {
+        return;
+    };
+    let out = cmd.output().expect("run node");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
