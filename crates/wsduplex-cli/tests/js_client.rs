@@ -13,28 +13,12 @@ mod common;
 
 mod browser_harness;
 
-use browser_harness::run_driven;
+use browser_harness::{node_with_ws, run_driven};
 use common::Server;
-use std::path::PathBuf;
 use std::process::Command;
 
 /// The server's `--api-token`: the scenario cuts its own connection and pushes with it.
 const TOKEN: &str = "js-client-test-token";
-
-/// `node tests/interop/node/SCRIPT`, or `None` (after a loud note) without node or `ws`.
-fn node_with_ws(script: &str, what: &str) -> Option<Command> {
-    let cmd = common::node_script(script, what)?;
-    let ws = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/interop/node/node_modules/ws/package.json");
-    if ws.exists() {
-        return Some(cmd);
-    }
-    if std::env::var_os("WSDUPLEX_REQUIRE_INTEROP").is_some_and(|v| v == "1") {
-        panic!("{what}: node ws is not installed: run tests/interop/setup.sh");
-    }
-    eprintln!("\n*** node ws is not installed: SKIPPING {what}; run tests/interop/setup.sh ***\n");
-    None
-}
 
 /// Runs `cmd` (given the server's URL, the token and the mode `restart`) against a fresh
 /// server, restarting that server on the same port when the script prints `restart`.

@@ -69,7 +69,10 @@ async fn the_hub_serves_the_client_module_as_javascript() {
 
     let (head, _) = exchange(addr, "POST", "/wsduplex.js").await;
     assert!(head.starts_with("HTTP/1.1 405"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("allow: get, head"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("allow: get, head"),
+        "{head}"
+    );
 }
 
 /// The npm package ships a copy (npm packs no file from outside its folder, cargo none from

@@ -1,6 +1,6 @@
-//! What the headless Chromium tests share: finding a `tests/browser/*.mjs` script (or
-//! skipping loudly when Chromium, node or `playwright-core` is missing), and running node with
-//! a deadline.
+//! What the headless Chromium and Node script tests share: finding a `tests/browser/*.mjs`
+//! script (or skipping loudly when Chromium, node or `playwright-core` is missing), or a
+//! `tests/interop/node` script that needs `ws`, and running node with a deadline.
 
 use crate::common;
 use std::io::{Read, Write};
@@ -138,7 +138,10 @@ pub fn run_driven(
         let _ = tx.send(child.wait());
     });
     let status = match in_time {
-        true => rx.recv_timeout(common::TIMEOUT).ok().map(|s| s.expect("wait for node")),
+        true => rx
+            .recv_timeout(common::TIMEOUT)
+            .ok()
+            .map(|s| s.expect("wait for node")),
         false => None,
     };
     if status.is_none() {
@@ -146,4 +149,20 @@ pub fn run_driven(
         let _ = rx.recv_timeout(common::TIMEOUT);
     }
     (status, stdout, stderr.join().unwrap_or_default())
+}
+
+/// `node tests/interop/node/SCRIPT`, or `None` (after a loud note) without node or `ws`.
+#[allow(dead_code)] // only the JS client's tests use `ws`
+pub fn node_with_ws(script: &str, what: &str) -> Option<Command> {
+    let cmd = common::node_script(script, what)?;
+    let ws = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/interop/node/node_modules/ws/package.json");
+    if ws.exists() {
+        return Some(cmd);
+    }
+    if std::env::var_os("WSDUPLEX_REQUIRE_INTEROP").is_some_and(|v| v == "1") {
+        panic!("{what}: node ws is not installed: run tests/interop/setup.sh");
+    }
+    eprintln!("\n*** node ws is not installed: SKIPPING {what}; run tests/interop/setup.sh ***\n");
+    None
 }
