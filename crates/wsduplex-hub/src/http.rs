@@ -289,7 +289,7 @@ impl Hub {
     }
 
     /// Serves `incoming` if its path is the hub's: `/` (the chat page), `/chat.js`,
-    /// `/chat.css`, `/chat[/ROOM]` (WebSocket), `/poll/...` (long polling), `/api/rooms/...`
+    /// `/chat.css`, `/wsduplex.js` (the JavaScript client), `/chat[/ROOM]` (WebSocket), `/poll/...` (long polling), `/api/rooms/...`
     /// (push API). A WebSocket member is served until it leaves. Any other path is handed
     /// back.
     ///
