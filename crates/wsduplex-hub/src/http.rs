@@ -289,9 +289,9 @@ impl Hub {
     }
 
     /// Serves `incoming` if its path is the hub's: `/` (the chat page), `/chat.js`,
-    /// `/chat.css`, `/wsduplex.js` (the JavaScript client), `/chat[/ROOM]` (WebSocket), `/poll/...` (long polling), `/api/rooms/...`
-    /// (push API). A WebSocket member is served until it leaves. Any other path is handed
-    /// back.
+    /// `/chat.css`, `/wsduplex.js` (the JavaScript client), `/chat[/ROOM]` (WebSocket),
+    /// `/poll/...` (long polling), `/api/rooms/...` (push API). A WebSocket member is served
+    /// until it leaves. Any other path is handed back.
     ///
     /// The server's front door applies (see [`wsduplex::server::admission`]): the Origin
     /// allow-list to every request it has not admitted yet, and [`ServerConfig::auth`] with
@@ -376,7 +376,7 @@ impl Hub {
                     _ => body,
                 };
                 incoming
-                    .respond(200, &headers, content_type, body.as_bytes())
+                    .respond(200, headers, content_type, body.as_bytes())
                     .await
             }
             Route::WrongMethod(allow) => {
