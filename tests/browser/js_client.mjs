@@ -2,7 +2,7 @@
 // JavaScript client as the hub serves it (/wsduplex.js), in a page of `wsduplex serve`: run
 // by crates/wsduplex-cli/tests/js_client.rs, installed by ./setup.sh.
 //
-//   node tests/browser/js_client.mjs http://HOST:PORT/ API_TOKEN restart
+//   node tests/browser/js_client.mjs http://HOST:PORT/ API_TOKEN restart [websocket|sse|longpoll]
 //
 // The scenario is tests/interop/node/js_client_scenario.mjs (the Node run's too), given to
 // the page as source; the page imports the module from the server, with the page's CSP. A
@@ -15,7 +15,7 @@ import { scenario } from '../interop/node/js_client_scenario.mjs';
 const HARD_TIMEOUT_MS = 60_000;
 const CHROMIUM = '/usr/bin/chromium';
 
-const [base, token, mode] = process.argv.slice(2);
+const [base, token, mode, transport] = process.argv.slice(2);
 if (!base || !/^https?:\/\/[^/]+\/$/.test(base) || !token || !mode) {
   console.error('usage: node js_client.mjs http://HOST:PORT/ API_TOKEN restart');
   process.exit(2);
@@ -40,7 +40,7 @@ try {
   await page.exposeFunction('report', (line) => console.log(line));
   // The hub's page: its origin and CSP; the module is imported from the server.
   await page.goto(base, { waitUntil: 'load' });
-  const args = JSON.stringify({ base, token, mode });
+  const args = JSON.stringify({ base, token, mode, transport });
   const result = await page.evaluate(`(async () => {
     const { Hub } = await import(${JSON.stringify(`${base}wsduplex.js`)});
     const scenario = ${scenario.toString()};

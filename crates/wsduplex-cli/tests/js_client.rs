@@ -20,12 +20,14 @@ use std::process::Command;
 /// The server's `--api-token`: the scenario cuts its own connection and pushes with it.
 const TOKEN: &str = "js-client-test-token";
 
-/// Runs `cmd` (given the server's URL, the token and the mode `restart`) against a fresh
-/// server, restarting that server on the same port when the script prints `restart`.
-fn resume_across_a_restart(mut cmd: Command, what: &str) {
+/// Runs `cmd` (given the server's URL, the token, the mode `restart` and the transport to
+/// force, if any) against a fresh server, restarting that server on the same port when the
+/// script prints `restart`.
+fn resume_across_a_restart(mut cmd: Command, transport: Option<&str>, what: &str) {
     let server = Server::start_on_loopback(&["--api-token", TOKEN]);
     let addr = server.addr.to_string();
     cmd.arg(format!("http://{addr}/")).args([TOKEN, "restart"]);
+    cmd.args(transport);
     let mut server = Some(server);
     let mut restarts = 0;
     let (status, stdout, stderr) = run_driven(cmd, |line| {
@@ -59,18 +61,38 @@ fn node_client_resumes_every_room_across_a_cut_and_a_restart() {
     let Some(cmd) = node_with_ws("js_client.mjs", what) else {
         return;
     };
-    resume_across_a_restart(cmd, what);
+    resume_across_a_restart(cmd, None, what);
 }
 
 #[test]
-fn chromium_client_resumes_every_room_across_a_cut_and_a_restart() {
-    let what = "the JS client in Chromium";
+fn node_client_over_long_polling_resumes_every_room() {
+    let what = "the JS client in Node over long polling";
+    let Some(cmd) = node_with_ws("js_client.mjs", what) else {
+        return;
+    };
+    resume_across_a_restart(cmd, Some("longpoll"), what);
+}
+
+/// Chromium running `tests/browser/js_client.mjs`, forcing `transport` if given.
+fn chromium(transport: Option<&str>, what: &str) {
     let Some(path) = browser_harness::script("js_client.mjs", what) else {
         return;
     };
     let mut cmd = Command::new("node");
     cmd.arg(path);
-    resume_across_a_restart(cmd, what);
+    resume_across_a_restart(cmd, transport, what);
+}
+
+#[test]
+fn chromium_client_resumes_every_room_across_a_cut_and_a_restart() {
+    chromium(None, "the JS client in Chromium");
+}
+
+/// Over SSE the browser reconnects the stream by itself (`Last-Event-ID` resumes the
+/// stream's room); the client subscribes the other rooms again under the new session.
+#[test]
+fn chromium_client_over_sse_resumes_every_room() {
+    chromium(Some("sse"), "the JS client in Chromium over SSE");
 }
 
 #[test]

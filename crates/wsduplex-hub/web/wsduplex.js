@@ -651,7 +651,11 @@ export class Hub extends Emitter {
       if (conn.ws.readyState === WS_OPEN) conn.ws.send(JSON.stringify(message));
       return;
     }
-    this._post(conn, JSON.stringify(message)).then(async (response) => {
+    // One at a time, in order: concurrent requests may arrive in any order, and a reset's
+    // subscribe must not overtake its unsubscribe.
+    const sent = (conn.controls || Promise.resolve()).then(() => this._post(conn, JSON.stringify(message)));
+    conn.controls = sent.then(() => {});
+    sent.then(async (response) => {
       if (!response || conn.g !== this._gen) return;
       if (response.status === 404) this._lost(conn.g, 'session ended; reconnecting');
       else if (response.status === 401 && message.type !== 'refresh') this._unauthorized(conn.g, 'the access token expired');

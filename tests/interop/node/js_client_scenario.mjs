@@ -12,13 +12,16 @@
 // - mode "failover" (three nodes on Redis behind nginx): 1-3 published; `report("subscribed")`
 //   and the harness kills the node holding the connection and pushes 4-6 through a live node;
 //   then 7-9 are published. Expected per room: [1,1]...[9,9] (Redis keeps the ids).
+// `transport` (optional) forces one transport: websocket, sse (browsers) or longpoll.
 // Throws on anything else: a loss, a duplicate, a reorder, a timeout.
 
-export async function scenario({ Hub, WebSocket, base, token, mode, report }) {
+export async function scenario({ Hub, WebSocket, base, token, mode, transport, report }) {
   const ROOMS = ['alpha', 'beta', 'gamma'];
   const NAME = 'jsclient';
   const STEP_MS = 25000;
-  const hub = new Hub(base, { name: NAME, WebSocket, backoffCap: 1000 });
+  const transports = transport ? [transport] : undefined;
+  const hub = new Hub(base, { name: NAME, WebSocket, transports, backoffCap: 1000 });
+  if (transport && hub.transport !== transport) throw new Error(`transport ${hub.transport}, asked for ${transport}`);
   const seen = {};
   const states = [];
   const errors = [];
