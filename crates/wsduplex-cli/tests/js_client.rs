@@ -5,10 +5,11 @@
 //! `tests/interop/node/js_client_scenario.mjs`: three rooms on one connection, `data`
 //! published and pushed, the connection cut by the server, then the server restarted on the
 //! same port; the exact `[id, n]` sequence of every room is checked (no loss, no duplicate,
-//! the restarted rooms read again after a `reset`), over the default transport in both, over
-//! long polling in Node and over Server-Sent Events in Chromium. Also: the TypeScript declarations name
-//! exactly what the module exports. Without node, `ws`, Chromium or `playwright-core` these
-//! tests print a note and pass, unless `WSDUPLEX_REQUIRE_INTEROP=1` (CI).
+//! the restarted rooms read again after a `reset`), over the default transport in both,
+//! over long polling in Node and over Server-Sent Events in Chromium. Also: the TypeScript
+//! declarations name exactly what the module exports. Without node, `ws`, Chromium or
+//! `playwright-core` these tests print a note and pass, unless `WSDUPLEX_REQUIRE_INTEROP=1`
+//! (CI).
 
 mod common;
 
