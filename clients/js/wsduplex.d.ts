@@ -89,7 +89,9 @@ interface SubscriptionEvents {
    * from its start, and messages already delivered may come again with new ids. */
   reset: () => void;
   error: (error: ErrorEvent) => void;
-  /** The server refused the room (400, 403): the subscription is over. */
+  /** The server refused the room (400 or 403 on the first room's path; `forbidden`,
+   * `bad_room`, `too_many_subscriptions` or `too_many_rooms` for a subscribe): the
+   * subscription is over. */
   refused: (reason: string) => void;
 }
 

@@ -4,28 +4,23 @@
 // published as the npm package in clients/js/ (a copy of this file, checked by a test). It
 // runs in browsers and in Node 18+ (give it a WebSocket class, such as `ws`'s).
 //
-// A Hub is one connection that follows any number of rooms. It opens the first room's
-// path (/chat/ROOM over a WebSocket, /sse/ROOM, /poll/ROOM) and subscribes to the others
-// over it. What it handles so that its user does not have to:
-// - transport fallback: a WebSocket that never opened here (a proxy strips the upgrade)
-//   gives way at once to Server-Sent Events, then to long polling; a transport that worked
-//   before is retried instead, since the server is then more likely down than the path
-//   blocked;
-// - reconnects with exponential backoff and full jitter, each room resumed with `since`
-//   (the last id it saw), and messages deduplicated by id, so every message is delivered
-//   once, in order, whatever the transports replay;
-// - a room whose ids went back (a restarted server without Redis): a `reset` event, and the
-//   room is read again from its start;
-// - 401: no retry loop; an `unauthorized` event, and `refresh(token)` goes on; a token that
-//   expires on an open connection (close 4001) likewise;
-// - browsers' back/forward cache: the connection is closed on `pagehide` (a page holding a
-//   socket is not cached) and resumed on `pageshow`.
+// A Hub is one connection that follows any number of rooms: it opens the first room's path
+// (/chat/ROOM over a WebSocket, /sse/ROOM, /poll/ROOM) and subscribes to the others over it.
+// It handles, so that its user does not have to: transport fallback (a WebSocket that never
+// opened here gives way at once to Server-Sent Events, then to long polling); reconnects
+// with exponential backoff and full jitter, each room resumed with `since` and messages
+// deduplicated by id (each delivered once, in order); a room whose ids went back (a server
+// restarted without Redis: `reset`, and the room is read again); 401 (no retry loop:
+// `unauthorized`, then `refresh(token)`); the back/forward cache (closed on `pagehide`,
+// resumed on `pageshow`).
 
 /** docs/hub.md: the close code of a token that expired on an open connection. */
 const CLOSE_TOKEN_EXPIRED = 4001;
 const CLOSE_TOO_SLOW = 4008;
 const CLOSE_GOING_AWAY = 1001;
 const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+/** docs/hub.md: the errors of a subscribe that retrying cannot turn into a welcome. */
+const REFUSALS = ['forbidden', 'bad_room', 'too_many_subscriptions', 'too_many_rooms'];
 /** Every transport, in the order tried. */
 export const TRANSPORTS = Object.freeze(['websocket', 'sse', 'longpoll']);
 const DEFAULTS = {
@@ -187,6 +182,7 @@ export class Hub extends Emitter {
     this._stopped = true; // not connected, and not trying to be
     this._closed = false; // close() was called
     this._needToken = false;
+    this._pausedByPage = false; // disconnected on pagehide: resumed on pageshow
     this._welcomedOnce = false;
     this._everOpened = new Set(); // transports that opened once here
     this._blocked = new Set(); // transports that failed before they ever opened
@@ -304,11 +300,12 @@ export class Hub extends Emitter {
     this._conn = null;
     if (!conn) return;
     conn.live = false;
+    // A socket or stream whose constructor threw was never set.
     if (conn.kind === 'websocket') {
-      if (conn.ws.readyState < WS_CLOSING) conn.ws.close(1000, goodbye ? 'bye' : undefined);
+      if (conn.ws && conn.ws.readyState < WS_CLOSING) conn.ws.close(1000, goodbye ? 'bye' : undefined);
       return;
     }
-    if (conn.kind === 'sse') conn.es.close();
+    if (conn.kind === 'sse') conn.es?.close();
     else conn.abort.abort();
     if (goodbye && conn.sid) {
       this._fetch(this._http(`poll/session/${conn.sid}`), { method: 'DELETE', keepalive: true, headers: this._headers() }).catch(() => {});
@@ -339,10 +336,12 @@ export class Hub extends Emitter {
     else this._openLongPoll(conn);
   }
 
+  _backoff(attempt) {
+    return backoff(attempt, this._timing.backoffStart, this._timing.backoffCap);
+  }
   _http(path) {
     return new URL(path, this.url).href;
   }
-
   _headers(extra = {}) {
     return this.token ? { ...extra, Authorization: `Bearer ${this.token}` } : extra;
   }
@@ -378,8 +377,7 @@ export class Hub extends Emitter {
     this._drop(false);
     if (why) this._emit('warning', why);
     this._setState(this._welcomedOnce ? 'reconnecting' : 'connecting');
-    const delay = backoff(this._attempt++, this._timing.backoffStart, this._timing.backoffCap);
-    this._retryTimer = setTimeout(() => this._open(), delay);
+    this._retryTimer = setTimeout(() => this._open(), this._backoff(this._attempt++));
   }
 
   /** A transport that never opened here gives way to the next at once; one that worked
@@ -416,8 +414,10 @@ export class Hub extends Emitter {
     if (g !== this._gen || this._stopped) return;
     this._drop(true);
     const sub = this.subscriptions.get(room);
-    if (sub) this._end(sub);
-    if (sub) sub._emit('refused', reason);
+    if (sub) {
+      this._end(sub);
+      sub._emit('refused', reason);
+    }
     if (this.subscriptions.size === 0) {
       this._stopped = true;
       this._setState('closed');
@@ -633,7 +633,7 @@ export class Hub extends Emitter {
         failures++;
         if (conn.abort.signal.aborted) conn.abort = new AbortController();
         this._setState('reconnecting');
-        await new Promise((r) => setTimeout(r, backoff(failures - 1, this._timing.backoffStart, this._timing.backoffCap)));
+        await new Promise((r) => setTimeout(r, this._backoff(failures - 1)));
         continue;
       }
       if (failures && conn.ready.size) this._setState('open');
@@ -656,8 +656,10 @@ export class Hub extends Emitter {
     const sent = (conn.controls || Promise.resolve()).then(() => this._post(conn, JSON.stringify(message)));
     conn.controls = sent.then(() => {});
     sent.then(async (response) => {
-      if (!response || conn.g !== this._gen) return;
-      if (response.status === 404) this._lost(conn.g, 'session ended; reconnecting');
+      if (conn.g !== this._gen) return;
+      // Unsent, it would leave a room unfollowed: a new connection subscribes them all.
+      if (!response) this._lost(conn.g, 'cannot reach the server; reconnecting');
+      else if (response.status === 404) this._lost(conn.g, 'session ended; reconnecting');
       else if (response.status === 401 && message.type !== 'refresh') this._unauthorized(conn.g, 'the access token expired');
       else if (response.status !== 202) {
         // A refusal (or a refresh's answer) has the event as its body.
@@ -705,7 +707,7 @@ export class Hub extends Emitter {
         if (!response) {
           // Kept and tried again after a pause; if the session is gone meanwhile, the poll
           // loop finds out and the next session sends it.
-          setTimeout(() => this._flush(), backoff(this._sendFailures++, this._timing.backoffStart, this._timing.backoffCap));
+          setTimeout(() => this._flush(), this._backoff(this._sendFailures++));
           return;
         }
         this._sendFailures = 0;
@@ -754,8 +756,11 @@ export class Hub extends Emitter {
     const room = typeof event.room === 'string' ? event.room : null;
     const sub = room === null ? null : this.subscriptions.get(room);
     if (event.type === 'error') {
-      if (sub) sub._emit('error', event);
-      else this._emit('error', event);
+      if (sub && !conn.ready.has(room) && REFUSALS.includes(event.error)) {
+        // A subscribe refused for good (a forbidden room, too many): retrying cannot help.
+        this._end(sub);
+        sub._emit('refused', event.message || event.error);
+      } else (sub || this)._emit('error', event);
       return;
     }
     // Events of a room no longer followed, or being read again from its start, are not ours.
