@@ -15,7 +15,7 @@ mod common;
 
 mod browser_harness;
 
-use browser_harness::{node_with_ws, run_driven};
+use browser_harness::{node_with_ws, run_bounded, run_driven};
 use common::Server;
 use std::process::Command;
 
@@ -95,6 +95,28 @@ fn chromium_client_resumes_every_room_across_a_cut_and_a_restart() {
 #[test]
 fn chromium_client_over_sse_resumes_every_room() {
     chromium(Some("sse"), "the JS client in Chromium over SSE");
+}
+
+/// `tests/interop/node/js_client_edges.mjs`: a 401 without a retry loop and `refresh`,
+/// text and `data`, presence, a room over `--max-subscriptions` refused, `refresh` over
+/// both transports, `unsubscribe`.
+#[test]
+fn node_client_handles_tokens_refusals_and_presence() {
+    let what = "the JS client's edges in Node";
+    let Some(mut cmd) = node_with_ws("js_client_edges.mjs", what) else {
+        return;
+    };
+    let token = "js-client-edges-token";
+    let server = Server::start_on_loopback(&["--auth-token", token, "--max-subscriptions", "2"]);
+    cmd.arg(format!("http://{}/", server.addr)).arg(token);
+    let (status, stdout, stderr) = run_bounded(cmd);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{what} failed ({})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        status.map_or("killed after the timeout".to_string(), |s| s.to_string()),
+    );
+    eprintln!("--- {what} ---\n{stdout}");
+    server.stop();
 }
 
 #[test]
