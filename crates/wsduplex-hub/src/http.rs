@@ -22,6 +22,9 @@ const INDEX: &str = include_str!("../web/index.html");
 const SCRIPT: &str = include_str!("../web/chat.js");
 const VIEW: &str = include_str!("../web/view.js");
 const STYLE: &str = include_str!("../web/chat.css");
+/// The JavaScript client (docs/js-client.md): the page imports it, and so may any app; the
+/// npm package in `clients/js/` holds a copy, checked by `tests/js_client.rs`.
+const CLIENT_JS: &str = include_str!("../web/wsduplex.js");
 
 /// The page may load its own script and style and connect back to this origin, nothing
 /// else: no inline script, no third party.
@@ -193,7 +196,8 @@ pub(crate) fn route<'a>(method: &str, path: &'a str) -> Option<Route<'a>> {
         (["chat.js"], _) if get => Route::Asset("text/javascript; charset=utf-8", SCRIPT),
         (["view.js"], _) if get => Route::Asset("text/javascript; charset=utf-8", VIEW),
         (["chat.css"], _) if get => Route::Asset("text/css; charset=utf-8", STYLE),
-        ([""] | ["index.html"] | ["chat.js"] | ["view.js"] | ["chat.css"], _) => {
+        (["wsduplex.js"], _) if get => Route::Asset("text/javascript; charset=utf-8", CLIENT_JS),
+        ([""] | ["index.html"] | ["chat.js"] | ["view.js"] | ["chat.css"] | ["wsduplex.js"], _) => {
             Route::WrongMethod("GET, HEAD")
         }
         (["chat"], _) => Route::Chat("lobby"),
@@ -300,9 +304,9 @@ impl Hub {
     }
 
     /// Serves `incoming` if its path is the hub's: `/` (the chat page), `/chat.js`,
-    /// `/chat.css`, `/chat[/ROOM]` (WebSocket), `/poll/...` (long polling), `/api/rooms/...`
-    /// (push API). A WebSocket member is served until it leaves. Any other path is handed
-    /// back.
+    /// `/chat.css`, `/wsduplex.js` (the JavaScript client), `/chat[/ROOM]` (WebSocket),
+    /// `/poll/...` (long polling), `/api/rooms/...` (push API). A WebSocket member is served
+    /// until it leaves. Any other path is handed back.
     ///
     /// The server's front door applies (see [`wsduplex::server::admission`]): the Origin
     /// allow-list to every request it has not admitted yet, and [`ServerConfig::auth`] with
@@ -370,7 +374,14 @@ impl Hub {
                     ("X-Content-Type-Options", "nosniff"),
                     ("Referrer-Policy", "no-referrer"),
                     ("Cache-Control", "no-cache"),
+                    // The client module may be imported by pages of other origins (module
+                    // scripts are fetched with CORS); it is public, like the page.
+                    ("Access-Control-Allow-Origin", "*"),
                 ];
+                let headers = match body == CLIENT_JS {
+                    true => &headers[..],
+                    false => &headers[..4],
+                };
                 let page;
                 let body = match incoming.prefix() {
                     prefix if body == INDEX && !prefix.is_empty() => {
@@ -380,7 +391,7 @@ impl Hub {
                     _ => body,
                 };
                 incoming
-                    .respond(200, &headers, content_type, body.as_bytes())
+                    .respond(200, headers, content_type, body.as_bytes())
                     .await
             }
             Route::WrongMethod(allow) => {

@@ -64,6 +64,7 @@ async fn the_page_and_its_assets_live_under_the_prefix() {
     for (asset, kind) in [
         ("/hub/chat.js", "text/javascript"),
         ("/hub/chat.css", "text/css"),
+        ("/hub/wsduplex.js", "text/javascript"),
     ] {
         let r = http(addr, "GET", asset, "").await;
         assert_eq!(r.status, 200, "{asset}: {}", r.head);
