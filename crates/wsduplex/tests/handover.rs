@@ -258,6 +258,38 @@ async fn a_server_moves_on_the_same_tcp_connection_as_its_descriptor_would() {
         .expect("timed out");
 }
 
+#[tokio::test]
+async fn a_server_moved_while_closing_finishes_the_closing_handshake() {
+    let test = async {
+        let (a, b) = duplex(64 * 1024);
+        let (mut client, mut server) = pair(a, b).await;
+        let (server_cfg, _) = configs();
+        server.close(CloseCode::GOING_AWAY, "moving").await.unwrap();
+        let mut server = hand_over(server, server_cfg.socket.clone(), |io| io);
+        assert_eq!(*server.state(), wsduplex::proto::State::Closing);
+        let s = async {
+            let close = recv(&mut server).await;
+            assert!(
+                matches!(close, Message::Close(Some(ref f)) if f.code == CloseCode::GOING_AWAY),
+                "{close:?}"
+            );
+            assert!(server.recv().await.is_none());
+        };
+        let c = async {
+            let close = recv(&mut client).await;
+            assert!(
+                matches!(close, Message::Close(Some(ref f)) if f.reason.as_str() == "moving"),
+                "{close:?}"
+            );
+            assert!(client.recv().await.is_none());
+        };
+        tokio::join!(s, c);
+    };
+    tokio::time::timeout(TIMEOUT, test)
+        .await
+        .expect("timed out");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_keepalive_due_in_6_s_stays_due_in_6_s_after_the_move() {
     let (a, b) = duplex(64 * 1024);
