@@ -13,6 +13,11 @@
 //!
 //! What does not move: a hub on Redis keeps its rooms there ([`HandoverError::Backplane`]),
 //! and long-polling sessions end (the client opens one again with `since`).
+//!
+//! Between processes the states travel as bytes (feature `handover`): [`HubState::encode`]
+//! and [`MemberState::encode`] write a magic (`WSDH`, `WSDM`), the format version
+//! ([`HANDOVER_VERSION`], a big-endian `u16`) and postcard; `decode` refuses another
+//! version with [`HandoverError::Version`].
 
 use crate::identity::Access;
 use crate::mailbox::Mailbox;
@@ -29,8 +34,8 @@ use wsduplex::auth::{Identity, RoomSet};
 use wsduplex::server::ServerConfig;
 use wsduplex::{CloseCode, Utf8Bytes, WebSocket};
 
-/// The format of [`HubState`] and [`MemberState`]; a process refuses another's it cannot
-/// read ([`HandoverError::Version`]).
+/// The format version of encoded [`HubState`]s and [`MemberState`]s; a process refuses
+/// another it cannot read ([`HandoverError::Version`]).
 pub const HANDOVER_VERSION: u16 = 1;
 
 /// Why a hand-over step failed.
@@ -45,6 +50,13 @@ pub enum HandoverError {
         /// The version this build reads and writes.
         supported: u16,
     },
+    /// The bytes are not an encoded state of the kind asked for (no magic, or cut short).
+    #[error("not a wsduplex hub hand-over state")]
+    NotAState,
+    /// The state's body could not be decoded.
+    #[cfg(feature = "handover")]
+    #[error("malformed hub hand-over state")]
+    Malformed(#[source] postcard::Error),
     /// A hub on Redis keeps its rooms in Redis: its members reconnect to the new process
     /// (resuming with `since`) instead of moving.
     #[error("a hub on Redis keeps its rooms in Redis; its members reconnect instead")]
@@ -70,9 +82,8 @@ pub enum HandoverError {
 
 /// The rooms of a hub of one node: ids and history. Serde makes it bytes; the format is
 /// [`HANDOVER_VERSION`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HubState {
-    version: u16,
     rooms: Vec<RoomState>,
 }
 
@@ -89,7 +100,6 @@ struct RoomState {
 /// travels beside it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MemberState {
-    version: u16,
     /// The name it asked for (new rooms make it unique again).
     name: String,
     seats: Vec<Seat>,
@@ -125,13 +135,81 @@ pub struct HandedMember<S> {
     pub state: MemberState,
 }
 
-fn check(version: u16) -> Result<(), HandoverError> {
-    match version {
-        HANDOVER_VERSION => Ok(()),
-        found => Err(HandoverError::Version {
+/// What [`Hub::import_state`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Imported {
+    /// Rooms that took the saved ids and history.
+    pub rooms: usize,
+    /// Rooms left as they were: one that already has messages here, or a history out of
+    /// order or beyond its last id.
+    pub skipped: usize,
+}
+
+#[cfg(feature = "handover")]
+fn encode<T: Serialize>(magic: &[u8; 4], value: &T) -> Vec<u8> {
+    let mut out = magic.to_vec();
+    out.extend_from_slice(&HANDOVER_VERSION.to_be_bytes());
+    postcard::to_extend(value, out).expect("writing to a Vec cannot fail")
+}
+
+#[cfg(feature = "handover")]
+fn decode<T: serde::de::DeserializeOwned>(
+    magic: &[u8; 4],
+    bytes: &[u8],
+) -> Result<T, HandoverError> {
+    let rest = bytes.strip_prefix(magic).ok_or(HandoverError::NotAState)?;
+    let (version, body) = rest
+        .split_first_chunk::<2>()
+        .ok_or(HandoverError::NotAState)?;
+    let found = u16::from_be_bytes(*version);
+    if found != HANDOVER_VERSION {
+        return Err(HandoverError::Version {
             found,
             supported: HANDOVER_VERSION,
-        }),
+        });
+    }
+    let (value, rest) = postcard::take_from_bytes(body).map_err(HandoverError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(HandoverError::Malformed(
+            postcard::Error::DeserializeBadEncoding,
+        ));
+    }
+    Ok(value)
+}
+
+#[cfg(feature = "handover")]
+#[cfg_attr(docsrs, doc(cfg(feature = "handover")))]
+impl HubState {
+    /// The state as bytes: `WSDH`, the format version, then postcard.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(b"WSDH", self)
+    }
+
+    /// Reads what [`HubState::encode`] wrote.
+    pub fn decode(bytes: &[u8]) -> Result<Self, HandoverError> {
+        decode(b"WSDH", bytes)
+    }
+}
+
+#[cfg(feature = "handover")]
+#[cfg_attr(docsrs, doc(cfg(feature = "handover")))]
+impl MemberState {
+    /// The state as bytes: `WSDM`, the format version, then postcard.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(b"WSDM", self)
+    }
+
+    /// Reads what [`MemberState::encode`] wrote.
+    pub fn decode(bytes: &[u8]) -> Result<Self, HandoverError> {
+        decode(b"WSDM", bytes)
+    }
+}
+
+impl HubState {
+    /// How many rooms it holds.
+    pub fn rooms(&self) -> usize {
+        self.rooms.len()
     }
 }
 
@@ -180,7 +258,6 @@ impl Subscriptions {
             })
             .collect();
         MemberState {
-            version: HANDOVER_VERSION,
             name: self.asked().to_string(),
             seats,
             identity: IdentityState::new(access.identity()),
@@ -228,30 +305,36 @@ impl Hub {
                 }
             })
             .collect();
-        Ok(HubState {
-            version: HANDOVER_VERSION,
-            rooms,
-        })
+        Ok(HubState { rooms })
     }
 
-    /// Takes on the rooms of the process handing over, before serving anyone.
-    pub fn import_state(&self, state: HubState) -> Result<(), HandoverError> {
-        check(state.version)?;
+    /// Takes on the rooms of the process handing over, before serving anyone: each room
+    /// gets its last id and history (cut to this hub's `history` setting), so ids go on from
+    /// there. A room that already has messages here, or whose history is out of order, is
+    /// left as it is (counted in [`Imported::skipped`]).
+    pub fn import_state(&self, state: HubState) -> Result<Imported, HandoverError> {
         if self.inner.nodes.is_up().is_some() {
             return Err(HandoverError::Backplane);
         }
+        let mut done = Imported::default();
         for r in state.rooms {
             let room = self.room(&r.name).map_err(|error| HandoverError::Room {
                 room: r.name.clone(),
                 error,
             })?;
+            let ordered = r.history.windows(2).all(|w| w[0].0 < w[1].0);
+            let in_range = r.history.last().is_none_or(|(id, _)| *id <= r.last_id);
             let history = r
                 .history
                 .into_iter()
                 .map(|(id, e)| (id, Utf8Bytes::from(e)));
-            room.restore(r.last_id, history);
+            if ordered && in_range && room.restore(r.last_id, history) {
+                done.rooms += 1;
+            } else {
+                done.skipped += 1;
+            }
         }
-        Ok(())
+        Ok(done)
     }
 
     /// Where WebSocket members stopped by [`Hub::freeze`] go: each member whose transport
@@ -311,7 +394,6 @@ impl Hub {
 
     /// Seats a handed-over member in each of its rooms.
     fn seat(&self, state: &MemberState) -> Result<Subscriptions, HandoverError> {
-        check(state.version)?;
         let mailbox = Arc::new(Mailbox::new(self.inner.config.queue));
         let mut rooms = Vec::with_capacity(state.seats.len());
         for seat in &state.seats {

@@ -61,6 +61,7 @@
 //! | `redis` | on | `Hub::with_redis` and `RedisConfig`: one node of many, rooms shared through Redis (plain, TLS, Sentinel) |
 //! | `deflate` | on | permessage-deflate on the hub's WebSockets when the `ServerConfig` enables it (forwards `wsduplex/deflate`) |
 //! | `axum` | off | `Hub::router`: the hub as an axum 0.8 `Router` |
+//! | `handover` | off | `HubState::encode`/`decode` and `MemberState::encode`/`decode`: the hand-over's states as versioned bytes (the hand-over itself, `Hub::freeze`, `export_state`, `import_state`, `resume_member`, is always built) |
 //!
 //! The hub needs no TLS of its own: it depends on `wsduplex` without its default features,
 //! and a server in front of it that terminates TLS enables `wsduplex/tls` itself.
@@ -88,7 +89,9 @@ mod ws;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use backplane::redis::{InvalidRedisUrl, RedisConfig};
 pub use event::BadMessage;
-pub use handover::{HandedMember, HandoverError, HubState, MemberState, HANDOVER_VERSION};
+pub use handover::{
+    HandedMember, HandoverError, HubState, Imported, MemberState, HANDOVER_VERSION,
+};
 pub use identity::CLOSE_TOKEN_EXPIRED;
 pub use mailbox::Ended;
 pub use metrics::CLOSE_CODES;

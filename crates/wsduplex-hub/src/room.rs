@@ -240,18 +240,23 @@ impl Room {
         (s.last_id, s.history.iter().cloned().collect())
     }
 
-    /// A room as another process handed it over.
+    /// A room as another process handed it over; `false` (and nothing changes) if it
+    /// already has messages here.
     pub(crate) fn restore(
         &self,
         last_id: u64,
         history: impl IntoIterator<Item = (u64, Utf8Bytes)>,
-    ) {
+    ) -> bool {
         let mut s = self.lock();
+        if s.last_id != 0 {
+            return false;
+        }
         s.last_id = last_id;
         s.history = history.into_iter().collect();
         while s.history.len() > s.history_len {
             s.history.pop_front();
         }
+        true
     }
 
     /// A member handed over from another process takes its seat again, under the name it

@@ -2,12 +2,14 @@
 //! sockets, the rooms written down and read back (through serde), and the members resumed
 //! on the new hub over the same TCP connections: no close, no presence event, ids going on
 //! with no gap and no duplicate, a message published during the hand-over delivered once.
-//! The process boundary (file descriptors, the socket's state) is `wsduplex serve
-//! --take-over`'s, tested in the CLI's tests.
+//! The states cross as bytes (`encode`, `decode`: feature `handover`); the process
+//! boundary (file descriptors, the socket's state) is `wsduplex serve --take-over`'s,
+//! tested in the CLI's tests.
+#![cfg(feature = "handover")]
 
 mod common;
 
-use common::{join, next, next_of, Ws};
+use common::{join, next, next_of, say, Ws};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -51,8 +53,7 @@ async fn hand_over(old: &Hub, n: usize) -> (HubState, Vec<HandedMember<TcpStream
             .unwrap();
         members.push(m);
     }
-    let state = old.export_state().unwrap();
-    let state: HubState = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+    let state = HubState::decode(&old.export_state().unwrap().encode()).unwrap();
     (state, members)
 }
 
@@ -64,7 +65,7 @@ fn resume_all(new: &Hub, members: Vec<HandedMember<TcpStream>>) {
 }
 
 fn roundtrip(state: &MemberState) -> MemberState {
-    serde_json::from_str(&serde_json::to_string(state).unwrap()).unwrap()
+    MemberState::decode(&state.encode()).unwrap()
 }
 
 #[tokio::test]
@@ -105,15 +106,14 @@ async fn members_move_to_a_new_hub_over_their_own_connections() {
     // Published after the members stopped, before the rooms were written down: delivered
     // by the new hub, once.
     old.publish("news", "api", "during").await.unwrap();
-    let state = old.export_state().unwrap();
-    let state: HubState = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+    let state = HubState::decode(&old.export_state().unwrap().encode()).unwrap();
     // Nothing is published on the old hub afterwards.
     assert!(old.publish("news", "api", "lost").await.is_err());
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let new_addr = listener.local_addr().unwrap();
     let new = Hub::new(HubConfig::default());
-    new.import_state(state).unwrap();
+    assert_eq!(new.import_state(state).unwrap().skipped, 0);
     tokio::spawn(common::serve::serve(listener, new.clone(), server()));
     resume_all(&new, members);
 
@@ -224,22 +224,6 @@ async fn without_a_sink_members_are_closed_with_1001_and_history_moves() {
     assert_eq!(welcome["last_id"], 1);
 }
 
-#[tokio::test]
-async fn a_state_of_another_version_is_refused() {
-    let old = Hub::new(HubConfig::default());
-    old.freeze().unwrap();
-    let mut state = serde_json::to_value(old.export_state().unwrap()).unwrap();
-    state["version"] = json!(99);
-    let state: HubState = serde_json::from_value(state).unwrap();
-    let new = Hub::new(HubConfig::default());
-    let err = new.import_state(state).unwrap_err();
-    assert!(
-        matches!(err, HandoverError::Version { found: 99, .. }),
-        "{err}"
-    );
-    assert!(err.to_string().contains("version 99"), "{err}");
-}
-
 #[cfg(feature = "redis")]
 #[test]
 fn a_hub_on_redis_keeps_its_rooms_there() {
@@ -247,4 +231,87 @@ fn a_hub_on_redis_keeps_its_rooms_there() {
     let hub = Hub::with_redis(HubConfig::default(), redis).unwrap();
     assert!(matches!(hub.freeze(), Err(HandoverError::Backplane)));
     assert!(matches!(hub.export_state(), Err(HandoverError::Backplane)));
+}
+
+async fn serve(hub: &Hub) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(common::serve::serve(listener, hub.clone(), server()));
+    addr
+}
+
+#[tokio::test]
+async fn ids_and_history_go_on_in_the_new_process() {
+    let mut config = HubConfig::default();
+    config.history = 4;
+    let old = Hub::new(config.clone());
+    for i in 1..=6 {
+        assert_eq!(
+            old.publish("lobby", "bot", &format!("m{i}")).await.unwrap(),
+            i
+        );
+    }
+    old.publish("quiet", "bot", "only").await.unwrap();
+
+    let bytes = old.export_state().unwrap().encode();
+    let state = HubState::decode(&bytes).unwrap();
+    assert_eq!(state.rooms(), 2);
+    let new = Hub::new(config);
+    let imported = new.import_state(state).unwrap();
+    assert_eq!((imported.rooms, imported.skipped), (2, 0));
+
+    // A client that had seen up to 4 resumes on the new process: 5 and 6, no gap.
+    let addr = serve(&new).await;
+    let (mut ws, welcome) = join(addr, "/chat/lobby?name=alice&since=4").await;
+    assert_eq!(welcome["last_id"], 6);
+    assert_eq!(welcome["gap"], false);
+    let ids: Vec<_> = welcome["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!(5), json!(6)]);
+    // The next message is 7.
+    say(&mut ws, "hello").await;
+    let msg = next(&mut ws).await;
+    assert_eq!((&msg["id"], &msg["text"]), (&json!(7), &json!("hello")));
+    // One that had seen only 1 is told it missed some (history keeps 4: 3 to 6).
+    let (_ws, welcome) = join(addr, "/chat/lobby?name=bob&since=1").await;
+    assert_eq!(welcome["gap"], true);
+    assert_eq!(new.members("quiet").await.unwrap().unwrap().1, 1);
+
+    // A room that already has messages here is left as it is.
+    let again = new.import_state(old.export_state().unwrap()).unwrap();
+    assert_eq!((again.rooms, again.skipped), (0, 2));
+}
+
+#[test]
+fn a_state_of_another_version_or_not_a_state_is_refused() {
+    let mut bytes = HubState::default().encode();
+    assert_eq!(&bytes[..6], b"WSDH\x00\x01");
+    bytes[5] = 9;
+    let err = HubState::decode(&bytes).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HandoverError::Version {
+                found: 9,
+                supported: 1
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "hand-over state version 9; this build reads version 1"
+    );
+    assert!(matches!(
+        HubState::decode(b"WSDX\x00\x01"),
+        Err(HandoverError::NotAState)
+    ));
+    assert!(matches!(
+        HubState::decode(b"WSDH\x00\x01\x05"),
+        Err(HandoverError::Malformed(_))
+    ));
 }

@@ -175,6 +175,7 @@
 //! | `jwt` | off | `auth::JwtAuth`: JSON Web Tokens as the authentication hook (`jsonwebtoken`) |
 //! | `hyper` | off | `wsduplex::hyper::upgrade` for hyper 1.x servers |
 //! | `axum` | off | the `wsduplex::axum::WebSocketUpgrade` extractor for axum 0.8 (implies `hyper`) |
+//! | `handover` | off | `WebSocket::into_parts` and `WebSocket::from_parts`, `SocketState` (versioned `encode`/`decode`): a live socket moved to another process on the same transport (the core's `snapshot`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
@@ -213,6 +214,9 @@ pub use error::{Error, Result};
 pub use proxy::{ProxyError, ProxySetting};
 pub use server::{accept, Incoming, ServerConfig};
 pub use socket::{Config, ReadHalf, Reply, SlowReader, WebSocket, WriteHalf};
+#[cfg(feature = "handover")]
+#[cfg_attr(docsrs, doc(cfg(feature = "handover")))]
+pub use socket::{HandoverError, SocketState};
 
 /// The README's example, compiled as a doctest so that it stays true.
 #[cfg(doctest)]
