@@ -6,6 +6,7 @@ use crate::close::CloseCode;
 
 /// The peer broke RFC 6455. Each variant maps to the close code sent to it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum ProtocolError {
     /// A reserved opcode (3-7, 0xB-0xF).

@@ -57,6 +57,9 @@ pub mod handshake;
 pub mod mask;
 mod message;
 pub mod random;
+#[cfg(feature = "snapshot")]
+#[cfg_attr(docsrs, doc(cfg(feature = "snapshot")))]
+pub mod snapshot;
 pub mod trace;
 mod transmit;
 pub mod utf8;

@@ -213,6 +213,9 @@ pub use error::{Error, Result};
 pub use proxy::{ProxyError, ProxySetting};
 pub use server::{accept, Incoming, ServerConfig};
 pub use socket::{Config, ReadHalf, Reply, SlowReader, WebSocket, WriteHalf};
+#[cfg(feature = "handover")]
+#[cfg_attr(docsrs, doc(cfg(feature = "handover")))]
+pub use socket::{HandoverError, SocketState};
 
 /// The README's example, compiled as a doctest so that it stays true.
 #[cfg(doctest)]

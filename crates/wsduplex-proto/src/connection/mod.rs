@@ -15,6 +15,8 @@ mod config;
 mod decode;
 mod fast;
 mod send;
+#[cfg(feature = "snapshot")]
+pub(crate) mod snapshot;
 mod timers;
 
 pub use config::{Config, Role, Timeouts};

@@ -11,10 +11,14 @@
 //! `split` (the two halves of [`WebSocket::split`]).
 
 mod driver;
+#[cfg(feature = "handover")]
+mod handover;
 mod reply;
 mod split;
 mod timers;
 
+#[cfg(feature = "handover")]
+pub use handover::{HandoverError, SocketState};
 pub use reply::Reply;
 pub use split::{ReadHalf, WriteHalf};
 
