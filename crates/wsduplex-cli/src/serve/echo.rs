@@ -10,31 +10,65 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 use wsduplex::limits::Permit;
 use wsduplex::{CloseCode, CloseFrame, Message, Utf8Bytes, WebSocket};
 
-/// Hands an open WebSocket to an echo task of its own. The first on each worker also
-/// starts the task that waits for the stop signal on the worker's behalf.
-pub(super) fn spawn<S>(
+/// A transport an echo connection runs over, and whether a hand-over moves it to the new
+/// process (plain TCP, on Unix) or leaves it to be drained here (TLS: rustls's state does
+/// not move; a stream of an HTTP/2 connection: the connection does not).
+pub(super) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
+    const MOVABLE: bool = false;
+
+    /// Gives the connection up to the hand-over (called only when [`Self::MOVABLE`]).
+    fn hand_over(ws: WebSocket<Self>) {
+        drop(ws);
+    }
+}
+
+impl Transport for TcpStream {
+    #[cfg(unix)]
+    const MOVABLE: bool = true;
+
+    #[cfg(unix)]
+    fn hand_over(ws: WebSocket<Self>) {
+        registry::surrender(ws);
+    }
+}
+
+impl Transport for Box<wsduplex::tls::TlsStream<TcpStream>> {}
+
+impl Transport for wsduplex::server::http2::Http2Stream {}
+
+/// Hands an open WebSocket to an echo task of its own, counted by `permit` (`None`: a
+/// connection given back by a failed hand-over, served beyond the limits). With a `gate`,
+/// the socket is not touched until the gate opens (dropped unopened: the connection is
+/// dropped unserved).
+pub(super) fn spawn<S: Transport>(
     tasks: &TaskTracker,
     ws: WebSocket<S>,
-    permit: Permit,
-    stop: watch::Receiver<bool>,
+    permit: Option<Permit>,
+    gate: Option<oneshot::Receiver<()>>,
     span: tracing::Span,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    if let Some(watcher) = registry::watcher(stop) {
-        tasks.spawn(watcher);
-    }
+) {
     let echo = Echo {
-        ws,
-        entry: registry::Entry::new(permit),
+        ws: Some(ws),
+        entry: registry::Entry::new(permit, S::MOVABLE),
         closing: false,
     };
-    spawn_in(tasks, echo, span);
+    match gate {
+        None => spawn_in(tasks, echo, span),
+        Some(gate) => {
+            let task = async move {
+                if gate.await.is_ok() {
+                    echo.await;
+                }
+            };
+            spawn_in(tasks, task, span);
+        }
+    }
 }
 
 /// The echo loop of one connection, written out as a future. An idle connection is this
@@ -45,26 +79,27 @@ pub(super) fn spawn<S>(
 /// Echoes are queued, not flushed: the socket flushes when it has nothing left to read,
 /// so a batch of messages goes out in one write.
 struct Echo<S> {
-    ws: WebSocket<S>,
+    /// Taken only by a hand-over, which ends the task.
+    ws: Option<WebSocket<S>>,
     entry: registry::Entry,
     /// The 1001 is queued: the stop signal has nothing more to say.
     closing: bool,
 }
 
-impl<S> Future for Echo<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+impl<S: Transport> Future for Echo<S> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        let Some(ws) = this.ws.as_mut() else {
+            return Poll::Ready(());
+        };
         loop {
             // Text and binary messages are echoed as they are read, borrowed from the
             // read buffer; the socket takes one only when its reply can be queued, so
             // none waits in here while the peer does not read. Pings are answered by the
             // socket; what comes out here is a ping, a pong, the close, or an error.
-            let item = this.ws.poll_recv_with(cx, |msg, reply| {
+            let item = ws.poll_recv_with(cx, |msg, reply| {
                 // Fails only when closing or past the slow-reader limit; the close
                 // handshake goes on in the reads.
                 let _ = reply.send(msg);
@@ -76,19 +111,27 @@ where
                     return Poll::Ready(());
                 }
                 Poll::Ready(None) => return Poll::Ready(()),
-                // The stop signal is looked at only when the socket has nothing to deliver.
-                Poll::Pending => {
-                    if this.closing || !this.entry.stopped(cx.waker()) {
-                        return Poll::Pending;
+                // The signals are looked at only when the socket has nothing to deliver:
+                // a safe point, where the socket's whole state is in the socket.
+                Poll::Pending => match this.entry.signal(cx.waker()) {
+                    registry::Signal::None => return Poll::Pending,
+                    registry::Signal::HandOver => {
+                        if let Some(ws) = this.ws.take() {
+                            S::hand_over(ws);
+                        }
+                        return Poll::Ready(());
                     }
-                    this.closing = true;
-                    // The next read flushes it, then waits for the reply (within the close
-                    // timeout).
-                    let _ = Pin::new(&mut this.ws).start_send(Message::Close(Some(CloseFrame {
-                        code: CloseCode::GOING_AWAY,
-                        reason: Utf8Bytes::from_static("server shutting down"),
-                    })));
-                }
+                    registry::Signal::Stop if this.closing => return Poll::Pending,
+                    registry::Signal::Stop => {
+                        this.closing = true;
+                        // The next read flushes it, then waits for the reply (within the
+                        // close timeout).
+                        let _ = Pin::new(&mut *ws).start_send(Message::Close(Some(CloseFrame {
+                            code: CloseCode::GOING_AWAY,
+                            reason: Utf8Bytes::from_static("server shutting down"),
+                        })));
+                    }
+                },
             }
         }
     }
@@ -108,47 +151,84 @@ mod tests {
 }
 
 /// The echo connections of a worker thread: their permits, and the wakers that the stop
-/// signal wakes. A worker is a current-thread runtime, so an echo task is polled and
-/// dropped on the thread that spawned it. A connection costs 48 bytes in a slab here,
-/// instead of a `watch` receiver and a pinned `changed()` future (and its permit) in
-/// its task.
-mod registry {
+/// signal and a hand-over wake. A worker is a current-thread runtime, so an echo task is
+/// polled and dropped on the thread that spawned it, and the worker's own loop (which
+/// signals) runs there too. A connection costs 48 bytes in a slab here, instead of a
+/// `watch` receiver and a pinned `changed()` future (and its permit) in its task.
+pub(super) mod registry {
     use std::cell::RefCell;
-    use std::future::Future;
-    use std::task::Waker;
-    use tokio::sync::watch;
+    use std::task::{Poll, Waker};
     use wsduplex::limits::Permit;
 
     #[derive(Default)]
     struct Registry {
         /// The worker is stopping; the wakers were woken.
         stopped: bool,
-        /// A task waits for the stop signal on this thread.
-        watched: bool,
+        /// A hand-over asks movable connections to give themselves up.
+        handing_over: bool,
         slots: Vec<Option<Slot>>,
         /// Indices of the empty slots.
         free: Vec<u32>,
+        /// Live movable connections, and plain requests in progress ([`Handshake`]).
+        movable: usize,
+        handshakes: usize,
+        /// The worker, waiting for both to reach 0 during a hand-over.
+        idle: Option<Waker>,
+        /// This worker's index and where surrendered connections go.
+        #[cfg(unix)]
+        reports: Option<(usize, std::sync::mpsc::Sender<super::super::worker::Report>)>,
     }
 
     struct Slot {
         /// Set when the task first waits.
         waker: Option<Waker>,
+        movable: bool,
         /// Counts the connection in the limits until its task ends.
-        _permit: Permit,
+        _permit: Option<Permit>,
+    }
+
+    impl Registry {
+        fn wake_idle(&mut self) {
+            if self.handing_over && self.movable == 0 && self.handshakes == 0 {
+                if let Some(w) = self.idle.take() {
+                    w.wake();
+                }
+            }
+        }
+
+        fn take_wakers(&mut self, movable_only: bool) -> Vec<Waker> {
+            self.slots
+                .iter_mut()
+                .flatten()
+                .filter(|s| s.movable || !movable_only)
+                .filter_map(|s| s.waker.take())
+                .collect()
+        }
     }
 
     thread_local! {
         static REGISTRY: RefCell<Registry> = RefCell::default();
     }
 
+    /// What an echo task is asked to do when it has nothing else to do.
+    pub(in super::super) enum Signal {
+        None,
+        /// Give the connection up (a movable one) to the hand-over.
+        HandOver,
+        /// Close with 1001.
+        Stop,
+    }
+
     /// An echo task's slot in its worker's registry, emptied when the task ends.
-    pub(super) struct Entry(u32);
+    pub(in super::super) struct Entry(u32);
 
     impl Entry {
-        pub(super) fn new(permit: Permit) -> Self {
+        pub(in super::super) fn new(permit: Option<Permit>, movable: bool) -> Self {
             REGISTRY.with_borrow_mut(|r| {
+                r.movable += usize::from(movable);
                 let slot = Some(Slot {
                     waker: None,
+                    movable,
                     _permit: permit,
                 });
                 match r.free.pop() {
@@ -164,19 +244,23 @@ mod registry {
             })
         }
 
-        /// Whether the worker is stopping; if not, `waker` is woken when it does.
-        pub(super) fn stopped(&mut self, waker: &Waker) -> bool {
+        /// What the worker asks of this connection; if nothing, `waker` is woken when it
+        /// does.
+        pub(in super::super) fn signal(&mut self, waker: &Waker) -> Signal {
             REGISTRY.with_borrow_mut(|r| {
                 if r.stopped {
-                    return true;
+                    return Signal::Stop;
                 }
                 let slot = r.slots[self.0 as usize].as_mut().expect("own slot");
+                if r.handing_over && slot.movable {
+                    return Signal::HandOver;
+                }
                 match &mut slot.waker {
                     // A tokio task's waker stays the same; checking is cheap.
                     Some(w) if w.will_wake(waker) => {}
                     w => *w = Some(waker.clone()),
                 }
-                false
+                Signal::None
             })
         }
     }
@@ -189,32 +273,104 @@ mod registry {
                 let mut r = r.borrow_mut();
                 let slot = r.slots[self.0 as usize].take();
                 r.free.push(self.0);
+                if slot.as_ref().is_some_and(|s| s.movable) {
+                    r.movable -= 1;
+                    r.wake_idle();
+                }
                 // Dropped (the permit with it) outside the borrow.
                 slot
             });
         }
     }
 
-    /// The task that waits for `stop` on this thread's behalf, if none was started yet.
-    pub(super) fn watcher(
-        mut stop: watch::Receiver<bool>,
-    ) -> Option<impl Future<Output = ()> + Send + 'static> {
-        let first = REGISTRY.with_borrow_mut(|r| !std::mem::replace(&mut r.watched, true));
-        first.then_some(async move {
-            // The sender gone without a stop: the tasks run until their peers leave.
-            if stop.wait_for(|stopped| *stopped).await.is_ok() {
-                let wakers: Vec<Waker> = REGISTRY.with_borrow_mut(|r| {
-                    r.stopped = true;
-                    r.slots
-                        .iter_mut()
-                        .flatten()
-                        .filter_map(|s| s.waker.take())
-                        .collect()
-                });
-                for w in wakers {
-                    w.wake();
+    /// A plain connection's request in progress: it may yet become a movable connection, so
+    /// a hand-over waits for it to end.
+    pub(in super::super) struct Handshake(());
+
+    impl Handshake {
+        pub(in super::super) fn new() -> Self {
+            REGISTRY.with_borrow_mut(|r| r.handshakes += 1);
+            Self(())
+        }
+    }
+
+    impl Drop for Handshake {
+        fn drop(&mut self) {
+            let _ = REGISTRY.try_with(|r| {
+                let mut r = r.borrow_mut();
+                r.handshakes -= 1;
+                r.wake_idle();
+            });
+        }
+    }
+
+    /// This thread is worker `index`: connections it gives up are reported there.
+    #[cfg(unix)]
+    pub(in super::super) fn start(
+        index: usize,
+        reports: std::sync::mpsc::Sender<super::super::worker::Report>,
+    ) {
+        REGISTRY.with_borrow_mut(|r| r.reports = Some((index, reports)));
+    }
+
+    #[cfg(not(unix))]
+    pub(in super::super) fn start<T>(_index: usize, _reports: T) {}
+
+    /// Closes every connection with 1001.
+    pub(in super::super) fn stop() {
+        let wakers = REGISTRY.with_borrow_mut(|r| {
+            r.stopped = true;
+            r.take_wakers(false)
+        });
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Asks every movable connection to give itself up at its next safe point.
+    pub(in super::super) fn hand_over() {
+        let wakers = REGISTRY.with_borrow_mut(|r| {
+            r.handing_over = true;
+            r.take_wakers(true)
+        });
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// The hand-over failed: the connections that have not given themselves up stay.
+    pub(in super::super) fn resume() {
+        REGISTRY.with_borrow_mut(|r| r.handing_over = false);
+    }
+
+    /// Resolves once no movable connection and no plain request is left.
+    pub(in super::super) async fn idle() {
+        std::future::poll_fn(|cx| {
+            REGISTRY.with_borrow_mut(|r| {
+                if r.movable == 0 && r.handshakes == 0 {
+                    Poll::Ready(())
+                } else {
+                    r.idle = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+        })
+        .await
+    }
+
+    /// Sends a connection's transport and state to the control thread.
+    #[cfg(unix)]
+    pub(super) fn surrender(ws: wsduplex::WebSocket<tokio::net::TcpStream>) {
+        use super::super::worker::Report;
+        let (tcp, state) = ws.into_parts();
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => return tracing::error!("hand-over: a connection is lost: {e}"),
+        };
+        REGISTRY.with_borrow(|r| match &r.reports {
+            Some((worker, reports)) => {
+                let worker = *worker;
+                if reports.send(Report::Surrendered { worker, tcp, state }).is_err() {
+                    tracing::error!("hand-over: the control thread is gone: a connection is lost");
                 }
             }
-        })
+            None => tracing::error!("hand-over outside a worker: a connection is lost"),
+        });
     }
 }

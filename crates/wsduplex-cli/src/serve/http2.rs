@@ -83,7 +83,7 @@ pub(super) async fn serve<S>(
                 if !stopping {
                     quiet.as_mut().reset(later(idle));
                 }
-                let task = stream(request, peer, server.clone(), stop.clone(), tasks.clone());
+                let task = stream(request, peer, server.clone(), tasks.clone());
                 spawn_in(&tasks, task, span.clone());
             }
             Some(Err(e)) => {
@@ -103,7 +103,6 @@ async fn stream(
     request: Http2Request,
     peer: Peer,
     server: Arc<Server>,
-    stop: watch::Receiver<bool>,
     tasks: TaskTracker,
 ) {
     let mut incoming = match request.into_incoming(&server.config).await {
@@ -136,7 +135,7 @@ async fn stream(
         Ok(incoming) => incoming,
         Err(e) => return tracing::debug!("{e}"),
     };
-    if let (Some(ws), Some(permit)) = (route::serve(incoming, &server).await, permit) {
-        echo::spawn(&tasks, ws, permit, stop, tracing::Span::current());
+    if let (Some(ws), Some(permit)) = (route::serve(incoming, &server, &mut None).await, permit) {
+        echo::spawn(&tasks, ws, Some(permit), None, tracing::Span::current());
     }
 }
