@@ -26,6 +26,8 @@ mod codec;
 #[cfg(not(feature = "deflate"))]
 #[path = "deflate/unavailable.rs"]
 mod codec;
+#[cfg(all(feature = "deflate", feature = "snapshot"))]
+mod window;
 
 pub(crate) use codec::{Deflater, InflateError, Inflater};
 

@@ -144,6 +144,27 @@ impl Transmit {
         }
     }
 
+    /// Every byte queued, in order (`crate::snapshot`).
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len);
+        for c in &self.chunks {
+            out.extend_from_slice(c);
+        }
+        out.extend_from_slice(&self.tail);
+        out
+    }
+
+    /// A queue holding `bytes` (`crate::snapshot`).
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn from_vec(bytes: Vec<u8>) -> Self {
+        Self {
+            chunks: VecDeque::new(),
+            len: bytes.len(),
+            tail: BytesMut::from(&bytes[..]),
+        }
+    }
+
     /// Releases the queue's memory once it is empty (for idle connections).
     pub fn shrink(&mut self) {
         if self.len == 0 {

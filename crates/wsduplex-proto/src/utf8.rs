@@ -178,6 +178,13 @@ impl Utf8Validator {
         }
     }
 
+    /// The bytes of a code point cut by the end of the last piece (`crate::snapshot`; a
+    /// validator fed them alone is where this one is).
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn pending(&self) -> &[u8] {
+        &self.partial[..self.partial_len as usize]
+    }
+
     /// Ends the string: fails if it stops inside a code point. Resets the validator.
     pub fn finish(&mut self) -> Result<(), Utf8Error> {
         let complete = self.partial_len == 0;

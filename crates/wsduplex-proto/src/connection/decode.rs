@@ -291,10 +291,18 @@ impl Connection {
                 if self.message.as_ref().is_some_and(|m| m.compressed) {
                     // The payload was inflated as it arrived.
                     if !h.fin {
+                        #[cfg(feature = "snapshot")]
+                        if let Some(d) = self.deflate.as_mut() {
+                            d.partial.extend_from_slice(&payload);
+                        }
                         return Ok(());
                     }
                     let mut msg = self.message.take().expect("checked above");
                     let d = self.deflate.as_mut().expect("RSV1 checked in check_frame");
+                    #[cfg(feature = "snapshot")]
+                    {
+                        d.partial = Vec::new();
+                    }
                     let max = self.config.max_message_size;
                     let start = d.inflated.len();
                     d.inflater
@@ -340,6 +348,10 @@ impl Connection {
         self.message = None;
         if let Some(d) = self.deflate.as_mut() {
             d.inflated = Vec::new();
+            #[cfg(feature = "snapshot")]
+            {
+                d.partial = Vec::new();
+            }
         }
     }
 

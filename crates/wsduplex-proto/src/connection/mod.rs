@@ -24,7 +24,7 @@ pub use send::Sender;
 pub use timers::Timeout;
 
 use crate::close::CloseCode;
-#[cfg(feature = "deflate")]
+#[cfg(any(feature = "deflate", feature = "snapshot"))]
 use crate::deflate::DeflateParams;
 use crate::deflate::{Deflater, Inflater};
 use crate::error::{Error, ProtocolError};
@@ -91,31 +91,44 @@ struct DeflateState {
     /// The compressed message arriving, inflated so far (here, not in [`RxMessage`]: a
     /// connection without the extension has no use for it).
     inflated: Vec<u8>,
+    /// The compressed fragments of the message arriving, received so far: zlib's state
+    /// mid-message cannot be written down, so a restored connection inflates them again
+    /// (`snapshot`). Only fragmented compressed messages copy anything here.
+    #[cfg(feature = "snapshot")]
+    partial: Vec<u8>,
 }
 
 impl DeflateState {
     #[cfg(feature = "deflate")]
     fn new(role: Role, params: &DeflateParams, config: &Config) -> Self {
-        let (own_bits, own_reset, peer_bits, peer_reset) = match role {
-            Role::Server => (
-                params.server_max_window_bits,
-                params.server_no_context_takeover,
-                params.client_max_window_bits,
-                params.client_no_context_takeover,
-            ),
-            Role::Client => (
-                params.client_max_window_bits,
-                params.client_no_context_takeover,
-                params.server_max_window_bits,
-                params.server_no_context_takeover,
-            ),
-        };
+        let (own_bits, own_reset, peer_bits, peer_reset) = directions(role, params);
         Self {
             deflater: Deflater::new(config.compression_level, own_bits, own_reset),
             inflater: Inflater::new(peer_bits, peer_reset),
             threshold: config.compression_threshold,
             inflated: Vec::new(),
+            #[cfg(feature = "snapshot")]
+            partial: Vec::new(),
         }
+    }
+}
+
+/// This end's window bits and no_context_takeover, then the peer's.
+#[cfg(any(feature = "deflate", feature = "snapshot"))]
+fn directions(role: Role, params: &DeflateParams) -> (u8, bool, u8, bool) {
+    match role {
+        Role::Server => (
+            params.server_max_window_bits,
+            params.server_no_context_takeover,
+            params.client_max_window_bits,
+            params.client_no_context_takeover,
+        ),
+        Role::Client => (
+            params.client_max_window_bits,
+            params.client_no_context_takeover,
+            params.server_max_window_bits,
+            params.server_no_context_takeover,
+        ),
     }
 }
 

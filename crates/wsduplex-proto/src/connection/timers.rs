@@ -27,13 +27,13 @@ use std::time::{Duration, Instant};
 const KEEPALIVE_PING: &[u8] = b"wsduplex keepalive";
 
 /// Deadlines that start at the next clock reading ([`Timers::start`]).
-const START_PING: u8 = 1;
-const START_IDLE: u8 = 2;
+pub(super) const START_PING: u8 = 1;
+pub(super) const START_IDLE: u8 = 2;
 
 /// What ended the connection (`Timers::timed_out`: a byte, where a `Timeout` would take
 /// 24).
 const TIMED_OUT_KEEPALIVE: u8 = 1;
-const TIMED_OUT_CLOSE: u8 = 2;
+pub(super) const TIMED_OUT_CLOSE: u8 = 2;
 
 /// Why a deadline ended the connection: see [`Connection::timed_out`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,17 +51,17 @@ pub enum Timeout {
 /// configured, or once the connection is closing.
 #[derive(Default)]
 pub(super) struct Timers {
-    next_ping: Option<Instant>,
+    pub(super) next_ping: Option<Instant>,
     /// Set while a keepalive ping is unanswered: any bytes from the peer clear it.
-    pong: Option<Instant>,
-    idle: Option<Instant>,
-    close: Option<Instant>,
+    pub(super) pong: Option<Instant>,
+    pub(super) idle: Option<Instant>,
+    pub(super) close: Option<Instant>,
     /// `START_*` bits: deadlines that began without a clock reading.
-    start: u8,
+    pub(super) start: u8,
     /// The caller gave up on the transport ([`Connection::transport_error`]).
-    transport_gone: bool,
+    pub(super) transport_gone: bool,
     /// `TIMED_OUT_*`, 0 while no deadline has ended the connection.
-    timed_out: u8,
+    pub(super) timed_out: u8,
 }
 
 impl Timers {

@@ -1,6 +1,8 @@
 //! The per-message compressor and decompressor (feature `deflate`): zlib-rs through
 //! `flate2`. Window bits are explained in the parent module's docs.
 
+#[cfg(feature = "snapshot")]
+use super::window::Window;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 /// RFC 7692 §7.2.1: the sync-flush marker a sender removes and a receiver appends.
@@ -21,6 +23,9 @@ pub(crate) struct Deflater {
     bits: u8,
     no_context_takeover: bool,
     out: Vec<u8>,
+    /// With takeover, what the context depends on (see `crate::snapshot`).
+    #[cfg(feature = "snapshot")]
+    window: Option<Window>,
 }
 
 impl Deflater {
@@ -31,7 +36,35 @@ impl Deflater {
             bits: zlib_bits(bits),
             no_context_takeover,
             out: Vec::new(),
+            #[cfg(feature = "snapshot")]
+            window: (!no_context_takeover).then(|| Window::new(1 << zlib_bits(bits))),
         }
+    }
+
+    /// A compressor whose context is `window` (the last bytes a previous one compressed,
+    /// empty for a fresh context): what it compresses next may refer back into it.
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn restore(
+        level: u32,
+        bits: u8,
+        no_context_takeover: bool,
+        window: &[u8],
+    ) -> Result<Self, ()> {
+        let mut d = Self::new(level, bits, no_context_takeover);
+        if let (false, Some(w)) = (window.is_empty(), d.window.as_mut()) {
+            let mut z = Compress::new_with_window_bits(Compression::new(d.level), false, d.bits);
+            // Right after init, as raw deflate allows (deflateSetDictionary).
+            z.set_dictionary(window).map_err(|_| ())?;
+            w.push(window);
+            d.zlib = Some(Box::new(z));
+        }
+        Ok(d)
+    }
+
+    /// The context: the last window compressed (empty without takeover).
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn window(&self) -> Vec<u8> {
+        self.window.as_ref().map_or_else(Vec::new, Window::to_vec)
     }
 
     /// Compresses one whole message; returns the payload with the trailing `00 00 ff ff`
@@ -73,6 +106,10 @@ impl Deflater {
         if self.no_context_takeover {
             z.reset();
         }
+        #[cfg(feature = "snapshot")]
+        if let Some(w) = self.window.as_mut() {
+            w.push(data);
+        }
         &self.out
     }
 
@@ -99,6 +136,9 @@ pub(crate) struct Inflater {
     pub(super) zlib: Option<Box<Decompress>>,
     bits: u8,
     no_context_takeover: bool,
+    /// With takeover, what the context depends on (see `crate::snapshot`).
+    #[cfg(feature = "snapshot")]
+    window: Option<Window>,
 }
 
 impl Inflater {
@@ -107,7 +147,30 @@ impl Inflater {
             zlib: None,
             bits: zlib_bits(bits),
             no_context_takeover,
+            #[cfg(feature = "snapshot")]
+            window: (!no_context_takeover).then(|| Window::new(1 << zlib_bits(bits))),
         }
+    }
+
+    /// A decompressor whose context is `window` (the last bytes a previous one inflated,
+    /// empty for a fresh context): the peer's next message may refer back into it.
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn restore(bits: u8, no_context_takeover: bool, window: &[u8]) -> Result<Self, ()> {
+        let mut d = Self::new(bits, no_context_takeover);
+        if let (false, Some(w)) = (window.is_empty(), d.window.as_mut()) {
+            let mut z = Decompress::new_with_window_bits(false, d.bits);
+            // Raw inflate takes a dictionary at any time (inflateSetDictionary).
+            z.set_dictionary(window).map_err(|_| ())?;
+            w.push(window);
+            d.zlib = Some(Box::new(z));
+        }
+        Ok(d)
+    }
+
+    /// The context as of the end of the last whole message (empty without takeover).
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn window(&self) -> Vec<u8> {
+        self.window.as_ref().map_or_else(Vec::new, Window::to_vec)
     }
 
     /// Inflates `input` (a piece of a compressed message) onto `out`. Output grows in bounded
@@ -168,6 +231,11 @@ impl Inflater {
     /// if the peer does not keep it.
     pub(crate) fn finish(&mut self, out: &mut Vec<u8>, max: u64) -> Result<(), InflateError> {
         self.inflate(&TAIL, out, max)?;
+        #[cfg(feature = "snapshot")]
+        if let Some(w) = self.window.as_mut() {
+            // `out` holds the whole message (the caller's buffer for it).
+            w.push(out);
+        }
         if self.no_context_takeover {
             if let Some(z) = self.zlib.as_mut() {
                 z.reset(false);

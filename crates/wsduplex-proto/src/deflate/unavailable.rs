@@ -16,6 +16,16 @@ impl Deflater {
     pub(crate) fn shrink(&mut self) {
         match self.0 {}
     }
+
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn restore(_level: u32, _bits: u8, _reset: bool, _w: &[u8]) -> Result<Self, ()> {
+        Err(())
+    }
+
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn window(&self) -> Vec<u8> {
+        match self.0 {}
+    }
 }
 
 /// Why inflating failed (never, here: the decoder still matches on it).
@@ -46,6 +56,16 @@ impl Inflater {
     }
 
     pub(crate) fn shrink(&mut self) {
+        match self.0 {}
+    }
+
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn restore(_bits: u8, _reset: bool, _window: &[u8]) -> Result<Self, ()> {
+        Err(())
+    }
+
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn window(&self) -> Vec<u8> {
         match self.0 {}
     }
 }

@@ -10,9 +10,11 @@
 //! [`Config`]. [`SocketState::encode`] writes it as a magic, a version and postcard;
 //! [`SocketState::decode`] reads only its own version, and says which it found otherwise.
 
+use super::timers::now;
 use super::{Cold, Config, Inner, Phase, WebSocket};
 use crate::error::Error;
 use proto::snapshot::{ConnectionState, SnapshotError};
+use proto::{CloseCode, CloseFrame, Connection, Message};
 use serde::{Deserialize, Serialize};
 
 /// The first bytes of an encoded [`SocketState`].
@@ -27,8 +29,9 @@ pub struct SocketState {
     phase: PhaseState,
     server_closed: bool,
     write_shutdown: bool,
-    /// The peer's close, held back until the transport is closed.
-    final_close: Option<(u16, String)>,
+    /// The peer's close, held back until the transport is closed (the inner `None`: a
+    /// close frame without a code).
+    final_close: Option<Option<(u16, String)>>,
     final_error: Option<FinalError>,
 }
 
@@ -120,20 +123,76 @@ impl<S> WebSocket<S> {
     /// queued but not yet written (a message half sent among them), the closing handshake,
     /// the compression contexts and the deadlines all move into the state.
     pub fn into_parts(self) -> (S, SocketState) {
-        let _ = (
-            Phase::Open,
-            Cold::default(),
-            std::marker::PhantomData::<Error>,
-        );
-        let _: &Inner<S> = &self.inner;
-        todo!("API skeleton")
+        let inner = self.inner;
+        let conn = inner.conn.snapshot(now());
+        let cold = inner.cold.map(|c| *c).unwrap_or_default();
+        let final_close = match cold.final_close {
+            Some(Message::Close(f)) => Some(f.map(|f| (f.code.as_u16(), f.reason.to_string()))),
+            _ => None,
+        };
+        let final_error = cold.final_error.map(|e| match e {
+            Error::KeepaliveTimeout(after) => FinalError::KeepaliveTimeout(after),
+            Error::CloseTimeout => FinalError::CloseTimeout,
+            other => FinalError::Io(other.to_string()),
+        });
+        let state = SocketState {
+            conn,
+            subprotocol: cold.subprotocol.map(String::from),
+            phase: match inner.phase {
+                Phase::Open => PhaseState::Open,
+                Phase::Finishing => PhaseState::Finishing,
+                Phase::Done => PhaseState::Done,
+            },
+            server_closed: inner.server_closed,
+            write_shutdown: inner.write_shutdown,
+            final_close,
+            final_error,
+        };
+        (inner.io, state)
     }
 
     /// Resumes a socket from its transport and the state [`WebSocket::into_parts`] gave,
     /// with this process's `config` (limits, timeouts, `max_write_buffer`, `slow_reader`);
     /// the role, the subprotocol and the permessage-deflate agreement come from the state.
     /// Deadlines go on from what remained of them.
-    pub fn from_parts(_io: S, _state: SocketState, _config: Config) -> Result<Self, HandoverError> {
-        todo!("API skeleton")
+    pub fn from_parts(io: S, state: SocketState, config: Config) -> Result<Self, HandoverError> {
+        let protocol = config.protocol_with_timeouts();
+        let conn = Connection::restore(state.conn, protocol, now())?;
+        let final_close = state.final_close.map(|f| {
+            Message::Close(f.map(|(code, reason)| CloseFrame {
+                code: CloseCode::new(code),
+                reason: reason.into(),
+            }))
+        });
+        let final_error = state.final_error.map(|e| match e {
+            FinalError::KeepaliveTimeout(after) => Error::KeepaliveTimeout(after),
+            FinalError::CloseTimeout => Error::CloseTimeout,
+            FinalError::Io(what) => Error::Io(std::io::Error::other(what)),
+        });
+        let cold = Cold {
+            subprotocol: state.subprotocol.map(String::into_boxed_str),
+            final_close,
+            final_error,
+        };
+        let held =
+            cold.subprotocol.is_some() || cold.final_close.is_some() || cold.final_error.is_some();
+        let mut inner = Inner {
+            io,
+            conn,
+            max_write_buffer: config.max_write_buffer,
+            slow_reader: config.slow_reader,
+            phase: match state.phase {
+                PhaseState::Open => Phase::Open,
+                PhaseState::Finishing => Phase::Finishing,
+                PhaseState::Done => Phase::Done,
+            },
+            server_closed: state.server_closed,
+            write_shutdown: state.write_shutdown,
+            rx_released: false,
+            timer: None,
+            cold: held.then(|| Box::new(cold)),
+        };
+        inner.start_timers();
+        Ok(Self { inner })
     }
 }

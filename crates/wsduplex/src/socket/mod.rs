@@ -75,6 +75,19 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The core's configuration, with the socket's timeouts in place of its own.
+    fn protocol_with_timeouts(&self) -> proto::Config {
+        let mut protocol = self.protocol.clone();
+        let t = &mut protocol.timeouts;
+        t.set_close(self.close_timeout);
+        t.set_ping_interval(self.ping_interval);
+        t.set_ping_timeout(self.ping_timeout);
+        t.set_idle(self.idle_timeout);
+        protocol
+    }
+}
+
 /// What sending does while [`Config::max_write_buffer`] bytes already wait for the peer to
 /// read them. Pongs and close frames are always queued.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -194,13 +207,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a transport whose opening handshake is done. `leftover` holds bytes read past
     /// the handshake (they are the first frames).
     pub fn from_raw(io: S, role: Role, config: Config, leftover: &[u8]) -> Self {
-        let mut protocol = config.protocol;
-        let t = &mut protocol.timeouts;
-        t.set_close(config.close_timeout);
-        t.set_ping_interval(config.ping_interval);
-        t.set_ping_timeout(config.ping_timeout);
-        t.set_idle(config.idle_timeout);
-        let mut conn = Connection::new(role, protocol);
+        let mut conn = Connection::new(role, config.protocol_with_timeouts());
         if !leftover.is_empty() {
             // Errors are recorded in the state and surface on the first read.
             let _ = conn.receive(leftover);

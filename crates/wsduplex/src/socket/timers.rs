@@ -12,7 +12,7 @@ use std::task::Context;
 use tokio::time::Instant;
 
 /// The time as the core takes it: tokio's clock (which tests pause and advance).
-fn now() -> std::time::Instant {
+pub(super) fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
 
