@@ -225,6 +225,7 @@ fn resolve(listen: &str) -> anyhow::Result<SocketAddr> {
 }
 
 /// A finished hand-over, for the old process's main thread.
+#[cfg_attr(not(unix), allow(dead_code))]
 struct HandedOver {
     count: u64,
     pid: u32,

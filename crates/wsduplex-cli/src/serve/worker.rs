@@ -9,6 +9,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
 
 /// What the control thread tells a worker.
+// Without Unix there is no control thread: only the stop signal is sent.
+#[cfg_attr(not(unix), allow(dead_code))]
 pub(super) enum Command {
     /// Stop accepting; movable connections give themselves up ([`Report::Surrendered`]),
     /// then [`Report::Idle`].
@@ -36,6 +38,7 @@ pub(super) struct Adoption {
 }
 
 /// What a worker tells the control thread. Reports of one worker arrive in order.
+#[cfg_attr(not(unix), allow(dead_code))]
 pub(super) enum Report {
     /// A connection given up for the hand-over: its transport and its state.
     #[cfg(unix)]

@@ -6,7 +6,7 @@
 //! a frame's descriptors never arrive with another frame's bytes.
 
 use super::wire::{Message, WireError, HEADER, MAX_LISTENERS};
-use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fd::{BorrowedFd, OwnedFd};
 use rustix::net::{
     recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
@@ -147,6 +147,7 @@ impl Channel {
 mod tests {
     use super::*;
     use crate::serve::handover::wire::Endpoint;
+    use rustix::fd::AsFd as _;
     use std::io::{Read as _, Write as _};
 
     fn pair() -> (Channel, Channel) {
