@@ -366,7 +366,10 @@ pub(super) mod registry {
         REGISTRY.with_borrow(|r| match &r.reports {
             Some((worker, reports)) => {
                 let worker = *worker;
-                if reports.send(Report::Surrendered { worker, tcp, state }).is_err() {
+                if reports
+                    .send(Report::Surrendered { worker, tcp, state })
+                    .is_err()
+                {
                     tracing::error!("hand-over: the control thread is gone: a connection is lost");
                 }
             }

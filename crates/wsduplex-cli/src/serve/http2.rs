@@ -99,12 +99,7 @@ pub(super) async fn serve<S>(
 /// One stream: the front door, then the route. A WebSocket counts against the connection
 /// limits as a connection of its own (so a client cannot open more WebSockets over one
 /// HTTP/2 connection than over as many HTTP/1.1 ones); a plain request does not.
-async fn stream(
-    request: Http2Request,
-    peer: Peer,
-    server: Arc<Server>,
-    tasks: TaskTracker,
-) {
+async fn stream(request: Http2Request, peer: Peer, server: Arc<Server>, tasks: TaskTracker) {
     let mut incoming = match request.into_incoming(&server.config).await {
         Ok(incoming) => incoming,
         Err(e) => return tracing::debug!("http/2 request refused: {e}"),

@@ -91,9 +91,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     tokio::pin!(stop_signal);
     let scheme = if tls.is_some() { "https" } else { "http" };
     let taking_over = sockets.taking_over();
-    if !taking_over {
-        println!("listening on {scheme}://{addr}");
-    }
     let Configs { server, echo, hub } = args.configs(jwt);
     // Rooms span the workers: one hub, shared.
     let hub = match args.redis.clone().filter(|u| !u.is_empty()) {
@@ -164,6 +161,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _ = (commands, reports, handed_tx);
     #[cfg(unix)]
     let control = control.transpose()?;
+    // Ready once the control socket is bound, too.
+    if !taking_over {
+        println!("listening on {scheme}://{addr}");
+    }
     #[cfg(unix)]
     let control_path = match control {
         Some(Control::Serving(identity)) => Some(identity),
@@ -189,7 +190,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     });
     #[cfg(unix)]
     if let Some(done) = handed_over {
-        println!("handed over {} connections to process {}", done.count, done.pid);
+        println!(
+            "handed over {} connections to process {}",
+            done.count, done.pid
+        );
         // What could not move is served until it ends (each worker then ends), at most
         // --drain-timeout.
         rt.block_on(async {
@@ -258,7 +262,11 @@ fn sockets(args: &Args, requested: Option<SocketAddr>, workers: usize) -> anyhow
     if let Some(path) = &args.take_over {
         let take = handover::connect(path, requested)?;
         let control = args.control.clone().unwrap_or_else(|| path.clone());
-        let listeners = take.listeners.iter().map(|l| l.try_clone()).collect::<Result<_, _>>()?;
+        let listeners = take
+            .listeners
+            .iter()
+            .map(|l| l.try_clone())
+            .collect::<Result<_, _>>()?;
         return Ok(Sockets {
             listeners,
             control: Some((control, Some(take))),
@@ -266,7 +274,9 @@ fn sockets(args: &Args, requested: Option<SocketAddr>, workers: usize) -> anyhow
     }
     let listeners = match activation::listeners()? {
         Some(_) if requested.is_some() => {
-            anyhow::bail!("--listen: systemd passed listening sockets (LISTEN_FDS); leave --listen out")
+            anyhow::bail!(
+                "--listen: systemd passed listening sockets (LISTEN_FDS); leave --listen out"
+            )
         }
         Some(passed) if passed.is_empty() => anyhow::bail!("LISTEN_FDS: no TCP socket"),
         // Every worker accepts on a copy of a passed socket (one queue, shared).
@@ -292,7 +302,9 @@ enum Control {
     Serving((std::path::PathBuf, (u64, u64))),
     /// Taking over from process `.1`: the connections taken, and the control socket bound.
     TakingOver(
-        tokio::sync::oneshot::Receiver<anyhow::Result<(u64, Option<(std::path::PathBuf, (u64, u64))>)>>,
+        tokio::sync::oneshot::Receiver<
+            anyhow::Result<(u64, Option<(std::path::PathBuf, (u64, u64))>)>,
+        >,
         u32,
     ),
 }
@@ -305,9 +317,8 @@ fn control_thread(
     path: std::path::PathBuf,
     take_over: Option<handover::TakeOver>,
 ) -> anyhow::Result<Control> {
-    let spawn = |f: Box<dyn FnOnce() + Send>| {
-        std::thread::Builder::new().name("control".into()).spawn(f)
-    };
+    let spawn =
+        |f: Box<dyn FnOnce() + Send>| std::thread::Builder::new().name("control".into()).spawn(f);
     match take_over {
         None => {
             let socket = handover::bind(&path)?;

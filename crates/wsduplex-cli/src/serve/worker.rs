@@ -104,7 +104,11 @@ pub(super) fn run(
         // Tracks handshake tasks and the echo tasks they hand over to, for graceful shutdown.
         let tasks = TaskTracker::new();
         let mut stopping = stop.clone();
-        let mut mode = if accepting { Mode::Accepting } else { Mode::Paused };
+        let mut mode = if accepting {
+            Mode::Accepting
+        } else {
+            Mode::Paused
+        };
         let mut commands_open = true;
         let mut committed = false;
         loop {

@@ -28,9 +28,13 @@ pub(crate) enum ChannelError {
     Wire(#[from] WireError),
     #[error("control socket: the other process closed it")]
     Closed,
-    #[error("control socket: the kernel dropped file descriptors (more than {MAX_FDS} in a frame)")]
+    #[error(
+        "control socket: the kernel dropped file descriptors (more than {MAX_FDS} in a frame)"
+    )]
     Truncated,
-    #[error("control socket: {got} file descriptors with a {message} message, expected {expected}")]
+    #[error(
+        "control socket: {got} file descriptors with a {message} message, expected {expected}"
+    )]
     Descriptors {
         message: &'static str,
         got: usize,
@@ -58,15 +62,25 @@ impl Channel {
         Ok(Self { sock })
     }
 
-    pub(crate) fn send(&mut self, msg: &Message, fds: &[BorrowedFd<'_>]) -> Result<(), ChannelError> {
+    pub(crate) fn send(
+        &mut self,
+        msg: &Message,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), ChannelError> {
         let frame = msg.encode()?;
-        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len().max(1)))];
+        let mut space =
+            vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len().max(1)))];
         let mut control = SendAncillaryBuffer::new(&mut space);
         if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
             return Err(ChannelError::Truncated);
         }
         let mut sent = loop {
-            match sendmsg(&self.sock, &[IoSlice::new(&frame)], &mut control, SendFlags::NOSIGNAL) {
+            match sendmsg(
+                &self.sock,
+                &[IoSlice::new(&frame)],
+                &mut control,
+                SendFlags::NOSIGNAL,
+            ) {
                 Ok(n) => break n,
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(io::Error::from(e).into()),
@@ -75,7 +89,12 @@ impl Channel {
         // The descriptors went with the first byte; the rest is plain bytes.
         while sent < frame.len() {
             let mut none = SendAncillaryBuffer::default();
-            match sendmsg(&self.sock, &[IoSlice::new(&frame[sent..])], &mut none, SendFlags::NOSIGNAL) {
+            match sendmsg(
+                &self.sock,
+                &[IoSlice::new(&frame[sent..])],
+                &mut none,
+                SendFlags::NOSIGNAL,
+            ) {
                 Ok(n) => sent += n,
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(io::Error::from(e).into()),
@@ -97,7 +116,10 @@ impl Channel {
     }
 
     /// The next message, which must carry exactly `fds` descriptors.
-    pub(crate) fn recv_with(&mut self, fds: usize) -> Result<(Message, Vec<OwnedFd>), ChannelError> {
+    pub(crate) fn recv_with(
+        &mut self,
+        fds: usize,
+    ) -> Result<(Message, Vec<OwnedFd>), ChannelError> {
         let (msg, got) = self.recv()?;
         if let Message::Refuse(reason) = msg {
             return Err(ChannelError::Refused(reason));
@@ -112,7 +134,11 @@ impl Channel {
         Ok((msg, got))
     }
 
-    fn read_exact(&mut self, mut buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<(), ChannelError> {
+    fn read_exact(
+        &mut self,
+        mut buf: &mut [u8],
+        fds: &mut Vec<OwnedFd>,
+    ) -> Result<(), ChannelError> {
         let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         while !buf.is_empty() {
             let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -192,7 +218,10 @@ mod tests {
         let (a, mut b) = pair();
         let mut raw = a.sock;
         raw.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-        assert!(matches!(b.recv(), Err(ChannelError::Wire(WireError::TooLarge(_)))));
+        assert!(matches!(
+            b.recv(),
+            Err(ChannelError::Wire(WireError::TooLarge(_)))
+        ));
         drop(raw);
         let (a, mut b) = pair();
         drop(a);

@@ -60,8 +60,12 @@ pub(super) fn bind(path: &Path) -> anyhow::Result<ControlSocket> {
                 "--control {}: a running wsduplex listens on it (replace it with --take-over)",
                 path.display()
             ),
-            Err(_) => std::fs::remove_file(path)
-                .with_context(|| format!("--control {}: cannot remove the stale socket", path.display()))?,
+            Err(_) => std::fs::remove_file(path).with_context(|| {
+                format!(
+                    "--control {}: cannot remove the stale socket",
+                    path.display()
+                )
+            })?,
         },
     }
     ControlSocket::bind(path).with_context(|| format!("--control {}", path.display()))
@@ -79,7 +83,10 @@ impl ControlSocket {
     /// the path never names a socket others may use, and a process taking over replaces
     /// the old one's without a moment where `path` names nothing.
     fn bind(path: &Path) -> std::io::Result<Self> {
-        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         let tmp = path.with_file_name(format!(".{name}.{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         let listener = UnixListener::bind(&tmp)?;
@@ -140,13 +147,20 @@ impl Control {
         let mut ch = Channel::new(stream, PATIENCE)?;
         ch.send(&hello(), &[])?;
         let pid = match ch.recv_with(0)?.0 {
-            Message::Hello { format, state, pid } if format == FORMAT && state == SocketState::VERSION => pid,
+            Message::Hello { format, state, pid }
+                if format == FORMAT && state == SocketState::VERSION =>
+            {
+                pid
+            }
             Message::Hello { format, state, .. } => {
                 let reason = format!("versions differ: control {format}, state {state}");
                 let _ = ch.send(&Message::Refuse(reason.clone()), &[]);
                 bail!(reason);
             }
-            other => bail!(ChannelError::Unexpected { expected: "Hello", got: other.name() }),
+            other => bail!(ChannelError::Unexpected {
+                expected: "Hello",
+                got: other.name()
+            }),
         };
         let addrs = self.listeners.iter().map(|(_, a)| *a).collect();
         let fds: Vec<BorrowedFd<'_>> = self.listeners.iter().map(|(fd, _)| fd.as_fd()).collect();
@@ -182,7 +196,13 @@ impl Control {
     fn move_connections(
         &self,
         ch: &mut Channel,
-    ) -> Result<u64, (anyhow::Error, Option<(usize, std::net::TcpStream, SocketState)>)> {
+    ) -> Result<
+        u64,
+        (
+            anyhow::Error,
+            Option<(usize, std::net::TcpStream, SocketState)>,
+        ),
+    > {
         let mut idle = vec![false; self.workers.len()];
         let (mut count, mut id) = (0, 0);
         while !idle.iter().all(|i| *i) {
@@ -200,7 +220,10 @@ impl Control {
             id += 1;
             let bytes = state.encode();
             if bytes.len() > MAX_FRAME - 64 {
-                tracing::warn!("connection state of {} bytes is too large to move: kept", bytes.len());
+                tracing::warn!(
+                    "connection state of {} bytes is too large to move: kept",
+                    bytes.len()
+                );
                 self.restore(worker, tcp, state);
                 continue;
             }
@@ -217,7 +240,10 @@ impl Control {
                     self.restore(worker, tcp, state);
                 }
                 Ok((other, _)) => {
-                    let e = ChannelError::Unexpected { expected: "Ack", got: other.name() };
+                    let e = ChannelError::Unexpected {
+                        expected: "Ack",
+                        got: other.name(),
+                    };
                     return Err((e.into(), Some((worker, tcp, state))));
                 }
                 Err(e) => return Err((e.into(), Some((worker, tcp, state)))),
@@ -266,12 +292,19 @@ fn hello() -> Message {
     }
 }
 
-fn expect(ch: &mut Channel, name: &'static str, ok: impl Fn(&Message) -> bool) -> Result<(), ChannelError> {
+fn expect(
+    ch: &mut Channel,
+    name: &'static str,
+    ok: impl Fn(&Message) -> bool,
+) -> Result<(), ChannelError> {
     let (msg, _) = ch.recv_with(0)?;
     if ok(&msg) {
         Ok(())
     } else {
-        Err(ChannelError::Unexpected { expected: name, got: msg.name() })
+        Err(ChannelError::Unexpected {
+            expected: name,
+            got: msg.name(),
+        })
     }
 }
 
@@ -290,10 +323,19 @@ pub(super) fn connect(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result
     let mut ch = Channel::new(sock, PATIENCE).with_context(context)?;
     let (old_pid, format, state) = match ch.recv_with(0).with_context(context)?.0 {
         Message::Hello { format, state, pid } => (pid, format, state),
-        other => bail!("{}: {}", context(), ChannelError::Unexpected { expected: "Hello", got: other.name() }),
+        other => bail!(
+            "{}: {}",
+            context(),
+            ChannelError::Unexpected {
+                expected: "Hello",
+                got: other.name()
+            }
+        ),
     };
     let unreadable = if format != FORMAT {
-        Some(format!("control format version {format} (this wsduplex speaks version {FORMAT})"))
+        Some(format!(
+            "control format version {format} (this wsduplex speaks version {FORMAT})"
+        ))
     } else if state != SocketState::VERSION {
         Some(format!(
             "connection state format version {state} (this wsduplex reads version {})",
@@ -305,17 +347,28 @@ pub(super) fn connect(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result
     if let Some(what) = unreadable {
         let reason = format!("cannot read {what}");
         let _ = ch.send(&Message::Refuse(reason.clone()), &[]);
-        bail!("{}: process {old_pid} speaks {what}; it keeps serving", context());
+        bail!(
+            "{}: process {old_pid} speaks {what}; it keeps serving",
+            context()
+        );
     }
     ch.send(&hello(), &[]).with_context(context)?;
     let (msg, fds) = ch.recv().with_context(context)?;
     let addrs = match msg {
         Message::Listeners(addrs) if addrs.len() == fds.len() => addrs,
         Message::Refuse(reason) => bail!("{}: {}", context(), ChannelError::Refused(reason)),
-        other => bail!("{}: {}", context(), ChannelError::Unexpected { expected: "Listeners", got: other.name() }),
+        other => bail!(
+            "{}: {}",
+            context(),
+            ChannelError::Unexpected {
+                expected: "Listeners",
+                got: other.name()
+            }
+        ),
     };
     if let Some(want) = listen {
-        let differs = |a: &SocketAddr| a.ip() != want.ip() || (want.port() != 0 && a.port() != want.port());
+        let differs =
+            |a: &SocketAddr| a.ip() != want.ip() || (want.port() != 0 && a.port() != want.port());
         if let Some(a) = addrs.iter().find(|a| differs(a)) {
             let reason = format!("--listen {want}, but the sockets taken over listen on {a}");
             let _ = ch.send(&Message::Refuse(reason.clone()), &[]);
@@ -330,7 +383,11 @@ pub(super) fn connect(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result
         })
         .collect::<Result<_, _>>()
         .with_context(context)?;
-    Ok(TakeOver { ch, listeners, old_pid })
+    Ok(TakeOver {
+        ch,
+        listeners,
+        old_pid,
+    })
 }
 
 impl TakeOver {
@@ -343,13 +400,19 @@ impl TakeOver {
         workers: &[UnboundedSender<Command>],
         confirm: impl FnOnce(),
     ) -> anyhow::Result<u64> {
-        let exit_after: Option<u64> = std::env::var(TEST_HOOK_EXIT_AFTER).ok().and_then(|v| v.parse().ok());
+        let exit_after: Option<u64> = std::env::var(TEST_HOOK_EXIT_AFTER)
+            .ok()
+            .and_then(|v| v.parse().ok());
         self.ch.send(&Message::Ready, &[])?;
         let mut count = 0u64;
         loop {
             let (msg, mut fds) = self.ch.recv()?;
             let (id, endpoint, state) = match msg {
-                Message::Connection { id, endpoint, state } if fds.len() == 1 => (id, endpoint, state),
+                Message::Connection {
+                    id,
+                    endpoint,
+                    state,
+                } if fds.len() == 1 => (id, endpoint, state),
                 Message::Done { count: sent } => {
                     if sent != count {
                         tracing::warn!("hand-over: {sent} connections sent, {count} taken");
@@ -359,7 +422,10 @@ impl TakeOver {
                     return Ok(count);
                 }
                 Message::Refuse(reason) => bail!(ChannelError::Refused(reason)),
-                other => bail!(ChannelError::Unexpected { expected: "Connection", got: other.name() }),
+                other => bail!(ChannelError::Unexpected {
+                    expected: "Connection",
+                    got: other.name()
+                }),
             };
             let tcp = std::net::TcpStream::from(fds.pop().expect("one descriptor"));
             if let Err(kind) = endpoint {

@@ -76,8 +76,13 @@ pub(crate) enum Message {
     /// The new process serves connection `id` from now on.
     Ack(u64),
     /// The new process will not take connection `id`; the old one keeps it.
-    Declined { id: u64, reason: String },
-    Done { count: u64 },
+    Declined {
+        id: u64,
+        reason: String,
+    },
+    Done {
+        count: u64,
+    },
 }
 
 /// Why bytes are not a message.
@@ -204,7 +209,9 @@ impl Message {
                 let mut addrs = Vec::with_capacity(n);
                 for _ in 0..n {
                     let len = r.take(1).map_err(|_| WireError::Malformed("Listeners"))?[0];
-                    let text = r.take(len as usize).map_err(|_| WireError::Malformed("Listeners"))?;
+                    let text = r
+                        .take(len as usize)
+                        .map_err(|_| WireError::Malformed("Listeners"))?;
                     let addr = std::str::from_utf8(text)
                         .ok()
                         .and_then(|t| t.parse().ok())
@@ -361,11 +368,11 @@ mod tests {
             Message::decode(b"\x01HTTP/1.1 200"),
             Err(WireError::NotWsduplex)
         );
-        assert_eq!(Message::decode(&[6, 0, 1]), Err(WireError::Malformed("Ack")));
         assert_eq!(
-            Message::decode(&[4, 0]),
-            Err(WireError::Malformed("Ready"))
+            Message::decode(&[6, 0, 1]),
+            Err(WireError::Malformed("Ack"))
         );
+        assert_eq!(Message::decode(&[4, 0]), Err(WireError::Malformed("Ready")));
         // No listener, a count beyond what follows, an address that is not one.
         assert!(Message::decode(&[3, 0, 0]).is_err());
         assert!(Message::decode(&[3, 0, 2, 3, b'a', b'b', b'c']).is_err());
