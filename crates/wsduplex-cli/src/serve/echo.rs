@@ -367,7 +367,11 @@ pub(super) mod registry {
             Some((worker, reports)) => {
                 let worker = *worker;
                 if reports
-                    .send(Report::Surrendered { worker, tcp, state })
+                    .send(Report::Surrendered {
+                        worker,
+                        tcp,
+                        state: Box::new(state),
+                    })
                     .is_err()
                 {
                     tracing::error!("hand-over: the control thread is gone: a connection is lost");

@@ -295,18 +295,21 @@ fn sockets(args: &Args, requested: Option<SocketAddr>, workers: usize) -> anyhow
     })
 }
 
+/// A control socket's path, and its device and inode (to tell it from a successor's).
+#[cfg(unix)]
+type ControlIdentity = (std::path::PathBuf, (u64, u64));
+
+/// A take-over's end: connections taken, and the control socket bound (if it could be).
+#[cfg(unix)]
+type TakeOverOutcome = anyhow::Result<(u64, Option<ControlIdentity>)>;
+
 /// The control thread, started.
 #[cfg(unix)]
 enum Control {
     /// Waiting for a process to take over; the control socket's path and identity.
-    Serving((std::path::PathBuf, (u64, u64))),
+    Serving(ControlIdentity),
     /// Taking over from process `.1`: the connections taken, and the control socket bound.
-    TakingOver(
-        tokio::sync::oneshot::Receiver<
-            anyhow::Result<(u64, Option<(std::path::PathBuf, (u64, u64))>)>,
-        >,
-        u32,
-    ),
+    TakingOver(tokio::sync::oneshot::Receiver<TakeOverOutcome>, u32),
 }
 
 /// Starts the control thread: it takes the connections over first when `take_over`, then

@@ -55,14 +55,14 @@ where
             Ok(ws) => return Some(ws),
             Err(e) => Err(e),
         },
-        Route::Hub => match {
+        Route::Hub => {
             pending.take();
-            server.hub.serve(incoming, &server.config).await
-        } {
-            // The hub owns the path: never handed back.
-            Some(other) => other.respond(404, &[], "text/plain", b"not found\n").await,
-            None => Ok(()),
-        },
+            match server.hub.serve(incoming, &server.config).await {
+                // The hub owns the path: never handed back.
+                Some(other) => other.respond(404, &[], "text/plain", b"not found\n").await,
+                None => Ok(()),
+            }
+        }
         Route::Healthz => incoming.respond(200, &[], "text/plain", b"ok\n").await,
         Route::Metrics => {
             let body = metrics::page(server);

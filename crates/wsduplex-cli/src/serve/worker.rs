@@ -30,7 +30,7 @@ pub(super) enum Command {
 #[cfg(unix)]
 pub(super) struct Adoption {
     pub tcp: std::net::TcpStream,
-    pub state: wsduplex::SocketState,
+    pub state: Box<wsduplex::SocketState>,
     /// From another process: told once the socket is rebuilt (or why not), with a go-ahead
     /// to send when the old process has its `Ack`; dropping it drops the connection unserved.
     /// `None`: served at once.
@@ -45,7 +45,7 @@ pub(super) enum Report {
     Surrendered {
         worker: usize,
         tcp: std::net::TcpStream,
-        state: wsduplex::SocketState,
+        state: Box<wsduplex::SocketState>,
     },
     /// Worker `i` holds no movable connection and no request in progress.
     Idle(usize),
@@ -182,7 +182,7 @@ fn adopt(adoption: Adoption, server: &Arc<Server>, tasks: &TaskTracker) {
         Ok(tcp) => tcp,
         Err(e) => return fail(reply, format!("registering the socket: {e}")),
     };
-    let ws = match wsduplex::WebSocket::from_parts(tcp, state, server.echo.socket.clone()) {
+    let ws = match wsduplex::WebSocket::from_parts(tcp, *state, server.echo.socket.clone()) {
         Ok(ws) => ws,
         Err(e) => return fail(reply, e.to_string()),
     };

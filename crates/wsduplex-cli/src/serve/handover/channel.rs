@@ -187,20 +187,21 @@ mod tests {
     fn descriptors_travel_with_their_frame() {
         let (mut a, mut b) = pair();
         let (mut x, y) = UnixStream::pair().unwrap();
-        a.send(&Message::Ready, &[]).unwrap();
-        let big = Message::Connection {
-            id: 1,
-            endpoint: Ok(Endpoint::Echo),
-            state: vec![7; 1 << 20],
-        };
-        a.send(&big, &[y.as_fd()]).unwrap();
-        a.send(&Message::Done { count: 1 }, &[]).unwrap();
+        // Read while a frame larger than the socket's buffer is written.
         let reader = std::thread::spawn(move || {
             let first = b.recv_with(0).unwrap();
             let second = b.recv_with(1).unwrap();
             let third = b.recv_with(0).unwrap();
             (first.0, second, third.0)
         });
+        let big = Message::Connection {
+            id: 1,
+            endpoint: Ok(Endpoint::Echo),
+            state: vec![7; 1 << 20],
+        };
+        a.send(&Message::Ready, &[]).unwrap();
+        a.send(&big, &[y.as_fd()]).unwrap();
+        a.send(&Message::Done { count: 1 }, &[]).unwrap();
         let (first, (second, mut fds), third) = reader.join().unwrap();
         assert_eq!(first, Message::Ready);
         assert_eq!(second, big);

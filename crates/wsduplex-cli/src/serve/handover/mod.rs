@@ -37,6 +37,9 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// acknowledging this many connections, as if killed in the middle of a hand-over.
 const TEST_HOOK_EXIT_AFTER: &str = "WSDUPLEX_TEST_HOOK_TAKE_OVER_EXIT_AFTER";
 
+/// A connection given up by worker `.0`, not yet acknowledged by the new process.
+type Held = (usize, std::net::TcpStream, Box<SocketState>);
+
 /// The control socket's side of a running server.
 pub(super) struct Control {
     pub workers: Vec<UnboundedSender<Command>>,
@@ -193,16 +196,7 @@ impl Control {
 
     /// Sends each connection the workers give up until every worker has none left.
     /// On failure, the connection in flight comes back with the error.
-    fn move_connections(
-        &self,
-        ch: &mut Channel,
-    ) -> Result<
-        u64,
-        (
-            anyhow::Error,
-            Option<(usize, std::net::TcpStream, SocketState)>,
-        ),
-    > {
+    fn move_connections(&self, ch: &mut Channel) -> Result<u64, (anyhow::Error, Option<Held>)> {
         let mut idle = vec![false; self.workers.len()];
         let (mut count, mut id) = (0, 0);
         while !idle.iter().all(|i| *i) {
@@ -254,7 +248,7 @@ impl Control {
 
     /// Takes accepting back, and serves again every connection not acknowledged: the one in
     /// flight, and those the workers give up until they hear of it.
-    fn roll_back(&self, held: Option<(usize, std::net::TcpStream, SocketState)>) {
+    fn roll_back(&self, held: Option<Held>) {
         if let Some((worker, tcp, state)) = held {
             self.restore(worker, tcp, state);
         }
@@ -272,7 +266,7 @@ impl Control {
         }
     }
 
-    fn restore(&self, worker: usize, tcp: std::net::TcpStream, state: SocketState) {
+    fn restore(&self, worker: usize, tcp: std::net::TcpStream, state: Box<SocketState>) {
         let adoption = Adoption {
             tcp,
             state,
@@ -445,7 +439,7 @@ impl TakeOver {
             let worker = &workers[(id as usize) % workers.len()];
             let _ = worker.send(Command::Adopt(Adoption {
                 tcp,
-                state,
+                state: Box::new(state),
                 reply: Some(reply),
             }));
             match adopted.recv() {
