@@ -368,6 +368,7 @@ fn ten_hand_overs_in_a_row_under_load_lose_nothing() {
     for ws in &mut idle {
         echo(ws, "after ten");
     }
+    drop(idle);
     current.stop();
 }
 
@@ -409,6 +410,7 @@ fn a_new_process_killed_mid_transfer_leaves_the_rest_with_the_old_one() {
     assert_eq!(count, 31);
     handed_over(old, count);
     echo(&mut fresh, "moved");
+    drop((fresh, conns));
     new.stop();
 }
 
@@ -459,4 +461,46 @@ fn misuse_is_one_clear_error() {
     let line = out.assert_one_line_error();
     assert!(line.contains("control socket"), "{line}");
     old.stop();
+}
+
+#[test]
+fn connections_that_cannot_move_are_served_until_the_drain_timeout_then_get_1001() {
+    let path = control_path("ctl");
+    let p = path.to_str().unwrap();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--control",
+        p,
+        "--drain-timeout",
+        "2s",
+    ];
+    let old = Proc::spawn(&args, &[]);
+    let addr: SocketAddr = old.line("listening on http://").parse().unwrap();
+    let mut member = Ws::connect(addr, "/chat/lobby?name=stays");
+    assert!(String::from_utf8_lossy(&member.read_message().1).contains("welcome"));
+    let mut moving = Ws::connect(addr, "/echo");
+    echo(&mut moving, "moves");
+    let new = Proc::spawn(&["--take-over", p], &[]);
+    new.line("listening on http://");
+    assert_eq!(
+        new.line("took over "),
+        "1 connections from process ".to_owned() + &old.pid().to_string()
+    );
+    assert!(old.line("handed over ").starts_with("1 connections"));
+    // The chat member is still the old process's: it is served on.
+    member.send(TEXT, br#"{"type":"message","text":"still here"}"#);
+    let said = member.read_message().1;
+    assert!(
+        String::from_utf8_lossy(&said).contains("still here"),
+        "{said:?}"
+    );
+    // Then, at the drain timeout, 1001; and the old process exits 0.
+    assert_eq!(member.expect_close().0, Some(1001));
+    member.send_close(1001, "");
+    let (status, stderr) = old.exit();
+    assert!(status.success(), "{status}: {stderr}");
+    echo(&mut moving, "served by the new one");
+    drop(moving);
+    new.stop();
 }
