@@ -504,3 +504,65 @@ fn connections_that_cannot_move_are_served_until_the_drain_timeout_then_get_1001
     drop(moving);
     new.stop();
 }
+
+/// systemd socket activation, as `systemd-socket-activate` does it: the listening socket is
+/// descriptor 3, `LISTEN_FDS=1`, `LISTEN_PID` the server's own pid (Python binds it and execs
+/// the server in its place). The server listens on it, and hands it over like its own.
+#[test]
+fn socket_activation_serves_the_passed_socket_and_hands_it_over() {
+    let python = ["python3", "python"]
+        .into_iter()
+        .find(|p| Command::new(p).arg("--version").output().is_ok());
+    let Some(python) = python else {
+        eprintln!("\n*** no python3: SKIPPING socket activation ***\n");
+        return;
+    };
+    let path = control_path("ctl");
+    let p = path.to_str().unwrap();
+    let exec = r#"
+import os, socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+os.dup2(s.fileno(), 3)
+os.set_inheritable(3, True)
+os.environ["LISTEN_FDS"] = "1"
+os.environ["LISTEN_PID"] = str(os.getpid())
+print("passed 127.0.0.1:%d" % s.getsockname()[1], flush=True)
+os.execv(sys.argv[1], sys.argv[1:])
+"#;
+    let mut child = Command::new(python)
+        .args(["-c", exec, BIN, "serve", "--workers", "2", "--control", p])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn python");
+    let (tx, lines) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let old = Proc {
+        child: Some(child),
+        lines,
+        stderr: None,
+    };
+    let passed = old.line("passed ");
+    let addr: SocketAddr = old.line("listening on http://").parse().unwrap();
+    assert_eq!(addr.to_string(), passed);
+    let mut ws = Ws::connect(addr, "/echo");
+    echo(&mut ws, "through the passed socket");
+    let (new, count) = take_over(&path, addr);
+    assert_eq!(count, 1);
+    handed_over(old, 1);
+    echo(&mut ws, "moved");
+    echo(
+        &mut Ws::connect(addr, "/echo"),
+        "accepted by the new process",
+    );
+    drop(ws);
+    new.stop();
+}
