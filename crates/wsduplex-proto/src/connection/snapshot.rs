@@ -214,6 +214,10 @@ impl Connection {
                 let opcode =
                     OpCode::from_u8(f.opcode).map_err(|_| Invalid("reserved frame opcode"))?;
                 let done = usize::try_from(f.done).map_err(|_| Invalid("frame offset"))?;
+                // RFC 6455 §5.2: a length's most significant bit is 0.
+                if f.payload_len >> 63 != 0 {
+                    return Err(Invalid("frame length"));
+                }
                 if f.done > f.payload_len || done > conn.rx.len() {
                     return Err(Invalid("frame offset past its payload or the buffer"));
                 }
@@ -233,6 +237,10 @@ impl Connection {
             }
         };
         if let Some(m) = s.message {
+            // Far beyond any limit, and the sum with a frame's length stays a u64.
+            if m.len >> 62 != 0 {
+                return Err(Invalid("message length"));
+            }
             let mut utf8 = Utf8Validator::new();
             if utf8.feed(&m.utf8_partial).is_err() || utf8.pending() != m.utf8_partial {
                 return Err(Invalid("utf-8 validator position"));
