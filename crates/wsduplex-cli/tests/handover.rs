@@ -711,3 +711,49 @@ fn pause_per_connection() {
     drop(sockets);
     new.stop();
 }
+
+#[test]
+fn connections_the_new_process_declines_stay_with_the_old_one() {
+    let path = control_path("ctl");
+    let p = path.to_str().unwrap();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--control",
+        p,
+        "--drain-timeout",
+        "1s",
+    ];
+    let old = Proc::spawn(&args, &[]);
+    let addr: SocketAddr = old.line("listening on http://").parse().unwrap();
+    let mut conns: Vec<Ws> = (0..10).map(|_| Ws::connect(addr, "/echo")).collect();
+    echo(conns.last_mut().unwrap(), "open");
+    // Room for five: the other five are declined, and served on by the old process.
+    let new = Proc::spawn(&["--take-over", p, "--max-connections", "5"], &[]);
+    new.line("listening on http://");
+    assert!(new.line("took over ").starts_with("5 connections"));
+    assert!(old.line("handed over ").starts_with("5 connections"));
+    for ws in &mut conns {
+        echo(ws, "served by one or the other");
+    }
+    // The old process closes its five with 1001 at the drain timeout, and exits 0 (after
+    // its close timeout: these clients do not answer).
+    let (status, stderr) = old.exit();
+    assert!(status.success(), "{status}: {stderr}");
+    let mut closed = 0;
+    for ws in &mut conns {
+        // The old process is gone: what it sent has arrived.
+        ws.stream.set_nonblocking(true).unwrap();
+        let pending = ws.stream.peek(&mut [0; 1]).is_ok();
+        ws.stream.set_nonblocking(false).unwrap();
+        if pending {
+            assert_eq!(ws.expect_close().0, Some(1001));
+            closed += 1;
+        } else {
+            echo(ws, "the new process's");
+        }
+    }
+    assert_eq!(closed, 5);
+    drop(conns);
+    new.stop();
+}

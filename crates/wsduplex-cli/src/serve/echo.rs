@@ -45,17 +45,18 @@ impl Transport for wsduplex::server::http2::Http2Stream {}
 /// Hands an open WebSocket to an echo task of its own, counted by `permit` (`None`: a
 /// connection given back by a failed hand-over, served beyond the limits). With a `gate`,
 /// the socket is not touched until the gate opens (dropped unopened: the connection is
-/// dropped unserved).
+/// dropped unserved). `movable`: a hand-over may move it, if its transport can be moved.
 pub(super) fn spawn<S: Transport>(
     tasks: &TaskTracker,
     ws: WebSocket<S>,
     permit: Option<Permit>,
     gate: Option<oneshot::Receiver<()>>,
+    movable: bool,
     span: tracing::Span,
 ) {
     let echo = Echo {
         ws: Some(ws),
-        entry: registry::Entry::new(permit, S::MOVABLE),
+        entry: registry::Entry::new(permit, movable && S::MOVABLE),
         closing: false,
     };
     match gate {

@@ -131,6 +131,13 @@ async fn stream(request: Http2Request, peer: Peer, server: Arc<Server>, tasks: T
         Err(e) => return tracing::debug!("{e}"),
     };
     if let (Some(ws), Some(permit)) = (route::serve(incoming, &server, &mut None).await, permit) {
-        echo::spawn(&tasks, ws, Some(permit), None, tracing::Span::current());
+        echo::spawn(
+            &tasks,
+            ws,
+            Some(permit),
+            None,
+            true,
+            tracing::Span::current(),
+        );
     }
 }

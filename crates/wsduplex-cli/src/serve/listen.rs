@@ -117,7 +117,7 @@ async fn handle(
             // and out of it. Allocated once in place, it costs one allocation instead.
             let served = serve_request(tcp, peer, &mut permit, &server, &mut stop, &mut pending);
             match Box::pin(served).await {
-                Served::WebSocket(ws) => echo::spawn(&tasks, ws, Some(permit), None, span),
+                Served::WebSocket(ws) => echo::spawn(&tasks, ws, Some(permit), None, true, span),
                 Served::Http2(io) => {
                     let task =
                         http2::serve(io, peer, permit, server, stop, tasks.clone(), span.clone());
@@ -129,7 +129,7 @@ async fn handle(
         Some(_) => {
             let served = Box::pin(serve_tls(tcp, peer, &mut permit, &server, &mut stop)).await;
             match served {
-                Served::WebSocket(ws) => echo::spawn(&tasks, ws, Some(permit), None, span),
+                Served::WebSocket(ws) => echo::spawn(&tasks, ws, Some(permit), None, true, span),
                 Served::Http2(io) => {
                     let task =
                         http2::serve(io, peer, permit, server, stop, tasks.clone(), span.clone());

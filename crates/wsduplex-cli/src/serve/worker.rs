@@ -35,6 +35,8 @@ pub(super) struct Adoption {
     /// to send when the old process has its `Ack`; dropping it drops the connection unserved.
     /// `None`: served at once.
     pub reply: Option<std::sync::mpsc::Sender<Result<tokio::sync::oneshot::Sender<()>, String>>>,
+    /// Stays with this process: never given up to a hand-over (drained instead).
+    pub keep: bool,
 }
 
 /// What a worker tells the control thread. Reports of one worker arrive in order.
@@ -167,7 +169,12 @@ pub(super) fn run(
 /// Rebuilds a connection from its transport and state, and serves it.
 #[cfg(unix)]
 fn adopt(adoption: Adoption, server: &Arc<Server>, tasks: &TaskTracker) {
-    let Adoption { tcp, state, reply } = adoption;
+    let Adoption {
+        tcp,
+        state,
+        reply,
+        keep,
+    } = adoption;
     let fail = |reply: Option<std::sync::mpsc::Sender<_>>, reason: String| match reply {
         Some(reply) => {
             let _ = reply.send(Err(reason));
@@ -195,11 +202,11 @@ fn adopt(adoption: Adoption, server: &Arc<Server>, tasks: &TaskTracker) {
     };
     let span = listen::connection_span(peer);
     match reply {
-        None => echo::spawn(tasks, ws, permit, None, span),
+        None => echo::spawn(tasks, ws, permit, None, !keep, span),
         Some(reply) => {
             let (go, gate) = tokio::sync::oneshot::channel();
             if reply.send(Ok(go)).is_ok() {
-                echo::spawn(tasks, ws, permit, Some(gate), span);
+                echo::spawn(tasks, ws, permit, Some(gate), true, span);
             }
         }
     }

@@ -20,6 +20,7 @@ use super::HandedOver;
 use anyhow::{bail, Context as _};
 use channel::{Channel, ChannelError};
 use rustix::fd::{AsFd as _, BorrowedFd, OwnedFd};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -29,6 +30,10 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use wire::{Endpoint, Message, FORMAT, MAX_FRAME};
 use wsduplex::SocketState;
+
+/// Connections sent ahead of their acknowledgement: the new process works on one while the
+/// next ones travel. Its answers (a few bytes each) never fill the socket's buffer.
+const WINDOW: usize = 64;
 
 /// How long either process waits for the other's next message before giving up on it.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -194,66 +199,97 @@ impl Control {
         Ok(HandedOver { count, pid })
     }
 
-    /// Sends each connection the workers give up until every worker has none left.
-    /// On failure, the connection in flight comes back with the error.
-    fn move_connections(&self, ch: &mut Channel) -> Result<u64, (anyhow::Error, Option<Held>)> {
+    /// Sends each connection the workers give up until every worker has none left, up to
+    /// [`WINDOW`] ahead of the acknowledgements (each one's ownership still changes at its
+    /// own `Ack`). On failure, every connection not acknowledged comes back with the error.
+    fn move_connections(&self, ch: &mut Channel) -> Result<u64, (anyhow::Error, Vec<Held>)> {
         let mut idle = vec![false; self.workers.len()];
+        let mut in_flight: VecDeque<(u64, Held)> = VecDeque::new();
         let (mut count, mut id) = (0, 0);
-        while !idle.iter().all(|i| *i) {
-            let Ok(report) = self.reports.recv() else {
-                return Err((anyhow::anyhow!("the workers are gone"), None));
-            };
-            let (worker, tcp, state) = match report {
-                Report::Idle(i) => {
-                    idle[i] = true;
+        loop {
+            // Send what the workers gave up, without waiting while answers are due.
+            while in_flight.len() < WINDOW && !idle.iter().all(|i| *i) {
+                let report = if in_flight.is_empty() {
+                    self.reports
+                        .recv()
+                        .map_err(|_| mpsc::TryRecvError::Disconnected)
+                } else {
+                    self.reports.try_recv()
+                };
+                let (worker, tcp, state) = match report {
+                    Ok(Report::Idle(i)) => {
+                        idle[i] = true;
+                        continue;
+                    }
+                    Ok(Report::Accepting(_)) => continue,
+                    Ok(Report::Surrendered { worker, tcp, state }) => (worker, tcp, state),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        let e = anyhow::anyhow!("the workers are gone");
+                        return Err((e, in_flight.into_iter().map(|(_, h)| h).collect()));
+                    }
+                };
+                let bytes = state.encode();
+                if bytes.len() > MAX_FRAME - 64 {
+                    tracing::warn!(
+                        "connection state of {} bytes is too large to move: kept",
+                        bytes.len()
+                    );
+                    self.keep(worker, tcp, state);
                     continue;
                 }
-                Report::Accepting(_) => continue,
-                Report::Surrendered { worker, tcp, state } => (worker, tcp, state),
-            };
-            id += 1;
-            let bytes = state.encode();
-            if bytes.len() > MAX_FRAME - 64 {
-                tracing::warn!(
-                    "connection state of {} bytes is too large to move: kept",
-                    bytes.len()
-                );
-                self.restore(worker, tcp, state);
-                continue;
+                id += 1;
+                let msg = Message::Connection {
+                    id,
+                    endpoint: Ok(Endpoint::Echo),
+                    state: bytes,
+                };
+                let sent = ch.send(&msg, &[tcp.as_fd()]);
+                in_flight.push_back((id, (worker, tcp, state)));
+                if let Err(e) = sent {
+                    return Err((e.into(), in_flight.into_iter().map(|(_, h)| h).collect()));
+                }
             }
-            let msg = Message::Connection {
-                id,
-                endpoint: Ok(Endpoint::Echo),
-                state: bytes,
+            let Some((want, _)) = in_flight.front() else {
+                return Ok(count);
             };
-            let answer = ch.send(&msg, &[tcp.as_fd()]).and_then(|()| ch.recv_with(0));
+            let want = *want;
+            let answer = ch.recv_with(0);
+            let failed = |e: anyhow::Error, in_flight: VecDeque<(u64, Held)>| {
+                Err((e, in_flight.into_iter().map(|(_, h)| h).collect()))
+            };
             match answer {
-                Ok((Message::Ack(a), _)) if a == id => count += 1,
-                Ok((Message::Declined { id: d, reason }, _)) if d == id => {
+                Ok((Message::Ack(a), _)) if a == want => {
+                    // The new process's now: this process's copy of the descriptor closes.
+                    in_flight.pop_front();
+                    count += 1;
+                }
+                Ok((Message::Declined { id: d, reason }, _)) if d == want => {
                     tracing::warn!("the new process declined a connection ({reason}): kept");
-                    self.restore(worker, tcp, state);
+                    let (_, (worker, tcp, state)) = in_flight.pop_front().expect("front");
+                    self.keep(worker, tcp, state);
                 }
                 Ok((other, _)) => {
                     let e = ChannelError::Unexpected {
                         expected: "Ack",
                         got: other.name(),
                     };
-                    return Err((e.into(), Some((worker, tcp, state))));
+                    return failed(e.into(), in_flight);
                 }
-                Err(e) => return Err((e.into(), Some((worker, tcp, state)))),
+                Err(e) => return failed(e.into(), in_flight),
             }
         }
-        Ok(count)
     }
 
-    /// Takes accepting back, and serves again every connection not acknowledged: the one in
+    /// Takes accepting back, and serves again every connection not acknowledged: those in
     /// flight, and those the workers give up until they hear of it.
-    fn roll_back(&self, held: Option<Held>) {
-        if let Some((worker, tcp, state)) = held {
-            self.restore(worker, tcp, state);
-        }
+    fn roll_back(&self, held: Vec<Held>) {
+        // First, so that the connections given back are not given up again.
         for w in &self.workers {
             let _ = w.send(Command::Accept);
+        }
+        for (worker, tcp, state) in held {
+            self.restore(worker, tcp, state);
         }
         let mut back = vec![false; self.workers.len()];
         while !back.iter().all(|b| *b) {
@@ -266,11 +302,22 @@ impl Control {
         }
     }
 
+    /// A connection that stays with this process for good (declined, or too large): served
+    /// here and drained, never given up again.
+    fn keep(&self, worker: usize, tcp: std::net::TcpStream, state: Box<SocketState>) {
+        self.adopt(worker, tcp, state, true);
+    }
+
     fn restore(&self, worker: usize, tcp: std::net::TcpStream, state: Box<SocketState>) {
+        self.adopt(worker, tcp, state, false);
+    }
+
+    fn adopt(&self, worker: usize, tcp: std::net::TcpStream, state: Box<SocketState>, keep: bool) {
         let adoption = Adoption {
             tcp,
             state,
             reply: None,
+            keep,
         };
         if self.workers[worker].send(Command::Adopt(adoption)).is_err() {
             tracing::error!("worker {worker} is gone: a connection is lost");
@@ -441,6 +488,7 @@ impl TakeOver {
                 tcp,
                 state: Box::new(state),
                 reply: Some(reply),
+                keep: false,
             }));
             match adopted.recv() {
                 Ok(Ok(go)) => {
