@@ -165,8 +165,12 @@ pub(super) mod registry {
     struct Registry {
         /// The worker is stopping; the wakers were woken.
         stopped: bool,
-        /// A hand-over asks movable connections to give themselves up.
+        /// A hand-over asks movable connections to give themselves up, `credit` at a time
+        /// (so that each one waits only for those ahead of it in the window, not for all).
         handing_over: bool,
+        credit: usize,
+        /// Where the search for the next connections to wake goes on.
+        cursor: usize,
         slots: Vec<Option<Slot>>,
         /// Indices of the empty slots.
         free: Vec<u32>,
@@ -195,6 +199,25 @@ pub(super) mod registry {
                     w.wake();
                 }
             }
+        }
+
+        /// Wakers of up to `credit` movable connections, from the cursor on: each one gives
+        /// itself up when it runs (any other that runs first takes the credit instead).
+        fn next_movable(&mut self) -> Vec<Waker> {
+            let mut wakers = Vec::new();
+            let len = self.slots.len();
+            for _ in 0..len {
+                if wakers.len() >= self.credit {
+                    break;
+                }
+                self.cursor = (self.cursor + 1) % len;
+                if let Some(slot) = &mut self.slots[self.cursor] {
+                    if slot.movable {
+                        wakers.extend(slot.waker.take());
+                    }
+                }
+            }
+            wakers
         }
 
         fn take_wakers(&mut self, movable_only: bool) -> Vec<Waker> {
@@ -253,7 +276,8 @@ pub(super) mod registry {
                     return Signal::Stop;
                 }
                 let slot = r.slots[self.0 as usize].as_mut().expect("own slot");
-                if r.handing_over && slot.movable {
+                if r.handing_over && slot.movable && r.credit > 0 {
+                    r.credit -= 1;
                     return Signal::HandOver;
                 }
                 match &mut slot.waker {
@@ -270,17 +294,24 @@ pub(super) mod registry {
         fn drop(&mut self) {
             // A task dropped while the thread's locals are torn down has nothing to give
             // back (its permit goes with the registry).
-            let _ = REGISTRY.try_with(|r| {
-                let mut r = r.borrow_mut();
-                let slot = r.slots[self.0 as usize].take();
-                r.free.push(self.0);
-                if slot.as_ref().is_some_and(|s| s.movable) {
-                    r.movable -= 1;
-                    r.wake_idle();
-                }
-                // Dropped (the permit with it) outside the borrow.
-                slot
-            });
+            let _ = REGISTRY
+                .try_with(|r| {
+                    let mut r = r.borrow_mut();
+                    let slot = r.slots[self.0 as usize].take();
+                    r.free.push(self.0);
+                    let mut wakers = Vec::new();
+                    if slot.as_ref().is_some_and(|s| s.movable) {
+                        r.movable -= 1;
+                        r.wake_idle();
+                        if r.handing_over && r.credit > 0 {
+                            // It ended on its own, with credit left: another one may use it.
+                            wakers = r.next_movable();
+                        }
+                    }
+                    // Dropped (the permit with it) outside the borrow.
+                    (slot, wakers)
+                })
+                .map(|(_, wakers)| wakers.into_iter().for_each(Waker::wake));
         }
     }
 
@@ -326,18 +357,23 @@ pub(super) mod registry {
         wakers.into_iter().for_each(Waker::wake);
     }
 
-    /// Asks every movable connection to give itself up at its next safe point.
-    pub(in super::super) fn hand_over() {
+    /// Lets `credit` more movable connections give themselves up, each at its next safe
+    /// point (the first call starts the hand-over).
+    pub(in super::super) fn hand_over(credit: usize) {
         let wakers = REGISTRY.with_borrow_mut(|r| {
             r.handing_over = true;
-            r.take_wakers(true)
+            r.credit += credit;
+            r.next_movable()
         });
         wakers.into_iter().for_each(Waker::wake);
     }
 
     /// The hand-over failed: the connections that have not given themselves up stay.
     pub(in super::super) fn resume() {
-        REGISTRY.with_borrow_mut(|r| r.handing_over = false);
+        REGISTRY.with_borrow_mut(|r| {
+            r.handing_over = false;
+            r.credit = 0;
+        });
     }
 
     /// Resolves once no movable connection and no plain request is left.

@@ -12,9 +12,9 @@ use tokio_util::task::TaskTracker;
 // Without Unix there is no control thread: only the stop signal is sent.
 #[cfg_attr(not(unix), allow(dead_code))]
 pub(super) enum Command {
-    /// Stop accepting; movable connections give themselves up ([`Report::Surrendered`]),
-    /// then [`Report::Idle`].
-    HandOver,
+    /// Stop accepting; this many movable connections give themselves up
+    /// ([`Report::Surrendered`]); more with each `HandOver` after, until [`Report::Idle`].
+    HandOver(usize),
     /// Accept (again): a process that took over starts, a failed hand-over ends. Answered
     /// with [`Report::Accepting`].
     Accept,
@@ -124,9 +124,11 @@ pub(super) fn run(
                     }
                 },
                 command = commands.recv(), if commands_open => match command {
-                    Some(Command::HandOver) => {
-                        mode = Mode::HandingOver;
-                        echo::registry::hand_over();
+                    Some(Command::HandOver(credit)) => {
+                        if mode != Mode::Paused {
+                            mode = Mode::HandingOver;
+                        }
+                        echo::registry::hand_over(credit);
                     }
                     Some(Command::Accept) => {
                         mode = Mode::Accepting;

@@ -175,8 +175,9 @@ impl Control {
         ch.send(&Message::Listeners(addrs), &fds)?;
         expect(&mut ch, "Ready", |m| matches!(m, Message::Ready))?;
         // From here on connections move: any failure gives them back to the workers.
+        let credit = (WINDOW / self.workers.len()).max(1);
         for w in &self.workers {
-            let _ = w.send(Command::HandOver);
+            let _ = w.send(Command::HandOver(credit));
         }
         let count = match self.move_connections(&mut ch) {
             Ok(count) => count,
@@ -235,6 +236,7 @@ impl Control {
                         "connection state of {} bytes is too large to move: kept",
                         bytes.len()
                     );
+                    let _ = self.workers[worker].send(Command::HandOver(1));
                     self.keep(worker, tcp, state);
                     continue;
                 }
@@ -261,12 +263,14 @@ impl Control {
             match answer {
                 Ok((Message::Ack(a), _)) if a == want => {
                     // The new process's now: this process's copy of the descriptor closes.
-                    in_flight.pop_front();
+                    let (_, (worker, ..)) = in_flight.pop_front().expect("front");
+                    let _ = self.workers[worker].send(Command::HandOver(1));
                     count += 1;
                 }
                 Ok((Message::Declined { id: d, reason }, _)) if d == want => {
                     tracing::warn!("the new process declined a connection ({reason}): kept");
                     let (_, (worker, tcp, state)) = in_flight.pop_front().expect("front");
+                    let _ = self.workers[worker].send(Command::HandOver(1));
                     self.keep(worker, tcp, state);
                 }
                 Ok((other, _)) => {
