@@ -187,15 +187,18 @@ impl Control {
                 return Err(e);
             }
         };
-        // Every connection is the new process's now, whether or not it hears of the end.
+        // Every connection is the new process's now. Accepting is too once it confirms the
+        // end (it accepts only after `Done`): without its word, this process accepts again
+        // rather than leave the listening sockets to nobody.
+        let confirmed = ch
+            .send(&Message::Done { count }, &[])
+            .and_then(|()| expect(&mut ch, "Done", |m| matches!(m, Message::Done { .. })));
+        if let Err(e) = confirmed {
+            self.roll_back(Vec::new());
+            bail!("no confirmation from process {pid} after {count} connections: {e}");
+        }
         for w in &self.workers {
             let _ = w.send(Command::Commit);
-        }
-        if let Err(e) = ch
-            .send(&Message::Done { count }, &[])
-            .and_then(|()| expect(&mut ch, "Done", |m| matches!(m, Message::Done { .. })))
-        {
-            tracing::warn!("hand-over: no confirmation from process {pid}: {e}");
         }
         Ok(HandedOver { count, pid })
     }
