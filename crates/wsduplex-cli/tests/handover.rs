@@ -628,8 +628,14 @@ fn pause_per_connection() {
     // 0: before the hand-over, 1: during it, 2: stop.
     let phase = Arc::new(AtomicUsize::new(0));
     let trips = Arc::new(AtomicUsize::new(0));
-    let probes: Vec<_> = sockets
-        .drain(..sampled)
+    // Spread over the crowd (connections are asked in about the order they came).
+    let step = n / sampled;
+    let mut picked = Vec::with_capacity(sampled);
+    for i in (0..sampled).rev() {
+        picked.push(sockets.swap_remove(i * step));
+    }
+    let probes: Vec<_> = picked
+        .into_iter()
         .map(|mut ws| {
             let (phase, trips) = (phase.clone(), trips.clone());
             rt.spawn(async move {
