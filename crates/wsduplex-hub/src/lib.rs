@@ -57,6 +57,7 @@
 //! | `redis` | on | `Hub::with_redis` and `RedisConfig`: one node of many, rooms shared through Redis (plain, TLS, Sentinel) |
 //! | `deflate` | on | permessage-deflate on the hub's WebSockets when the `ServerConfig` enables it (forwards `wsduplex/deflate`) |
 //! | `axum` | off | `Hub::router`: the hub as an axum 0.8 `Router` |
+//! | `handover` | off | `Hub::export_state` and `Hub::import_state`: the rooms' ids and history as a versioned value (`HubState`) for a new process |
 //!
 //! The hub needs no TLS of its own: it depends on `wsduplex` without its default features,
 //! and a server in front of it that terminates TLS enables `wsduplex/tls` itself.
@@ -67,6 +68,8 @@
 mod axum;
 mod backplane;
 mod event;
+#[cfg(feature = "handover")]
+mod handover;
 mod http;
 mod identity;
 mod mailbox;
@@ -82,6 +85,8 @@ mod ws;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use backplane::redis::{InvalidRedisUrl, RedisConfig};
 pub use event::BadMessage;
+#[cfg(feature = "handover")]
+pub use handover::{HubState, HubStateError, Imported};
 pub use identity::CLOSE_TOKEN_EXPIRED;
 pub use mailbox::Ended;
 pub use metrics::CLOSE_CODES;

@@ -45,6 +45,11 @@
 //!   Without it the [`deflate`] module's negotiation types remain, so code that configures
 //!   deflate compiles either way, but nothing is ever agreed: a server declines every offer,
 //!   a client offers nothing, and a [`Connection`] ignores [`Config::deflate`].
+//! - `snapshot` (off by default): `Connection::snapshot` and `Connection::restore`, a
+//!   connection's whole state as a serde value (`snapshot::ConnectionState`), to resume it
+//!   in another process on the same transport. With it, a permessage-deflate context with
+//!   takeover keeps a copy of its window (at most 32 KiB per direction) to prime the
+//!   restored one with.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 

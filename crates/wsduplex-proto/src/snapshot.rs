@@ -64,6 +64,7 @@ pub enum SnapshotError {
     Inflate,
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "snapshot")))]
 impl Connection {
     /// The connection's whole state at `now` (deadlines are saved as what remains of them).
     /// The connection itself is left as it was: drop it once the state is safely elsewhere,

@@ -175,6 +175,7 @@
 //! | `jwt` | off | `auth::JwtAuth`: JSON Web Tokens as the authentication hook (`jsonwebtoken`) |
 //! | `hyper` | off | `wsduplex::hyper::upgrade` for hyper 1.x servers |
 //! | `axum` | off | the `wsduplex::axum::WebSocketUpgrade` extractor for axum 0.8 (implies `hyper`) |
+//! | `handover` | off | `WebSocket::into_parts` and `WebSocket::from_parts`, `SocketState` (versioned `encode`/`decode`): a live socket moved to another process on the same transport (the core's `snapshot`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 

@@ -8,10 +8,8 @@
 use futures_core::Stream;
 use futures_sink::Sink;
 use std::future::poll_fn;
-use std::io::Write;
-use std::path::PathBuf;
 use std::pin::Pin;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{duplex, AsyncRead, AsyncWrite, DuplexStream};
@@ -21,6 +19,12 @@ use wsduplex::server::{read_request, ServerConfig};
 use wsduplex::{
     ClientConfig, CloseCode, Config, DeflateConfig, HandoverError, Message, SocketState, WebSocket,
 };
+
+// Only its Python half is used here.
+#[allow(dead_code)]
+#[path = "../../../tests/interop/peer.rs"]
+mod peer;
+use peer::Peer;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -254,6 +258,38 @@ async fn a_server_moves_on_the_same_tcp_connection_as_its_descriptor_would() {
         .expect("timed out");
 }
 
+#[tokio::test]
+async fn a_server_moved_while_closing_finishes_the_closing_handshake() {
+    let test = async {
+        let (a, b) = duplex(64 * 1024);
+        let (mut client, mut server) = pair(a, b).await;
+        let (server_cfg, _) = configs();
+        server.close(CloseCode::GOING_AWAY, "moving").await.unwrap();
+        let mut server = hand_over(server, server_cfg.socket.clone(), |io| io);
+        assert_eq!(*server.state(), wsduplex::proto::State::Closing);
+        let s = async {
+            let close = recv(&mut server).await;
+            assert!(
+                matches!(close, Message::Close(Some(ref f)) if f.code == CloseCode::GOING_AWAY),
+                "{close:?}"
+            );
+            assert!(server.recv().await.is_none());
+        };
+        let c = async {
+            let close = recv(&mut client).await;
+            assert!(
+                matches!(close, Message::Close(Some(ref f)) if f.reason.as_str() == "moving"),
+                "{close:?}"
+            );
+            assert!(client.recv().await.is_none());
+        };
+        tokio::join!(s, c);
+    };
+    tokio::time::timeout(TIMEOUT, test)
+        .await
+        .expect("timed out");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_keepalive_due_in_6_s_stays_due_in_6_s_after_the_move() {
     let (a, b) = duplex(64 * 1024);
@@ -373,57 +409,16 @@ fn decoding_arbitrary_bytes_never_panics() {
     });
 }
 
-fn python() -> Option<PathBuf> {
-    let python =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/interop/venv/bin/python");
-    let ok = Command::new(&python)
-        .args(["-c", "import websockets"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    if std::env::var_os("WSDUPLEX_REQUIRE_INTEROP").is_some_and(|v| v == "1") {
-        panic!("python websockets is not installed: run tests/interop/setup.sh");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n*** interop: python websockets is not installed, SKIPPING a hand-over test; run \
-         tests/interop/setup.sh (WSDUPLEX_REQUIRE_INTEROP=1 makes this fail) ***\n"
-    );
-    None
-}
-
-/// Python client with its default permessage-deflate (context takeover both ways): each
-/// message repeats most of the one before, so each refers back across a move.
-const PY_CLIENT: &str = r#"
-import asyncio, sys
-from websockets.asyncio.client import connect
-
-async def main(url):
-    async with connect(url, max_size=None) as ws:
-        names = [e.name for e in ws.protocol.extensions]
-        assert names == ["permessage-deflate"], names
-        base = "".join(chr(0x20 + (i * 7919) % 90) for i in range(20000))
-        for i in range(12):
-            m = base[i * 100:] + str(i) * 50
-            await ws.send(m if i % 3 else m.encode())
-            got = await ws.recv()
-            assert got == (m if i % 3 else m.encode()), (i, len(got))
-        print("ok", flush=True)
-
-asyncio.run(main(sys.argv[1]))
-"#;
-
 #[tokio::test]
 async fn python_with_deflate_sees_nothing_of_a_server_moving_after_every_message() {
-    let Some(python) = python() else {
+    let skipped = "the hand-over test with Python websockets";
+    let Some(mut cmd) = Peer::Python.command("snapshot_client", skipped) else {
         return;
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let child = Command::new(python)
-        .args(["-c", PY_CLIENT, &url])
+    let child = cmd
+        .arg(&url)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

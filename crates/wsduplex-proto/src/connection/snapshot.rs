@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
 /// Every field of [`Connection`] that is state, not configuration.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct CoreState {
     client: bool,
     state: StateCode,
@@ -33,6 +33,23 @@ pub(crate) struct CoreState {
     timers: Option<TimersState>,
 }
 
+/// Lengths, not bytes (payloads are never printed).
+impl std::fmt::Debug for CoreState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionState")
+            .field("client", &self.client)
+            .field("state", &self.state)
+            .field("buffered_in", &self.rx.len())
+            .field("frame_in_progress", &self.frame.is_some())
+            .field("message_in_progress", &self.message.is_some())
+            .field("event_pending", &self.event.is_some())
+            .field("buffered_out", &self.tx.len())
+            .field("deflate", &self.deflate.is_some())
+            .field("timers", &self.timers)
+            .finish()
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum StateCode {
     Open,
@@ -41,7 +58,7 @@ enum StateCode {
     Failed(ProtocolError),
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct FrameState {
     fin: bool,
     rsv1: bool,
@@ -51,7 +68,7 @@ struct FrameState {
     done: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct MessageState {
     text: bool,
     buf: Vec<u8>,
@@ -62,7 +79,7 @@ struct MessageState {
     compressed: bool,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 enum EventState {
     Text(String),
     Binary(Vec<u8>),
@@ -71,7 +88,7 @@ enum EventState {
     Close(Option<(u16, String)>),
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct DeflateSnapshot {
     server_no_context_takeover: bool,
     client_no_context_takeover: bool,

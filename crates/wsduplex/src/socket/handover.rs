@@ -22,6 +22,7 @@ const MAGIC: [u8; 4] = *b"WSDX";
 
 /// A socket's whole state, from [`WebSocket::into_parts`], for [`WebSocket::from_parts`];
 /// [`SocketState::encode`] and [`SocketState::decode`] carry it between processes.
+#[cfg_attr(docsrs, doc(cfg(feature = "handover")))]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SocketState {
     conn: ConnectionState,
@@ -52,6 +53,7 @@ enum FinalError {
 }
 
 /// Why a socket's state cannot be read or resumed.
+#[cfg_attr(docsrs, doc(cfg(feature = "handover")))]
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandoverError {
@@ -116,6 +118,7 @@ impl SocketState {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "handover")))]
 impl<S> WebSocket<S> {
     /// Ends the socket without a word on the wire, and gives back its transport and its
     /// whole state, for [`WebSocket::from_parts`] (in this process or, encoded, another).
