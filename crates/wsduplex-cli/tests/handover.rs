@@ -418,6 +418,25 @@ fn a_new_process_killed_mid_transfer_leaves_the_rest_with_the_old_one() {
     new.stop();
 }
 
+/// Killed after taking every connection, before confirming the end: the old process
+/// accepts again (the listening sockets are never left to nobody).
+#[test]
+fn a_new_process_killed_before_confirming_leaves_accepting_to_the_old_one() {
+    let path = control_path("ctl");
+    let (old, addr) = serve_control(&path);
+    let mut conns: Vec<Ws> = (0..5).map(|_| Ws::connect(addr, "/echo")).collect();
+    echo(&mut conns[4], "open");
+    let hook = [("WSDUPLEX_TEST_HOOK_TAKE_OVER_EXIT_AFTER", "5")];
+    let dying = Proc::spawn(&["--take-over", path.to_str().unwrap()], &hook);
+    assert_eq!(dying.exit().0.code(), Some(75));
+    assert_eq!(conns.iter_mut().map(alive).filter(|a| *a).count(), 0);
+    echo(
+        &mut Ws::connect(addr, "/echo"),
+        "the old process accepts again",
+    );
+    old.stop();
+}
+
 #[test]
 fn misuse_is_one_clear_error() {
     let path = control_path("ctl");
