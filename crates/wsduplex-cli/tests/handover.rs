@@ -227,6 +227,15 @@ impl LineClient {
         assert_eq!(self.next("echo "), text);
     }
 
+    /// Starts `n` compressed messages at once; [`LineClient::burst_done`] checks their echoes.
+    fn burst(&mut self, n: usize) {
+        writeln!(self.stdin.as_mut().unwrap(), "burst {n}").unwrap();
+    }
+
+    fn burst_done(&mut self, n: usize) {
+        assert_eq!(self.next("burst "), n.to_string());
+    }
+
     /// Still the same TCP connection, closed normally at the end.
     fn finish(mut self) {
         writeln!(self.stdin.as_mut().unwrap(), "port").unwrap();
@@ -296,8 +305,15 @@ fn the_new_process_serves_every_connection_without_a_close() {
     let tuples: Vec<_> = idle.iter().map(tuple).collect();
     let half_tuple = tuple(&half);
 
+    // Compressed messages in flight while the connections move.
+    for p in &mut peers {
+        p.burst(2000);
+    }
     let (new, count) = take_over(&path, addr);
     assert_eq!(count, 1 + peers.len() + 1 + idle.len());
+    for p in &mut peers {
+        p.burst_done(2000);
+    }
     handed_over(old, count);
 
     half.send_frame(true, CONT, b"half in the new process");

@@ -5,7 +5,8 @@
 //
 // Offers permessage-deflate (context takeover on both sides). Prints "open LOCAL_PORT"; then
 // for each stdin line "send TEXT" sends TEXT, waits for its echo and prints "echo TEXT"; for
-// "port" prints "port LOCAL_PORT"; at EOF closes with 1000 and prints "closed". Any other
+// "burst N" sends N messages at once, then checks their N echoes in order and prints "burst N"
+// (so that messages are in flight while the server moves); for "port" prints "port LOCAL_PORT"; at EOF closes with 1000 and prints "closed". Any other
 // close or error goes to stderr and exits 1. Driven by crates/wsduplex-cli/tests/handover.rs.
 
 const readline = require('readline');
@@ -37,7 +38,18 @@ ws.on('open', () => {
   let chain = Promise.resolve();
   lines.on('line', (line) => {
     chain = chain.then(async () => {
-      if (line === 'port') {
+      if (line.startsWith('burst ')) {
+        const n = Number(line.slice(6));
+        const text = (i) => `burst ${i} ` + 'compressible '.repeat(20);
+        const echoes = [];
+        for (let i = 0; i < n; i++) echoes.push(new Promise((resolve) => waiting.push(resolve)));
+        for (let i = 0; i < n; i++) ws.send(text(i));
+        for (let i = 0; i < n; i++) {
+          const got = await echoes[i];
+          if (got !== text(i)) fail(`burst ${i}: got ${got.slice(0, 40)}`);
+        }
+        console.log(`burst ${n}`);
+      } else if (line === 'port') {
         console.log(`port ${ws._socket.localPort}`);
       } else if (line.startsWith('send ')) {
         const text = line.slice(5);

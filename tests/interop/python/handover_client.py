@@ -4,7 +4,9 @@ Usage: handover_client.py ws://127.0.0.1:PORT/echo
 
 Offers permessage-deflate with context takeover (websockets' default). Prints
 "open LOCAL_PORT"; then for each stdin line "send TEXT" sends TEXT, waits for its echo and
-prints "echo TEXT"; for "port" prints "port LOCAL_PORT"; at EOF closes with 1000 and prints
+prints "echo TEXT"; for "burst N" sends N messages at once, then checks their N echoes in
+order and prints "burst N" (so that messages are in flight while the server moves); for
+"port" prints "port LOCAL_PORT"; at EOF closes with 1000 and prints
 "closed". Any other close or error goes to stderr and exits 1. Driven by
 crates/wsduplex-cli/tests/handover.rs.
 """
@@ -31,6 +33,15 @@ async def main(url):
             line = line.rstrip("\n")
             if line == "port":
                 print(f"port {ws.transport.get_extra_info('sockname')[1]}", flush=True)
+            elif line.startswith("burst "):
+                n = int(line[6:])
+                for i in range(n):
+                    await ws.send(f"burst {i} " + "compressible " * 20)
+                for i in range(n):
+                    got = await asyncio.wait_for(ws.recv(), TIMEOUT)
+                    if got != f"burst {i} " + "compressible " * 20:
+                        sys.exit(f"python client: burst {i}: got {got[:40]!r}")
+                print(f"burst {n}", flush=True)
             elif line.startswith("send "):
                 text = line[5:]
                 await ws.send(text)

@@ -261,6 +261,13 @@ fn sockets(args: &Args, requested: Option<SocketAddr>, workers: usize) -> anyhow
     #[cfg(unix)]
     if let Some(path) = &args.take_over {
         let take = handover::connect(path, requested)?;
+        if let Some(w) = args.workers.filter(|w| *w != take.listeners.len()) {
+            // One worker per listening socket: each has an accept queue of its own.
+            tracing::warn!(
+                "--workers {w}: serving with {} workers, one per socket taken over",
+                take.listeners.len()
+            );
+        }
         let control = args.control.clone().unwrap_or_else(|| path.clone());
         let listeners = take
             .listeners
