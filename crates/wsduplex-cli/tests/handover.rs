@@ -109,8 +109,25 @@ impl Drop for Proc {
     }
 }
 
-/// A fresh directory for a control socket.
-fn control_path(name: &str) -> PathBuf {
+/// A control socket's path in a fresh directory, removed with it at the end of the test.
+struct ControlPath(PathBuf);
+
+impl std::ops::Deref for ControlPath {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ControlPath {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn control_path(name: &str) -> ControlPath {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "wsduplex-handover-{}-{}",
@@ -119,7 +136,7 @@ fn control_path(name: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    dir.join(name)
+    ControlPath(dir.join(name))
 }
 
 /// Both processes' flags: hundreds of connections come from one address.
@@ -255,7 +272,7 @@ impl LineClient {
 fn the_new_process_serves_every_connection_without_a_close() {
     let path = control_path("ctl");
     let (old, addr) = serve_control(&path);
-    let mode = std::fs::metadata(&path).unwrap();
+    let mode = std::fs::metadata(&*path).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
         0o600
@@ -473,7 +490,7 @@ fn misuse_is_one_clear_error() {
     echo(&mut Ws::connect(addr, "/echo"), "still serving");
     // A control socket that speaks another version: the new process says so and exits.
     let fake = control_path("fake");
-    let listener = std::os::unix::net::UnixListener::bind(&fake).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(&*fake).unwrap();
     let server = thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         let mut hello = vec![0, 0, 0, 13, 1];
@@ -491,7 +508,7 @@ fn misuse_is_one_clear_error() {
     assert_eq!(answer.get(4), Some(&2), "a Refuse: {answer:?}");
     // Not a control socket at all.
     let garbage = control_path("garbage");
-    let listener = std::os::unix::net::UnixListener::bind(&garbage).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(&*garbage).unwrap();
     thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
