@@ -7,7 +7,7 @@
 // for each stdin line "send TEXT" sends TEXT, waits for its echo and prints "echo TEXT"; for
 // "burst N" sends N messages at once, then checks their N echoes in order and prints "burst N"
 // (so that messages are in flight while the server moves); for "port" prints "port LOCAL_PORT"; at EOF closes with 1000 and prints "closed". Any other
-// close or error goes to stderr and exits 1. Driven by crates/wsduplex-cli/tests/handover.rs.
+// close or error goes to stderr and exits 1. Driven by crates/wsduplex-cli/tests/handover/.
 
 const readline = require('readline');
 const WebSocket = require('ws');

@@ -8,7 +8,7 @@ prints "echo TEXT"; for "burst N" sends N messages at once, then checks their N 
 order and prints "burst N" (so that messages are in flight while the server moves); for
 "port" prints "port LOCAL_PORT"; at EOF closes with 1000 and prints
 "closed". Any other close or error goes to stderr and exits 1. Driven by
-crates/wsduplex-cli/tests/handover.rs.
+crates/wsduplex-cli/tests/handover/.
 """
 
 import asyncio
