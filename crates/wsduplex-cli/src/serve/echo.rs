@@ -143,6 +143,14 @@ mod tests {
     /// An idle echo connection is this future in a tokio task: a cell of its own
     /// allocated in steps of 128 bytes, with the task tracker's 8 bytes and about 110 of
     /// tokio's beside the future. Up to 400 bytes the cell is 512; at 408, 640.
+    /// Its slot in the worker's registry: 48 bytes (the module's doc says so).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_registry_slot_is_48_bytes() {
+        let size = super::registry::slot_size();
+        assert!(size <= 48, "a registry slot is {size} bytes");
+    }
+
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn an_idle_echo_connection_fits_a_512_byte_task_cell() {
@@ -174,6 +182,8 @@ pub(super) mod registry {
         slots: Vec<Option<Slot>>,
         /// Indices of the empty slots.
         free: Vec<u32>,
+        /// Which slots hold a movable connection, a bit each (the slots stay 48 bytes).
+        movable_bits: Vec<u64>,
         /// Live movable connections, and plain requests in progress ([`Handshake`]).
         movable: usize,
         handshakes: usize,
@@ -187,7 +197,6 @@ pub(super) mod registry {
     struct Slot {
         /// Set when the task first waits.
         waker: Option<Waker>,
-        movable: bool,
         /// Counts the connection in the limits until its task ends.
         _permit: Option<Permit>,
     }
@@ -211,8 +220,8 @@ pub(super) mod registry {
                     break;
                 }
                 self.cursor = (self.cursor + 1) % len;
-                if let Some(slot) = &mut self.slots[self.cursor] {
-                    if slot.movable {
+                if self.is_movable(self.cursor as u32) {
+                    if let Some(slot) = &mut self.slots[self.cursor] {
                         wakers.extend(slot.waker.take());
                     }
                 }
@@ -220,14 +229,37 @@ pub(super) mod registry {
             wakers
         }
 
-        fn take_wakers(&mut self, movable_only: bool) -> Vec<Waker> {
+        fn take_wakers(&mut self) -> Vec<Waker> {
             self.slots
                 .iter_mut()
                 .flatten()
-                .filter(|s| s.movable || !movable_only)
                 .filter_map(|s| s.waker.take())
                 .collect()
         }
+
+        fn is_movable(&self, i: u32) -> bool {
+            let (word, bit) = (i as usize / 64, i % 64);
+            self.movable_bits
+                .get(word)
+                .is_some_and(|w| w & (1 << bit) != 0)
+        }
+
+        fn set_movable(&mut self, i: u32, on: bool) {
+            let (word, bit) = (i as usize / 64, i % 64);
+            if self.movable_bits.len() <= word {
+                self.movable_bits.resize(word + 1, 0);
+            }
+            if on {
+                self.movable_bits[word] |= 1 << bit;
+            } else {
+                self.movable_bits[word] &= !(1 << bit);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn slot_size() -> usize {
+        std::mem::size_of::<Option<Slot>>()
     }
 
     thread_local! {
@@ -252,19 +284,20 @@ pub(super) mod registry {
                 r.movable += usize::from(movable);
                 let slot = Some(Slot {
                     waker: None,
-                    movable,
                     _permit: permit,
                 });
-                match r.free.pop() {
+                let i = match r.free.pop() {
                     Some(i) => {
                         r.slots[i as usize] = slot;
-                        Self(i)
+                        i
                     }
                     None => {
                         r.slots.push(slot);
-                        Self(u32::try_from(r.slots.len() - 1).expect("< 2^32 connections"))
+                        u32::try_from(r.slots.len() - 1).expect("< 2^32 connections")
                     }
-                }
+                };
+                r.set_movable(i, movable);
+                Self(i)
             })
         }
 
@@ -275,11 +308,11 @@ pub(super) mod registry {
                 if r.stopped {
                     return Signal::Stop;
                 }
-                let slot = r.slots[self.0 as usize].as_mut().expect("own slot");
-                if r.handing_over && slot.movable && r.credit > 0 {
+                if r.handing_over && r.credit > 0 && r.is_movable(self.0) {
                     r.credit -= 1;
                     return Signal::HandOver;
                 }
+                let slot = r.slots[self.0 as usize].as_mut().expect("own slot");
                 match &mut slot.waker {
                     // A tokio task's waker stays the same; checking is cheap.
                     Some(w) if w.will_wake(waker) => {}
@@ -300,7 +333,8 @@ pub(super) mod registry {
                     let slot = r.slots[self.0 as usize].take();
                     r.free.push(self.0);
                     let mut wakers = Vec::new();
-                    if slot.as_ref().is_some_and(|s| s.movable) {
+                    if r.is_movable(self.0) {
+                        r.set_movable(self.0, false);
                         r.movable -= 1;
                         r.wake_idle();
                         if r.handing_over && r.credit > 0 {
@@ -352,7 +386,7 @@ pub(super) mod registry {
     pub(in super::super) fn stop() {
         let wakers = REGISTRY.with_borrow_mut(|r| {
             r.stopped = true;
-            r.take_wakers(false)
+            r.take_wakers()
         });
         wakers.into_iter().for_each(Waker::wake);
     }
