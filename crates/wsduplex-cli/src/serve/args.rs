@@ -15,9 +15,11 @@ use wsduplex_hub::HubConfig;
 // The --deflate-* options tune --deflate: alone they would do nothing.
 #[command(mut_group("DeflateArgs", |g| g.requires("deflate")))]
 pub struct Args {
-    /// Address to listen on (port 0 picks a free port; the ready line shows it).
-    #[arg(long, help_heading = "Listening", default_value = "127.0.0.1:8080")]
-    pub(super) listen: String,
+    /// Address to listen on (port 0 picks a free port; the ready line shows it). Default
+    /// 127.0.0.1:8080; with --take-over, where the process taken over listens; under systemd
+    /// socket activation (LISTEN_FDS), the sockets it passes.
+    #[arg(long, help_heading = "Listening", value_name = "ADDR")]
+    pub(super) listen: Option<String>,
     /// Worker threads, each with its own runtime and listener (default: one per core).
     #[arg(long, help_heading = "Listening")]
     pub(super) workers: Option<usize>,
@@ -31,6 +33,20 @@ pub struct Args {
     /// (for development: its SHA-256 fingerprint is printed on stderr).
     #[arg(long, help_heading = "TLS", conflicts_with_all = ["tls_cert", "tls_key"])]
     pub(super) tls_self_signed: bool,
+    /// Listen on this Unix socket (owner-only) for a new `wsduplex serve --take-over PATH`,
+    /// and hand it the listening sockets and the live connections (Unix only;
+    /// docs/handover.md).
+    #[arg(long, help_heading = "Hand-over", value_name = "PATH")]
+    pub(super) control: Option<PathBuf>,
+    /// Take over from the `wsduplex serve --control PATH` running: its listening sockets
+    /// (no --listen needed) and its live connections; then serve the next hand-over on the
+    /// same PATH (or --control).
+    #[arg(long, help_heading = "Hand-over", value_name = "PATH")]
+    pub(super) take_over: Option<PathBuf>,
+    /// After handing over, how long connections that cannot move (TLS, HTTP/2, chat members)
+    /// are served on before they are closed with 1001.
+    #[arg(long, help_heading = "Hand-over", value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub(super) drain_timeout: Duration,
     /// Speak HTTP/1.1 only: no ALPN h2 over TLS, no h2c. By default HTTP/2 is served on
     /// the same port too, WebSockets over extended CONNECT (RFC 8441) included.
     #[arg(long, help_heading = "Listening")]

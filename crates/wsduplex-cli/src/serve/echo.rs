@@ -10,31 +10,66 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 use wsduplex::limits::Permit;
 use wsduplex::{CloseCode, CloseFrame, Message, Utf8Bytes, WebSocket};
 
-/// Hands an open WebSocket to an echo task of its own. The first on each worker also
-/// starts the task that waits for the stop signal on the worker's behalf.
-pub(super) fn spawn<S>(
+/// A transport an echo connection runs over, and whether a hand-over moves it to the new
+/// process (plain TCP, on Unix) or leaves it to be drained here (TLS: rustls's state does
+/// not move; a stream of an HTTP/2 connection: the connection does not).
+pub(super) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
+    const MOVABLE: bool = false;
+
+    /// Gives the connection up to the hand-over (called only when [`Self::MOVABLE`]).
+    fn hand_over(ws: WebSocket<Self>) {
+        drop(ws);
+    }
+}
+
+impl Transport for TcpStream {
+    #[cfg(unix)]
+    const MOVABLE: bool = true;
+
+    #[cfg(unix)]
+    fn hand_over(ws: WebSocket<Self>) {
+        registry::surrender(ws);
+    }
+}
+
+impl Transport for Box<wsduplex::tls::TlsStream<TcpStream>> {}
+
+impl Transport for wsduplex::server::http2::Http2Stream {}
+
+/// Hands an open WebSocket to an echo task of its own, counted by `permit` (`None`: a
+/// connection given back by a failed hand-over, served beyond the limits). With a `gate`,
+/// the socket is not touched until the gate opens (dropped unopened: the connection is
+/// dropped unserved). `movable`: a hand-over may move it, if its transport can be moved.
+pub(super) fn spawn<S: Transport>(
     tasks: &TaskTracker,
     ws: WebSocket<S>,
-    permit: Permit,
-    stop: watch::Receiver<bool>,
+    permit: Option<Permit>,
+    gate: Option<oneshot::Receiver<()>>,
+    movable: bool,
     span: tracing::Span,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    if let Some(watcher) = registry::watcher(stop) {
-        tasks.spawn(watcher);
-    }
+) {
     let echo = Echo {
-        ws,
-        entry: registry::Entry::new(permit),
+        ws: Some(ws),
+        entry: registry::Entry::new(permit, movable && S::MOVABLE),
         closing: false,
     };
-    spawn_in(tasks, echo, span);
+    match gate {
+        None => spawn_in(tasks, echo, span),
+        Some(gate) => {
+            let task = async move {
+                if gate.await.is_ok() {
+                    echo.await;
+                }
+            };
+            spawn_in(tasks, task, span);
+        }
+    }
 }
 
 /// The echo loop of one connection, written out as a future. An idle connection is this
@@ -45,26 +80,27 @@ pub(super) fn spawn<S>(
 /// Echoes are queued, not flushed: the socket flushes when it has nothing left to read,
 /// so a batch of messages goes out in one write.
 struct Echo<S> {
-    ws: WebSocket<S>,
+    /// Taken only by a hand-over, which ends the task.
+    ws: Option<WebSocket<S>>,
     entry: registry::Entry,
     /// The 1001 is queued: the stop signal has nothing more to say.
     closing: bool,
 }
 
-impl<S> Future for Echo<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+impl<S: Transport> Future for Echo<S> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        let Some(ws) = this.ws.as_mut() else {
+            return Poll::Ready(());
+        };
         loop {
             // Text and binary messages are echoed as they are read, borrowed from the
             // read buffer; the socket takes one only when its reply can be queued, so
             // none waits in here while the peer does not read. Pings are answered by the
             // socket; what comes out here is a ping, a pong, the close, or an error.
-            let item = this.ws.poll_recv_with(cx, |msg, reply| {
+            let item = ws.poll_recv_with(cx, |msg, reply| {
                 // Fails only when closing or past the slow-reader limit; the close
                 // handshake goes on in the reads.
                 let _ = reply.send(msg);
@@ -76,19 +112,27 @@ where
                     return Poll::Ready(());
                 }
                 Poll::Ready(None) => return Poll::Ready(()),
-                // The stop signal is looked at only when the socket has nothing to deliver.
-                Poll::Pending => {
-                    if this.closing || !this.entry.stopped(cx.waker()) {
-                        return Poll::Pending;
+                // The signals are looked at only when the socket has nothing to deliver:
+                // a safe point, where the socket's whole state is in the socket.
+                Poll::Pending => match this.entry.signal(cx.waker()) {
+                    registry::Signal::None => return Poll::Pending,
+                    registry::Signal::HandOver => {
+                        if let Some(ws) = this.ws.take() {
+                            S::hand_over(ws);
+                        }
+                        return Poll::Ready(());
                     }
-                    this.closing = true;
-                    // The next read flushes it, then waits for the reply (within the close
-                    // timeout).
-                    let _ = Pin::new(&mut this.ws).start_send(Message::Close(Some(CloseFrame {
-                        code: CloseCode::GOING_AWAY,
-                        reason: Utf8Bytes::from_static("server shutting down"),
-                    })));
-                }
+                    registry::Signal::Stop if this.closing => return Poll::Pending,
+                    registry::Signal::Stop => {
+                        this.closing = true;
+                        // The next read flushes it, then waits for the reply (within the
+                        // close timeout).
+                        let _ = Pin::new(&mut *ws).start_send(Message::Close(Some(CloseFrame {
+                            code: CloseCode::GOING_AWAY,
+                            reason: Utf8Bytes::from_static("server shutting down"),
+                        })));
+                    }
+                },
             }
         }
     }
@@ -99,6 +143,14 @@ mod tests {
     /// An idle echo connection is this future in a tokio task: a cell of its own
     /// allocated in steps of 128 bytes, with the task tracker's 8 bytes and about 110 of
     /// tokio's beside the future. Up to 400 bytes the cell is 512; at 408, 640.
+    /// Its slot in the worker's registry: 48 bytes (the module's doc says so).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_registry_slot_is_48_bytes() {
+        let size = super::registry::slot_size();
+        assert!(size <= 48, "a registry slot is {size} bytes");
+    }
+
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn an_idle_echo_connection_fits_a_512_byte_task_cell() {
@@ -108,67 +160,157 @@ mod tests {
 }
 
 /// The echo connections of a worker thread: their permits, and the wakers that the stop
-/// signal wakes. A worker is a current-thread runtime, so an echo task is polled and
-/// dropped on the thread that spawned it. A connection costs 48 bytes in a slab here,
-/// instead of a `watch` receiver and a pinned `changed()` future (and its permit) in
-/// its task.
-mod registry {
+/// signal and a hand-over wake. A worker is a current-thread runtime, so an echo task is
+/// polled and dropped on the thread that spawned it, and the worker's own loop (which
+/// signals) runs there too. A connection costs 48 bytes in a slab here, instead of a
+/// `watch` receiver and a pinned `changed()` future (and its permit) in its task.
+pub(super) mod registry {
     use std::cell::RefCell;
-    use std::future::Future;
-    use std::task::Waker;
-    use tokio::sync::watch;
+    use std::task::{Poll, Waker};
     use wsduplex::limits::Permit;
 
     #[derive(Default)]
     struct Registry {
         /// The worker is stopping; the wakers were woken.
         stopped: bool,
-        /// A task waits for the stop signal on this thread.
-        watched: bool,
+        /// A hand-over asks movable connections to give themselves up, `credit` at a time
+        /// (so that each one waits only for those ahead of it in the window, not for all).
+        handing_over: bool,
+        credit: usize,
+        /// Where the search for the next connections to wake goes on.
+        cursor: usize,
         slots: Vec<Option<Slot>>,
         /// Indices of the empty slots.
         free: Vec<u32>,
+        /// Which slots hold a movable connection, a bit each (the slots stay 48 bytes).
+        movable_bits: Vec<u64>,
+        /// Live movable connections, and plain requests in progress ([`Handshake`]).
+        movable: usize,
+        handshakes: usize,
+        /// The worker, waiting for both to reach 0 during a hand-over.
+        idle: Option<Waker>,
+        /// This worker's index and where surrendered connections go.
+        #[cfg(unix)]
+        reports: Option<(usize, std::sync::mpsc::Sender<super::super::worker::Report>)>,
     }
 
     struct Slot {
         /// Set when the task first waits.
         waker: Option<Waker>,
         /// Counts the connection in the limits until its task ends.
-        _permit: Permit,
+        _permit: Option<Permit>,
+    }
+
+    impl Registry {
+        fn wake_idle(&mut self) {
+            if self.handing_over && self.movable == 0 && self.handshakes == 0 {
+                if let Some(w) = self.idle.take() {
+                    w.wake();
+                }
+            }
+        }
+
+        /// Wakers of up to `credit` movable connections, from the cursor on: each one gives
+        /// itself up when it runs (any other that runs first takes the credit instead).
+        fn next_movable(&mut self) -> Vec<Waker> {
+            let mut wakers = Vec::new();
+            let len = self.slots.len();
+            for _ in 0..len {
+                if wakers.len() >= self.credit {
+                    break;
+                }
+                self.cursor = (self.cursor + 1) % len;
+                if self.is_movable(self.cursor as u32) {
+                    if let Some(slot) = &mut self.slots[self.cursor] {
+                        wakers.extend(slot.waker.take());
+                    }
+                }
+            }
+            wakers
+        }
+
+        fn take_wakers(&mut self) -> Vec<Waker> {
+            self.slots
+                .iter_mut()
+                .flatten()
+                .filter_map(|s| s.waker.take())
+                .collect()
+        }
+
+        fn is_movable(&self, i: u32) -> bool {
+            let (word, bit) = (i as usize / 64, i % 64);
+            self.movable_bits
+                .get(word)
+                .is_some_and(|w| w & (1 << bit) != 0)
+        }
+
+        fn set_movable(&mut self, i: u32, on: bool) {
+            let (word, bit) = (i as usize / 64, i % 64);
+            if self.movable_bits.len() <= word {
+                self.movable_bits.resize(word + 1, 0);
+            }
+            if on {
+                self.movable_bits[word] |= 1 << bit;
+            } else {
+                self.movable_bits[word] &= !(1 << bit);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn slot_size() -> usize {
+        std::mem::size_of::<Option<Slot>>()
     }
 
     thread_local! {
         static REGISTRY: RefCell<Registry> = RefCell::default();
     }
 
+    /// What an echo task is asked to do when it has nothing else to do.
+    pub(in super::super) enum Signal {
+        None,
+        /// Give the connection up (a movable one) to the hand-over.
+        HandOver,
+        /// Close with 1001.
+        Stop,
+    }
+
     /// An echo task's slot in its worker's registry, emptied when the task ends.
-    pub(super) struct Entry(u32);
+    pub(in super::super) struct Entry(u32);
 
     impl Entry {
-        pub(super) fn new(permit: Permit) -> Self {
+        pub(in super::super) fn new(permit: Option<Permit>, movable: bool) -> Self {
             REGISTRY.with_borrow_mut(|r| {
+                r.movable += usize::from(movable);
                 let slot = Some(Slot {
                     waker: None,
                     _permit: permit,
                 });
-                match r.free.pop() {
+                let i = match r.free.pop() {
                     Some(i) => {
                         r.slots[i as usize] = slot;
-                        Self(i)
+                        i
                     }
                     None => {
                         r.slots.push(slot);
-                        Self(u32::try_from(r.slots.len() - 1).expect("< 2^32 connections"))
+                        u32::try_from(r.slots.len() - 1).expect("< 2^32 connections")
                     }
-                }
+                };
+                r.set_movable(i, movable);
+                Self(i)
             })
         }
 
-        /// Whether the worker is stopping; if not, `waker` is woken when it does.
-        pub(super) fn stopped(&mut self, waker: &Waker) -> bool {
+        /// What the worker asks of this connection; if nothing, `waker` is woken when it
+        /// does.
+        pub(in super::super) fn signal(&mut self, waker: &Waker) -> Signal {
             REGISTRY.with_borrow_mut(|r| {
                 if r.stopped {
-                    return true;
+                    return Signal::Stop;
+                }
+                if r.handing_over && r.credit > 0 && r.is_movable(self.0) {
+                    r.credit -= 1;
+                    return Signal::HandOver;
                 }
                 let slot = r.slots[self.0 as usize].as_mut().expect("own slot");
                 match &mut slot.waker {
@@ -176,7 +318,7 @@ mod registry {
                     Some(w) if w.will_wake(waker) => {}
                     w => *w = Some(waker.clone()),
                 }
-                false
+                Signal::None
             })
         }
     }
@@ -185,36 +327,128 @@ mod registry {
         fn drop(&mut self) {
             // A task dropped while the thread's locals are torn down has nothing to give
             // back (its permit goes with the registry).
+            let _ = REGISTRY
+                .try_with(|r| {
+                    let mut r = r.borrow_mut();
+                    let slot = r.slots[self.0 as usize].take();
+                    r.free.push(self.0);
+                    let mut wakers = Vec::new();
+                    if r.is_movable(self.0) {
+                        r.set_movable(self.0, false);
+                        r.movable -= 1;
+                        r.wake_idle();
+                        if r.handing_over && r.credit > 0 {
+                            // It ended on its own, with credit left: another one may use it.
+                            wakers = r.next_movable();
+                        }
+                    }
+                    // Dropped (the permit with it) outside the borrow.
+                    (slot, wakers)
+                })
+                .map(|(_, wakers)| wakers.into_iter().for_each(Waker::wake));
+        }
+    }
+
+    /// A plain connection's request in progress: it may yet become a movable connection, so
+    /// a hand-over waits for it to end.
+    pub(in super::super) struct Handshake(());
+
+    impl Handshake {
+        pub(in super::super) fn new() -> Self {
+            REGISTRY.with_borrow_mut(|r| r.handshakes += 1);
+            Self(())
+        }
+    }
+
+    impl Drop for Handshake {
+        fn drop(&mut self) {
             let _ = REGISTRY.try_with(|r| {
                 let mut r = r.borrow_mut();
-                let slot = r.slots[self.0 as usize].take();
-                r.free.push(self.0);
-                // Dropped (the permit with it) outside the borrow.
-                slot
+                r.handshakes -= 1;
+                r.wake_idle();
             });
         }
     }
 
-    /// The task that waits for `stop` on this thread's behalf, if none was started yet.
-    pub(super) fn watcher(
-        mut stop: watch::Receiver<bool>,
-    ) -> Option<impl Future<Output = ()> + Send + 'static> {
-        let first = REGISTRY.with_borrow_mut(|r| !std::mem::replace(&mut r.watched, true));
-        first.then_some(async move {
-            // The sender gone without a stop: the tasks run until their peers leave.
-            if stop.wait_for(|stopped| *stopped).await.is_ok() {
-                let wakers: Vec<Waker> = REGISTRY.with_borrow_mut(|r| {
-                    r.stopped = true;
-                    r.slots
-                        .iter_mut()
-                        .flatten()
-                        .filter_map(|s| s.waker.take())
-                        .collect()
-                });
-                for w in wakers {
-                    w.wake();
+    /// This thread is worker `index`: connections it gives up are reported there.
+    #[cfg(unix)]
+    pub(in super::super) fn start(
+        index: usize,
+        reports: std::sync::mpsc::Sender<super::super::worker::Report>,
+    ) {
+        REGISTRY.with_borrow_mut(|r| r.reports = Some((index, reports)));
+    }
+
+    #[cfg(not(unix))]
+    pub(in super::super) fn start<T>(_index: usize, _reports: T) {}
+
+    /// Closes every connection with 1001.
+    pub(in super::super) fn stop() {
+        let wakers = REGISTRY.with_borrow_mut(|r| {
+            r.stopped = true;
+            r.take_wakers()
+        });
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Lets `credit` more movable connections give themselves up, each at its next safe
+    /// point (the first call starts the hand-over).
+    pub(in super::super) fn hand_over(credit: usize) {
+        let wakers = REGISTRY.with_borrow_mut(|r| {
+            r.handing_over = true;
+            r.credit += credit;
+            r.next_movable()
+        });
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// The hand-over failed: the connections that have not given themselves up stay.
+    pub(in super::super) fn resume() {
+        REGISTRY.with_borrow_mut(|r| {
+            r.handing_over = false;
+            r.credit = 0;
+        });
+    }
+
+    /// Resolves once no movable connection and no plain request is left.
+    pub(in super::super) async fn idle() {
+        std::future::poll_fn(|cx| {
+            REGISTRY.with_borrow_mut(|r| {
+                if r.movable == 0 && r.handshakes == 0 {
+                    Poll::Ready(())
+                } else {
+                    r.idle = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+        })
+        .await
+    }
+
+    /// Sends a connection's transport and state to the control thread.
+    #[cfg(unix)]
+    pub(super) fn surrender(ws: wsduplex::WebSocket<tokio::net::TcpStream>) {
+        use super::super::worker::Report;
+        let (tcp, state) = ws.into_parts();
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => return tracing::error!("hand-over: a connection is lost: {e}"),
+        };
+        REGISTRY.with_borrow(|r| match &r.reports {
+            Some((worker, reports)) => {
+                let worker = *worker;
+                if reports
+                    .send(Report::Surrendered {
+                        worker,
+                        tcp,
+                        state: Box::new(state),
+                    })
+                    .is_err()
+                {
+                    tracing::error!("hand-over: the control thread is gone: a connection is lost");
                 }
             }
-        })
+            None => tracing::error!("hand-over outside a worker: a connection is lost"),
+        });
     }
 }

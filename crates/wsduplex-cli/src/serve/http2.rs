@@ -83,7 +83,7 @@ pub(super) async fn serve<S>(
                 if !stopping {
                     quiet.as_mut().reset(later(idle));
                 }
-                let task = stream(request, peer, server.clone(), stop.clone(), tasks.clone());
+                let task = stream(request, peer, server.clone(), tasks.clone());
                 spawn_in(&tasks, task, span.clone());
             }
             Some(Err(e)) => {
@@ -99,13 +99,7 @@ pub(super) async fn serve<S>(
 /// One stream: the front door, then the route. A WebSocket counts against the connection
 /// limits as a connection of its own (so a client cannot open more WebSockets over one
 /// HTTP/2 connection than over as many HTTP/1.1 ones); a plain request does not.
-async fn stream(
-    request: Http2Request,
-    peer: Peer,
-    server: Arc<Server>,
-    stop: watch::Receiver<bool>,
-    tasks: TaskTracker,
-) {
+async fn stream(request: Http2Request, peer: Peer, server: Arc<Server>, tasks: TaskTracker) {
     let mut incoming = match request.into_incoming(&server.config).await {
         Ok(incoming) => incoming,
         Err(e) => return tracing::debug!("http/2 request refused: {e}"),
@@ -136,7 +130,14 @@ async fn stream(
         Ok(incoming) => incoming,
         Err(e) => return tracing::debug!("{e}"),
     };
-    if let (Some(ws), Some(permit)) = (route::serve(incoming, &server).await, permit) {
-        echo::spawn(&tasks, ws, permit, stop, tracing::Span::current());
+    if let (Some(ws), Some(permit)) = (route::serve(incoming, &server, &mut None).await, permit) {
+        echo::spawn(
+            &tasks,
+            ws,
+            Some(permit),
+            None,
+            true,
+            tracing::Span::current(),
+        );
     }
 }

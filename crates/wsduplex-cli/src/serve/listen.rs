@@ -6,9 +6,8 @@ use super::{echo, http2, route, Server};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use wsduplex::limits::Permit;
@@ -63,55 +62,24 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     listener.into_std()
 }
 
-/// A worker thread: a single-threaded runtime accepting on its own listener until `stop`.
-pub(super) fn worker(
-    listener: std::net::TcpListener,
-    server: Arc<Server>,
-    stop: watch::Receiver<bool>,
+/// A connection just accepted: counted against the limits (or refused at once), then
+/// served on a task of its own.
+pub(super) fn accepted(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    server: &Arc<Server>,
+    stop: &watch::Receiver<bool>,
+    tasks: &TaskTracker,
 ) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return tracing::error!("worker runtime: {e}"),
-    };
-    server.metrics.attach_current_thread();
-    rt.block_on(async move {
-        let listener = match TcpListener::from_std(listener) {
-            Ok(l) => l,
-            Err(e) => return tracing::error!("worker listener: {e}"),
-        };
-        // Tracks handshake tasks and the echo tasks they hand over to, for graceful shutdown.
-        let tasks = TaskTracker::new();
-        let mut stopping = stop.clone();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, peer)) => match server.config.open_connection(peer.ip()) {
-                        Ok(permit) => {
-                            let (server, stop) = (server.clone(), stop.clone());
-                            let span = connection_span(peer);
-                            let task = handle(tcp, peer, permit, server, stop, tasks.clone(), span.clone());
-                            spawn_in(&tasks, task, span);
-                        }
-                        Err(e) => refuse_now(&tcp, &e),
-                    },
-                    // Out of descriptors and the like: keep serving the others.
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                },
-                _ = stopping.changed() => break,
-            }
+    match server.config.open_connection(peer.ip()) {
+        Ok(permit) => {
+            let (server, stop) = (server.clone(), stop.clone());
+            let span = connection_span(peer);
+            let task = handle(tcp, peer, permit, server, stop, tasks.clone(), span.clone());
+            spawn_in(tasks, task, span);
         }
-        drop(listener);
-        // Every connection sends 1001 and waits (bounded by its close timeout) for the reply.
-        let grace = server.config.socket.close_timeout + Duration::from_secs(1);
-        tasks.close();
-        let _ = tokio::time::timeout(grace, tasks.wait()).await;
-    });
+        Err(e) => refuse_now(&tcp, &e),
+    }
 }
 
 /// The connection's first task: TLS, the request, the handshake. A WebSocket is handed to
@@ -131,6 +99,9 @@ async fn handle(
     if !cfg!(target_os = "linux") {
         let _ = tcp.set_nodelay(true);
     }
+    // A plain connection may become an /echo WebSocket, which a hand-over moves: the hand-over
+    // waits for its request (within the handshake timeout).
+    let mut pending = server.tls.is_none().then(echo::registry::Handshake::new);
     let client = match proxy_header(&tcp, peer, &mut permit, &server, &mut stop).await {
         Some(client) => client,
         None => return,
@@ -144,9 +115,9 @@ async fn handle(
             // Boxed: the request's stage holds the head's buffer and the timers, and this
             // task's future is moved (copied) several times on its way into its task cell
             // and out of it. Allocated once in place, it costs one allocation instead.
-            let served = Box::pin(serve_request(tcp, peer, &mut permit, &server, &mut stop)).await;
-            match served {
-                Served::WebSocket(ws) => echo::spawn(&tasks, ws, permit, stop, span),
+            let served = serve_request(tcp, peer, &mut permit, &server, &mut stop, &mut pending);
+            match Box::pin(served).await {
+                Served::WebSocket(ws) => echo::spawn(&tasks, ws, Some(permit), None, true, span),
                 Served::Http2(io) => {
                     let task =
                         http2::serve(io, peer, permit, server, stop, tasks.clone(), span.clone());
@@ -158,7 +129,7 @@ async fn handle(
         Some(_) => {
             let served = Box::pin(serve_tls(tcp, peer, &mut permit, &server, &mut stop)).await;
             match served {
-                Served::WebSocket(ws) => echo::spawn(&tasks, ws, permit, stop, span),
+                Served::WebSocket(ws) => echo::spawn(&tasks, ws, Some(permit), None, true, span),
                 Served::Http2(io) => {
                     let task =
                         http2::serve(io, peer, permit, server, stop, tasks.clone(), span.clone());
@@ -189,7 +160,7 @@ static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 /// The span every log line of a connection is in: `conn{id=7 peer=127.0.0.1:5050}`, with
 /// `client=` when a PROXY protocol header named another address. When logging is below
 /// `info` it is disabled and costs nothing.
-fn connection_span(peer: SocketAddr) -> tracing::Span {
+pub(super) fn connection_span(peer: SocketAddr) -> tracing::Span {
     let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     tracing::info_span!("conn", id, peer = %peer, client = tracing::field::Empty)
 }
@@ -295,7 +266,7 @@ async fn serve_tls(
     if wsduplex::tls::negotiated_http2(&tls) {
         return Served::Http2(Prefaced::new(Default::default(), Box::new(tls)));
     }
-    serve_request(Box::new(tls), peer, permit, server, stop).await
+    serve_request(Box::new(tls), peer, permit, server, stop, &mut None).await
 }
 
 /// The first request, or with HTTP/2 on, the `h2c` preface instead.
@@ -322,6 +293,7 @@ async fn serve_request<S>(
     permit: &mut Permit,
     server: &Server,
     stop: &mut watch::Receiver<bool>,
+    pending: &mut Option<echo::registry::Handshake>,
 ) -> Served<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
@@ -352,7 +324,7 @@ where
             return Served::Done;
         }
     };
-    match route::serve(incoming, server).await {
+    match route::serve(incoming, server, pending).await {
         Some(ws) => Served::WebSocket(ws),
         None => Served::Done,
     }

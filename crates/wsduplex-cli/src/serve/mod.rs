@@ -5,15 +5,20 @@
 //! CONNECT. Glue only: the flags and their translation into the libraries' settings are in
 //! `args`, the listeners and a connection's first steps in `listen`, HTTP/2 connections in
 //! `http2`, who answers which path in `route`, the echo endpoint in `echo`, the metrics
-//! page in `metrics`; what is admitted is decided by the library's front door
+//! page in `metrics`, the worker threads in `worker`, the hand-over to a new process in
+//! `handover` (Unix), systemd's sockets in `activation`; what is admitted is decided by the library's front door
 //! ([`wsduplex::server::admission`]).
 
+mod activation;
 mod args;
 mod echo;
+#[cfg(unix)]
+mod handover;
 mod http2;
 mod listen;
 mod metrics;
 mod route;
+mod worker;
 
 pub use args::Args;
 
@@ -45,17 +50,15 @@ struct Server {
 
 /// Runs the server: one thread per worker, each a single-threaded runtime with its own
 /// `SO_REUSEPORT` listener on the same port, so the kernel spreads connections and no lock
-/// is shared on the hot path. The main thread waits for SIGINT/SIGTERM.
+/// is shared on the hot path. The main thread waits for SIGINT/SIGTERM, or for a hand-over
+/// to finish.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     built_with(&args)?;
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&args.listen)
-        .with_context(|| format!("cannot resolve {}", args.listen))?
-        .next()
-        .with_context(|| format!("{} resolves to no address", args.listen))?;
+    let requested = args.listen.as_deref().map(resolve).transpose()?;
     let jwt = args.jwt()?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(wsduplex::tls::acceptor_from_pem_files(cert, key)?),
@@ -80,17 +83,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let _guard = rt.enter();
-    let listeners = listen::listen(addr, workers)
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listeners[0].local_addr()?;
+    let mut sockets = sockets(&args, requested, workers)?;
+    let addr = sockets.listeners[0].local_addr()?;
     // Signal handlers exist before anyone can learn the port: a signal right after the
     // ready line is a graceful shutdown, never the default kill.
     let stop_signal = stop_signal()?;
+    tokio::pin!(stop_signal);
     let scheme = if tls.is_some() { "https" } else { "http" };
-    println!("listening on {scheme}://{addr}");
+    let taking_over = sockets.taking_over();
     let Configs { server, echo, hub } = args.configs(jwt);
     // Rooms span the workers: one hub, shared.
-    let hub = match args.redis.filter(|u| !u.is_empty()) {
+    let hub = match args.redis.clone().filter(|u| !u.is_empty()) {
         None => Hub::new(hub),
         #[cfg(feature = "redis")]
         Some(url) => {
@@ -114,17 +117,94 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         metrics,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let threads: Vec<_> = listeners
+    let (reports_tx, reports) = std::sync::mpsc::channel();
+    let (finished_tx, mut finished) = tokio::sync::mpsc::unbounded_channel();
+    let mut commands = Vec::new();
+    #[cfg(unix)]
+    let dups = sockets
+        .listeners
+        .iter()
+        .map(|l| Ok((l.try_clone()?.into(), l.local_addr()?)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let threads: Vec<_> = std::mem::take(&mut sockets.listeners)
         .into_iter()
         .enumerate()
-        .map(|(i, listener)| {
+        .map(|(index, listener)| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            commands.push(tx);
+            let links = worker::Links {
+                index,
+                commands: rx,
+                reports: reports_tx.clone(),
+                finished: finished_tx.clone(),
+                accepting: !taking_over,
+            };
             let (server, stop) = (server.clone(), stop_rx.clone());
             std::thread::Builder::new()
-                .name(format!("worker-{i}"))
-                .spawn(move || listen::worker(listener, server, stop))
+                .name(format!("worker-{index}"))
+                .spawn(move || worker::run(listener, server, stop, links))
         })
         .collect::<Result<_, _>>()?;
-    rt.block_on(stop_signal);
+    drop((reports_tx, finished_tx));
+    let (handed_tx, mut handed) = tokio::sync::mpsc::unbounded_channel::<HandedOver>();
+    #[cfg(unix)]
+    let control = sockets.control.take().map(|(path, take_over)| {
+        let control = handover::Control {
+            workers: commands,
+            reports,
+            listeners: dups,
+            handed_over: handed_tx,
+        };
+        control_thread(control, path, take_over)
+    });
+    #[cfg(not(unix))]
+    let _ = (commands, reports, handed_tx);
+    #[cfg(unix)]
+    let control = control.transpose()?;
+    // Ready once the control socket is bound, too.
+    if !taking_over {
+        println!("listening on {scheme}://{addr}");
+    }
+    #[cfg(unix)]
+    let control_path = match control {
+        Some(Control::Serving(identity)) => Some(identity),
+        Some(Control::TakingOver(outcome, old_pid)) => {
+            let outcome = rt.block_on(async {
+                tokio::select! {
+                    outcome = outcome => outcome.unwrap_or_else(|_| Err(anyhow::anyhow!("the control thread ended"))),
+                    () = &mut stop_signal => Err(anyhow::anyhow!("stopped during the take-over")),
+                }
+            })?;
+            println!("listening on {scheme}://{addr}");
+            println!("took over {} connections from process {old_pid}", outcome.0);
+            outcome.1
+        }
+        None => None,
+    };
+    activation::ready(taking_over);
+    let handed_over = rt.block_on(async {
+        tokio::select! {
+            () = &mut stop_signal => None,
+            Some(done) = handed.recv() => Some(done),
+        }
+    });
+    #[cfg(unix)]
+    if let Some(done) = handed_over {
+        println!(
+            "handed over {} connections to process {}",
+            done.count, done.pid
+        );
+        // What could not move is served until it ends (each worker then ends), at most
+        // --drain-timeout.
+        rt.block_on(async {
+            tokio::select! {
+                _ = tokio::time::timeout(args.drain_timeout, finished.recv()) => {}
+                () = &mut stop_signal => {}
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (handed_over, &mut finished);
     // Chat members get 1001 from the hub; echo connections from the stop signal.
     hub.shutdown();
     let _ = stop_tx.send(true);
@@ -134,7 +214,151 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // With --redis: this node's members leave their rooms on every node now, not when the
     // presence TTL runs out.
     rt.block_on(hub.closed());
+    #[cfg(unix)]
+    if let Some((path, inode)) = control_path {
+        handover::ControlSocket::remove_if_own(&path, inode);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn resolve(listen: &str) -> anyhow::Result<SocketAddr> {
+    std::net::ToSocketAddrs::to_socket_addrs(listen)
+        .with_context(|| format!("cannot resolve {listen}"))?
+        .next()
+        .with_context(|| format!("{listen} resolves to no address"))
+}
+
+/// A finished hand-over, for the old process's main thread.
+#[cfg_attr(not(unix), allow(dead_code))]
+struct HandedOver {
+    count: u64,
+    pid: u32,
+}
+
+/// Where the listening sockets come from, one per worker: the process taken over
+/// (`--take-over`), systemd (`LISTEN_FDS`), or a bind of `--listen`.
+struct Sockets {
+    listeners: Vec<std::net::TcpListener>,
+    /// The control socket's path, and the process being taken over.
+    #[cfg(unix)]
+    control: Option<(std::path::PathBuf, Option<handover::TakeOver>)>,
+}
+
+impl Sockets {
+    fn taking_over(&self) -> bool {
+        #[cfg(unix)]
+        return matches!(self.control, Some((_, Some(_))));
+        #[cfg(not(unix))]
+        false
+    }
+}
+
+fn sockets(args: &Args, requested: Option<SocketAddr>, workers: usize) -> anyhow::Result<Sockets> {
+    #[cfg(not(unix))]
+    if args.control.is_some() || args.take_over.is_some() {
+        anyhow::bail!("--control and --take-over need a Unix system");
+    }
+    #[cfg(unix)]
+    if let Some(path) = &args.take_over {
+        let take = handover::connect(path, requested)?;
+        if let Some(w) = args.workers.filter(|w| *w != take.listeners.len()) {
+            // One worker per listening socket: each has an accept queue of its own.
+            tracing::warn!(
+                "--workers {w}: serving with {} workers, one per socket taken over",
+                take.listeners.len()
+            );
+        }
+        let control = args.control.clone().unwrap_or_else(|| path.clone());
+        let listeners = take
+            .listeners
+            .iter()
+            .map(|l| l.try_clone())
+            .collect::<Result<_, _>>()?;
+        return Ok(Sockets {
+            listeners,
+            control: Some((control, Some(take))),
+        });
+    }
+    let listeners = match activation::listeners()? {
+        Some(_) if requested.is_some() => {
+            anyhow::bail!(
+                "--listen: systemd passed listening sockets (LISTEN_FDS); leave --listen out"
+            )
+        }
+        Some(passed) if passed.is_empty() => anyhow::bail!("LISTEN_FDS: no TCP socket"),
+        // Every worker accepts on a copy of a passed socket (one queue, shared).
+        Some(passed) => (0..workers.max(passed.len()))
+            .map(|i| passed[i % passed.len()].try_clone())
+            .collect::<Result<_, _>>()?,
+        None => {
+            let addr = requested.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+            listen::listen(addr, workers).with_context(|| format!("cannot listen on {addr}"))?
+        }
+    };
+    Ok(Sockets {
+        listeners,
+        #[cfg(unix)]
+        control: args.control.clone().map(|path| (path, None)),
+    })
+}
+
+/// A control socket's path, and its device and inode (to tell it from a successor's).
+#[cfg(unix)]
+type ControlIdentity = (std::path::PathBuf, (u64, u64));
+
+/// A take-over's end: connections taken, and the control socket bound (if it could be).
+#[cfg(unix)]
+type TakeOverOutcome = anyhow::Result<(u64, Option<ControlIdentity>)>;
+
+/// The control thread, started.
+#[cfg(unix)]
+enum Control {
+    /// Waiting for a process to take over; the control socket's path and identity.
+    Serving(ControlIdentity),
+    /// Taking over from process `.1`: the connections taken, and the control socket bound.
+    TakingOver(tokio::sync::oneshot::Receiver<TakeOverOutcome>, u32),
+}
+
+/// Starts the control thread: it takes the connections over first when `take_over`, then
+/// serves hand-overs on `path`. Binding `path` fails here, before the server is ready.
+#[cfg(unix)]
+fn control_thread(
+    control: handover::Control,
+    path: std::path::PathBuf,
+    take_over: Option<handover::TakeOver>,
+) -> anyhow::Result<Control> {
+    let spawn =
+        |f: Box<dyn FnOnce() + Send>| std::thread::Builder::new().name("control".into()).spawn(f);
+    match take_over {
+        None => {
+            let socket = handover::bind(&path)?;
+            let identity = socket.identity();
+            spawn(Box::new(move || control.serve(socket)))?;
+            Ok(Control::Serving(identity))
+        }
+        Some(take) => {
+            let old_pid = take.old_pid;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            spawn(Box::new(move || {
+                let mut socket = None;
+                let result = take.receive(&control.workers, || {
+                    match handover::rebind(&path) {
+                        Ok(s) => socket = Some(s),
+                        Err(e) => tracing::warn!("{e:#}: no hand-over from this process"),
+                    }
+                    for w in &control.workers {
+                        let _ = w.send(worker::Command::Accept);
+                    }
+                });
+                let identity = socket.as_ref().map(|s| s.identity());
+                let _ = tx.send(result.map(|count| (count, identity)));
+                if let Some(socket) = socket {
+                    control.serve(socket);
+                }
+            }))?;
+            Ok(Control::TakingOver(rx, old_pid))
+        }
+    }
 }
 
 /// Refuses, before anything listens, what this build cannot do: `--redis` without the

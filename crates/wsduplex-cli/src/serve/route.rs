@@ -38,7 +38,13 @@ fn route(method: &str, path: &str, upgrade: bool) -> Route {
 
 /// Answers an admitted request. A WebSocket for `/echo` is returned: it gets a task of its
 /// own.
-pub(super) async fn serve<S>(incoming: Incoming<S>, server: &Server) -> Option<WebSocket<S>>
+/// `pending` (a plain connection's request in progress, which a hand-over waits for) ends
+/// where the hub takes the request: a chat member or a long poll stays with this process.
+pub(super) async fn serve<S>(
+    incoming: Incoming<S>,
+    server: &Server,
+    pending: &mut Option<echo::registry::Handshake>,
+) -> Option<WebSocket<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
@@ -49,11 +55,14 @@ where
             Ok(ws) => return Some(ws),
             Err(e) => Err(e),
         },
-        Route::Hub => match server.hub.serve(incoming, &server.config).await {
-            // The hub owns the path: never handed back.
-            Some(other) => other.respond(404, &[], "text/plain", b"not found\n").await,
-            None => Ok(()),
-        },
+        Route::Hub => {
+            pending.take();
+            match server.hub.serve(incoming, &server.config).await {
+                // The hub owns the path: never handed back.
+                Some(other) => other.respond(404, &[], "text/plain", b"not found\n").await,
+                None => Ok(()),
+            }
+        }
         Route::Healthz => incoming.respond(200, &[], "text/plain", b"ok\n").await,
         Route::Metrics => {
             let body = metrics::page(server);

@@ -1,0 +1,522 @@
+//! `serve --control PATH` and `serve --take-over PATH`: a running server hands its
+//! listening sockets and its live connections to a new process, over a Unix socket
+//! (`SCM_RIGHTS`), without a close or a reconnect (docs/handover.md).
+//!
+//! Both sides run on a control thread of their own, blocking, beside the workers. The old
+//! process: [`Control::serve`] waits for a new process, sends the listeners, tells the workers
+//! to stop accepting and to give up their movable connections ([`Command::HandOver`]), and
+//! sends each one ([`wire`] describes the conversation). A connection belongs to the new
+//! process from its `Ack` on; until then the old one holds its descriptor and its state, and
+//! rebuilds it if anything goes wrong ([`Control::roll_back`]): none is served by both, none
+//! is lost. The new process: [`connect`] takes the listeners before anything is built,
+//! [`TakeOver::receive`] the connections once the workers run; the workers accept only after
+//! `Done`, so the old process may take accepting back until then.
+
+mod channel;
+mod wire;
+
+use super::worker::{Adoption, Command, Report};
+use super::HandedOver;
+use anyhow::{bail, Context as _};
+use channel::{Channel, ChannelError};
+use rustix::fd::{AsFd as _, BorrowedFd, OwnedFd};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+use wire::{Endpoint, Message, FORMAT, MAX_FRAME};
+use wsduplex::SocketState;
+
+/// Connections sent ahead of their acknowledgement: the new process works on one while the
+/// next ones travel. Its answers (a few bytes each) never fill the socket's buffer.
+const WINDOW: usize = 64;
+
+/// How long either process waits for the other's next message before giving up on it.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Test hook, never for production: the process taking over exits (status 75) right after
+/// acknowledging this many connections, as if killed in the middle of a hand-over.
+const TEST_HOOK_EXIT_AFTER: &str = "WSDUPLEX_TEST_HOOK_TAKE_OVER_EXIT_AFTER";
+
+/// A connection given up by worker `.0`, not yet acknowledged by the new process.
+type Held = (usize, std::net::TcpStream, Box<SocketState>);
+
+/// The control socket's side of a running server.
+pub(super) struct Control {
+    pub workers: Vec<UnboundedSender<Command>>,
+    pub reports: mpsc::Receiver<Report>,
+    /// The listening sockets (duplicates of the workers'), with their address.
+    pub listeners: Vec<(OwnedFd, SocketAddr)>,
+    pub handed_over: UnboundedSender<HandedOver>,
+}
+
+/// Binds the control socket at `path`, owner-only. Refuses a path where a live process
+/// answers; removes a stale socket left by one that died.
+pub(super) fn bind(path: &Path) -> anyhow::Result<ControlSocket> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => bail!("--control {}: {e}", path.display()),
+        Ok(meta) if !meta.file_type().is_socket() => {
+            bail!("--control {}: exists and is not a socket", path.display())
+        }
+        Ok(_) => match UnixStream::connect(path) {
+            Ok(_) => bail!(
+                "--control {}: a running wsduplex listens on it (replace it with --take-over)",
+                path.display()
+            ),
+            Err(_) => std::fs::remove_file(path).with_context(|| {
+                format!(
+                    "--control {}: cannot remove the stale socket",
+                    path.display()
+                )
+            })?,
+        },
+    }
+    ControlSocket::bind(path).with_context(|| format!("--control {}", path.display()))
+}
+
+/// The control socket's listener, and how to tell whether the path is still its own.
+pub(super) struct ControlSocket {
+    pub listener: UnixListener,
+    path: PathBuf,
+    inode: (u64, u64),
+}
+
+impl ControlSocket {
+    /// Bound under a temporary name, made owner-only, then renamed onto `path` in one step:
+    /// the path never names a socket others may use, and a process taking over replaces
+    /// the old one's without a moment where `path` names nothing.
+    fn bind(path: &Path) -> std::io::Result<Self> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let tmp = path.with_file_name(format!(".{name}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let listener = UnixListener::bind(&tmp)?;
+        let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(Self {
+            listener,
+            path: path.to_owned(),
+            inode: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// Removes the path at exit, unless a process that took over put its own there.
+    pub(super) fn remove_if_own(path: &Path, inode: (u64, u64)) {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if (meta.dev(), meta.ino()) == inode {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    pub(super) fn identity(&self) -> (PathBuf, (u64, u64)) {
+        (self.path.clone(), self.inode)
+    }
+}
+
+impl Control {
+    /// Serves hand-overs until one succeeds; a failed one leaves this process serving, and
+    /// the next new process may try again.
+    pub(super) fn serve(self, socket: ControlSocket) {
+        for stream in socket.listener.incoming() {
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("control socket: {e}");
+                    continue;
+                }
+            };
+            match self.hand_over(stream) {
+                Ok(done) => {
+                    let _ = self.handed_over.send(done);
+                    return;
+                }
+                Err(e) => tracing::warn!("hand-over failed, serving on: {e:#}"),
+            }
+        }
+    }
+
+    fn hand_over(&self, stream: UnixStream) -> anyhow::Result<HandedOver> {
+        // Left from the last take-over's start (its workers' `Accepting`): only what the
+        // workers say from here on counts.
+        while self.reports.try_recv().is_ok() {}
+        let mut ch = Channel::new(stream, PATIENCE)?;
+        ch.send(&hello(), &[])?;
+        let pid = match ch.recv_with(0)?.0 {
+            Message::Hello { format, state, pid }
+                if format == FORMAT && state == SocketState::VERSION =>
+            {
+                pid
+            }
+            Message::Hello { format, state, .. } => {
+                let reason = format!("versions differ: control {format}, state {state}");
+                let _ = ch.send(&Message::Refuse(reason.clone()), &[]);
+                bail!(reason);
+            }
+            other => bail!(ChannelError::Unexpected {
+                expected: "Hello",
+                got: other.name()
+            }),
+        };
+        let addrs = self.listeners.iter().map(|(_, a)| *a).collect();
+        let fds: Vec<BorrowedFd<'_>> = self.listeners.iter().map(|(fd, _)| fd.as_fd()).collect();
+        ch.send(&Message::Listeners(addrs), &fds)?;
+        expect(&mut ch, "Ready", |m| matches!(m, Message::Ready))?;
+        // From here on connections move: any failure gives them back to the workers.
+        let credit = (WINDOW / self.workers.len()).max(1);
+        for w in &self.workers {
+            let _ = w.send(Command::HandOver(credit));
+        }
+        let count = match self.move_connections(&mut ch) {
+            Ok(count) => count,
+            Err((e, held)) => {
+                let _ = ch.send(&Message::Refuse("the hand-over failed".into()), &[]);
+                self.roll_back(held);
+                return Err(e);
+            }
+        };
+        // Every connection is the new process's now. Accepting is too once it confirms the
+        // end (it accepts only after `Done`): without its word, this process accepts again
+        // rather than leave the listening sockets to nobody.
+        let confirmed = ch
+            .send(&Message::Done { count }, &[])
+            .and_then(|()| expect(&mut ch, "Done", |m| matches!(m, Message::Done { .. })));
+        if let Err(e) = confirmed {
+            self.roll_back(Vec::new());
+            bail!("no confirmation from process {pid} after {count} connections: {e}");
+        }
+        for w in &self.workers {
+            let _ = w.send(Command::Commit);
+        }
+        Ok(HandedOver { count, pid })
+    }
+
+    /// Sends each connection the workers give up until every worker has none left, up to
+    /// [`WINDOW`] ahead of the acknowledgements (each one's ownership still changes at its
+    /// own `Ack`). On failure, every connection not acknowledged comes back with the error.
+    fn move_connections(&self, ch: &mut Channel) -> Result<u64, (anyhow::Error, Vec<Held>)> {
+        let mut idle = vec![false; self.workers.len()];
+        let mut in_flight: VecDeque<(u64, Held)> = VecDeque::new();
+        let (mut count, mut id) = (0, 0);
+        loop {
+            // Send what the workers gave up, without waiting while answers are due.
+            while in_flight.len() < WINDOW && !idle.iter().all(|i| *i) {
+                let report = if in_flight.is_empty() {
+                    self.reports
+                        .recv()
+                        .map_err(|_| mpsc::TryRecvError::Disconnected)
+                } else {
+                    self.reports.try_recv()
+                };
+                let (worker, tcp, state) = match report {
+                    Ok(Report::Idle(i)) => {
+                        idle[i] = true;
+                        continue;
+                    }
+                    Ok(Report::Accepting(_)) => continue,
+                    Ok(Report::Surrendered { worker, tcp, state }) => (worker, tcp, state),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        let e = anyhow::anyhow!("the workers are gone");
+                        return Err((e, in_flight.into_iter().map(|(_, h)| h).collect()));
+                    }
+                };
+                let bytes = state.encode();
+                if bytes.len() > MAX_FRAME - 64 {
+                    tracing::warn!(
+                        "connection state of {} bytes is too large to move: kept",
+                        bytes.len()
+                    );
+                    let _ = self.workers[worker].send(Command::HandOver(1));
+                    self.keep(worker, tcp, state);
+                    continue;
+                }
+                id += 1;
+                let msg = Message::Connection {
+                    id,
+                    endpoint: Ok(Endpoint::Echo),
+                    state: bytes,
+                };
+                let sent = ch.send(&msg, &[tcp.as_fd()]);
+                in_flight.push_back((id, (worker, tcp, state)));
+                if let Err(e) = sent {
+                    return Err((e.into(), in_flight.into_iter().map(|(_, h)| h).collect()));
+                }
+            }
+            let Some((want, _)) = in_flight.front() else {
+                return Ok(count);
+            };
+            let want = *want;
+            let answer = ch.recv_with(0);
+            let failed = |e: anyhow::Error, in_flight: VecDeque<(u64, Held)>| {
+                Err((e, in_flight.into_iter().map(|(_, h)| h).collect()))
+            };
+            match answer {
+                Ok((Message::Ack(a), _)) if a == want => {
+                    // The new process's now: this process's copy of the descriptor closes.
+                    let (_, (worker, ..)) = in_flight.pop_front().expect("front");
+                    let _ = self.workers[worker].send(Command::HandOver(1));
+                    count += 1;
+                }
+                Ok((Message::Declined { id: d, reason }, _)) if d == want => {
+                    tracing::warn!("the new process declined a connection ({reason}): kept");
+                    let (_, (worker, tcp, state)) = in_flight.pop_front().expect("front");
+                    let _ = self.workers[worker].send(Command::HandOver(1));
+                    self.keep(worker, tcp, state);
+                }
+                Ok((other, _)) => {
+                    let e = ChannelError::Unexpected {
+                        expected: "Ack",
+                        got: other.name(),
+                    };
+                    return failed(e.into(), in_flight);
+                }
+                Err(e) => return failed(e.into(), in_flight),
+            }
+        }
+    }
+
+    /// Takes accepting back, and serves again every connection not acknowledged: those in
+    /// flight, and those the workers give up until they hear of it.
+    fn roll_back(&self, held: Vec<Held>) {
+        // First, so that the connections given back are not given up again.
+        for w in &self.workers {
+            let _ = w.send(Command::Accept);
+        }
+        for (worker, tcp, state) in held {
+            self.restore(worker, tcp, state);
+        }
+        let mut back = vec![false; self.workers.len()];
+        while !back.iter().all(|b| *b) {
+            match self.reports.recv() {
+                Ok(Report::Surrendered { worker, tcp, state }) => self.restore(worker, tcp, state),
+                Ok(Report::Accepting(i)) => back[i] = true,
+                Ok(Report::Idle(_)) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// A connection that stays with this process for good (declined, or too large): served
+    /// here and drained, never given up again.
+    fn keep(&self, worker: usize, tcp: std::net::TcpStream, state: Box<SocketState>) {
+        self.adopt(worker, tcp, state, true);
+    }
+
+    fn restore(&self, worker: usize, tcp: std::net::TcpStream, state: Box<SocketState>) {
+        self.adopt(worker, tcp, state, false);
+    }
+
+    fn adopt(&self, worker: usize, tcp: std::net::TcpStream, state: Box<SocketState>, keep: bool) {
+        let adoption = Adoption {
+            tcp,
+            state,
+            reply: None,
+            keep,
+        };
+        if self.workers[worker].send(Command::Adopt(adoption)).is_err() {
+            tracing::error!("worker {worker} is gone: a connection is lost");
+        }
+    }
+}
+
+fn hello() -> Message {
+    Message::Hello {
+        format: FORMAT,
+        state: SocketState::VERSION,
+        pid: std::process::id(),
+    }
+}
+
+fn expect(
+    ch: &mut Channel,
+    name: &'static str,
+    ok: impl Fn(&Message) -> bool,
+) -> Result<(), ChannelError> {
+    let (msg, _) = ch.recv_with(0)?;
+    if ok(&msg) {
+        Ok(())
+    } else {
+        Err(ChannelError::Unexpected {
+            expected: name,
+            got: msg.name(),
+        })
+    }
+}
+
+/// The new process's side, from its first message to the listeners.
+pub(super) struct TakeOver {
+    ch: Channel,
+    pub listeners: Vec<std::net::TcpListener>,
+    pub old_pid: u32,
+}
+
+/// Connects to the running server at `path` and takes its listening sockets. `listen`
+/// (given with `--listen`) must be where they listen.
+pub(super) fn connect(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<TakeOver> {
+    let context = || format!("--take-over {}", path.display());
+    let sock = UnixStream::connect(path).with_context(context)?;
+    let mut ch = Channel::new(sock, PATIENCE).with_context(context)?;
+    let (old_pid, format, state) = match ch.recv_with(0).with_context(context)?.0 {
+        Message::Hello { format, state, pid } => (pid, format, state),
+        other => bail!(
+            "{}: {}",
+            context(),
+            ChannelError::Unexpected {
+                expected: "Hello",
+                got: other.name()
+            }
+        ),
+    };
+    let unreadable = if format != FORMAT {
+        Some(format!(
+            "control format version {format} (this wsduplex speaks version {FORMAT})"
+        ))
+    } else if state != SocketState::VERSION {
+        Some(format!(
+            "connection state format version {state} (this wsduplex reads version {})",
+            SocketState::VERSION
+        ))
+    } else {
+        None
+    };
+    if let Some(what) = unreadable {
+        let reason = format!("cannot read {what}");
+        let _ = ch.send(&Message::Refuse(reason.clone()), &[]);
+        bail!(
+            "{}: process {old_pid} speaks {what}; it keeps serving",
+            context()
+        );
+    }
+    ch.send(&hello(), &[]).with_context(context)?;
+    let (msg, fds) = ch.recv().with_context(context)?;
+    let addrs = match msg {
+        Message::Listeners(addrs) if addrs.len() == fds.len() => addrs,
+        Message::Refuse(reason) => bail!("{}: {}", context(), ChannelError::Refused(reason)),
+        other => bail!(
+            "{}: {}",
+            context(),
+            ChannelError::Unexpected {
+                expected: "Listeners",
+                got: other.name()
+            }
+        ),
+    };
+    if let Some(want) = listen {
+        let differs =
+            |a: &SocketAddr| a.ip() != want.ip() || (want.port() != 0 && a.port() != want.port());
+        if let Some(a) = addrs.iter().find(|a| differs(a)) {
+            let reason = format!("--listen {want}, but the sockets taken over listen on {a}");
+            let _ = ch.send(&Message::Refuse(reason.clone()), &[]);
+            bail!("{reason}: leave --listen out, or give the same address");
+        }
+    }
+    let listeners = fds
+        .into_iter()
+        .map(|fd: OwnedFd| {
+            let l = std::net::TcpListener::from(fd);
+            l.set_nonblocking(true).map(|()| l)
+        })
+        .collect::<Result<_, _>>()
+        .with_context(context)?;
+    Ok(TakeOver {
+        ch,
+        listeners,
+        old_pid,
+    })
+}
+
+impl TakeOver {
+    /// Receives the connections, each adopted by a worker (in turn) and acknowledged, until
+    /// `Done`. A connection is served only once its `Ack` is written: until then the old
+    /// process may still take it back. `confirm` runs before the last word (the control
+    /// socket bound, systemd told).
+    pub(super) fn receive(
+        mut self,
+        workers: &[UnboundedSender<Command>],
+        confirm: impl FnOnce(),
+    ) -> anyhow::Result<u64> {
+        let exit_after: Option<u64> = std::env::var(TEST_HOOK_EXIT_AFTER)
+            .ok()
+            .and_then(|v| v.parse().ok());
+        self.ch.send(&Message::Ready, &[])?;
+        let mut count = 0u64;
+        loop {
+            let (msg, mut fds) = self.ch.recv()?;
+            let (id, endpoint, state) = match msg {
+                Message::Connection {
+                    id,
+                    endpoint,
+                    state,
+                } if fds.len() == 1 => (id, endpoint, state),
+                Message::Done { count: sent } => {
+                    if sent != count {
+                        tracing::warn!("hand-over: {sent} connections sent, {count} taken");
+                    }
+                    confirm();
+                    self.ch.send(&Message::Done { count }, &[])?;
+                    return Ok(count);
+                }
+                Message::Refuse(reason) => bail!(ChannelError::Refused(reason)),
+                other => bail!(ChannelError::Unexpected {
+                    expected: "Connection",
+                    got: other.name()
+                }),
+            };
+            let tcp = std::net::TcpStream::from(fds.pop().expect("one descriptor"));
+            if let Err(kind) = endpoint {
+                let reason = format!("unknown endpoint kind {kind}");
+                self.ch.send(&Message::Declined { id, reason }, &[])?;
+                continue;
+            }
+            let state = match SocketState::decode(&state) {
+                Ok(state) => state,
+                Err(e) => {
+                    let _ = self.ch.send(&Message::Refuse(e.to_string()), &[]);
+                    bail!("connection {id}: {e}");
+                }
+            };
+            tcp.set_nonblocking(true)?;
+            let (reply, adopted) = mpsc::channel();
+            let worker = &workers[(id as usize) % workers.len()];
+            let _ = worker.send(Command::Adopt(Adoption {
+                tcp,
+                state: Box::new(state),
+                reply: Some(reply),
+                keep: false,
+            }));
+            match adopted.recv() {
+                Ok(Ok(go)) => {
+                    self.ch.send(&Message::Ack(id), &[])?;
+                    let _ = go.send(());
+                    count += 1;
+                    if exit_after == Some(count) {
+                        std::process::exit(75);
+                    }
+                }
+                Ok(Err(reason)) => self.ch.send(&Message::Declined { id, reason }, &[])?,
+                Err(_) => {
+                    let reason = "the worker is gone".to_owned();
+                    self.ch.send(&Message::Declined { id, reason }, &[])?;
+                }
+            }
+        }
+    }
+}
+
+/// Where the control socket goes after a take-over: `--control`, else the path taken over.
+pub(super) fn rebind(path: &Path) -> anyhow::Result<ControlSocket> {
+    ControlSocket::bind(path).with_context(|| format!("control socket {}", path.display()))
+}
