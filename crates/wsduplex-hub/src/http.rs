@@ -625,7 +625,7 @@ async fn respond_poll_error<E: Exchange>(incoming: E, e: PollError) -> wsduplex:
             incoming.respond(status, &[], JSON, event.as_bytes()).await
         }
         PollError::HandingOver => {
-            let why = "the server is handing over to a new process: ask again (same cursor)";
+            let why = "the server is handing over to a new process: send the request again";
             let body = error_json("handing_over", why);
             incoming
                 .respond(503, &[("Retry-After", "1")], JSON, &body)

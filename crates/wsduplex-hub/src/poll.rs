@@ -10,8 +10,10 @@
 //! A hub handed to a new process (`handover.rs`) takes its sessions along, except those
 //! an SSE stream reads (they end with their stream). From [`Hub::freeze`] on, this hub
 //! has nothing more for them: a read waiting then answers with no event, later reads with
-//! nothing to read are told to come back ([`PollError::HandingOver`], `503`), and
-//! subscribing or unsubscribing waits for the new process the same way.
+//! nothing to read are told to come back ([`PollError::HandingOver`], `503`), and so are
+//! subscribing, unsubscribing, a `refresh`, and a message once the rooms are written down
+//! (the session moves as it was at the export; the client sends the request again, to the
+//! new process).
 
 use crate::event::{self, parse_inbound, Inbound};
 use crate::handover::SessionState;
@@ -435,6 +437,10 @@ impl Hub {
         }
         session.touch();
         if let Some(token) = identity::refresh_token(body) {
+            if self.is_frozen() {
+                // The identity is written down as it is: the new process refreshes it.
+                return Err(PollError::HandingOver);
+            }
             access
                 .refresh(&token)
                 .await
@@ -570,6 +576,15 @@ mod tests {
         // Later reads with nothing to read are told to come back; the session stays.
         let again = hub.poll_read(&id, cursor, true).await;
         assert!(matches!(again, Err(PollError::HandingOver)), "{again:?}");
+        // Its identity and rooms are written down as they are: changes wait for the new hub.
+        for body in [
+            &br#"{"type":"refresh","token":"t"}"#[..],
+            br#"{"type":"subscribe","room":"news"}"#,
+            br#"{"type":"unsubscribe","room":"r"}"#,
+        ] {
+            let sent = hub.poll_send(&id, body, true, None).await;
+            assert!(matches!(sent, Err(PollError::HandingOver)), "{sent:?}");
+        }
         hub.expire_sessions(Instant::now());
         assert_eq!(hub.session_count(), 1);
         assert_eq!(hub.export_sessions().len(), 1);
