@@ -32,6 +32,8 @@ use wsduplex::Utf8Bytes;
 
 /// Events returned per `GET` at most.
 const MAX_EVENTS: usize = 256;
+/// How long the export of a session waits for a request changing its rooms.
+const EXPORT_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
 
 pub(crate) struct Session {
     /// Its rooms; locked while a request subscribes (which may wait for the backplane).
@@ -124,13 +126,23 @@ impl Session {
     }
 
     /// The session as the new process takes it on; `None` if it does not move: an SSE
-    /// stream reads it, its delivery ended, or a request is changing its rooms right now
-    /// (its client then gets `404` from the new process and opens a session with `since`).
+    /// stream reads it, its delivery ended, or a request kept its rooms locked for longer
+    /// than [`EXPORT_WAIT`] (its client then gets `404` from the new process and opens a
+    /// session with `since`).
     fn hand_over(&self, id: &str) -> Option<SessionState> {
         if self.streamed.load(Ordering::SeqCst) || self.ended().is_some() {
             return None;
         }
-        let subs = self.subs.try_lock().ok()?;
+        // A hub of one node holds the lock across no real wait (joining and publishing are
+        // synchronous there): a holder is running on another thread and lets go at once.
+        let deadline = Instant::now() + EXPORT_WAIT;
+        let subs = loop {
+            match self.subs.try_lock() {
+                Ok(subs) => break subs,
+                Err(_) if Instant::now() < deadline => std::thread::yield_now(),
+                Err(_) => return None,
+            }
+        };
         let pinned = self.pinned.load(Ordering::SeqCst);
         let access = self.access();
         Some(SessionState::new(id, &subs, &self.mailbox, &access, pinned))
@@ -591,7 +603,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_session_changing_its_rooms_at_the_export_does_not_move() {
+    async fn a_session_whose_rooms_stay_locked_at_the_export_does_not_move() {
         let hub = Hub::new(HubConfig::default());
         let (id, _) = hub
             .poll_open("r", "lp", None, Default::default())
