@@ -288,8 +288,9 @@ impl Hub {
         self.inner.frozen.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// The rooms, for the new process, once the members have stopped: nothing is published
-    /// here afterwards (the push API answers 503).
+    /// The rooms and the long-polling sessions (each with its queue), for the new process,
+    /// once the members have stopped: nothing is published here afterwards (the push API
+    /// answers 503). An SSE stream's session is left out: it ends with its stream.
     pub fn export_state(&self) -> Result<HubState, HandoverError> {
         if self.inner.nodes.is_up().is_some() {
             return Err(HandoverError::Backplane);
