@@ -350,6 +350,7 @@ impl Hub {
     fn resume_session(&self, state: SessionState) -> Result<(), HandoverError> {
         let max = self.inner.config.queue;
         if state.queue.len() > max {
+            self.left_out(&state.seats, true);
             let len = state.queue.len();
             return Err(HandoverError::QueueTooLong { len, max });
         }
@@ -442,24 +443,43 @@ impl Hub {
         mailbox: &Arc<Mailbox>,
     ) -> Result<Vec<Membership>, HandoverError> {
         let mut rooms = Vec::with_capacity(seats.len());
-        for seat in seats {
-            let gap = || HandoverError::Gap {
-                room: seat.room.clone(),
-                seen: seat.seen,
-            };
-            let room = self.room_here(&seat.room).ok_or_else(gap)?;
-            let joined = room
-                .seat(seat.name.as_str().into(), seat.seen, mailbox.clone())
-                .ok_or_else(gap)?;
-            rooms.push(Membership {
-                room,
-                key: joined.key,
-                name: joined.name,
-                mailbox: joined.mailbox,
-                nodes: self.inner.nodes.clone(),
+        for (i, seat) in seats.iter().enumerate() {
+            let seated = self.room_here(&seat.room).and_then(|room| {
+                let joined = room.seat(seat.name.as_str().into(), seat.seen, mailbox.clone())?;
+                Some(Membership {
+                    room,
+                    key: joined.key,
+                    name: joined.name,
+                    mailbox: joined.mailbox,
+                    nodes: self.inner.nodes.clone(),
+                })
             });
+            match seated {
+                Some(member) => rooms.push(member),
+                None => {
+                    // The rooms it was seated in see it leave as it leaves them.
+                    drop(rooms);
+                    self.left_out(&seats[..i], false);
+                    self.left_out(&seats[i..], true);
+                    return Err(HandoverError::Gap {
+                        room: seat.room.clone(),
+                        seen: seat.seen,
+                    });
+                }
+            }
         }
         Ok(rooms)
+    }
+
+    /// A member or session of the old process that is not seated again here (its client
+    /// resumes with `since`): everyone in the rooms it was in sees it leave, whenever they
+    /// are seated, so that no roster keeps it. `announce`: to the members there now too.
+    fn left_out(&self, seats: &[Seat], announce: bool) {
+        for seat in seats {
+            if let Some(room) = self.room_here(&seat.room) {
+                room.left_out(&seat.name, announce);
+            }
+        }
     }
 
     /// After a member's run: handed over, its socket goes to the sink (or is closed with

@@ -233,6 +233,45 @@ async fn a_session_whose_queue_does_not_fit_is_left_out_and_resumes_with_since()
 }
 
 #[tokio::test]
+async fn a_session_whose_messages_left_history_is_left_out_and_seen_to_leave() {
+    let mut config = HubConfig::default();
+    config.history = 2;
+    let old = Hub::new(config.clone());
+    let addr = serve(&old).await;
+    let (ann, ann_cursor) = open(addr, "busy", "ann").await;
+    let (bob, bob_cursor) = open(addr, "quiet", "bob").await;
+    let sub = post(addr, &ann, json!({"type": "subscribe", "room": "quiet"})).await;
+    assert_eq!(sub.status, 202, "{}", sub.body);
+    old.freeze().unwrap();
+    // Three messages in ann's first room during the hand-over: history keeps two.
+    for text in ["one", "two", "three"] {
+        old.publish("busy", "api", text).await.unwrap();
+    }
+    let new = Hub::new(config);
+    new.import_state(roundtrip(old.export_state().unwrap()))
+        .unwrap();
+    let addr = serve(&new).await;
+    assert_eq!(new.session_count(), 1);
+    let r = get(addr, &ann, ann_cursor).await;
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (404, Some("unknown_session"))
+    );
+    // Bob saw ann join his room; he sees her leave, and no roster keeps her.
+    let (_, got) = batch(&get(addr, &bob, bob_cursor).await);
+    let ann_moves = [
+        ("joined".into(), json!("ann")),
+        ("left".into(), json!("ann")),
+    ];
+    assert_eq!(got, ann_moves);
+    assert_eq!(
+        new.members("quiet").await.unwrap().unwrap(),
+        (vec!["bob".into()], 0)
+    );
+    assert_eq!(new.members("busy").await.unwrap().unwrap(), (vec![], 3));
+}
+
+#[tokio::test]
 async fn a_state_of_version_1_is_refused_by_its_version() {
     let old = Hub::new(HubConfig::default());
     old.freeze().unwrap();
