@@ -3,8 +3,9 @@
 //! message published during the hand-over and one sent by the session itself; the client's
 //! next `GET` with its cursor on the new hub gets exactly the next events, then live ones.
 //! Subscribing during the hand-over waits for the new process; a session whose queue does
-//! not fit is left out (`404`, the client resumes with `since`); an SSE stream's session
-//! does not move, and the browser's reconnect with `Last-Event-ID` resumes on the new hub.
+//! not fit, or whose messages left history, is left out (`404`, the client resumes with
+//! `since`) and seen to leave; an SSE stream's session does not move, and the browser's
+//! reconnect with `Last-Event-ID` resumes on the new hub.
 
 mod common;
 
