@@ -1,6 +1,7 @@
 //! Handing the hub to a new process without closing its WebSockets (`wsduplex serve
-//! --take-over`, `docs/handover.md`): the rooms (ids, history) and each WebSocket member
-//! (its rooms, the name it has in each, who it is) as plain values.
+//! --take-over`, `docs/handover.md`): the rooms (ids, history), each WebSocket member (its
+//! rooms, the name it has in each, who it is) and each long-polling session (the same, with
+//! its queue and what the client's cursor stands for) as plain values.
 //!
 //! The order: [`Hub::freeze`] stops every member once its queue is written into its
 //! socket's buffer (each member's task gives back its socket and a [`MemberState`] through
@@ -11,8 +12,13 @@
 //! between the freeze and the export (a member's message still on its way, a push): no
 //! message is lost or delivered twice, and ids go on from where they were.
 //!
-//! What does not move: a hub on Redis keeps its rooms there ([`HandoverError::Backplane`]),
-//! and long-polling sessions end (the client opens one again with `since`).
+//! Long-polling sessions travel inside [`HubState`]: at the freeze a `GET` waiting for one
+//! answers with nothing (its cursor unchanged), later ones with nothing to read answer
+//! `503` (the client asks again, and reaches the new process); the new hub has the same
+//! session, its queue numbered as before, so the client's next `GET` with its cursor goes
+//! on exactly. See `docs/hub.md` ("Handing the hub to a new process") for what does not
+//! move: a hub on Redis keeps its rooms there ([`HandoverError::Backplane`]), and an SSE
+//! stream's session ends with its stream (the browser resumes with `Last-Event-ID`).
 //!
 //! Between processes the states travel as bytes (feature `handover`): [`HubState::encode`]
 //! and [`MemberState::encode`] write a magic (`WSDH`, `WSDM`), the format version
@@ -21,6 +27,7 @@
 
 use crate::identity::Access;
 use crate::mailbox::Mailbox;
+use crate::poll::Session;
 use crate::subscriptions::Subscriptions;
 use crate::ws::Ending;
 use crate::{Hub, JoinError, Membership};
@@ -35,8 +42,9 @@ use wsduplex::server::ServerConfig;
 use wsduplex::{CloseCode, Utf8Bytes, WebSocket};
 
 /// The format version of encoded [`HubState`]s and [`MemberState`]s; a process refuses
-/// another it cannot read ([`HandoverError::Version`]).
-pub const HANDOVER_VERSION: u16 = 1;
+/// another it cannot read ([`HandoverError::Version`]). 2: [`HubState`] carries the
+/// long-polling sessions.
+pub const HANDOVER_VERSION: u16 = 2;
 
 /// Why a hand-over step failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +77,15 @@ pub enum HandoverError {
         /// Why.
         error: JoinError,
     },
+    /// A long-polling session's queue is longer than this hub's ([`crate::HubConfig::queue`]):
+    /// the session is left out, and its client opens a new one with `since`.
+    #[error("a session's {len} queued events do not fit in a queue of {max}")]
+    QueueTooLong {
+        /// Events queued.
+        len: usize,
+        /// This hub's queue.
+        max: usize,
+    },
     /// A member's messages since the hand-over began are no longer all in a room's history
     /// (or the room is gone): it is closed, and resumes with `since`.
     #[error("room {room} no longer has every message after {seen}")]
@@ -80,11 +97,12 @@ pub enum HandoverError {
     },
 }
 
-/// The rooms of a hub of one node: ids and history. Serde makes it bytes; the format is
-/// [`HANDOVER_VERSION`].
+/// The rooms of a hub of one node (ids and history) and its long-polling sessions. Serde
+/// makes it bytes; the format is [`HANDOVER_VERSION`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HubState {
     rooms: Vec<RoomState>,
+    sessions: Vec<SessionState>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,6 +122,24 @@ pub struct MemberState {
     name: String,
     seats: Vec<Seat>,
     identity: IdentityState,
+}
+
+/// A long-polling session: a member whose mailbox the client reads by cursor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SessionState {
+    id: String,
+    /// The name it asked for.
+    name: String,
+    seats: Vec<Seat>,
+    /// The sequence number of `queue[0]`: the client's cursor means the same thing on the
+    /// new hub (it acknowledges up to it, and reads what follows).
+    first_seq: u64,
+    /// Encoded events not yet acknowledged, oldest first.
+    queue: Vec<String>,
+    identity: IdentityState,
+    /// It subscribed or unsubscribed (with a backplane, it would stay on its node; kept so
+    /// that the session is the same value on the new hub).
+    pinned: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -248,19 +284,48 @@ impl IdentityState {
 impl Subscriptions {
     /// The member as the new process takes it on (its rooms are frozen).
     pub(crate) fn hand_over(&self, access: &Access) -> MemberState {
-        let seats = self
-            .memberships()
+        MemberState {
+            name: self.asked().to_string(),
+            seats: self.seats(),
+            identity: IdentityState::new(access.identity()),
+        }
+    }
+
+    /// Its rooms, in order, each with the last id its mailbox had when the room froze.
+    fn seats(&self) -> Vec<Seat> {
+        self.memberships()
             .iter()
             .map(|m| Seat {
                 room: m.room().to_string(),
                 name: m.name().to_string(),
                 seen: m.room.freeze(),
             })
-            .collect();
-        MemberState {
-            name: self.asked().to_string(),
+            .collect()
+    }
+}
+
+impl SessionState {
+    /// Session `id` as the new process takes it on (its rooms are frozen, so nothing more
+    /// enters its mailbox).
+    pub(crate) fn new(
+        id: &str,
+        subs: &Subscriptions,
+        mailbox: &Mailbox,
+        access: &Access,
+        pinned: bool,
+    ) -> Self {
+        let seats = subs.seats();
+        // After the seats: every room is frozen, the queue is final (a read may still
+        // acknowledge part of it, which the client's cursor does again on the new hub).
+        let (first_seq, queue) = mailbox.snapshot();
+        Self {
+            id: id.to_string(),
+            name: subs.asked().to_string(),
             seats,
+            first_seq,
+            queue: queue.iter().map(|e| e.as_str().to_string()).collect(),
             identity: IdentityState::new(access.identity()),
+            pinned,
         }
     }
 }
@@ -269,23 +334,37 @@ impl Hub {
     /// Begins a hand-over: no one joins any more, and every WebSocket member stops once
     /// its queued events are in its socket's buffer, to be given to the sink of
     /// [`Hub::hand_members_to`] (or closed with 1001 without one). Long-polling sessions
-    /// end. Then call [`Hub::export_state`].
+    /// stay, to be exported with their queues: a `GET` waiting answers at once with no
+    /// event and its cursor unchanged. Then call [`Hub::export_state`].
     pub fn freeze(&self) -> Result<(), HandoverError> {
+        use std::sync::atomic::Ordering::SeqCst;
         if self.inner.nodes.is_up().is_some() {
             return Err(HandoverError::Backplane);
         }
-        self.inner
-            .shutting_down
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Before the rooms wake them: a read waiting now answers with nothing (a `200`),
+        // one arriving from now on with nothing to read is asked to come back (a `503`).
+        let sessions = self.answer_waiting_reads();
+        self.inner.frozen.store(true, SeqCst);
+        self.inner.shutting_down.store(true, SeqCst);
         let rooms: Vec<_> = self.rooms().values().cloned().collect();
         for room in rooms {
             room.freeze();
         }
+        // A session following no room is woken by nobody else.
+        for session in sessions {
+            session.wake();
+        }
         Ok(())
     }
 
-    /// The rooms, for the new process, once the members have stopped: nothing is published
-    /// here afterwards (the push API answers 503).
+    /// [`Hub::freeze`] ran.
+    pub(crate) fn is_frozen(&self) -> bool {
+        self.inner.frozen.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The rooms and the long-polling sessions (each with its queue), for the new process,
+    /// once the members have stopped: nothing is published here afterwards (the push API
+    /// answers 503). An SSE stream's session is left out: it ends with its stream.
     pub fn export_state(&self) -> Result<HubState, HandoverError> {
         if self.inner.nodes.is_up().is_some() {
             return Err(HandoverError::Backplane);
@@ -305,13 +384,19 @@ impl Hub {
                 }
             })
             .collect();
-        Ok(HubState { rooms })
+        Ok(HubState {
+            rooms,
+            sessions: self.export_sessions(),
+        })
     }
 
-    /// Takes on the rooms of the process handing over, before serving anyone: each room
-    /// gets its last id and history (cut to this hub's `history` setting), so ids go on from
-    /// there. A room that already has messages here, or whose history is out of order, is
-    /// left as it is (counted in [`Imported::skipped`]).
+    /// Takes on the rooms and the long-polling sessions of the process handing over,
+    /// before serving anyone: each room gets its last id and history (cut to this hub's
+    /// `history` setting), so ids go on from there. A room that already has messages here,
+    /// or whose history is out of order, is left as it is (counted in
+    /// [`Imported::skipped`]). A session that cannot be seated again (its queue larger than
+    /// this hub's, a message it needs gone from history) is left out: its client gets `404`
+    /// and opens a new session with `since`.
     pub fn import_state(&self, state: HubState) -> Result<Imported, HandoverError> {
         if self.inner.nodes.is_up().is_some() {
             return Err(HandoverError::Backplane);
@@ -334,7 +419,35 @@ impl Hub {
                 done.skipped += 1;
             }
         }
+        for session in state.sessions {
+            let id = session.id.clone();
+            if let Err(e) = self.resume_session(session) {
+                tracing::debug!("handed-over session {id} left out: {e}");
+            }
+        }
         Ok(done)
+    }
+
+    /// Seats a handed-over session in its rooms again, its queue first.
+    fn resume_session(&self, state: SessionState) -> Result<(), HandoverError> {
+        let max = self.inner.config.queue;
+        if state.queue.len() > max {
+            self.left_out(&state.seats, true);
+            let len = state.queue.len();
+            return Err(HandoverError::QueueTooLong { len, max });
+        }
+        let cursor = state.first_seq.saturating_sub(1);
+        let mailbox = Arc::new(Mailbox::starting_after(max, cursor));
+        for event in &state.queue {
+            mailbox.push(Utf8Bytes::from(event.as_str()));
+        }
+        let rooms = self.seat_all(&state.seats, &mailbox)?;
+        let subs = Subscriptions::resumed(self.clone(), mailbox.clone(), &state.name, rooms);
+        // The request's own hook checks a `refresh` (`poll_send`).
+        let access = Access::new(state.identity.identity(), None);
+        let session = Session::resumed(subs, mailbox, &state.name, access, state.pinned);
+        self.insert_session(state.id, session);
+        Ok(())
     }
 
     /// Where WebSocket members stopped by [`Hub::freeze`] go: each member whose transport
@@ -395,30 +508,59 @@ impl Hub {
     /// Seats a handed-over member in each of its rooms.
     fn seat(&self, state: &MemberState) -> Result<Subscriptions, HandoverError> {
         let mailbox = Arc::new(Mailbox::new(self.inner.config.queue));
-        let mut rooms = Vec::with_capacity(state.seats.len());
-        for seat in &state.seats {
-            let gap = || HandoverError::Gap {
-                room: seat.room.clone(),
-                seen: seat.seen,
-            };
-            let room = self.room_here(&seat.room).ok_or_else(gap)?;
-            let joined = room
-                .seat(seat.name.as_str().into(), seat.seen, mailbox.clone())
-                .ok_or_else(gap)?;
-            rooms.push(Membership {
-                room,
-                key: joined.key,
-                name: joined.name,
-                mailbox: joined.mailbox,
-                nodes: self.inner.nodes.clone(),
-            });
-        }
+        let rooms = self.seat_all(&state.seats, &mailbox)?;
         Ok(Subscriptions::resumed(
             self.clone(),
             mailbox,
             &state.name,
             rooms,
         ))
+    }
+
+    /// Seats a connection's mailbox in each of its rooms, in order, unannounced.
+    fn seat_all(
+        &self,
+        seats: &[Seat],
+        mailbox: &Arc<Mailbox>,
+    ) -> Result<Vec<Membership>, HandoverError> {
+        let mut rooms = Vec::with_capacity(seats.len());
+        for (i, seat) in seats.iter().enumerate() {
+            let seated = self.room_here(&seat.room).and_then(|room| {
+                let joined = room.seat(seat.name.as_str().into(), seat.seen, mailbox.clone())?;
+                Some(Membership {
+                    room,
+                    key: joined.key,
+                    name: joined.name,
+                    mailbox: joined.mailbox,
+                    nodes: self.inner.nodes.clone(),
+                })
+            });
+            match seated {
+                Some(member) => rooms.push(member),
+                None => {
+                    // The rooms it was seated in see it leave as it leaves them.
+                    drop(rooms);
+                    self.left_out(&seats[..i], false);
+                    self.left_out(&seats[i..], true);
+                    return Err(HandoverError::Gap {
+                        room: seat.room.clone(),
+                        seen: seat.seen,
+                    });
+                }
+            }
+        }
+        Ok(rooms)
+    }
+
+    /// A member or session of the old process that is not seated again here (its client
+    /// resumes with `since`): everyone in the rooms it was in sees it leave, whenever they
+    /// are seated, so that no roster keeps it. `announce`: to the members there now too.
+    fn left_out(&self, seats: &[Seat], announce: bool) {
+        for seat in seats {
+            if let Some(room) = self.room_here(&seat.room) {
+                room.left_out(&seat.name, announce);
+            }
+        }
     }
 
     /// After a member's run: handed over, its socket goes to the sink (or is closed with

@@ -437,7 +437,7 @@ impl Hub {
             Route::Sse(room) => {
                 let name = access.name(q.name.as_deref()).to_string();
                 let since = sse::resume_from(incoming.request(), q.since);
-                match self.poll_open(room, &name, since, access).await {
+                match self.sse_open(room, &name, since, access).await {
                     Ok((id, first)) => {
                         // No caching, and no buffering in nginx (it would hold events back).
                         let headers = [("Cache-Control", "no-store"), ("X-Accel-Buffering", "no")];
@@ -459,7 +459,7 @@ impl Hub {
                     Ok(b) => b,
                     Err(e) => return respond_body_error(incoming, e).await,
                 };
-                match self.poll_send(id, &body, adopt).await {
+                match self.poll_send(id, &body, adopt, config.auth.clone()).await {
                     Ok(None) => incoming.respond(202, &[], JSON, br#"{"ok":true}"#).await,
                     Ok(Some(event)) => incoming.respond(200, &[], JSON, event.as_bytes()).await,
                     Err(e) => respond_poll_error(incoming, e).await,
@@ -623,6 +623,13 @@ async fn respond_poll_error<E: Exchange>(incoming: E, e: PollError) -> wsduplex:
         }
         PollError::Event(status, event) => {
             incoming.respond(status, &[], JSON, event.as_bytes()).await
+        }
+        PollError::HandingOver => {
+            let why = "the server is handing over to a new process: send the request again";
+            let body = error_json("handing_over", why);
+            incoming
+                .respond(503, &[("Retry-After", "1")], JSON, &body)
+                .await
         }
     }
 }

@@ -59,6 +59,15 @@ impl Access {
         }
     }
 
+    /// With `hook` if it had none (a session handed over from another process: the hook
+    /// is the server's, not part of the state).
+    pub(crate) fn or_hook(mut self, hook: Option<AuthHook>) -> Self {
+        if self.hook.is_none() {
+            self.hook = hook;
+        }
+        self
+    }
+
     pub(crate) fn identity(&self) -> &Identity {
         &self.identity
     }

@@ -214,6 +214,8 @@ struct Inner {
     rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
     sessions: Mutex<HashMap<String, Arc<poll::Session>>>,
     shutting_down: AtomicBool,
+    /// [`Hub::freeze`] ran: long-polling reads have nothing more to wait for here.
+    frozen: AtomicBool,
     /// One node, or one of many.
     nodes: Nodes,
     /// Where members stopped for a hand-over go (`Hub::hand_members_to`).
@@ -305,6 +307,7 @@ impl Hub {
                 rooms: Mutex::new(HashMap::new()),
                 sessions: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
+                frozen: AtomicBool::new(false),
                 nodes,
                 handover: Mutex::new(None),
             }),

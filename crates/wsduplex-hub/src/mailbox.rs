@@ -17,7 +17,8 @@ pub enum Ended {
     /// The hub is shutting down.
     Shutdown,
     /// The hub is being handed to a new process (`Hub::freeze`): the member stops once its
-    /// queue is sent, and the new process takes it on.
+    /// queue is sent, and the new process takes it on. Nothing more is queued; a
+    /// long-polling session is still read by cursor (its queue moves with it).
     HandedOver,
 }
 
@@ -157,8 +158,17 @@ impl Mailbox {
         }
     }
 
+    /// The sequence number of the first queued event, and the queue (a long-polling
+    /// session handed to a new process: the client's cursor keeps its meaning there).
+    pub(crate) fn snapshot(&self) -> (u64, Vec<Utf8Bytes>) {
+        let s = self.lock();
+        (s.first_seq, s.events.iter().cloned().collect())
+    }
+
     /// Long-polling consumer: acknowledges everything up to `cursor`, then returns the
-    /// events after it (at most `max`) and the cursor that acknowledges them.
+    /// events after it (at most `max`) and the cursor that acknowledges them. A mailbox
+    /// handed over is read as before (nothing more arrives in it): the session's queue is
+    /// the one the new process goes on with.
     pub(crate) fn poll_read(
         &self,
         cx: &mut Context<'_>,
@@ -166,7 +176,7 @@ impl Mailbox {
         max: usize,
     ) -> Poll<Result<(u64, Vec<Utf8Bytes>), Ended>> {
         let mut s = self.lock();
-        if let Some(why) = s.ended {
+        if let Some(why) = s.ended.filter(|why| *why != Ended::HandedOver) {
             return Poll::Ready(Err(why));
         }
         let acked = cursor
@@ -259,6 +269,21 @@ mod tests {
             panic!()
         };
         assert_eq!((cur, rest), (7, vec![ev("g")]));
+    }
+
+    #[test]
+    fn a_mailbox_handed_over_is_still_read_by_cursor() {
+        let m = Mailbox::new(4);
+        assert!(m.push(ev("a")) && m.push(ev("b")));
+        m.end(Ended::HandedOver);
+        assert!(!m.push(ev("c")), "nothing is queued once handed over");
+        let Poll::Ready(Ok((cur, got))) = m.poll_read(&mut cx(), 1, 10) else {
+            panic!()
+        };
+        assert_eq!((cur, got), (2, vec![ev("b")]));
+        assert_eq!(m.snapshot(), (2, vec![ev("b")]));
+        assert!(m.poll_read(&mut cx(), 2, 10).is_pending());
+        assert_eq!(m.snapshot(), (3, vec![]));
     }
 
     #[test]

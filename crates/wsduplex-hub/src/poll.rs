@@ -6,8 +6,17 @@
 //! takes the member over (see [`crate::backplane::Backplane::take_over`]) and goes on from
 //! the client's cursor, with a welcome first. [`crate::backplane::Nodes`] holds that
 //! branch: for a hub of one node its session calls do nothing.
+//!
+//! A hub handed to a new process (`handover.rs`) takes its sessions along, except those
+//! an SSE stream reads (they end with their stream). From [`Hub::freeze`] on, this hub
+//! has nothing more for them: a read waiting then answers with no event, later reads with
+//! nothing to read are told to come back ([`PollError::HandingOver`], `503`), and so are
+//! subscribing, unsubscribing, a `refresh`, and a message once the rooms are written down
+//! (the session moves as it was at the export; the client sends the request again, to the
+//! new process).
 
 use crate::event::{self, parse_inbound, Inbound};
+use crate::handover::SessionState;
 use crate::identity::{self, Access};
 use crate::mailbox::{Ended, Mailbox};
 use crate::subscriptions::Subscriptions;
@@ -18,10 +27,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Instant;
+use wsduplex::auth::AuthHook;
 use wsduplex::Utf8Bytes;
 
 /// Events returned per `GET` at most.
 const MAX_EVENTS: usize = 256;
+/// How long the export of a session waits for a request changing its rooms.
+const EXPORT_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
 
 pub(crate) struct Session {
     /// Its rooms; locked while a request subscribes (which may wait for the backplane).
@@ -43,6 +55,9 @@ pub(crate) struct Session {
     /// With a backplane: cursor → the last message id among the events up to it, for the
     /// cursors the client may still send.
     cursors: Mutex<Cursors>,
+    /// An SSE stream reads it: it ends with the stream, and is not handed over (the
+    /// browser reconnects with `Last-Event-ID`, which opens a new session).
+    streamed: AtomicBool,
 }
 
 type Cursors = BTreeMap<u64, u64>;
@@ -67,11 +82,70 @@ impl Session {
             last_seen: Mutex::new(Instant::now()),
             generation: AtomicU64::new(0),
             cursors: Mutex::new(cursors),
+            streamed: AtomicBool::new(false),
         }
     }
 
+    /// A session handed over by another process (`handover.rs`), seated in its rooms.
+    pub(crate) fn resumed(
+        subs: Subscriptions,
+        mailbox: Arc<Mailbox>,
+        asked: &str,
+        access: Access,
+        pinned: bool,
+    ) -> Self {
+        // What a backplane would record it by (its first room); a hub on Redis never takes
+        // sessions over this way.
+        let (room, name) = match subs.memberships().first() {
+            Some(m) => (m.room.name.clone(), m.name.clone()),
+            None => (Arc::from(""), Arc::from(asked)),
+        };
+        Self {
+            subs: tokio::sync::Mutex::new(subs),
+            mailbox,
+            room,
+            name,
+            pinned: AtomicBool::new(pinned),
+            access: Mutex::new(access),
+            last_seen: Mutex::new(Instant::now()),
+            generation: AtomicU64::new(0),
+            cursors: Mutex::new(BTreeMap::from([(0, 0)])),
+            streamed: AtomicBool::new(false),
+        }
+    }
+
+    /// Why delivery ended for good (a hand-over is not an end: the session moves).
     fn ended(&self) -> Option<Ended> {
-        self.mailbox.ended()
+        self.mailbox.ended().filter(|why| *why != Ended::HandedOver)
+    }
+
+    /// A read waiting for this session answers at once, with nothing.
+    pub(crate) fn wake(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.mailbox.nudge();
+    }
+
+    /// The session as the new process takes it on; `None` if it does not move: an SSE
+    /// stream reads it, its delivery ended, or a request kept its rooms locked for longer
+    /// than [`EXPORT_WAIT`] (its client then gets `404` from the new process and opens a
+    /// session with `since`).
+    fn hand_over(&self, id: &str) -> Option<SessionState> {
+        if self.streamed.load(Ordering::SeqCst) || self.ended().is_some() {
+            return None;
+        }
+        // A hub of one node holds the lock across no real wait (joining and publishing are
+        // synchronous there): a holder is running on another thread and lets go at once.
+        let deadline = Instant::now() + EXPORT_WAIT;
+        let subs = loop {
+            match self.subs.try_lock() {
+                Ok(subs) => break subs,
+                Err(_) if Instant::now() < deadline => std::thread::yield_now(),
+                Err(_) => return None,
+            }
+        };
+        let pinned = self.pinned.load(Ordering::SeqCst);
+        let access = self.access();
+        Some(SessionState::new(id, &subs, &self.mailbox, &access, pinned))
     }
 
     fn access(&self) -> Access {
@@ -95,6 +169,9 @@ pub(crate) enum PollError {
     Bad(BadMessage),
     /// The session's token expired (`401`): the session is closed.
     Expired,
+    /// The hub is being handed to a new process (`503`): the session moves there, and the
+    /// client asks again (with the same cursor, the same message).
+    HandingOver,
     /// Answered with this status and `error` event (a forbidden room, a refused refresh).
     Event(u16, Utf8Bytes),
 }
@@ -132,6 +209,29 @@ impl Hub {
         since: Option<u64>,
         access: Access,
     ) -> Result<(String, Batch), PollError> {
+        self.open_session(room, name, since, access, false).await
+    }
+
+    /// [`Hub::poll_open`] for an SSE stream: the session ends with the stream, and does
+    /// not move to another process.
+    pub(crate) async fn sse_open(
+        &self,
+        room: &str,
+        name: &str,
+        since: Option<u64>,
+        access: Access,
+    ) -> Result<(String, Batch), PollError> {
+        self.open_session(room, name, since, access, true).await
+    }
+
+    async fn open_session(
+        &self,
+        room: &str,
+        name: &str,
+        since: Option<u64>,
+        access: Access,
+        streamed: bool,
+    ) -> Result<(String, Batch), PollError> {
         if self.sessions().len() >= self.inner.config.max_sessions {
             return Err(PollError::TooManySessions);
         }
@@ -141,8 +241,9 @@ impl Hub {
             .map_err(PollError::Join)?;
         let id = format!("{:032x}", rand::random::<u128>());
         let cursors = BTreeMap::from([(0, 0)]);
-        let session = Arc::new(Session::new(self, member, name, access, cursors));
-        self.sessions().insert(id.clone(), session);
+        let session = Session::new(self, member, name, access, cursors);
+        session.streamed.store(streamed, Ordering::SeqCst);
+        self.sessions().insert(id.clone(), Arc::new(session));
         let batch = self.poll_read(&id, 0, false).await?;
         Ok((id, batch))
     }
@@ -267,11 +368,18 @@ impl Hub {
         session.touch();
         let generation = session.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let mailbox = session.mailbox.clone();
+        // An SSE stream waits on (its connection is cut when the process hands over, and
+        // the browser reconnects by itself); a `GET` is told to come back.
+        let streamed = session.streamed.load(Ordering::SeqCst);
         let wait = poll_fn(|cx| {
             if session.generation.load(Ordering::SeqCst) != generation {
-                return Poll::Ready(Ok((cursor, Vec::new())));
+                return Poll::Ready(Ok(Some((cursor, Vec::new()))));
             }
-            mailbox.poll_read(cx, cursor, MAX_EVENTS)
+            match mailbox.poll_read(cx, cursor, MAX_EVENTS) {
+                // Nothing more arrives here: the events are for the new process to hand out.
+                Poll::Pending if !streamed && self.is_frozen() => Poll::Ready(Ok(None)),
+                read => read.map(|r| r.map(Some)),
+            }
         });
         let read = tokio::time::timeout(self.inner.config.poll_timeout, wait).await;
         session.touch();
@@ -281,10 +389,11 @@ impl Hub {
                 self.remember(id, &session, cursor, &batch).await;
                 Ok(batch)
             }
-            Ok(Ok(batch)) => {
+            Ok(Ok(Some(batch))) => {
                 self.remember(id, &session, cursor, &batch).await;
                 Ok(batch)
             }
+            Ok(Ok(None)) => Err(PollError::HandingOver),
             Ok(Err(Ended::Overflow | Ended::Cut | Ended::Shutdown | Ended::HandedOver)) => {
                 self.session_ended(id);
                 Err(PollError::UnknownSession)
@@ -293,12 +402,14 @@ impl Hub {
     }
 
     /// A client message from a session (of this node, or with `adopt` of another: then
-    /// sent from here in its member's name).
+    /// sent from here in its member's name). `hook`: the server's, to check a `refresh`
+    /// (a session handed over from another process has none of its own).
     pub(crate) async fn poll_send(
         &self,
         id: &str,
         body: &[u8],
         adopt: bool,
+        hook: Option<AuthHook>,
     ) -> Result<Option<Utf8Bytes>, PollError> {
         let session = match self.session(id) {
             Ok(session) => session,
@@ -331,13 +442,17 @@ impl Hub {
             self.session_ended(id);
             return Err(PollError::UnknownSession);
         }
-        let mut access = session.access();
+        let mut access = session.access().or_hook(hook);
         if access.is_expired() {
             self.session_ended(id);
             return Err(PollError::Expired);
         }
         session.touch();
         if let Some(token) = identity::refresh_token(body) {
+            if self.is_frozen() {
+                // The identity is written down as it is: the new process refreshes it.
+                return Err(PollError::HandingOver);
+            }
             access
                 .refresh(&token)
                 .await
@@ -348,16 +463,24 @@ impl Hub {
             return Ok(Some(event));
         }
         let request = parse_inbound(body, self.limits()).map_err(PollError::Bad)?;
-        if !matches!(request, Inbound::Message { .. })
-            && !session.pinned.swap(true, Ordering::SeqCst)
-        {
+        let message = matches!(request, Inbound::Message { .. });
+        if !message && self.is_frozen() {
+            // Its rooms are written down as they are: the new process subscribes.
+            return Err(PollError::HandingOver);
+        }
+        if !message && !session.pinned.swap(true, Ordering::SeqCst) {
             // It follows rooms another node would not know of: it stays here.
             self.inner.nodes.forget_session(id);
         }
         let mut subs = session.subs.lock().await;
-        subs.handle(request, &access)
+        let published = subs
+            .handle(request, &access)
             .await
             .map_err(|r| PollError::Event(r.status, r.event))?;
+        if published == Some(0) && self.is_frozen() {
+            // Not published: the room was already written down for the new process.
+            return Err(PollError::HandingOver);
+        }
         Ok(None)
     }
 
@@ -412,12 +535,100 @@ impl Hub {
     pub fn session_count(&self) -> usize {
         self.sessions().len()
     }
+
+    /// A hand-over begins: every session's waiting read answers (once woken).
+    pub(crate) fn answer_waiting_reads(&self) -> Vec<Arc<Session>> {
+        let sessions: Vec<_> = self.sessions().values().cloned().collect();
+        for session in &sessions {
+            session.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        sessions
+    }
+
+    /// The sessions that move, for [`Hub::export_state`].
+    pub(crate) fn export_sessions(&self) -> Vec<SessionState> {
+        let sessions: Vec<_> = self
+            .sessions()
+            .iter()
+            .map(|(id, s)| (id.clone(), s.clone()))
+            .collect();
+        sessions
+            .iter()
+            .filter_map(|(id, session)| session.hand_over(id))
+            .collect()
+    }
+
+    /// A session handed over from another process, under its id.
+    pub(crate) fn insert_session(&self, id: String, session: Session) {
+        self.sessions().insert(id, Arc::new(session));
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::PollError;
     use crate::{Hub, HubConfig};
+    use std::future::Future;
+    use std::task::Poll;
     use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn a_read_waiting_at_the_freeze_answers_with_nothing_and_the_session_stays() {
+        let hub = Hub::new(HubConfig::default());
+        let (id, (cursor, _)) = hub
+            .poll_open("r", "lp", None, Default::default())
+            .await
+            .unwrap();
+        let mut read = std::pin::pin!(hub.poll_read(&id, cursor, true));
+        let once = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+        assert!(once.is_pending(), "nothing to read: it waits");
+        hub.freeze().unwrap();
+        let (after, events) = read.await.unwrap();
+        assert_eq!((after, events.len()), (cursor, 0));
+        // Later reads with nothing to read are told to come back; the session stays.
+        let again = hub.poll_read(&id, cursor, true).await;
+        assert!(matches!(again, Err(PollError::HandingOver)), "{again:?}");
+        // Its identity and rooms are written down as they are: changes wait for the new hub.
+        for body in [
+            &br#"{"type":"refresh","token":"t"}"#[..],
+            br#"{"type":"subscribe","room":"news"}"#,
+            br#"{"type":"unsubscribe","room":"r"}"#,
+        ] {
+            let sent = hub.poll_send(&id, body, true, None).await;
+            assert!(matches!(sent, Err(PollError::HandingOver)), "{sent:?}");
+        }
+        hub.expire_sessions(Instant::now());
+        assert_eq!(hub.session_count(), 1);
+        assert_eq!(hub.export_sessions().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_session_whose_rooms_stay_locked_at_the_export_does_not_move() {
+        let hub = Hub::new(HubConfig::default());
+        let (id, _) = hub
+            .poll_open("r", "lp", None, Default::default())
+            .await
+            .unwrap();
+        let session = hub.session(&id).unwrap();
+        let changing = session.subs.lock().await;
+        hub.freeze().unwrap();
+        assert!(hub.export_sessions().is_empty());
+        drop(changing);
+        assert_eq!(hub.export_sessions().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_session_does_not_move() {
+        let hub = Hub::new(HubConfig::default());
+        hub.sse_open("r", "ann", None, Default::default())
+            .await
+            .unwrap();
+        hub.poll_open("r", "bob", None, Default::default())
+            .await
+            .unwrap();
+        hub.freeze().unwrap();
+        assert_eq!((hub.session_count(), hub.export_sessions().len()), (2, 1));
+    }
 
     #[tokio::test]
     async fn unused_sessions_expire_and_leave_their_room() {
@@ -435,7 +646,7 @@ mod tests {
         assert_eq!(hub.session_count(), 0);
         assert!(hub.members("r").await.unwrap().unwrap().0.is_empty());
         assert!(hub
-            .poll_send(&id, br#"{"type":"message","text":"x"}"#, true)
+            .poll_send(&id, br#"{"type":"message","text":"x"}"#, true, None)
             .await
             .is_err());
     }

@@ -42,6 +42,9 @@ pub(crate) struct State {
     /// process (nothing is published here after that: `handover.rs`).
     pub(crate) frozen_at: Option<u64>,
     pub(crate) exported: bool,
+    /// Members of the process that handed the room over that were not seated again here:
+    /// a member seated after that is told they left, as the others were.
+    pub(crate) left_out: Vec<Arc<str>>,
 }
 
 pub(crate) struct Member {
@@ -83,6 +86,7 @@ impl Room {
                 replica,
                 frozen_at: None,
                 exported: false,
+                left_out: Vec::new(),
             }),
         }
     }
@@ -278,6 +282,11 @@ impl Room {
                 return None;
             }
         }
+        for gone in &s.left_out {
+            if !mailbox.push(event::presence("left", &self.name, gone)) {
+                return None;
+            }
+        }
         let key = s.next_key;
         s.next_key += 1;
         s.members.push(Member {
@@ -287,6 +296,18 @@ impl Room {
         });
         s.last_active = Instant::now();
         Some(Joined { key, name, mailbox })
+    }
+
+    /// A member handed over from another process that is not seated again (see
+    /// [`Room::seat`]): the members seated later are told it left, and with `announce` the
+    /// members here now too (without: it was seated, and told them as it left).
+    pub(crate) fn left_out(&self, name: &str, announce: bool) {
+        let mut s = self.lock();
+        let name: Arc<str> = name.into();
+        s.left_out.push(name.clone());
+        if announce {
+            departed(&self.name, &mut s, name);
+        }
     }
 
     /// The members (of every node, with a backplane) and the last id.

@@ -94,14 +94,14 @@ impl Subscriptions {
         &self.mailbox
     }
 
-    /// Carries out a client request. A message is published; a subscription's welcome, and
-    /// an unsubscription's `unsubscribed`, arrive through the mailbox, in order with the
-    /// room's events.
+    /// Carries out a client request. A message is published (`Some(its id)`: 0 if the room
+    /// was handed to another process); a subscription's welcome, and an unsubscription's
+    /// `unsubscribed`, arrive through the mailbox, in order with the room's events.
     pub(crate) async fn handle(
         &mut self,
         request: Inbound,
         access: &Access,
-    ) -> Result<(), Refused> {
+    ) -> Result<Option<u64>, Refused> {
         match request {
             Inbound::Message { room, payload } => {
                 let member = match room.as_deref() {
@@ -118,16 +118,17 @@ impl Subscriptions {
                     let why = "you may not write to this room";
                     return Err(refused(403, member.room(), "forbidden", why));
                 }
-                member.send(payload.body()).await;
-                Ok(())
+                Ok(Some(member.send(payload.body()).await))
             }
-            Inbound::Subscribe { room, since } => self.subscribe(&room, since, access).await,
+            Inbound::Subscribe { room, since } => {
+                self.subscribe(&room, since, access).await.map(|()| None)
+            }
             Inbound::Unsubscribe { room } => {
                 let i = self.position(&room)?;
                 // Leaves the room: none of its events is pushed after this.
                 drop(self.rooms.remove(i));
                 self.mailbox.push(event::unsubscribed(&room));
-                Ok(())
+                Ok(None)
             }
         }
     }
