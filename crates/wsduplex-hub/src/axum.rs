@@ -280,6 +280,7 @@ impl Exchange for AxumExchange<'_> {
         tokio::spawn(async move {
             let run = async {
                 let hub = subs.hub().clone();
+                let _running = hub.member_running();
                 let mut ws = upgrading.await?;
                 let ending = crate::ws::run(&mut ws, subs, limits, close_timeout, access).await?;
                 hub.member_ended(ws, ending).await

@@ -357,6 +357,44 @@ impl Hub {
         Ok(())
     }
 
+    /// After [`Hub::freeze`]: completes once every WebSocket member has stopped and its
+    /// socket is in the sink of [`Hub::hand_members_to`] (or closed), so that
+    /// [`Hub::export_state`] sees every room as final.
+    pub async fn members_stopped(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        loop {
+            let notified = self.inner.stopped.notified();
+            if self.inner.running.load(SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A hand-over failed after [`Hub::freeze`] (the new process died or refused): the hub
+    /// serves again, and the members given up come back through [`Hub::resume_member`] on
+    /// this hub. Long-polling sessions are dropped (their clients get `404` and open new
+    /// ones with `since`).
+    pub fn thaw(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let rooms: Vec<_> = self.rooms().values().cloned().collect();
+        for room in rooms {
+            room.thaw();
+        }
+        self.drop_sessions();
+        self.inner.frozen.store(false, SeqCst);
+        self.inner.shutting_down.store(false, SeqCst);
+    }
+
+    /// Counts a WebSocket member's task until the guard drops (after its socket is handed
+    /// on).
+    pub(crate) fn member_running(&self) -> Running {
+        self.inner
+            .running
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Running(self.clone())
+    }
+
     /// [`Hub::freeze`] ran.
     pub(crate) fn is_frozen(&self) -> bool {
         self.inner.frozen.load(std::sync::atomic::Ordering::SeqCst)
@@ -482,6 +520,7 @@ impl Hub {
     where
         S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
+        let _running = self.member_running();
         let subs = match self.seat(&state) {
             Ok(subs) => subs,
             Err(e) => {
@@ -601,6 +640,22 @@ impl Hub {
             item?;
         }
         Ok(())
+    }
+}
+
+/// A WebSocket member's task, counted (see [`Hub::members_stopped`]).
+pub(crate) struct Running(Hub);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let inner = &self.0.inner;
+        if inner
+            .running
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            inner.stopped.notify_waiters();
+        }
     }
 }
 

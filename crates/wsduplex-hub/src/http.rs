@@ -154,6 +154,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Exchange for Incoming<S> {
     ) -> wsduplex::Result<()> {
         let close_timeout = agreed.socket.close_timeout;
         let hub = subs.hub().clone();
+        let _running = hub.member_running();
         let mut ws = self.accept_negotiated(agreed).await?;
         let ending = crate::ws::run(&mut ws, subs, limits, close_timeout, access).await?;
         hub.member_ended(ws, ending).await

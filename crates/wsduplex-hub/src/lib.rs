@@ -216,6 +216,10 @@ struct Inner {
     shutting_down: AtomicBool,
     /// [`Hub::freeze`] ran: long-polling reads have nothing more to wait for here.
     frozen: AtomicBool,
+    /// WebSocket members whose task runs (until it has handed its socket on): what
+    /// `Hub::members_stopped` waits for.
+    running: std::sync::atomic::AtomicUsize,
+    stopped: tokio::sync::Notify,
     /// One node, or one of many.
     nodes: Nodes,
     /// Where members stopped for a hand-over go (`Hub::hand_members_to`).
@@ -308,6 +312,8 @@ impl Hub {
                 sessions: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
                 frozen: AtomicBool::new(false),
+                running: std::sync::atomic::AtomicUsize::new(0),
+                stopped: tokio::sync::Notify::new(),
                 nodes,
                 handover: Mutex::new(None),
             }),

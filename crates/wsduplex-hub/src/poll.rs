@@ -345,6 +345,14 @@ impl Hub {
         }
     }
 
+    /// Every session of this node goes (a hand-over that failed: see `Hub::thaw`).
+    pub(crate) fn drop_sessions(&self) {
+        let ids: Vec<String> = self.sessions().keys().cloned().collect();
+        for id in ids {
+            self.session_gone(&id);
+        }
+    }
+
     pub(crate) fn session_ended(&self, id: &str) {
         self.sessions().remove(id);
         self.inner.nodes.forget_session(id);

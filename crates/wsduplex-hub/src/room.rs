@@ -236,6 +236,14 @@ impl Room {
         last
     }
 
+    /// A hand-over failed: the room takes members and messages again.
+    pub(crate) fn thaw(&self) {
+        let mut s = self.lock();
+        s.shut = false;
+        s.exported = false;
+        s.frozen_at = None;
+    }
+
     /// The room as the new process takes it: its last id and history. Nothing is published
     /// here afterwards.
     pub(crate) fn export(&self) -> (u64, Vec<(u64, Utf8Bytes)>) {

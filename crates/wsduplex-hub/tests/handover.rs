@@ -320,3 +320,45 @@ fn a_state_of_another_version_or_not_a_state_is_refused() {
         Err(HandoverError::Malformed(_))
     ));
 }
+
+#[tokio::test]
+async fn a_failed_hand_over_thaws_and_members_resume_on_the_old_hub() {
+    let (addr, old) = start(HubConfig::default()).await;
+    let (mut alice, _) = join(addr, "/chat/r?name=alice").await;
+    let (mut bob, _) = join(addr, "/chat/r?name=bob").await;
+    next_of(&mut alice, "joined").await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    old.hand_members_to::<TcpStream>(tx);
+    old.freeze().unwrap();
+    tokio::time::timeout(LIMIT, old.members_stopped())
+        .await
+        .expect("members stop");
+    let mut members = Vec::new();
+    while let Ok(m) = rx.try_recv() {
+        members.push(m);
+    }
+    assert_eq!(
+        members.len(),
+        2,
+        "every member is in the sink once they stopped"
+    );
+    old.export_state().unwrap();
+    // The new process died: the old hub serves again, and takes its members back.
+    old.thaw();
+    resume_all(&old, members);
+    say(&mut bob, "still here").await;
+    for ws in [&mut alice, &mut bob] {
+        let got = next(ws).await;
+        assert_eq!(
+            (
+                got["type"].as_str(),
+                got["id"].as_u64(),
+                got["text"].as_str()
+            ),
+            (Some("message"), Some(1), Some("still here")),
+            "{got}"
+        );
+    }
+    old.publish("r", "api", "push").await.unwrap();
+    assert_eq!(next(&mut alice).await["id"], 2);
+}
