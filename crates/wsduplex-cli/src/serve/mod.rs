@@ -149,11 +149,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (handed_tx, mut handed) = tokio::sync::mpsc::unbounded_channel::<HandedOver>();
     #[cfg(unix)]
     let control = sockets.control.take().map(|(path, take_over)| {
+        // The hub's members stopped by a hand-over come here, with their sockets.
+        let (members_tx, members) = tokio::sync::mpsc::unbounded_channel();
+        hub.hand_members_to::<tokio::net::TcpStream>(members_tx);
         let control = handover::Control {
             workers: commands,
             reports,
             listeners: dups,
             handed_over: handed_tx,
+            hub: hub.clone(),
+            members: std::sync::Mutex::new(members),
         };
         control_thread(control, path, take_over)
     });
@@ -341,7 +346,7 @@ fn control_thread(
             let (tx, rx) = tokio::sync::oneshot::channel();
             spawn(Box::new(move || {
                 let mut socket = None;
-                let result = take.receive(&control.workers, || {
+                let result = take.receive(&control.workers, &control.hub, || {
                     match handover::rebind(&path) {
                         Ok(s) => socket = Some(s),
                         Err(e) => tracing::warn!("{e:#}: no hand-over from this process"),

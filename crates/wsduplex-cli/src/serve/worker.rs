@@ -31,6 +31,8 @@ pub(super) enum Command {
 pub(super) struct Adoption {
     pub tcp: std::net::TcpStream,
     pub state: Box<wsduplex::SocketState>,
+    /// A hub member's rooms and identity (`None`: an `/echo` connection).
+    pub member: Option<Box<wsduplex_hub::MemberState>>,
     /// From another process: told once the socket is rebuilt (or why not), with a go-ahead
     /// to send when the old process has its `Ack`; dropping it drops the connection unserved.
     /// `None`: served at once.
@@ -174,6 +176,7 @@ fn adopt(adoption: Adoption, server: &Arc<Server>, tasks: &TaskTracker) {
     let Adoption {
         tcp,
         state,
+        member,
         reply,
         keep,
     } = adoption;
@@ -191,7 +194,11 @@ fn adopt(adoption: Adoption, server: &Arc<Server>, tasks: &TaskTracker) {
         Ok(tcp) => tcp,
         Err(e) => return fail(reply, format!("registering the socket: {e}")),
     };
-    let ws = match wsduplex::WebSocket::from_parts(tcp, *state, server.echo.socket.clone()) {
+    let config = match member {
+        Some(_) => server.hub.member_socket_config(&server.config),
+        None => server.echo.socket.clone(),
+    };
+    let ws = match wsduplex::WebSocket::from_parts(tcp, *state, config) {
         Ok(ws) => ws,
         Err(e) => return fail(reply, e.to_string()),
     };
@@ -203,6 +210,33 @@ fn adopt(adoption: Adoption, server: &Arc<Server>, tasks: &TaskTracker) {
         Err(_) => None,
     };
     let span = listen::connection_span(peer);
+    if let Some(member) = member {
+        let gate = match reply {
+            Some(reply) => {
+                let (go, gate) = tokio::sync::oneshot::channel();
+                if reply.send(Ok(go)).is_err() {
+                    return;
+                }
+                Some(gate)
+            }
+            None => None,
+        };
+        let server = server.clone();
+        let task = async move {
+            // Served only once the old process has the new one's `Ack`.
+            if let Some(gate) = gate {
+                if gate.await.is_err() {
+                    return;
+                }
+            }
+            let _permit = permit;
+            let hub = server.hub.clone();
+            if let Err(e) = hub.resume_member(ws, *member, &server.config).await {
+                tracing::debug!("hub member: {e}");
+            }
+        };
+        return listen::spawn_in(tasks, task, span);
+    }
     match reply {
         None => echo::spawn(tasks, ws, permit, None, !keep, span),
         Some(reply) => {

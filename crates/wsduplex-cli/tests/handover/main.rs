@@ -260,8 +260,65 @@ fn misuse_is_one_clear_error() {
     old.stop();
 }
 
+/// The JSON of a hub member's next message.
+fn event(ws: &mut Ws) -> serde_json::Value {
+    let (_, payload) = ws.read_message();
+    serde_json::from_slice(&payload).unwrap_or_else(|e| panic!("{e}: {payload:?}"))
+}
+
+/// Hub members move with their rooms: the same TCP connections, no close, no presence
+/// event, ids going on, names kept; a newcomer on the new process sees them.
 #[test]
-fn connections_that_cannot_move_are_served_until_the_drain_timeout_then_get_1001() {
+fn chat_members_move_with_their_rooms() {
+    let path = control_path("ctl");
+    let p = path.to_str().unwrap();
+    let old = Proc::spawn(&["--listen", "127.0.0.1:0", "--control", p], &[]);
+    let addr: SocketAddr = old.line("listening on http://").parse().unwrap();
+    let mut alice = Ws::connect(addr, "/chat/lobby?name=alice");
+    assert_eq!(event(&mut alice)["type"], "welcome");
+    let mut bob = Ws::connect(addr, "/chat/lobby?name=bob");
+    assert_eq!(event(&mut bob)["type"], "welcome");
+    assert_eq!(event(&mut alice)["type"], "joined");
+    alice.send(TEXT, br#"{"type":"message","text":"one"}"#);
+    for ws in [&mut alice, &mut bob] {
+        assert_eq!(event(ws)["id"], 1);
+    }
+    let before = [&alice, &bob].map(|ws| ws.stream.local_addr().unwrap());
+    let new = Proc::spawn(&["--take-over", p], &[]);
+    new.line("listening on http://");
+    assert_eq!(
+        new.line("took over "),
+        format!("2 connections from process {}", old.pid())
+    );
+    let (status, stderr) = old.exit();
+    assert!(status.success(), "{status}: {stderr}");
+    // Served by the new process: the next id, no presence event in between.
+    bob.send(TEXT, br#"{"type":"message","text":"two"}"#);
+    for ws in [&mut alice, &mut bob] {
+        let got = event(ws);
+        assert_eq!(
+            (&got["type"], &got["id"], &got["name"]),
+            (&"message".into(), &2.into(), &"bob".into()),
+            "{got}"
+        );
+    }
+    assert_eq!(
+        before,
+        [&alice, &bob].map(|ws| ws.stream.local_addr().unwrap())
+    );
+    let mut carol = Ws::connect(addr, "/chat/lobby?name=carol");
+    let welcome = event(&mut carol);
+    assert_eq!(welcome["last_id"], 2, "{welcome}");
+    let mut members: Vec<String> = serde_json::from_value(welcome["members"].clone()).unwrap();
+    members.sort();
+    assert_eq!(members, ["alice", "bob", "carol"]);
+    new.stop();
+}
+
+/// What cannot move (here an SSE stream, whose session ends with its stream) is served by
+/// the old process until it ends or `--drain-timeout` passes; then the old process exits 0.
+#[test]
+fn connections_that_cannot_move_are_served_until_the_drain_timeout() {
     let path = control_path("ctl");
     let p = path.to_str().unwrap();
     let args = [
@@ -274,8 +331,11 @@ fn connections_that_cannot_move_are_served_until_the_drain_timeout_then_get_1001
     ];
     let old = Proc::spawn(&args, &[]);
     let addr: SocketAddr = old.line("listening on http://").parse().unwrap();
-    let mut member = Ws::connect(addr, "/chat/lobby?name=stays");
-    assert!(String::from_utf8_lossy(&member.read_message().1).contains("welcome"));
+    let mut sse = common::connect(addr);
+    sse.write_all(format!("GET /sse/lobby?name=stays HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .unwrap();
+    let (head, _) = common::read_head(&mut sse);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let mut moving = Ws::connect(addr, "/echo");
     echo(&mut moving, "moves");
     let new = Proc::spawn(&["--take-over", p], &[]);
@@ -285,16 +345,9 @@ fn connections_that_cannot_move_are_served_until_the_drain_timeout_then_get_1001
         "1 connections from process ".to_owned() + &old.pid().to_string()
     );
     assert!(old.line("handed over ").starts_with("1 connections"));
-    // The chat member is still the old process's: it is served on.
-    member.send(TEXT, br#"{"type":"message","text":"still here"}"#);
-    let said = member.read_message().1;
-    assert!(
-        String::from_utf8_lossy(&said).contains("still here"),
-        "{said:?}"
-    );
-    // Then, at the drain timeout, 1001; and the old process exits 0.
-    assert_eq!(member.expect_close().0, Some(1001));
-    member.send_close(1001, "");
+    // The stream stays the old process's until the drain timeout ends it.
+    let mut rest = Vec::new();
+    let _ = sse.read_to_end(&mut rest);
     let (status, stderr) = old.exit();
     assert!(status.success(), "{status}: {stderr}");
     echo(&mut moving, "served by the new one");

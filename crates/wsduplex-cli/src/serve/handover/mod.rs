@@ -30,6 +30,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use wire::{Endpoint, Message, FORMAT, MAX_FRAME};
 use wsduplex::SocketState;
+use wsduplex_hub::{HandedMember, HandoverError, Hub, MemberState};
 
 /// Connections sent ahead of their acknowledgement: the new process works on one while the
 /// next ones travel. Its answers (a few bytes each) never fill the socket's buffer.
@@ -42,8 +43,17 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// acknowledging this many connections, as if killed in the middle of a hand-over.
 const TEST_HOOK_EXIT_AFTER: &str = "WSDUPLEX_TEST_HOOK_TAKE_OVER_EXIT_AFTER";
 
-/// A connection given up by worker `.0`, not yet acknowledged by the new process.
-type Held = (usize, std::net::TcpStream, Box<SocketState>);
+/// A connection given up by worker `.0`, not yet acknowledged by the new process: its
+/// transport, its socket's state, and a hub member's state (`None`: `/echo`).
+type Held = (
+    usize,
+    std::net::TcpStream,
+    Box<SocketState>,
+    Option<Box<MemberState>>,
+);
+
+/// Hub members stopped for a hand-over, with their sockets (see `Hub::hand_members_to`).
+pub(super) type Members = tokio::sync::mpsc::UnboundedReceiver<HandedMember<tokio::net::TcpStream>>;
 
 /// The control socket's side of a running server.
 pub(super) struct Control {
@@ -52,6 +62,9 @@ pub(super) struct Control {
     /// The listening sockets (duplicates of the workers'), with their address.
     pub listeners: Vec<(OwnedFd, SocketAddr)>,
     pub handed_over: UnboundedSender<HandedOver>,
+    /// The hub, whose rooms, sessions and members move too (a hub of one node).
+    pub hub: Hub,
+    pub members: std::sync::Mutex<Members>,
 }
 
 /// Binds the control socket at `path`, owner-only. Refuses a path where a live process
@@ -174,12 +187,14 @@ impl Control {
         let fds: Vec<BorrowedFd<'_>> = self.listeners.iter().map(|(fd, _)| fd.as_fd()).collect();
         ch.send(&Message::Listeners(addrs), &fds)?;
         expect(&mut ch, "Ready", |m| matches!(m, Message::Ready))?;
-        // From here on connections move: any failure gives them back to the workers.
+        // From here on connections move: any failure gives them back to the workers (and
+        // thaws the hub).
+        let members = self.freeze_hub(&mut ch)?;
         let credit = (WINDOW / self.workers.len()).max(1);
         for w in &self.workers {
             let _ = w.send(Command::HandOver(credit));
         }
-        let count = match self.move_connections(&mut ch) {
+        let count = match self.move_connections(&mut ch, members) {
             Ok(count) => count,
             Err((e, held)) => {
                 let _ = ch.send(&Message::Refuse("the hand-over failed".into()), &[]);
@@ -206,13 +221,42 @@ impl Control {
     /// Sends each connection the workers give up until every worker has none left, up to
     /// [`WINDOW`] ahead of the acknowledgements (each one's ownership still changes at its
     /// own `Ack`). On failure, every connection not acknowledged comes back with the error.
-    fn move_connections(&self, ch: &mut Channel) -> Result<u64, (anyhow::Error, Vec<Held>)> {
+    fn move_connections(
+        &self,
+        ch: &mut Channel,
+        mut members: VecDeque<Held>,
+    ) -> Result<u64, (anyhow::Error, Vec<Held>)> {
         let mut idle = vec![false; self.workers.len()];
         let mut in_flight: VecDeque<(u64, Held)> = VecDeque::new();
         let (mut count, mut id) = (0, 0);
+        let give_back = |in_flight: VecDeque<(u64, Held)>, members: VecDeque<Held>| {
+            in_flight
+                .into_iter()
+                .map(|(_, h)| h)
+                .chain(members)
+                .collect()
+        };
         loop {
-            // Send what the workers gave up, without waiting while answers are due.
-            while in_flight.len() < WINDOW && !idle.iter().all(|i| *i) {
+            // The hub's members first (stopped already), then what the workers give up,
+            // without waiting while answers are due.
+            while in_flight.len() < WINDOW {
+                let Some(held) = members.pop_front() else {
+                    break;
+                };
+                id += 1;
+                let (_, tcp, state, member) = &held;
+                let msg = Message::Connection {
+                    id,
+                    endpoint: Ok(Endpoint::Hub),
+                    state: hub_member_bytes(state, member.as_deref()),
+                };
+                let sent = ch.send(&msg, &[tcp.as_fd()]);
+                in_flight.push_back((id, held));
+                if let Err(e) = sent {
+                    return Err((e.into(), give_back(in_flight, members)));
+                }
+            }
+            while in_flight.len() < WINDOW && members.is_empty() && !idle.iter().all(|i| *i) {
                 let report = if in_flight.is_empty() {
                     self.reports
                         .recv()
@@ -230,7 +274,7 @@ impl Control {
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => {
                         let e = anyhow::anyhow!("the workers are gone");
-                        return Err((e, in_flight.into_iter().map(|(_, h)| h).collect()));
+                        return Err((e, give_back(in_flight, members)));
                     }
                 };
                 let bytes = state.encode();
@@ -240,7 +284,7 @@ impl Control {
                         bytes.len()
                     );
                     let _ = self.workers[worker].send(Command::HandOver(1));
-                    self.keep(worker, tcp, state);
+                    self.keep((worker, tcp, state, None));
                     continue;
                 }
                 id += 1;
@@ -250,58 +294,66 @@ impl Control {
                     state: bytes,
                 };
                 let sent = ch.send(&msg, &[tcp.as_fd()]);
-                in_flight.push_back((id, (worker, tcp, state)));
+                in_flight.push_back((id, (worker, tcp, state, None)));
                 if let Err(e) = sent {
-                    return Err((e.into(), in_flight.into_iter().map(|(_, h)| h).collect()));
+                    return Err((e.into(), give_back(in_flight, members)));
                 }
             }
             let Some((want, _)) = in_flight.front() else {
-                return Ok(count);
+                if members.is_empty() {
+                    return Ok(count);
+                }
+                continue;
             };
             let want = *want;
             let answer = ch.recv_with(0);
-            let failed = |e: anyhow::Error, in_flight: VecDeque<(u64, Held)>| {
-                Err((e, in_flight.into_iter().map(|(_, h)| h).collect()))
-            };
             match answer {
                 Ok((Message::Ack(a), _)) if a == want => {
                     // The new process's now: this process's copy of the descriptor closes.
-                    let (_, (worker, ..)) = in_flight.pop_front().expect("front");
-                    let _ = self.workers[worker].send(Command::HandOver(1));
+                    let (_, (worker, _, _, member)) = in_flight.pop_front().expect("front");
+                    if member.is_none() {
+                        let _ = self.workers[worker].send(Command::HandOver(1));
+                    }
                     count += 1;
                 }
                 Ok((Message::Declined { id: d, reason }, _)) if d == want => {
                     tracing::warn!("the new process declined a connection ({reason}): kept");
-                    let (_, (worker, tcp, state)) = in_flight.pop_front().expect("front");
-                    let _ = self.workers[worker].send(Command::HandOver(1));
-                    self.keep(worker, tcp, state);
+                    let (_, held) = in_flight.pop_front().expect("front");
+                    if held.3.is_none() {
+                        let _ = self.workers[held.0].send(Command::HandOver(1));
+                    }
+                    self.keep(held);
                 }
                 Ok((other, _)) => {
                     let e = ChannelError::Unexpected {
                         expected: "Ack",
                         got: other.name(),
                     };
-                    return failed(e.into(), in_flight);
+                    return Err((e.into(), give_back(in_flight, members)));
                 }
-                Err(e) => return failed(e.into(), in_flight),
+                Err(e) => return Err((e.into(), give_back(in_flight, members))),
             }
         }
     }
 
     /// Takes accepting back, and serves again every connection not acknowledged: those in
-    /// flight, and those the workers give up until they hear of it.
+    /// flight, and those the workers give up until they hear of it. A frozen hub serves
+    /// again, and its members not acknowledged come back to it.
     fn roll_back(&self, held: Vec<Held>) {
         // First, so that the connections given back are not given up again.
         for w in &self.workers {
             let _ = w.send(Command::Accept);
         }
-        for (worker, tcp, state) in held {
-            self.restore(worker, tcp, state);
+        self.hub.thaw();
+        for h in held {
+            self.restore(h);
         }
         let mut back = vec![false; self.workers.len()];
         while !back.iter().all(|b| *b) {
             match self.reports.recv() {
-                Ok(Report::Surrendered { worker, tcp, state }) => self.restore(worker, tcp, state),
+                Ok(Report::Surrendered { worker, tcp, state }) => {
+                    self.restore((worker, tcp, state, None))
+                }
                 Ok(Report::Accepting(i)) => back[i] = true,
                 Ok(Report::Idle(_)) => {}
                 Err(_) => return,
@@ -310,19 +362,21 @@ impl Control {
     }
 
     /// A connection that stays with this process for good (declined, or too large): served
-    /// here and drained, never given up again.
-    fn keep(&self, worker: usize, tcp: std::net::TcpStream, state: Box<SocketState>) {
-        self.adopt(worker, tcp, state, true);
+    /// here and drained, never given up again. (A hub member's rooms have moved: the hub
+    /// closes it with 1001, and its client resumes on the new process.)
+    fn keep(&self, held: Held) {
+        self.adopt(held, true);
     }
 
-    fn restore(&self, worker: usize, tcp: std::net::TcpStream, state: Box<SocketState>) {
-        self.adopt(worker, tcp, state, false);
+    fn restore(&self, held: Held) {
+        self.adopt(held, false);
     }
 
-    fn adopt(&self, worker: usize, tcp: std::net::TcpStream, state: Box<SocketState>, keep: bool) {
+    fn adopt(&self, (worker, tcp, state, member): Held, keep: bool) {
         let adoption = Adoption {
             tcp,
             state,
+            member,
             reply: None,
             keep,
         };
@@ -330,6 +384,79 @@ impl Control {
             tracing::error!("worker {worker} is gone: a connection is lost");
         }
     }
+
+    /// Freezes a hub of one node and sends its rooms and sessions; its members, stopped,
+    /// are returned to be sent first. A hub on Redis moves nothing (its members are
+    /// drained: their rooms live in Redis). On failure the hub serves again, its members
+    /// with it.
+    fn freeze_hub(&self, ch: &mut Channel) -> anyhow::Result<VecDeque<Held>> {
+        match self.hub.freeze() {
+            Err(HandoverError::Backplane) => return Ok(VecDeque::new()),
+            Err(e) => bail!("the hub: {e}"),
+            Ok(()) => {}
+        }
+        let mut members = VecDeque::new();
+        // A runtime of this thread's own for the wait (and a context for the sockets'
+        // `into_std`, which leaves the worker's reactor).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build();
+        let stopped = rt.as_ref().map(|rt| {
+            rt.block_on(async {
+                tokio::time::timeout(PATIENCE, self.hub.members_stopped())
+                    .await
+                    .is_ok()
+            })
+        });
+        let _context = rt.as_ref().ok().map(|rt| rt.enter());
+        let mut rx = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        while let Ok(m) = rx.try_recv() {
+            let (socket, state) = m.socket.into_parts();
+            match socket.into_std() {
+                Ok(tcp) => members.push_back((0, tcp, Box::new(state), Some(Box::new(m.state)))),
+                Err(e) => tracing::warn!("a hub member's socket: {e}: lost"),
+            }
+        }
+        drop(rx);
+        let sent = match stopped {
+            Ok(true) => self
+                .hub
+                .export_state()
+                .map_err(anyhow::Error::from)
+                .and_then(|state| Ok(ch.send(&Message::Hub(state.encode()), &[])?)),
+            Ok(false) => Err(anyhow::anyhow!("the hub's members did not stop in time")),
+            Err(e) => Err(anyhow::anyhow!("a runtime for the wait: {e}")),
+        };
+        if let Err(e) = sent {
+            let _ = ch.send(&Message::Refuse("the hand-over failed".into()), &[]);
+            self.roll_back(members.into());
+            return Err(e.context("handing the hub over"));
+        }
+        Ok(members)
+    }
+}
+
+/// A hub member's state on the wire: its socket's state (its length first), then the
+/// member's.
+fn hub_member_bytes(socket: &SocketState, member: Option<&MemberState>) -> Vec<u8> {
+    let socket = socket.encode();
+    let mut out = (socket.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&socket);
+    if let Some(member) = member {
+        out.extend_from_slice(&member.encode());
+    }
+    out
+}
+
+/// What [`hub_member_bytes`] wrote.
+fn read_hub_member(bytes: &[u8]) -> anyhow::Result<(SocketState, MemberState)> {
+    let (len, rest) = bytes
+        .split_first_chunk::<4>()
+        .context("a hub member's state cut short")?;
+    let len = u32::from_be_bytes(*len) as usize;
+    anyhow::ensure!(rest.len() >= len, "a hub member's state cut short");
+    let (socket, member) = rest.split_at(len);
+    Ok((SocketState::decode(socket)?, MemberState::decode(member)?))
 }
 
 fn hello() -> Message {
@@ -446,6 +573,7 @@ impl TakeOver {
     pub(super) fn receive(
         mut self,
         workers: &[UnboundedSender<Command>],
+        hub: &Hub,
         confirm: impl FnOnce(),
     ) -> anyhow::Result<u64> {
         let exit_after: Option<u64> = std::env::var(TEST_HOOK_EXIT_AFTER)
@@ -469,6 +597,22 @@ impl TakeOver {
                     self.ch.send(&Message::Done { count }, &[])?;
                     return Ok(count);
                 }
+                Message::Hub(state) => {
+                    // Before any member, and before anything is accepted here.
+                    let imported = wsduplex_hub::HubState::decode(&state)
+                        .and_then(|state| hub.import_state(state));
+                    match imported {
+                        Ok(done) if done.skipped > 0 => {
+                            tracing::warn!("hand-over: {} rooms not taken", done.skipped)
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            let _ = self.ch.send(&Message::Refuse(e.to_string()), &[]);
+                            bail!("the hub's state: {e}");
+                        }
+                    }
+                    continue;
+                }
                 Message::Refuse(reason) => bail!(ChannelError::Refused(reason)),
                 other => bail!(ChannelError::Unexpected {
                     expected: "Connection",
@@ -481,11 +625,17 @@ impl TakeOver {
                 self.ch.send(&Message::Declined { id, reason }, &[])?;
                 continue;
             }
-            let state = match SocketState::decode(&state) {
-                Ok(state) => state,
+            let decoded = match endpoint {
+                Ok(Endpoint::Hub) => read_hub_member(&state).map(|(s, m)| (s, Some(Box::new(m)))),
+                _ => SocketState::decode(&state)
+                    .map(|s| (s, None))
+                    .map_err(anyhow::Error::from),
+            };
+            let (state, member) = match decoded {
+                Ok(decoded) => decoded,
                 Err(e) => {
-                    let _ = self.ch.send(&Message::Refuse(e.to_string()), &[]);
-                    bail!("connection {id}: {e}");
+                    let _ = self.ch.send(&Message::Refuse(format!("{e:#}")), &[]);
+                    bail!("connection {id}: {e:#}");
                 }
             };
             tcp.set_nonblocking(true)?;
@@ -494,6 +644,7 @@ impl TakeOver {
             let _ = worker.send(Command::Adopt(Adoption {
                 tcp,
                 state: Box::new(state),
+                member,
                 reply: Some(reply),
                 keep: false,
             }));

@@ -9,7 +9,9 @@
 //!       ← Hello | Refuse
 //! Listeners + fds       one per worker, with the address
 //!       ← Ready | Refuse
+//! Hub                   the hub's rooms and sessions (HubState::encode()), when they move
 //! Connection + fd       one per connection: id, endpoint kind, SocketState::encode()
+//!                       (a hub member: its length, then MemberState::encode())
 //!       ← Ack | Declined | Refuse      (Ack: the new process owns it from now on)
 //! Done                  how many were sent
 //! ```
@@ -41,12 +43,15 @@ pub(crate) const HEADER: usize = 5;
 pub(crate) enum Endpoint {
     /// `/echo` over plain TCP.
     Echo,
+    /// A hub member (`/chat/ROOM`) over plain TCP.
+    Hub,
 }
 
 impl Endpoint {
     fn to_byte(self) -> u8 {
         match self {
             Self::Echo => 1,
+            Self::Hub => 2,
         }
     }
 }
@@ -83,6 +88,8 @@ pub(crate) enum Message {
     Done {
         count: u64,
     },
+    /// The hub's rooms and long-polling sessions, before any of its members.
+    Hub(Vec<u8>),
 }
 
 /// Why bytes are not a message.
@@ -112,6 +119,7 @@ impl Message {
             Self::Ack(_) => "Ack",
             Self::Declined { .. } => "Declined",
             Self::Done { .. } => "Done",
+            Self::Hub(_) => "Hub",
         }
     }
 
@@ -165,6 +173,10 @@ impl Message {
             Self::Done { count } => {
                 out.extend_from_slice(&count.to_be_bytes());
                 8
+            }
+            Self::Hub(state) => {
+                out.extend_from_slice(state);
+                9
             }
         };
         let len = out.len() - 4;
@@ -229,6 +241,7 @@ impl Message {
                 let id = r.u64("Connection")?;
                 let endpoint = match r.take(1).map_err(|_| WireError::Malformed("Connection"))?[0] {
                     1 => Ok(Endpoint::Echo),
+                    2 => Ok(Endpoint::Hub),
                     other => Err(other),
                 };
                 Message::Connection {
@@ -251,6 +264,7 @@ impl Message {
                 r.end("Done")?;
                 Message::Done { count }
             }
+            9 => Message::Hub(r.0.to_vec()),
             other => return Err(WireError::UnknownType(other)),
         };
         Ok(msg)
@@ -353,6 +367,12 @@ mod tests {
             reason: "over --max-connections".into(),
         });
         round_trip(Message::Done { count: 10_000 });
+        round_trip(Message::Hub(vec![1, 2, 3]));
+        round_trip(Message::Connection {
+            id: 3,
+            endpoint: Ok(Endpoint::Hub),
+            state: vec![0, 0, 0, 1, 9, 8],
+        });
     }
 
     #[test]
