@@ -156,15 +156,7 @@ impl Room {
         if announce {
             broadcast(&self.name, s, event::presence("joined", &self.name, &name));
         }
-        let key = s.next_key;
-        s.next_key += 1;
-        s.members.push(Member {
-            key,
-            name: name.clone(),
-            mailbox: mailbox.clone(),
-        });
-        s.last_active = Instant::now();
-        Joined { key, name, mailbox }
+        seat_member(s, name, mailbox)
     }
 
     /// Removes a member (if it is still in the room) and tells the others.
@@ -295,15 +287,7 @@ impl Room {
                 return None;
             }
         }
-        let key = s.next_key;
-        s.next_key += 1;
-        s.members.push(Member {
-            key,
-            name: name.clone(),
-            mailbox: mailbox.clone(),
-        });
-        s.last_active = Instant::now();
-        Some(Joined { key, name, mailbox })
+        Some(seat_member(&mut s, name, mailbox))
     }
 
     /// A member handed over from another process that is not seated again (see
@@ -333,6 +317,19 @@ impl Room {
         let s = self.lock();
         s.members.is_empty().then_some(s.last_active)
     }
+}
+
+/// Adds a member under the next key.
+fn seat_member(s: &mut State, name: Arc<str>, mailbox: Arc<Mailbox>) -> Joined {
+    let key = s.next_key;
+    s.next_key += 1;
+    s.members.push(Member {
+        key,
+        name: name.clone(),
+        mailbox: mailbox.clone(),
+    });
+    s.last_active = Instant::now();
+    Joined { key, name, mailbox }
 }
 
 /// Keeps a message in history (the oldest goes when it is full).
