@@ -17,8 +17,10 @@
 #
 #   cargo build --release -p wsduplex-cli && bench/fanout.sh [--runs 3] [--quick]
 #       [--scenarios rooms,room] [--members 10000] [--rate 20] [--rooms-rate 10000]
-#       [--duration 5s] [--warmup 1s] [--out FILE]
+#       [--duration 5s] [--warmup 1s] [--out FILE] [--no-wait]
 #   --quick: one run, 1 s after 0.2 s of warm-up, 1,000 members (a check that it all works)
+#   As run.sh, each measurement first waits (10 s at most, 3 minutes in all; --no-wait: not
+#   at all) for the CPUs to be 80% idle, and records the idle share it saw.
 set -euo pipefail
 bench_dir=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$bench_dir/.." && pwd)
@@ -26,6 +28,7 @@ wsduplex=${WSDUPLEX:-$root/target/release/wsduplex}
 server_cpu=${BENCH_SERVER_CPU:-0}
 load_cpu=${BENCH_LOAD_CPU:-1}
 runs=3 duration=5s warmup=1s members=10000 rate=20 rooms_rate=10000 scenarios=rooms,room
+quiet_wait=10 quiet_budget=180 quiet_idle=80
 out=$bench_dir/results/fanout.jsonl
 die() { printf 'fanout.sh: %s\n' "$*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
@@ -39,6 +42,7 @@ while [ $# -gt 0 ]; do
         --scenarios) scenarios=$2; shift ;;
         --out) out=$2; shift ;;
         --quick) runs=1 duration=1s warmup=200ms members=1000 ;;
+        --no-wait) quiet_budget=0 ;;
         -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "fanout.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -123,10 +127,35 @@ start_server() {
     esac
 }
 
+# Percent of the machine's CPU time that was idle over the next half second.
+idle_percent() {
+    local a b
+    read -r -a a < <(head -1 /proc/stat)
+    sleep 0.5
+    read -r -a b < <(head -1 /proc/stat)
+    local total=0 i
+    for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+    echo $(((b[4] + b[5] - a[4] - a[5]) * 100 / (total > 0 ? total : 1)))
+}
+# As run.sh: on a shared machine, start once others' work leaves the cores mostly idle, at
+# most $quiet_wait s each and $quiet_budget s in all.
+wait_for_quiet() {
+    quiet=$(idle_percent)
+    local waited=0
+    while [ "$quiet" -lt "$quiet_idle" ] && [ "$waited" -lt "$quiet_wait" ] &&
+        [ "$quiet_budget" -gt 0 ]; do
+        sleep 1.5
+        waited=$((waited + 2))
+        quiet_budget=$((quiet_budget - 2))
+        quiet=$(idle_percent)
+    done
+}
+
 # measure LABEL SERVER BENCH-ARGS...: one measurement, its report appended to $out.
 measure() {
     local label=$1 server=$2
     shift 2
+    wait_for_quiet
     start_server "$server"
     local protocol=hub
     [ "$server" = uwebsockets ] && protocol=relay
@@ -139,15 +168,16 @@ measure() {
     result=$(tail -n 1 "$scratch/result.json")
     [ -n "$result" ] || result=null
     jq -cn --arg lab "$label" --arg srv "$server" --argjson run "$run" --argjson exit "$code" \
-        --argjson result "$result" '{"label": $lab, "server": $srv, "run": $run, "exit": $exit, "result": $result}' >>"$out"
+        --argjson idle "$quiet" --argjson result "$result" \
+        '{"label": $lab, "server": $srv, "run": $run, "exit": $exit, "idle_before": $idle, "result": $result}' >>"$out"
     if [ "$code" != 0 ]; then
         echo "fanout.sh: FAILED ($label on $server, run $run, exit $code):" >&2
         sed 's/^/    /' "$scratch/bench.err" >&2
         failures=$((failures + 1))
     fi
-    jq -r --arg l "$label" --arg s "$server" --arg r "$run" 'select(. != null) |
-        "| \($r) | \($l) | \($s) | \(.messages_per_sec | round) | \(.deliveries_per_sec | round) | \(.server.cpu_ns_per_op // 0 | round) | \(.latency.p50_us // 0 | round) | \(.latency.p99_us // 0 | round) | \(.lost + .duplicated + .out_of_order + .mismatches) | \(.load.busy * 100 | round)% |"' \
-        "$scratch/result.json" 2>/dev/null || echo "| $run | $label | $server | failed |"
+    jq -r --arg l "$label" --arg s "$server" --arg r "$run" --arg q "$quiet" 'select(. != null) |
+        "| \($r) | \($l) | \($s) | \($q)% | \(.messages_per_sec | round) | \(.deliveries_per_sec | round) | \(.server.cpu_ns_per_op // 0 | round) | \(.latency.p50_us // 0 | round) | \(.latency.p99_us // 0 | round) | \(.lost + .duplicated + .out_of_order + .mismatches) | \(.load.busy * 100 | round)% |"' \
+        "$scratch/result.json" 2>/dev/null || echo "| $run | $label | $server | $quiet% | failed |"
 }
 
 mkdir -p "$(dirname "$out")"
@@ -156,8 +186,8 @@ failures=0
 rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 echo "fanout.sh at $rev, $(date -u +%Y-%m-%dT%H:%MZ), $runs run(s), ${duration} after ${warmup} warm-up, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| run | scenario | server | messages/s | deliveries/s | server ns CPU per delivery | p50 µs | p99 µs | lost+dup+ooo | load busy |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| run | scenario | server | idle before | messages/s | deliveries/s | server ns CPU per delivery | p50 µs | p99 µs | lost+dup+ooo | load busy |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for run in $(seq "$runs"); do
     if [[ ,$scenarios, == *,rooms,* ]]; then
         # Alternate which shape goes first.

@@ -68,7 +68,8 @@ stamp=$({
         sort -z | xargs -0 sha256sum | sed "s#  $dir/#  #"
     g++ --version | head -1
     grep -m1 '^model name' /proc/cpuinfo || true
-    echo "$source"
+    # The room server's stamp differs from the echo server's (the echo server's is as before).
+    if $room; then echo "$source"; fi
 } | sha256sum | cut -d' ' -f1)
 if [ -x "$out" ] && [ "$(cat "$out.stamp" 2>/dev/null)" = "$stamp" ]; then
     printf 'uws.sh: %s is up to date (uWebSockets %s)\n' "$out" "$(cat "$out.version" 2>/dev/null)" >&2
