@@ -9,14 +9,17 @@
 #   room    a room of --members (10,000) members and one publisher sending `data` at
 #           --rate: wsduplex serve against uWebSockets' room server (room-server.cpp, its
 #           own publish/subscribe, built by uws.sh --room); server CPU per delivery and the
-#           ratio wsduplex / uWebSockets, run by run
+#           ratio wsduplex / uWebSockets, run by run. The rate is low (5 messages/s, 50,000
+#           deliveries/s) so that both servers keep up: one that falls behind sends several
+#           messages per sendto, and its figure then follows the machine's load
+#           (bench/results/fanout.md)
 #
 # wsduplex runs as `serve --workers 1 --max-connections 0 --max-connections-per-client 0
 # --send-queue 65536` (a member queue long enough for every `joined` of 10,000 joins).
 # Prints a markdown table and the ratios; the raw reports go to --out (JSON lines).
 #
 #   cargo build --release -p wsduplex-cli && bench/fanout.sh [--runs 3] [--quick]
-#       [--scenarios rooms,room] [--members 10000] [--rate 20] [--rooms-rate 10000]
+#       [--scenarios rooms,room] [--members 10000] [--rate 5] [--rooms-rate 10000]
 #       [--duration 5s] [--warmup 1s] [--out FILE] [--no-wait]
 #   --quick: one run, 1 s after 0.2 s of warm-up, 1,000 members (a check that it all works)
 #   As run.sh, each measurement first waits (10 s at most, 3 minutes in all; --no-wait: not
@@ -27,7 +30,7 @@ root=$(cd "$bench_dir/.." && pwd)
 wsduplex=${WSDUPLEX:-$root/target/release/wsduplex}
 server_cpu=${BENCH_SERVER_CPU:-0}
 load_cpu=${BENCH_LOAD_CPU:-1}
-runs=3 duration=5s warmup=1s members=10000 rate=20 rooms_rate=10000 scenarios=rooms,room
+runs=3 duration=5s warmup=1s members=10000 rate=5 rooms_rate=10000 scenarios=rooms,room
 quiet_wait=10 quiet_budget=180 quiet_idle=80
 out=$bench_dir/results/fanout.jsonl
 die() { printf 'fanout.sh: %s\n' "$*" >&2; exit 1; }
@@ -43,7 +46,7 @@ while [ $# -gt 0 ]; do
         --out) out=$2; shift ;;
         --quick) runs=1 duration=1s warmup=200ms members=1000 ;;
         --no-wait) quiet_budget=0 ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "fanout.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
