@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Builds uWebSockets' echo server, the benchmark peer to beat, for bench/run.sh and CI. Its
+# Builds uWebSockets' echo server, the benchmark peer to beat, for bench/run.sh and CI (with
+# --room: its room server on uWebSockets' publish/subscribe, for bench/fanout.sh). Its
 # sources are in no registry and live outside this repository (see bench/README.md):
 #
 #   WSDUPLEX_UWS_DIR   the directory holding build.sh, echo-server.cpp, uWebSockets/ and
 #                      uSockets/; by default the repository's ../shared/peers/uwebsockets,
 #                      then /work/shared/peers/uwebsockets
 #
-# usage: bench/uws.sh [OUTPUT]   (default bench/target/bin/uws-echo)
+# usage: bench/uws.sh [OUTPUT] [--room]   (default bench/target/bin/uws-echo, with --room
+#        bench/target/bin/uws-room)
 #
 # Exit status: 0 built (or already built from the same sources, compiler and CPU), 3 the
 # sources are absent (a warning says where it looked; callers leave uWebSockets out), 1 any
@@ -15,7 +17,16 @@
 set -euo pipefail
 bench_dir=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$bench_dir/.." && pwd)
-out=${1:-$bench_dir/target/bin/uws-echo}
+room=false
+args=()
+for a in "$@"; do
+    if [ "$a" = --room ]; then room=true; else args+=("$a"); fi
+done
+if $room; then
+    out=${args[0]:-$bench_dir/target/bin/uws-room} source=room-server.cpp build_flag=--room
+else
+    out=${args[0]:-$bench_dir/target/bin/uws-echo} source=echo-server.cpp build_flag=
+fi
 die() { printf 'uws.sh: %s\n' "$*" >&2; exit 1; }
 
 if [ -n "${WSDUPLEX_UWS_DIR:-}" ]; then
@@ -25,14 +36,14 @@ else
 fi
 dir=
 for d in "${candidates[@]}"; do
-    if [ -f "$d/build.sh" ] && [ -f "$d/echo-server.cpp" ]; then
+    if [ -f "$d/build.sh" ] && [ -f "$d/$source" ]; then
         dir=$(cd "$d" && pwd)
         break
     fi
 done
 if [ -z "$dir" ]; then
-    printf 'warning: uWebSockets sources not found (looked for build.sh and echo-server.cpp in: %s; set WSDUPLEX_UWS_DIR): uwebsockets is left out\n' \
-        "${candidates[*]}" >&2
+    printf 'warning: uWebSockets sources not found (looked for build.sh and %s in: %s; set WSDUPLEX_UWS_DIR): uwebsockets is left out\n' \
+        "$source" "${candidates[*]}" >&2
     exit 3
 fi
 
@@ -57,13 +68,15 @@ stamp=$({
         sort -z | xargs -0 sha256sum | sed "s#  $dir/#  #"
     g++ --version | head -1
     grep -m1 '^model name' /proc/cpuinfo || true
+    # The room server's stamp differs from the echo server's (the echo server's is as before).
+    if $room; then echo "$source"; fi
 } | sha256sum | cut -d' ' -f1)
 if [ -x "$out" ] && [ "$(cat "$out.stamp" 2>/dev/null)" = "$stamp" ]; then
     printf 'uws.sh: %s is up to date (uWebSockets %s)\n' "$out" "$(cat "$out.version" 2>/dev/null)" >&2
     exit 0
 fi
 mkdir -p "$(dirname "$out")"
-log=$(bash "$dir/build.sh" "$out.new" 2>&1) || { printf '%s\n' "$log" >&2; die "$dir/build.sh failed"; }
+log=$(bash "$dir/build.sh" "$out.new" ${build_flag:+"$build_flag"} 2>&1) || { printf '%s\n' "$log" >&2; die "$dir/build.sh failed"; }
 mv "$out.new" "$out"
 # build.sh ends with "built OUT from echo-server.cpp (uWebSockets 66dcff3, uSockets 86097c4); ..."
 sed -n 's/.*(uWebSockets \([0-9a-f]*\),.*/\1/p' <<<"$log" | head -1 >"$out.version"

@@ -156,7 +156,8 @@ fn broken_server(corrupt: Corrupt) -> String {
     url
 }
 
-fn serve_badly(mut tcp: TcpStream, corrupt: Corrupt) -> std::io::Result<()> {
+/// Answers a client's upgrade on `tcp` (any path, any key); the reader of its frames.
+fn upgrade(mut tcp: &TcpStream) -> std::io::Result<BufReader<TcpStream>> {
     let mut reader = BufReader::new(tcp.try_clone()?);
     let mut key = String::new();
     loop {
@@ -177,22 +178,33 @@ fn serve_badly(mut tcp: TcpStream, corrupt: Corrupt) -> std::io::Result<()> {
          Sec-WebSocket-Accept: {}\r\n\r\n",
         accept_key(key.as_bytes())
     )?;
+    Ok(reader)
+}
+
+/// A client's next frame, unmasked.
+fn read_frame(reader: &mut BufReader<TcpStream>) -> std::io::Result<(FrameHeader, Vec<u8>)> {
+    let mut head = vec![0u8; 2];
+    reader.read_exact(&mut head)?;
+    let (h, len) = loop {
+        if let Some(parsed) = FrameHeader::decode(&head).unwrap() {
+            break parsed;
+        }
+        let mut more = [0u8; 1];
+        reader.read_exact(&mut more)?;
+        head.push(more[0]);
+    };
+    assert_eq!(len, head.len());
+    let mut payload = vec![0u8; h.payload_len as usize];
+    reader.read_exact(&mut payload)?;
+    apply_mask(&mut payload, h.mask.unwrap(), 0);
+    Ok((h, payload))
+}
+
+fn serve_badly(mut tcp: TcpStream, corrupt: Corrupt) -> std::io::Result<()> {
+    let mut reader = upgrade(&tcp)?;
     let mut previous = Vec::new();
     for n in 0.. {
-        let mut head = vec![0u8; 2];
-        reader.read_exact(&mut head)?;
-        let (h, len) = loop {
-            if let Some(parsed) = FrameHeader::decode(&head).unwrap() {
-                break parsed;
-            }
-            let mut more = [0u8; 1];
-            reader.read_exact(&mut more)?;
-            head.push(more[0]);
-        };
-        assert_eq!(len, head.len());
-        let mut payload = vec![0u8; h.payload_len as usize];
-        reader.read_exact(&mut payload)?;
-        apply_mask(&mut payload, h.mask.unwrap(), 0);
+        let (h, mut payload) = read_frame(&mut reader)?;
         if h.opcode == OpCode::Close {
             tcp.write_all(&[0x88, 0])?;
             return Ok(());
@@ -276,4 +288,119 @@ fn transports_usage_errors_are_one_line() {
     assert!(stderr.contains("--url needs --api-token"), "{stderr}");
     let out = bench(&["transports", "--transports", "carrier-pigeon"]);
     assert!(!out.status.success());
+}
+
+/// `wsduplex serve`'s hub: the URL of its rooms.
+fn hub_rooms(serve: &Serve) -> String {
+    serve.url.replace("/echo", "/chat")
+}
+
+fn assert_every_delivery_checked(r: &Value) {
+    assert_eq!(r["mode"], "fanout", "{r}");
+    for count in ["lost", "duplicated", "out_of_order", "mismatches", "errors"] {
+        assert_eq!(r[count], 0, "{count}: {r}");
+    }
+    assert!(r["deliveries"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["latency"]["p99_us"].as_f64().unwrap() > 0.0, "{r}");
+}
+
+#[test]
+fn fanout_against_the_hub_checks_every_delivery() {
+    let serve = Serve::start();
+    // Five rooms of one member each, two publishers (one of them in three rooms).
+    let flags = serve.probed(
+        "-c 5 --rooms 5 -p 2 --rate 200 --threads 2 --warmup 100ms --duration 500ms --quiet",
+    );
+    let r = passing("fanout", &hub_rooms(&serve), &flags);
+    assert_every_delivery_checked(&r);
+    // Each message reaches its room's member and its publisher.
+    let per_message = r["deliveries_per_message"].as_f64().unwrap();
+    assert!((1.5..2.5).contains(&per_message), "{r}");
+    assert!(r["server"]["cpu_ns_per_op"].is_number(), "{r}");
+
+    // One connection in four rooms, text messages, two publishers sharing each room.
+    let flags = "-c 1 --rooms-per-connection 4 -p 8 --text --rate 200 --warmup 0 \
+                 --duration 300ms --room-prefix many- --quiet";
+    let r = passing("fanout", &hub_rooms(&serve), flags);
+    assert_every_delivery_checked(&r);
+    assert_eq!(r["rooms"], 4, "{r}");
+}
+
+/// A relay of one room (uWebSockets' room server's protocol) that passes message `n` on
+/// `copies(n)` times to every connection.
+fn faulty_relay(copies: fn(usize) -> usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let members = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let members = members.clone();
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut reader = upgrade(&tcp)?;
+                members.lock().unwrap().push(tcp.try_clone()?);
+                for n in 0.. {
+                    let (h, payload) = read_frame(&mut reader)?;
+                    let (head, len) = FrameHeader { mask: None, ..h }.encode();
+                    let frame = [&head[..len], &payload].concat();
+                    for mut member in members.lock().unwrap().iter() {
+                        for _ in 0..copies(n) {
+                            member.write_all(&frame)?;
+                        }
+                    }
+                }
+                Ok(())
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn fanout_fails_on_a_lost_or_repeated_delivery() {
+    let flags = "--protocol relay -c 3 --rate 100 --warmup 0 --duration 400ms --quiet";
+    let (out, r) = bench_json("fanout", &faulty_relay(|_| 1), flags);
+    assert!(out.status.success(), "{r}");
+    assert_every_delivery_checked(&r);
+    let (out, r) = bench_json("fanout", &faulty_relay(|n| usize::from(n != 5)), flags);
+    assert!(
+        !out.status.success(),
+        "a relay that lost a message passed: {r}"
+    );
+    assert_eq!(
+        r["lost"], 4,
+        "one message lost for each of the 4 connections: {r}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FAILED: lost 4"));
+    let (out, r) = bench_json("fanout", &faulty_relay(|n| 1 + usize::from(n == 5)), flags);
+    assert!(
+        !out.status.success(),
+        "a relay that repeated a message passed: {r}"
+    );
+    assert_eq!(r["duplicated"], 4, "{r}");
+}
+
+#[test]
+fn fanout_usage_errors_are_one_line() {
+    for (flags, says) in [
+        (
+            "--protocol relay --rooms-per-connection 2",
+            "--protocol relay",
+        ),
+        ("--rooms 3 -p 4", "not a multiple"),
+        (
+            "--rooms-per-connection 3 --rooms 2",
+            "more than the 2 rooms",
+        ),
+        ("--rate 0", "--rate"),
+    ] {
+        let mut args = vec!["fanout", "ws://127.0.0.1:9/chat"];
+        args.extend(flags.split_whitespace());
+        let out = bench(&args);
+        assert!(!out.status.success(), "{flags}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(says) && stderr.lines().count() == 1,
+            "{flags}: {stderr}"
+        );
+    }
 }

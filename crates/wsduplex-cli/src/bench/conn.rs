@@ -79,6 +79,17 @@ impl Endpoint {
         Request::new(self.host_header.clone(), self.path.clone())
     }
 
+    /// The URL's path (and query).
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// [`open`] with a fresh request for `path` instead of the URL's.
+    pub(crate) async fn open_path(&self, path: String) -> anyhow::Result<(ClientStream, Vec<u8>)> {
+        let request = Request::new(self.host_header.clone(), path);
+        open(self, None, &request, &request.to_bytes()).await
+    }
+
     /// [`open`] with a fresh request.
     pub(crate) async fn open(
         &self,

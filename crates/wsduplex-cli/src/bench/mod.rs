@@ -16,6 +16,7 @@
 mod conn;
 mod connect;
 mod echo;
+mod fanout;
 mod idle;
 mod pipeline;
 mod report;
@@ -52,6 +53,10 @@ enum Mode {
     /// HTTP/2, SSE, long polling, polling once a second): bytes, requests, latency and
     /// server CPU per delivered message, and the highest rate each keeps up with.
     Transports(transports::Args),
+    /// Rooms on a hub (or uWebSockets' room server): N members, P publishers at a fixed
+    /// rate; every delivery checked, its latency, and server CPU per delivery. The URL is
+    /// the rooms' base (ws://HOST:PORT/chat for the hub).
+    Fanout(fanout::Args),
 }
 
 /// Options every mode takes.
@@ -98,6 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         Mode::Connect(a) => connect::run(a),
         Mode::Idle(a) => idle::run(a),
         Mode::Transports(a) => transports::run(a),
+        Mode::Fanout(a) => fanout::run(a),
     }
 }
 
