@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark, in one command: builds wsduplex (from the committed HEAD) and
 # the peers' echo servers (uWebSockets' from its sources outside the repository, see
-# WSDUPLEX_UWS_DIR below), runs scenarios A–E with every server in turn, and writes
+# WSDUPLEX_UWS_DIR below), runs scenarios A–F with every server in turn, and writes
 # bench/results/NAME.{jsonl,md,svg}. See bench/README.md.
 #
-#   bench/run.sh                 # 5 runs of everything, 12-17 min, writes results/latest.*
+#   bench/run.sh                 # 5 runs of everything, 16-21 min, writes results/latest.*
 #   bench/run.sh --quick         # 1 short run, ~3 min, writes results/quick.*
 #   bench/run.sh --runs 3 --scenarios AC --servers wsduplex,raw-tcp --worktree --out mine
 #   bench/run.sh --runs 3 --servers uwebsockets,wsduplex,raw-tcp --out uws
@@ -12,12 +12,14 @@ set -euo pipefail
 
 usage() {
     cat <<'EOF'
-usage: bench/run.sh [--runs N] [--quick] [--scenarios ABCDE] [--servers LIST] [--worktree]
+usage: bench/run.sh [--runs N] [--quick] [--scenarios ABCDEF] [--servers LIST] [--worktree]
                     [--out NAME]
 
   --runs N          runs per scenario and server (default 5)
   --quick           1 run, 1 s measured after 0.2 s of warm-up (default: 5 s after 1 s)
-  --scenarios S     the scenarios to run, e.g. AC (default ABCDE)
+  --scenarios S     the scenarios to run, e.g. AC (default ABCDEF): A 100 connections × 8
+                    in flight, B 64 KiB messages, C one round trip, D 10,000 idle
+                    connections, E handshakes, F 10,000 connections × 1 in flight
   --servers LIST    comma-separated, from: wsduplex,uwebsockets,tokio-tungstenite,
                     fastwebsockets,raw-tcp (default: all of them)
   --worktree        benchmark the working tree's wsduplex instead of the committed HEAD
@@ -33,7 +35,7 @@ without them uwebsockets is left out, with a warning. Building it needs g++ and 
 EOF
 }
 
-runs=5 quick=false scenarios=ABCDE worktree=false out= quiet_wait=10 quiet_budget=180 quiet_idle=80
+runs=5 quick=false scenarios=ABCDEF worktree=false out= quiet_wait=10 quiet_budget=180 quiet_idle=80
 default_servers=wsduplex,uwebsockets,tokio-tungstenite,fastwebsockets,raw-tcp
 servers=$default_servers
 while [ $# -gt 0 ]; do
@@ -56,7 +58,7 @@ else
     warmup=1s duration=5s idle_hold=2s out=${out:-latest}
 fi
 [[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --runs must be a positive number" >&2; exit 2; }
-[[ $scenarios =~ ^[A-E]+$ ]] || { echo "run.sh: --scenarios takes letters A to E" >&2; exit 2; }
+[[ $scenarios =~ ^[A-F]+$ ]] || { echo "run.sh: --scenarios takes letters A to F" >&2; exit 2; }
 IFS=, read -r -a server_list <<<"$servers"
 for s in "${server_list[@]}"; do
     case $s in
@@ -64,6 +66,7 @@ for s in "${server_list[@]}"; do
         *) echo "run.sh: unknown server $s" >&2; exit 2 ;;
     esac
 done
+# D holds this many idle connections, and F echoes on as many.
 idle_connections=10000
 server_cpu=${BENCH_SERVER_CPU:-0}
 load_cpu=${BENCH_LOAD_CPU:-1}
@@ -84,12 +87,12 @@ cores=$(nproc --all)
 [ "$server_cpu" != "$load_cpu" ] || die "server and load generator share core $server_cpu"
 [ "$server_cpu" -lt "$cores" ] && [ "$load_cpu" -lt "$cores" ] ||
     die "cores $server_cpu and $load_cpu needed, this machine has $cores"
-if [[ $scenarios == *D* ]]; then
-    # D holds 10,000 connections: the server and the load generator each need a descriptor
-    # per connection, and both inherit this limit.
+if [[ $scenarios == *[DF]* ]]; then
+    # D and F hold 10,000 connections: the server and the load generator each need a
+    # descriptor per connection, and both inherit this limit.
     ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $((idle_connections + 100)) ] ||
-        die "scenario D needs ulimit -n of at least $((idle_connections + 100)) (hard limit: $(ulimit -Hn))"
+        die "scenarios D and F need ulimit -n of at least $((idle_connections + 100)) (hard limit: $(ulimit -Hn))"
 fi
 
 # --- build ---------------------------------------------------------------------------------
@@ -227,6 +230,9 @@ scenario_args() {
         C) echo "echo -c 1 -d 1 -s 32 --warmup $warmup --duration $duration" ;;
         D) echo "idle -c $idle_connections --duration $idle_hold" ;;
         E) echo "connect -c 50 --warmup $warmup --duration $duration" ;;
+        # A's message on 10,000 connections: one in flight each (the least there can be),
+        # so each message is a wakeup of its own and per-connection costs show.
+        F) echo "echo -c $idle_connections -d 1 -s 32 --warmup $warmup --duration $duration" ;;
     esac
 }
 
@@ -264,7 +270,7 @@ json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')";
 command_line="bench/run.sh"
 $quick && command_line+=" --quick"
 [ "$runs" = 5 ] || $quick || command_line+=" --runs $runs"
-[ "$scenarios" = ABCDE ] || command_line+=" --scenarios $scenarios"
+[ "$scenarios" = ABCDEF ] || command_line+=" --scenarios $scenarios"
 [ "$servers" = "$default_servers" ] || command_line+=" --servers $servers"
 $worktree && command_line+=" --worktree"
 [ "$out" = "$($quick && echo quick || echo latest)" ] || command_line+=" --out $out"

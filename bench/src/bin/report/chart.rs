@@ -53,7 +53,7 @@ pub(super) fn chart(path: &Path, meta: &Value, table: &Table) -> anyhow::Result<
     // Headroom above the tallest whisker for the legend.
     let top = bars.iter().map(|b| b.high).fold(1.0f64, f64::max).min(3.0) * 1.3;
 
-    let root = SVGBackend::new(path, (1100, 560)).into_drawing_area();
+    let root = SVGBackend::new(path, (1300, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let groups = METRICS.len();
     let runs = meta.get("runs").and_then(Value::as_u64).unwrap_or(0);

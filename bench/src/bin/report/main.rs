@@ -83,7 +83,7 @@ struct Metric {
     format: fn(f64) -> String,
 }
 
-const METRICS: [Metric; 7] = [
+const METRICS: [Metric; 9] = [
     Metric {
         scenario: "A",
         name: "msgs/s",
@@ -140,10 +140,26 @@ const METRICS: [Metric; 7] = [
         pointer: "/server/cpu_ns_per_op",
         format: nanos,
     },
+    Metric {
+        scenario: "F",
+        name: "msgs/s",
+        saturating: true,
+        better: Better::Higher,
+        pointer: "/messages_per_sec",
+        format: millions,
+    },
+    Metric {
+        scenario: "F",
+        name: "server CPU/msg",
+        saturating: false,
+        better: Better::Lower,
+        pointer: "/server/cpu_ns_per_op",
+        format: nanos,
+    },
 ];
 
 /// The scenarios, as the issue states them.
-const SCENARIOS: [(&str, &str); 5] = [
+const SCENARIOS: [(&str, &str); 6] = [
     (
         "A",
         "A: 100 conns × 8 in flight, 32 B text — msgs/s; server CPU per message",
@@ -157,6 +173,10 @@ const SCENARIOS: [(&str, &str); 5] = [
     (
         "E",
         "E: handshakes per second (50 concurrent openers); server CPU per handshake",
+    ),
+    (
+        "F",
+        "F: 10,000 conns × 1 in flight, 32 B text — msgs/s; server CPU per message",
     ),
 ];
 
@@ -520,5 +540,19 @@ mod tests {
         let w = &table[&(0, "wsduplex")];
         assert_eq!((w.values.len(), w.failed), (1, 1));
         assert_eq!(best_peer(&table, 0), Some(("fastwebsockets", 70.0)));
+    }
+
+    /// The target checks in markdown.rs name metrics by index.
+    #[test]
+    fn target_indices_name_their_metrics() {
+        let named = |i: usize| (METRICS[i].scenario, METRICS[i].name);
+        assert_eq!(named(1), ("A", "server CPU/msg"));
+        assert_eq!(named(2), ("B", "MB/s"));
+        assert_eq!(named(4), ("D", "memory/conn"));
+        assert_eq!(named(6), ("E", "server CPU/handshake"));
+        assert_eq!(named(8), ("F", "server CPU/msg"));
+        for (scenario, _) in SCENARIOS {
+            assert!(METRICS.iter().any(|m| m.scenario == scenario));
+        }
     }
 }
