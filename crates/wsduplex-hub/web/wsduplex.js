@@ -11,8 +11,9 @@
 // with exponential backoff and full jitter, each room resumed with `since` and messages
 // deduplicated by id (each delivered once, in order); a room whose ids went back (a server
 // restarted without Redis: `reset`, and the room is read again); 401 (no retry loop:
-// `unauthorized`, then `refresh(token)`); the back/forward cache (closed on `pagehide`,
-// resumed on `pageshow`).
+// `unauthorized`, then `refresh(token)`); a request refused for now (`503` with
+// `Retry-After`: a hub handing over to a new process) sent again after the delay; the
+// back/forward cache (closed on `pagehide`, resumed on `pageshow`).
 
 /** docs/hub.md: the close code of a token that expired on an open connection. */
 const CLOSE_TOKEN_EXPIRED = 4001;
@@ -71,10 +72,7 @@ async function retryAfter(response) {
     const seconds = Number(header);
     ms = Number.isFinite(seconds) ? seconds * 1000 : Date.parse(header) - Date.now();
   } else {
-    const event = await response
-      .clone()
-      .json()
-      .catch(() => null);
+    const event = await response.clone().json().catch(() => null);
     if (event && event.error === 'handing_over') ms = 1000;
   }
   if (ms === null || !Number.isFinite(ms)) return null;
