@@ -3,7 +3,7 @@
 // (`serve --take-over PATH`, docs/handover.md) while the page chats: run by
 // crates/wsduplex-cli/tests/handover_browser.rs, installed by ./setup.sh.
 //
-//   node tests/browser/handover.mjs http://HOST:PORT/ websocket|longpoll HANDOVERS
+//   node tests/browser/handover.mjs http://HOST:PORT/ websocket|longpoll HANDOVERS [killed]
 //
 // The page (alice) joins room "handover" at /?room=handover&name=alice (forced onto long
 // polling with `longpoll`); bob, the Rust test's raw WebSocket, is there already. Lines on
@@ -19,6 +19,13 @@
 // polling every 503 the page got carried `Connection: close`. The last line is
 // "done JSON" (the messages shown, [id, name, text]); the test compares it with what bob
 // received. Any failure exits 1 with the reason on stderr.
+//
+// `killed`: the new process dies once it has acknowledged the page's WebSocket (a test
+// hook), and bob speaks through the push API: the page's connection dies with the new
+// process, and the page reconnects by itself to the old one, which serves on, and resumes
+// with `since`: #state goes reconnecting, then open; a second WebSocket opens; ids go on
+// once each. The page publishes nothing meanwhile (docs/handover.md: what a dead new
+// process gave an id may get that id again from the old one).
 
 import { chromium } from 'playwright-core';
 
@@ -31,7 +38,8 @@ const WINDOW = 10;
 const CHROMIUM = '/usr/bin/chromium';
 const ROOM = 'handover';
 
-const [base, transport, rounds] = process.argv.slice(2);
+const [base, transport, rounds, mode] = process.argv.slice(2);
+const killed = mode === 'killed';
 if (!base || !/^https?:\/\/[^/]+\/$/.test(base) || !['websocket', 'longpoll'].includes(transport) || !(Number(rounds) >= 1)) {
   console.error('usage: node handover.mjs http://HOST:PORT/ websocket|longpoll HANDOVERS');
   process.exit(2);
@@ -95,10 +103,11 @@ try {
     window.__states = [state.textContent];
     new MutationObserver(() => window.__states.push(state.textContent)).observe(state, { childList: true, characterData: true, subtree: true });
   });
+  const members = killed ? 'alice' : 'alice,bob';
   await page
-    .waitForFunction(() => [...document.querySelectorAll('#members li')].map((li) => li.textContent.trim()).sort().join() === 'alice,bob', null, { timeout: STEP_MS })
-    .catch(() => fail('the members list never became alice, bob'));
-  ok(`the page is open over ${transport}, with bob`);
+    .waitForFunction((want) => [...document.querySelectorAll('#members li')].map((li) => li.textContent.trim()).sort().join() === want, members, { timeout: STEP_MS })
+    .catch(() => fail(`the members list never became ${members}`));
+  ok(`the page is open over ${transport}, with ${members}`);
 
   const shown = (text) =>
     page.evaluate((t) => [...document.querySelectorAll('#messages .msg .text')].some((e) => e.textContent === t), text);
@@ -125,7 +134,7 @@ try {
     console.log(`handover ${round}`);
     let during = 0;
     const unseen = [];
-    while (!(await shown(signal))) {
+    while (!killed && !(await shown(signal))) {
       expect(during < MAX_DURING, `${signal}: not shown after ${MAX_DURING} messages`);
       if (unseen.length === WINDOW) await waitShown(unseen.shift());
       during++;
@@ -133,6 +142,7 @@ try {
       await type(unseen[unseen.length - 1]);
     }
     for (const text of unseen) await waitShown(text);
+    if (killed) await waitShown(signal);
     await send(`alice after hand-over ${round}`);
     ok(`hand-over ${round}: ${during} messages published while it ran, then bob's and alice's after it`);
   }
@@ -144,7 +154,12 @@ try {
   ok(`ids 1..${messages.length}, each shown once, in order`);
   const states = await page.evaluate(() => window.__states);
   const ws = await page.evaluate(() => window.__ws);
-  if (transport === 'websocket') {
+  if (killed) {
+    const r = states.indexOf('reconnecting');
+    expect(r > 0 && states.every((st, i) => st === (i === r ? 'reconnecting' : 'open')), `#state went ${states.join(' -> ')}`);
+    expect(ws.made === 2 && ws.opened === 2 && ws.closed === 1, `WebSockets: ${JSON.stringify(ws)}`);
+    ok(`the socket died with the new process; the page reconnected by itself: #state went ${states.join(' -> ')}, WebSockets ${JSON.stringify(ws)}`);
+  } else if (transport === 'websocket') {
     expect(states.every((s) => s === 'open'), `#state went ${states.join(' -> ')}`);
     expect(ws.made === 1 && ws.opened === 1 && ws.closed === 0 && ws.errors === 0, `WebSockets: ${JSON.stringify(ws)}`);
     ok('one WebSocket, opened once, never closed, no error; #state stayed "open"');
@@ -158,7 +173,8 @@ try {
     ok(`#state went ${states.join(' -> ')}; 503 handing_over: ${by('GET')} polls, ${by('POST')} posts (each with Connection: close)`);
   }
   const notes = await page.$$eval('#messages .sys.warn, #messages .sys.error', (els) => els.map((e) => e.textContent));
-  expect(notes.length === 0, `the page warned: ${JSON.stringify(notes)}`);
+  // Killed: the client says why it reconnects.
+  expect(killed ? notes.length >= 1 && notes.every((n) => /reconnecting/.test(n)) : notes.length === 0, `the page warned: ${JSON.stringify(notes)}`);
   if (problems.length) fail(`the page reported:\n  ${problems.join('\n  ')}`);
   console.log(`done ${JSON.stringify(messages)}`);
 } catch (e) {

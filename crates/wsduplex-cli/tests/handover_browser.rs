@@ -6,7 +6,9 @@
 //! closes, `#state` stays "open", the old processes exit 0. Over long polling, one: the
 //! session moves with the hub, the page's next poll on the new process goes on. Either way
 //! the page shows ids 1..N once each in order, and bob, on the same TCP connection, got
-//! exactly the same messages (id, name, text) and no presence event. Without Chromium,
+//! exactly the same messages (id, name, text) and no presence event. And a new process
+//! that dies mid-transfer: the page reconnects by itself to the old one and resumes with
+//! `since`, ids going on once each. Without Chromium,
 //! node or `playwright-core` these tests print a note and pass, unless
 //! `WSDUPLEX_REQUIRE_INTEROP=1` (CI).
 #![cfg(unix)]
@@ -106,6 +108,70 @@ fn event(ws: &mut Ws) -> Value {
 fn say(bob: &mut Ws, text: &str) {
     let m = json!({"type": "message", "text": text}).to_string();
     bob.send(TEXT, m.as_bytes());
+}
+
+/// The new process dies once it has acknowledged the page's WebSocket (the test hook
+/// `WSDUPLEX_TEST_HOOK_TAKE_OVER_EXIT_AFTER=1`, status 75): the page reconnects by itself to
+/// the old process, which takes accepting back and serves on, and resumes with `since`; bob
+/// speaks through the push API, so the page's is the only connection that moves.
+#[test]
+fn chromium_chat_page_resumes_on_the_old_process_when_the_new_one_dies() {
+    let what = "the chat page when the new process dies";
+    let Some(script) = browser_harness::script("handover.mjs", what) else {
+        return;
+    };
+    let path = control_path("ctl");
+    let p = path.to_str().expect("utf-8 path");
+    let token = "handover-browser-token";
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--control",
+        p,
+        "--api-token",
+        token,
+    ];
+    let old = procs::Proc::spawn(&args, &[]);
+    let addr: std::net::SocketAddr = old.line("listening on http://").parse().expect("address");
+    let push = |text: &str| {
+        let body = json!({"text": text, "name": "bob"}).to_string();
+        let request = format!(
+            "POST /api/rooms/handover/messages HTTP/1.1\r\nHost: {addr}\r\n\
+             Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let answer = common::http(addr, request.as_bytes());
+        assert_eq!(answer.status, 201, "{}", answer.body_str());
+    };
+    let mut died = 0;
+    let mut cmd = Command::new("node");
+    cmd.arg(script)
+        .arg(format!("http://{addr}/"))
+        .args(["websocket", "1", "killed"]);
+    let (status, stdout, stderr) = run_driven(cmd, |line| {
+        if let Some(text) = line.strip_prefix("say ") {
+            push(text);
+        } else if let Some(n) = line.strip_prefix("handover ") {
+            let hook = [("WSDUPLEX_TEST_HOOK_TAKE_OVER_EXIT_AFTER", "1")];
+            let dying = procs::Proc::spawn(&["--take-over", p], &hook);
+            let (status, stderr) = dying.exit();
+            assert_eq!(status.code(), Some(75), "{stderr}");
+            died += 1;
+            push(&format!("bob after hand-over {n}"));
+        }
+    });
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{what} failed ({})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        status.map_or("killed after the timeout".to_string(), |s| s.to_string()),
+    );
+    assert_eq!(died, 1, "{stdout}");
+    assert!(stdout.contains("\ndone [[1,"), "{stdout}");
+    eprintln!("--- {what} ---\n{stdout}");
+    // The old process served on all along, and still does.
+    procs::echo(&mut Ws::connect(addr, "/echo"), "still serving");
+    old.stop();
 }
 
 #[test]
