@@ -657,7 +657,9 @@ export class Hub extends Emitter {
         // which loses nothing. A fresh AbortController replaces a timed-out one.
         failures++;
         if (conn.abort.signal.aborted) conn.abort = new AbortController();
-        this._setState('reconnecting');
+        // A hub handing over to a new process asks to come back (503, Retry-After): the
+        // session moves with it, so the connection is paused, not lost.
+        if ((await retryAfter(response)) === null) this._setState('reconnecting');
         await new Promise((r) => setTimeout(r, this._backoff(failures - 1)));
         continue;
       }

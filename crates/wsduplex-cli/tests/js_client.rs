@@ -121,8 +121,9 @@ fn node_client_handles_tokens_refusals_and_presence() {
 
 /// `tests/interop/node/js_client_retry.mjs`: over long polling, against a fake hub that
 /// refuses a message and a subscribe once with `503 handing_over` (as a hub handing over to a
-/// new process does), each is sent again after its `Retry-After` and taken once; another
-/// `503` is an `error`, not sent again.
+/// new process does), each is sent again after its `Retry-After` and taken once; a long
+/// poll so refused asks again without the state leaving "open"; another `503` is an
+/// `error`, not sent again.
 #[test]
 fn node_client_sends_again_what_a_hand_over_refused() {
     let what = "the JS client's retry of a 503 in Node";

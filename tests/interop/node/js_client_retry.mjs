@@ -8,6 +8,8 @@
 //   published exactly once: the page sees it once, with its id, and no `error`;
 // - a subscribe refused once (the header hidden, as from another origin: the body's
 //   `handing_over` alone) is sent again too, and the room opens;
+// - a long poll refused once with `503 handing_over` asks again with the same cursor, and
+//   the state stays "open" (the session is paused, not lost);
 // - a `503` without `Retry-After` or `handing_over` (Redis unavailable, say) is not sent again:
 //   the `error` event reports it, as before.
 // Prints one line per check; any failure exits 1 with the reason on stderr.
@@ -40,6 +42,13 @@ function next(emitter, type, what) {
 
 // ---- the fake hub: one session, its queue, the refusals it is told to make --------------
 
+/** What a hub handing over answers (crates/wsduplex-hub/src/http.rs). */
+const HANDING_OVER = {
+  type: 'error',
+  error: 'handing_over',
+  message: 'the server is handing over to a new process: send the request again',
+};
+
 const SESSION = 'fake-session';
 const queue = []; // every event of the session, in order; a cursor is an index into it
 let waiting = null; // a GET waiting for the queue to grow
@@ -48,6 +57,9 @@ let nextId = 0;
 const posts = [];
 /** The answers to give the next POSTs before accepting them. */
 const refusals = [];
+/** GETs to refuse with `503 handing_over`, and the cursors of those refused. */
+let refuseGets = 0;
+const refusedGets = [];
 
 function push(event) {
   queue.push(event);
@@ -70,6 +82,11 @@ const server = createServer((req, res) => {
     }
     if (req.method === 'GET' && url.pathname === `/poll/session/${SESSION}`) {
       const cursor = Number(url.searchParams.get('cursor'));
+      if (refuseGets > 0) {
+        refuseGets--;
+        refusedGets.push(cursor);
+        return answer(res, 503, HANDING_OVER, { 'Retry-After': '1' });
+      }
       const reply = () => {
         waiting = null;
         answer(res, 200, { cursor: queue.length, events: queue.slice(cursor) });
@@ -93,12 +110,6 @@ const server = createServer((req, res) => {
 });
 await new Promise((r) => server.listen(0, '127.0.0.1', r));
 const base = `http://127.0.0.1:${server.address().port}/`;
-
-const HANDING_OVER = {
-  type: 'error',
-  error: 'handing_over',
-  message: 'the server is handing over to a new process: send the request again',
-};
 
 try {
   const hub = new Hub(base, { name: 'retry', transports: ['longpoll'], backoffStart: 10 });
@@ -130,13 +141,22 @@ try {
   expect(subs.length === 2 && subs[0].status === 503 && subs[1].status === 202, `subscribes: ${JSON.stringify(subs)}`);
   console.log(`a subscribe refused with 503 handing_over (no header) is sent again after ${subs[1].at - subs[0].at} ms, and the room opens`);
 
-  // Nothing else came, and nothing was said to the user.
+  // 3. The long poll after the next message refused once: asked again, still "open".
+  const states = [];
+  hub.on('state', ({ state }) => states.push(state));
+  refuseGets = 1;
+  lobby.publish('before a refused poll');
+  const [first] = await next(lobby, 'message', 'the message before a refused poll');
   lobby.publish('after');
   const [after] = await next(lobby, 'message', 'the message after');
-  expect(after.id === 2, `the next message has id ${after.id}`);
+  expect(first.id === 2 && after.id === 3, `ids ${first.id}, ${after.id}`);
+  expect(refusedGets.length === 1, `refused polls: ${JSON.stringify(refusedGets)}`);
+  expect(states.length === 0 && hub.state === 'open', `states ${JSON.stringify(states)}, now ${hub.state}`);
+  console.log(`a long poll refused with 503 handing_over (cursor ${refusedGets[0]}) asks again; the state stayed open`);
+  // Nothing else came, and nothing was said to the user.
   expect(problems.length === 0, `unexpected: ${problems.join('; ')}`);
 
-  // 3. Any other 503 is an error, not sent again.
+  // 4. Any other 503 is an error, not sent again.
   refusals.push({ event: { type: 'error', error: 'unavailable', message: 'redis is unreachable' } });
   const error = next(lobby, 'error', 'the error of a 503 without Retry-After');
   const before = posts.length;
