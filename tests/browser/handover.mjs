@@ -14,12 +14,12 @@
 // Meanwhile the page keeps publishing, up to WINDOW messages ahead of their echoes, until
 // bob's message arrives: some of them reach the old process before it freezes, some wait in
 // the socket (or, over long polling, the listen backlog, or a 503 and its Retry-After) for
-// the new one. Then the page publishes once more. At the end: the page never left "open" (WebSocket: one socket, opened once, never
-// closed, no error), no warning or error note, ids 1..N each shown once in order; over long
-// polling every 503 the page got carried `Connection: close` (and did not show
-// "reconnecting": the session was paused, not lost). The last line is
-// "done JSON" (the messages shown, [id, name, text]); the test compares it with what bob
-// received. Any failure exits 1 with the reason on stderr.
+// the new one. Then the page publishes once more. At the end: the page never left "open"
+// (WebSocket: one socket, opened once, never closed, no error; long polling: every 503 it
+// got carried `Connection: close`, and it did not show "reconnecting": the session was
+// paused, not lost), no warning or error note, ids 1..N each shown once in order. The last
+// line is "done JSON" (the messages shown, [id, name, text]); the test compares it with
+// what bob received. Any failure exits 1 with the reason on stderr.
 //
 // `killed`: the new process dies once it has acknowledged the page's WebSocket (a test
 // hook), and bob speaks through the push API: the page's connection dies with the new
