@@ -11,8 +11,9 @@
 // with exponential backoff and full jitter, each room resumed with `since` and messages
 // deduplicated by id (each delivered once, in order); a room whose ids went back (a server
 // restarted without Redis: `reset`, and the room is read again); 401 (no retry loop:
-// `unauthorized`, then `refresh(token)`); the back/forward cache (closed on `pagehide`,
-// resumed on `pageshow`).
+// `unauthorized`, then `refresh(token)`); a request refused for now (`503` with
+// `Retry-After`: a hub handing over to a new process) sent again after the delay; the
+// back/forward cache (closed on `pagehide`, resumed on `pageshow`).
 
 /** docs/hub.md: the close code of a token that expired on an open connection. */
 const CLOSE_TOKEN_EXPIRED = 4001;
@@ -52,6 +53,30 @@ function reasonOf(body) {
     // plain text
   }
   return text || 'refused by the server';
+}
+
+/** The longest `Retry-After` honoured, in ms: a longer one is the server's mistake. */
+const RETRY_AFTER_MAX = 30_000;
+/** What `_postUntilTaken` returns when its connection ended while the server refused. */
+const LATER = Symbol('later');
+
+/** How long to wait before sending a refused request again, in ms, or null when it is not
+ * to be sent again: a `503` with `Retry-After` (seconds or a date; docs/hub.md: a hub
+ * handing over to a new process answers `503 handing_over` with `Retry-After: 1`), or a
+ * `503 handing_over` whose header a cross-origin fetch hides. */
+async function retryAfter(response) {
+  if (!response || response.status !== 503) return null;
+  const header = response.headers && response.headers.get ? response.headers.get('Retry-After') : null;
+  let ms = null;
+  if (header !== null && header.trim() !== '') {
+    const seconds = Number(header);
+    ms = Number.isFinite(seconds) ? seconds * 1000 : Date.parse(header) - Date.now();
+  } else {
+    const event = await response.clone().json().catch(() => null);
+    if (event && event.error === 'handing_over') ms = 1000;
+  }
+  if (ms === null || !Number.isFinite(ms)) return null;
+  return Math.min(Math.max(ms, 0), RETRY_AFTER_MAX);
 }
 
 /** Listeners by event name; a listener that throws does not stop the others, nor the hub. */
@@ -632,7 +657,9 @@ export class Hub extends Emitter {
         // which loses nothing. A fresh AbortController replaces a timed-out one.
         failures++;
         if (conn.abort.signal.aborted) conn.abort = new AbortController();
-        this._setState('reconnecting');
+        // A hub handing over to a new process asks to come back (503, Retry-After): the
+        // session moves with it, so the connection is paused, not lost.
+        if ((await retryAfter(response)) === null) this._setState('reconnecting');
         await new Promise((r) => setTimeout(r, this._backoff(failures - 1)));
         continue;
       }
@@ -653,10 +680,10 @@ export class Hub extends Emitter {
     }
     // One at a time, in order: concurrent requests may arrive in any order, and a reset's
     // subscribe must not overtake its unsubscribe.
-    const sent = (conn.controls || Promise.resolve()).then(() => this._post(conn, JSON.stringify(message)));
+    const sent = (conn.controls || Promise.resolve()).then(() => this._postUntilTaken(conn, JSON.stringify(message)));
     conn.controls = sent.then(() => {});
     sent.then(async (response) => {
-      if (conn.g !== this._gen) return;
+      if (conn.g !== this._gen || response === LATER) return;
       // Unsent, it would leave a room unfollowed: a new connection subscribes them all.
       if (!response) this._lost(conn.g, 'cannot reach the server; reconnecting');
       else if (response.status === 404) this._lost(conn.g, 'session ended; reconnecting');
@@ -667,6 +694,22 @@ export class Hub extends Emitter {
         if (event && typeof event === 'object') this._handle(conn, event);
       }
     });
+  }
+
+  /** `_post`, sent again while the server refuses it for now (`503` with `Retry-After`: a
+   * hand-over to a new process, a connection limit): it was not taken, so sending it again
+   * cannot duplicate it. Each attempt is a new request, answered by whichever process holds
+   * the listening socket by then. Stops once `conn` is no longer the hub's connection (the
+   * next one sends what is still queued): then it returns LATER. */
+  async _postUntilTaken(conn, body) {
+    for (;;) {
+      const response = await this._post(conn, body);
+      const delay = await retryAfter(response);
+      if (delay === null) return response;
+      if (conn.g !== this._gen || this._stopped) return LATER;
+      await new Promise((r) => setTimeout(r, delay));
+      if (conn.g !== this._gen || this._stopped) return LATER;
+    }
   }
 
   async _post(conn, body) {
@@ -703,7 +746,9 @@ export class Hub extends Emitter {
       for (;;) {
         const next = this._outbox.find((o) => conn.ready.has(o.room));
         if (!next || g !== this._gen || this._stopped) break;
-        const response = await this._post(conn, next.body);
+        const response = await this._postUntilTaken(conn, next.body);
+        // Still refused when this connection ended: the next one sends it.
+        if (response === LATER) break;
         if (!response) {
           // Kept and tried again after a pause; if the session is gone meanwhile, the poll
           // loop finds out and the next session sends it.

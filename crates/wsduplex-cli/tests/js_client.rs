@@ -119,6 +119,27 @@ fn node_client_handles_tokens_refusals_and_presence() {
     server.stop();
 }
 
+/// `tests/interop/node/js_client_retry.mjs`: over long polling, against a fake hub that
+/// refuses a message and a subscribe once with `503 handing_over` (as a hub handing over to a
+/// new process does), each is sent again after its `Retry-After` and taken once; a long
+/// poll so refused asks again without the state leaving "open"; another `503` is an
+/// `error`, not sent again.
+#[test]
+fn node_client_sends_again_what_a_hand_over_refused() {
+    let what = "the JS client's retry of a 503 in Node";
+    let Some(cmd) = common::node_script("js_client_retry.mjs", what) else {
+        return;
+    };
+    let (status, stdout, stderr) = run_bounded(cmd);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{what} failed ({})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        status.map_or("killed after the timeout".to_string(), |s| s.to_string()),
+    );
+    assert!(stdout.lines().last() == Some("ok"), "{stdout}");
+    eprintln!("--- {what} ---\n{stdout}");
+}
+
 #[test]
 fn typescript_declarations_match_the_exports() {
     let what = "the JS client's declarations check";

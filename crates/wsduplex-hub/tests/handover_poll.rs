@@ -121,6 +121,9 @@ fn handing_over(r: &Resp) {
         r.body
     );
     assert!(r.head.contains("Retry-After: 1"), "{}", r.head);
+    // And the connection ends with it (`http` reads to the end): a browser's retry opens a
+    // new one, which the new process accepts, rather than reusing one to the frozen hub.
+    assert!(r.head.contains("Connection: close"), "{}", r.head);
 }
 
 /// The state as bytes, as it travels between processes.

@@ -340,11 +340,13 @@ impl Control {
     /// flight, and those the workers give up until they hear of it. A frozen hub serves
     /// again, and its members not acknowledged come back to it.
     fn roll_back(&self, held: Vec<Held>) {
-        // First, so that the connections given back are not given up again.
+        // Before accepting: a request accepted from then on must find the hub serving, not
+        // frozen (`503 shutting_down` to a join or a push).
+        self.hub.thaw();
+        // Before restoring, so that the connections given back are not given up again.
         for w in &self.workers {
             let _ = w.send(Command::Accept);
         }
-        self.hub.thaw();
         for h in held {
             self.restore(h);
         }
