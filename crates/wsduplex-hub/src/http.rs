@@ -412,8 +412,12 @@ impl Hub {
                     Ok(m) => m,
                     Err(e) => {
                         let body = format!("{e}\n");
+                        let retry: &[(&str, &str)] = match self.is_frozen() {
+                            true => &[("Retry-After", "1")],
+                            false => &[],
+                        };
                         return incoming
-                            .respond(e.status(), &[], "text/plain", body.as_bytes())
+                            .respond(e.status(), retry, "text/plain", body.as_bytes())
                             .await;
                     }
                 };
@@ -432,7 +436,7 @@ impl Hub {
                         let body = batch_json(Some(&id), &batch);
                         incoming.respond(200, &no_store(), JSON, &body).await
                     }
-                    Err(e) => respond_poll_error(incoming, e).await,
+                    Err(e) => respond_poll_error(incoming, e, self.is_frozen()).await,
                 }
             }
             Route::Sse(room) => {
@@ -445,7 +449,7 @@ impl Hub {
                         let body = sse::stream(self.clone(), id, room.to_string(), first);
                         incoming.stream(&headers, "text/event-stream", body).await
                     }
-                    Err(e) => respond_poll_error(incoming, e).await,
+                    Err(e) => respond_poll_error(incoming, e, self.is_frozen()).await,
                 }
             }
             Route::PollRead(id) => match self.poll_read(id, q.cursor.unwrap_or(0), adopt).await {
@@ -453,7 +457,7 @@ impl Hub {
                     let body = batch_json(None, &batch);
                     incoming.respond(200, &no_store(), JSON, &body).await
                 }
-                Err(e) => respond_poll_error(incoming, e).await,
+                Err(e) => respond_poll_error(incoming, e, self.is_frozen()).await,
             },
             Route::PollSend(id) => {
                 let body = match incoming.read_body(self.max_body()).await {
@@ -463,12 +467,12 @@ impl Hub {
                 match self.poll_send(id, &body, adopt, config.auth.clone()).await {
                     Ok(None) => incoming.respond(202, &[], JSON, br#"{"ok":true}"#).await,
                     Ok(Some(event)) => incoming.respond(200, &[], JSON, event.as_bytes()).await,
-                    Err(e) => respond_poll_error(incoming, e).await,
+                    Err(e) => respond_poll_error(incoming, e, self.is_frozen()).await,
                 }
             }
             Route::PollClose(id) => match self.poll_close(id).await {
                 Ok(()) => incoming.respond(204, &[], JSON, b"").await,
-                Err(e) => respond_poll_error(incoming, e).await,
+                Err(e) => respond_poll_error(incoming, e, self.is_frozen()).await,
             },
             Route::Push(room) => {
                 if let Some(refused) = self.check_token(incoming.request()) {
@@ -506,7 +510,7 @@ impl Hub {
                         let body = format!(r#"{{"id":{id}}}"#);
                         incoming.respond(201, &[], JSON, body.as_bytes()).await
                     }
-                    Err(e) => respond_join_error(incoming, e).await,
+                    Err(e) => respond_join_error(incoming, e, self.is_frozen()).await,
                 }
             }
             Route::Cut(room, name) => {
@@ -516,7 +520,7 @@ impl Hub {
                 match self.cut(room, &decode_segment(name)).await {
                     Ok(0) => respond_error(incoming, 404, "unknown_member", "no such member").await,
                     Ok(_) => incoming.respond(204, &[], JSON, b"").await,
-                    Err(e) => respond_join_error(incoming, e).await,
+                    Err(e) => respond_join_error(incoming, e, self.is_frozen()).await,
                 }
             }
             Route::Room(room) => {
@@ -524,7 +528,7 @@ impl Hub {
                     return refused.send(incoming).await;
                 }
                 match self.members(room).await {
-                    Err(e) => respond_join_error(incoming, e).await,
+                    Err(e) => respond_join_error(incoming, e, self.is_frozen()).await,
                     Ok(Some((members, last_id))) => {
                         let body = serde_json::json!({
                             "room": room, "members": members, "last_id": last_id,
@@ -588,7 +592,15 @@ async fn respond_error<E: Exchange>(
     incoming.respond(status, &[], JSON, &body).await
 }
 
-async fn respond_join_error<E: Exchange>(incoming: E, e: JoinError) -> wsduplex::Result<()> {
+/// `frozen`: see [`respond_poll_error`]; a join refused then is a `503 handing_over`.
+async fn respond_join_error<E: Exchange>(
+    incoming: E,
+    e: JoinError,
+    frozen: bool,
+) -> wsduplex::Result<()> {
+    if frozen && e == JoinError::ShuttingDown {
+        return respond_handing_over(incoming).await;
+    }
     let code = match e {
         JoinError::Name(crate::NameError::Room) => "bad_room",
         JoinError::Name(_) => "bad_name",
@@ -599,13 +611,18 @@ async fn respond_join_error<E: Exchange>(incoming: E, e: JoinError) -> wsduplex:
     respond_error(incoming, e.status(), code, &e.to_string()).await
 }
 
-async fn respond_poll_error<E: Exchange>(incoming: E, e: PollError) -> wsduplex::Result<()> {
+/// `frozen`: the hub is being handed over (a refusal then asks the client to come back).
+async fn respond_poll_error<E: Exchange>(
+    incoming: E,
+    e: PollError,
+    frozen: bool,
+) -> wsduplex::Result<()> {
     match e {
         PollError::UnknownSession => {
             let why = "no such session (it expired or ended): open a new one with since";
             respond_error(incoming, 404, "unknown_session", why).await
         }
-        PollError::Join(e) => respond_join_error(incoming, e).await,
+        PollError::Join(e) => respond_join_error(incoming, e, frozen).await,
         PollError::TooManySessions => {
             respond_error(incoming, 503, "too_many_sessions", "too many sessions").await
         }
@@ -625,14 +642,18 @@ async fn respond_poll_error<E: Exchange>(incoming: E, e: PollError) -> wsduplex:
         PollError::Event(status, event) => {
             incoming.respond(status, &[], JSON, event.as_bytes()).await
         }
-        PollError::HandingOver => {
-            let why = "the server is handing over to a new process: send the request again";
-            let body = error_json("handing_over", why);
-            incoming
-                .respond(503, &[("Retry-After", "1")], JSON, &body)
-                .await
-        }
+        PollError::HandingOver => respond_handing_over(incoming).await,
     }
+}
+
+/// A `503` while the hub is handed to a new process: the client sends the request again,
+/// and reaches the new one.
+async fn respond_handing_over<E: Exchange>(incoming: E) -> wsduplex::Result<()> {
+    let why = "the server is handing over to a new process: send the request again";
+    let body = error_json("handing_over", why);
+    incoming
+        .respond(503, &[("Retry-After", "1")], JSON, &body)
+        .await
 }
 
 async fn respond_body_error<E: Exchange>(incoming: E, e: wsduplex::Error) -> wsduplex::Result<()> {

@@ -362,3 +362,47 @@ async fn a_failed_hand_over_thaws_and_members_resume_on_the_old_hub() {
     old.publish("r", "api", "push").await.unwrap();
     assert_eq!(next(&mut alice).await["id"], 2);
 }
+
+/// While the hub is handed over, what it refuses asks the client to come back: the push
+/// API after the export and a join after the freeze get `503` with `Retry-After`.
+#[tokio::test]
+async fn refusals_during_a_hand_over_ask_to_come_back() {
+    let mut config = HubConfig::default();
+    config.api_token = Some("s3cret".into());
+    let (addr, old) = start(config).await;
+    old.freeze().unwrap();
+    old.export_state().unwrap();
+    let push = common::http(
+        addr,
+        "POST",
+        "/api/rooms/r/messages",
+        &[
+            "Authorization: Bearer s3cret",
+            "Content-Type: application/json",
+        ],
+        r#"{"text":"late","name":"ci"}"#,
+        LIMIT,
+    )
+    .await;
+    assert_eq!(
+        (push.status, &push.body["error"]),
+        (503, &json!("handing_over"))
+    );
+    assert!(push.head.contains("Retry-After: 1"), "{}", push.head);
+    let upgrade = common::http(
+        addr,
+        "GET",
+        "/chat/r?name=x",
+        &[
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        ],
+        "",
+        LIMIT,
+    )
+    .await;
+    assert_eq!(upgrade.status, 503, "{}", upgrade.head);
+    assert!(upgrade.head.contains("Retry-After: 1"), "{}", upgrade.head);
+}
