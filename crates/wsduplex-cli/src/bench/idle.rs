@@ -103,6 +103,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })?;
     let outcome = control_runtime()?.block_on(async {
         let ready = fleet.ready().await;
+        if !args.common.quiet && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            // For a script (or a test) to act once every connection is open.
+            eprintln!("idle: {} connections open", ready.opened);
+        }
         let rss_opened = probe.as_ref().map(Probe::rss_kib).transpose()?;
         let status = |_: &Fleet<Tally>, _: &str, elapsed: Duration, _: Duration| {
             let mut line = format!(

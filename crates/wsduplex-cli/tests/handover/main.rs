@@ -260,6 +260,64 @@ fn misuse_is_one_clear_error() {
     old.stop();
 }
 
+/// 5,000 idle connections held by `wsduplex bench idle` move with no drop: the load
+/// generator fails if the server closes any (or any fails) before it lets them go.
+#[test]
+fn five_thousand_idle_connections_from_bench_idle_move() {
+    const N: usize = 5_000;
+    let path = control_path("ctl");
+    let p = path.to_str().unwrap();
+    let unlimited = [
+        "--max-connections",
+        "0",
+        "--max-connections-per-client",
+        "0",
+    ];
+    let mut args = vec!["--listen", "127.0.0.1:0", "--control", p];
+    args.extend(unlimited);
+    let old = Proc::spawn(&args, &[]);
+    let addr: SocketAddr = old.line("listening on http://").parse().unwrap();
+    let mut bench = Command::new(BIN)
+        .args([
+            "bench",
+            "idle",
+            &format!("ws://{addr}/echo"),
+            "-c",
+            &N.to_string(),
+        ])
+        .args(["--threads", "1", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wsduplex bench idle");
+    let mut stderr = BufReader::new(bench.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), format!("idle: {N} connections open"));
+    let mut new_args = vec!["--take-over", p];
+    new_args.extend(unlimited);
+    let new = Proc::spawn(&new_args, &[]);
+    new.line("listening on http://");
+    assert_eq!(
+        new.line("took over "),
+        format!("{N} connections from process {}", old.pid())
+    );
+    let (status, err) = old.exit();
+    assert!(status.success(), "{status}: {err}");
+    // Let them go: the report counts any connection the server dropped meanwhile.
+    common::send_signal(bench.id(), "INT");
+    let out = bench.wait_with_output().unwrap();
+    let mut rest = String::new();
+    let _ = stderr.read_to_string(&mut rest);
+    assert!(out.status.success(), "{}: {rest}", out.status);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["opened"].as_u64(), report["dropped"].as_u64()),
+        (Some(N as u64), Some(0))
+    );
+    new.stop();
+}
+
 /// The JSON of a hub member's next message.
 fn event(ws: &mut Ws) -> serde_json::Value {
     let (_, payload) = ws.read_message();
