@@ -80,13 +80,21 @@ fn the_new_process_serves_every_connection_without_a_close() {
     echo(idle.last_mut().unwrap(), "the last one is open");
     let tuples: Vec<_> = idle.iter().map(tuple).collect();
     let half_tuple = tuple(&half);
+    // A frame half received: its first bytes reach the old process, the rest the new.
+    let mut cut = Ws::connect(addr, "/echo");
+    let frame = common::frame(true, 0, TEXT, b"a frame cut in two", Some([1, 2, 3, 4]));
+    cut.send_raw(&frame[..9]);
+    // The CLI client, as a user runs it.
+    let mut cli = common::Running::spawn(&["client", &format!("ws://{addr}/echo")]);
+    cli.send_line("from the terminal, before");
+    assert_eq!(cli.next_line(), "from the terminal, before");
 
     // Compressed messages in flight while the connections move.
     for p in &mut peers {
         p.burst(2000);
     }
     let (new, count) = take_over(&path, addr);
-    assert_eq!(count, 1 + peers.len() + 1 + idle.len());
+    assert_eq!(count, 1 + peers.len() + 1 + idle.len() + 2);
     for p in &mut peers {
         p.burst_done(2000);
     }
@@ -98,6 +106,13 @@ fn the_new_process_serves_every_connection_without_a_close() {
         (TEXT, b"half sent, half in the new process".to_vec())
     );
     assert_eq!(tuple(&half), half_tuple);
+    cut.send_raw(&frame[9..]);
+    assert_eq!(cut.read_message(), (TEXT, b"a frame cut in two".to_vec()));
+    cli.send_line("from the terminal, after");
+    assert_eq!(cli.next_line(), "from the terminal, after");
+    cli.close_stdin();
+    let (status, _, stderr) = cli.wait();
+    assert!(status.success(), "{status}: {stderr}");
     for (ws, before) in idle.iter_mut().zip(&tuples) {
         echo(ws, "still here");
         assert_eq!(tuple(ws), *before);
