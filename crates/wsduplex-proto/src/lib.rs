@@ -70,7 +70,7 @@ mod transmit;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use connection::{Config, Connection, Role, Sender, State, Timeout, Timeouts};
+pub use connection::{Config, Connection, Quiet, Role, Sender, State, Timeout, Timeouts};
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{Error, ProtocolError, UsageError};
 pub use message::{Message, MessageRef};

@@ -213,7 +213,7 @@ pub use client::{
 pub use error::{Error, Result};
 pub use proxy::{ProxyError, ProxySetting};
 pub use server::{accept, Incoming, ServerConfig};
-pub use socket::{Config, ReadHalf, Reply, SlowReader, WebSocket, WriteHalf};
+pub use socket::{Config, Parked, ReadHalf, Reply, SlowReader, WebSocket, WriteHalf};
 #[cfg(feature = "handover")]
 #[cfg_attr(docsrs, doc(cfg(feature = "handover")))]
 pub use socket::{HandoverError, SocketState};

@@ -14,12 +14,14 @@
 mod config;
 mod decode;
 mod fast;
+mod quiet;
 mod send;
 #[cfg(feature = "snapshot")]
 pub(crate) mod snapshot;
 mod timers;
 
 pub use config::{Config, Role, Timeouts};
+pub use quiet::Quiet;
 pub use send::Sender;
 pub use timers::Timeout;
 

@@ -113,7 +113,7 @@ impl Timers {
         }
     }
 
-    fn earliest(&self, state: &State) -> Option<Instant> {
+    pub(super) fn earliest(&self, state: &State) -> Option<Instant> {
         if self.ended(state) {
             return self.close;
         }

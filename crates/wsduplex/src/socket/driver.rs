@@ -194,7 +194,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
 
     /// Gives the empty read and write buffers back to this thread's pool (see
     /// [`buffers`]), and frees the rest that an idle connection does not need.
-    fn release_buffers(&mut self) {
+    pub(super) fn release_buffers(&mut self) {
         if let Some(rx) = self.conn.take_receive_buffer() {
             buffers::give(rx);
             self.rx_released = true;

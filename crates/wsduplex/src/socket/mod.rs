@@ -7,18 +7,21 @@
 //! only `feed`s gets batched writes for free.
 //!
 //! Split by concern: `driver` (reading, writing and closing the transport), `reply` (queuing
-//! under the slow-reader policy, [`Reply`]), `timers` (keepalive, idle and close deadlines) and
-//! `split` (the two halves of [`WebSocket::split`]).
+//! under the slow-reader policy, [`Reply`]), `timers` (keepalive, idle and close deadlines),
+//! `split` (the two halves of [`WebSocket::split`]) and `park` (an idle socket as a small
+//! value, [`WebSocket::park`]).
 
 mod driver;
 #[cfg(feature = "handover")]
 mod handover;
+mod park;
 mod reply;
 mod split;
 mod timers;
 
 #[cfg(feature = "handover")]
 pub use handover::{HandoverError, SocketState};
+pub use park::Parked;
 pub use reply::Reply;
 pub use split::{ReadHalf, WriteHalf};
 
