@@ -26,6 +26,8 @@
 #   at all) for the CPUs to be 80% idle, and records the idle share it saw.
 set -euo pipefail
 bench_dir=$(cd "$(dirname "$0")" && pwd)
+# idle_percent, wait_for_quiet
+. "$bench_dir/lib.sh"
 root=$(cd "$bench_dir/.." && pwd)
 wsduplex=${WSDUPLEX:-$root/target/release/wsduplex}
 server_cpu=${BENCH_SERVER_CPU:-0}
@@ -128,30 +130,6 @@ start_server() {
             die "uws-room did not start"
             ;;
     esac
-}
-
-# Percent of the machine's CPU time that was idle over the next half second.
-idle_percent() {
-    local a b
-    read -r -a a < <(head -1 /proc/stat)
-    sleep 0.5
-    read -r -a b < <(head -1 /proc/stat)
-    local total=0 i
-    for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
-    echo $(((b[4] + b[5] - a[4] - a[5]) * 100 / (total > 0 ? total : 1)))
-}
-# As run.sh: on a shared machine, start once others' work leaves the cores mostly idle, at
-# most $quiet_wait s each and $quiet_budget s in all.
-wait_for_quiet() {
-    quiet=$(idle_percent)
-    local waited=0
-    while [ "$quiet" -lt "$quiet_idle" ] && [ "$waited" -lt "$quiet_wait" ] &&
-        [ "$quiet_budget" -gt 0 ]; do
-        sleep 1.5
-        waited=$((waited + 2))
-        quiet_budget=$((quiet_budget - 2))
-        quiet=$(idle_percent)
-    done
 }
 
 # measure LABEL SERVER BENCH-ARGS...: one measurement, its report appended to $out.

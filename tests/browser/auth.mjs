@@ -21,12 +21,11 @@
 // One line per check on stdout; any failure exits 1 with a message on stderr. Waits are
 // Playwright waits on the page's state, never fixed sleeps.
 
-import { chromium } from 'playwright-core';
 import { createHmac } from 'node:crypto';
+import { expect, fail, launchChromium, ok, reportFailure, startHardTimeout, watchPage } from './harness.mjs';
 
 const HARD_TIMEOUT_MS = 60_000;
 const STEP_MS = 10_000;
-const CHROMIUM = '/usr/bin/chromium';
 const ROOM = 'auth';
 
 const [base, good, bad, expectedName, secret] = process.argv.slice(2);
@@ -35,18 +34,8 @@ if (!base || !good || !bad || !expectedName) {
   process.exit(2);
 }
 const origin = base.replace(/\/$/, '');
-const hardTimeout = setTimeout(() => {
-  console.error(`auth.mjs: FAILED: timed out after ${HARD_TIMEOUT_MS / 1000} s`);
-  process.exit(1);
-}, HARD_TIMEOUT_MS);
+const hardTimeout = startHardTimeout('auth.mjs', HARD_TIMEOUT_MS);
 const started = Date.now();
-const ok = (what) => console.log(`ok   ${what}`);
-const fail = (what) => {
-  throw new Error(what);
-};
-const expect = (cond, what) => {
-  if (!cond) fail(what);
-};
 
 let browser;
 const problems = [];
@@ -61,10 +50,7 @@ function jwt(claims, key) {
 async function newPage(label) {
   const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
   const page = await context.newPage();
-  page.on('console', (m) => {
-    if (/Content.Security.Policy/i.test(m.text())) problems.push(`${label}: CSP violation: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`${label}: page error: ${e}`));
+  watchPage(page, problems, `${label}: `);
   // The long-polling opens: one per attempt, so a loop shows as a growing count.
   page.pollOpens = 0;
   page.on('request', (r) => {
@@ -104,10 +90,7 @@ async function shownOnce(page, label, text) {
 }
 
 try {
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
-  });
+  browser = await launchChromium();
   console.log(`chromium ${browser.version()} (playwright-core)`);
 
   // ---- 1. the landing form, and the log ----------------------------------------------------
@@ -195,9 +178,7 @@ try {
   ok('no CSP violation and no uncaught error');
   console.log(`auth.mjs: all checks passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } catch (e) {
-  console.error(`auth.mjs: FAILED: ${e && e.stack ? e.stack : e}`);
-  if (problems.length) console.error(`the pages reported:\n  ${problems.join('\n  ')}`);
-  process.exitCode = 1;
+  reportFailure('auth.mjs', e, problems, 'the pages');
 } finally {
   if (browser) await browser.close().catch(() => {});
   clearTimeout(hardTimeout);

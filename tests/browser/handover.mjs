@@ -28,7 +28,7 @@
 // once each. The page publishes nothing meanwhile (docs/handover.md: what a dead new
 // process gave an id may get that id again from the old one).
 
-import { chromium } from 'playwright-core';
+import { expect, fail, launchChromium, ok, reportFailure, startHardTimeout, watchPage } from './harness.mjs';
 
 const HARD_TIMEOUT_MS = 60_000;
 const STEP_MS = 10_000;
@@ -36,7 +36,6 @@ const STEP_MS = 10_000;
 const MAX_DURING = 2000;
 /** Messages the page publishes ahead of their echoes during a hand-over. */
 const WINDOW = 10;
-const CHROMIUM = '/usr/bin/chromium';
 const ROOM = 'handover';
 
 const [base, transport, rounds, mode] = process.argv.slice(2);
@@ -45,18 +44,7 @@ if (!base || !/^https?:\/\/[^/]+\/$/.test(base) || !['websocket', 'longpoll'].in
   console.error('usage: node handover.mjs http://HOST:PORT/ websocket|longpoll HANDOVERS');
   process.exit(2);
 }
-const hardTimeout = setTimeout(() => {
-  console.error(`handover.mjs: FAILED: not done within ${HARD_TIMEOUT_MS / 1000} s`);
-  process.exit(1);
-}, HARD_TIMEOUT_MS);
-
-const ok = (what) => console.log(`ok   ${what}`);
-const fail = (what) => {
-  throw new Error(what);
-};
-const expect = (cond, what) => {
-  if (!cond) fail(what);
-};
+const hardTimeout = startHardTimeout('handover.mjs', HARD_TIMEOUT_MS);
 
 let browser;
 const problems = [];
@@ -64,15 +52,9 @@ const problems = [];
 const refusals = [];
 
 try {
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
-  });
+  browser = await launchChromium();
   const page = await (await browser.newContext()).newPage();
-  page.on('console', (m) => {
-    if (/Content.Security.Policy/i.test(m.text())) problems.push(`CSP violation: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`page error: ${e}`));
+  watchPage(page, problems);
   page.on('response', (r) => {
     if (r.status() === 503) {
       const path = new URL(r.url()).pathname;
@@ -179,9 +161,7 @@ try {
   if (problems.length) fail(`the page reported:\n  ${problems.join('\n  ')}`);
   console.log(`done ${JSON.stringify(messages)}`);
 } catch (e) {
-  console.error(`handover.mjs: FAILED: ${e && e.stack ? e.stack : e}`);
-  if (problems.length) console.error(`the page reported:\n  ${problems.join('\n  ')}`);
-  process.exitCode = 1;
+  reportFailure('handover.mjs', e, problems);
 } finally {
   if (browser) await browser.close().catch(() => {});
   clearTimeout(hardTimeout);

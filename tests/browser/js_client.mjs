@@ -9,11 +9,10 @@
 // line "restart" on stdout asks the harness to restart the server on the same port; the
 // last line is "ok ..." on success; any failure exits 1 with the reason on stderr.
 
-import { chromium } from 'playwright-core';
 import { scenario } from '../interop/node/js_client_scenario.mjs';
+import { fail, launchChromium, reportFailure, startHardTimeout, watchPage } from './harness.mjs';
 
 const HARD_TIMEOUT_MS = 60_000;
-const CHROMIUM = '/usr/bin/chromium';
 
 const [base, token, mode, transport] = process.argv.slice(2);
 if (!base || !/^https?:\/\/[^/]+\/$/.test(base) || !token || !mode) {
@@ -22,21 +21,12 @@ if (!base || !/^https?:\/\/[^/]+\/$/.test(base) || !token || !mode) {
 }
 const problems = [];
 let browser;
-const hardTimeout = setTimeout(() => {
-  console.error(`js_client.mjs: FAILED: not done within ${HARD_TIMEOUT_MS / 1000} s`);
-  process.exit(1);
-}, HARD_TIMEOUT_MS);
+const hardTimeout = startHardTimeout('js_client.mjs', HARD_TIMEOUT_MS);
 
 try {
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
-  });
+  browser = await launchChromium();
   const page = await (await browser.newContext()).newPage();
-  page.on('console', (m) => {
-    if (/Content.Security.Policy/i.test(m.text())) problems.push(`CSP violation: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`page error: ${e}`));
+  watchPage(page, problems);
   await page.exposeFunction('report', (line) => console.log(line));
   // The hub's page: its origin and CSP; the module is imported from the server.
   await page.goto(base, { waitUntil: 'load' });
@@ -46,12 +36,10 @@ try {
     const scenario = ${scenario.toString()};
     return scenario({ ...${args}, Hub, report: (line) => window.report(line) });
   })()`);
-  if (problems.length) throw new Error(`the page reported:\n  ${problems.join('\n  ')}`);
+  if (problems.length) fail(`the page reported:\n  ${problems.join('\n  ')}`);
   console.log(`chromium ${browser.version()}: ok ${JSON.stringify(result.seen)} states: ${result.states}`);
 } catch (e) {
-  console.error(`js_client.mjs: FAILED: ${e && e.stack ? e.stack : e}`);
-  if (problems.length) console.error(`the page reported:\n  ${problems.join('\n  ')}`);
-  process.exitCode = 1;
+  reportFailure('js_client.mjs', e, problems);
 } finally {
   if (browser) await browser.close().catch(() => {});
   clearTimeout(hardTimeout);

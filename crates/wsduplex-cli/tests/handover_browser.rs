@@ -121,18 +121,8 @@ fn chromium_chat_page_resumes_on_the_old_process_when_the_new_one_dies() {
         return;
     };
     let path = control_path("ctl");
-    let p = path.to_str().expect("utf-8 path");
     let token = "handover-browser-token";
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--control",
-        p,
-        "--api-token",
-        token,
-    ];
-    let old = procs::Proc::spawn(&args, &[]);
-    let addr: std::net::SocketAddr = old.line("listening on http://").parse().expect("address");
+    let (old, addr) = procs::serve_control_with(&path, &["--api-token", token]);
     let push = |text: &str| {
         let body = json!({"text": text, "name": "bob"}).to_string();
         let request = format!(
@@ -153,10 +143,7 @@ fn chromium_chat_page_resumes_on_the_old_process_when_the_new_one_dies() {
         if let Some(text) = line.strip_prefix("say ") {
             push(text);
         } else if let Some(n) = line.strip_prefix("handover ") {
-            let hook = [("WSDUPLEX_TEST_HOOK_TAKE_OVER_EXIT_AFTER", "1")];
-            let dying = procs::Proc::spawn(&["--take-over", p], &hook);
-            let (status, stderr) = dying.exit();
-            assert_eq!(status.code(), Some(75), "{stderr}");
+            procs::take_over_dies(&path, 1);
             died += 1;
             push(&format!("bob after hand-over {n}"));
         }

@@ -4,7 +4,10 @@
 //! missing), a gap reported, a forbidden room, a refresh, and an expired token.
 
 mod common;
+#[path = "common/hub_client.rs"]
+mod hub_client;
 
+use hub_client::{config, messages, next, until};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -77,53 +80,14 @@ impl Drop for Server {
     }
 }
 
-fn config(room: &str, name: &str) -> HubClientConfig {
-    let mut c = HubClientConfig::default();
-    c.room = room.into();
-    c.name = Some(name.into());
-    // Quick retries: the restart is immediate.
-    c.backoff.initial = Duration::from_millis(20);
-    c.backoff.max = Duration::from_millis(200);
-    c
-}
-
-async fn next(client: &mut HubClient) -> HubEvent {
-    tokio::time::timeout(LIMIT, client.next_event())
-        .await
-        .expect("no event in time")
-        .expect("the client ended")
-}
-
-/// Events until `done` says so (the last one included), skipping presence.
-async fn until(client: &mut HubClient, done: impl Fn(&HubEvent) -> bool) -> Vec<HubEvent> {
-    let mut out = Vec::new();
-    loop {
-        let event = next(client).await;
-        let last = done(&event);
-        if !matches!(event, HubEvent::Joined(_) | HubEvent::Left(_)) {
-            out.push(event);
-        }
-        if last {
-            return out;
-        }
-    }
-}
-
 fn welcome_of(room: &'static str) -> impl Fn(&HubEvent) -> bool {
     move |e| matches!(e, HubEvent::Welcome(w) if w.room == room)
 }
 
 /// Every message handed out (welcome histories included) per room, as `(id, body)`.
 fn by_room(events: &[HubEvent], into: &mut BTreeMap<String, Vec<(u64, Body)>>) {
-    for event in events {
-        let messages = match event {
-            HubEvent::Welcome(w) => w.history.clone(),
-            HubEvent::Message(m) => vec![m.clone()],
-            _ => continue,
-        };
-        for m in messages {
-            into.entry(m.room.clone()).or_default().push((m.id, m.body));
-        }
+    for m in messages(events) {
+        into.entry(m.room).or_default().push((m.id, m.body));
     }
 }
 

@@ -16,29 +16,9 @@
 
 import { createServer } from 'node:http';
 import { Hub } from '../../../clients/js/wsduplex.js';
+import { checks } from './assert_helpers.mjs';
 
-const STEP_MS = 10000;
-const hardTimeout = setTimeout(() => fail('not done within 60 s'), 60_000);
-
-function fail(why) {
-  console.error(`js_client_retry.mjs: FAILED: ${why}`);
-  process.exit(1);
-}
-function expect(cond, what) {
-  if (!cond) fail(what);
-}
-/** The next `type` event of `emitter` (its arguments), within STEP_MS. */
-function next(emitter, type, what) {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => fail(`no ${what} within ${STEP_MS} ms`), STEP_MS);
-    const fn = (...args) => {
-      clearTimeout(timer);
-      emitter.off(type, fn);
-      resolve(args);
-    };
-    emitter.on(type, fn);
-  });
-}
+const { fail, expect, next, hardTimeout } = checks('js_client_retry.mjs');
 
 // ---- the fake hub: one session, its queue, the refusals it is told to make --------------
 

@@ -17,8 +17,8 @@ mod procs;
 
 use common::{Ws, BIN};
 use procs::{
-    alive, control_path, echo, handed_over, serve_control, take_over, tuple, LineClient, Proc,
-    CONT, TEXT,
+    alive, control_path, echo, handed_over, serve_control, serve_control_with, take_over,
+    take_over_dies, take_over_with, tuple, LineClient, Proc, CONT, TEXT,
 };
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -189,10 +189,7 @@ fn a_new_process_killed_mid_transfer_leaves_the_rest_with_the_old_one() {
     let (old, addr) = serve_control(&path);
     let mut conns: Vec<Ws> = (0..40).map(|_| Ws::connect(addr, "/echo")).collect();
     echo(conns.last_mut().unwrap(), "open");
-    let hook = [("WSDUPLEX_TEST_HOOK_TAKE_OVER_EXIT_AFTER", "10")];
-    let dying = Proc::spawn(&["--take-over", path.to_str().unwrap()], &hook);
-    let (status, stderr) = dying.exit();
-    assert_eq!(status.code(), Some(75), "{stderr}");
+    take_over_dies(&path, 10);
     // The ten it acknowledged died with it; every other one is served by the old process.
     let kept = conns.iter_mut().map(alive).filter(|a| *a).count();
     assert_eq!(kept, 30);
@@ -215,9 +212,7 @@ fn a_new_process_killed_before_confirming_leaves_accepting_to_the_old_one() {
     let (old, addr) = serve_control(&path);
     let mut conns: Vec<Ws> = (0..5).map(|_| Ws::connect(addr, "/echo")).collect();
     echo(&mut conns[4], "open");
-    let hook = [("WSDUPLEX_TEST_HOOK_TAKE_OVER_EXIT_AFTER", "5")];
-    let dying = Proc::spawn(&["--take-over", path.to_str().unwrap()], &hook);
-    assert_eq!(dying.exit().0.code(), Some(75));
+    take_over_dies(&path, 5);
     assert_eq!(conns.iter_mut().map(alive).filter(|a| *a).count(), 0);
     echo(
         &mut Ws::connect(addr, "/echo"),
@@ -281,17 +276,13 @@ fn misuse_is_one_clear_error() {
 fn five_thousand_idle_connections_from_bench_idle_move() {
     const N: usize = 5_000;
     let path = control_path("ctl");
-    let p = path.to_str().unwrap();
     let unlimited = [
         "--max-connections",
         "0",
         "--max-connections-per-client",
         "0",
     ];
-    let mut args = vec!["--listen", "127.0.0.1:0", "--control", p];
-    args.extend(unlimited);
-    let old = Proc::spawn(&args, &[]);
-    let addr: SocketAddr = old.line("listening on http://").parse().unwrap();
+    let (old, addr) = serve_control_with(&path, &unlimited);
     let mut bench = Command::new(BIN)
         .args([
             "bench",
@@ -309,14 +300,8 @@ fn five_thousand_idle_connections_from_bench_idle_move() {
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), format!("idle: {N} connections open"));
-    let mut new_args = vec!["--take-over", p];
-    new_args.extend(unlimited);
-    let new = Proc::spawn(&new_args, &[]);
-    new.line("listening on http://");
-    assert_eq!(
-        new.line("took over "),
-        format!("{N} connections from process {}", old.pid())
-    );
+    let (new, count, from) = take_over_with(&path, addr, &unlimited);
+    assert_eq!((count, from), (N, old.pid()));
     let (status, err) = old.exit();
     assert!(status.success(), "{status}: {err}");
     // Let them go: the report counts any connection the server dropped meanwhile.
@@ -344,9 +329,7 @@ fn event(ws: &mut Ws) -> serde_json::Value {
 #[test]
 fn chat_members_move_with_their_rooms() {
     let path = control_path("ctl");
-    let p = path.to_str().unwrap();
-    let old = Proc::spawn(&["--listen", "127.0.0.1:0", "--control", p], &[]);
-    let addr: SocketAddr = old.line("listening on http://").parse().unwrap();
+    let (old, addr) = serve_control_with(&path, &[]);
     let mut alice = Ws::connect(addr, "/chat/lobby?name=alice");
     assert_eq!(event(&mut alice)["type"], "welcome");
     let mut bob = Ws::connect(addr, "/chat/lobby?name=bob");
@@ -357,12 +340,8 @@ fn chat_members_move_with_their_rooms() {
         assert_eq!(event(ws)["id"], 1);
     }
     let before = [&alice, &bob].map(|ws| ws.stream.local_addr().unwrap());
-    let new = Proc::spawn(&["--take-over", p], &[]);
-    new.line("listening on http://");
-    assert_eq!(
-        new.line("took over "),
-        format!("2 connections from process {}", old.pid())
-    );
+    let (new, count, from) = take_over_with(&path, addr, &[]);
+    assert_eq!((count, from), (2, old.pid()));
     let (status, stderr) = old.exit();
     assert!(status.success(), "{status}: {stderr}");
     // Served by the new process: the next id, no presence event in between.
@@ -393,17 +372,7 @@ fn chat_members_move_with_their_rooms() {
 #[test]
 fn connections_that_cannot_move_are_served_until_the_drain_timeout() {
     let path = control_path("ctl");
-    let p = path.to_str().unwrap();
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--control",
-        p,
-        "--drain-timeout",
-        "2s",
-    ];
-    let old = Proc::spawn(&args, &[]);
-    let addr: SocketAddr = old.line("listening on http://").parse().unwrap();
+    let (old, addr) = serve_control_with(&path, &["--drain-timeout", "2s"]);
     let mut sse = common::connect(addr);
     sse.write_all(format!("GET /sse/lobby?name=stays HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
         .unwrap();
@@ -411,12 +380,8 @@ fn connections_that_cannot_move_are_served_until_the_drain_timeout() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let mut moving = Ws::connect(addr, "/echo");
     echo(&mut moving, "moves");
-    let new = Proc::spawn(&["--take-over", p], &[]);
-    new.line("listening on http://");
-    assert_eq!(
-        new.line("took over "),
-        "1 connections from process ".to_owned() + &old.pid().to_string()
-    );
+    let (new, count, from) = take_over_with(&path, addr, &[]);
+    assert_eq!((count, from), (1, old.pid()));
     assert!(old.line("handed over ").starts_with("1 connections"));
     // The stream stays the old process's until the drain timeout ends it.
     let mut rest = Vec::new();
@@ -493,23 +458,12 @@ os.execv(sys.argv[1], sys.argv[1:])
 #[test]
 fn connections_the_new_process_declines_stay_with_the_old_one() {
     let path = control_path("ctl");
-    let p = path.to_str().unwrap();
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--control",
-        p,
-        "--drain-timeout",
-        "1s",
-    ];
-    let old = Proc::spawn(&args, &[]);
-    let addr: SocketAddr = old.line("listening on http://").parse().unwrap();
+    let (old, addr) = serve_control_with(&path, &["--drain-timeout", "1s"]);
     let mut conns: Vec<Ws> = (0..10).map(|_| Ws::connect(addr, "/echo")).collect();
     echo(conns.last_mut().unwrap(), "open");
     // Room for five: the other five are declined, and served on by the old process.
-    let new = Proc::spawn(&["--take-over", p, "--max-connections", "5"], &[]);
-    new.line("listening on http://");
-    assert!(new.line("took over ").starts_with("5 connections"));
+    let (new, count, from) = take_over_with(&path, addr, &["--max-connections", "5"]);
+    assert_eq!((count, from), (5, old.pid()));
     assert!(old.line("handed over ").starts_with("5 connections"));
     for ws in &mut conns {
         echo(ws, "served by one or the other");

@@ -135,33 +135,54 @@ pub(crate) const FLAGS: [&str; 3] = ["--deflate", "--max-connections-per-client"
 
 /// `serve --control PATH` on a free port, two workers.
 pub(crate) fn serve_control(path: &std::path::Path) -> (Proc, SocketAddr) {
+    let mut extra = vec!["--workers", "2"];
+    extra.extend(FLAGS);
+    serve_control_with(path, &extra)
+}
+
+/// `serve --listen 127.0.0.1:0 --control PATH EXTRA...`, and the address it listens on.
+pub(crate) fn serve_control_with(path: &std::path::Path, extra: &[&str]) -> (Proc, SocketAddr) {
     let p = path.to_str().expect("utf-8 path");
-    let old = Proc::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--control",
-            p,
-            FLAGS[0],
-            FLAGS[1],
-            FLAGS[2],
-        ],
-        &[],
-    );
+    let mut args = vec!["--listen", "127.0.0.1:0", "--control", p];
+    args.extend(extra);
+    let old = Proc::spawn(&args, &[]);
     let addr = old.line("listening on http://").parse().expect("address");
     (old, addr)
 }
 
 /// `serve --take-over PATH`, once it has taken over: the count it reports.
 pub(crate) fn take_over(path: &std::path::Path, addr: SocketAddr) -> (Proc, usize) {
-    let p = path.to_str().unwrap();
-    let new = Proc::spawn(&["--take-over", p, FLAGS[0], FLAGS[1], FLAGS[2]], &[]);
+    let (new, count, _) = take_over_with(path, addr, &FLAGS);
+    (new, count)
+}
+
+/// `serve --take-over PATH EXTRA...`, once it has taken over (listening on `addr`): the
+/// count it reports and the pid of the process it took them from.
+pub(crate) fn take_over_with(
+    path: &std::path::Path,
+    addr: SocketAddr,
+    extra: &[&str],
+) -> (Proc, usize, u32) {
+    let mut args = vec!["--take-over", path.to_str().expect("utf-8 path")];
+    args.extend(extra);
+    let new = Proc::spawn(&args, &[]);
     assert_eq!(new.line("listening on http://"), addr.to_string());
     let took = new.line("took over ");
-    let count = took.split(' ').next().unwrap().parse().expect("count");
-    (new, count)
+    let (count, from) = took
+        .split_once(" connections from process ")
+        .unwrap_or_else(|| panic!("took over {took:?}"));
+    let count = count.parse().expect("count");
+    (new, count, from.parse().expect("pid"))
+}
+
+/// `serve --take-over PATH` killed by a test hook once it has acknowledged `after`
+/// connections: it must exit 75, as the hook does.
+pub(crate) fn take_over_dies(path: &std::path::Path, after: usize) {
+    let p = path.to_str().expect("utf-8 path");
+    let after = after.to_string();
+    let hook = [("WSDUPLEX_TEST_HOOK_TAKE_OVER_EXIT_AFTER", after.as_str())];
+    let (status, stderr) = Proc::spawn(&["--take-over", p], &hook).exit();
+    assert_eq!(status.code(), Some(75), "{stderr}");
 }
 
 /// The old process after a hand-over: it says so and exits 0.

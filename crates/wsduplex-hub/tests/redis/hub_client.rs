@@ -3,8 +3,11 @@
 //! everywhere; JWT identities and their permissions held by every node; and a client whose
 //! node dies going on on another with `since`, nothing lost and nothing twice.
 
+#[path = "../common/hub_client.rs"]
+mod common_client;
+
 use crate::support::{connected_nodes, http, Node, Redis};
-use crate::LIMIT;
+use common_client::{config, messages, next, until};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -12,41 +15,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use wsduplex::auth::{AuthHook, JwtAuth};
 use wsduplex::server::ServerConfig;
-use wsduplex_hub::client::{Body, HubClient, HubClientConfig, HubEvent};
+use wsduplex_hub::client::{Body, HubClient, HubEvent};
 
 fn url(addr: SocketAddr) -> String {
     format!("ws://{addr}")
-}
-
-fn config(room: &str, name: &str) -> HubClientConfig {
-    let mut c = HubClientConfig::default();
-    c.room = room.into();
-    c.name = Some(name.into());
-    c.backoff.initial = Duration::from_millis(20);
-    c.backoff.max = Duration::from_millis(200);
-    c
-}
-
-async fn next(client: &mut HubClient) -> HubEvent {
-    tokio::time::timeout(LIMIT, client.next_event())
-        .await
-        .expect("no event in time")
-        .expect("the client ended")
-}
-
-/// Events up to the one `done` accepts (included), presence left out.
-async fn until(client: &mut HubClient, done: impl Fn(&HubEvent) -> bool) -> Vec<HubEvent> {
-    let mut out = Vec::new();
-    loop {
-        let event = next(client).await;
-        let last = done(&event);
-        if !matches!(event, HubEvent::Joined(_) | HubEvent::Left(_)) {
-            out.push(event);
-        }
-        if last {
-            return out;
-        }
-    }
 }
 
 fn welcome_of(room: &str) -> impl Fn(&HubEvent) -> bool + '_ {
@@ -57,15 +29,8 @@ type Seen = BTreeMap<String, Vec<(u64, String, Body)>>;
 
 /// Every message handed out (welcome histories included) per room: `(id, name, body)`.
 fn record(events: &[HubEvent], seen: &mut Seen) {
-    for event in events {
-        let messages = match event {
-            HubEvent::Welcome(w) => w.history.clone(),
-            HubEvent::Message(m) => vec![m.clone()],
-            _ => continue,
-        };
-        for m in messages {
-            seen.entry(m.room).or_default().push((m.id, m.name, m.body));
-        }
+    for m in messages(events) {
+        seen.entry(m.room).or_default().push((m.id, m.name, m.body));
     }
 }
 
