@@ -36,7 +36,7 @@ use proto::handshake::server::{
     http_response, http_response_streamed, HandshakeError, Limits, Request,
 };
 use proto::{DeflateConfig, Role};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -81,6 +81,12 @@ pub struct ServerConfig {
     /// [`allowed_origins`](Self::allowed_origins) is empty). Only for a server whose cookie
     /// grants nothing worth stealing.
     pub dangerous_allow_any_origin: bool,
+    /// The core's settings of every connection without permessage-deflate (they are all
+    /// the same), built at the first one and shared by the others: one copy per server, not
+    /// one per connection. Clones of the config share it too (axum clones one per request); a
+    /// connection whose settings differ from it (a clone changed, an agreement adjusted) gets
+    /// its own copy instead.
+    shared_protocol: Arc<OnceLock<Arc<proto::Config>>>,
 }
 
 impl Default for ServerConfig {
@@ -97,8 +103,16 @@ impl Default for ServerConfig {
             proxy_protocol: Vec::new(),
             allowed_origins: Vec::new(),
             dangerous_allow_any_origin: false,
+            shared_protocol: Arc::default(),
         }
     }
+}
+
+/// The default settings, for the helpers that take none: one value, so their connections
+/// share the core's settings as a configured server's do.
+pub(crate) fn default_config() -> &'static ServerConfig {
+    static DEFAULT: LazyLock<ServerConfig> = LazyLock::new(ServerConfig::default);
+    &DEFAULT
 }
 
 /// What a `101` agrees to, from [`ServerConfig::negotiate`]: adjust it (a tighter message
@@ -111,6 +125,9 @@ pub struct Negotiated {
     /// The socket's settings, with the permessage-deflate agreement in
     /// `socket.protocol.deflate` if one was reached.
     pub socket: Config,
+    /// The server's shared core settings, when no permessage-deflate was agreed: the socket
+    /// holds them if `socket` still gives the same.
+    shared: Option<Arc<proto::Config>>,
 }
 
 impl Negotiated {
@@ -122,8 +139,14 @@ impl Negotiated {
         io: S,
         leftover: &[u8],
     ) -> WebSocket<S> {
-        WebSocket::from_raw(io, Role::Server, self.socket, leftover)
-            .with_subprotocol(self.subprotocol)
+        WebSocket::from_raw_shared(
+            io,
+            Role::Server,
+            &self.socket,
+            self.shared.as_ref(),
+            leftover,
+        )
+        .with_subprotocol(self.subprotocol)
     }
 }
 
@@ -136,13 +159,21 @@ impl ServerConfig {
         let supported: Vec<&str> = self.subprotocols.iter().map(String::as_str).collect();
         let subprotocol = request.select_subprotocol(&supported).map(str::to_string);
         let mut socket = self.socket.clone();
+        let mut agreed = None;
         if let Some(policy) = &self.deflate {
-            let agreed = request.negotiate_deflate(policy);
+            agreed = request.negotiate_deflate(policy);
             socket.protocol = socket.protocol.deflate(agreed, policy);
         }
+        // The agreed parameters are part of the core's settings, and the compressors' state
+        // is the connection's own anyway: only connections without deflate share.
+        let shared = agreed.is_none().then(|| {
+            let plain = || Arc::new(socket.protocol_with_timeouts());
+            Arc::clone(self.shared_protocol.get_or_init(plain))
+        });
         Negotiated {
             subprotocol,
             socket,
+            shared,
         }
     }
 }
@@ -399,8 +430,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
         let Negotiated {
             subprotocol,
             socket,
+            shared,
         } = negotiated;
-        self.accept_with(subprotocol.as_deref(), &[], socket).await
+        self.accept_shared(subprotocol.as_deref(), &[], socket, shared.as_ref())
+            .await
     }
 
     /// Answers `101` with the given subprotocol (one the client offered) and extra headers.
@@ -409,10 +442,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
     /// ([`ServerConfig::negotiate`] does). Like [`Incoming::accept_negotiated`], it runs
     /// none of the front door's checks.
     pub async fn accept_with(
+        self,
+        subprotocol: Option<&str>,
+        headers: &[(&str, &str)],
+        config: Config,
+    ) -> Result<WebSocket<S>> {
+        self.accept_shared(subprotocol, headers, config, None).await
+    }
+
+    /// [`Incoming::accept_with`], the socket holding `shared` as its core's settings if
+    /// `config` gives the same ([`WebSocket::from_raw_shared`]).
+    async fn accept_shared(
         mut self,
         subprotocol: Option<&str>,
         headers: &[(&str, &str)],
         config: Config,
+        shared: Option<&Arc<proto::Config>>,
     ) -> Result<WebSocket<S>> {
         let subprotocol = subprotocol.filter(|p| self.request.subprotocols().any(|o| o == *p));
         let deflate = config.protocol.deflate.as_ref();
@@ -432,7 +477,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
             .await
             .inspect_err(|_| metrics::handshake(false))?;
         metrics::handshake(true);
-        let ws = WebSocket::from_raw(self.io, Role::Server, config, &self.leftover);
+        let ws = WebSocket::from_raw_shared(self.io, Role::Server, &config, shared, &self.leftover);
         Ok(ws.with_subprotocol(subprotocol.map(str::to_string)))
     }
 
@@ -566,7 +611,7 @@ pub async fn accept<S>(io: S) -> Result<WebSocket<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    accept_with_config(io, &ServerConfig::default()).await
+    accept_with_config(io, default_config()).await
 }
 
 /// Accepts a WebSocket on `io` with `config`, whatever the path.

@@ -28,6 +28,7 @@ use futures_sink::Sink;
 use proto::{CloseCode, Connection, Message, MessageRef, Role, State};
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -77,7 +78,7 @@ impl Default for Config {
 
 impl Config {
     /// The core's configuration, with the socket's timeouts in place of its own.
-    fn protocol_with_timeouts(&self) -> proto::Config {
+    pub(crate) fn protocol_with_timeouts(&self) -> proto::Config {
         let mut protocol = self.protocol.clone();
         let t = &mut protocol.timeouts;
         t.set_close(self.close_timeout);
@@ -207,7 +208,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a transport whose opening handshake is done. `leftover` holds bytes read past
     /// the handshake (they are the first frames).
     pub fn from_raw(io: S, role: Role, config: Config, leftover: &[u8]) -> Self {
-        let mut conn = Connection::new(role, config.protocol_with_timeouts());
+        Self::from_raw_shared(io, role, &config, None, leftover)
+    }
+
+    /// [`WebSocket::from_raw`] whose core holds `shared` as its settings if they are the ones
+    /// `config` gives it (a server's connections share one copy: an idle connection's bytes
+    /// count), else a copy of its own: the socket's settings may have been adjusted after
+    /// `shared` was built.
+    pub(crate) fn from_raw_shared(
+        io: S,
+        role: Role,
+        config: &Config,
+        shared: Option<&Arc<proto::Config>>,
+        leftover: &[u8],
+    ) -> Self {
+        let protocol = config.protocol_with_timeouts();
+        let protocol = match shared {
+            Some(shared) if **shared == protocol => Arc::clone(shared),
+            _ => Arc::new(protocol),
+        };
+        let mut conn = Connection::with_shared_config(role, protocol);
         if !leftover.is_empty() {
             // Errors are recorded in the state and surface on the first read.
             let _ = conn.receive(leftover);
@@ -283,6 +303,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// The protocol state.
     pub fn state(&self) -> &State {
         self.inner.conn.state()
+    }
+
+    /// Whether both sockets' cores hold one copy of their settings (for tests).
+    #[doc(hidden)]
+    pub fn shares_config_with<T>(&self, other: &WebSocket<T>) -> bool {
+        std::ptr::eq(self.inner.conn.config(), other.inner.conn.config())
     }
 
     /// The next message; `None` after the final `Close` or error.
