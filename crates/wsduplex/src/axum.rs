@@ -90,8 +90,8 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
         let config = parts
             .extensions
             .get::<ServerConfig>()
-            .unwrap_or_else(crate::server::default_config)
-            .clone();
+            .cloned()
+            .unwrap_or_else(|| crate::server::default_config().clone());
         let peer = peer(&parts.extensions);
         Ok(Self {
             head: read_head(&config, &*parts, &parts.extensions),

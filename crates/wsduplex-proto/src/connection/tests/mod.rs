@@ -525,7 +525,7 @@ mod limits {
 fn connections_built_with_shared_config_hold_one_copy() {
     let config = std::sync::Arc::new(Config::default().max_message_size(4));
     let mut a = Connection::with_shared_config(Role::Server, config.clone());
-    let mut b = Connection::with_shared_config(Role::Server, config.clone());
+    let b = Connection::with_shared_config(Role::Server, config.clone());
     assert!(std::ptr::eq(a.config(), b.config()));
     assert_eq!(std::sync::Arc::strong_count(&config), 3);
     let mut c = client();
