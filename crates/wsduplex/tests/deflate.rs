@@ -198,10 +198,11 @@ fn plain_client() -> ClientConfig {
     cfg
 }
 
-/// Settings changed after the server's shared copy was built (an agreement adjusted before
-/// the `101`, a clone of the config changed) get a copy of their own, and hold.
+/// Settings of their own (an agreement adjusted before the `101`, a clone of the config
+/// changed) are shared only among the connections that have the same, and hold. The
+/// adjusted ones come second, after the server's shared settings were first used.
 #[tokio::test]
-async fn adjusted_settings_are_not_shared_and_hold() {
+async fn adjusted_settings_are_shared_only_among_equals_and_hold() {
     let cfg = ServerConfig::default();
     let (_client, first, _, _) = pair(cfg.clone(), plain_client()).await;
     let client_cfg = plain_client();
@@ -210,20 +211,34 @@ async fn adjusted_settings_are_not_shared_and_hold() {
     let adjusted = |agreed: &mut wsduplex::server::Negotiated| {
         agreed.socket.protocol.max_message_size = 10;
     };
-    for (server_cfg, adjust, max) in [(&cfg, Some(adjusted), 10), (&smaller, None, 20)] {
+    let target = Target::parse("ws://localhost/").unwrap();
+    let accept = |server_cfg: &ServerConfig, adjust: Option<fn(&mut _)>| {
         let (a, b) = duplex(4096);
-        let target = Target::parse("ws://localhost/").unwrap();
-        let accept = async {
-            let incoming = read_request(b, server_cfg).await.unwrap();
+        let server_cfg = server_cfg.clone();
+        let accept = async move {
+            let incoming = read_request(b, &server_cfg).await.unwrap();
             let mut agreed = server_cfg.negotiate(incoming.request());
             if let Some(adjust) = adjust {
                 adjust(&mut agreed);
             }
             incoming.accept_negotiated(agreed).await.unwrap()
         };
-        let (mut server, client) = tokio::join!(accept, client_handshake(a, &target, &client_cfg));
-        let (mut client, _) = client.unwrap();
+        let target = &target;
+        let client_cfg = &client_cfg;
+        async move {
+            let (server, client) = tokio::join!(accept, client_handshake(a, target, client_cfg));
+            (server, client.unwrap().0)
+        }
+    };
+    let mut kinds = Vec::new();
+    for (server_cfg, adjust, max) in [
+        (&cfg, Some(adjusted as fn(&mut _)), 10),
+        (&smaller, None, 20),
+    ] {
+        let (mut server, mut client) = accept(server_cfg, adjust).await;
+        let (twin, _twin_client) = accept(server_cfg, adjust).await;
         assert!(!server.shares_config_with(&first), "max {max}");
+        assert!(server.shares_config_with(&twin), "max {max}");
         client.send(Message::binary(vec![0; max])).await.unwrap();
         assert_eq!(
             server.recv().await.unwrap().unwrap().as_payload().len(),
@@ -239,5 +254,7 @@ async fn adjusted_settings_are_not_shared_and_hold() {
             panic!("{closed:?}");
         };
         assert_eq!(frame.code, CloseCode::MESSAGE_TOO_BIG);
+        kinds.push(twin);
     }
+    assert!(!kinds[0].shares_config_with(&kinds[1]));
 }

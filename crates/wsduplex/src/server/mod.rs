@@ -30,13 +30,13 @@ use crate::error::{Error, Result};
 use crate::forwarded::Cidr;
 use crate::limits::{ConnectionLimiter, Permit};
 use crate::metrics;
-use crate::socket::{Config, WebSocket};
+use crate::socket::{Config, SharedSettings, WebSocket};
 use bytes::{Bytes, BytesMut};
 use proto::handshake::server::{
     http_response, http_response_streamed, HandshakeError, Limits, Request,
 };
 use proto::{DeflateConfig, Role};
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -81,12 +81,10 @@ pub struct ServerConfig {
     /// [`allowed_origins`](Self::allowed_origins) is empty). Only for a server whose cookie
     /// grants nothing worth stealing.
     pub dangerous_allow_any_origin: bool,
-    /// The core's settings of every connection without permessage-deflate (they are all
-    /// the same), built at the first one and shared by the others: one copy per server, not
-    /// one per connection. Clones of the config share it too (axum clones one per request); a
-    /// connection whose settings differ from it (a clone changed, an agreement adjusted) gets
-    /// its own copy instead.
-    shared_protocol: Arc<OnceLock<Arc<proto::Config>>>,
+    /// The core's settings of the connections without permessage-deflate, one copy of each
+    /// distinct set for all of them instead of one per connection. Clones of the config
+    /// share it too (axum clones one per request).
+    shared_settings: Arc<SharedSettings>,
 }
 
 impl Default for ServerConfig {
@@ -103,7 +101,7 @@ impl Default for ServerConfig {
             proxy_protocol: Vec::new(),
             allowed_origins: Vec::new(),
             dangerous_allow_any_origin: false,
-            shared_protocol: Arc::default(),
+            shared_settings: Arc::default(),
         }
     }
 }
@@ -125,9 +123,9 @@ pub struct Negotiated {
     /// The socket's settings, with the permessage-deflate agreement in
     /// `socket.protocol.deflate` if one was reached.
     pub socket: Config,
-    /// The server's shared core settings, when no permessage-deflate was agreed: the socket
-    /// holds them if `socket` still gives the same.
-    shared: Option<Arc<proto::Config>>,
+    /// The server's shared core settings, which the socket takes its from (without
+    /// permessage-deflate), whatever `socket` was adjusted to.
+    shared: Arc<SharedSettings>,
 }
 
 impl Negotiated {
@@ -139,14 +137,8 @@ impl Negotiated {
         io: S,
         leftover: &[u8],
     ) -> WebSocket<S> {
-        WebSocket::from_raw_shared(
-            io,
-            Role::Server,
-            &self.socket,
-            self.shared.as_ref(),
-            leftover,
-        )
-        .with_subprotocol(self.subprotocol)
+        WebSocket::from_raw_shared(io, Role::Server, &self.socket, Some(&self.shared), leftover)
+            .with_subprotocol(self.subprotocol)
     }
 }
 
@@ -158,23 +150,41 @@ impl ServerConfig {
     pub fn negotiate(&self, request: &Request) -> Negotiated {
         let supported: Vec<&str> = self.subprotocols.iter().map(String::as_str).collect();
         let subprotocol = request.select_subprotocol(&supported).map(str::to_string);
-        let mut socket = self.socket.clone();
-        let mut agreed = None;
+        let mut socket = self.socket_before_agreement();
         if let Some(policy) = &self.deflate {
-            agreed = request.negotiate_deflate(policy);
-            socket.protocol = socket.protocol.deflate(agreed, policy);
+            socket.protocol.deflate = request.negotiate_deflate(policy);
         }
-        // The agreed parameters are part of the core's settings, and the compressors' state
-        // is the connection's own anyway: only connections without deflate share.
-        let shared = agreed.is_none().then(|| {
-            let plain = || Arc::new(socket.protocol_with_timeouts());
-            Arc::clone(self.shared_protocol.get_or_init(plain))
-        });
         Negotiated {
             subprotocol,
             socket,
-            shared,
+            shared: Arc::clone(&self.shared_settings),
         }
+    }
+
+    /// The socket's settings before an agreement: the deflate policy's level and threshold
+    /// applied, as [`ServerConfig::negotiate`] applies them.
+    fn socket_before_agreement(&self) -> Config {
+        let mut socket = self.socket.clone();
+        if let Some(policy) = &self.deflate {
+            socket.protocol = socket.protocol.deflate(None, policy);
+        }
+        socket
+    }
+
+    /// Resumes a socket handed over from another process ([`WebSocket::from_parts`]) with
+    /// this server's settings ([`socket`](Self::socket), and the [`deflate`](Self::deflate)
+    /// policy's level and threshold); the subprotocol and the permessage-deflate agreement
+    /// come from the state. Like an accepted connection without permessage-deflate, it
+    /// shares the core's settings with the server's others.
+    #[cfg(feature = "handover")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "handover")))]
+    pub fn resume<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: S,
+        state: crate::SocketState,
+    ) -> std::result::Result<WebSocket<S>, crate::HandoverError> {
+        let socket = self.socket_before_agreement();
+        WebSocket::from_parts_shared(io, state, &socket, Some(&self.shared_settings))
     }
 }
 
@@ -432,7 +442,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
             socket,
             shared,
         } = negotiated;
-        self.accept_shared(subprotocol.as_deref(), &[], socket, shared.as_ref())
+        self.accept_shared(subprotocol.as_deref(), &[], socket, Some(&shared))
             .await
     }
 
@@ -450,14 +460,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
         self.accept_shared(subprotocol, headers, config, None).await
     }
 
-    /// [`Incoming::accept_with`], the socket holding `shared` as its core's settings if
-    /// `config` gives the same ([`WebSocket::from_raw_shared`]).
+    /// [`Incoming::accept_with`], the socket's core settings from `shared`
+    /// ([`WebSocket::from_raw_shared`]).
     async fn accept_shared(
         mut self,
         subprotocol: Option<&str>,
         headers: &[(&str, &str)],
         config: Config,
-        shared: Option<&Arc<proto::Config>>,
+        shared: Option<&SharedSettings>,
     ) -> Result<WebSocket<S>> {
         let subprotocol = subprotocol.filter(|p| self.request.subprotocols().any(|o| o == *p));
         let deflate = config.protocol.deflate.as_ref();
