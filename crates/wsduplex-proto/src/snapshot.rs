@@ -33,6 +33,7 @@
 use crate::connection::Config;
 use crate::Connection;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A connection's whole state, from [`Connection::snapshot`], for
@@ -85,6 +86,18 @@ impl Connection {
     pub fn restore(
         state: ConnectionState,
         config: Config,
+        now: Instant,
+    ) -> Result<Connection, SnapshotError> {
+        Connection::restore_core(state.core, Arc::new(config), now)
+    }
+
+    /// [`Connection::restore`] with settings shared with other connections
+    /// ([`Connection::with_shared_config`]): the connection holds `config` itself if its
+    /// `deflate` is the state's agreement (`None` for a connection without the extension),
+    /// else a copy with the state's agreement.
+    pub fn restore_shared(
+        state: ConnectionState,
+        config: Arc<Config>,
         now: Instant,
     ) -> Result<Connection, SnapshotError> {
         Connection::restore_core(state.core, config, now)

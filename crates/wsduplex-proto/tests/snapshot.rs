@@ -539,6 +539,31 @@ fn a_failed_connection_stays_failed_with_its_close_frame_owed() {
     assert_eq!(take_all(&mut c).len(), owed);
 }
 
+/// Restored with shared settings, a connection holds them if their agreement is the state's
+/// (none, here) and a copy with the state's agreement otherwise; either way it goes on.
+#[test]
+fn restored_with_shared_settings_only_an_equal_agreement_shares() {
+    let now = Instant::now();
+    let shared = std::sync::Arc::new(Config::default().max_message_size(8));
+    let plain = Connection::new(Role::Server, Config::default());
+    let mut c = Connection::restore_shared(plain.snapshot(now), shared.clone(), now).unwrap();
+    assert!(std::ptr::eq(c.config(), &*shared));
+    let mut client = Connection::new(Role::Client, Config::default());
+    client.send_binary(b"123456789").unwrap();
+    assert!(
+        c.receive(&take_all(&mut client)).is_err(),
+        "the shared limit holds"
+    );
+
+    let mut agreed = shared.as_ref().clone();
+    agreed.deflate = Some(DeflateParams::default());
+    let agreed = std::sync::Arc::new(agreed);
+    let c = Connection::restore_shared(plain.snapshot(now), agreed.clone(), now).unwrap();
+    assert!(!std::ptr::eq(c.config(), &*agreed));
+    assert_eq!(c.config().deflate, None);
+    assert_eq!(c.config().max_message_size, 8);
+}
+
 /// The state of a server with permessage-deflate at 9-bit windows and context takeover,
 /// after one text message each way ("hello hello"): pinned, so a change of the layout that
 /// is not a new format version fails here. Restored without the feature `deflate`, it is

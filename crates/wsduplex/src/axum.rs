@@ -91,7 +91,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             .extensions
             .get::<ServerConfig>()
             .cloned()
-            .unwrap_or_default();
+            .unwrap_or_else(|| crate::server::default_config().clone());
         let peer = peer(&parts.extensions);
         Ok(Self {
             head: read_head(&config, &*parts, &parts.extensions),

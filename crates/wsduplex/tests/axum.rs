@@ -228,3 +228,41 @@ async fn the_metrics_count_as_on_our_own_path() {
     assert_eq!(handshakes, (1, 1, 1));
     assert!(now.messages_in >= 1 && now.messages_out >= 1, "{now:?}");
 }
+
+type Held = wsduplex::WebSocket<wsduplex::hyper::Upgraded>;
+
+async fn keep(
+    ws: WebSocketUpgrade,
+    Extension(tx): Extension<tokio::sync::mpsc::UnboundedSender<Held>>,
+) -> Response {
+    ws.on_upgrade(move |ws| async move {
+        let _ = tx.send(ws);
+    })
+    .await
+}
+
+/// The extractor clones its settings per request (from the `Extension`, or the default
+/// without one): the connections still hold one copy of the core's settings.
+#[tokio::test]
+async fn upgraded_connections_share_the_core_settings() {
+    for with_extension in [true, false] {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Held>();
+        let mut app = Router::new().route("/keep", get(keep)).layer(Extension(tx));
+        if with_extension {
+            app = app.layer(Extension(ServerConfig::default()));
+        }
+        let addr = start(app).await;
+        let first = wsduplex::connect(format!("ws://{addr}/keep"))
+            .await
+            .unwrap();
+        let second = wsduplex::connect(format!("ws://{addr}/keep"))
+            .await
+            .unwrap();
+        let (a, b) = (rx.recv().await.unwrap(), rx.recv().await.unwrap());
+        assert!(
+            a.shares_config_with(&b),
+            "with the extension: {with_extension}"
+        );
+        drop((first, second));
+    }
+}

@@ -161,3 +161,100 @@ async fn either_side_can_leave_it_off() {
     assert_eq!(hs.response.deflate, None);
     echo_roundtrip(&mut client, &mut server, &[Message::text("x".repeat(1000))]).await;
 }
+
+/// A server's connections without permessage-deflate hold one copy of the core's settings
+/// (issue 18 D); one with it holds its own, as the agreed parameters are part of them.
+#[tokio::test]
+async fn connections_without_deflate_share_the_servers_settings() {
+    let cfg = server_with_deflate(DeflateConfig::default());
+    let (mut client_a, mut a, _, _) = pair(cfg.clone(), plain_client()).await;
+    let (_client_b, b, _, _) = pair(cfg.clone(), plain_client()).await;
+    let (mut client_c, mut c, hs, _) = pair(cfg.clone(), ClientConfig::default()).await;
+    let (_client_d, d, _, _) = pair(cfg, ClientConfig::default()).await;
+    assert!(hs.response.deflate.is_some());
+    assert!(a.shares_config_with(&b));
+    assert!(!a.shares_config_with(&c));
+    assert!(!c.shares_config_with(&d));
+    let text = Message::text("a compressible line of text, ".repeat(100));
+    echo_roundtrip(&mut client_a, &mut a, std::slice::from_ref(&text)).await;
+    echo_roundtrip(&mut client_c, &mut c, &[text]).await;
+
+    // `accept` without settings: one default server.
+    let ((x, x_client), (y, y_client)) = (duplex(4096), duplex(4096));
+    let (target, client) = (Target::parse("ws://localhost/").unwrap(), plain_client());
+    let (x, y, x_client, y_client) = tokio::join!(
+        wsduplex::server::accept(x),
+        wsduplex::server::accept(y),
+        client_handshake(x_client, &target, &client),
+        client_handshake(y_client, &target, &client),
+    );
+    let (_, _) = (x_client.unwrap(), y_client.unwrap());
+    assert!(x.unwrap().shares_config_with(&y.unwrap()));
+}
+
+fn plain_client() -> ClientConfig {
+    let mut cfg = ClientConfig::default();
+    cfg.deflate = None;
+    cfg
+}
+
+/// Settings of their own (an agreement adjusted before the `101`, a clone of the config
+/// changed) are shared only among the connections that have the same, and hold. The
+/// adjusted ones come second, after the server's shared settings were first used.
+#[tokio::test]
+async fn adjusted_settings_are_shared_only_among_equals_and_hold() {
+    let cfg = ServerConfig::default();
+    let (_client, first, _, _) = pair(cfg.clone(), plain_client()).await;
+    let client_cfg = plain_client();
+    let mut smaller = cfg.clone();
+    smaller.socket.protocol.max_message_size = 20;
+    let adjusted = |agreed: &mut wsduplex::server::Negotiated| {
+        agreed.socket.protocol.max_message_size = 10;
+    };
+    let target = Target::parse("ws://localhost/").unwrap();
+    let accept = |server_cfg: &ServerConfig, adjust: Option<fn(&mut _)>| {
+        let (a, b) = duplex(4096);
+        let server_cfg = server_cfg.clone();
+        let accept = async move {
+            let incoming = read_request(b, &server_cfg).await.unwrap();
+            let mut agreed = server_cfg.negotiate(incoming.request());
+            if let Some(adjust) = adjust {
+                adjust(&mut agreed);
+            }
+            incoming.accept_negotiated(agreed).await.unwrap()
+        };
+        let target = &target;
+        let client_cfg = &client_cfg;
+        async move {
+            let (server, client) = tokio::join!(accept, client_handshake(a, target, client_cfg));
+            (server, client.unwrap().0)
+        }
+    };
+    let mut kinds = Vec::new();
+    for (server_cfg, adjust, max) in [
+        (&cfg, Some(adjusted as fn(&mut _)), 10),
+        (&smaller, None, 20),
+    ] {
+        let (mut server, mut client) = accept(server_cfg, adjust).await;
+        let (twin, _twin_client) = accept(server_cfg, adjust).await;
+        assert!(!server.shares_config_with(&first), "max {max}");
+        assert!(server.shares_config_with(&twin), "max {max}");
+        client.send(Message::binary(vec![0; max])).await.unwrap();
+        assert_eq!(
+            server.recv().await.unwrap().unwrap().as_payload().len(),
+            max
+        );
+        client
+            .send(Message::binary(vec![0; max + 1]))
+            .await
+            .unwrap();
+        let (got, closed) = tokio::join!(server.recv(), client.recv());
+        assert!(matches!(got, Some(Err(_))), "{got:?}");
+        let Some(Ok(Message::Close(Some(frame)))) = closed else {
+            panic!("{closed:?}");
+        };
+        assert_eq!(frame.code, CloseCode::MESSAGE_TOO_BIG);
+        kinds.push(twin);
+    }
+    assert!(!kinds[0].shares_config_with(&kinds[1]));
+}

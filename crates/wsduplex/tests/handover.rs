@@ -258,6 +258,49 @@ async fn a_server_moves_on_the_same_tcp_connection_as_its_descriptor_would() {
         .expect("timed out");
 }
 
+async fn accepted(
+    server_cfg: &ServerConfig,
+    client_cfg: &ClientConfig,
+) -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
+    let (client_io, server_io) = duplex(64 * 1024);
+    let target = Target::parse("ws://localhost/chat").unwrap();
+    let (server, client) = tokio::join!(
+        async {
+            read_request(server_io, server_cfg)
+                .await?
+                .accept(server_cfg)
+                .await
+        },
+        client_handshake(client_io, &target, client_cfg)
+    );
+    (client.unwrap().0, server.unwrap())
+}
+
+/// `ServerConfig::resume`: a socket without permessage-deflate, moved, shares the core's
+/// settings with the server's accepted ones again; one with it keeps its own, and goes on.
+#[tokio::test]
+async fn a_server_resumes_sockets_sharing_its_settings_unless_with_deflate() {
+    let (server_cfg, deflate_client) = configs();
+    let mut plain_client = deflate_client.clone();
+    plain_client.deflate = None;
+    let (mut c1, s1) = accepted(&server_cfg, &plain_client).await;
+    let (_c2, s2) = accepted(&server_cfg, &plain_client).await;
+    let (mut c3, s3) = accepted(&server_cfg, &deflate_client).await;
+    let moved = |ws: WebSocket<DuplexStream>| {
+        let (io, state) = ws.into_parts();
+        let state = SocketState::decode(&state.encode()).unwrap();
+        server_cfg.resume(io, state).unwrap()
+    };
+    let mut s1 = moved(s1);
+    let mut s3 = moved(s3);
+    assert!(s1.shares_config_with(&s2));
+    assert!(!s3.shares_config_with(&s2));
+    assert_eq!(s3.subprotocol(), Some("chat"));
+    let msgs = [Message::text(hex_text(6, 5_000))];
+    echo(&mut c1, &mut s1, &msgs).await;
+    echo(&mut c3, &mut s3, &msgs).await;
+}
+
 #[tokio::test]
 async fn a_server_moved_while_closing_finishes_the_closing_handshake() {
     let test = async {

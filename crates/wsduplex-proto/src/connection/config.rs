@@ -72,6 +72,25 @@ impl Default for Config {
     }
 }
 
+/// Every setting equal; [`Config::random`] by address (one function may have two, so two
+/// equal configs can compare unequal, never the reverse). A server compares a connection's
+/// settings with the ones its other connections share before sharing them.
+impl PartialEq for Config {
+    fn eq(&self, other: &Self) -> bool {
+        self.max_frame_size == other.max_frame_size
+            && self.max_message_size == other.max_message_size
+            && self.max_fragments == other.max_fragments
+            && self.fragment_size == other.fragment_size
+            && self.dangerous_accept_unmasked_frames == other.dangerous_accept_unmasked_frames
+            && self.defer_close_reply == other.defer_close_reply
+            && self.deflate == other.deflate
+            && self.compression_level == other.compression_level
+            && self.compression_threshold == other.compression_threshold
+            && self.timeouts == other.timeouts
+            && std::ptr::fn_addr_eq(self.random, other.random)
+    }
+}
+
 impl Config {
     /// Sets [`Config::max_frame_size`].
     pub fn max_frame_size(mut self, n: u64) -> Self {
@@ -218,5 +237,29 @@ impl Timeouts {
     /// Sets [`Timeouts::idle`].
     pub fn set_idle(&mut self, d: Option<Duration>) {
         self.idle = millis_some(d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_are_equal_only_when_every_setting_is() {
+        assert_eq!(Config::default(), Config::default());
+        let differ = [
+            Config::default().max_message_size(1),
+            Config::default().fragment_size(Some(4)),
+            Config::default().deflate(Some(DeflateParams::default()), &DeflateConfig::default()),
+            Config::default().random(|buf| buf.fill(7)),
+            Config::default().timeouts({
+                let mut t = Timeouts::default();
+                t.set_idle(Some(Duration::from_secs(1)));
+                t
+            }),
+        ];
+        for c in differ {
+            assert_ne!(c, Config::default(), "{c:?}");
+        }
     }
 }

@@ -35,6 +35,7 @@ use crate::message::Message;
 use crate::transmit::Transmit;
 use crate::utf8::Utf8Validator;
 use bytes::BytesMut;
+use std::sync::Arc;
 
 /// Whole messages shorter than this are handed out borrowed by [`Connection::receive_with`];
 /// longer ones as a [`Message`], whose payload a reply can share: the size from which the
@@ -138,8 +139,10 @@ fn directions(role: Role, params: &DeflateParams) -> (u8, bool, u8, bool) {
 pub struct Connection {
     role: Role,
     /// Read once per frame header at most, never written: kept out of line, so that every
-    /// connection's driver (a task per connection) holds a pointer instead of the whole of it.
-    config: Box<Config>,
+    /// connection's driver (a task per connection) holds a pointer instead of the whole of it,
+    /// and shared, so that a server's connections with the same settings hold one copy
+    /// ([`Connection::with_shared_config`]).
+    config: Arc<Config>,
     state: State,
     rx: BytesMut,
     frame: Option<RxFrame>,
@@ -172,6 +175,13 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// A connection whose opening handshake has completed.
     pub fn new(role: Role, config: Config) -> Self {
+        Self::with_shared_config(role, Arc::new(config))
+    }
+
+    /// [`Connection::new`] with settings shared with other connections: a server holding
+    /// many connections keeps one copy of them (those whose permessage-deflate agreement is
+    /// the same, as it is part of the settings).
+    pub fn with_shared_config(role: Role, config: Arc<Config>) -> Self {
         #[cfg(feature = "deflate")]
         let deflate = config
             .deflate
@@ -184,7 +194,7 @@ impl Connection {
         let timers = timers::Timers::new(&config.timeouts);
         Self {
             role,
-            config: Box::new(config),
+            config,
             state: State::Open,
             rx: BytesMut::new(),
             frame: None,

@@ -13,6 +13,7 @@ use crate::transmit::Transmit;
 use crate::utf8::{Utf8Bytes, Utf8Validator};
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Every field of [`Connection`] that is state, not configuration.
@@ -181,7 +182,7 @@ impl Connection {
 
     pub(crate) fn restore_core(
         s: CoreState,
-        mut config: Config,
+        config: Arc<Config>,
         now: Instant,
     ) -> Result<Connection, SnapshotError> {
         use SnapshotError::Invalid;
@@ -195,9 +196,15 @@ impl Connection {
         if params.is_some() && !cfg!(feature = "deflate") {
             return Err(SnapshotError::DeflateUnavailable);
         }
-        config.deflate = params;
+        let config = match config.deflate == params {
+            true => config,
+            false => Arc::new(Config {
+                deflate: params,
+                ..Config::clone(&config)
+            }),
+        };
         let timeouts = config.timeouts;
-        let mut conn = Connection::new(role, config);
+        let mut conn = Connection::with_shared_config(role, config);
 
         if let (Some(p), Some(saved), Some(d)) = (params, s.deflate, conn.deflate.as_mut()) {
             let bits = 8..=15;

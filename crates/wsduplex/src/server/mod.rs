@@ -30,13 +30,13 @@ use crate::error::{Error, Result};
 use crate::forwarded::Cidr;
 use crate::limits::{ConnectionLimiter, Permit};
 use crate::metrics;
-use crate::socket::{Config, WebSocket};
+use crate::socket::{Config, SharedSettings, WebSocket};
 use bytes::{Bytes, BytesMut};
 use proto::handshake::server::{
     http_response, http_response_streamed, HandshakeError, Limits, Request,
 };
 use proto::{DeflateConfig, Role};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -81,6 +81,10 @@ pub struct ServerConfig {
     /// [`allowed_origins`](Self::allowed_origins) is empty). Only for a server whose cookie
     /// grants nothing worth stealing.
     pub dangerous_allow_any_origin: bool,
+    /// The core's settings of the connections without permessage-deflate, one copy of each
+    /// distinct set for all of them instead of one per connection. Clones of the config
+    /// share it too (axum clones one per request).
+    shared_settings: Arc<SharedSettings>,
 }
 
 impl Default for ServerConfig {
@@ -97,8 +101,16 @@ impl Default for ServerConfig {
             proxy_protocol: Vec::new(),
             allowed_origins: Vec::new(),
             dangerous_allow_any_origin: false,
+            shared_settings: Arc::default(),
         }
     }
+}
+
+/// The default settings, for the helpers that take none: one value, so their connections
+/// share the core's settings as a configured server's do.
+pub(crate) fn default_config() -> &'static ServerConfig {
+    static DEFAULT: LazyLock<ServerConfig> = LazyLock::new(ServerConfig::default);
+    &DEFAULT
 }
 
 /// What a `101` agrees to, from [`ServerConfig::negotiate`]: adjust it (a tighter message
@@ -111,6 +123,9 @@ pub struct Negotiated {
     /// The socket's settings, with the permessage-deflate agreement in
     /// `socket.protocol.deflate` if one was reached.
     pub socket: Config,
+    /// The server's shared core settings, which the socket takes its from (without
+    /// permessage-deflate), whatever `socket` was adjusted to.
+    shared: Arc<SharedSettings>,
 }
 
 impl Negotiated {
@@ -122,7 +137,7 @@ impl Negotiated {
         io: S,
         leftover: &[u8],
     ) -> WebSocket<S> {
-        WebSocket::from_raw(io, Role::Server, self.socket, leftover)
+        WebSocket::from_raw_shared(io, Role::Server, &self.socket, Some(&self.shared), leftover)
             .with_subprotocol(self.subprotocol)
     }
 }
@@ -135,15 +150,41 @@ impl ServerConfig {
     pub fn negotiate(&self, request: &Request) -> Negotiated {
         let supported: Vec<&str> = self.subprotocols.iter().map(String::as_str).collect();
         let subprotocol = request.select_subprotocol(&supported).map(str::to_string);
-        let mut socket = self.socket.clone();
+        let mut socket = self.socket_before_agreement();
         if let Some(policy) = &self.deflate {
-            let agreed = request.negotiate_deflate(policy);
-            socket.protocol = socket.protocol.deflate(agreed, policy);
+            socket.protocol.deflate = request.negotiate_deflate(policy);
         }
         Negotiated {
             subprotocol,
             socket,
+            shared: Arc::clone(&self.shared_settings),
         }
+    }
+
+    /// The socket's settings before an agreement: the deflate policy's level and threshold
+    /// applied, as [`ServerConfig::negotiate`] applies them.
+    fn socket_before_agreement(&self) -> Config {
+        let mut socket = self.socket.clone();
+        if let Some(policy) = &self.deflate {
+            socket.protocol = socket.protocol.deflate(None, policy);
+        }
+        socket
+    }
+
+    /// Resumes a socket handed over from another process ([`WebSocket::from_parts`]) with
+    /// this server's settings ([`socket`](Self::socket), and the [`deflate`](Self::deflate)
+    /// policy's level and threshold); the subprotocol and the permessage-deflate agreement
+    /// come from the state. Like an accepted connection without permessage-deflate, it
+    /// shares the core's settings with the server's others.
+    #[cfg(feature = "handover")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "handover")))]
+    pub fn resume<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: S,
+        state: crate::SocketState,
+    ) -> std::result::Result<WebSocket<S>, crate::HandoverError> {
+        let socket = self.socket_before_agreement();
+        WebSocket::from_parts_shared(io, state, &socket, Some(&self.shared_settings))
     }
 }
 
@@ -399,8 +440,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
         let Negotiated {
             subprotocol,
             socket,
+            shared,
         } = negotiated;
-        self.accept_with(subprotocol.as_deref(), &[], socket).await
+        self.accept_shared(subprotocol.as_deref(), &[], socket, Some(&shared))
+            .await
     }
 
     /// Answers `101` with the given subprotocol (one the client offered) and extra headers.
@@ -409,10 +452,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
     /// ([`ServerConfig::negotiate`] does). Like [`Incoming::accept_negotiated`], it runs
     /// none of the front door's checks.
     pub async fn accept_with(
+        self,
+        subprotocol: Option<&str>,
+        headers: &[(&str, &str)],
+        config: Config,
+    ) -> Result<WebSocket<S>> {
+        self.accept_shared(subprotocol, headers, config, None).await
+    }
+
+    /// [`Incoming::accept_with`], the socket's core settings from `shared`
+    /// ([`WebSocket::from_raw_shared`]).
+    async fn accept_shared(
         mut self,
         subprotocol: Option<&str>,
         headers: &[(&str, &str)],
         config: Config,
+        shared: Option<&SharedSettings>,
     ) -> Result<WebSocket<S>> {
         let subprotocol = subprotocol.filter(|p| self.request.subprotocols().any(|o| o == *p));
         let deflate = config.protocol.deflate.as_ref();
@@ -432,7 +487,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
             .await
             .inspect_err(|_| metrics::handshake(false))?;
         metrics::handshake(true);
-        let ws = WebSocket::from_raw(self.io, Role::Server, config, &self.leftover);
+        let ws = WebSocket::from_raw_shared(self.io, Role::Server, &config, shared, &self.leftover);
         Ok(ws.with_subprotocol(subprotocol.map(str::to_string)))
     }
 
@@ -566,7 +621,7 @@ pub async fn accept<S>(io: S) -> Result<WebSocket<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    accept_with_config(io, &ServerConfig::default()).await
+    accept_with_config(io, default_config()).await
 }
 
 /// Accepts a WebSocket on `io` with `config`, whatever the path.

@@ -11,7 +11,7 @@
 //! [`SocketState::decode`] reads only its own version, and says which it found otherwise.
 
 use super::timers::now;
-use super::{Cold, Config, Inner, Phase, WebSocket};
+use super::{Cold, Config, Inner, Phase, SharedSettings, WebSocket};
 use crate::error::Error;
 use proto::snapshot::{ConnectionState, SnapshotError};
 use proto::{CloseCode, CloseFrame, Connection, Message};
@@ -159,8 +159,19 @@ impl<S> WebSocket<S> {
     /// the role, the subprotocol and the permessage-deflate agreement come from the state.
     /// Deadlines go on from what remained of them.
     pub fn from_parts(io: S, state: SocketState, config: Config) -> Result<Self, HandoverError> {
-        let protocol = config.protocol_with_timeouts();
-        let conn = Connection::restore(state.conn, protocol, now())?;
+        Self::from_parts_shared(io, state, &config, None)
+    }
+
+    /// [`WebSocket::from_parts`] whose core's settings come from `shared`
+    /// ([`Config::protocol_from`]) if the state has no permessage-deflate agreement either.
+    pub(crate) fn from_parts_shared(
+        io: S,
+        state: SocketState,
+        config: &Config,
+        shared: Option<&SharedSettings>,
+    ) -> Result<Self, HandoverError> {
+        let protocol = config.protocol_from(shared);
+        let conn = Connection::restore_shared(state.conn, protocol, now())?;
         let final_close = state.final_close.map(|f| {
             Message::Close(f.map(|(code, reason)| CloseFrame {
                 code: CloseCode::new(code),

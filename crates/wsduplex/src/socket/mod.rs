@@ -31,6 +31,7 @@ use futures_sink::Sink;
 use proto::{CloseCode, Connection, Message, MessageRef, Role, State};
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -80,7 +81,7 @@ impl Default for Config {
 
 impl Config {
     /// The core's configuration, with the socket's timeouts in place of its own.
-    fn protocol_with_timeouts(&self) -> proto::Config {
+    pub(crate) fn protocol_with_timeouts(&self) -> proto::Config {
         let mut protocol = self.protocol.clone();
         let t = &mut protocol.timeouts;
         t.set_close(self.close_timeout);
@@ -88,6 +89,47 @@ impl Config {
         t.set_ping_timeout(self.ping_timeout);
         t.set_idle(self.idle_timeout);
         protocol
+    }
+
+    /// The core's settings for a socket: from `shared` without permessage-deflate (the
+    /// agreement and the compressors' state are each connection's own anyway), else a copy
+    /// of its own.
+    pub(crate) fn protocol_from(&self, shared: Option<&SharedSettings>) -> Arc<proto::Config> {
+        let protocol = self.protocol_with_timeouts();
+        match shared {
+            Some(shared) if protocol.deflate.is_none() => shared.share(protocol),
+            _ => Arc::new(protocol),
+        }
+    }
+}
+
+/// The core's settings that a server's connections share, so that each holds a pointer
+/// instead of a copy (an idle connection's bytes count): one copy of each distinct set of
+/// settings, found by comparison, so that a route's or a clone's own limits, or an agreement
+/// adjusted before the `101`, share among themselves too. A few at most: settings that vary
+/// per connection would otherwise pile up here.
+#[derive(Debug, Default)]
+pub(crate) struct SharedSettings(RwLock<Vec<Arc<proto::Config>>>);
+
+impl SharedSettings {
+    const MAX: usize = 8;
+
+    /// The shared copy of `config`, kept if there is room.
+    pub(crate) fn share(&self, config: proto::Config) -> Arc<proto::Config> {
+        let find = |all: &[Arc<proto::Config>]| all.iter().find(|c| ***c == config).cloned();
+        // Nothing panics while the lock is held: a poisoned one is as good as any.
+        if let Some(found) = find(&self.0.read().unwrap_or_else(PoisonError::into_inner)) {
+            return found;
+        }
+        let mut all = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = find(&all) {
+            return found;
+        }
+        let config = Arc::new(config);
+        if all.len() < Self::MAX {
+            all.push(Arc::clone(&config));
+        }
+        config
     }
 }
 
@@ -210,7 +252,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a transport whose opening handshake is done. `leftover` holds bytes read past
     /// the handshake (they are the first frames).
     pub fn from_raw(io: S, role: Role, config: Config, leftover: &[u8]) -> Self {
-        let mut conn = Connection::new(role, config.protocol_with_timeouts());
+        Self::from_raw_shared(io, role, &config, None, leftover)
+    }
+
+    /// [`WebSocket::from_raw`] whose core's settings come from `shared`
+    /// ([`Config::protocol_from`]).
+    pub(crate) fn from_raw_shared(
+        io: S,
+        role: Role,
+        config: &Config,
+        shared: Option<&SharedSettings>,
+        leftover: &[u8],
+    ) -> Self {
+        let mut conn = Connection::with_shared_config(role, config.protocol_from(shared));
         if !leftover.is_empty() {
             // Errors are recorded in the state and surface on the first read.
             let _ = conn.receive(leftover);
@@ -286,6 +340,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// The protocol state.
     pub fn state(&self) -> &State {
         self.inner.conn.state()
+    }
+
+    /// Whether both sockets' cores hold one copy of their settings (for tests).
+    #[doc(hidden)]
+    pub fn shares_config_with<T>(&self, other: &WebSocket<T>) -> bool {
+        std::ptr::eq(self.inner.conn.config(), other.inner.conn.config())
     }
 
     /// The next message; `None` after the final `Close` or error.
@@ -408,5 +468,24 @@ mod tests {
     fn a_socket_holds_at_most_328_bytes_beside_its_transport() {
         let size = std::mem::size_of::<WebSocket<()>>();
         assert!(size <= 328, "WebSocket<()> is {size} bytes");
+    }
+
+    #[test]
+    fn shared_settings_keep_one_copy_of_each_of_a_few_distinct_ones() {
+        let shared = SharedSettings::default();
+        let sized = |n| proto::Config::default().max_message_size(n);
+        let a = shared.share(proto::Config::default());
+        assert!(Arc::ptr_eq(&a, &shared.share(proto::Config::default())));
+        let b = shared.share(sized(1));
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert!(Arc::ptr_eq(&b, &shared.share(sized(1))));
+        for n in 2..=SharedSettings::MAX as u64 {
+            shared.share(sized(n));
+        }
+        // Full: settings never seen get a copy each, the others are still found.
+        let (c, d) = (shared.share(sized(100)), shared.share(sized(100)));
+        assert!(!Arc::ptr_eq(&c, &d));
+        assert_eq!(*c, sized(100));
+        assert!(Arc::ptr_eq(&a, &shared.share(proto::Config::default())));
     }
 }

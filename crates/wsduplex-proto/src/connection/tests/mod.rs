@@ -519,3 +519,20 @@ mod limits {
         assert_eq!(s.receive_buffer().capacity(), 0);
     }
 }
+
+/// A server's connections may hold one copy of their settings; each keeps its own state.
+#[test]
+fn connections_built_with_shared_config_hold_one_copy() {
+    let config = std::sync::Arc::new(Config::default().max_message_size(4));
+    let mut a = Connection::with_shared_config(Role::Server, config.clone());
+    let b = Connection::with_shared_config(Role::Server, config.clone());
+    assert!(std::ptr::eq(a.config(), b.config()));
+    assert_eq!(std::sync::Arc::strong_count(&config), 3);
+    let mut c = client();
+    c.send_binary(b"12345").unwrap();
+    let r = a.receive(&take_tx(&mut c));
+    assert_failed_with(&mut a, r, CloseCode::MESSAGE_TOO_BIG);
+    assert_eq!(b.state(), &State::Open);
+    drop(a);
+    assert_eq!(std::sync::Arc::strong_count(&config), 2);
+}
