@@ -15,7 +15,7 @@ use std::time::Instant;
 /// A connection with nothing in flight ([`Connection::into_quiet`]).
 pub struct Quiet {
     role: super::Role,
-    config: Box<super::Config>,
+    config: std::sync::Arc<super::Config>,
     deflate: Option<Box<DeflateState>>,
     timers: Option<Box<Timers>>,
 }
