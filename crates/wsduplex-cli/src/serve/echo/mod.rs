@@ -1,0 +1,162 @@
+//! `/echo`: the task that echoes an open WebSocket, the workers' stop signal for it, and
+//! the echo test page `/echo.html`.
+
+pub(super) mod registry;
+
+/// `/echo.html`.
+pub(super) const PAGE: &str = include_str!("echo.html");
+
+use super::listen::spawn_in;
+use futures_sink::Sink;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
+use wsduplex::limits::Permit;
+use wsduplex::{CloseCode, CloseFrame, Message, Utf8Bytes, WebSocket};
+
+/// A transport an echo connection runs over, and whether a hand-over moves it to the new
+/// process (plain TCP, on Unix) or leaves it to be drained here (TLS: rustls's state does
+/// not move; a stream of an HTTP/2 connection: the connection does not).
+pub(super) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
+    const MOVABLE: bool = false;
+
+    /// Gives the connection up to the hand-over (called only when [`Self::MOVABLE`]).
+    fn hand_over(ws: WebSocket<Self>) {
+        drop(ws);
+    }
+}
+
+impl Transport for TcpStream {
+    #[cfg(unix)]
+    const MOVABLE: bool = true;
+
+    #[cfg(unix)]
+    fn hand_over(ws: WebSocket<Self>) {
+        registry::surrender(ws);
+    }
+}
+
+impl Transport for Box<wsduplex::tls::TlsStream<TcpStream>> {}
+
+impl Transport for wsduplex::server::http2::Http2Stream {}
+
+/// Hands an open WebSocket to an echo task of its own, counted by `permit` (`None`: a
+/// connection given back by a failed hand-over, served beyond the limits). With a `gate`,
+/// the socket is not touched until the gate opens (dropped unopened: the connection is
+/// dropped unserved). `movable`: a hand-over may move it, if its transport can be moved.
+pub(super) fn spawn<S: Transport>(
+    tasks: &TaskTracker,
+    ws: WebSocket<S>,
+    permit: Option<Permit>,
+    gate: Option<oneshot::Receiver<()>>,
+    movable: bool,
+    span: tracing::Span,
+) {
+    let echo = Echo {
+        ws: Some(ws),
+        entry: registry::Entry::new(permit, movable && S::MOVABLE),
+        closing: false,
+    };
+    match gate {
+        None => spawn_in(tasks, echo, span),
+        Some(gate) => {
+            let task = async move {
+                if gate.await.is_ok() {
+                    echo.await;
+                }
+            };
+            spawn_in(tasks, task, span);
+        }
+    }
+}
+
+/// The echo loop of one connection, written out as a future. An idle connection is this
+/// future in a tokio task, and nothing else: the socket, its entry in the worker's
+/// registry, a flag. (An `async fn` that `select!`ed over `recv()` and a `watch` stop
+/// future held both futures, and copies of their state, in every connection.)
+///
+/// Echoes are queued, not flushed: the socket flushes when it has nothing left to read,
+/// so a batch of messages goes out in one write.
+struct Echo<S> {
+    /// Taken only by a hand-over, which ends the task.
+    ws: Option<WebSocket<S>>,
+    entry: registry::Entry,
+    /// The 1001 is queued: the stop signal has nothing more to say.
+    closing: bool,
+}
+
+impl<S: Transport> Future for Echo<S> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let Some(ws) = this.ws.as_mut() else {
+            return Poll::Ready(());
+        };
+        loop {
+            // Text and binary messages are echoed as they are read, borrowed from the
+            // read buffer; the socket takes one only when its reply can be queued, so
+            // none waits in here while the peer does not read. Pings are answered by the
+            // socket; what comes out here is a ping, a pong, the close, or an error.
+            let item = ws.poll_recv_with(cx, |msg, reply| {
+                // Fails only when closing or past the slow-reader limit; the close
+                // handshake goes on in the reads.
+                let _ = reply.send(msg);
+            });
+            match item {
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::debug!("connection ended: {e}");
+                    return Poll::Ready(());
+                }
+                Poll::Ready(None) => return Poll::Ready(()),
+                // The signals are looked at only when the socket has nothing to deliver:
+                // a safe point, where the socket's whole state is in the socket.
+                Poll::Pending => match this.entry.signal(cx.waker()) {
+                    registry::Signal::None => return Poll::Pending,
+                    registry::Signal::HandOver => {
+                        if let Some(ws) = this.ws.take() {
+                            S::hand_over(ws);
+                        }
+                        return Poll::Ready(());
+                    }
+                    registry::Signal::Stop if this.closing => return Poll::Pending,
+                    registry::Signal::Stop => {
+                        this.closing = true;
+                        // The next read flushes it, then waits for the reply (within the
+                        // close timeout).
+                        let _ = Pin::new(&mut *ws).start_send(Message::Close(Some(CloseFrame {
+                            code: CloseCode::GOING_AWAY,
+                            reason: Utf8Bytes::from_static("server shutting down"),
+                        })));
+                    }
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An idle echo connection is this future in a tokio task: a cell of its own
+    /// allocated in steps of 128 bytes, with the task tracker's 8 bytes and about 110 of
+    /// tokio's beside the future. Up to 400 bytes the cell is 512; at 408, 640.
+    /// Its slot in the worker's registry: 48 bytes (the module's doc says so).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_registry_slot_is_48_bytes() {
+        let size = super::registry::slot_size();
+        assert!(size <= 48, "a registry slot is {size} bytes");
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn an_idle_echo_connection_fits_a_512_byte_task_cell() {
+        let size = std::mem::size_of::<super::Echo<tokio::net::TcpStream>>();
+        assert!(size <= 400, "Echo<TcpStream> is {size} bytes");
+    }
+}
