@@ -52,10 +52,14 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+# D's hold is long enough for wsduplex to park its idle connections (after 1 to 2 s idle,
+# serve --park-idle) and for jemalloc to return what they freed (within 1 s): the memory
+# an idle connection holds, not the peak of the burst that opened them. The other servers
+# hold nothing more for waiting longer.
 if $quick; then
-    runs=1 warmup=200ms duration=1s idle_hold=1s out=${out:-quick}
+    runs=1 warmup=200ms duration=1s idle_hold=4s out=${out:-quick}
 else
-    warmup=1s duration=5s idle_hold=2s out=${out:-latest}
+    warmup=1s duration=5s idle_hold=5s out=${out:-latest}
 fi
 [[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --runs must be a positive number" >&2; exit 2; }
 [[ $scenarios =~ ^[A-F]+$ ]] || { echo "run.sh: --scenarios takes letters A to F" >&2; exit 2; }
@@ -122,8 +126,9 @@ else
         git archive HEAD | tar -x -C "$head/src"
         echo "$key" >"$head/rev"
     fi
-    CARGO_TARGET_DIR=$head/target cargo build --release --locked --quiet \
-        --manifest-path "$head/src/Cargo.toml" -p wsduplex-cli
+    # From inside the copy: its .cargo/config.toml (jemalloc's settings) applies.
+    (cd "$head/src" && CARGO_TARGET_DIR=$head/target cargo build --release --locked --quiet \
+        -p wsduplex-cli)
     cp "$head/target/release/wsduplex" "$bin/wsduplex"
 fi
 step "build the peers' echo servers and the report (bench/Cargo.toml)"

@@ -48,13 +48,32 @@ impl Server {
 
     fn kill(&mut self) {
         if let Some(rt) = self.rt.take() {
+            // The tasks, the listener among them, are dropped on the runtime's thread a
+            // moment later: `restart` waits for the port.
             rt.shutdown_background();
         }
     }
 
     /// (Re)starts serving: on a free port the first time, then on the same one.
     fn restart(&mut self) {
-        let listener = std::net::TcpListener::bind(self.addr).unwrap();
+        // The port can still be taken for a moment: by the old listener (see `kill`), or by
+        // a client's outgoing connection, which the kernel may give that port as its own
+        // (it came from the ephemeral range). Try again until it is free.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match std::net::TcpListener::bind(self.addr) {
+                Ok(listener) => break listener,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{} stays taken",
+                        self.addr
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("bind {}: {e}", self.addr),
+            }
+        };
         listener.set_nonblocking(true).unwrap();
         self.addr = listener.local_addr().unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()

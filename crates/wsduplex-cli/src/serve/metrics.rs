@@ -11,5 +11,11 @@ pub(super) fn page(server: &Server) -> String {
     now.overflows_closed += server.hub.overflows();
     let mut out = now.render(server.config.connections.open() as u64);
     server.hub.render_metrics(&mut out);
+    let parked = super::echo::registry::PARKED.load(std::sync::atomic::Ordering::Relaxed);
+    out.push_str(&format!(
+        "# HELP wsduplex_parked_connections /echo connections idle and parked (held without a task).\n\
+         # TYPE wsduplex_parked_connections gauge\n\
+         wsduplex_parked_connections {parked}\n"
+    ));
     out
 }

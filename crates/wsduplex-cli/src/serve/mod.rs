@@ -46,6 +46,9 @@ struct Server {
     hub: Hub,
     /// What the sockets and the front door count, per worker thread.
     metrics: Metrics,
+    /// `/echo` connections idle this long are parked (`None`: never).
+    #[cfg_attr(not(unix), allow(dead_code))]
+    park_idle: Option<std::time::Duration>,
 }
 
 /// Runs the server: one thread per worker, each a single-threaded runtime with its own
@@ -115,6 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         http2,
         hub: hub.clone(),
         metrics,
+        park_idle: (!args.park_idle.is_zero()).then_some(args.park_idle),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let (reports_tx, reports) = std::sync::mpsc::channel();

@@ -107,6 +107,12 @@ pub(super) fn run(
         };
         // Tracks handshake tasks and the echo tasks they hand over to, for graceful shutdown.
         let tasks = TaskTracker::new();
+        #[cfg(unix)]
+        if let Some(after) = server.park_idle {
+            if let Err(e) = echo::lot::start(tasks.clone(), after) {
+                tracing::warn!("idle connections will not be parked: {e}");
+            }
+        }
         let mut stopping = stop.clone();
         let mut mode = if accepting {
             Mode::Accepting
@@ -154,6 +160,8 @@ pub(super) fn run(
         }
         drop(listener);
         tasks.close();
+        // Every connection in a task, so that waiting for the tasks waits for them all.
+        echo::registry::settle();
         if committed {
             // Connections that could not move are served until they end, or the stop signal
             // (after --drain-timeout, or SIGTERM).

@@ -489,3 +489,38 @@ fn connections_the_new_process_declines_stay_with_the_old_one() {
     drop(conns);
     new.stop();
 }
+
+#[test]
+fn parked_connections_move_too() {
+    let path = control_path("ctl");
+    let flags = ["--park-idle", "50ms", "--max-connections-per-client", "0"];
+    let (old, addr) = serve_control_with(&path, &flags);
+    let parked = || {
+        let get = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        let body = common::http(addr, get.as_bytes()).body_str();
+        common::metric(&body, "wsduplex_parked_connections")
+    };
+    let mut clients: Vec<Ws> = (0..20).map(|_| Ws::connect(addr, "/echo")).collect();
+    for (i, ws) in clients.iter_mut().enumerate() {
+        echo(ws, &format!("before {i}"));
+    }
+    let tuples: Vec<_> = clients.iter().map(tuple).collect();
+    common::eventually(
+        "20 connections parked",
+        std::time::Duration::from_secs(20),
+        || parked() == 20,
+    );
+    let (new, count, from) = take_over_with(&path, addr, &flags);
+    assert_eq!((count, from), (20, old.pid()));
+    handed_over(old, 20);
+    for (i, ws) in clients.iter_mut().enumerate() {
+        echo(ws, &format!("after {i}"));
+    }
+    assert_eq!(clients.iter().map(tuple).collect::<Vec<_>>(), tuples);
+    // And they park in the new process.
+    common::eventually("parked again", std::time::Duration::from_secs(20), || {
+        parked() == 20
+    });
+    drop(clients);
+    new.stop();
+}

@@ -62,6 +62,8 @@ impl Connection {
     /// (a driver takes them out first to keep them: [`Connection::take_receive_buffer`],
     /// [`Connection::take_transmit_buffer`]). `now` reads the clock if a deadline has not
     /// started yet, as [`Connection::poll_timeout`] does.
+    // The connection itself comes back, as it was: boxing it would allocate per refusal.
+    #[allow(clippy::result_large_err)]
     pub fn into_quiet(mut self, now: impl FnOnce() -> Instant) -> Result<Quiet, Self> {
         if !self.is_quiet() {
             return Err(self);

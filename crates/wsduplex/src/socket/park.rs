@@ -45,6 +45,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     ///
     /// Before resuming with [`WebSocket::unpark`], the caller waits until the transport is
     /// readable or [`Parked::deadline`] passes; unparking earlier is harmless.
+    // The socket itself comes back, as it was: boxing it would allocate per refusal.
+    #[allow(clippy::result_large_err)]
     pub fn park(self) -> Result<(S, Parked), Self> {
         let mut inner = self.inner;
         let quiet = inner.phase == Phase::Open

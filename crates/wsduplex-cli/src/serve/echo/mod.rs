@@ -1,6 +1,8 @@
 //! `/echo`: the task that echoes an open WebSocket, the workers' stop signal for it, and
 //! the echo test page `/echo.html`.
 
+#[cfg(unix)]
+pub(super) mod lot;
 pub(super) mod registry;
 
 /// `/echo.html`.
@@ -24,9 +26,22 @@ use wsduplex::{CloseCode, CloseFrame, Message, Utf8Bytes, WebSocket};
 pub(super) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
     const MOVABLE: bool = false;
 
+    /// Whether an idle connection can be parked without a task ([`Self::park`]).
+    const PARKABLE: bool = false;
+
     /// Gives the connection up to the hand-over (called only when [`Self::MOVABLE`]).
     fn hand_over(ws: WebSocket<Self>) {
         drop(ws);
+    }
+
+    /// Parks the connection, if nothing is in flight (called only when
+    /// [`Self::PARKABLE`]); otherwise gives it back.
+    #[allow(clippy::result_large_err)]
+    fn park(
+        ws: WebSocket<Self>,
+        entry: registry::Entry,
+    ) -> Result<(), (WebSocket<Self>, registry::Entry)> {
+        Err((ws, entry))
     }
 }
 
@@ -35,8 +50,19 @@ impl Transport for TcpStream {
     const MOVABLE: bool = true;
 
     #[cfg(unix)]
+    const PARKABLE: bool = true;
+
+    #[cfg(unix)]
     fn hand_over(ws: WebSocket<Self>) {
         registry::surrender(ws);
+    }
+
+    #[cfg(unix)]
+    fn park(
+        ws: WebSocket<Self>,
+        entry: registry::Entry,
+    ) -> Result<(), (WebSocket<Self>, registry::Entry)> {
+        lot::park(ws, entry)
     }
 }
 
@@ -58,7 +84,11 @@ pub(super) fn spawn<S: Transport>(
 ) {
     let echo = Echo {
         ws: Some(ws),
-        entry: registry::Entry::new(permit, movable && S::MOVABLE),
+        entry: Some(registry::Entry::new(
+            permit,
+            movable && S::MOVABLE,
+            S::PARKABLE,
+        )),
         closing: false,
     };
     match gate {
@@ -74,9 +104,9 @@ pub(super) fn spawn<S: Transport>(
     }
 }
 
-/// The echo loop of one connection, written out as a future. An idle connection is this
-/// future in a tokio task, and nothing else: the socket, its entry in the worker's
-/// registry, a flag. (An `async fn` that `select!`ed over `recv()` and a `watch` stop
+/// The echo loop of one connection, written out as a future. A connection that waits is
+/// this future in a tokio task, and nothing else: the socket, its entry in the worker's
+/// registry, a flag; once idle for `--park-idle`, it is parked without it (`lot.rs`). (An `async fn` that `select!`ed over `recv()` and a `watch` stop
 /// future held both futures, and copies of their state, in every connection.)
 ///
 /// Echoes are queued, not flushed: the socket flushes when it has nothing left to read,
@@ -84,7 +114,8 @@ pub(super) fn spawn<S: Transport>(
 struct Echo<S> {
     /// Taken only by a hand-over, which ends the task.
     ws: Option<WebSocket<S>>,
-    entry: registry::Entry,
+    /// Taken only by parking, which ends the task (the connection keeps its entry).
+    entry: Option<registry::Entry>,
     /// The 1001 is queued: the stop signal has nothing more to say.
     closing: bool,
 }
@@ -94,10 +125,10 @@ impl<S: Transport> Future for Echo<S> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let Some(ws) = this.ws.as_mut() else {
-            return Poll::Ready(());
-        };
         loop {
+            let (Some(ws), Some(entry)) = (this.ws.as_mut(), this.entry.as_mut()) else {
+                return Poll::Ready(());
+            };
             // Text and binary messages are echoed as they are read, borrowed from the
             // read buffer; the socket takes one only when its reply can be queued, so
             // none waits in here while the peer does not read. Pings are answered by the
@@ -116,13 +147,27 @@ impl<S: Transport> Future for Echo<S> {
                 Poll::Ready(None) => return Poll::Ready(()),
                 // The signals are looked at only when the socket has nothing to deliver:
                 // a safe point, where the socket's whole state is in the socket.
-                Poll::Pending => match this.entry.signal(cx.waker()) {
+                Poll::Pending => match entry.signal(cx.waker()) {
                     registry::Signal::None => return Poll::Pending,
                     registry::Signal::HandOver => {
                         if let Some(ws) = this.ws.take() {
                             S::hand_over(ws);
                         }
                         return Poll::Ready(());
+                    }
+                    registry::Signal::Park => {
+                        let (Some(ws), Some(entry)) = (this.ws.take(), this.entry.take()) else {
+                            return Poll::Ready(());
+                        };
+                        match S::park(ws, entry) {
+                            Ok(()) => return Poll::Ready(()),
+                            // Something is in flight: it waits in its task as before (the
+                            // next signal sets the waker).
+                            Err((ws, entry)) => {
+                                this.ws = Some(ws);
+                                this.entry = Some(entry);
+                            }
+                        }
                     }
                     registry::Signal::Stop if this.closing => return Poll::Pending,
                     registry::Signal::Stop => {
@@ -145,12 +190,23 @@ mod tests {
     /// An idle echo connection is this future in a tokio task: a cell of its own
     /// allocated in steps of 128 bytes, with the task tracker's 8 bytes and about 110 of
     /// tokio's beside the future. Up to 400 bytes the cell is 512; at 408, 640.
-    /// Its slot in the worker's registry: 48 bytes (the module's doc says so).
+    /// Its slot in the worker's registry: 56 bytes (the module's doc says so), the
+    /// permit and either the task's waker or the parked connection's box.
     #[test]
     #[cfg(target_pointer_width = "64")]
-    fn a_registry_slot_is_48_bytes() {
+    fn a_registry_slot_is_56_bytes() {
         let size = super::registry::slot_size();
-        assert!(size <= 48, "a registry slot is {size} bytes");
+        assert!(size <= 56, "a registry slot is {size} bytes");
+    }
+
+    /// A parked connection is its slot and this box (in a 64-byte class): the descriptor
+    /// and the socket reduced to its settings' pointers and deadlines, no task, no
+    /// registration in tokio's reactor. Together with the slot: 120 bytes.
+    #[test]
+    #[cfg(all(unix, target_pointer_width = "64"))]
+    fn a_parked_connection_fits_a_64_byte_box() {
+        let size = std::mem::size_of::<super::lot::Parked>();
+        assert!(size <= 64, "a parked connection is {size} bytes");
     }
 
     #[test]

@@ -1,12 +1,23 @@
 //! The echo connections of a worker thread: their permits, and the wakers that the stop
 //! signal and a hand-over wake. A worker is a current-thread runtime, so an echo task is
 //! polled and dropped on the thread that spawned it, and the worker's own loop (which
-//! signals) runs there too. A connection costs 48 bytes in a slab here, instead of a
+//! signals) runs there too. A connection costs 56 bytes in a slab here, instead of a
 //! `watch` receiver and a pinned `changed()` future (and its permit) in its task.
+//!
+//! It also decides when an idle connection is parked (`lot.rs`): each time a task waits it
+//! marks its slot active; every `--park-idle` period, [`sweep`] asks the connections not
+//! marked since the last sweep to park, and clears the marks. A parked connection keeps
+//! its slot (and its permit), with the socket in place of the waker.
 
 use std::cell::RefCell;
+use std::sync::atomic::AtomicUsize;
+#[cfg(unix)]
+use std::sync::atomic::Ordering;
 use std::task::{Poll, Waker};
 use wsduplex::limits::Permit;
+
+/// Connections parked now, on every worker (`/metrics`: `wsduplex_parked_connections`).
+pub(in super::super) static PARKED: AtomicUsize = AtomicUsize::new(0);
 
 #[derive(Default)]
 struct Registry {
@@ -31,13 +42,58 @@ struct Registry {
     /// This worker's index and where surrendered connections go.
     #[cfg(unix)]
     reports: Option<(usize, std::sync::mpsc::Sender<super::super::worker::Report>)>,
+    /// Idle connections are parked (the lot runs, and no stop or hand-over is under way).
+    parking: bool,
+    /// Which slots hold a connection that can be parked; which waited since the last sweep;
+    /// which were asked to park.
+    parkable_bits: Vec<u64>,
+    active_bits: Vec<u64>,
+    park_bits: Vec<u64>,
+    #[cfg_attr(not(unix), allow(dead_code))]
+    parked: usize,
+    /// The lot runs on this thread (parking resumes after a failed hand-over).
+    lot: bool,
 }
 
 struct Slot {
-    /// Set when the task first waits.
-    waker: Option<Waker>,
+    wait: Wait,
     /// Counts the connection in the limits until its task ends.
     _permit: Option<Permit>,
+}
+
+/// How a connection waits: in its task (the waker is set when the task first waits), or
+/// parked without one.
+enum Wait {
+    Task(Option<Waker>),
+    #[cfg(unix)]
+    Parked(Box<super::lot::Parked>),
+}
+
+impl Wait {
+    fn take_waker(&mut self) -> Option<Waker> {
+        match self {
+            Wait::Task(w) => w.take(),
+            #[cfg(unix)]
+            Wait::Parked(_) => None,
+        }
+    }
+}
+
+fn get_bit(bits: &[u64], i: u32) -> bool {
+    bits.get(i as usize / 64)
+        .is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+fn set_bit(bits: &mut Vec<u64>, i: u32, on: bool) {
+    let (word, bit) = (i as usize / 64, i % 64);
+    if bits.len() <= word {
+        bits.resize(word + 1, 0);
+    }
+    if on {
+        bits[word] |= 1 << bit;
+    } else {
+        bits[word] &= !(1 << bit);
+    }
 }
 
 impl Registry {
@@ -61,7 +117,7 @@ impl Registry {
             self.cursor = (self.cursor + 1) % len;
             if self.is_movable(self.cursor as u32) {
                 if let Some(slot) = &mut self.slots[self.cursor] {
-                    wakers.extend(slot.waker.take());
+                    wakers.extend(slot.wait.take_waker());
                 }
             }
         }
@@ -72,32 +128,52 @@ impl Registry {
         self.slots
             .iter_mut()
             .flatten()
-            .filter_map(|s| s.waker.take())
+            .filter_map(|s| s.wait.take_waker())
             .collect()
     }
 
     fn is_movable(&self, i: u32) -> bool {
-        let (word, bit) = (i as usize / 64, i % 64);
-        self.movable_bits
-            .get(word)
-            .is_some_and(|w| w & (1 << bit) != 0)
+        get_bit(&self.movable_bits, i)
     }
 
     fn set_movable(&mut self, i: u32, on: bool) {
-        let (word, bit) = (i as usize / 64, i % 64);
-        if self.movable_bits.len() <= word {
-            self.movable_bits.resize(word + 1, 0);
+        set_bit(&mut self.movable_bits, i, on);
+    }
+
+    /// Every parked connection, given back to be served by a task again; no more are
+    /// parked until [`Registry::parking`] is set again.
+    #[cfg(unix)]
+    fn unpark_all(&mut self) -> Vec<(u32, Box<super::lot::Parked>)> {
+        self.parking = false;
+        if self.parked == 0 {
+            return Vec::new();
         }
-        if on {
-            self.movable_bits[word] |= 1 << bit;
-        } else {
-            self.movable_bits[word] &= !(1 << bit);
+        let mut all = Vec::with_capacity(self.parked);
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(slot) = slot {
+                if matches!(slot.wait, Wait::Parked(_)) {
+                    if let Wait::Parked(p) = std::mem::replace(&mut slot.wait, Wait::Task(None)) {
+                        all.push((i as u32, p));
+                    }
+                }
+            }
         }
+        PARKED.fetch_sub(self.parked, Ordering::Relaxed);
+        self.parked = 0;
+        all
+    }
+}
+
+/// Resumes parked connections in tasks (outside the registry's borrow).
+#[cfg(unix)]
+fn resume_all(all: Vec<(u32, Box<super::lot::Parked>)>) {
+    for (i, parked) in all {
+        super::lot::resume(Entry(i), parked);
     }
 }
 
 #[cfg(test)]
-pub(super) fn slot_size() -> usize {
+pub(in super::super) fn slot_size() -> usize {
     std::mem::size_of::<Option<Slot>>()
 }
 
@@ -110,6 +186,8 @@ pub(in super::super) enum Signal {
     None,
     /// Give the connection up (a movable one) to the hand-over.
     HandOver,
+    /// Park, if nothing is in flight (it has been idle for a sweep period).
+    Park,
     /// Close with 1001.
     Stop,
 }
@@ -118,11 +196,12 @@ pub(in super::super) enum Signal {
 pub(in super::super) struct Entry(u32);
 
 impl Entry {
-    pub(in super::super) fn new(permit: Option<Permit>, movable: bool) -> Self {
+    /// `parkable`: the connection's transport can be parked (plain TCP, on Unix).
+    pub(in super::super) fn new(permit: Option<Permit>, movable: bool, parkable: bool) -> Self {
         REGISTRY.with_borrow_mut(|r| {
             r.movable += usize::from(movable);
             let slot = Some(Slot {
-                waker: None,
+                wait: Wait::Task(None),
                 _permit: permit,
             });
             let i = match r.free.pop() {
@@ -136,6 +215,10 @@ impl Entry {
                 }
             };
             r.set_movable(i, movable);
+            set_bit(&mut r.parkable_bits, i, parkable);
+            // Counted as active until the first sweep after its first wait.
+            set_bit(&mut r.active_bits, i, true);
+            set_bit(&mut r.park_bits, i, false);
             Self(i)
         })
     }
@@ -151,15 +234,137 @@ impl Entry {
                 r.credit -= 1;
                 return Signal::HandOver;
             }
+            if r.parking && get_bit(&r.park_bits, self.0) {
+                set_bit(&mut r.park_bits, self.0, false);
+                return Signal::Park;
+            }
+            set_bit(&mut r.active_bits, self.0, true);
             let slot = r.slots[self.0 as usize].as_mut().expect("own slot");
-            match &mut slot.waker {
+            match &mut slot.wait {
                 // A tokio task's waker stays the same; checking is cheap.
-                Some(w) if w.will_wake(waker) => {}
-                w => *w = Some(waker.clone()),
+                Wait::Task(Some(w)) if w.will_wake(waker) => {}
+                w => *w = Wait::Task(Some(waker.clone())),
             }
             Signal::None
         })
     }
+
+    /// The connection waits parked in its slot, without a task: the slot stays its own
+    /// (and its permit counted) until [`unpark`] hands it to a task again.
+    #[cfg(unix)]
+    pub(super) fn park(self, parked: Box<super::lot::Parked>) {
+        let i = self.0;
+        std::mem::forget(self);
+        REGISTRY.with_borrow_mut(|r| {
+            let slot = r.slots[i as usize].as_mut().expect("own slot");
+            slot.wait = Wait::Parked(parked);
+            r.parked += 1;
+        });
+        PARKED.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[cfg(unix)]
+    pub(super) fn index(&self) -> u32 {
+        self.0
+    }
+}
+
+/// Slot `i`'s parked connection, with its entry, to be served by a task again (`None`: it
+/// is not parked). With `due`, only if that is still its deadline.
+#[cfg(unix)]
+pub(super) fn unpark(
+    i: u32,
+    due: Option<std::time::Instant>,
+) -> Option<(Entry, Box<super::lot::Parked>)> {
+    REGISTRY.with_borrow_mut(|r| {
+        let slot = r.slots.get_mut(i as usize)?.as_mut()?;
+        match &slot.wait {
+            Wait::Parked(p) if due.is_none() || p.deadline() == due => {}
+            _ => return None,
+        }
+        let Wait::Parked(parked) = std::mem::replace(&mut slot.wait, Wait::Task(None)) else {
+            return None;
+        };
+        r.parked -= 1;
+        PARKED.fetch_sub(1, Ordering::Relaxed);
+        // A fresh start: it parks again only after a whole sweep period idle.
+        set_bit(&mut r.active_bits, i, true);
+        Some((Entry(i), parked))
+    })
+}
+
+/// The deadlines of the parked connections (to rebuild the lot's queue).
+#[cfg(unix)]
+pub(super) fn parked_deadlines() -> Vec<(std::time::Instant, u32)> {
+    REGISTRY.with_borrow(|r| {
+        r.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match &s.as_ref()?.wait {
+                Wait::Parked(p) => Some((p.deadline()?, i as u32)),
+                Wait::Task(_) => None,
+            })
+            .collect()
+    })
+}
+
+/// How many connections are parked on this thread.
+#[cfg(unix)]
+pub(super) fn parked() -> usize {
+    REGISTRY.with_borrow(|r| r.parked)
+}
+
+/// Parking starts on this thread (the lot runs).
+#[cfg(unix)]
+pub(super) fn start_parking() {
+    REGISTRY.with_borrow_mut(|r| {
+        r.lot = true;
+        r.parking = !r.stopped && !r.handing_over;
+    });
+}
+
+/// Asks every parkable connection that has not waited since the last sweep to park, and
+/// starts the next period.
+#[cfg(unix)]
+pub(super) fn sweep() {
+    let wakers = REGISTRY.with_borrow_mut(|r| {
+        let mut wakers = Vec::new();
+        if !r.parking {
+            return wakers;
+        }
+        let r = &mut *r;
+        for (word, parkable) in r.parkable_bits.iter().enumerate() {
+            let active = r.active_bits.get(word).copied().unwrap_or(0);
+            let ask = parkable & !active;
+            if word < r.active_bits.len() {
+                r.active_bits[word] = 0;
+            }
+            if ask == 0 {
+                continue;
+            }
+            if r.park_bits.len() <= word {
+                r.park_bits.resize(word + 1, 0);
+            }
+            r.park_bits[word] |= ask;
+            let mut bits = ask;
+            while bits != 0 {
+                let i = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if let Some(Some(slot)) = r.slots.get_mut(i) {
+                    wakers.extend(slot.wait.take_waker());
+                }
+            }
+        }
+        wakers
+    });
+    wakers.into_iter().for_each(Waker::wake);
+}
+
+/// No more parking (a hand-over commits): every parked connection is served by a task
+/// again, so that the worker can wait for their tasks.
+pub(in super::super) fn settle() {
+    #[cfg(unix)]
+    resume_all(REGISTRY.with_borrow_mut(Registry::unpark_all));
 }
 
 impl Drop for Entry {
@@ -171,6 +376,7 @@ impl Drop for Entry {
                 let mut r = r.borrow_mut();
                 let slot = r.slots[self.0 as usize].take();
                 r.free.push(self.0);
+                set_bit(&mut r.parkable_bits, self.0, false);
                 let mut wakers = Vec::new();
                 if r.is_movable(self.0) {
                     r.set_movable(self.0, false);
@@ -228,17 +434,25 @@ pub(in super::super) fn stop() {
         r.take_wakers()
     });
     wakers.into_iter().for_each(Waker::wake);
+    // Parked ones get a task again, which closes at its first wait.
+    settle();
 }
 
 /// Lets `credit` more movable connections give themselves up, each at its next safe
 /// point (the first call starts the hand-over).
 pub(in super::super) fn hand_over(credit: usize) {
+    #[cfg(unix)]
+    let parked = REGISTRY.with_borrow_mut(Registry::unpark_all);
     let wakers = REGISTRY.with_borrow_mut(|r| {
         r.handing_over = true;
         r.credit += credit;
         r.next_movable()
     });
     wakers.into_iter().for_each(Waker::wake);
+    // Parked ones get a task again, which gives itself up (or waits for credit) at its
+    // first wait.
+    #[cfg(unix)]
+    resume_all(parked);
 }
 
 /// The hand-over failed: the connections that have not given themselves up stay.
@@ -246,6 +460,7 @@ pub(in super::super) fn resume() {
     REGISTRY.with_borrow_mut(|r| {
         r.handing_over = false;
         r.credit = 0;
+        r.parking = r.lot && !r.stopped;
     });
 }
 
