@@ -287,8 +287,10 @@ pub(super) fn unpark(
         };
         r.parked -= 1;
         PARKED.fetch_sub(1, Ordering::Relaxed);
-        // A fresh start: it parks again only after a whole sweep period idle.
+        // A fresh start: it parks again only after a whole sweep period idle (a sweep
+        // while it was parked may have asked it to park).
         set_bit(&mut r.active_bits, i, true);
+        set_bit(&mut r.park_bits, i, false);
         Some((Entry(i), parked))
     })
 }
