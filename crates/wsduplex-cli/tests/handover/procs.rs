@@ -71,6 +71,16 @@ impl Proc {
             .to_owned()
     }
 
+    /// The address of the ready line, `http://` or `https://` (`--tls-self-signed`).
+    pub(crate) fn listening(&self) -> SocketAddr {
+        let url = self.line("listening on ");
+        let addr = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .unwrap_or_else(|| panic!("listening on {url:?}"));
+        addr.parse().expect("address")
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -146,7 +156,7 @@ pub(crate) fn serve_control_with(path: &std::path::Path, extra: &[&str]) -> (Pro
     let mut args = vec!["--listen", "127.0.0.1:0", "--control", p];
     args.extend(extra);
     let old = Proc::spawn(&args, &[]);
-    let addr = old.line("listening on http://").parse().expect("address");
+    let addr = old.listening();
     (old, addr)
 }
 
@@ -166,7 +176,7 @@ pub(crate) fn take_over_with(
     let mut args = vec!["--take-over", path.to_str().expect("utf-8 path")];
     args.extend(extra);
     let new = Proc::spawn(&args, &[]);
-    assert_eq!(new.line("listening on http://"), addr.to_string());
+    assert_eq!(new.listening(), addr);
     let took = new.line("took over ");
     let (count, from) = took
         .split_once(" connections from process ")
