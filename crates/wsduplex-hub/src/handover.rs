@@ -375,11 +375,25 @@ impl Hub {
     /// serves again, and the members given up come back through [`Hub::resume_member`] on
     /// this hub. Long-polling sessions are dropped (their clients get `404` and open new
     /// ones with `since`).
+    ///
+    /// After [`Hub::export_state`], the new process may have served members and given ids
+    /// (from each room's last one on, or from 1 in a room it made) before it died, and
+    /// their clients resume here with those ids as `since`. So that no id is given twice
+    /// in a room, each room's ids move on by 2^32 (rooms made here later start after
+    /// 2^32 times the failed hand-overs): a resume from an id of the dead process gets no
+    /// history and `gap: true` (what only that process had is lost), then the next
+    /// message.
     pub fn thaw(&self) {
         use std::sync::atomic::Ordering::SeqCst;
+        if self.inner.exported.swap(false, SeqCst) {
+            self.inner
+                .id_floor
+                .fetch_add(crate::room::THAW_ID_MARGIN, SeqCst);
+        }
+        let floor = self.inner.id_floor.load(SeqCst);
         let rooms: Vec<_> = self.rooms().values().cloned().collect();
         for room in rooms {
-            room.thaw();
+            room.thaw(floor);
         }
         self.drop_sessions();
         self.inner.frozen.store(false, SeqCst);
@@ -407,6 +421,9 @@ impl Hub {
         if self.inner.nodes.is_up().is_some() {
             return Err(HandoverError::Backplane);
         }
+        self.inner
+            .exported
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let rooms: Vec<_> = self.rooms().values().cloned().collect();
         let rooms = rooms
             .iter()

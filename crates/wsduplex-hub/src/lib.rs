@@ -216,6 +216,11 @@ struct Inner {
     shutting_down: AtomicBool,
     /// [`Hub::freeze`] ran: long-polling reads have nothing more to wait for here.
     frozen: AtomicBool,
+    /// [`Hub::export_state`] ran since the last thaw: a new process may have given ids.
+    exported: AtomicBool,
+    /// Rooms made here start after this id: a new process that died may have made them too
+    /// (each failed hand-over after an export raises it by `room::THAW_ID_MARGIN`).
+    id_floor: std::sync::atomic::AtomicU64,
     /// WebSocket members whose task runs (until it has handed its socket on): what
     /// `Hub::members_stopped` waits for.
     running: std::sync::atomic::AtomicUsize,
@@ -312,6 +317,8 @@ impl Hub {
                 sessions: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
                 frozen: AtomicBool::new(false),
+                exported: AtomicBool::new(false),
+                id_floor: std::sync::atomic::AtomicU64::new(0),
                 running: std::sync::atomic::AtomicUsize::new(0),
                 stopped: tokio::sync::Notify::new(),
                 nodes,
@@ -378,6 +385,10 @@ impl Hub {
         }
         let history = self.inner.config.history;
         let room = Arc::new(self.inner.nodes.new_room(name, history));
+        let floor = self.inner.id_floor.load(Ordering::SeqCst);
+        if floor > 0 {
+            room.start_after(floor);
+        }
         rooms.insert(room.name.clone(), room.clone());
         Ok(room)
     }

@@ -17,6 +17,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use wsduplex::Utf8Bytes;
 
+/// How far a room's ids move on when a hand-over fails after its rooms were written down
+/// ([`Room::thaw`]): past every id the new process may have given before it died (it would
+/// have to publish 2^32 messages in one room for that). Ids are JSON numbers, which
+/// JavaScript holds exactly below 2^53: that leaves room for 2^21 failed hand-overs.
+pub(crate) const THAW_ID_MARGIN: u64 = 1 << 32;
+
 pub(crate) struct Room {
     pub(crate) name: Arc<str>,
     state: Mutex<State>,
@@ -45,6 +51,10 @@ pub(crate) struct State {
     /// Members of the process that handed the room over that were not seated again here:
     /// a member seated after that is told they left, as the others were.
     pub(crate) left_out: Vec<Arc<str>>,
+    /// Ids this room never gave, as `(after, up_to]` windows, oldest first: those a new
+    /// process may have given before it died ([`Room::thaw`]). A resume from inside one
+    /// comes from that process; one from before it missed nothing there.
+    pub(crate) skipped: Vec<(u64, u64)>,
 }
 
 pub(crate) struct Member {
@@ -87,6 +97,7 @@ impl Room {
                 frozen_at: None,
                 exported: false,
                 left_out: Vec::new(),
+                skipped: Vec::new(),
             }),
         }
     }
@@ -127,10 +138,9 @@ impl Room {
             // Ids from a room that has since been dropped and recreated (or a made-up id):
             // everything here is new to the client, and something may be lost.
             Some(since) if since > s.last_id => (0, true),
-            Some(since) => {
-                let first_kept = s.history.front().map_or(s.last_id + 1, |(id, _)| *id);
-                (since, since + 1 < first_kept)
-            }
+            // From inside a window of skipped ids: the client had messages from a process
+            // that died; what it gave after `since` is lost.
+            Some(since) => (since, s.missed(since) || s.in_skipped(since)),
         };
         let history = s
             .history
@@ -228,12 +238,27 @@ impl Room {
         last
     }
 
-    /// A hand-over failed: the room takes members and messages again.
-    pub(crate) fn thaw(&self) {
+    /// A hand-over failed: the room takes members and messages again. If it was written
+    /// down for the new process, that process may have given ids after its last one before
+    /// it died, to messages this room never had: its ids move on by [`THAW_ID_MARGIN`], so
+    /// that none is given twice. Then they move on to `floor` at least (see
+    /// [`Room::start_after`]).
+    pub(crate) fn thaw(&self, floor: u64) {
         let mut s = self.lock();
+        if s.exported {
+            let to = s.last_id.saturating_add(THAW_ID_MARGIN);
+            s.skip_to(to);
+        }
+        s.skip_to(floor);
         s.shut = false;
         s.exported = false;
         s.frozen_at = None;
+    }
+
+    /// A room made after a failed hand-over: the new process may have made it too and given
+    /// ids up to `floor` there, so its ids start after it.
+    pub(crate) fn start_after(&self, floor: u64) {
+        self.lock().skip_to(floor);
     }
 
     /// The room as the new process takes it: its last id and history. Nothing is published
@@ -273,8 +298,7 @@ impl Room {
         if s.shut {
             return None;
         }
-        let first_kept = s.history.front().map_or(s.last_id + 1, |(id, _)| *id);
-        if seen < s.last_id && seen + 1 < first_kept {
+        if s.missed(seen) {
             return None;
         }
         for (id, event) in &s.history {
@@ -316,6 +340,36 @@ impl Room {
     pub(crate) fn idle_since(&self) -> Option<Instant> {
         let s = self.lock();
         s.members.is_empty().then_some(s.last_active)
+    }
+}
+
+impl State {
+    /// The next id given is after `to`; the ids skipped are remembered.
+    fn skip_to(&mut self, to: u64) {
+        if to > self.last_id {
+            self.skipped.push((self.last_id, to));
+            self.last_id = to;
+        }
+    }
+
+    /// Whether a message this room gave after `since` is no longer in history (ids it
+    /// skipped were never messages here).
+    fn missed(&self, since: u64) -> bool {
+        let first_kept = self.history.front().map_or(self.last_id + 1, |(id, _)| *id);
+        let mut lacking = since + 1;
+        for &(after, up_to) in &self.skipped {
+            if after < lacking && lacking <= up_to {
+                lacking = up_to + 1;
+            }
+        }
+        lacking < first_kept
+    }
+
+    /// `since` is an id this room skipped: one given by a process that died.
+    fn in_skipped(&self, since: u64) -> bool {
+        self.skipped
+            .iter()
+            .any(|&(after, up_to)| after < since && since < up_to)
     }
 }
 

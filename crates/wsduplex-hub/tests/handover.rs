@@ -355,12 +355,13 @@ async fn a_failed_hand_over_thaws_and_members_resume_on_the_old_hub() {
                 got["id"].as_u64(),
                 got["text"].as_str()
             ),
-            (Some("message"), Some(1), Some("still here")),
+            // Past any id the new process may have given before it died.
+            (Some("message"), Some(1 + (1 << 32)), Some("still here")),
             "{got}"
         );
     }
     old.publish("r", "api", "push").await.unwrap();
-    assert_eq!(next(&mut alice).await["id"], 2);
+    assert_eq!(next(&mut alice).await["id"], 2 + (1u64 << 32));
 }
 
 /// While the hub is handed over, what it refuses asks the client to come back: the push
@@ -405,4 +406,73 @@ async fn refusals_during_a_hand_over_ask_to_come_back() {
     .await;
     assert_eq!(upgrade.status, 503, "{}", upgrade.head);
     assert!(upgrade.head.contains("Retry-After: 1"), "{}", upgrade.head);
+}
+
+/// A new process took the rooms, gave ids there and died: its members' clients resume on
+/// the old hub with ids it never gave. No id is given twice in a room: the old hub's ids
+/// move on past the dead one's (by 2^32), so the next message reaches such a client, after
+/// a welcome that says what the dead process alone had is lost.
+#[tokio::test]
+async fn after_a_failed_hand_over_no_id_the_dead_process_gave_is_given_again() {
+    const MARGIN: u64 = 1 << 32;
+    let old = Hub::new(HubConfig::default());
+    for i in 1..=3 {
+        assert_eq!(old.publish("r", "bot", &format!("m{i}")).await.unwrap(), i);
+    }
+    old.freeze().unwrap();
+    let state = HubState::decode(&old.export_state().unwrap().encode()).unwrap();
+    let new = Hub::new(HubConfig::default());
+    new.import_state(state).unwrap();
+    // The new process serves a while: ids 4 and 5 here, and a room the old hub never had.
+    assert_eq!(new.publish("r", "bot", "dead-4").await.unwrap(), 4);
+    assert_eq!(new.publish("r", "bot", "dead-5").await.unwrap(), 5);
+    assert_eq!(new.publish("fresh", "bot", "dead-1").await.unwrap(), 1);
+    drop(new);
+
+    old.thaw();
+    let addr = serve(&old).await;
+    // A client that saw the dead process's 5: nothing to replay, and told of a gap.
+    let (mut dead_side, welcome) = join(addr, "/chat/r?name=carol&since=5").await;
+    assert_eq!(
+        (&welcome["last_id"], &welcome["gap"], &welcome["history"]),
+        (&json!(3 + MARGIN), &json!(true), &json!([])),
+        "{welcome}"
+    );
+    // One that had seen everything the old hub gave: all of it, no gap.
+    let (mut old_side, welcome) = join(addr, "/chat/r?name=dave&since=3").await;
+    assert_eq!(
+        (&welcome["gap"], &welcome["history"]),
+        (&json!(false), &json!([])),
+        "{welcome}"
+    );
+    let (_, welcome) = join(addr, "/chat/r?name=erin&since=1").await;
+    let ids: Vec<_> = welcome["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(
+        (&welcome["gap"], ids),
+        (&json!(false), vec![json!(2), json!(3)])
+    );
+
+    let id = old.publish("r", "api", "after").await.unwrap();
+    assert_eq!(id, 4 + MARGIN);
+    for ws in [&mut dead_side, &mut old_side] {
+        let got = next_of(ws, "message").await;
+        assert_eq!((&got["id"], &got["text"]), (&json!(id), &json!("after")));
+    }
+
+    // A room made here after the failure starts past any id the dead process gave in it.
+    let (_ws, welcome) = join(addr, "/chat/fresh?name=carol&since=1").await;
+    assert_eq!(
+        (&welcome["last_id"], &welcome["gap"]),
+        (&json!(MARGIN), &json!(true)),
+        "{welcome}"
+    );
+    assert_eq!(
+        old.publish("fresh", "api", "first").await.unwrap(),
+        MARGIN + 1
+    );
 }
