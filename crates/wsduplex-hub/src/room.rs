@@ -441,3 +441,73 @@ pub(crate) fn deliver(room: &str, s: &mut State, event: Utf8Bytes, from_key: u64
         from_key = 0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn welcome(room: &Room, since: u64) -> serde_json::Value {
+        let mailbox = Arc::new(Mailbox::new(16));
+        room.join("x", Some(since), mailbox.clone()).unwrap();
+        serde_json::from_str(mailbox.take_all()[0].as_str()).unwrap()
+    }
+
+    fn thawed_after_export(history_len: usize) -> Room {
+        let room = Room::new("r", history_len);
+        for _ in 0..3 {
+            room.publish("a", Body::Text("m"));
+        }
+        room.freeze();
+        room.export();
+        room.thaw(0);
+        room
+    }
+
+    #[test]
+    fn skipped_ids_are_no_gap_but_a_resume_from_inside_them_is() {
+        const M: u64 = THAW_ID_MARGIN;
+        let room = thawed_after_export(0);
+        // Without history every message is lost after `since`, but none was given here.
+        assert_eq!(welcome(&room, 3)["gap"], false);
+        assert_eq!(welcome(&room, 3 + M)["gap"], false);
+        assert_eq!(welcome(&room, 2)["gap"], true);
+        assert_eq!(welcome(&room, 7)["gap"], true);
+        // A member stopped at the freeze is seated again.
+        assert!(room
+            .seat("m".into(), 3, Arc::new(Mailbox::new(4)))
+            .is_some());
+        assert_eq!(room.publish("a", Body::Text("next")), 4 + M);
+        assert_eq!(welcome(&room, 3)["gap"], true);
+
+        // With history: a resume from before the window gets what follows it.
+        let room = thawed_after_export(8);
+        let w = welcome(&room, 1);
+        assert_eq!(
+            (&w["gap"], w["history"].as_array().unwrap().len()),
+            (&false.into(), 2)
+        );
+        assert_eq!(welcome(&room, 5)["gap"], true);
+        // Thawed without an export (the new process never had the rooms): ids go on.
+        let room = Room::new("r", 8);
+        room.publish("a", Body::Text("m"));
+        room.freeze();
+        room.thaw(0);
+        assert_eq!(room.publish("a", Body::Text("m")), 2);
+    }
+
+    #[test]
+    fn a_second_failure_skips_again_and_a_floor_raises_a_room() {
+        let room = thawed_after_export(0);
+        room.freeze();
+        room.export();
+        room.thaw(2 * THAW_ID_MARGIN);
+        assert_eq!(room.publish("a", Body::Text("m")), 4 + 2 * THAW_ID_MARGIN);
+        // Inside the first window, and inside the second.
+        assert_eq!(welcome(&room, 9)["gap"], true);
+        assert_eq!(welcome(&room, 9 + THAW_ID_MARGIN)["gap"], true);
+        let room = Room::new("new", 8);
+        room.start_after(THAW_ID_MARGIN);
+        assert_eq!(welcome(&room, THAW_ID_MARGIN)["gap"], false);
+        assert_eq!(room.publish("a", Body::Text("m")), THAW_ID_MARGIN + 1);
+    }
+}
