@@ -319,6 +319,24 @@ mod tests {
         assert!(s.apply(wire(&msg("a", 8))).is_some());
     }
 
+    /// It had ids 4 and 5 from a new process that died; the old hub skipped 2^32 ids past
+    /// its own 3 (docs/handover.md): its next message is handed out.
+    #[test]
+    fn a_resume_after_a_failed_hand_over_takes_the_skipped_ids() {
+        let mut s = state();
+        s.apply(wire(&msg("a", 4)));
+        s.apply(wire(&msg("a", 5)));
+        let w = r#"{"type":"welcome","room":"a","name":"x","members":[],"last_id":4294967299,
+            "gap":true,"history":[]}"#;
+        let Some(HubEvent::Welcome(w)) = s.apply(wire(w)) else {
+            panic!()
+        };
+        assert!(w.gap);
+        let next = (1u64 << 32) + 4;
+        assert!(s.apply(wire(&msg("a", next))).is_some());
+        assert_eq!(s.rooms(), [("a".to_string(), Some(next))]);
+    }
+
     #[test]
     fn a_refused_subscription_is_forgotten_a_refused_write_is_not() {
         let mut s = state();
