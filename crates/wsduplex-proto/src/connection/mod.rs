@@ -192,6 +192,18 @@ impl Connection {
         #[cfg(not(feature = "deflate"))]
         let deflate = None;
         let timers = timers::Timers::new(&config.timeouts);
+        Self::open(role, config, deflate, timers)
+    }
+
+    /// An open connection with nothing read, queued or closing, around the parts that
+    /// outlive a quiet spell: a new one's ([`Connection::with_shared_config`]) or a
+    /// reduced one's ([`Connection::from_quiet`]).
+    fn open(
+        role: Role,
+        config: Arc<Config>,
+        deflate: Option<Box<DeflateState>>,
+        timers: Option<Box<timers::Timers>>,
+    ) -> Self {
         Self {
             role,
             config,

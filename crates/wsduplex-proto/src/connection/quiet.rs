@@ -8,8 +8,6 @@
 //! a connection that goes on as if it had never been reduced.
 
 use super::{timers::Timers, Connection, DeflateState, State};
-use crate::transmit::Transmit;
-use bytes::BytesMut;
 use std::time::Instant;
 
 /// A connection with nothing in flight ([`Connection::into_quiet`]).
@@ -79,20 +77,7 @@ impl Connection {
 
     /// The connection a [`Quiet`] stands for, going on where it stopped.
     pub fn from_quiet(quiet: Quiet) -> Self {
-        Self {
-            role: quiet.role,
-            config: quiet.config,
-            state: State::Open,
-            rx: BytesMut::new(),
-            frame: None,
-            message: None,
-            event: None,
-            tx: Transmit::default(),
-            deflate: quiet.deflate,
-            close_sent: 0,
-            close_received: 0,
-            timers: quiet.timers,
-        }
+        Self::open(quiet.role, quiet.config, quiet.deflate, quiet.timers)
     }
 }
 
