@@ -1,6 +1,8 @@
 //! permessage-deflate through the tokio layer: negotiation in `accept`/`client_handshake`,
 //! compressed traffic both ways over an in-memory duplex stream, and the fallbacks.
 
+mod common;
+
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -53,17 +55,9 @@ async fn pair(
     let sent = Arc::new(AtomicUsize::new(0));
     let client_io = Counted(a, sent.clone());
     let server_io = Counted(b, Arc::new(AtomicUsize::new(0)));
-    let server = tokio::spawn(async move {
-        read_request(server_io, &server_cfg)
-            .await?
-            .accept(&server_cfg)
-            .await
-    });
-    let target = Target::parse("ws://localhost/echo").unwrap();
-    let (client, hs) = client_handshake(client_io, &target, &client_cfg)
-        .await
-        .unwrap();
-    (client, server.await.unwrap().unwrap(), hs, sent)
+    let (client, server, hs) =
+        common::handshake(client_io, server_io, server_cfg, client_cfg).await;
+    (client, server, hs, sent)
 }
 
 fn server_with_deflate(policy: DeflateConfig) -> ServerConfig {

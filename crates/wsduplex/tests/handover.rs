@@ -5,6 +5,8 @@
 //! makes of bytes that are not a state.
 #![cfg(feature = "handover")]
 
+mod common;
+
 use futures_core::Stream;
 use futures_sink::Sink;
 use std::future::poll_fn;
@@ -14,7 +16,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{duplex, AsyncRead, AsyncWrite, DuplexStream};
 use tokio::net::{TcpListener, TcpStream};
-use wsduplex::client::{client_handshake, Target};
 use wsduplex::server::{read_request, ServerConfig};
 use wsduplex::{
     ClientConfig, CloseCode, Config, DeflateConfig, HandoverError, Message, SocketState, WebSocket,
@@ -62,18 +63,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (server_cfg, client_cfg) = configs();
-    let server = tokio::spawn(async move {
-        read_request(server_io, &server_cfg)
-            .await?
-            .accept(&server_cfg)
-            .await
-    });
-    let target = Target::parse("ws://localhost/chat").unwrap();
-    let (client, hs) = client_handshake(client_io, &target, &client_cfg)
-        .await
-        .unwrap();
+    let (client, server, hs) =
+        common::handshake(client_io, server_io, server_cfg, client_cfg).await;
     assert!(hs.response.deflate.is_some(), "permessage-deflate agreed");
-    (client, server.await.unwrap().unwrap())
+    (client, server)
 }
 
 /// Takes the socket apart, encodes and decodes its state, and resumes it on the transport
@@ -258,24 +251,6 @@ async fn a_server_moves_on_the_same_tcp_connection_as_its_descriptor_would() {
         .expect("timed out");
 }
 
-async fn accepted(
-    server_cfg: &ServerConfig,
-    client_cfg: &ClientConfig,
-) -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
-    let (client_io, server_io) = duplex(64 * 1024);
-    let target = Target::parse("ws://localhost/chat").unwrap();
-    let (server, client) = tokio::join!(
-        async {
-            read_request(server_io, server_cfg)
-                .await?
-                .accept(server_cfg)
-                .await
-        },
-        client_handshake(client_io, &target, client_cfg)
-    );
-    (client.unwrap().0, server.unwrap())
-}
-
 /// `ServerConfig::resume`: a socket without permessage-deflate, moved, shares the core's
 /// settings with the server's accepted ones again; one with it keeps its own, and goes on.
 #[tokio::test]
@@ -283,9 +258,9 @@ async fn a_server_resumes_sockets_sharing_its_settings_unless_with_deflate() {
     let (server_cfg, deflate_client) = configs();
     let mut plain_client = deflate_client.clone();
     plain_client.deflate = None;
-    let (mut c1, s1) = accepted(&server_cfg, &plain_client).await;
-    let (_c2, s2) = accepted(&server_cfg, &plain_client).await;
-    let (mut c3, s3) = accepted(&server_cfg, &deflate_client).await;
+    let (mut c1, s1) = common::pair(server_cfg.clone(), plain_client.clone()).await;
+    let (_c2, s2) = common::pair(server_cfg.clone(), plain_client.clone()).await;
+    let (mut c3, s3) = common::pair(server_cfg.clone(), deflate_client).await;
     let moved = |ws: WebSocket<DuplexStream>| {
         let (io, state) = ws.into_parts();
         let state = SocketState::decode(&state.encode()).unwrap();
@@ -335,21 +310,10 @@ async fn a_server_moved_while_closing_finishes_the_closing_handshake() {
 
 #[tokio::test(start_paused = true)]
 async fn a_keepalive_due_in_6_s_stays_due_in_6_s_after_the_move() {
-    let (a, b) = duplex(64 * 1024);
     let mut server_cfg = ServerConfig::default();
     server_cfg.socket.ping_interval = Some(Duration::from_secs(10));
     let socket_cfg = server_cfg.socket.clone();
-    let server = tokio::spawn(async move {
-        read_request(b, &server_cfg)
-            .await?
-            .accept(&server_cfg)
-            .await
-    });
-    let target = Target::parse("ws://localhost/").unwrap();
-    let (mut client, _) = client_handshake(a, &target, &ClientConfig::default())
-        .await
-        .unwrap();
-    let server = server.await.unwrap().unwrap();
+    let (mut client, server) = common::pair(server_cfg, ClientConfig::default()).await;
     let started = tokio::time::Instant::now();
     tokio::time::advance(Duration::from_secs(4)).await;
     let mut server = hand_over(server, socket_cfg, |io| io);

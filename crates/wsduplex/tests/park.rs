@@ -1,28 +1,15 @@
 //! `WebSocket::park` and `unpark`: an idle socket set aside without its transport, and
 //! resumed as if it had kept waiting.
 
+mod common;
+
 use std::future::poll_fn;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{duplex, AsyncWriteExt, DuplexStream};
-use wsduplex::client::{client_handshake, ClientConfig, Target};
-use wsduplex::server::{read_request, ServerConfig};
+use tokio::io::{AsyncWriteExt, DuplexStream};
+use wsduplex::client::ClientConfig;
+use wsduplex::server::ServerConfig;
 use wsduplex::{CloseCode, Message, WebSocket};
-
-async fn pair(server_cfg: ServerConfig) -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
-    let (a, b) = duplex(64 * 1024);
-    let server = tokio::spawn(async move {
-        read_request(b, &server_cfg)
-            .await?
-            .accept(&server_cfg)
-            .await
-    });
-    let target = Target::parse("ws://localhost/").unwrap();
-    let (client, _) = client_handshake(a, &target, &ClientConfig::default())
-        .await
-        .unwrap();
-    (client, server.await.unwrap().unwrap())
-}
 
 async fn recv(ws: &mut WebSocket<DuplexStream>) -> Message {
     ws.recv().await.expect("a message").expect("no error")
@@ -30,7 +17,8 @@ async fn recv(ws: &mut WebSocket<DuplexStream>) -> Message {
 
 #[tokio::test]
 async fn a_parked_socket_resumes_where_it_stopped() {
-    let (mut client, mut server) = pair(ServerConfig::default()).await;
+    let (mut client, mut server) =
+        common::pair(ServerConfig::default(), ClientConfig::default()).await;
     for round in 0..3 {
         client
             .send(Message::text(format!("m{round}")))
@@ -57,7 +45,7 @@ async fn a_parked_socket_resumes_where_it_stopped() {
 
 #[tokio::test]
 async fn a_socket_with_anything_in_flight_is_not_parked() {
-    let (mut client, server) = pair(ServerConfig::default()).await;
+    let (mut client, server) = common::pair(ServerConfig::default(), ClientConfig::default()).await;
     // Half a frame arrives, and is read.
     let frame = [
         0x81,
@@ -100,7 +88,7 @@ async fn a_socket_with_anything_in_flight_is_not_parked() {
 async fn a_parked_socket_names_its_keepalive_deadline_and_pings_on_time() {
     let mut cfg = ServerConfig::default();
     cfg.socket.ping_interval = Some(Duration::from_secs(10));
-    let (mut client, server) = pair(cfg).await;
+    let (mut client, server) = common::pair(cfg, ClientConfig::default()).await;
     let start = tokio::time::Instant::now();
     tokio::time::advance(Duration::from_secs(4)).await;
     let (io, parked) = server.park().expect("nothing in flight");

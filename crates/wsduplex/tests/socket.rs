@@ -10,24 +10,8 @@ use wsduplex::client::{client_handshake, Target};
 use wsduplex::server::{read_request, ServerConfig};
 use wsduplex::{ClientConfig, CloseCode, Error, Message, SlowReader, WebSocket};
 
-async fn pair_with(
-    server_cfg: ServerConfig,
-    client_cfg: ClientConfig,
-) -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
-    let (a, b) = duplex(64 * 1024);
-    let server = tokio::spawn(async move {
-        read_request(b, &server_cfg)
-            .await?
-            .accept(&server_cfg)
-            .await
-    });
-    let target = Target::parse("ws://localhost/echo").unwrap();
-    let (client, _) = client_handshake(a, &target, &client_cfg).await.unwrap();
-    (client, server.await.unwrap().unwrap())
-}
-
 async fn pair() -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
-    pair_with(ServerConfig::default(), ClientConfig::default()).await
+    common::pair(ServerConfig::default(), ClientConfig::default()).await
 }
 
 /// Echoes data messages until the stream ends; returns the last non-data item.
@@ -358,13 +342,8 @@ async fn the_server_shuts_its_transport_down_before_the_client_does() {
             log: log.clone(),
         },
     );
-    let cfg = ServerConfig::default();
-    let server = tokio::spawn(async move { read_request(b, &cfg).await?.accept(&cfg).await });
-    let target = Target::parse("ws://localhost/").unwrap();
-    let (mut client, _) = client_handshake(a, &target, &ClientConfig::default())
-        .await
-        .unwrap();
-    let mut server = server.await.unwrap().unwrap();
+    let (mut client, mut server, _) =
+        common::handshake(a, b, ServerConfig::default(), ClientConfig::default()).await;
     let echo = tokio::spawn(async move {
         while let Some(item) = server.recv().await {
             item.unwrap();
@@ -390,7 +369,7 @@ async fn the_server_shuts_its_transport_down_before_the_client_does() {
 async fn a_peer_that_does_not_read_makes_sending_wait() {
     let mut cfg = ServerConfig::default();
     cfg.socket.max_write_buffer = 64 * 1024;
-    let (_client, mut server) = pair_with(cfg, ClientConfig::default()).await;
+    let (_client, mut server) = common::pair(cfg, ClientConfig::default()).await;
     let chunk = vec![7u8; 10 * 1024];
     let mut sent = 0;
     loop {
@@ -508,7 +487,7 @@ async fn slow_reader_drop_discards_what_does_not_fit_and_never_waits() {
     let mut cfg = ServerConfig::default();
     cfg.socket.max_write_buffer = 64 * 1024;
     cfg.socket.slow_reader = SlowReader::Drop;
-    let (client, mut server) = pair_with(cfg, ClientConfig::default()).await;
+    let (client, mut server) = common::pair(cfg, ClientConfig::default()).await;
     let chunk = vec![7u8; 10 * 1024];
     for i in 0..500u32 {
         let mut m = chunk.clone();
@@ -548,7 +527,7 @@ async fn slow_reader_close_closes_with_1008_behind_what_was_queued() {
     let mut cfg = ServerConfig::default();
     cfg.socket.max_write_buffer = 64 * 1024;
     cfg.socket.slow_reader = SlowReader::Close;
-    let (client, mut server) = pair_with(cfg, ClientConfig::default()).await;
+    let (client, mut server) = common::pair(cfg, ClientConfig::default()).await;
     let chunk = vec![7u8; 10 * 1024];
     let mut queued = 0;
     let err = loop {
