@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{connect, eventually, http, metric, read_head, upgrade_request, Server};
+use common::{connect, eventually, get, http, metric, read_head, upgrade_request, Server};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -16,13 +16,6 @@ fn upgrade(addr: SocketAddr, extra: &str) -> (u16, TcpStream) {
         .unwrap();
     let (head, _) = read_head(&mut s);
     (head[9..12].parse().unwrap(), s)
-}
-
-fn get(addr: SocketAddr, path: &str) -> common::HttpResponse {
-    http(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes(),
-    )
 }
 
 #[test]

@@ -4,23 +4,15 @@
 
 mod common;
 
-use common::{eventually, http, metric, Server, Ws, BINARY, CLOSE, PING, PONG, TEXT};
+use common::{eventually, metric_of, Server, Ws, BINARY, CLOSE, PING, PONG, TEXT};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-fn parked(addr: SocketAddr) -> u64 {
-    let r = http(
-        addr,
-        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes(),
-    );
-    metric(&r.body_str(), "wsduplex_parked_connections")
-}
-
 fn wait_parked(addr: SocketAddr, n: u64) {
     eventually(&format!("{n} connections parked"), LIMIT, || {
-        parked(addr) == n
+        metric_of(addr, "wsduplex_parked_connections") == n
     });
 }
 

@@ -504,6 +504,14 @@ pub fn http(addr: SocketAddr, request: &[u8]) -> HttpResponse {
     }
 }
 
+/// `GET path` on a fresh connection ([`http`]).
+pub fn get(addr: SocketAddr, path: &str) -> HttpResponse {
+    http(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes(),
+    )
+}
+
 /// A client opening request for `path` with the RFC's sample key; `extra` lines (each
 /// ending in CRLF) go before the blank line.
 pub fn upgrade_request(addr: SocketAddr, path: &str, extra: &str) -> String {
@@ -946,4 +954,9 @@ pub fn metric(body: &str, sample: &str) -> u64 {
     body.lines()
         .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {sample} in {body}"))
+}
+
+/// The value of one sample in the server's `/metrics`, fetched now.
+pub fn metric_of(addr: SocketAddr, sample: &str) -> u64 {
+    metric(&get(addr, "/metrics").body_str(), sample)
 }

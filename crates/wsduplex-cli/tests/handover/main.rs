@@ -496,11 +496,7 @@ fn parked_connections_move_too() {
     let path = control_path("ctl");
     let flags = ["--park-idle", "50ms", "--max-connections-per-client", "0"];
     let (old, addr) = serve_control_with(&path, &flags);
-    let parked = || {
-        let get = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-        let body = common::http(addr, get.as_bytes()).body_str();
-        common::metric(&body, "wsduplex_parked_connections")
-    };
+    let parked = || common::metric_of(addr, "wsduplex_parked_connections");
     let mut clients: Vec<Ws> = (0..20).map(|_| Ws::connect(addr, "/echo")).collect();
     for (i, ws) in clients.iter_mut().enumerate() {
         echo(ws, &format!("before {i}"));
