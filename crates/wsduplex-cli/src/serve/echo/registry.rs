@@ -150,12 +150,11 @@ impl Registry {
         }
         let mut all = Vec::with_capacity(self.parked);
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            if let Some(slot) = slot {
-                if matches!(slot.wait, Wait::Parked(_)) {
-                    if let Wait::Parked(p) = std::mem::replace(&mut slot.wait, Wait::Task(None)) {
-                        all.push((i as u32, p));
-                    }
-                }
+            let Some(slot) = slot else { continue };
+            match std::mem::replace(&mut slot.wait, Wait::Task(None)) {
+                Wait::Parked(p) => all.push((i as u32, p)),
+                // A task's waker stays.
+                waiting => slot.wait = waiting,
             }
         }
         PARKED.fetch_sub(self.parked, Ordering::Relaxed);
