@@ -52,6 +52,19 @@ struct Lot {
     earlier: Arc<Notify>,
 }
 
+impl Lot {
+    /// Rebuilds the deadline queue from the parked slots once stale entries (of connections
+    /// unparked before their deadline) outnumber the parked ones.
+    fn drop_stale_deadlines(&mut self) {
+        if self.deadlines.len() > 2 * registry::parked() + 64 {
+            self.deadlines = registry::parked_deadlines()
+                .into_iter()
+                .map(Reverse)
+                .collect();
+        }
+    }
+}
+
 thread_local! {
     static LOT: RefCell<Option<Lot>> = const { RefCell::new(None) };
 }
@@ -119,12 +132,7 @@ pub(super) fn park(
     if let Some(deadline) = parked.deadline() {
         LOT.with_borrow_mut(|lot| {
             if let Some(lot) = lot {
-                if lot.deadlines.len() > 2 * registry::parked() + 64 {
-                    lot.deadlines = registry::parked_deadlines()
-                        .into_iter()
-                        .map(Reverse)
-                        .collect();
-                }
+                lot.drop_stale_deadlines();
                 let earliest = lot.deadlines.peek().map(|Reverse((at, _))| *at);
                 lot.deadlines.push(Reverse((deadline, entry.index())));
                 if earliest.is_none_or(|at| deadline < at) {
@@ -226,12 +234,7 @@ fn resume_due() {
             lot.deadlines.pop();
             due.push((at, i));
         }
-        if lot.deadlines.len() > 2 * registry::parked() + 64 {
-            lot.deadlines = registry::parked_deadlines()
-                .into_iter()
-                .map(Reverse)
-                .collect();
-        }
+        lot.drop_stale_deadlines();
         due
     });
     for (at, i) in due {
