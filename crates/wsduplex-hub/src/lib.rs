@@ -72,6 +72,7 @@
 mod axum;
 mod backplane;
 pub mod client;
+mod direct;
 mod event;
 mod handover;
 mod http;

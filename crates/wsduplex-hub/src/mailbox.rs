@@ -2,9 +2,12 @@
 //! waiting); one consumer takes: a WebSocket task pops events as it sends them, a
 //! long-polling session reads by cursor and drops what the client has acknowledged.
 
+use crate::direct::{self, Direct, Wrote};
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 use wsduplex::Utf8Bytes;
 
 /// Why a mailbox stopped delivering.
@@ -33,6 +36,9 @@ struct State {
     capacity: usize,
     ended: Option<Ended>,
     waker: Option<Waker>,
+    /// A WebSocket member's socket, lent while the member runs (`direct.rs`). When it is
+    /// idle, the queue is empty.
+    direct: Option<Direct>,
 }
 
 impl Mailbox {
@@ -50,6 +56,7 @@ impl Mailbox {
                 capacity: capacity.max(1),
                 ended: None,
                 waker: None,
+                direct: None,
             }),
         }
     }
@@ -70,7 +77,12 @@ impl Mailbox {
     /// Queues an event. `false` if the queue is full (it then ends with `Overflow`: the
     /// caller removes the member) or has already ended.
     pub(crate) fn push(&self, event: Utf8Bytes) -> bool {
-        let mut s = self.lock();
+        Self::push_locked(self.lock(), event)
+    }
+
+    /// [`Mailbox::push`] under a lock already taken: a delivery that found the member idle
+    /// and then could not write queues the event before the member can be idle again.
+    fn push_locked(mut s: std::sync::MutexGuard<'_, State>, event: Utf8Bytes) -> bool {
         if s.ended.is_some() {
             return false;
         }
@@ -94,6 +106,76 @@ impl Mailbox {
         true
     }
 
+    /// Delivers an event to a member of a room, `now`: written to its socket at once if the
+    /// member lent it and takes it (`direct.rs`; `frame` is the event's frame, made on first
+    /// use and shared by the room's members), queued otherwise. `false` as
+    /// [`Mailbox::push`].
+    pub(crate) fn deliver(
+        &self,
+        event: &Utf8Bytes,
+        frame: &mut Option<Bytes>,
+        now: Instant,
+    ) -> bool {
+        let mut s = self.lock();
+        if let Some(d) = s.direct.as_mut().filter(|d| d.idle) {
+            // Whatever happens here, a queued event ends the idle spell: the task sends it,
+            // and nothing may overtake it (idle always means an empty queue).
+            d.idle = false;
+            if d.writes(now) {
+                let frame = frame.get_or_insert_with(|| direct::frame_text(event));
+                match d.write(frame, event.len(), now) {
+                    Wrote::All => {
+                        d.idle = true;
+                        return true;
+                    }
+                    Wrote::Part => {
+                        // The task writes the rest before anything else.
+                        let waker = s.waker.take();
+                        drop(s);
+                        if let Some(w) = waker {
+                            w.wake();
+                        }
+                        return true;
+                    }
+                    Wrote::Nothing => {}
+                }
+            }
+        }
+        Self::push_locked(s, event.clone())
+    }
+
+    /// Lends the mailbox the member's socket (`None`: it has none to lend).
+    pub(crate) fn lend(&self, direct: Option<Direct>) {
+        self.lock().direct = direct;
+    }
+
+    /// Takes the socket back (closing the mailbox's descriptor): the member's run is over.
+    /// Returns what a direct write left unwritten, which must be written before anything
+    /// else.
+    pub(crate) fn reclaim(&self) -> Option<Bytes> {
+        self.lock().direct.take().and_then(|d| d.rest)
+    }
+
+    /// The lent socket's descriptor, for a test that writes what the task would.
+    #[cfg(test)]
+    pub(crate) fn reclaim_socket_for_test(&self) -> std::net::TcpStream {
+        self.lock()
+            .direct
+            .take()
+            .expect("a lent socket")
+            .into_socket()
+    }
+
+    /// The member's task is about to write, or to look at what it must do: the room stops
+    /// writing to its socket. Returns what a direct write left unwritten, which the task
+    /// must write before anything else.
+    pub(crate) fn wake_up(&self) -> Option<Bytes> {
+        let mut s = self.lock();
+        let d = s.direct.as_mut()?;
+        d.idle = false;
+        d.rest.take()
+    }
+
     /// Ends delivery (the first reason wins).
     pub(crate) fn end(&self, why: Ended) {
         let mut s = self.lock();
@@ -111,12 +193,15 @@ impl Mailbox {
 
     /// WebSocket consumer: moves up to `max` events into `out`. An ended mailbox still
     /// hands out what was queued before the end, except after an overflow (the member is
-    /// told to resume with `since` instead).
+    /// told to resume with `since` instead). With nothing queued, and `idle` (the member has
+    /// nothing to send either, and will not write before its next [`Mailbox::wake_up`]), the
+    /// room may write to its lent socket from then on.
     pub(crate) fn poll_take(
         &self,
         cx: &mut Context<'_>,
         out: &mut Vec<Utf8Bytes>,
         max: usize,
+        idle: bool,
     ) -> Poll<Result<(), Ended>> {
         let mut s = self.lock();
         match s.ended {
@@ -128,6 +213,11 @@ impl Mailbox {
         }
         if s.events.is_empty() {
             register(&mut s.waker, cx);
+            if idle && s.ended.is_none() {
+                if let Some(d) = s.direct.as_mut() {
+                    d.idle = true;
+                }
+            }
             return Poll::Pending;
         }
         let n = s.events.len().min(max);
@@ -225,11 +315,11 @@ mod tests {
     fn take_in_order_and_overflow() {
         let m = Mailbox::new(2);
         let mut out = Vec::new();
-        assert!(m.poll_take(&mut cx(), &mut out, 10).is_pending());
+        assert!(m.poll_take(&mut cx(), &mut out, 10, false).is_pending());
         assert!(m.push(ev("a")) && m.push(ev("b")));
         assert!(!m.push(ev("c")), "third event overflows a queue of 2");
         assert_eq!(
-            m.poll_take(&mut cx(), &mut out, 10),
+            m.poll_take(&mut cx(), &mut out, 10, false),
             Poll::Ready(Err(Ended::Overflow))
         );
         assert!(!m.push(ev("d")), "an ended mailbox takes nothing");
@@ -293,10 +383,13 @@ mod tests {
         m.end(Ended::Shutdown);
         m.end(Ended::Cut);
         let mut out = Vec::new();
-        assert_eq!(m.poll_take(&mut cx(), &mut out, 10), Poll::Ready(Ok(())));
+        assert_eq!(
+            m.poll_take(&mut cx(), &mut out, 10, false),
+            Poll::Ready(Ok(()))
+        );
         assert_eq!(out, vec![ev("a")]);
         assert_eq!(
-            m.poll_take(&mut cx(), &mut out, 10),
+            m.poll_take(&mut cx(), &mut out, 10, false),
             Poll::Ready(Err(Ended::Shutdown))
         );
     }

@@ -190,7 +190,7 @@ impl Room {
         let id = s.last_id;
         let encoded = event::message(id, &self.name, name, body, event::now_ms());
         keep(&mut s, id, &encoded);
-        broadcast(&self.name, &mut s, encoded);
+        send_message(&self.name, &mut s, encoded);
         s.last_active = Instant::now();
         id
     }
@@ -406,25 +406,42 @@ fn departed(room: &str, s: &mut State, name: Arc<str>) {
     }
 }
 
-/// Delivers one encoded event to every member: the same bytes, shared. A member whose
-/// queue is full is removed (its mailbox ended with `Overflow`), and the others are told it
-/// left (which may overflow someone else in turn).
+/// Delivers one encoded event to every member's queue: the same bytes, shared. A member
+/// whose queue is full is removed (its mailbox ended with `Overflow`), and the others are
+/// told it left (which may overflow someone else in turn). For presence (`joined`, `left`):
+/// a room filling up announces every join to everyone, and queued announcements leave in
+/// batches.
 pub(crate) fn broadcast(room: &str, s: &mut State, event: Utf8Bytes) {
-    deliver(room, s, event, 0);
+    deliver(room, s, event, 0, false);
 }
 
-/// [`broadcast`] to the members with a key from `from_key` on, the ones who joined since
+/// [`broadcast`] for a message: written at once to each idle member that lent its socket
+/// (`direct.rs`), queued for the others.
+pub(crate) fn send_message(room: &str, s: &mut State, event: Utf8Bytes) {
+    deliver(room, s, event, 0, true);
+}
+
+/// [`send_message`] to the members with a key from `from_key` on, the ones who joined since
 /// that key was next (the `left` events it causes go to every member).
-pub(crate) fn deliver(room: &str, s: &mut State, event: Utf8Bytes, from_key: u64) {
+pub(crate) fn send_message_from(room: &str, s: &mut State, event: Utf8Bytes, from_key: u64) {
+    deliver(room, s, event, from_key, true);
+}
+
+fn deliver(room: &str, s: &mut State, event: Utf8Bytes, from_key: u64, direct: bool) {
     let mut gone: Vec<Arc<str>> = Vec::new();
     let mut next = Some(event);
-    let mut from_key = from_key;
+    let (mut from_key, mut direct) = (from_key, direct);
     while let Some(ev) = next.take() {
+        // The event's frame, made once for the members it is written to directly.
+        let (mut frame, now) = (None, direct.then(Instant::now));
         s.members.retain(|m| {
             if m.key < from_key {
                 return true;
             }
-            let kept = m.mailbox.push(ev.clone());
+            let kept = match now {
+                Some(now) => m.mailbox.deliver(&ev, &mut frame, now),
+                None => m.mailbox.push(ev.clone()),
+            };
             if !kept {
                 gone.push(m.name.clone());
             }
@@ -438,7 +455,7 @@ pub(crate) fn deliver(room: &str, s: &mut State, event: Utf8Bytes, from_key: u64
                 .drain(..)
                 .for_each(|name| replica.report_left(room, name)),
         }
-        from_key = 0;
+        (from_key, direct) = (0, false);
     }
 }
 

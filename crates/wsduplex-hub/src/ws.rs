@@ -1,19 +1,23 @@
 //! A WebSocket member: client messages go to their rooms (or subscribe and unsubscribe);
 //! the connection's mailbox, fed by every room it follows, drains into the socket in
-//! batches, written together when the socket next waits for input.
+//! batches, written together when the socket next waits for input. A member over plain TCP
+//! that waits with nothing to send is written to by the rooms themselves (`direct.rs`).
 
+use crate::direct::Direct;
 use crate::event::{parse_inbound, BadMessage, Limits};
 use crate::identity::{self, Access, CLOSE_TOKEN_EXPIRED};
-use crate::mailbox::Ended;
+use crate::mailbox::{Ended, Mailbox};
 use crate::subscriptions::Subscriptions;
 use crate::CLOSE_TOO_SLOW;
+use bytes::{Buf as _, Bytes};
 use futures_core::Stream;
 use futures_sink::Sink;
 use std::future::{poll_fn, Future as _};
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use wsduplex::proto::State;
 use wsduplex::{CloseCode, Message, Utf8Bytes, WebSocket};
 
 /// Events taken from the mailbox per batch.
@@ -51,29 +55,53 @@ pub(crate) async fn run<S>(
     mut access: Access,
 ) -> wsduplex::Result<Ending>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let mut batch: Vec<Utf8Bytes> = Vec::new();
     let mailbox = subs.mailbox().clone();
+    let mut lent = Lent::new(&mailbox, Direct::lend(ws.get_ref()));
+    // What a room's direct write left unwritten: written before anything else.
+    let mut rest: Option<Bytes> = None;
+    // The rooms may be writing to the socket: take it back before looking at anything.
+    let mut idle = false;
     let mut expiry = access
         .deadline()
         .map(|at| Box::pin(tokio::time::sleep_until(at)));
     loop {
         let step = poll_fn(|cx| {
-            if let Some(sleep) = expiry.as_mut() {
-                if sleep.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Step::Expired);
+            if std::mem::take(&mut idle) {
+                rest = rest.take().or_else(|| mailbox.wake_up());
+            }
+            let mut expired = |cx: &mut std::task::Context<'_>| {
+                expiry
+                    .as_mut()
+                    .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+            };
+            if let Some(bytes) = rest.as_mut() {
+                match poll_write_all(ws.get_mut(), cx, bytes) {
+                    Poll::Ready(Ok(())) => rest = None,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Step::Inbound(Some(Err(e.into())))),
+                    // Nothing else goes out before it; an end still ends.
+                    Poll::Pending if expired(cx) => return Poll::Ready(Step::Expired),
+                    Poll::Pending => {
+                        return mailbox.poll_ended(cx).map(Step::Ended);
+                    }
                 }
+            }
+            if expired(cx) {
+                return Poll::Ready(Step::Expired);
             }
             // The socket first: it also writes what the last batch queued.
             if let Poll::Ready(item) = Pin::new(&mut *ws).poll_next(cx) {
                 return Poll::Ready(Step::Inbound(item));
             }
             if ws.buffered_amount() < HIGH_WATER {
-                match mailbox.poll_take(cx, &mut batch, BATCH) {
+                let quiet =
+                    lent.is_some() && ws.buffered_amount() == 0 && *ws.state() == State::Open;
+                match mailbox.poll_take(cx, &mut batch, BATCH, quiet) {
                     Poll::Ready(Ok(())) => return Poll::Ready(Step::Outbound),
                     Poll::Ready(Err(why)) => return Poll::Ready(Step::Ended(why)),
-                    Poll::Pending => {}
+                    Poll::Pending => idle = quiet,
                 }
             } else if let Poll::Ready(why) = mailbox.poll_ended(cx) {
                 return Poll::Ready(Step::Ended(why));
@@ -118,6 +146,10 @@ where
             }
             Step::Ended(Ended::Cut) => return Ok(Ending::Done),
             Step::Ended(Ended::HandedOver) => {
+                // The new process goes on from a frame boundary, or not at all.
+                if !lent.finish(ws, rest.take(), close_timeout).await {
+                    return Ok(Ending::Done);
+                }
                 for event in batch.drain(..).chain(mailbox.take_all()) {
                     queue(ws, event)?;
                 }
@@ -126,6 +158,10 @@ where
             step @ (Step::Ended(_) | Step::Expired) => {
                 // Leave the rooms now: the closing handshake may take a while.
                 drop(subs);
+                // A close frame cannot follow part of a frame.
+                if !lent.finish(ws, rest.take(), close_timeout).await {
+                    return Ok(Ending::Done);
+                }
                 let (code, reason) = match step {
                     Step::Expired => (CloseCode::from(CLOSE_TOKEN_EXPIRED), "token expired"),
                     Step::Ended(Ended::Overflow) => (CloseCode::from(CLOSE_TOO_SLOW), "too slow"),
@@ -140,6 +176,74 @@ where
             }
         }
     }
+}
+
+/// The member's socket, lent to its mailbox for as long as the member runs here.
+struct Lent<'a> {
+    mailbox: &'a Mailbox,
+    lent: bool,
+}
+
+impl<'a> Lent<'a> {
+    fn new(mailbox: &'a Mailbox, direct: Option<Direct>) -> Self {
+        let lent = direct.is_some();
+        if lent {
+            mailbox.lend(direct);
+        }
+        Self { mailbox, lent }
+    }
+
+    fn is_some(&self) -> bool {
+        self.lent
+    }
+
+    /// Takes the socket back, then writes what the rooms' direct writes left unwritten
+    /// (`rest`, the task's, or the mailbox's) within `timeout`. `false` if it could not: the
+    /// stream ends inside a frame, and the member must be cut.
+    async fn finish<S>(
+        &mut self,
+        ws: &mut WebSocket<S>,
+        rest: Option<Bytes>,
+        timeout: Duration,
+    ) -> bool
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if !std::mem::take(&mut self.lent) {
+            return true;
+        }
+        let lent_rest = self.mailbox.reclaim();
+        let Some(rest) = rest.or(lent_rest) else {
+            return true;
+        };
+        let write = ws.get_mut().write_all(&rest);
+        matches!(tokio::time::timeout(timeout, write).await, Ok(Ok(())))
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if self.lent {
+            self.mailbox.reclaim();
+        }
+    }
+}
+
+/// Writes `bytes` to the transport, advancing it; ready once all is written.
+fn poll_write_all<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    cx: &mut std::task::Context<'_>,
+    bytes: &mut Bytes,
+) -> Poll<std::io::Result<()>> {
+    while !bytes.is_empty() {
+        match Pin::new(&mut *io).poll_write(cx, bytes) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => bytes.advance(n),
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    Poll::Ready(Ok(()))
 }
 
 /// Queues an event without flushing (the next poll of the socket writes it).

@@ -16,7 +16,7 @@
 
 use crate::event::{self, Body};
 use crate::mailbox::{Ended, Mailbox};
-use crate::room::{broadcast, deliver, keep, Joined, Room, State};
+use crate::room::{broadcast, keep, send_message, send_message_from, Joined, Room, State};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -290,7 +290,7 @@ impl Room {
         s.last_id += 1;
         let id = s.last_id;
         let encoded = event::local_message(id, &self.name, name, body, event::now_ms());
-        broadcast(&self.name, s, encoded);
+        send_message(&self.name, s, encoded);
         s.last_active = Instant::now();
         id
     }
@@ -362,7 +362,7 @@ fn apply_message(room: &str, s: &mut State, message: LogEntry) -> bool {
         .map_or(0, |d| d.keys_below);
     s.last_id = s.last_id.max(id);
     keep(s, id, &encoded);
-    deliver(room, s, encoded, from_key);
+    send_message_from(room, s, encoded, from_key);
     s.last_active = Instant::now();
     true
 }
@@ -388,7 +388,7 @@ mod tests {
     fn texts(joined: &Joined) -> Vec<String> {
         let mut out = Vec::new();
         let mut cx = Context::from_waker(Waker::noop());
-        let _ = joined.mailbox.poll_take(&mut cx, &mut out, 100);
+        let _ = joined.mailbox.poll_take(&mut cx, &mut out, 100, false);
         let mut texts = Vec::new();
         for e in &out {
             let v: serde_json::Value = serde_json::from_str(e.as_str()).unwrap();
