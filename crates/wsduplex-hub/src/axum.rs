@@ -105,7 +105,11 @@ impl Hub {
             prefix,
             out: &mut out,
         };
-        if let Err(e) = self.answer(exchange, route, &target, config).await {
+        let mut none = None;
+        if let Err(e) = self
+            .answer(exchange, route, &target, config, &mut none)
+            .await
+        {
             tracing::debug!("{method} {path}: {e}");
         }
         out.unwrap_or_else(|| {
@@ -146,6 +150,8 @@ struct AxumExchange<'a> {
 }
 
 impl Exchange for AxumExchange<'_> {
+    type Member = std::convert::Infallible;
+
     fn request(&self) -> &Request {
         self.head.request()
     }
@@ -259,13 +265,13 @@ impl Exchange for AxumExchange<'_> {
         subs: Subscriptions,
         limits: Limits,
         access: Access,
-    ) -> wsduplex::Result<()> {
+    ) -> wsduplex::Result<Option<Self::Member>> {
         let Some(on_upgrade) = self.on_upgrade else {
             // Not over hyper's HTTP/1.1 (the request carries no upgrade handle).
             let body = &b"this connection cannot be upgraded\n"[..];
             let response = respond(self.head.request(), 500, &[], "text/plain", body);
             *self.out = Some(response.map(Body::new));
-            return Ok(());
+            return Ok(None);
         };
         let close_timeout = agreed.socket.close_timeout;
         let upgraded = accept_negotiated(&self.head, agreed, on_upgrade, self.permit);
@@ -273,7 +279,7 @@ impl Exchange for AxumExchange<'_> {
             Ok(accepted) => accepted,
             Err(refused) => {
                 *self.out = Some(refused.map(Body::new));
-                return Ok(());
+                return Ok(None);
             }
         };
         *self.out = Some(response.map(Body::new));
@@ -289,6 +295,6 @@ impl Exchange for AxumExchange<'_> {
                 tracing::debug!("hub member: {e}");
             }
         });
-        Ok(())
+        Ok(None)
     }
 }

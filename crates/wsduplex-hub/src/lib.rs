@@ -93,10 +93,12 @@ pub use event::BadMessage;
 pub use handover::{
     HandedMember, HandoverError, HubState, Imported, MemberState, HANDOVER_VERSION,
 };
+pub use http::Accepted;
 pub use identity::CLOSE_TOKEN_EXPIRED;
 pub use mailbox::Ended;
 pub use metrics::CLOSE_CODES;
 pub use names::NameError;
+pub use ws::Member;
 
 use backplane::Nodes;
 use event::Body;

@@ -25,6 +25,9 @@ pub enum Ended {
     HandedOver,
 }
 
+/// The queue's room kept once it is emptied; more is freed.
+const KEPT_CAPACITY: usize = 8;
+
 pub(crate) struct Mailbox {
     state: Mutex<State>,
 }
@@ -223,6 +226,11 @@ impl Mailbox {
         let n = s.events.len().min(max);
         out.extend(s.events.drain(..n));
         s.first_seq += n as u64;
+        if s.events.is_empty() && s.events.capacity() > KEPT_CAPACITY {
+            // A burst (everyone's `joined` while a room fills) is over: an idle member
+            // keeps no room for the next one.
+            s.events = VecDeque::new();
+        }
         Poll::Ready(Ok(()))
     }
 

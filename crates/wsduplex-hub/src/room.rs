@@ -423,6 +423,7 @@ pub(crate) fn send_message(room: &str, s: &mut State, event: Utf8Bytes) {
 
 /// [`send_message`] to the members with a key from `from_key` on, the ones who joined since
 /// that key was next (the `left` events it causes go to every member).
+#[cfg(feature = "redis")]
 pub(crate) fn send_message_from(room: &str, s: &mut State, event: Utf8Bytes, from_key: u64) {
     deliver(room, s, event, from_key, true);
 }

@@ -34,6 +34,61 @@ enum Step {
     Expired,
 }
 
+/// A WebSocket member, upgraded and seated ([`crate::Hub::accept`]): [`Member::run`] serves
+/// it until it leaves. All it holds while it runs is here and in `run`'s own state, so a task
+/// that runs only this stays small (about 1.7 KB with a `TcpStream`).
+pub struct Member<S> {
+    ws: WebSocket<S>,
+    subs: Subscriptions,
+    limits: Limits,
+    close_timeout: Duration,
+    access: Access,
+    _running: crate::handover::Running,
+}
+
+impl<S> std::fmt::Debug for Member<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member").finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Member<S> {
+    pub(crate) fn new(
+        ws: WebSocket<S>,
+        subs: Subscriptions,
+        limits: Limits,
+        close_timeout: Duration,
+        access: Access,
+        running: crate::handover::Running,
+    ) -> Self {
+        Self {
+            ws,
+            subs,
+            limits,
+            close_timeout,
+            access,
+            _running: running,
+        }
+    }
+
+    /// Serves the member until either side ends it, or the hub is handed to a new process
+    /// (then the member goes there, or is closed with 1001 to resume).
+    pub async fn run(self) -> wsduplex::Result<()> {
+        let Self {
+            mut ws,
+            subs,
+            limits,
+            close_timeout,
+            access,
+            _running,
+        } = self;
+        let hub = subs.hub().clone();
+        let ending = run(&mut ws, subs, limits, close_timeout, access).await?;
+        // Boxed: a hand-over's stages would otherwise make every member's state larger.
+        Box::pin(hub.member_ended(ws, ending)).await
+    }
+}
+
 /// How a member's run ended.
 pub(crate) enum Ending {
     /// The connection is over (closed, failed, or cut).
@@ -101,7 +156,13 @@ where
                 match mailbox.poll_take(cx, &mut batch, BATCH, quiet) {
                     Poll::Ready(Ok(())) => return Poll::Ready(Step::Outbound),
                     Poll::Ready(Err(why)) => return Poll::Ready(Step::Ended(why)),
-                    Poll::Pending => idle = quiet,
+                    Poll::Pending => {
+                        idle = quiet;
+                        // Waiting: no batch to hold room for (512 bytes a member).
+                        if batch.capacity() > 0 {
+                            batch = Vec::new();
+                        }
+                    }
                 }
             } else if let Poll::Ready(why) = mailbox.poll_ended(cx) {
                 return Poll::Ready(Step::Ended(why));

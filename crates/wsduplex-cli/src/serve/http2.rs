@@ -130,14 +130,22 @@ async fn stream(request: Http2Request, peer: Peer, server: Arc<Server>, tasks: T
         Ok(incoming) => incoming,
         Err(e) => return tracing::debug!("{e}"),
     };
-    if let (Some(ws), Some(permit)) = (route::serve(incoming, &server, &mut None).await, permit) {
-        echo::spawn(
+    match (route::serve(incoming, &server, &mut None).await, permit) {
+        (route::Routed::Echo(ws), Some(permit)) => echo::spawn(
             &tasks,
             ws,
             Some(permit),
             None,
             true,
             tracing::Span::current(),
-        );
+        ),
+        // The stream's own task runs it (the stream's state goes with it).
+        (route::Routed::Member(member), permit) => {
+            let _permit = permit;
+            if let Err(e) = member.run().await {
+                tracing::debug!("hub member: {e}");
+            }
+        }
+        _ => {}
     }
 }

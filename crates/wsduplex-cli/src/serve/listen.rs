@@ -118,6 +118,7 @@ async fn handle(
             let served = serve_request(tcp, peer, &mut permit, &server, &mut stop, &mut pending);
             match Box::pin(served).await {
                 Served::WebSocket(ws) => echo::spawn(&tasks, ws, Some(permit), None, true, span),
+                Served::Member(member) => spawn_member(&tasks, member, permit, span),
                 Served::Http2(io) => {
                     let task =
                         http2::serve(io, peer, permit, server, stop, tasks.clone(), span.clone());
@@ -130,6 +131,7 @@ async fn handle(
             let served = Box::pin(serve_tls(tcp, peer, &mut permit, &server, &mut stop)).await;
             match served {
                 Served::WebSocket(ws) => echo::spawn(&tasks, ws, Some(permit), None, true, span),
+                Served::Member(member) => spawn_member(&tasks, member, permit, span),
                 Served::Http2(io) => {
                     let task =
                         http2::serve(io, peer, permit, server, stop, tasks.clone(), span.clone());
@@ -150,8 +152,28 @@ enum Served<S> {
     Done,
     /// A WebSocket for `/echo`: it gets a task of its own.
     WebSocket(WebSocket<S>),
+    /// A chat member: it gets a task of its own.
+    Member(wsduplex_hub::Member<S>),
     /// HTTP/2 (the `h2c` preface, or ALPN `h2`): [`http2::serve`] takes the connection.
     Http2(Prefaced<S>),
+}
+
+/// A chat member's task: the member and the connection's permit, nothing else.
+fn spawn_member<S>(
+    tasks: &TaskTracker,
+    member: wsduplex_hub::Member<S>,
+    permit: Permit,
+    span: tracing::Span,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let task = async move {
+        let _permit = permit;
+        if let Err(e) = member.run().await {
+            tracing::debug!("hub member: {e}");
+        }
+    };
+    spawn_in(tasks, task, span);
 }
 
 /// Connection ids, for the logs.
@@ -325,7 +347,8 @@ where
         }
     };
     match route::serve(incoming, server, pending).await {
-        Some(ws) => Served::WebSocket(ws),
-        None => Served::Done,
+        route::Routed::Echo(ws) => Served::WebSocket(ws),
+        route::Routed::Member(member) => Served::Member(member),
+        route::Routed::Done => Served::Done,
     }
 }

@@ -5,7 +5,7 @@ use super::{echo, metrics, Server};
 use tokio::io::{AsyncRead, AsyncWrite};
 use wsduplex::server::Incoming;
 use wsduplex::WebSocket;
-use wsduplex_hub::Hub;
+use wsduplex_hub::{Accepted, Hub, Member};
 
 /// Where a request goes, from its method, path and whether it asks for an upgrade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,15 +36,29 @@ fn route(method: &str, path: &str, upgrade: bool) -> Route {
     }
 }
 
-/// Answers an admitted request. A WebSocket for `/echo` is returned: it gets a task of its
-/// own.
+/// What became of a request.
+// Returned once, straight into the caller's match (as `Option<WebSocket>` was before the
+// member joined it): boxing would cost an allocation per connection.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Routed<S> {
+    /// Answered, or failed: nothing left to do.
+    Done,
+    /// A WebSocket for `/echo`: it gets a task of its own.
+    Echo(WebSocket<S>),
+    /// A chat member: it gets a task of its own too, which then holds the member alone,
+    /// not the request's stages before it (`Hub::accept`).
+    Member(Member<S>),
+}
+
+/// Answers an admitted request. A WebSocket for `/echo` and a chat member are returned, to
+/// be run in tasks of their own.
 /// `pending` (a plain connection's request in progress, which a hand-over waits for) ends
 /// where the hub takes the request: a chat member or a long poll stays with this process.
 pub(super) async fn serve<S>(
     incoming: Incoming<S>,
     server: &Server,
     pending: &mut Option<echo::registry::Handshake>,
-) -> Option<WebSocket<S>>
+) -> Routed<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
@@ -52,15 +66,18 @@ where
     let route = route(incoming.request().method(), path, incoming.is_upgrade());
     let result = match route {
         Route::Echo => match incoming.accept(&server.echo).await {
-            Ok(ws) => return Some(ws),
+            Ok(ws) => return Routed::Echo(ws),
             Err(e) => Err(e),
         },
         Route::Hub => {
             pending.take();
-            match server.hub.serve(incoming, &server.config).await {
+            match server.hub.accept(incoming, &server.config).await {
+                Accepted::Member(member) => return Routed::Member(member),
+                Accepted::Answered => Ok(()),
                 // The hub owns the path: never handed back.
-                Some(other) => other.respond(404, &[], "text/plain", b"not found\n").await,
-                None => Ok(()),
+                Accepted::NotMine(other) => {
+                    other.respond(404, &[], "text/plain", b"not found\n").await
+                }
             }
         }
         Route::Healthz => incoming.respond(200, &[], "text/plain", b"ok\n").await,
@@ -95,7 +112,7 @@ where
     if let Err(e) = result {
         tracing::debug!("request ended: {e}");
     }
-    None
+    Routed::Done
 }
 
 #[cfg(test)]
