@@ -57,7 +57,10 @@ where
         },
         Route::Hub => {
             pending.take();
-            match server.hub.serve(incoming, &server.config).await {
+            // Boxed: the hub's future (a chat member's whole life) is kilobytes, and unboxed
+            // it would size this future, and so every connection's first task, `/echo`'s
+            // included, which pays for it in every copy of that task (bench/README.md, E).
+            match Box::pin(server.hub.serve(incoming, &server.config)).await {
                 // The hub owns the path: never handed back.
                 Some(other) => other.respond(404, &[], "text/plain", b"not found\n").await,
                 None => Ok(()),
