@@ -337,7 +337,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     // A client still sending its request when the server stops is simply dropped.
+    // The request first: when it is there already (the usual case), the stop signal's
+    // waiter is never registered (a lock, a waker's clone, and their undoing, per
+    // connection); a stop it raced is then seen below.
     let mut incoming = tokio::select! {
+        biased;
         r = first_request(io, server) => match r {
             Ok(FirstRequest::Http1(i)) => i,
             Ok(FirstRequest::Http2(io)) => return Served::Http2(io),
@@ -348,6 +352,9 @@ where
         },
         _ = stop.wait_for(|stopped| *stopped) => return Served::Done,
     };
+    if *stop.borrow() {
+        return Served::Done;
+    }
     incoming.set_peer(peer);
     if tracing::enabled!(tracing::Level::DEBUG) {
         let request = incoming.request();
