@@ -91,6 +91,8 @@ pub(super) fn accepted(
 /// its buffers and timers, is freed when it ends), and a plain echo connection costs one
 /// task, not two: a second task's spawn, first wakeup and completion were a tenth of a
 /// handshake's user time (bench/README.md, E).
+// The first stage's box is the small variant on purpose: the task is the echo loop's size.
+#[allow(clippy::large_enum_variant)]
 enum Connection<F> {
     Handshake(Pin<Box<F>>),
     Echo(echo::Echo<TcpStream>),
