@@ -3,9 +3,12 @@
 //! [`super::route`] decides who answers it.
 
 use super::{echo, http2, route, Server};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -75,16 +78,48 @@ pub(super) fn accepted(
         Ok(permit) => {
             let (server, stop) = (server.clone(), stop.clone());
             let span = connection_span(peer);
-            let task = handle(tcp, peer, permit, server, stop, tasks.clone(), span.clone());
-            spawn_in(tasks, task, span);
+            let handshake = handle(tcp, peer, permit, server, stop, tasks.clone(), span.clone());
+            spawn_in(tasks, Connection::Handshake(Box::pin(handshake)), span);
         }
         Err(e) => refuse_now(&tcp, &e),
     }
 }
 
-/// The connection's first task: TLS, the request, the handshake. A WebSocket is handed to
-/// a task of its own, so what an open connection holds for its lifetime is only the echo
-/// loop's state, not this stage's buffers and timers.
+/// A connection's task: its first stage ([`handle`]: TLS, the request, the handshake),
+/// boxed, then for a plain `/echo` WebSocket its echo loop, in place. What an open
+/// connection holds for its lifetime is only the echo loop's state (the first stage's box,
+/// its buffers and timers, is freed when it ends), and a plain echo connection costs one
+/// task, not two: a second task's spawn, first wakeup and completion were a tenth of a
+/// handshake's user time (bench/README.md, E).
+// The first stage's box is the small variant on purpose: the task is the echo loop's size.
+#[allow(clippy::large_enum_variant)]
+enum Connection<F> {
+    Handshake(Pin<Box<F>>),
+    Echo(echo::Echo<TcpStream>),
+}
+
+impl<F: Future<Output = Option<echo::Echo<TcpStream>>>> Future for Connection<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if let Connection::Handshake(first) = this {
+            match first.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Ready(Some(echo)) => *this = Connection::Echo(echo),
+            }
+        }
+        match this {
+            Connection::Echo(echo) => Pin::new(echo).poll(cx),
+            Connection::Handshake(_) => Poll::Ready(()),
+        }
+    }
+}
+
+/// The connection's first stage: TLS, the request, the handshake. A plain `/echo`
+/// WebSocket's loop is returned, to run in this task ([`Connection`]); a TLS one gets a task
+/// of its own (its first stage is not boxed apart from the rest).
 async fn handle(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -93,7 +128,7 @@ async fn handle(
     mut stop: watch::Receiver<bool>,
     tasks: TaskTracker,
     span: tracing::Span,
-) {
+) -> Option<echo::Echo<TcpStream>> {
     // Inherited from the listening socket on Linux (a test checks it); one syscall less per
     // connection.
     if !cfg!(target_os = "linux") {
@@ -102,31 +137,35 @@ async fn handle(
     // A plain connection may become an /echo WebSocket, which a hand-over moves: the hand-over
     // waits for its request (within the handshake timeout).
     let mut pending = server.tls.is_none().then(echo::registry::Handshake::new);
-    let client = match proxy_header(&tcp, peer, &mut permit, &server, &mut stop).await {
-        Some(client) => client,
-        None => return,
+    // Boxed, and only behind a balancer: its timers and reads would size this future.
+    let client = if server.config.proxy_protocol.is_empty() {
+        peer
+    } else {
+        match Box::pin(proxy_header(&tcp, peer, &mut permit, &server, &mut stop)).await {
+            Some(client) => client,
+            None => return None,
+        }
     };
     if client != peer {
         span.record("client", tracing::field::display(client));
     }
     let peer = Peer::new(client.ip(), server.tls.is_some());
     match &server.tls {
-        None => {
-            // Boxed: the request's stage holds the head's buffer and the timers, and this
-            // task's future is moved (copied) several times on its way into its task cell
-            // and out of it. Allocated once in place, it costs one allocation instead.
-            let served = serve_request(tcp, peer, &mut permit, &server, &mut stop, &mut pending);
-            match Box::pin(served).await {
-                Served::WebSocket(ws) => echo::spawn(&tasks, ws, Some(permit), None, true, span),
-                Served::Member(member) => spawn_member(&tasks, member, permit, span),
-                Served::Http2(io) => {
-                    let task =
-                        http2::serve(io, peer, permit, server, stop, tasks.clone(), span.clone());
-                    spawn_in(&tasks, task, span);
-                }
-                Served::Done => {}
+        // This future is boxed whole ([`Connection`]), so the request's stage is not boxed
+        // apart: one allocation.
+        None => match serve_request(tcp, peer, &mut permit, &server, &mut stop, &mut pending).await
+        {
+            // Its registry entry is made while `pending` still counts the request, so a
+            // hand-over never sees the connection in neither.
+            Served::WebSocket(ws) => return Some(echo::echo(ws, Some(permit), true)),
+            Served::Member(member) => spawn_member(&tasks, member, permit, span),
+            Served::Http2(io) => {
+                let task =
+                    http2::serve(io, peer, permit, server, stop, tasks.clone(), span.clone());
+                spawn_in(&tasks, task, span);
             }
-        }
+            Served::Done => {}
+        },
         Some(_) => {
             let served = Box::pin(serve_tls(tcp, peer, &mut permit, &server, &mut stop)).await;
             match served {
@@ -141,6 +180,7 @@ async fn handle(
             }
         }
     }
+    None
 }
 
 /// How a connection's first request went.
@@ -321,7 +361,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     // A client still sending its request when the server stops is simply dropped.
+    // The request first: when it is there already (the usual case), the stop signal's
+    // waiter is never registered (a lock, a waker's clone, and their undoing, per
+    // connection); a stop it raced is then seen below.
     let mut incoming = tokio::select! {
+        biased;
         r = first_request(io, server) => match r {
             Ok(FirstRequest::Http1(i)) => i,
             Ok(FirstRequest::Http2(io)) => return Served::Http2(io),
@@ -332,6 +376,9 @@ where
         },
         _ = stop.wait_for(|stopped| *stopped) => return Served::Done,
     };
+    if *stop.borrow() {
+        return Served::Done;
+    }
     incoming.set_peer(peer);
     if tracing::enabled!(tracing::Level::DEBUG) {
         let request = incoming.request();
@@ -350,5 +397,25 @@ where
         route::Routed::Echo(ws) => Served::WebSocket(ws),
         route::Routed::Member(member) => Served::Member(member),
         route::Routed::Done => Served::Done,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{echo::Echo, Connection};
+    use tokio::net::TcpStream;
+
+    /// Once open, a plain connection's task is its echo loop, in place: the first stage's
+    /// box fits beside it, so the task is no larger than `Echo` alone and its cell stays
+    /// in the 512-byte class (`echo/mod.rs` pins `Echo` at 400 bytes at most).
+    #[test]
+    fn a_connection_is_the_size_of_its_echo_loop() {
+        type Handshake = std::future::Ready<Option<Echo<TcpStream>>>;
+        let connection = std::mem::size_of::<Connection<Handshake>>();
+        let echo = std::mem::size_of::<Echo<TcpStream>>();
+        assert_eq!(
+            connection, echo,
+            "Connection is {connection} bytes, Echo {echo}"
+        );
     }
 }

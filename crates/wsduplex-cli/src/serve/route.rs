@@ -71,7 +71,11 @@ where
         },
         Route::Hub => {
             pending.take();
-            match server.hub.accept(incoming, &server.config).await {
+            // Boxed: the hub's future (admission, the handshake, the page, a long poll) is
+            // kilobytes, and unboxed it would size this future, and so every connection's
+            // first stage, `/echo`'s included (bench/README.md, E). A chat member is handed
+            // back, to run in a task of its own.
+            match Box::pin(server.hub.accept(incoming, &server.config)).await {
                 Accepted::Member(member) => return Routed::Member(member),
                 Accepted::Answered => Ok(()),
                 // The hub owns the path: never handed back.

@@ -124,7 +124,10 @@ pub(super) fn run(
         loop {
             tokio::select! {
                 accepted = listener.accept(), if mode == Mode::Accepting => match accepted {
-                    Ok((tcp, peer)) => listen::accepted(tcp, peer, &server, &stop, &tasks),
+                    Ok((tcp, peer)) => {
+                        listen::accepted(tcp, peer, &server, &stop, &tasks);
+                        accept_more(&listener, &server, &stop, &tasks);
+                    }
                     // Out of descriptors and the like: keep serving the others.
                     Err(e) => {
                         tracing::warn!("accept failed: {e}");
@@ -176,6 +179,32 @@ pub(super) fn run(
         let _ = tokio::time::timeout(grace, tasks.wait()).await;
     });
     drop(finished);
+}
+
+/// Connections waiting behind the one just accepted, taken at once, up to a bound (the
+/// other branches wait at most that long). A round of the worker's `select!` per
+/// connection registered and dropped a waiter on the stop signal and the commands each
+/// time: most of the accept loop's user time per handshake (bench/README.md, E). Stops at
+/// the first error too: the next round's accept meets it again, and handles it.
+fn accept_more(
+    listener: &TcpListener,
+    server: &Arc<Server>,
+    stop: &watch::Receiver<bool>,
+    tasks: &TaskTracker,
+) {
+    const MAX: usize = 64;
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    for _ in 0..MAX {
+        // With nothing waiting, the readiness is cleared and the no-op waker left in the
+        // listener's registration; the next round's accept registers the task's again.
+        match listener.poll_accept(&mut cx) {
+            std::task::Poll::Ready(Ok((tcp, peer))) => {
+                listen::accepted(tcp, peer, server, stop, tasks)
+            }
+            _ => break,
+        }
+    }
 }
 
 /// Rebuilds a connection from its transport and state, and serves it.

@@ -14,14 +14,30 @@ const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key`: base64(SHA-1(key + GUID)).
 pub fn accept_key(key: &[u8]) -> String {
+    // base64: ASCII.
+    accept_key_bytes(key)
+        .iter()
+        .map(|&b| char::from(b))
+        .collect()
+}
+
+/// [`accept_key`] on the stack: the server writes it straight into its `101`.
+pub(crate) fn accept_key_bytes(key: &[u8]) -> [u8; 28] {
     let mut sha = Sha1::new();
     sha.update(key);
     sha.update(GUID);
-    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+    let mut out = [0u8; 28];
+    // 20 bytes always encode to 28.
+    let _ = base64::engine::general_purpose::STANDARD.encode_slice(sha.finalize(), &mut out);
+    out
 }
 
 /// Whether a comma-separated header value holds `token` (case-insensitive).
 pub(crate) fn has_token(value: &[u8], token: &str) -> bool {
+    // The usual value is the token alone (`Upgrade: websocket`).
+    if value.eq_ignore_ascii_case(token.as_bytes()) {
+        return true;
+    }
     value
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))

@@ -1,6 +1,6 @@
 //! The server side: parse and validate a client's request, build the `101` or the refusal.
 
-use super::{accept_key, has_token, is_safe_value};
+use super::{accept_key_bytes, has_token, is_safe_value};
 use crate::deflate::{DeflateConfig, DeflateParams};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -179,6 +179,9 @@ pub struct Request {
     path: Range<usize>,
     version: u8,
     headers: Vec<(Range<usize>, Range<usize>)>,
+    /// [`Request::is_upgrade`], found while parsing: routing, admission and validation
+    /// each ask, and a search of the headers is most of what answering costs.
+    upgrade: bool,
 }
 
 impl std::fmt::Debug for Request {
@@ -197,10 +200,12 @@ impl Request {
     /// `Ok(None)`: incomplete, read more. `Ok(Some((req, n)))`: the head is `buf[..n]`;
     /// bytes after it are not part of the handshake.
     pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Self, usize)>, HandshakeError> {
-        let mut storage = [httparse::EMPTY_HEADER; 128];
+        // Uninitialised: zeroing 128 slots (4 KiB) cost more than parsing a handshake's
+        // headers; httparse initialises the ones it fills and hands back only those.
+        let mut storage = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
         let max_headers = limits.max_headers.min(storage.len());
-        let mut req = httparse::Request::new(&mut storage[..max_headers]);
-        let n = match req.parse(buf) {
+        let mut req = httparse::Request::new(&mut []);
+        let n = match req.parse_with_uninit_headers(buf, &mut storage[..max_headers]) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => {
                 if buf.len() > limits.max_head_size {
@@ -233,6 +238,11 @@ impl Request {
             .iter()
             .map(|h| (range(h.name.as_bytes()), range(h.value)))
             .collect();
+        let upgrade = req.headers.iter().any(|h| {
+            h.name.len() == 7
+                && h.name.eq_ignore_ascii_case("upgrade")
+                && has_token(h.value, "websocket")
+        });
         Ok(Some((
             Self {
                 head: Bytes::copy_from_slice(&buf[..n]),
@@ -240,6 +250,7 @@ impl Request {
                 path,
                 version,
                 headers,
+                upgrade,
             },
             n,
         )))
@@ -300,8 +311,7 @@ impl Request {
     /// that does is validated strictly by [`Request::validate_upgrade`]; one that does not
     /// is plain HTTP.
     pub fn is_upgrade(&self) -> bool {
-        self.header_all("upgrade")
-            .any(|v| has_token(v, "websocket"))
+        self.upgrade
     }
 
     /// The subprotocols the client offers, in its order.
@@ -320,30 +330,45 @@ impl Request {
         if self.version < 1 {
             return Err(HandshakeError::HttpVersion);
         }
-        if self
-            .header("host")
-            .is_none_or(|h| h.trim_ascii().is_empty())
-        {
+        // One pass over the headers for every rule (a search per rule was most of a
+        // handshake's parsing time); the checks below keep the rules' order. The first
+        // `Host` and `Sec-WebSocket-Version` count, as `header` finds them.
+        let (mut host, mut connection, mut version) = (None, false, None);
+        let (mut key, mut keys) = (None, 0);
+        for (n, v) in &self.headers {
+            let (name, value) = (&self.head[n.clone()], &self.head[v.clone()]);
+            match name.len() {
+                4 if host.is_none() && name.eq_ignore_ascii_case(b"host") => host = Some(value),
+                // The Connection header may list other tokens too (e.g. "keep-alive, Upgrade").
+                10 if !connection && name.eq_ignore_ascii_case(b"connection") => {
+                    connection = has_token(value, "upgrade");
+                }
+                17 if name.eq_ignore_ascii_case(b"sec-websocket-key") => {
+                    keys += 1;
+                    key = key.or(Some(value));
+                }
+                21 if version.is_none() && name.eq_ignore_ascii_case(b"sec-websocket-version") => {
+                    version = Some(value);
+                }
+                _ => {}
+            }
+        }
+        if host.is_none_or(|h| h.trim_ascii().is_empty()) {
             return Err(HandshakeError::MissingHost);
         }
-        if !self.is_upgrade() {
+        if !self.upgrade {
             return Err(HandshakeError::MissingUpgrade);
         }
-        // The Connection header may list other tokens too (e.g. "keep-alive, Upgrade").
-        if !self
-            .header_all("connection")
-            .any(|v| has_token(v, "upgrade"))
-        {
+        if !connection {
             return Err(HandshakeError::MissingConnectionUpgrade);
         }
-        if self.header("sec-websocket-version").map(|v| v.trim_ascii()) != Some(b"13") {
+        if version.map(|v| v.trim_ascii()) != Some(b"13") {
             return Err(HandshakeError::UnsupportedVersion);
         }
-        let mut keys = self.header_all("sec-websocket-key");
-        let key = keys.next().ok_or(HandshakeError::InvalidKey)?.trim_ascii();
-        if keys.next().is_some() {
-            return Err(HandshakeError::InvalidKey);
-        }
+        let key = match (key, keys) {
+            (Some(key), 1) => key.trim_ascii(),
+            _ => return Err(HandshakeError::InvalidKey),
+        };
         let mut decoded = [0u8; 18];
         match base64::engine::general_purpose::STANDARD.decode_slice(key, &mut decoded) {
             Ok(16) => Ok(key),
@@ -386,23 +411,29 @@ impl Request {
         extra: &[(&str, &str)],
     ) -> Result<Vec<u8>, HandshakeError> {
         let key = self.validate_upgrade()?;
-        let mut out = String::with_capacity(160);
-        out.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
-        out.push_str(&accept_key(key));
-        out.push_str("\r\n");
+        const HEAD: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ";
+        let mut out = Vec::with_capacity(160);
+        out.extend_from_slice(HEAD);
+        out.extend_from_slice(&accept_key_bytes(key));
+        out.extend_from_slice(b"\r\n");
+        let mut header = |name: &str, value: &str| {
+            for part in [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
+                out.extend_from_slice(part);
+            }
+        };
         if let Some(p) = subprotocol {
-            let _ = write!(out, "Sec-WebSocket-Protocol: {p}\r\n");
+            header("Sec-WebSocket-Protocol", p);
         }
         if let Some(d) = deflate {
-            let _ = write!(out, "Sec-WebSocket-Extensions: {}\r\n", d.to_header());
+            header("Sec-WebSocket-Extensions", &d.to_header());
         }
         for (name, value) in extra {
             if is_safe_value(name) && is_safe_value(value) {
-                let _ = write!(out, "{name}: {value}\r\n");
+                header(name, value);
             }
         }
-        out.push_str("\r\n");
-        Ok(out.into_bytes())
+        out.extend_from_slice(b"\r\n");
+        Ok(out)
     }
 }
 
@@ -512,6 +543,59 @@ mod tests {
             let err = req.validate_upgrade().unwrap_err();
             assert_eq!(err.status(), *status, "{from} -> {to}: {err}");
         }
+    }
+
+    /// The one pass over the headers reads repeated fields as the per-rule searches did:
+    /// the first `Host` and `Sec-WebSocket-Version`, any `Upgrade` and `Connection`, and
+    /// exactly one key.
+    #[test]
+    fn repeated_fields_count_as_the_rules_say() {
+        let with =
+            |extra: &str| parse(&GOOD.replacen("\r\n\r\n", &format!("\r\n{extra}\r\n\r\n"), 1));
+        let ok = [
+            "Connection: close",
+            "UPGRADE: h2c",
+            "hOST: other.example.com",
+            "Sec-WebSocket-Version: 8",
+        ];
+        for extra in ok {
+            assert!(with(extra).validate_upgrade().is_ok(), "{extra}");
+        }
+        let refused = [
+            (
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                HandshakeError::InvalidKey,
+            ),
+            ("sec-websocket-key: x", HandshakeError::InvalidKey),
+        ];
+        for (extra, want) in refused {
+            assert_eq!(with(extra).validate_upgrade(), Err(want), "{extra}");
+        }
+        let moved = |from: &str, to: &str| parse(&GOOD.replacen(from, to, 1));
+        // The upgrade and the connection token in a second field of the same name.
+        let req = moved("Upgrade: websocket", "Upgrade: h2c\r\nUpgrade: WebSocket");
+        assert!(req.is_upgrade() && req.validate_upgrade().is_ok());
+        let req = moved(
+            "Connection: keep-alive, Upgrade",
+            "Connection: keep-alive\r\nConnection: upgrade",
+        );
+        assert!(req.validate_upgrade().is_ok());
+        // Only the first Host and version count.
+        let req = moved(
+            "Host: server.example.com",
+            "Host: \r\nHost: server.example.com",
+        );
+        assert_eq!(req.validate_upgrade(), Err(HandshakeError::MissingHost));
+        let req = moved(
+            "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Version: 8\r\nSec-WebSocket-Version: 13",
+        );
+        assert_eq!(
+            req.validate_upgrade(),
+            Err(HandshakeError::UnsupportedVersion)
+        );
+        // Without an upgrade, a request is plain HTTP.
+        assert!(!moved("Upgrade: websocket", "Upgrade: websockets").is_upgrade());
     }
 
     #[test]

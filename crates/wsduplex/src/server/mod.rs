@@ -148,8 +148,7 @@ impl ServerConfig {
     /// parameters (if [`deflate`](Self::deflate) is set and the client offers it), and the
     /// socket's limits and timers ([`socket`](Self::socket)).
     pub fn negotiate(&self, request: &Request) -> Negotiated {
-        let supported: Vec<&str> = self.subprotocols.iter().map(String::as_str).collect();
-        let subprotocol = request.select_subprotocol(&supported).map(str::to_string);
+        let subprotocol = self.choose_subprotocol(request).map(str::to_string);
         let mut socket = self.socket_before_agreement();
         if let Some(policy) = &self.deflate {
             socket.protocol.deflate = request.negotiate_deflate(policy);
@@ -159,6 +158,14 @@ impl ServerConfig {
             socket,
             shared: Arc::clone(&self.shared_settings),
         }
+    }
+
+    /// The first of [`subprotocols`](Self::subprotocols) that the client offers.
+    fn choose_subprotocol(&self, request: &Request) -> Option<&str> {
+        self.subprotocols
+            .iter()
+            .map(String::as_str)
+            .find(|s| request.subprotocols().any(|o| o == *s))
     }
 
     /// The socket's settings before an agreement: the deflate policy's level and threshold
@@ -304,11 +311,13 @@ where
     .await;
     match parsed {
         Ok(Ok(Some((request, n)))) => {
-            let leftover = buf.split_off(n);
+            // What follows the head, in the same buffer: advancing it, unlike splitting it,
+            // allocates no shared header.
+            bytes::Buf::advance(&mut buf, n);
             Ok(Head::Http1(Incoming {
                 io,
                 request,
-                leftover,
+                leftover: buf,
                 peer: None,
                 admitted: false,
                 identity: None,
@@ -381,7 +390,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
                 Ok(self)
             }
             Err(refusal) => {
-                self.refuse(&refusal).await?;
+                // Boxed, here and in `accept`: a refusal is rare, and its answer's future
+                // would otherwise size every caller's (each copy of which is a memcpy of
+                // it: bench/README.md, E).
+                Box::pin(self.refuse(&refusal)).await?;
                 Err(refusal.into())
             }
         }
@@ -428,10 +440,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
     /// Admits and authenticates the request ([`Incoming::authenticate`]), then answers `101`
     /// with what [`ServerConfig::negotiate`] agrees to. A request that breaks RFC 6455
     /// §4.2.1 is answered with `400` or `426`, a refused one with its status.
-    pub async fn accept(self, config: &ServerConfig) -> Result<WebSocket<S>> {
-        let this = self.authenticate(config).await?;
-        let negotiated = config.negotiate(&this.request);
-        this.accept_negotiated(negotiated).await
+    pub async fn accept(mut self, config: &ServerConfig) -> Result<WebSocket<S>> {
+        if config.auth.is_some() {
+            self = Box::pin(self.authenticate(config)).await?;
+        } else if !self.admitted {
+            // Without a hook, authentication lets everyone in as anonymous, which nothing
+            // after the `101` reads: only the front door's synchronous checks are left, and
+            // this future holds no nested one (bench/README.md, E: their copies cost more
+            // than the rest of the handshake's user time).
+            if let Err(refusal) = config.admit(&self.request, self.peer.as_ref(), None) {
+                Box::pin(self.refuse(&refusal)).await?;
+                return Err(refusal.into());
+            }
+            self.admitted = true;
+        }
+        if config.deflate.is_none() {
+            // What `negotiate` agrees to without permessage-deflate: the server's own socket
+            // settings, used in place rather than copied into this future.
+            let subprotocol = config.choose_subprotocol(&self.request);
+            let shared = Some(&*config.shared_settings);
+            return self
+                .accept_shared(subprotocol, &[], &config.socket, shared)
+                .await;
+        }
+        let Negotiated {
+            subprotocol,
+            socket,
+            shared,
+        } = config.negotiate(&self.request);
+        self.accept_shared(subprotocol.as_deref(), &[], &socket, Some(&shared))
+            .await
     }
 
     /// Answers `101` with an agreement from [`ServerConfig::negotiate`] (possibly adjusted),
@@ -442,7 +480,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
             socket,
             shared,
         } = negotiated;
-        self.accept_shared(subprotocol.as_deref(), &[], socket, Some(&shared))
+        self.accept_shared(subprotocol.as_deref(), &[], &socket, Some(&shared))
             .await
     }
 
@@ -457,7 +495,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
         headers: &[(&str, &str)],
         config: Config,
     ) -> Result<WebSocket<S>> {
-        self.accept_shared(subprotocol, headers, config, None).await
+        self.accept_shared(subprotocol, headers, &config, None)
+            .await
     }
 
     /// [`Incoming::accept_with`], the socket's core settings from `shared`
@@ -466,7 +505,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
         mut self,
         subprotocol: Option<&str>,
         headers: &[(&str, &str)],
-        config: Config,
+        config: &Config,
         shared: Option<&SharedSettings>,
     ) -> Result<WebSocket<S>> {
         let subprotocol = subprotocol.filter(|p| self.request.subprotocols().any(|o| o == *p));
@@ -478,7 +517,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
             Ok(r) => r,
             Err(e) => {
                 metrics::handshake(false);
-                let _ = write_and_close(&mut self.io, &e.to_response()).await;
+                // Boxed: a refusal's writes would size the future of every accept.
+                let _ = Box::pin(write_and_close(&mut self.io, &e.to_response())).await;
                 return Err(e.into());
             }
         };
@@ -487,7 +527,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Incoming<S> {
             .await
             .inspect_err(|_| metrics::handshake(false))?;
         metrics::handshake(true);
-        let ws = WebSocket::from_raw_shared(self.io, Role::Server, &config, shared, &self.leftover);
+        let ws = WebSocket::from_raw_shared(self.io, Role::Server, config, shared, &self.leftover);
         Ok(ws.with_subprotocol(subprotocol.map(str::to_string)))
     }
 

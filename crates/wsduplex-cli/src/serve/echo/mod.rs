@@ -82,15 +82,7 @@ pub(super) fn spawn<S: Transport>(
     movable: bool,
     span: tracing::Span,
 ) {
-    let echo = Echo {
-        ws: Some(ws),
-        entry: Some(registry::Entry::new(
-            permit,
-            movable && S::MOVABLE,
-            S::PARKABLE,
-        )),
-        closing: false,
-    };
+    let echo = echo(ws, permit, movable);
     match gate {
         None => spawn_in(tasks, echo, span),
         Some(gate) => {
@@ -104,6 +96,24 @@ pub(super) fn spawn<S: Transport>(
     }
 }
 
+/// The echo loop of `ws`, counted by `permit`, to run in the caller's task (a plain
+/// connection's, after its handshake: `listen.rs`); [`spawn`] gives it one of its own.
+pub(super) fn echo<S: Transport>(
+    ws: WebSocket<S>,
+    permit: Option<Permit>,
+    movable: bool,
+) -> Echo<S> {
+    Echo {
+        ws: Some(ws),
+        entry: Some(registry::Entry::new(
+            permit,
+            movable && S::MOVABLE,
+            S::PARKABLE,
+        )),
+        closing: false,
+    }
+}
+
 /// The echo loop of one connection, written out as a future. A connection that waits is
 /// this future in a tokio task, and nothing else: the socket, its entry in the worker's
 /// registry, a flag; once idle for `--park-idle`, it is parked without it (`lot.rs`). (An `async fn` that `select!`ed over `recv()` and a `watch` stop
@@ -111,7 +121,7 @@ pub(super) fn spawn<S: Transport>(
 ///
 /// Echoes are queued, not flushed: the socket flushes when it has nothing left to read,
 /// so a batch of messages goes out in one write.
-struct Echo<S> {
+pub(super) struct Echo<S> {
     /// Taken only by a hand-over, which ends the task.
     ws: Option<WebSocket<S>>,
     /// Taken only by parking, which ends the task (the connection keeps its entry).
