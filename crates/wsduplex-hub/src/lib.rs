@@ -46,6 +46,11 @@
 //! # }
 //! ```
 //!
+//! A server that holds many members can run each in a task of its own that holds nothing
+//! else: [`Hub::accept`] answers the same paths but hands a WebSocket member back as a
+//! [`Member`] (`tokio::spawn(member.run())`), so the member's task is not as large as the
+//! request's stages before it (`wsduplex serve` does this: a few KB less per member).
+//!
 //! In an axum 0.8 application (feature `axum`), `Hub::router` answers the same paths, with
 //! the same code and front door, under any prefix: `app.nest("/hub", hub.router(config))`
 //! (example: `examples/axum_chat.rs`).
