@@ -36,7 +36,10 @@ async fn members_come_back_to_run_and_other_paths_come_back_untouched() {
                     }
                     Accepted::NotMine(other) => {
                         tx.send("not mine").unwrap();
-                        other.respond(404, &[], "text/plain", b"ours\n").await.unwrap();
+                        other
+                            .respond(404, &[], "text/plain", b"ours\n")
+                            .await
+                            .unwrap();
                     }
                     Accepted::Answered => tx.send("answered").unwrap(),
                 }

@@ -153,32 +153,46 @@ async fn handle(
     match &server.tls {
         // This future is boxed whole ([`Connection`]), so the request's stage is not boxed
         // apart: one allocation.
-        None => match serve_request(tcp, peer, &mut permit, &server, &mut stop, &mut pending).await
-        {
+        None => {
+            let served = serve_request(tcp, peer, &mut permit, &server, &mut stop, &mut pending);
+            let (ws, permit) = spawn_rest(served.await, peer, permit, server, stop, &tasks, span)?;
             // Its registry entry is made while `pending` still counts the request, so a
             // hand-over never sees the connection in neither.
-            Served::WebSocket(ws) => return Some(echo::echo(ws, Some(permit), true)),
-            Served::Member(member) => spawn_member(&tasks, member, permit, span),
-            Served::Http2(io) => {
-                let task =
-                    http2::serve(io, peer, permit, server, stop, tasks.clone(), span.clone());
-                spawn_in(&tasks, task, span);
-            }
-            Served::Done => {}
-        },
+            Some(echo::echo(ws, Some(permit), true))
+        }
         Some(_) => {
             let served = Box::pin(serve_tls(tcp, peer, &mut permit, &server, &mut stop)).await;
-            match served {
-                Served::WebSocket(ws) => echo::spawn(&tasks, ws, Some(permit), None, true, span),
-                Served::Member(member) => spawn_member(&tasks, member, permit, span),
-                Served::Http2(io) => {
-                    let task =
-                        http2::serve(io, peer, permit, server, stop, tasks.clone(), span.clone());
-                    spawn_in(&tasks, task, span);
-                }
-                Served::Done => {}
+            let rest = spawn_rest(served, peer, permit, server, stop, &tasks, span.clone());
+            if let Some((ws, permit)) = rest {
+                echo::spawn(&tasks, ws, Some(permit), None, true, span);
             }
+            None
         }
+    }
+}
+
+/// A connection's first stage is over: a chat member and HTTP/2 get tasks of their own; an
+/// `/echo` WebSocket comes back with the connection's permit, for the caller to run.
+fn spawn_rest<S>(
+    served: Served<S>,
+    peer: Peer,
+    permit: Permit,
+    server: Arc<Server>,
+    stop: watch::Receiver<bool>,
+    tasks: &TaskTracker,
+    span: tracing::Span,
+) -> Option<(WebSocket<S>, Permit)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match served {
+        Served::WebSocket(ws) => return Some((ws, permit)),
+        Served::Member(member) => spawn_member(tasks, member, permit, span),
+        Served::Http2(io) => {
+            let task = http2::serve(io, peer, permit, server, stop, tasks.clone(), span.clone());
+            spawn_in(tasks, task, span);
+        }
+        Served::Done => {}
     }
     None
 }
