@@ -12,6 +12,10 @@
 //! anything else; an event the socket does not take at all is queued as before. So the
 //! member gets every event, whole and in order, whichever path it took.
 //!
+//! Only messages are written so (`room::send_message`): presence (`joined`, `left`) is
+//! queued, as is a message that follows a direct write to the same member closely
+//! ([`BATCH_WITHIN`]), because the member's task sends what queued up in one `send`.
+//!
 //! The frame is unmasked and uncompressed (a server's frame, RSV1 clear, which RFC 7692
 //! §6.1 allows on a connection with permessage-deflate), so the same bytes serve every
 //! member of the room. Over TLS, HTTP/2 or any other transport, members are not lent a
