@@ -227,7 +227,9 @@ fn an_expired_long_polling_session_gets_401() {
         server.addr,
         format!(
             "POST /poll/lobby HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
-            alice(1)
+            // `exp` is in whole seconds: a token for 1 s may live only a moment, and a busy
+            // machine's open can come after it. 2 s gives it at least 1.
+            alice(2)
         )
         .as_bytes(),
     );
@@ -235,9 +237,9 @@ fn an_expired_long_polling_session_gets_401() {
     let body: Value = serde_json::from_slice(&r.body).unwrap();
     let session = body["session"].as_str().unwrap();
     let read = format!("GET /poll/session/{session}?cursor=1 HTTP/1.1\r\nHost: x\r\n\r\n");
-    // Each read waits out the poll timeout; the token is gone within two.
+    // Each read waits out the poll timeout; the token is gone within three.
     let mut last = 0;
-    for _ in 0..4 {
+    for _ in 0..5 {
         let r = http(server.addr, read.as_bytes());
         last = r.status;
         if r.status == 401 {
