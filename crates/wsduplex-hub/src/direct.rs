@@ -211,6 +211,23 @@ mod tests {
     }
 
     #[test]
+    fn an_ended_mailbox_is_not_written_to() {
+        let (m, mut client) = lent_mailbox(4);
+        wait_idle(&m);
+        // A hand-over froze the room: what it publishes later, the new process sends.
+        m.end(crate::mailbox::Ended::HandedOver);
+        assert!(!m.deliver(&Utf8Bytes::from("later"), &mut None, Instant::now()));
+        client.set_nonblocking(true).unwrap();
+        let mut got = [0u8; 16];
+        let read = client.read(&mut got);
+        assert_eq!(
+            read.map_err(|e| e.kind()).unwrap_err(),
+            std::io::ErrorKind::WouldBlock,
+            "nothing was written"
+        );
+    }
+
+    #[test]
     fn a_busy_member_gets_its_events_queued() {
         let (m, _client) = lent_mailbox(4);
         wait_idle(&m);

@@ -120,7 +120,10 @@ impl Mailbox {
         now: Instant,
     ) -> bool {
         let mut s = self.lock();
-        if let Some(d) = s.direct.as_mut().filter(|d| d.idle) {
+        // An ended mailbox takes nothing, on either path: after a hand-over's freeze the new
+        // process sends what came later, from history.
+        let open = s.ended.is_none();
+        if let Some(d) = s.direct.as_mut().filter(|d| d.idle && open) {
             // Whatever happens here, a queued event ends the idle spell: the task sends it,
             // and nothing may overtake it (idle always means an empty queue).
             d.idle = false;
@@ -183,6 +186,9 @@ impl Mailbox {
     pub(crate) fn end(&self, why: Ended) {
         let mut s = self.lock();
         s.ended.get_or_insert(why);
+        if let Some(d) = s.direct.as_mut() {
+            d.idle = false;
+        }
         let waker = s.waker.take();
         drop(s);
         if let Some(w) = waker {
