@@ -120,10 +120,9 @@ impl Mailbox {
         now: Instant,
     ) -> bool {
         let mut s = self.lock();
-        // An ended mailbox takes nothing, on either path: after a hand-over's freeze the new
-        // process sends what came later, from history.
-        let open = s.ended.is_none();
-        if let Some(d) = s.direct.as_mut().filter(|d| d.idle && open) {
+        // Idle means open too (`end` ends the idle spell, `poll_take` starts none once
+        // ended): after a hand-over's freeze the new process sends what came later.
+        if let Some(d) = s.direct.as_mut().filter(|d| d.idle) {
             // Whatever happens here, a queued event ends the idle spell: the task sends it,
             // and nothing may overtake it (idle always means an empty queue).
             d.idle = false;
@@ -186,6 +185,7 @@ impl Mailbox {
     pub(crate) fn end(&self, why: Ended) {
         let mut s = self.lock();
         s.ended.get_or_insert(why);
+        // Nothing more is written to the member's socket directly.
         if let Some(d) = s.direct.as_mut() {
             d.idle = false;
         }

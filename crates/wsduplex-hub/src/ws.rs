@@ -36,7 +36,7 @@ enum Step {
 
 /// A WebSocket member, upgraded and seated ([`crate::Hub::accept`]): [`Member::run`] serves
 /// it until it leaves. All it holds while it runs is here and in `run`'s own state, so a task
-/// that runs only this stays small (about 1.7 KB with a `TcpStream`).
+/// that runs only this stays small (`run`'s state is 2.3 KB with a `TcpStream`).
 pub struct Member<S> {
     ws: WebSocket<S>,
     subs: Subscriptions,
@@ -124,8 +124,9 @@ where
         .map(|at| Box::pin(tokio::time::sleep_until(at)));
     loop {
         let step = poll_fn(|cx| {
+            // Idle only ever starts with nothing left to write (`rest` is empty then).
             if std::mem::take(&mut idle) {
-                rest = rest.take().or_else(|| mailbox.wake_up());
+                rest = mailbox.wake_up();
             }
             let mut expired = |cx: &mut std::task::Context<'_>| {
                 expiry
