@@ -14,6 +14,7 @@ use crate::event::Limits;
 use crate::http::{route, Exchange, BODY_TIMEOUT};
 use crate::identity::Access;
 use crate::subscriptions::Subscriptions;
+use crate::ws::Member;
 use crate::Hub;
 use ::axum::body::Body;
 use ::axum::extract::{OriginalUri, Request as AxumRequest};
@@ -285,11 +286,10 @@ impl Exchange for AxumExchange<'_> {
         *self.out = Some(response.map(Body::new));
         tokio::spawn(async move {
             let run = async {
-                let hub = subs.hub().clone();
-                let _running = hub.member_running();
-                let mut ws = upgrading.await?;
-                let ending = crate::ws::run(&mut ws, subs, limits, close_timeout, access).await?;
-                hub.member_ended(ws, ending).await
+                let running = subs.hub().member_running();
+                let ws = upgrading.await?;
+                let member = Member::new(ws, subs, limits, close_timeout, access, running);
+                member.run().await
             };
             if let Err(e) = run.await {
                 tracing::debug!("hub member: {e}");

@@ -29,7 +29,7 @@ use crate::identity::Access;
 use crate::mailbox::Mailbox;
 use crate::poll::Session;
 use crate::subscriptions::Subscriptions;
-use crate::ws::Ending;
+use crate::ws::{Ending, Member};
 use crate::{Hub, JoinError, Membership};
 use serde::{Deserialize, Serialize};
 use std::any::Any;
@@ -530,14 +530,32 @@ impl Hub {
     /// closed with 1001, to resume with `since`.
     pub async fn resume_member<S>(
         &self,
-        mut socket: WebSocket<S>,
+        socket: WebSocket<S>,
         state: MemberState,
         config: &ServerConfig,
     ) -> wsduplex::Result<()>
     where
         S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
-        let _running = self.member_running();
+        match self.resumed_member(socket, state, config).await? {
+            Some(member) => member.run().await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`Hub::resume_member`] up to the running: the member seated again, for the caller
+    /// to run as it likes (and park: [`Member::run_or_idle`]); `None` once it has been
+    /// closed with 1001 instead.
+    pub async fn resumed_member<S>(
+        &self,
+        mut socket: WebSocket<S>,
+        state: MemberState,
+        config: &ServerConfig,
+    ) -> wsduplex::Result<Option<Member<S>>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + 'static,
+    {
+        let running = self.member_running();
         let subs = match self.seat(&state) {
             Ok(subs) => subs,
             Err(e) => {
@@ -546,19 +564,13 @@ impl Hub {
                 while let Some(item) = socket.recv().await {
                     item?;
                 }
-                return Ok(());
+                return Ok(None);
             }
         };
         let access = Access::new(state.identity.identity(), config.auth.clone());
-        let ending = crate::ws::run(
-            &mut socket,
-            subs,
-            self.limits(),
-            config.socket.close_timeout,
-            access,
-        )
-        .await?;
-        self.member_ended(socket, ending).await
+        let close_timeout = config.socket.close_timeout;
+        let member = Member::new(socket, subs, self.limits(), close_timeout, access, running);
+        Ok(Some(member))
     }
 
     /// Seats a handed-over member in each of its rooms.

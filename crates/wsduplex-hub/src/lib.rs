@@ -103,7 +103,7 @@ pub use identity::CLOSE_TOKEN_EXPIRED;
 pub use mailbox::Ended;
 pub use metrics::CLOSE_CODES;
 pub use names::NameError;
-pub use ws::Member;
+pub use ws::{Member, ParkedMember, Run};
 
 use backplane::Nodes;
 use event::Body;

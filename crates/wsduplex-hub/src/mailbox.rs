@@ -181,6 +181,19 @@ impl Mailbox {
         d.rest.take()
     }
 
+    /// A member leaves its task while idle: `waker` is woken instead when it needs one
+    /// again (an event queued or a frame half-written, the mailbox ended). `false` if it
+    /// already does: it is no longer idle (a delivery since its last wait queued an event
+    /// or left part of a frame), or the mailbox ended.
+    pub(crate) fn park(&self, waker: Waker) -> bool {
+        let mut s = self.lock();
+        let idle = s.ended.is_none() && s.direct.as_ref().is_some_and(|d| d.idle);
+        if idle {
+            s.waker = Some(waker);
+        }
+        idle
+    }
+
     /// Ends delivery (the first reason wins).
     pub(crate) fn end(&self, why: Ended) {
         let mut s = self.lock();

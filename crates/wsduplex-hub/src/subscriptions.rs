@@ -94,6 +94,11 @@ impl Subscriptions {
         &self.mailbox
     }
 
+    /// Leaves every room (a member that is closing: nothing more is pushed to it).
+    pub(crate) fn leave_all(&mut self) {
+        self.rooms.clear();
+    }
+
     /// Carries out a client request. A message is published (`Some(its id)`: 0 if the room
     /// was handed to another process); a subscription's welcome, and an unsubscription's
     /// `unsubscribed`, arrive through the mailbox, in order with the room's events.

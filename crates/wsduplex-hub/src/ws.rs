@@ -14,8 +14,8 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use std::future::{poll_fn, Future as _};
 use std::pin::Pin;
-use std::task::Poll;
-use std::time::Duration;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use wsduplex::proto::State;
 use wsduplex::{CloseCode, Message, Utf8Bytes, WebSocket};
@@ -32,17 +32,23 @@ enum Step {
     Ended(Ended),
     /// The credentials expired, and no `refresh` came.
     Expired,
+    /// Waiting with nothing in flight, and asked to stop there.
+    Idle,
 }
 
 /// A WebSocket member, upgraded and seated ([`crate::Hub::accept`]): [`Member::run`] serves
 /// it until it leaves. All it holds while it runs is here and in `run`'s own state, so a task
-/// that runs only this stays small (`run`'s state is 2.3 KB with a `TcpStream`).
+/// that runs only this stays small; a member that waits can leave its task altogether
+/// ([`Member::run_or_idle`], [`Member::park`]).
 pub struct Member<S> {
     ws: WebSocket<S>,
     subs: Subscriptions,
     limits: Limits,
     close_timeout: Duration,
     access: Access,
+    /// The mailbox still holds a second descriptor of the socket, lent before the member
+    /// last stopped idle (the rooms may be writing to it): `run` takes it back first.
+    lent: bool,
     _running: crate::handover::Running,
 }
 
@@ -50,6 +56,19 @@ impl<S> std::fmt::Debug for Member<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Member").finish_non_exhaustive()
     }
+}
+
+/// How [`Member::run_or_idle`] came back.
+// Returned once, straight into the caller's match: boxing the member would cost an
+// allocation each time it stops idle.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Run<S> {
+    /// The member is gone (what [`Member::run`] returns).
+    Over(wsduplex::Result<()>),
+    /// It waited with nothing in flight, and was asked to stop there: park it
+    /// ([`Member::park`]), or run it again.
+    Idle(Member<S>),
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Member<S> {
@@ -67,6 +86,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Member<S> {
             limits,
             close_timeout,
             access,
+            lent: false,
             _running: running,
         }
     }
@@ -74,18 +94,137 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Member<S> {
     /// Serves the member until either side ends it, or the hub is handed to a new process
     /// (then the member goes there, or is closed with 1001 to resume).
     pub async fn run(self) -> wsduplex::Result<()> {
+        match self.run_or_idle(|_| false).await {
+            Run::Over(result) => result,
+            // Nothing asked it to stop.
+            Run::Idle(_) => Ok(()),
+        }
+    }
+
+    /// [`Member::run`], but each time the member waits with nothing in flight (nothing
+    /// queued either way, no frame half-written, the socket's rooms writing to it directly)
+    /// it calls `stop` with the task's waker; `true` ends the run there, with the member
+    /// given back as it was ([`Run::Idle`]). `stop` may keep the waker, to wake the task
+    /// when it wants to be asked again.
+    pub async fn run_or_idle(mut self, stop: impl FnMut(&Waker) -> bool) -> Run<S> {
+        match run(&mut self, stop).await {
+            Ok(Ending::Idle) => Run::Idle(self),
+            Ok(ending) => Run::Over(self.end(ending).await),
+            Err(e) => Run::Over(Err(e)),
+        }
+    }
+
+    async fn end(self, ending: Ending) -> wsduplex::Result<()> {
         let Self {
-            mut ws,
+            ws, subs, _running, ..
+        } = self;
+        let hub = subs.hub().clone();
+        // Out of its rooms before the socket goes anywhere.
+        drop(subs);
+        // Boxed: a hand-over's stages would otherwise make every member's state larger.
+        Box::pin(hub.member_ended(ws, ending)).await
+    }
+
+    /// The transport and the member without it, when [`Member::run_or_idle`] stopped it
+    /// idle and its socket can be parked ([`WebSocket::park`]): nothing in flight, and the
+    /// rooms write its messages to the socket themselves (plain TCP). Otherwise the member,
+    /// to run again.
+    // The member itself comes back, as it was: boxing it would allocate per refusal.
+    #[allow(clippy::result_large_err)]
+    pub fn park(self) -> Result<(S, ParkedMember), Self> {
+        if !self.lent {
+            return Err(self);
+        }
+        let Self {
+            ws,
             subs,
             limits,
             close_timeout,
             access,
+            lent,
             _running,
         } = self;
-        let hub = subs.hub().clone();
-        let ending = run(&mut ws, subs, limits, close_timeout, access).await?;
-        // Boxed: a hand-over's stages would otherwise make every member's state larger.
-        Box::pin(hub.member_ended(ws, ending)).await
+        match ws.park() {
+            Ok((io, ws)) => {
+                let expires = access.deadline().map(tokio::time::Instant::into_std);
+                let deadline = match (ws.deadline(), expires) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let parked = ParkedMember {
+                    ws,
+                    subs,
+                    limits,
+                    close_timeout,
+                    access,
+                    deadline,
+                    _running,
+                };
+                Ok((io, parked))
+            }
+            Err(ws) => Err(Self {
+                ws,
+                subs,
+                limits,
+                close_timeout,
+                access,
+                lent,
+                _running,
+            }),
+        }
+    }
+}
+
+/// A member parked without its transport or a task ([`Member::park`]): its socket's state,
+/// its rooms and identity. Its rooms go on writing messages to its socket; it needs a task
+/// again when its transport becomes readable, when [`ParkedMember::deadline`] passes, or
+/// when the waker given to [`ParkedMember::wake_with`] is woken (an event the rooms could not
+/// write, the member cut, the hub stopping or handed over).
+pub struct ParkedMember {
+    ws: wsduplex::Parked,
+    subs: Subscriptions,
+    limits: Limits,
+    close_timeout: Duration,
+    access: Access,
+    deadline: Option<Instant>,
+    _running: crate::handover::Running,
+}
+
+impl std::fmt::Debug for ParkedMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParkedMember")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ParkedMember {
+    /// When the member must be resumed at the latest: a keepalive ping, a timeout, its
+    /// credentials' expiry (`None`: nothing but its client and its rooms).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Has `waker` woken when the member needs its task (see [`ParkedMember`]). `false` if
+    /// it already does (something came between its last wait and now): resume it at once.
+    pub fn wake_with(&self, waker: Waker) -> bool {
+        self.subs.mailbox().park(waker)
+    }
+
+    /// The member on its transport again, to run (it goes on as if it had kept waiting).
+    pub fn resume<S>(self, io: S) -> Member<S>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        Member {
+            ws: WebSocket::unpark(io, self.ws),
+            subs: self.subs,
+            limits: self.limits,
+            close_timeout: self.close_timeout,
+            access: self.access,
+            lent: true,
+            _running: self._running,
+        }
     }
 }
 
@@ -97,28 +236,41 @@ pub(crate) enum Ending {
     /// written into the socket's buffer (not yet sent), and this is what the new process
     /// needs to go on with it.
     HandedOver(crate::handover::MemberState),
+    /// Stopped idle, as asked ([`Member::run_or_idle`]): the rooms still write to its socket.
+    Idle,
 }
 
 /// Runs a member until either side ends: the client closes or fails, the member is cut
 /// (the transport is dropped with no close frame), too slow (close 4008), its token expires
-/// (close 4001), or the hub stops (close 1001); or until the hub is handed over.
-pub(crate) async fn run<S>(
-    ws: &mut WebSocket<S>,
-    mut subs: Subscriptions,
-    limits: Limits,
-    close_timeout: Duration,
-    mut access: Access,
-) -> wsduplex::Result<Ending>
+/// (close 4001), or the hub stops (close 1001); or until the hub is handed over, or `stop`
+/// stops it idle.
+async fn run<S, P>(member: &mut Member<S>, mut stop: P) -> wsduplex::Result<Ending>
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
+    P: FnMut(&Waker) -> bool,
 {
+    let Member {
+        ws,
+        subs,
+        limits,
+        close_timeout,
+        access,
+        lent: was_lent,
+        ..
+    } = member;
+    let (limits, close_timeout) = (*limits, *close_timeout);
     let mut batch: Vec<Utf8Bytes> = Vec::new();
     let mailbox = subs.mailbox().clone();
-    let mut lent = Lent::new(&mailbox, Direct::lend(ws.get_ref()));
+    // Stopped idle before: the mailbox has the socket still, and the rooms may be writing.
+    let resumed = std::mem::take(was_lent);
+    let mut lent = match resumed {
+        true => Lent::resumed(&mailbox),
+        false => Lent::new(&mailbox, Direct::lend(ws.get_ref())),
+    };
     // What a room's direct write left unwritten: written before anything else.
     let mut rest: Option<Bytes> = None;
     // The rooms may be writing to the socket: take it back before looking at anything.
-    let mut idle = false;
+    let mut idle = resumed;
     let mut expiry = access
         .deadline()
         .map(|at| Box::pin(tokio::time::sleep_until(at)));
@@ -163,6 +315,10 @@ where
                         if batch.capacity() > 0 {
                             batch = Vec::new();
                         }
+                        // Idle, the rooms writing to the socket: all of it is at rest.
+                        if quiet && stop(cx.waker()) {
+                            return Poll::Ready(Step::Idle);
+                        }
                     }
                 }
             } else if let Poll::Ready(why) = mailbox.poll_ended(cx) {
@@ -172,6 +328,12 @@ where
         })
         .await;
         match step {
+            Step::Idle => {
+                // The mailbox keeps the socket, marked idle: the rooms go on writing to it.
+                lent.keep();
+                *was_lent = true;
+                return Ok(Ending::Idle);
+            }
             Step::Inbound(Some(Ok(Message::Text(text)))) => {
                 if let Some(token) = identity::refresh_token(text.as_bytes()) {
                     match access.refresh(&token).await {
@@ -180,7 +342,7 @@ where
                                 .deadline()
                                 .map(|at| Box::pin(tokio::time::sleep_until(at)));
                             queue(ws, access.refreshed_event())?;
-                            subs.keep_readable(&access);
+                            subs.keep_readable(access);
                         }
                         Err(e) => queue(ws, e.to_event())?,
                     }
@@ -188,7 +350,7 @@ where
                 }
                 match parse_inbound(text.as_bytes(), limits) {
                     Ok(request) => {
-                        if let Err(refused) = subs.handle(request, &access).await {
+                        if let Err(refused) = subs.handle(request, access).await {
                             queue(ws, refused.event)?;
                         }
                     }
@@ -215,11 +377,11 @@ where
                 for event in batch.drain(..).chain(mailbox.take_all()) {
                     queue(ws, event)?;
                 }
-                return Ok(Ending::HandedOver(subs.hand_over(&access)));
+                return Ok(Ending::HandedOver(subs.hand_over(access)));
             }
             step @ (Step::Ended(_) | Step::Expired) => {
                 // Leave the rooms now: the closing handshake may take a while.
-                drop(subs);
+                subs.leave_all();
                 // A close frame cannot follow part of a frame.
                 if !lent.finish(ws, rest.take(), close_timeout).await {
                     return Ok(Ending::Done);
@@ -253,6 +415,19 @@ impl<'a> Lent<'a> {
             mailbox.lend(direct);
         }
         Self { mailbox, lent }
+    }
+
+    /// The mailbox has had the socket since the member last stopped idle.
+    fn resumed(mailbox: &'a Mailbox) -> Self {
+        Self {
+            mailbox,
+            lent: true,
+        }
+    }
+
+    /// The member stops idle: the mailbox keeps the socket (the rooms write to it).
+    fn keep(&mut self) {
+        self.lent = false;
     }
 
     fn is_some(&self) -> bool {

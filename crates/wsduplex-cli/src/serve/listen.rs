@@ -183,11 +183,11 @@ fn spawn_rest<S>(
     span: tracing::Span,
 ) -> Option<(WebSocket<S>, Permit)>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: echo::Transport,
 {
     match served {
         Served::WebSocket(ws) => return Some((ws, permit)),
-        Served::Member(member) => spawn_member(tasks, member, permit, span),
+        Served::Member(member) => super::member::spawn(tasks, member, Some(permit), span),
         Served::Http2(io) => {
             let task = http2::serve(io, peer, permit, server, stop, tasks.clone(), span.clone());
             spawn_in(tasks, task, span);
@@ -210,24 +210,6 @@ enum Served<S> {
     Member(wsduplex_hub::Member<S>),
     /// HTTP/2 (the `h2c` preface, or ALPN `h2`): [`http2::serve`] takes the connection.
     Http2(Prefaced<S>),
-}
-
-/// A chat member's task: the member and the connection's permit, nothing else.
-fn spawn_member<S>(
-    tasks: &TaskTracker,
-    member: wsduplex_hub::Member<S>,
-    permit: Permit,
-    span: tracing::Span,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let task = async move {
-        let _permit = permit;
-        if let Err(e) = member.run().await {
-            tracing::debug!("hub member: {e}");
-        }
-    };
-    spawn_in(tasks, task, span);
 }
 
 /// Connection ids, for the logs.

@@ -16,6 +16,7 @@ mod echo;
 mod handover;
 mod http2;
 mod listen;
+mod member;
 mod metrics;
 mod route;
 mod worker;

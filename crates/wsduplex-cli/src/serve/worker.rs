@@ -266,10 +266,12 @@ fn adopt(adoption: Adoption, server: &Arc<Server>, tasks: &TaskTracker) {
                     return;
                 }
             }
-            let _permit = permit;
+            let entry = super::member::entry::<tokio::net::TcpStream>(permit);
             let hub = server.hub.clone();
-            if let Err(e) = hub.resume_member(ws, *member, &server.config).await {
-                tracing::debug!("hub member: {e}");
+            match hub.resumed_member(ws, *member, &server.config).await {
+                Ok(Some(member)) => super::member::serve(member, entry).await,
+                Ok(None) => {}
+                Err(e) => tracing::debug!("hub member: {e}"),
             }
         };
         return listen::spawn_in(tasks, task, span);

@@ -27,17 +27,61 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 use wsduplex::WebSocket;
+use wsduplex_hub::{Member, ParkedMember};
 
-/// A parked connection: its transport, out of tokio's reactor, and its socket's state.
+/// A parked connection: its transport, out of tokio's reactor, and what it was.
 pub(in super::super) struct Parked {
     tcp: std::net::TcpStream,
-    ws: wsduplex::Parked,
+    kind: Kind,
+}
+
+enum Kind {
+    /// An `/echo` connection: its socket's state.
+    Echo(wsduplex::Parked),
+    /// A chat member: its socket's state, rooms and identity (a few hundred bytes, boxed:
+    /// an echo connection stays in a 64-byte box).
+    Member(Box<ParkedMember>),
 }
 
 impl Parked {
     pub(super) fn deadline(&self) -> Option<Instant> {
-        self.ws.deadline()
+        match &self.kind {
+            Kind::Echo(ws) => ws.deadline(),
+            Kind::Member(member) => member.deadline(),
+        }
     }
+}
+
+/// Wakes a parked chat member's slot: its mailbox holds this waker while it is parked, and
+/// a room may wake it from any worker's thread.
+struct Unpark {
+    inbox: Arc<Inbox>,
+    slot: u32,
+}
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.inbox
+            .woken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(self.slot);
+        self.inbox.nudge.notify_one();
+    }
+}
+
+/// How the lot's task is told, from any thread, of something to do now: a deadline
+/// earlier than any it waits for, or chat members whose mailboxes woke them.
+#[derive(Default)]
+struct Inbox {
+    nudge: Notify,
+    /// Slots to resume (one may have been resumed, or even reused, since: resuming
+    /// whatever is parked there is harmless).
+    woken: std::sync::Mutex<Vec<u32>>,
 }
 
 /// This worker's poll set and what the lot's task needs from the echo tasks.
@@ -48,8 +92,8 @@ struct Lot {
     /// unparked early: one is acted on only if it is still its slot's deadline, and the
     /// queue is rebuilt from the slots when stale entries outnumber the parked.
     deadlines: BinaryHeap<Reverse<(Instant, u32)>>,
-    /// Tells the task that a deadline earlier than any it waits for was queued.
-    earlier: Arc<Notify>,
+    /// Tells the task of an earlier deadline, or of woken members.
+    inbox: Arc<Inbox>,
 }
 
 impl Lot {
@@ -79,16 +123,16 @@ pub(in super::super) fn start(tasks: TaskTracker, after: Duration) -> std::io::R
     // (`register_with_interest`, `unsafe`) would have us promise.
     #[allow(deprecated)]
     let poll = AsyncFd::with_interest(poll, tokio::io::Interest::READABLE)?;
-    let earlier = Arc::new(Notify::new());
+    let inbox = Arc::new(Inbox::default());
     LOT.set(Some(Lot {
         registry,
         tasks,
         deadlines: BinaryHeap::new(),
-        earlier: earlier.clone(),
+        inbox: inbox.clone(),
     }));
     registry::start_parking();
     // Not in the task tracker: the worker waits for connections, not for this.
-    tokio::spawn(run(poll, earlier, after));
+    tokio::spawn(run(poll, inbox, after));
     Ok(())
 }
 
@@ -102,12 +146,62 @@ pub(super) fn park(
         Ok(parts) => parts,
         Err(ws) => return Err((ws, entry)),
     };
+    match into_lot(tcp, &entry) {
+        Ok(tcp) => {
+            let parked = Parked {
+                tcp,
+                kind: Kind::Echo(ws),
+            };
+            park_in(entry, Box::new(parked));
+            Ok(())
+        }
+        Err(Some(tcp)) => Err((WebSocket::unpark(tcp, ws), entry)),
+        Err(None) => Ok(()),
+    }
+}
+
+/// Parks a chat member stopped idle if its socket can be; otherwise gives it back.
+#[allow(clippy::result_large_err)]
+pub(super) fn park_member(
+    member: Member<TcpStream>,
+    entry: Entry,
+) -> Result<(), (Member<TcpStream>, Entry)> {
+    let (tcp, member) = match member.park() {
+        Ok(parts) => parts,
+        Err(member) => return Err((member, entry)),
+    };
+    let tcp = match into_lot(tcp, &entry) {
+        Ok(tcp) => tcp,
+        Err(Some(tcp)) => return Err((member.resume(tcp), entry)),
+        Err(None) => return Ok(()),
+    };
+    let inbox = LOT.with_borrow(|lot| lot.as_ref().map(|lot| lot.inbox.clone()));
+    let woken = inbox.is_some_and(|inbox| {
+        let slot = entry.index();
+        !member.wake_with(std::task::Waker::from(Arc::new(Unpark { inbox, slot })))
+    });
+    let parked = Box::new(Parked {
+        tcp,
+        kind: Kind::Member(Box::new(member)),
+    });
+    if woken {
+        // Something came for it since it stopped: back to a task at once.
+        resume(entry, parked);
+    } else {
+        park_in(entry, parked);
+    }
+    Ok(())
+}
+
+/// The transport out of tokio's reactor and in this worker's poll set. `Err(Some)`: it
+/// stays in a task; `Err(None)`: it is in no state to go on (closed).
+fn into_lot(tcp: TcpStream, entry: &Entry) -> Result<std::net::TcpStream, Option<TcpStream>> {
     let tcp = match tcp.into_std() {
         Ok(tcp) => tcp,
         Err(e) => {
             // Only if leaving the reactor failed: the socket is in no state to go on.
             tracing::warn!("parking a connection failed, it is closed: {e}");
-            return Ok(());
+            return Err(None);
         }
     };
     let token = Token(entry.index() as usize);
@@ -121,14 +215,18 @@ pub(super) fn park(
     if let Err(e) = registered {
         tracing::debug!("parking a connection failed, it stays in its task: {e}");
         return match TcpStream::from_std(tcp) {
-            Ok(tcp) => Err((WebSocket::unpark(tcp, ws), entry)),
+            Ok(tcp) => Err(Some(tcp)),
             Err(e) => {
                 tracing::warn!("a connection could not be parked nor resumed: {e}");
-                Ok(())
+                Err(None)
             }
         };
     }
-    let parked = Box::new(Parked { tcp, ws });
+    Ok(tcp)
+}
+
+/// The connection waits in its slot, its deadline queued.
+fn park_in(entry: Entry, parked: Box<Parked>) {
     if let Some(deadline) = parked.deadline() {
         LOT.with_borrow_mut(|lot| {
             if let Some(lot) = lot {
@@ -136,19 +234,18 @@ pub(super) fn park(
                 let earliest = lot.deadlines.peek().map(|Reverse((at, _))| *at);
                 lot.deadlines.push(Reverse((deadline, entry.index())));
                 if earliest.is_none_or(|at| deadline < at) {
-                    lot.earlier.notify_one();
+                    lot.inbox.nudge.notify_one();
                 }
             }
         });
     }
     entry.park(parked);
-    Ok(())
 }
 
 /// Serves a parked connection with a task again.
 #[allow(clippy::boxed_local)] // it comes boxed from its slot; unboxing is the point
 pub(super) fn resume(entry: Entry, parked: Box<Parked>) {
-    let Parked { tcp, ws } = *parked;
+    let Parked { tcp, kind } = *parked;
     let tasks = LOT.with_borrow(|lot| {
         let lot = lot.as_ref()?;
         // Closing the descriptor would remove it from the set too, but it stays open.
@@ -167,17 +264,25 @@ pub(super) fn resume(entry: Entry, parked: Box<Parked>) {
         Ok(tcp) => tcp,
         Err(e) => return tracing::warn!("resuming a parked connection failed: {e}"),
     };
-    let echo = Echo {
-        ws: Some(WebSocket::unpark(tcp, ws)),
-        entry: Some(entry),
-        closing: false,
-    };
-    super::super::listen::spawn_in(&tasks, echo, span);
+    match kind {
+        Kind::Echo(ws) => {
+            let echo = Echo {
+                ws: Some(WebSocket::unpark(tcp, ws)),
+                entry: Some(entry),
+                closing: false,
+            };
+            super::super::listen::spawn_in(&tasks, echo, span);
+        }
+        Kind::Member(member) => {
+            let member = super::super::member::serve(member.resume(tcp), entry);
+            super::super::listen::spawn_in(&tasks, member, span);
+        }
+    }
 }
 
 /// The lot's task: resumes parked connections as they become readable or reach their
 /// deadline, and sweeps the registry every `after`.
-async fn run(mut poll: AsyncFd<Poll>, earlier: Arc<Notify>, after: Duration) {
+async fn run(mut poll: AsyncFd<Poll>, inbox: Arc<Inbox>, after: Duration) {
     let mut events = Events::with_capacity(1024);
     let mut sweep = tokio::time::interval(after);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -216,7 +321,14 @@ async fn run(mut poll: AsyncFd<Poll>, earlier: Arc<Notify>, after: Duration) {
             }
             () = deadline => resume_due(),
             _ = sweep.tick() => registry::sweep(),
-            () = earlier.notified() => {}
+            () = inbox.nudge.notified() => {
+                let woken = std::mem::take(&mut *inbox.woken.lock().unwrap_or_else(|p| p.into_inner()));
+                for slot in woken {
+                    if let Some((entry, parked)) = registry::unpark(slot, None) {
+                        resume(entry, parked);
+                    }
+                }
+            }
         }
     }
 }

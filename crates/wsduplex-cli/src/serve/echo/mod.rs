@@ -43,6 +43,16 @@ pub(super) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'sta
     ) -> Result<(), (WebSocket<Self>, registry::Entry)> {
         Err((ws, entry))
     }
+
+    /// Parks a chat member stopped idle, if its socket can be (called only when
+    /// [`Self::PARKABLE`]); otherwise gives it back.
+    #[allow(clippy::result_large_err)]
+    fn park_member(
+        member: wsduplex_hub::Member<Self>,
+        entry: registry::Entry,
+    ) -> Result<(), (wsduplex_hub::Member<Self>, registry::Entry)> {
+        Err((member, entry))
+    }
 }
 
 impl Transport for TcpStream {
@@ -63,6 +73,14 @@ impl Transport for TcpStream {
         entry: registry::Entry,
     ) -> Result<(), (WebSocket<Self>, registry::Entry)> {
         lot::park(ws, entry)
+    }
+
+    #[cfg(unix)]
+    fn park_member(
+        member: wsduplex_hub::Member<Self>,
+        entry: registry::Entry,
+    ) -> Result<(), (wsduplex_hub::Member<Self>, registry::Entry)> {
+        lot::park_member(member, entry)
     }
 }
 
