@@ -12,6 +12,7 @@ mod common;
 #[path = "../../../../tests/interop/peer.rs"]
 mod peer;
 
+mod chat_stress;
 mod drain;
 mod pause;
 mod procs;
