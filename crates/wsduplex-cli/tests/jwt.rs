@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{http, upgrade_request, Server, Ws, CLOSE, TEXT, TIMEOUT};
+use common::{eventually, http, metric_of, upgrade_request, Server, Ws, CLOSE, TEXT, TIMEOUT};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -216,6 +216,35 @@ fn refresh_extends_an_open_connection_and_expiry_closes_it_with_4001() {
     assert!(
         lived.as_millis() >= 1900 && lived < TIMEOUT,
         "closed after {lived:?}: the refresh did not count"
+    );
+    server.stop();
+}
+
+/// A member parked without a task (`--park-idle`) is resumed when its token expires.
+#[test]
+fn a_parked_member_is_closed_with_4001_when_its_token_expires() {
+    let server = server(&["--park-idle", "50ms"]);
+    let opened = Instant::now();
+    let mut ws = Ws::connect(
+        server.addr,
+        &format!("/chat/lobby?access_token={}", alice(4)),
+    );
+    next_of(&mut ws, "welcome");
+    eventually("the member parked", TIMEOUT, || {
+        metric_of(server.addr, "wsduplex_parked_connections") == 1
+    });
+    // Its token lives 3 to 4 s (whole seconds): parked well before.
+    assert!(opened.elapsed().as_secs() < 3, "parked too late to tell");
+    let code = loop {
+        match next(&mut ws) {
+            Ok(_) => {}
+            Err(code) => break code,
+        }
+    };
+    assert_eq!(code, Some(4001));
+    assert!(
+        opened.elapsed().as_millis() >= 1900,
+        "closed before its token expired"
     );
     server.stop();
 }

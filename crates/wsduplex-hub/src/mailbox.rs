@@ -190,6 +190,8 @@ impl Mailbox {
         let idle = s.ended.is_none() && s.direct.as_ref().is_some_and(|d| d.idle);
         if idle {
             s.waker = Some(waker);
+            // Empty (idle means that): a parked member keeps no room for events.
+            s.events = VecDeque::new();
         }
         idle
     }

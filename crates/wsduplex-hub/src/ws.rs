@@ -12,7 +12,7 @@ use crate::CLOSE_TOO_SLOW;
 use bytes::{Buf as _, Bytes};
 use futures_core::Stream;
 use futures_sink::Sink;
-use std::future::{poll_fn, Future as _};
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -93,11 +93,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Member<S> {
 
     /// Serves the member until either side ends it, or the hub is handed to a new process
     /// (then the member goes there, or is closed with 1001 to resume).
-    pub async fn run(self) -> wsduplex::Result<()> {
-        match self.run_or_idle(|_| false).await {
-            Run::Over(result) => result,
-            // Nothing asked it to stop.
-            Run::Idle(_) => Ok(()),
+    // Not an `async fn`: its state would hold the member twice (the argument, and the
+    // running future's own), about 600 bytes more a member.
+    pub fn run(self) -> impl Future<Output = wsduplex::Result<()>> {
+        let run = self.run_or_idle(|_| false);
+        async move {
+            match run.await {
+                Run::Over(result) => result,
+                // Nothing asked it to stop.
+                Run::Idle(_) => Ok(()),
+            }
         }
     }
 
@@ -106,11 +111,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Member<S> {
     /// it calls `stop` with the task's waker; `true` ends the run there, with the member
     /// given back as it was ([`Run::Idle`]). `stop` may keep the waker, to wake the task
     /// when it wants to be asked again.
-    pub async fn run_or_idle(mut self, stop: impl FnMut(&Waker) -> bool) -> Run<S> {
-        match run(&mut self, stop).await {
-            Ok(Ending::Idle) => Run::Idle(self),
-            Ok(ending) => Run::Over(self.end(ending).await),
-            Err(e) => Run::Over(Err(e)),
+    // Not an `async fn` either (the argument would be held twice, as in `run`).
+    #[allow(clippy::manual_async_fn)]
+    pub fn run_or_idle<F>(mut self, stop: F) -> impl Future<Output = Run<S>>
+    where
+        F: FnMut(&Waker) -> bool,
+    {
+        async move {
+            match run(&mut self, stop).await {
+                Ok(Ending::Idle) => Run::Idle(self),
+                // Boxed: its stages (a hand-over's, a close) would otherwise be room in
+                // every member's state, for what happens once.
+                Ok(ending) => Run::Over(Box::pin(self.end(ending)).await),
+                Err(e) => Run::Over(Err(e)),
+            }
         }
     }
 
@@ -121,8 +135,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Member<S> {
         let hub = subs.hub().clone();
         // Out of its rooms before the socket goes anywhere.
         drop(subs);
-        // Boxed: a hand-over's stages would otherwise make every member's state larger.
-        Box::pin(hub.member_ended(ws, ending)).await
+        hub.member_ended(ws, ending).await
     }
 
     /// The transport and the member without it, when [`Member::run_or_idle`] stopped it

@@ -177,9 +177,11 @@ pub struct Args {
     /// 4008.
     #[arg(long, help_heading = "Limits", value_name = "POLICY", value_enum, default_value_t = SlowReaderArg::Wait)]
     slow_reader: SlowReaderArg,
-    /// /echo: park a connection idle this long (up to twice it): it is then held without a
-    /// task and outside the reactor, about 200 bytes instead of about 1 KB, until its client
-    /// sends something or a keepalive ping is due (on Unix, plain TCP). 0: never park.
+    /// /echo and chat: park a connection idle this long (up to twice it): it is then held
+    /// without a task and outside the reactor (an /echo connection in about 200 bytes instead
+    /// of about 1 KB), until its client sends something, a keepalive ping is due, or (chat)
+    /// its rooms have something they cannot write to it directly (on Unix, plain TCP). 0:
+    /// never park.
     #[arg(long, help_heading = "Limits", value_name = "DURATION", value_parser = parse_duration, default_value = "1s")]
     pub(super) park_idle: Duration,
     /// Connections open at once, at most; beyond it a new connection gets 503 (0: no limit).

@@ -13,7 +13,7 @@ pub(super) fn page(server: &Server) -> String {
     server.hub.render_metrics(&mut out);
     let parked = super::echo::registry::PARKED.load(std::sync::atomic::Ordering::Relaxed);
     out.push_str(&format!(
-        "# HELP wsduplex_parked_connections /echo connections idle and parked (held without a task).\n\
+        "# HELP wsduplex_parked_connections Idle /echo connections and chat members parked (held without a task).\n\
          # TYPE wsduplex_parked_connections gauge\n\
          wsduplex_parked_connections {parked}\n"
     ));
