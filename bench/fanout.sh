@@ -20,7 +20,9 @@
 #
 #   cargo build --release -p wsduplex-cli && bench/fanout.sh [--runs 3] [--quick]
 #       [--scenarios rooms,room] [--members 10000] [--rate 5] [--rooms-rate 10000]
-#       [--duration 5s] [--warmup 1s] [--out FILE] [--no-wait]
+#       [--duration 5s] [--warmup 1s] [--out FILE] [--no-wait] [--serve-arg ARG ...]
+#   --serve-arg ARG: one more argument for `wsduplex serve` (repeat it: --serve-arg
+#   --park-idle --serve-arg 0)
 #   --quick: one run, 1 s after 0.2 s of warm-up, 1,000 members (a check that it all works)
 #   As run.sh, each measurement first waits (10 s at most, 3 minutes in all; --no-wait: not
 #   at all) for the CPUs to be 80% idle, and records the idle share it saw.
@@ -35,6 +37,7 @@ load_cpu=${BENCH_LOAD_CPU:-1}
 runs=3 duration=5s warmup=1s members=10000 rate=5 rooms_rate=10000 scenarios=rooms,room
 quiet_wait=10 quiet_budget=180 quiet_idle=80
 out=$bench_dir/results/fanout.jsonl
+serve_args=()
 die() { printf 'fanout.sh: %s\n' "$*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
     case $1 in
@@ -48,6 +51,7 @@ while [ $# -gt 0 ]; do
         --out) out=$2; shift ;;
         --quick) runs=1 duration=1s warmup=200ms members=1000 ;;
         --no-wait) quiet_budget=0 ;;
+        --serve-arg) serve_args+=("$2"); shift ;;
         -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "fanout.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -101,7 +105,7 @@ start_server() {
         wsduplex)
             taskset -c "$server_cpu" "$wsduplex" serve --listen 127.0.0.1:0 --workers 1 \
                 --max-connections 0 --max-connections-per-client 0 --send-queue 65536 \
-                >"$scratch/server.out" 2>"$scratch/server.err" &
+                "${serve_args[@]}" >"$scratch/server.out" 2>"$scratch/server.err" &
             server_pid=$!
             local addr=
             for _ in $(seq 100); do

@@ -87,7 +87,8 @@ pub enum HandoverError {
         max: usize,
     },
     /// A member's messages since the hand-over began are no longer all in a room's history
-    /// (or the room is gone): it is closed, and resumes with `since`.
+    /// (more than even a held history keeps, [`Hub::hold_history`]; or the room is gone): it
+    /// is closed, and resumes with `since`.
     #[error("room {room} no longer has every message after {seen}")]
     Gap {
         /// The room.
@@ -505,6 +506,24 @@ impl Hub {
         Ok(())
     }
 
+    /// Keeps every message in the rooms' history while the hold (or a clone) lives, up to
+    /// 100,000 a room; then history is cut back to its length. A process taking over holds
+    /// it from before [`Hub::import_state`] until every member handed to it is seated
+    /// ([`Hub::resumed_member`] has returned): a member seated late, while the members moved
+    /// before it publish, then still finds every message since the freeze, and takes them
+    /// beyond its queue's length, instead of being closed with 1001 to resume.
+    pub fn hold_history(&self) -> HistoryHold {
+        use std::sync::atomic::Ordering::SeqCst;
+        let rooms = self.rooms();
+        if self.inner.history_holds.fetch_add(1, SeqCst) == 0 {
+            for room in rooms.values() {
+                room.hold_history(true);
+            }
+        }
+        drop(rooms);
+        HistoryHold(self.clone())
+    }
+
     /// Where WebSocket members stopped by [`Hub::freeze`] go: each member whose transport
     /// is an `S` is sent there with its socket. Members over another transport (TLS, an
     /// HTTP/2 stream, when the sink takes plain TCP) are closed with 1001 and resume with
@@ -669,6 +688,35 @@ impl Hub {
             item?;
         }
         Ok(())
+    }
+}
+
+/// While it lives, the hub's rooms keep every message in history, not only the last
+/// `history` of them (up to 100,000 a room): see [`Hub::hold_history`]. Clones hold too.
+#[must_use = "history is held only while the hold lives"]
+pub struct HistoryHold(Hub);
+
+impl std::fmt::Debug for HistoryHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryHold").finish_non_exhaustive()
+    }
+}
+
+impl Clone for HistoryHold {
+    fn clone(&self) -> Self {
+        self.0.hold_history()
+    }
+}
+
+impl Drop for HistoryHold {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let rooms = self.0.rooms();
+        if self.0.inner.history_holds.fetch_sub(1, SeqCst) == 1 {
+            for room in rooms.values() {
+                room.hold_history(false);
+            }
+        }
     }
 }
 

@@ -96,7 +96,7 @@ mod ws;
 pub use backplane::redis::{InvalidRedisUrl, RedisConfig};
 pub use event::BadMessage;
 pub use handover::{
-    HandedMember, HandoverError, HubState, Imported, MemberState, HANDOVER_VERSION,
+    HandedMember, HandoverError, HistoryHold, HubState, Imported, MemberState, HANDOVER_VERSION,
 };
 pub use http::Accepted;
 pub use identity::CLOSE_TOKEN_EXPIRED;
@@ -233,6 +233,9 @@ struct Inner {
     /// `Hub::members_stopped` waits for.
     running: std::sync::atomic::AtomicUsize,
     stopped: tokio::sync::Notify,
+    /// [`HistoryHold`]s alive: the rooms keep every message since the first was taken
+    /// (changed under the rooms' lock, so that a room made meanwhile is held too).
+    history_holds: std::sync::atomic::AtomicUsize,
     /// One node, or one of many.
     nodes: Nodes,
     /// Where members stopped for a hand-over go (`Hub::hand_members_to`).
@@ -329,6 +332,7 @@ impl Hub {
                 id_floor: std::sync::atomic::AtomicU64::new(0),
                 running: std::sync::atomic::AtomicUsize::new(0),
                 stopped: tokio::sync::Notify::new(),
+                history_holds: std::sync::atomic::AtomicUsize::new(0),
                 nodes,
                 handover: Mutex::new(None),
             }),
@@ -396,6 +400,9 @@ impl Hub {
         let floor = self.inner.id_floor.load(Ordering::SeqCst);
         if floor > 0 {
             room.start_after(floor);
+        }
+        if self.inner.history_holds.load(Ordering::SeqCst) > 0 {
+            room.hold_history(true);
         }
         rooms.insert(room.name.clone(), room.clone());
         Ok(room)

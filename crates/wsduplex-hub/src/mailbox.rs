@@ -36,7 +36,10 @@ struct State {
     events: VecDeque<Utf8Bytes>,
     /// Sequence number of `events[0]`; the first event ever pushed is 1.
     first_seq: u64,
+    /// Events it may hold: `queue`, plus what is left of a backlog allowed
+    /// ([`Mailbox::allow_backlog`]).
     capacity: usize,
+    queue: usize,
     ended: Option<Ended>,
     waker: Option<Waker>,
     /// A WebSocket member's socket, lent while the member runs (`direct.rs`). When it is
@@ -57,6 +60,7 @@ impl Mailbox {
                 events: VecDeque::new(),
                 first_seq: cursor + 1,
                 capacity: capacity.max(1),
+                queue: capacity.max(1),
                 ended: None,
                 waker: None,
                 direct: None,
@@ -196,6 +200,12 @@ impl Mailbox {
         idle
     }
 
+    /// Makes room for `n` events beyond the queue (a member seated again after a hand-over
+    /// catching up): the room shrinks back as events are taken.
+    pub(crate) fn allow_backlog(&self, n: usize) {
+        self.lock().capacity += n;
+    }
+
     /// Ends delivery (the first reason wins).
     pub(crate) fn end(&self, why: Ended) {
         let mut s = self.lock();
@@ -247,6 +257,7 @@ impl Mailbox {
         let n = s.events.len().min(max);
         out.extend(s.events.drain(..n));
         s.first_seq += n as u64;
+        s.taken(n);
         if s.events.is_empty() && s.events.capacity() > KEPT_CAPACITY {
             // A burst (everyone's `joined` while a room fills) is over: an idle member
             // keeps no room for the next one.
@@ -261,6 +272,7 @@ impl Mailbox {
         let mut s = self.lock();
         let n = s.events.len();
         s.first_seq += n as u64;
+        s.taken(n);
         s.events.drain(..).collect()
     }
 
@@ -303,6 +315,7 @@ impl Mailbox {
             .min(s.events.len() as u64) as usize;
         s.events.drain(..acked);
         s.first_seq += acked as u64;
+        s.taken(acked);
         if s.events.is_empty() {
             // A newer request for the same session replaces an older one's waker: wake the
             // older one so that it notices and answers.
@@ -317,6 +330,13 @@ impl Mailbox {
         let n = s.events.len().min(max);
         let events: Vec<Utf8Bytes> = s.events.iter().take(n).cloned().collect();
         Poll::Ready(Ok((s.first_seq - 1 + n as u64, events)))
+    }
+}
+
+impl State {
+    /// `n` events left the queue: a backlog allowed shrinks by as much.
+    fn taken(&mut self, n: usize) {
+        self.capacity = self.capacity.saturating_sub(n).max(self.queue);
     }
 }
 
@@ -352,6 +372,21 @@ mod tests {
             Poll::Ready(Err(Ended::Overflow))
         );
         assert!(!m.push(ev("d")), "an ended mailbox takes nothing");
+    }
+
+    #[test]
+    fn a_backlog_allowed_goes_beyond_the_queue_then_shrinks_back() {
+        let m = Mailbox::new(2);
+        m.allow_backlog(3);
+        for e in ["a", "b", "c", "d", "e"] {
+            assert!(m.push(ev(e)), "{e}: the backlog's room and the queue's");
+        }
+        let mut out = Vec::new();
+        assert!(m.poll_take(&mut cx(), &mut out, 4, false).is_ready());
+        assert_eq!(out.len(), 4);
+        // Four taken: the queue's two are left (one of them used), not the backlog's.
+        assert!(m.push(ev("f")));
+        assert!(!m.push(ev("g")), "the backlog shrank back to the queue");
     }
 
     #[test]

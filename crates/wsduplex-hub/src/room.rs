@@ -55,7 +55,13 @@ pub(crate) struct State {
     /// process may have given before it died ([`Room::thaw`]). A resume from inside one
     /// comes from that process; one from before it missed nothing there.
     pub(crate) skipped: Vec<(u64, u64)>,
+    /// A process taking over seats members handed to it (`Hub::hold_history`): history
+    /// keeps every message (up to [`HELD_HISTORY`]) until they are all seated.
+    pub(crate) history_held: bool,
 }
+
+/// The most messages a room keeps while its history is held.
+pub(crate) const HELD_HISTORY: usize = 100_000;
 
 pub(crate) struct Member {
     key: u64,
@@ -98,6 +104,7 @@ impl Room {
                 exported: false,
                 left_out: Vec::new(),
                 skipped: Vec::new(),
+                history_held: false,
             }),
         }
     }
@@ -193,6 +200,18 @@ impl Room {
         send_message(&self.name, &mut s, encoded);
         s.last_active = Instant::now();
         id
+    }
+
+    /// Keeps every message in history (up to [`HELD_HISTORY`]), or no longer: history is
+    /// cut back to its length.
+    pub(crate) fn hold_history(&self, hold: bool) {
+        let mut s = self.lock();
+        s.history_held = hold;
+        if !hold && s.history.len() > s.history_len {
+            let extra = s.history.len() - s.history_len;
+            s.history.drain(..extra);
+            s.history.shrink_to_fit();
+        }
     }
 
     /// Cuts every member called `name`: their mailboxes end with `Cut`. Returns how many.
@@ -301,6 +320,10 @@ impl Room {
         if s.missed(seen) {
             return None;
         }
+        // What it missed goes into its mailbox beyond the usual queue: a member seated
+        // late in a busy hand-over may have a long way to catch up.
+        let behind = s.history.iter().filter(|(id, _)| *id > seen).count();
+        mailbox.allow_backlog(behind + s.left_out.len());
         for (id, event) in &s.history {
             if *id > seen && !mailbox.push(event.clone()) {
                 return None;
@@ -389,7 +412,11 @@ fn seat_member(s: &mut State, name: Arc<str>, mailbox: Arc<Mailbox>) -> Joined {
 /// Keeps a message in history (the oldest goes when it is full).
 pub(crate) fn keep(s: &mut State, id: u64, encoded: &Utf8Bytes) {
     if s.history_len > 0 {
-        if s.history.len() >= s.history_len {
+        let bound = match s.history_held {
+            true => s.history_len.max(HELD_HISTORY),
+            false => s.history_len,
+        };
+        if s.history.len() >= bound {
             s.history.pop_front();
         }
         s.history.push_back((id, encoded.clone()));
@@ -479,6 +506,27 @@ mod tests {
         room.export();
         room.thaw(0);
         room
+    }
+
+    #[test]
+    fn held_history_keeps_every_message_until_released() {
+        let room = Room::new("r", 3);
+        room.hold_history(true);
+        for i in 0..10 {
+            room.publish("a", Body::Text(&format!("m{i}")));
+        }
+        // A member that saw id 2 can still be seated: 3..=10 are there, beyond its queue.
+        let mailbox = Arc::new(Mailbox::new(2));
+        assert!(room.seat("b".into(), 2, mailbox.clone()).is_some());
+        let mut out = Vec::new();
+        let cx = &mut std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(mailbox.poll_take(cx, &mut out, 64, false).is_ready());
+        assert_eq!(out.len(), 8);
+        room.hold_history(false);
+        assert_eq!(room.lock().history.len(), 3, "cut back to its length");
+        assert!(room
+            .seat("c".into(), 2, Arc::new(Mailbox::new(2)))
+            .is_none());
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub(super) struct Adoption {
     pub reply: Option<std::sync::mpsc::Sender<Result<tokio::sync::oneshot::Sender<()>, String>>>,
     /// Stays with this process: never given up to a hand-over (drained instead).
     pub keep: bool,
+    /// A member taken over: the rooms keep their history until it is seated.
+    pub hold: Option<wsduplex_hub::HistoryHold>,
 }
 
 /// What a worker tells the control thread. Reports of one worker arrive in order.
@@ -216,6 +218,7 @@ fn adopt(adoption: Adoption, server: &Arc<Server>, tasks: &TaskTracker) {
         member,
         reply,
         keep,
+        hold,
     } = adoption;
     let fail = |reply: Option<std::sync::mpsc::Sender<_>>, reason: String| match reply {
         Some(reply) => {
@@ -268,7 +271,10 @@ fn adopt(adoption: Adoption, server: &Arc<Server>, tasks: &TaskTracker) {
             }
             let entry = super::member::entry::<tokio::net::TcpStream>(permit);
             let hub = server.hub.clone();
-            match hub.resumed_member(ws, *member, &server.config).await {
+            let resumed = hub.resumed_member(ws, *member, &server.config).await;
+            // Seated (or not): it needs nothing more from history than its mailbox has.
+            drop(hold);
+            match resumed {
                 Ok(Some(member)) => super::member::serve(member, entry).await,
                 Ok(None) => {}
                 Err(e) => tracing::debug!("hub member: {e}"),

@@ -381,6 +381,7 @@ impl Control {
             member,
             reply: None,
             keep,
+            hold: None,
         };
         if self.workers[worker].send(Command::Adopt(adoption)).is_err() {
             tracing::error!("worker {worker} is gone: a connection is lost");
@@ -583,6 +584,9 @@ impl TakeOver {
             .and_then(|v| v.parse().ok());
         self.ch.send(&Message::Ready, &[])?;
         let mut count = 0u64;
+        // From the hub's state on, until every member sent is seated: a member moved late
+        // finds every message published since the freeze by those moved before it.
+        let mut history = None;
         loop {
             let (msg, mut fds) = self.ch.recv()?;
             let (id, endpoint, state) = match msg {
@@ -600,6 +604,7 @@ impl TakeOver {
                     return Ok(count);
                 }
                 Message::Hub(state) => {
+                    history = Some(hub.hold_history());
                     // Before any member, and before anything is accepted here.
                     let imported = wsduplex_hub::HubState::decode(&state)
                         .and_then(|state| hub.import_state(state));
@@ -646,6 +651,7 @@ impl TakeOver {
             let _ = worker.send(Command::Adopt(Adoption {
                 tcp,
                 state: Box::new(state),
+                hold: member.as_ref().and(history.clone()),
                 member,
                 reply: Some(reply),
                 keep: false,
