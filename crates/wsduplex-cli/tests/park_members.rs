@@ -34,6 +34,17 @@ fn next_event(ws: &mut Ws) -> serde_json::Value {
     }
 }
 
+/// The next event, a presence one: its type and name.
+fn presence(ws: &mut Ws) -> (String, String) {
+    let event = json(&ws.read_frame().payload);
+    let field = |k: &str| event[k].as_str().unwrap_or_default().to_string();
+    (field("type"), field("name"))
+}
+
+fn is(kind: &str, name: &str) -> (String, String) {
+    (kind.to_string(), name.to_string())
+}
+
 /// A member of `room`, past its welcome.
 fn join(addr: SocketAddr, room: &str, name: &str) -> Ws {
     let mut ws = Ws::connect(addr, &format!("/chat/{room}?name={name}"));
@@ -100,31 +111,18 @@ fn parked_members_get_every_event_and_answer_at_once() {
     // Presence wakes them too: everyone hears of a newcomer, then of a member that left.
     let newcomer = join(addr, "r", "late");
     for ws in &mut members {
-        let f = ws.read_frame();
-        let event = json(&f.payload);
-        assert_eq!(
-            (&event["type"], &event["name"]),
-            (&"joined".into(), &"late".into())
-        );
+        assert_eq!(presence(ws), is("joined", "late"));
     }
     drop(newcomer);
     for ws in &mut members {
-        let event = json(&ws.read_frame().payload);
-        assert_eq!(
-            (&event["type"], &event["name"]),
-            (&"left".into(), &"late".into())
-        );
+        assert_eq!(presence(ws), is("left", "late"));
     }
     wait_parked(addr, 12);
 
     // A parked member whose client vanishes leaves the room.
     drop(members.pop());
     for ws in &mut members {
-        let event = json(&ws.read_frame().payload);
-        assert_eq!(
-            (&event["type"], &event["name"]),
-            (&"left".into(), &"m11".into())
-        );
+        assert_eq!(presence(ws), is("left", "m11"));
     }
     wait_parked(addr, 11);
     // One closes properly while parked: the closing handshake, then it is gone.

@@ -42,13 +42,18 @@ enum Step {
 /// ([`Member::run_or_idle`], [`Member::park`]).
 pub struct Member<S> {
     ws: WebSocket<S>,
+    /// The mailbox still holds a second descriptor of the socket, lent before the member
+    /// last stopped idle (the rooms may be writing to it): `run` takes it back first.
+    lent: bool,
+    core: Core,
+}
+
+/// What a member is besides its socket, parked or not.
+struct Core {
     subs: Subscriptions,
     limits: Limits,
     close_timeout: Duration,
     access: Access,
-    /// The mailbox still holds a second descriptor of the socket, lent before the member
-    /// last stopped idle (the rooms may be writing to it): `run` takes it back first.
-    lent: bool,
     _running: crate::handover::Running,
 }
 
@@ -80,14 +85,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Member<S> {
         access: Access,
         running: crate::handover::Running,
     ) -> Self {
-        Self {
-            ws,
+        let core = Core {
             subs,
             limits,
             close_timeout,
             access,
-            lent: false,
             _running: running,
+        };
+        Self {
+            ws,
+            lent: false,
+            core,
         }
     }
 
@@ -129,9 +137,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Member<S> {
     }
 
     async fn end(self, ending: Ending) -> wsduplex::Result<()> {
-        let Self {
-            ws, subs, _running, ..
-        } = self;
+        let Self { ws, core, .. } = self;
+        let Core { subs, _running, .. } = core;
         let hub = subs.hub().clone();
         // Out of its rooms before the socket goes anywhere.
         drop(subs);
@@ -148,42 +155,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Member<S> {
         if !self.lent {
             return Err(self);
         }
-        let Self {
-            ws,
-            subs,
-            limits,
-            close_timeout,
-            access,
-            lent,
-            _running,
-        } = self;
+        let Self { ws, lent, core } = self;
         match ws.park() {
             Ok((io, ws)) => {
-                let expires = access.deadline().map(tokio::time::Instant::into_std);
+                let expires = core.access.deadline().map(tokio::time::Instant::into_std);
                 let deadline = match (ws.deadline(), expires) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                let parked = ParkedMember {
-                    ws,
-                    subs,
-                    limits,
-                    close_timeout,
-                    access,
-                    deadline,
-                    _running,
-                };
-                Ok((io, parked))
+                Ok((io, ParkedMember { ws, deadline, core }))
             }
-            Err(ws) => Err(Self {
-                ws,
-                subs,
-                limits,
-                close_timeout,
-                access,
-                lent,
-                _running,
-            }),
+            Err(ws) => Err(Self { ws, lent, core }),
         }
     }
 }
@@ -195,12 +177,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Member<S> {
 /// write, the member cut, the hub stopping or handed over).
 pub struct ParkedMember {
     ws: wsduplex::Parked,
-    subs: Subscriptions,
-    limits: Limits,
-    close_timeout: Duration,
-    access: Access,
     deadline: Option<Instant>,
-    _running: crate::handover::Running,
+    core: Core,
 }
 
 impl std::fmt::Debug for ParkedMember {
@@ -221,7 +199,7 @@ impl ParkedMember {
     /// Has `waker` woken when the member needs its task (see [`ParkedMember`]). `false` if
     /// it already does (something came between its last wait and now): resume it at once.
     pub fn wake_with(&self, waker: Waker) -> bool {
-        self.subs.mailbox().park(waker)
+        self.core.subs.mailbox().park(waker)
     }
 
     /// The member on its transport again, to run (it goes on as if it had kept waiting).
@@ -231,12 +209,8 @@ impl ParkedMember {
     {
         Member {
             ws: WebSocket::unpark(io, self.ws),
-            subs: self.subs,
-            limits: self.limits,
-            close_timeout: self.close_timeout,
-            access: self.access,
             lent: true,
-            _running: self._running,
+            core: self.core,
         }
     }
 }
@@ -264,12 +238,15 @@ where
 {
     let Member {
         ws,
-        subs,
-        limits,
-        close_timeout,
-        access,
         lent: was_lent,
-        ..
+        core:
+            Core {
+                subs,
+                limits,
+                close_timeout,
+                access,
+                ..
+            },
     } = member;
     let (limits, close_timeout) = (*limits, *close_timeout);
     let mut batch: Vec<Utf8Bytes> = Vec::new();
