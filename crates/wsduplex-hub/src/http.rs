@@ -357,8 +357,9 @@ impl Hub {
 
     /// [`Hub::serve`] up to a WebSocket member, which is handed back to be run
     /// ([`Member::run`]), in a task of its own if the caller likes: the task then holds the
-    /// member alone (`Member::run`'s state is 2.3 KB with a `TcpStream`), not the request's
-    /// stages before it (about 8 KB in `wsduplex serve`).
+    /// member alone (about 1.8 KB with a `TcpStream`), not the request's stages before it
+    /// (about 8 KB in `wsduplex serve`); or parked without a task once idle
+    /// ([`Member::run_or_idle`], [`Member::park`]).
     pub async fn accept<S>(&self, incoming: Incoming<S>, config: &ServerConfig) -> Accepted<S>
     where
         S: AsyncRead + AsyncWrite + Unpin + 'static,

@@ -1,5 +1,7 @@
-//! Parked connections: idle `/echo` connections held without a task and without a
-//! registration in tokio's reactor, about 200 bytes each instead of about 1 KB.
+//! Parked connections: idle `/echo` connections and chat members held without a task and
+//! without a registration in tokio's reactor (an `/echo` connection in about 200 bytes
+//! instead of about 1 KB). A parked chat member is also resumed when its mailbox wakes it,
+//! from any thread, through the lot's inbox (`Unpark`).
 //!
 //! An echo task whose connection has waited a whole `--park-idle` period is asked (by the
 //! registry's sweep) to park. At its next safe point, with nothing in flight, the socket

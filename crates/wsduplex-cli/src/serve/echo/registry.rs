@@ -1,4 +1,5 @@
-//! The echo connections of a worker thread: their permits, and the wakers that the stop
+//! The echo connections of a worker thread, and its chat members (`serve/member.rs`, not
+//! movable: the hub hands them over itself): their permits, and the wakers that the stop
 //! signal and a hand-over wake. A worker is a current-thread runtime, so an echo task is
 //! polled and dropped on the thread that spawned it, and the worker's own loop (which
 //! signals) runs there too. A connection costs 56 bytes in a slab here, instead of a
