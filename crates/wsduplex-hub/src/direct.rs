@@ -211,6 +211,31 @@ mod tests {
     }
 
     #[test]
+    fn a_message_does_not_overtake_queued_presence() {
+        let (m, mut client) = lent_mailbox(4);
+        wait_idle(&m);
+        // Presence is queued, never written directly; the member's task has not run yet.
+        assert!(m.push(Utf8Bytes::from("joined")));
+        assert!(m.deliver(&Utf8Bytes::from("message"), &mut None, Instant::now()));
+        client.set_nonblocking(true).unwrap();
+        let read = client.read(&mut [0u8; 16]);
+        assert_eq!(
+            read.map_err(|e| e.kind()).unwrap_err(),
+            std::io::ErrorKind::WouldBlock,
+            "the message went out before the presence queued ahead of it"
+        );
+        let mut out = Vec::new();
+        assert!(m.poll_take(&mut cx(), &mut out, 64, true).is_ready());
+        assert_eq!(out, ["joined", "message"].map(Utf8Bytes::from));
+        // And a member leaving its task now is not idle: what is queued is not lost.
+        assert!(m.push(Utf8Bytes::from("left")));
+        assert!(
+            !m.park(Waker::noop().clone()),
+            "parked with an event queued"
+        );
+    }
+
+    #[test]
     fn an_ended_mailbox_is_not_written_to() {
         let (m, mut client) = lent_mailbox(4);
         wait_idle(&m);

@@ -93,6 +93,12 @@ impl Mailbox {
         if s.ended.is_some() {
             return false;
         }
+        // A queued event ends an idle spell (idle always means an empty queue): a message
+        // delivered after it must not be written to the socket ahead of it, and a member
+        // leaving its task must not be parked with it unsent.
+        if let Some(d) = s.direct.as_mut() {
+            d.idle = false;
+        }
         if s.events.len() >= s.capacity {
             s.ended = Some(Ended::Overflow);
             let waker = s.waker.take();
@@ -193,6 +199,7 @@ impl Mailbox {
         let mut s = self.lock();
         let idle = s.ended.is_none() && s.direct.as_ref().is_some_and(|d| d.idle);
         if idle {
+            debug_assert!(s.events.is_empty(), "idle with events queued");
             s.waker = Some(waker);
             // Empty (idle means that): a parked member keeps no room for events.
             s.events = VecDeque::new();
